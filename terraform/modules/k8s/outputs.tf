@@ -1,0 +1,24 @@
+output "namespace" {
+  description = "Namespace the appliance runs in."
+  value       = local.namespace
+}
+
+output "release_name" {
+  description = "Helm release name."
+  value       = helm_release.flowguard.name
+}
+
+output "service_name" {
+  description = "ClusterIP Service of the HTTPS API."
+  value       = local.fullname
+}
+
+output "master_key_secret" {
+  description = "Secret holding the master key: back it up."
+  value       = local.master_key_secret
+}
+
+output "init_command" {
+  description = "Command creating the first tenant and its Owner (prints the initial credentials once)."
+  value       = "kubectl -n ${local.namespace} exec -it ${local.fullname}-0 -- flowguard init --config /etc/flowguard/config/flowguard.toml --tenant-name NAME --owner-email EMAIL --json"
+}
