@@ -79,7 +79,7 @@ module "flowguard" {
   }
 }
 
-output "init_command" {
-  description = "Run once to create the first tenant."
-  value       = module.flowguard.init_command
+output "tenant_create_command" {
+  description = "Run to create a tenant and its Owner."
+  value       = module.flowguard.tenant_create_command
 }

@@ -18,7 +18,7 @@ output "master_key_secret" {
   value       = local.master_key_secret
 }
 
-output "init_command" {
-  description = "Command creating the first tenant and its Owner (prints the initial credentials once)."
-  value       = "kubectl -n ${local.namespace} exec -it ${local.fullname}-0 -- flowguard init --config /etc/flowguard/config/flowguard.toml --tenant-name NAME --owner-email EMAIL --json"
+output "tenant_create_command" {
+  description = "Command creating a tenant and its Owner on the first replica (prints the one-time password once)."
+  value       = "kubectl -n ${local.namespace} exec -it ${local.fullname}-0 -- flowguard tenant create --config /etc/flowguard/config/flowguard.toml --name NAME --owner-email EMAIL --json"
 }

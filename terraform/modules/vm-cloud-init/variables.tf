@@ -110,7 +110,7 @@ variable "license" {
 }
 
 variable "init_tenant" {
-  description = "Optional first tenant { name, owner_email } created with `flowguard init`; the Owner's credentials land in /var/lib/flowguard/initial-credentials (0600)."
+  description = "Optional first tenant { name, owner_email } created with `flowguard init`; created before the first start; the Owner's one-time password lands in /var/lib/flowguard/initial-owner.json (0600). null: the first start bootstraps tenant \"default\" and writes /var/lib/flowguard/initial-credentials."
   type = object({
     name        = string
     owner_email = string

@@ -7,7 +7,8 @@
 # secret. Settings come from /run/flowguard-install/env (written by cloud-init):
 #   FG_DEB_PATH      absolute path of flowguard_<version>_<arch>.deb   (required)
 #   FG_DEB_SHA256    expected SHA-256 of that file                     (optional)
-#   FG_INIT_TENANT   create this first tenant with `flowguard init`    (optional)
+#   FG_INIT_TENANT   create this first tenant with `flowguard init`    (optional;
+#                    the one-time password lands in /var/lib/flowguard/initial-owner.json)
 #   FG_INIT_EMAIL    ... and this Owner e-mail                         (with FG_INIT_TENANT)
 #   FG_START         "true": enable and start flowguard.service       (default true)
 # The same script is exercised by the packaging CI in a clean Debian root.
@@ -75,16 +76,19 @@ if [ -f "$STAGE/license.token" ]; then
     rm -f "$STAGE/license.token"
 fi
 
-# 5. First tenant. The credentials go to $DATA/initial-credentials (0600), not to the log.
+# 5. First tenant, created before the first start (which would otherwise bootstrap a
+#    "default" tenant). The one-time password goes to a 0600 file, never to the log.
 if [ -n "$FG_INIT_TENANT" ]; then
     [ -n "$FG_INIT_EMAIL" ] || die "FG_INIT_TENANT is set but FG_INIT_EMAIL is not"
-    if [ -e "$DATA/initial-credentials" ]; then
-        log "already initialised ($DATA/initial-credentials exists)"
+    if [ -e "$DATA/catalog.db" ]; then
+        log "data directory already initialised: first tenant NOT created"
     else
-        setpriv --reuid=flowguard --regid=flowguard --init-groups --reset-env \
+        out="$DATA/initial-owner.json"
+        (umask 077; setpriv --reuid=flowguard --regid=flowguard --init-groups --reset-env \
             /usr/bin/flowguard init --config "$CONF" \
-            --tenant-name "$FG_INIT_TENANT" --owner-email "$FG_INIT_EMAIL" >/dev/null
-        log "first tenant created; Owner credentials are in $DATA/initial-credentials"
+            --tenant-name "$FG_INIT_TENANT" --owner-email "$FG_INIT_EMAIL" --json) > "$out"
+        chown flowguard:flowguard "$out"
+        log "first tenant created; the Owner's one-time password is in $out (0600)"
     fi
 fi
 
