@@ -1,0 +1,285 @@
+//! Command line (clap): `serve`, `init`, `users unlock`, `--version`. `--config FILE` and
+//! `--data-dir DIR` work on every subcommand.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::audit::{Actor, NewAuditEvent};
+use crate::auth::password;
+use crate::config::{CliOverrides, Settings};
+use crate::service::tenants::{self, Created};
+use crate::startup;
+
+/// FlowGuard Appliance: self-hosted end-to-end test automation in one binary.
+#[derive(Parser, Debug)]
+#[command(name = "flowguard", version, about, propagate_version = true)]
+pub struct Cli {
+    /// TOML configuration file (defaults → this file → FLOWGUARD_* env → flags).
+    #[arg(long, global = true, env = "FLOWGUARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (default ./flowguard-data).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the HTTPS appliance (bootstraps an empty data dir on first start).
+    Serve(ServeArgs),
+    /// Initialise a new data dir non-interactively and print the tenant id.
+    Init(InitArgs),
+    /// Tenant maintenance on the host (create, list).
+    Tenant {
+        /// Action.
+        #[command(subcommand)]
+        action: TenantCommand,
+    },
+    /// Tenant user maintenance on the host.
+    Users {
+        /// Action.
+        #[command(subcommand)]
+        action: UsersCommand,
+    },
+}
+
+/// `serve` flags.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Listen address ADDR:PORT (port 0 picks a free port; see <data>/listen.addr).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+}
+
+/// `init` flags.
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Name of the first tenant.
+    #[arg(long)]
+    pub tenant_name: String,
+    /// Email of its Owner.
+    #[arg(long)]
+    pub owner_email: String,
+    /// File holding the Owner's password (else one is generated and printed).
+    #[arg(long, value_name = "FILE")]
+    pub owner_password_file: Option<PathBuf>,
+    /// Also create a PlatformAdmin with this email.
+    #[arg(long)]
+    pub platform_admin_email: Option<String>,
+    /// File holding the PlatformAdmin's password (else one is generated and printed).
+    #[arg(long, value_name = "FILE", requires = "platform_admin_email")]
+    pub platform_admin_password_file: Option<PathBuf>,
+    /// Print one JSON object (tenant id and any generated passwords).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tenant` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum TenantCommand {
+    /// Create a tenant in this deployment's region with one Owner; prints the tenant id.
+    Create {
+        /// Unique tenant name.
+        #[arg(long)]
+        name: String,
+        /// Owner email.
+        #[arg(long)]
+        owner_email: String,
+        /// File holding the Owner's password (else one is generated and printed).
+        #[arg(long, value_name = "FILE")]
+        owner_password_file: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tenants (id, name, region, plan).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `users` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum UsersCommand {
+    /// Break-glass: clear login throttling for an account (all addresses).
+    Unlock {
+        /// Account email.
+        email: String,
+        /// Limit to one tenant (id).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+/// Parse arguments and run; errors print one line to stderr and exit 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flowguard: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let listen = match &cli.command {
+        Command::Serve(a) => a.listen.clone(),
+        _ => None,
+    };
+    let settings = Settings::load(cli.config.as_deref(), &CliOverrides { data_dir: cli.data_dir.clone(), listen })?;
+    crate::telemetry::init(&settings.log);
+    match cli.command {
+        Command::Serve(_) => startup::serve(settings),
+        Command::Init(a) => init(settings, a),
+        Command::Users { action: UsersCommand::Unlock { email, tenant } } => unlock(settings, &email, tenant.as_deref()),
+        Command::Tenant { action: TenantCommand::Create { name, owner_email, owner_password_file, json } } => {
+            tenant_create(settings, &name, &owner_email, owner_password_file.as_deref(), json)
+        }
+        Command::Tenant { action: TenantCommand::List { json } } => tenant_list(settings, json),
+    }
+}
+
+fn init(settings: Settings, a: InitArgs) -> anyhow::Result<()> {
+    if crate::store::Catalog::path_in(&settings.data_dir).exists() {
+        anyhow::bail!("{} is already initialised; refusing to re-initialise", settings.data_dir.display());
+    }
+    // Validate inputs before anything is written.
+    crate::domain::TenantName::parse(&a.tenant_name).map_err(|e| anyhow::anyhow!("--tenant-name: {e}"))?;
+    crate::domain::Email::parse(&a.owner_email).map_err(|e| anyhow::anyhow!("--owner-email: {e}"))?;
+    if let Some(e) = &a.platform_admin_email {
+        crate::domain::Email::parse(e).map_err(|e| anyhow::anyhow!("--platform-admin-email: {e}"))?;
+    }
+    let (owner_pw, owner_generated) = match &a.owner_password_file {
+        Some(f) => (tenants::read_password_file(f)?, false),
+        None => (zeroize::Zeroizing::new(password::random_password()), true),
+    };
+    let admin_pw = match (&a.platform_admin_email, &a.platform_admin_password_file) {
+        (Some(_), Some(f)) => Some((tenants::read_password_file(f)?, false)),
+        (Some(_), None) => Some((zeroize::Zeroizing::new(password::random_password()), true)),
+        _ => None,
+    };
+    let opened = startup::open_data_dir(&settings, true)?;
+    let settings = std::sync::Arc::new(settings);
+    let state = startup::build_state(settings.clone(), opened)?;
+    let owner_hash = password::hash_blocking(&owner_pw)?;
+    let tid = tenants::create_tenant(
+        &state.master,
+        &state.catalog,
+        &state.tenants,
+        &settings.region(),
+        &a.tenant_name,
+        &a.owner_email,
+        &owner_hash,
+        owner_generated,
+        None,
+    )?;
+    if let (Some(email), Some((pw, generated))) = (&a.platform_admin_email, &admin_pw) {
+        tenants::create_platform_admin(&state.catalog, email, &password::hash_blocking(pw)?, *generated)?;
+    }
+    let created = Created {
+        tenant_id: tid.to_string(),
+        tenant_name: a.tenant_name.trim().to_string(),
+        owner_email: a.owner_email.trim().to_lowercase(),
+        owner_password: owner_generated.then(|| owner_pw.to_string()),
+        platform_admin_email: a.platform_admin_email.clone(),
+        platform_admin_password: admin_pw.as_ref().and_then(|(p, g)| g.then(|| p.to_string())),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string(&created)?);
+    } else {
+        println!("{}", created.tenant_id);
+        if let Some(p) = &created.owner_password {
+            eprintln!("owner {} one-time password: {p}", created.owner_email);
+        }
+        if let (Some(e), Some(p)) = (&created.platform_admin_email, &created.platform_admin_password) {
+            eprintln!("platform admin {e} one-time password: {p}");
+        }
+    }
+    Ok(())
+}
+
+fn unlock(settings: Settings, email: &str, tenant: Option<&str>) -> anyhow::Result<()> {
+    let account = email.trim().to_lowercase();
+    let opened = startup::open_data_dir(&settings, false)?;
+    let actor = Actor { email: Some("host-cli".into()), role: Some("operator".into()), client_ip: None, user_agent: None };
+    let ev = NewAuditEvent::new(&actor, "login.unlock", Some(format!("account:{account}")))
+        .details(serde_json::json!({"tenant": tenant}));
+    let n = {
+        let mut c = opened.catalog.db().lock();
+        crate::store::catalog::unlock_account(&mut c, &account, tenant, &ev)?
+    };
+    println!("cleared {n} lockout counter(s) for {account}");
+    Ok(())
+}
+
+fn tenant_create(
+    settings: Settings,
+    name: &str,
+    owner_email: &str,
+    pw_file: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    crate::domain::TenantName::parse(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+    crate::domain::Email::parse(owner_email).map_err(|e| anyhow::anyhow!("--owner-email: {e}"))?;
+    let (pw, generated) = match pw_file {
+        Some(f) => (tenants::read_password_file(f)?, false),
+        None => (zeroize::Zeroizing::new(password::random_password()), true),
+    };
+    let opened = startup::open_data_dir(&settings, false)?;
+    let settings = std::sync::Arc::new(settings);
+    let state = startup::build_state(settings.clone(), opened)?;
+    let actor = Actor { email: Some("host-cli".into()), role: Some("operator".into()), client_ip: None, user_agent: None };
+    let tid = tenants::create_tenant(
+        &state.master,
+        &state.catalog,
+        &state.tenants,
+        &settings.region(),
+        name,
+        owner_email,
+        &password::hash_blocking(&pw)?,
+        generated,
+        Some(&actor),
+    )?;
+    let created = Created {
+        tenant_id: tid.to_string(),
+        tenant_name: name.trim().to_string(),
+        owner_email: owner_email.trim().to_lowercase(),
+        owner_password: generated.then(|| pw.to_string()),
+        platform_admin_email: None,
+        platform_admin_password: None,
+    };
+    if json {
+        println!("{}", serde_json::to_string(&created)?);
+    } else {
+        println!("{}", created.tenant_id);
+        if let Some(p) = &created.owner_password {
+            eprintln!("owner {} one-time password: {p}", created.owner_email);
+        }
+    }
+    Ok(())
+}
+
+fn tenant_list(settings: Settings, json: bool) -> anyhow::Result<()> {
+    let opened = startup::open_data_dir(&settings, false)?;
+    let rows = {
+        let c = opened.catalog.db().lock();
+        crate::store::catalog::list_tenants(&c)?
+    };
+    if json {
+        println!("{}", serde_json::to_string(&rows)?);
+    } else {
+        for t in rows {
+            println!("{}\t{}\t{}\t{}", t.id, t.name, t.region, t.plan);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,346 @@
+//! Typed settings, layered defaults → TOML file → `FLOWGUARD_*` environment → CLI flags.
+//!
+//! Modelled on lldap's `configuration.rs` (figment) and kanidm's `deny_unknown_fields`: every
+//! table rejects unknown keys with a message naming the key. Secrets may be given inline or as a
+//! `*_file` key naming a file that holds them (e.g. `metrics.token_file`).
+//!
+//! Environment variables use `__` for nesting: `FLOWGUARD_TLS__MODE=off` sets `tls.mode`.
+//! `FLOWGUARD_AGENT_TOKEN`, `FLOWGUARD_CONFIG` and `FLOWGUARD_LOG` belong to other parts of the
+//! binary and are not settings.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Region;
+
+/// Environment variables with the `FLOWGUARD_` prefix that are *not* settings.
+const NON_SETTING_ENV: &[&str] = &["AGENT_TOKEN", "CONFIG", "LOG", "LOG_FORMAT"];
+
+/// All settings of one deployment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Directory holding keys, stores, TLS material and screenshots. Default `./flowguard-data`.
+    pub data_dir: PathBuf,
+    /// Listen address `ADDR:PORT`; port 0 picks a free port (written to `<data>/listen.addr`).
+    pub listen: String,
+    /// This deployment's region (lowercase letters/digits, 2–16 chars). Default `local`.
+    pub region: String,
+    /// Public endpoint of every region, e.g. `{ weu = "https://weu.flowguard.corp" }`.
+    pub regions: BTreeMap<String, String>,
+    /// Master key (KEK) file; default `<data>/keys/master.key`.
+    pub master_key_file: Option<PathBuf>,
+    /// TLS settings.
+    pub tls: TlsSettings,
+    /// Session lifetimes.
+    pub session: SessionSettings,
+    /// Login throttling.
+    pub login: LoginSettings,
+    /// Prometheus metrics endpoint.
+    pub metrics: MetricsSettings,
+    /// Tenant store cache.
+    pub store: StoreSettings,
+    /// Proxies whose `X-Forwarded-For` is believed (CIDR list). Empty: only the peer address.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./flowguard-data"),
+            listen: "127.0.0.1:8443".into(),
+            region: "local".into(),
+            regions: BTreeMap::new(),
+            master_key_file: None,
+            tls: TlsSettings::default(),
+            session: SessionSettings::default(),
+            login: LoginSettings::default(),
+            metrics: MetricsSettings::default(),
+            store: StoreSettings::default(),
+            trusted_proxies: Vec::new(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+/// `tls.mode`: `on` (default) serves HTTPS; `off` serves plain HTTP behind a TLS-terminating proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// HTTPS with TLS 1.2/1.3 (rustls, ring provider).
+    #[default]
+    On,
+    /// Plain HTTP; a warning is logged at start.
+    Off,
+}
+
+/// `[tls]` table.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// `on` or `off`.
+    pub mode: TlsMode,
+    /// PEM certificate chain. With neither file set, a self-signed certificate is generated into
+    /// `<data>/tls/`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[session]` table (minutes/hours).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionSettings {
+    /// Idle timeout in minutes (default 30).
+    pub idle_minutes: u32,
+    /// Absolute lifetime in hours (default 12).
+    pub absolute_hours: u32,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self { idle_minutes: 30, absolute_hours: 12 }
+    }
+}
+
+/// `[login]` table: brute-force throttling (OWASP Authentication Cheat Sheet).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginSettings {
+    /// Failures allowed per (account, client IP) pair before 429 (default 5).
+    pub max_failures_per_pair: u32,
+    /// First lockout in seconds; doubles with each further failure (default 30).
+    pub base_lockout_secs: u64,
+    /// Cap on one lockout in seconds (default 900 = 15 minutes).
+    pub max_lockout_secs: u64,
+    /// Failed attempts per client IP across all accounts within the window before 429 (default 50).
+    pub max_failures_per_ip: u32,
+    /// Window in seconds after which counters expire by themselves (default 900).
+    pub window_secs: u64,
+    /// Concurrent argon2id computations (0 = number of CPUs).
+    pub hash_concurrency: usize,
+}
+
+impl Default for LoginSettings {
+    fn default() -> Self {
+        Self {
+            max_failures_per_pair: 5,
+            base_lockout_secs: 30,
+            max_lockout_secs: 900,
+            max_failures_per_ip: 50,
+            window_secs: 900,
+            hash_concurrency: 0,
+        }
+    }
+}
+
+/// `[metrics]` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Serve `/metrics` (default true).
+    pub enabled: bool,
+    /// Answer `/metrics` only to loopback peers (default true).
+    pub loopback_only: bool,
+    /// Optional bearer token that non-loopback scrapers must present (secret).
+    pub token: Option<String>,
+    /// File holding `token` (the `*_file` form of the secret).
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self { enabled: true, loopback_only: true, token: None, token_file: None }
+    }
+}
+
+/// `[store]` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// Most tenant stores held open at once (LRU; default 64).
+    pub max_open_tenants: usize,
+    /// SQLite busy timeout in milliseconds (default 5000).
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self { max_open_tenants: 64, busy_timeout_ms: 5000 }
+    }
+}
+
+/// `[log]` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `json` (default) or `pretty`.
+    pub format: String,
+    /// tracing filter, e.g. `info` or `flowguard=debug,actix_web=info`.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { format: "json".into(), level: "info".into() }
+    }
+}
+
+/// Overrides given on the command line (highest precedence).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CliOverrides {
+    /// `--data-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+/// Errors while loading settings; messages name the offending key or file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Parsing/merging failed (unknown key, wrong type, unreadable TOML).
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// A `*_file` secret could not be read.
+    #[error("cannot read {key} from {path}: {reason}")]
+    SecretFile { key: &'static str, path: PathBuf, reason: String },
+}
+
+impl Settings {
+    /// Load settings: embedded defaults, then `config_file` (TOML) if given, then `FLOWGUARD_*`
+    /// environment variables, then `cli`. Unknown keys anywhere are an error naming the key.
+    pub fn load(config_file: Option<&Path>, cli: &CliOverrides) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = config_file {
+            if !path.is_file() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        let env = Env::prefixed("FLOWGUARD_")
+            .filter(|k| !NON_SETTING_ENV.iter().any(|n| k.as_str().eq_ignore_ascii_case(n)))
+            .split("__");
+        fig = fig.merge(env).merge(Serialized::defaults(cli));
+        let mut s: Settings = fig.extract().map_err(|e| {
+            let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            ConfigError::Invalid(msgs.join("; "))
+        })?;
+        s.resolve_secret_files()?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
+        if let Some(path) = &self.metrics.token_file {
+            let v = std::fs::read_to_string(path).map_err(|e| ConfigError::SecretFile {
+                key: "metrics.token_file",
+                path: path.clone(),
+                reason: e.kind().to_string(),
+            })?;
+            self.metrics.token = Some(v.trim_end_matches(['\r', '\n']).to_string());
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        Region::parse(&self.region)
+            .map_err(|e| ConfigError::Invalid(format!("region: {e}")))?;
+        for name in self.regions.keys() {
+            Region::parse(name)
+                .map_err(|e| ConfigError::Invalid(format!("regions.{name}: {e}")))?;
+        }
+        self.listen_addr()?;
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(ConfigError::Invalid(
+                "tls.cert_file and tls.key_file must be given together".into(),
+            ));
+        }
+        if self.session.idle_minutes == 0 || self.session.absolute_hours == 0 {
+            return Err(ConfigError::Invalid("session lifetimes must be positive".into()));
+        }
+        if self.store.max_open_tenants == 0 {
+            return Err(ConfigError::Invalid("store.max_open_tenants must be positive".into()));
+        }
+        if self.login.max_failures_per_pair == 0 || self.login.max_failures_per_ip == 0 {
+            return Err(ConfigError::Invalid("login failure limits must be positive".into()));
+        }
+        Ok(())
+    }
+
+    /// The parsed listen address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen
+            .parse()
+            .map_err(|_| ConfigError::Invalid(format!("listen: `{}` is not ADDR:PORT", self.listen)))
+    }
+
+    /// The deployment region as a validated value.
+    pub fn region(&self) -> Region {
+        // validated in `load`; fall back to "local" only for hand-built settings in tests.
+        Region::parse(&self.region).unwrap_or_else(|_| Region::local())
+    }
+
+    /// Path of the master key file.
+    pub fn master_key_path(&self) -> PathBuf {
+        self.master_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys").join("master.key"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "listen = \"127.0.0.1:0\"\n[tls]\nmode = \"on\"\nbogus_key = 1\n").unwrap();
+        let err = Settings::load(Some(&f), &CliOverrides::default()).unwrap_err().to_string();
+        assert!(err.contains("bogus_key"), "{err}");
+    }
+
+    #[test]
+    fn cli_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "listen = \"127.0.0.1:9000\"\nregion = \"eus\"\n").unwrap();
+        let cli = CliOverrides { listen: Some("127.0.0.1:0".into()), data_dir: None };
+        let s = Settings::load(Some(&f), &cli).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:0");
+        assert_eq!(s.region, "eus");
+    }
+
+    #[test]
+    fn secret_from_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("tok");
+        std::fs::write(&t, "s3cret\n").unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, format!("[metrics]\ntoken_file = \"{}\"\n", t.display())).unwrap();
+        let s = Settings::load(Some(&f), &CliOverrides::default()).unwrap();
+        assert_eq!(s.metrics.token.as_deref(), Some("s3cret"));
+    }
+
+    #[test]
+    fn bad_region_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "region = \"Bad Region\"\n").unwrap();
+        assert!(Settings::load(Some(&f), &CliOverrides::default()).is_err());
+    }
+}

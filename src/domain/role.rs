@@ -1,0 +1,161 @@
+//! The seven roles of DESIGN.md ("Identities and roles") and the one table that maps a role to
+//! its permissions. Every route declares one [`Permission`] (see `http::extract::Require`).
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::Invalid;
+
+/// Who a principal is. Tenant users hold one of `Owner`, `Admin`, `Tester`, `Viewer`; `Agent` and
+/// `Scim` are service tokens; `PlatformAdmin` is a catalog identity that never reads tenant data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything in the tenant.
+    Owner,
+    /// Applications, flows, integrations, members; no license, no audit.
+    Admin,
+    /// Create/edit/run flows, review results.
+    Tester,
+    /// Read-only.
+    Viewer,
+    /// Service token scoped to one application.
+    Agent,
+    /// SCIM provisioning token.
+    Scim,
+    /// Deployment operator (catalog only).
+    PlatformAdmin,
+}
+
+impl Role {
+    /// Roles a tenant member may hold.
+    pub const MEMBER_ROLES: [Role; 4] = [Role::Owner, Role::Admin, Role::Tester, Role::Viewer];
+
+    /// Stable lowercase name (`owner`, …, `platform_admin`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Tester => "tester",
+            Role::Viewer => "viewer",
+            Role::Agent => "agent",
+            Role::Scim => "scim",
+            Role::PlatformAdmin => "platform_admin",
+        }
+    }
+
+    /// Parse a stable name.
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        Ok(match s {
+            "owner" => Role::Owner,
+            "admin" => Role::Admin,
+            "tester" => Role::Tester,
+            "viewer" => Role::Viewer,
+            "agent" => Role::Agent,
+            "scim" => Role::Scim,
+            "platform_admin" => Role::PlatformAdmin,
+            _ => return Err(Invalid(format!("unknown role `{}`", super::truncate(s, 32)))),
+        })
+    }
+
+    /// Parse a role a member may hold (`owner|admin|tester|viewer`).
+    pub fn parse_member(s: &str) -> Result<Self, Invalid> {
+        match Role::parse(s) {
+            Ok(r) if Role::MEMBER_ROLES.contains(&r) => Ok(r),
+            _ => Err(Invalid("role must be one of owner, admin, tester, viewer".into())),
+        }
+    }
+
+    /// Rank for precedence (Owner > Admin > Tester > Viewer); service roles rank 0.
+    pub fn rank(self) -> u8 {
+        match self {
+            Role::Owner => 4,
+            Role::Admin => 3,
+            Role::Tester => 2,
+            Role::Viewer => 1,
+            _ => 0,
+        }
+    }
+
+    /// Whether this role holds `p` — the single role → permission table.
+    pub fn allows(self, p: Permission) -> bool {
+        use Permission as P;
+        use Role::*;
+        match p {
+            P::SelfRead => matches!(self, Owner | Admin | Tester | Viewer | PlatformAdmin),
+            P::SelfPassword => matches!(self, Owner | Admin | Tester | Viewer | PlatformAdmin),
+            P::ApplicationRead => matches!(self, Owner | Admin | Tester | Viewer),
+            P::ApplicationWrite => matches!(self, Owner | Admin),
+            P::MemberRead => matches!(self, Owner | Admin),
+            P::MemberWrite => matches!(self, Owner | Admin),
+            P::AgentTokenManage => matches!(self, Owner | Admin),
+            P::ScimTokenManage => matches!(self, Owner),
+            P::AuditRead => matches!(self, Owner),
+            P::AgentSelf => matches!(self, Agent),
+            P::PlatformRead => matches!(self, PlatformAdmin),
+        }
+    }
+}
+
+/// A permission a route requires. Adding a variant forces a decision in [`Role::allows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    /// Read one's own identity (`GET /api/v1/me`).
+    SelfRead,
+    /// Change one's own local password.
+    SelfPassword,
+    /// List/read applications.
+    ApplicationRead,
+    /// Create/edit/delete applications.
+    ApplicationWrite,
+    /// List members.
+    MemberRead,
+    /// Add/remove members, change roles.
+    MemberWrite,
+    /// Create/list/revoke agent tokens.
+    AgentTokenManage,
+    /// Create/list/revoke SCIM tokens.
+    ScimTokenManage,
+    /// Read the tenant audit trail.
+    AuditRead,
+    /// An agent reading its own token's scope.
+    AgentSelf,
+    /// Read catalog information (tenants) as PlatformAdmin.
+    PlatformRead,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_admin_never_reads_tenant_data() {
+        for p in [
+            Permission::ApplicationRead,
+            Permission::MemberRead,
+            Permission::AuditRead,
+            Permission::AgentTokenManage,
+        ] {
+            assert!(!Role::PlatformAdmin.allows(p));
+            assert!(!Role::Agent.allows(p));
+            assert!(!Role::Scim.allows(p));
+        }
+    }
+
+    #[test]
+    fn names_roundtrip() {
+        for r in [
+            Role::Owner,
+            Role::Admin,
+            Role::Tester,
+            Role::Viewer,
+            Role::Agent,
+            Role::Scim,
+            Role::PlatformAdmin,
+        ] {
+            assert_eq!(Role::parse(r.as_str()).unwrap(), r);
+        }
+        assert!(Role::parse_member("agent").is_err());
+    }
+}

@@ -1,0 +1,142 @@
+//! HTTP layer: the one app builder used by `serve` (and so by the tests), middleware, extractors
+//! and routes. Handlers parse and map; rules live in `service`.
+
+pub mod assets;
+pub mod extract;
+pub mod metrics;
+pub mod routes;
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{error, web, App, HttpRequest, HttpResponse};
+use utoipa::OpenApi;
+use utoipa_actix_web::AppExt;
+
+use crate::error::ApiError;
+use crate::service::AppState;
+
+/// Largest accepted request body (JSON), 1 MiB; larger → 413 `payload_too_large`.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// OpenAPI 3.1 document root; paths are collected from the registered services.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "FlowGuard Appliance API", description = "Self-hosted FlowGuard: errors are application/problem+json (RFC 9457) with a stable `code`."),
+    components(schemas(crate::error::Problem)),
+    modifiers(&SecuritySchemes)
+)]
+pub struct ApiDoc;
+
+struct SecuritySchemes;
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let c = api.components.get_or_insert_with(Default::default);
+        c.add_security_scheme("session", SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(extract::SESSION_COOKIE))));
+        c.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+fn json_error(err: error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let e = match &err {
+        error::JsonPayloadError::Overflow { .. } | error::JsonPayloadError::OverflowKnownLength { .. } => {
+            ApiError::new(actix_web::http::StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body exceeds 1 MiB")
+        }
+        error::JsonPayloadError::ContentType => ApiError::new(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected Content-Type: application/json",
+        ),
+        error::JsonPayloadError::Deserialize(d) if d.is_data() => {
+            // Type or missing-field errors: name the field when serde says which.
+            let msg = d.to_string();
+            let field = msg.split('`').nth(1).map(str::to_string);
+            let mut e = ApiError::new(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", format!("invalid request body: {}", crate::domain::truncate(&msg, 200)));
+            e.field = field;
+            e
+        }
+        _ => ApiError::bad_request("malformed_json", "request body is not valid JSON"),
+    };
+    e.into()
+}
+
+fn query_error(err: error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::bad_request("invalid_query", format!("invalid query string: {}", crate::domain::truncate(&err.to_string(), 200))).into()
+}
+
+fn path_error(_err: error::PathError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::not_found().into()
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let p = req.path();
+    if p.starts_with("/api/") || p.starts_with("/scim/") || req.method() != actix_web::http::Method::GET {
+        return Err(ApiError::new(actix_web::http::StatusCode::NOT_FOUND, "not_found", "no such route"));
+    }
+    assets::serve_index()
+}
+
+/// Build the application: routes, OpenAPI, middleware and error mapping.
+pub fn create_app(
+    state: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<ServiceRequest, Config = (), Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error, InitError = ()>,
+> {
+    let (app, api) = App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(routes::configure)
+        .split_for_parts();
+    let api_json = api.to_pretty_json().unwrap_or_default();
+    let tls_on = state.settings.tls.mode == crate::config::TlsMode::On;
+    let metrics = state.metrics.clone();
+    app.app_data(state)
+        .app_data(web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(json_error))
+        .app_data(web::PayloadConfig::default().limit(MAX_BODY_BYTES))
+        .app_data(web::QueryConfig::default().error_handler(query_error))
+        .app_data(web::PathConfig::default().error_handler(path_error))
+        .route(
+            "/api/v1/openapi.json",
+            web::get().to(move || {
+                let body = api_json.clone();
+                async move { HttpResponse::Ok().content_type("application/json").body(body) }
+            }),
+        )
+        .configure(assets::configure)
+        .default_service(web::to(not_found))
+        .wrap_fn(move |req, srv| {
+            let start = Instant::now();
+            let method = req.method().to_string();
+            let path = req.path().to_string();
+            let fut = actix_web::dev::Service::call(srv, req);
+            let metrics = metrics.clone();
+            async move {
+                let mut res = fut?;
+                let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+                let status = res.status().as_u16().to_string();
+                metrics.requests.with_label_values(&[&method, &route, &status]).inc();
+                metrics.latency.with_label_values(&[&method, &route]).observe(start.elapsed().as_secs_f64());
+                let h = res.headers_mut();
+                if tls_on {
+                    h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000; includeSubDomains"));
+                }
+                h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+                h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+                h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+                let api = path.starts_with("/api/") || path.starts_with("/scim/") || matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics");
+                if api {
+                    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                } else {
+                    h.insert(
+                        header::CONTENT_SECURITY_POLICY,
+                        HeaderValue::from_static("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+                    );
+                }
+                Ok(res)
+            }
+        })
+        .wrap(tracing_actix_web::TracingLogger::default())
+}

@@ -1,0 +1,47 @@
+//! Route registration. Every service registered here lands in the OpenAPI document
+//! (utoipa-actix-web collects the paths from the registration itself), and every non-public
+//! handler takes a `Require<perm::…>` guard.
+
+mod applications;
+mod audit;
+mod auth;
+mod members;
+mod ops;
+mod platform;
+mod tokens;
+
+use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::scope;
+
+/// Register all routes.
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(ops::healthz)
+        .service(ops::readyz)
+        .service(ops::metrics)
+        .service(
+            scope::scope("/api/v1")
+                .service(ops::version)
+                .service(auth::login)
+                .service(auth::logout)
+                .service(auth::me)
+                .service(auth::change_password)
+                .service(applications::list)
+                .service(applications::create)
+                .service(applications::get)
+                .service(applications::update)
+                .service(applications::delete)
+                .service(members::list)
+                .service(members::add)
+                .service(members::change_role)
+                .service(members::remove)
+                .service(tokens::list_agent)
+                .service(tokens::create_agent)
+                .service(tokens::revoke_agent)
+                .service(tokens::list_scim)
+                .service(tokens::create_scim)
+                .service(tokens::revoke_scim)
+                .service(tokens::agent_whoami)
+                .service(audit::list)
+                .service(platform::tenants),
+        );
+}

@@ -1,0 +1,77 @@
+//! Operations: liveness, readiness, version, Prometheus metrics.
+
+use actix_web::{get, web, HttpRequest, HttpResponse};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::crypto::ct_eq;
+use crate::error::ApiError;
+use crate::service::AppState;
+
+/// Liveness: the process answers.
+#[utoipa::path(tag = "operations", responses((status = 200, description = "alive")))]
+#[get("/healthz")]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: the catalog opens and answers a query.
+#[utoipa::path(tag = "operations", responses((status = 200, description = "ready"), (status = 503, description = "not ready", body = crate::error::Problem)))]
+#[get("/readyz")]
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let ok = state
+        .catalog
+        .run(|c| Ok(c.query_row("SELECT count(*) FROM tenants", [], |r| r.get::<_, i64>(0))?))
+        .await;
+    match ok {
+        Ok(_) => Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            Err(ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "not_ready", "catalog unavailable"))
+        }
+    }
+}
+
+/// Build information.
+#[derive(Serialize, ToSchema)]
+pub struct Version {
+    /// Crate version.
+    pub version: &'static str,
+    /// This deployment's region.
+    pub region: String,
+}
+
+/// Version and region of this appliance.
+#[utoipa::path(tag = "operations", responses((status = 200, body = Version)))]
+#[get("/version")]
+pub async fn version(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(Version { version: env!("CARGO_PKG_VERSION"), region: state.settings.region.clone() })
+}
+
+/// Prometheus text exposition. Disabled → 404; non-loopback peers need the metrics token.
+#[utoipa::path(tag = "operations", responses((status = 200, description = "text/plain; version=0.0.4"), (status = 404, body = crate::error::Problem)))]
+#[get("/metrics")]
+pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let m = &state.settings.metrics;
+    if !m.enabled {
+        return Err(ApiError::not_found());
+    }
+    let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+    if !loopback {
+        let presented = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if m.loopback_only {
+            return Err(ApiError::not_found());
+        }
+        if let Some(t) = &m.token {
+            if !presented.is_some_and(|p| ct_eq(t.as_bytes(), p.as_bytes())) {
+                return Err(ApiError::not_found());
+            }
+        }
+    }
+    state.metrics.open_stores.set(state.tenants.open_count() as i64);
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render()))
+}

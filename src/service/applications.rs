@@ -1,0 +1,142 @@
+//! Applications under test. Plan limits: Free allows 1 application (403 `plan_limit`); the
+//! count is checked inside the same `BEGIN IMMEDIATE` transaction as the insert.
+
+use std::sync::Arc;
+
+use super::{AppState, ClientInfo, Principal};
+use crate::audit::NewAuditEvent;
+use crate::domain::{new_object_id, now_rfc3339, TenantId};
+use crate::error::{ApiError, ApiResult};
+use crate::store::catalog;
+use crate::store::tenant::{self, ApplicationRow};
+use crate::store::StoreError;
+
+/// Validated application fields.
+#[derive(Debug, Clone)]
+pub struct ApplicationInput {
+    /// 1–100 chars.
+    pub name: String,
+    /// `http(s)://` URL.
+    pub base_url: String,
+    /// Optional repository URL (`https://`, `ssh://`, `git@…`).
+    pub repo_url: Option<String>,
+}
+
+impl ApplicationInput {
+    /// Validate raw fields (422 naming the field).
+    pub fn parse(name: &str, base_url: &str, repo_url: Option<&str>) -> ApiResult<Self> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(ApiError::invalid("name", "name must be 1-100 printable characters"));
+        }
+        let base = base_url.trim();
+        let ok_scheme = base.starts_with("https://") || base.starts_with("http://");
+        if !ok_scheme || base.len() > 2048 || base.chars().any(|c| c.is_whitespace() || c.is_control()) || base.ends_with("://") {
+            return Err(ApiError::invalid("base_url", "base_url must be an http(s) URL"));
+        }
+        let repo = match repo_url.map(str::trim).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(r) => {
+                let ok = (r.starts_with("https://") || r.starts_with("ssh://") || r.starts_with("git@"))
+                    && r.len() <= 2048
+                    && !r.chars().any(|c| c.is_whitespace() || c.is_control());
+                if !ok {
+                    return Err(ApiError::invalid("repo_url", "repo_url must be an https://, ssh:// or git@ URL"));
+                }
+                Some(r.to_string())
+            }
+        };
+        Ok(Self { name: name.into(), base_url: base.into(), repo_url: repo })
+    }
+}
+
+fn tenant_of(p: &Principal) -> ApiResult<TenantId> {
+    p.tenant().cloned().ok_or_else(ApiError::forbidden)
+}
+
+/// Most applications a plan allows (`None` = unlimited). Licenses (a later issue) raise this.
+pub fn plan_max_applications(plan: &str) -> Option<u32> {
+    match plan {
+        "free" => Some(1),
+        _ => None,
+    }
+}
+
+fn map_conflict(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict(m) if m == "plan_limit" => ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "plan_limit",
+            "the tenant's plan allows no more applications",
+        ),
+        StoreError::Conflict(_) => ApiError::conflict("name_taken", "an application with this name exists").field("name"),
+        other => other.into(),
+    }
+}
+
+/// List.
+pub async fn list(state: &Arc<AppState>, p: &Principal) -> ApiResult<Vec<ApplicationRow>> {
+    let t = tenant_of(p)?;
+    Ok(state.tenants.run(&t, tenant::list_applications).await?)
+}
+
+/// Read one; another tenant's id is simply not found here (404).
+pub async fn get(state: &Arc<AppState>, p: &Principal, id: &str) -> ApiResult<ApplicationRow> {
+    let t = tenant_of(p)?;
+    let id = id.to_string();
+    state.tenants.run(&t, move |c| tenant::application(c, &id)).await?.ok_or_else(ApiError::not_found)
+}
+
+/// Create.
+pub async fn create(state: &Arc<AppState>, p: &Principal, input: ApplicationInput, client: &ClientInfo) -> ApiResult<ApplicationRow> {
+    let t = tenant_of(p)?;
+    let tid = t.as_str().to_string();
+    let plan = state
+        .catalog
+        .run(move |c| catalog::find_tenant(c, &tid))
+        .await?
+        .map(|r| r.plan)
+        .ok_or_else(ApiError::not_found)?;
+    let now = now_rfc3339();
+    let row = ApplicationRow {
+        id: new_object_id(),
+        name: input.name,
+        base_url: input.base_url,
+        repo_url: input.repo_url,
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    let ev = NewAuditEvent::new(&p.actor(client), "application.create", Some(format!("application:{}", row.id)))
+        .details(serde_json::json!({"name": row.name, "base_url": row.base_url}));
+    let r2 = row.clone();
+    let max = plan_max_applications(&plan);
+    state.tenants.run(&t, move |c| tenant::insert_application(c, &r2, max, &ev)).await.map_err(map_conflict)?;
+    Ok(row)
+}
+
+/// Replace fields.
+pub async fn update(state: &Arc<AppState>, p: &Principal, id: &str, input: ApplicationInput, client: &ClientInfo) -> ApiResult<ApplicationRow> {
+    let t = tenant_of(p)?;
+    let mut row = get(state, p, id).await?;
+    let before = serde_json::json!({"name": row.name, "base_url": row.base_url, "repo_url": row.repo_url});
+    row.name = input.name;
+    row.base_url = input.base_url;
+    row.repo_url = input.repo_url;
+    row.updated_at = now_rfc3339();
+    let ev = NewAuditEvent::new(&p.actor(client), "application.update", Some(format!("application:{}", row.id)))
+        .details(serde_json::json!({"before": before, "after": {"name": row.name, "base_url": row.base_url, "repo_url": row.repo_url}}));
+    let r2 = row.clone();
+    state.tenants.run(&t, move |c| tenant::update_application(c, &r2, &ev)).await.map_err(map_conflict)?;
+    Ok(row)
+}
+
+/// Delete (agent tokens of the application go with it).
+pub async fn delete(state: &Arc<AppState>, p: &Principal, id: &str, client: &ClientInfo) -> ApiResult<()> {
+    let t = tenant_of(p)?;
+    let row = get(state, p, id).await?;
+    let ev = NewAuditEvent::new(&p.actor(client), "application.delete", Some(format!("application:{}", row.id)))
+        .details(serde_json::json!({"name": row.name}));
+    let id = row.id.clone();
+    state.tenants.run(&t, move |c| tenant::delete_application(c, &id, &ev)).await?;
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! Use cases: permission-independent rules, audit writes and cross-store orchestration.
+//! Handlers call these after the `Require<P>` extractor has checked the route's permission.
+
+pub mod applications;
+pub mod audit_log;
+pub mod auth;
+pub mod members;
+pub mod principal;
+pub mod tenants;
+pub mod tokens;
+
+use std::sync::Arc;
+
+pub use principal::{ClientInfo, Principal};
+
+use crate::auth::Passwords;
+use crate::config::Settings;
+use crate::crypto::MasterKey;
+use crate::store::{Catalog, TenantStores};
+
+/// Everything the request handlers and jobs share. Built once by `startup`; no global state.
+pub struct AppState {
+    /// Loaded settings.
+    pub settings: Arc<Settings>,
+    /// Master key (KEK).
+    pub master: Arc<MasterKey>,
+    /// Catalog store.
+    pub catalog: Catalog,
+    /// Tenant stores (LRU).
+    pub tenants: Arc<TenantStores>,
+    /// Password hashing service.
+    pub passwords: Passwords,
+    /// Prometheus metrics.
+    pub metrics: crate::http::metrics::Metrics,
+}
+
+/// Current unix time in seconds.
+pub fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}

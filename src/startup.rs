@@ -1,0 +1,269 @@
+//! Start-up: open (or create) the data dir, check the master key, bootstrap an empty
+//! deployment, build the TLS config, and run the server. `serve` and the tests (which start the
+//! real binary) share this one path.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use actix_web::{web, HttpServer};
+use anyhow::{anyhow, Context};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::auth::{password, Passwords};
+use crate::config::{Settings, TlsMode};
+use crate::crypto::MasterKey;
+use crate::crypto::MasterKeyError;
+use crate::http::metrics::Metrics;
+use crate::service::tenants::{self, Created};
+use crate::service::AppState;
+use crate::store::{Catalog, StoreError, TenantStores};
+
+/// Email of the Owner created on first start.
+pub const DEFAULT_OWNER_EMAIL: &str = "admin@localhost";
+/// Email of the PlatformAdmin created on first start.
+pub const DEFAULT_PLATFORM_ADMIN_EMAIL: &str = "platform-admin@localhost";
+/// Name of the tenant created on first start.
+pub const DEFAULT_TENANT_NAME: &str = "default";
+
+/// An opened data dir.
+pub struct Opened {
+    /// Master key.
+    pub master: Arc<MasterKey>,
+    /// Catalog.
+    pub catalog: Catalog,
+    /// The catalog was created just now.
+    pub fresh: bool,
+}
+
+fn stores_exist(data_dir: &Path) -> bool {
+    Catalog::path_in(data_dir).exists()
+        || std::fs::read_dir(TenantStores::dir_in(data_dir)).map(|mut d| d.next().is_some()).unwrap_or(false)
+}
+
+/// Open the data dir: check/create the master key and open (or create when `create`) the
+/// catalog. Never creates a key over existing stores.
+pub fn open_data_dir(s: &Settings, create: bool) -> anyhow::Result<Opened> {
+    let dir = &s.data_dir;
+    let exists = stores_exist(dir);
+    if !exists && !create {
+        return Err(anyhow!("no FlowGuard data in {} (run `flowguard init` or `flowguard serve` first)", dir.display()));
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    if !exists {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot set mode 0700 on {}", dir.display()))?;
+    }
+    let key_path = s.master_key_path();
+    if s.master_key_file.is_some() && !key_path.exists() {
+        return Err(MasterKeyError::Unreadable { path: key_path, reason: "configured master_key_file does not exist".into() }.into());
+    }
+    let master = Arc::new(MasterKey::load_or_create(&key_path, exists)?);
+    let catalog = match Catalog::open(dir, &master, !exists, s.store.busy_timeout_ms) {
+        Ok(c) => c,
+        Err(StoreError::WrongKey(_)) => return Err(MasterKeyError::Wrong(key_path).into()),
+        Err(e) => return Err(anyhow!("cannot open catalog: {e}")),
+    };
+    Ok(Opened { master, catalog, fresh: !exists })
+}
+
+/// Build the shared state.
+pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
+    let tenants = Arc::new(TenantStores::new(
+        &s.data_dir,
+        o.master.clone(),
+        o.catalog.clone(),
+        s.store.max_open_tenants,
+        s.store.busy_timeout_ms,
+    ));
+    let passwords = Passwords::new(s.login.hash_concurrency)?;
+    let metrics = Metrics::new()?;
+    Ok(AppState { settings: s, master: o.master, catalog: o.catalog, tenants, passwords, metrics })
+}
+
+/// On a deployment without tenants: create tenant `default`, Owner `admin@localhost` and a
+/// PlatformAdmin with random one-time passwords, written to `<data>/initial-credentials` (0600).
+pub fn bootstrap_if_empty(state: &AppState) -> anyhow::Result<Option<Created>> {
+    {
+        let c = state.catalog.db().lock();
+        if crate::store::catalog::has_tenants(&c)? {
+            return Ok(None);
+        }
+    }
+    let owner_pw = password::random_password();
+    let admin_pw = password::random_password();
+    let owner_hash = password::hash_blocking(&owner_pw)?;
+    let admin_hash = password::hash_blocking(&admin_pw)?;
+    let region = state.settings.region();
+    let tid = tenants::create_tenant(
+        &state.master,
+        &state.catalog,
+        &state.tenants,
+        &region,
+        DEFAULT_TENANT_NAME,
+        DEFAULT_OWNER_EMAIL,
+        &owner_hash,
+        true,
+        None,
+    )?;
+    tenants::create_platform_admin(&state.catalog, DEFAULT_PLATFORM_ADMIN_EMAIL, &admin_hash, true)?;
+    let created = Created {
+        tenant_id: tid.to_string(),
+        tenant_name: DEFAULT_TENANT_NAME.into(),
+        owner_email: DEFAULT_OWNER_EMAIL.into(),
+        owner_password: Some(owner_pw),
+        platform_admin_email: Some(DEFAULT_PLATFORM_ADMIN_EMAIL.into()),
+        platform_admin_password: Some(admin_pw),
+    };
+    tenants::write_initial_credentials(&state.settings.data_dir, &created)?;
+    Ok(Some(created))
+}
+
+fn write_private(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// Certificate and key paths: configured, or `<data>/tls/{cert,key}.pem`, generating a
+/// self-signed certificate (rcgen) for the listen host on first start.
+pub fn ensure_tls_files(s: &Settings) -> anyhow::Result<(PathBuf, PathBuf)> {
+    if let (Some(c), Some(k)) = (&s.tls.cert_file, &s.tls.key_file) {
+        return Ok((c.clone(), k.clone()));
+    }
+    let dir = s.data_dir.join("tls");
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    if cert.exists() && key.exists() {
+        return Ok((cert, key));
+    }
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let host = s.listen_addr()?.ip();
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    if !host.is_unspecified() && !host.is_loopback() {
+        names.insert(0, host.to_string());
+    }
+    if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
+        let h = h.trim();
+        if !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+            names.push(h.to_string());
+        }
+    }
+    let ck = rcgen::generate_simple_self_signed(names).context("cannot generate self-signed certificate")?;
+    write_private(&key, ck.key_pair.serialize_pem().as_bytes(), 0o600)?;
+    write_private(&cert, ck.cert.pem().as_bytes(), 0o600)?;
+    tracing::info!(
+        cert = %cert.display(),
+        sha256_fingerprint = %crate::crypto::sha256_hex(ck.cert.der()),
+        "generated self-signed TLS certificate"
+    );
+    Ok((cert, key))
+}
+
+/// rustls server config: ring provider only, TLS 1.2 and 1.3 only, ALPN h2 + http/1.1.
+pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("cannot read certificate {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("bad PEM in {}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(anyhow!("no certificate in {}", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("cannot read private key {}", key.display()))?;
+    let fp = crate::crypto::sha256_hex(certs[0].as_ref());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("certificate and key do not match")?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tracing::info!(sha256_fingerprint = %fp, "TLS certificate loaded");
+    Ok(cfg)
+}
+
+fn write_listen_addr(data_dir: &Path, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let tmp = data_dir.join("listen.addr.tmp");
+    std::fs::write(&tmp, format!("{addr}\n"))?;
+    std::fs::rename(&tmp, data_dir.join("listen.addr"))?;
+    Ok(())
+}
+
+/// Run the server until SIGTERM/SIGINT (graceful). SIGHUP is logged and does not stop it.
+pub fn serve(settings: Settings) -> anyhow::Result<()> {
+    actix_web::rt::System::new().block_on(serve_async(settings))
+}
+
+async fn serve_async(settings: Settings) -> anyhow::Result<()> {
+    let settings = Arc::new(settings);
+    let s2 = settings.clone();
+    let state = tokio::task::spawn_blocking(move || -> anyhow::Result<AppState> {
+        let opened = open_data_dir(&s2, true)?;
+        build_state(s2, opened)
+    })
+    .await??;
+    let state = web::Data::new(state);
+    let st2 = state.clone();
+    let created = tokio::task::spawn_blocking(move || bootstrap_if_empty(&st2)).await??;
+    if let Some(c) = &created {
+        tracing::warn!(
+            tenant_id = %c.tenant_id,
+            owner_email = %c.owner_email,
+            platform_admin_email = ?c.platform_admin_email,
+            credentials_file = %settings.data_dir.join("initial-credentials").display(),
+            "first start: created tenant `default`, an Owner and a PlatformAdmin with one-time passwords (see the credentials file; change them after the first login)"
+        );
+        // Printed once on the terminal, outside the structured log.
+        eprintln!(
+            "\nFlowGuard first start — one-time credentials (also in {}):\n  tenant:          {} ({})\n  owner:           {} / {}\n  platform admin:  {} / {}\n",
+            settings.data_dir.join("initial-credentials").display(),
+            c.tenant_name,
+            c.tenant_id,
+            c.owner_email,
+            c.owner_password.as_deref().unwrap_or(""),
+            c.platform_admin_email.as_deref().unwrap_or(""),
+            c.platform_admin_password.as_deref().unwrap_or(""),
+        );
+    }
+
+    let addr = settings.listen_addr()?;
+    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    let st = state.clone();
+    let server = HttpServer::new(move || crate::http::create_app(st.clone())).shutdown_timeout(30);
+    let server = match settings.tls.mode {
+        TlsMode::On => {
+            let (cert, key) = ensure_tls_files(&settings)?;
+            let cfg = tls_config(&cert, &key)?;
+            server.listen_rustls_0_23(listener, cfg)?
+        }
+        TlsMode::Off => {
+            tracing::warn!("tls.mode = \"off\": serving plain HTTP; only run this behind a TLS-terminating proxy");
+            server.listen(listener)?
+        }
+    };
+    write_listen_addr(&settings.data_dir, local)?;
+    tracing::info!(addr = %local, region = %settings.region, tls = ?settings.tls.mode, "listening");
+    let running = server.run();
+    actix_web::rt::spawn(async {
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP received: nothing to reload yet (licenses reload here once installed)");
+            }
+        }
+    });
+    running.await?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,328 @@
+//! The catalog store (`<data>/catalog.db`): tenants with region and plan, wrapped tenant key sets,
+//! platform admins and their sessions, login-failure counters and the catalog audit chain.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{audit, migrations, open_encrypted, write_tx, Db, StoreError, StoreResult};
+use crate::audit::NewAuditEvent;
+use crate::crypto::keyring::{KeyPurpose, WrappedKey};
+use crate::crypto::MasterKey;
+use crate::domain::now_rfc3339;
+
+/// File name of the catalog inside the data dir.
+pub const CATALOG_FILE: &str = "catalog.db";
+
+/// A tenant as the catalog knows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct TenantRow {
+    /// Tenant id (`<region>-<random>`).
+    pub id: String,
+    /// Unique display name.
+    pub name: String,
+    /// Home region.
+    pub region: String,
+    /// Plan: `free|pro|business|enterprise`.
+    pub plan: String,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+}
+
+/// A platform admin credential row.
+#[derive(Debug, Clone)]
+pub struct PlatformAdminRow {
+    /// Id.
+    pub id: String,
+    /// Email.
+    pub email: String,
+    /// PHC argon2id hash.
+    pub password_hash: String,
+    /// Must change the one-time password.
+    pub must_change_password: bool,
+}
+
+/// A stored session (catalog or tenant): owner id, CSRF digest and unix-second timestamps.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    /// User or admin id.
+    pub subject_id: String,
+    /// SHA-256 of the CSRF token.
+    pub csrf_hash: String,
+    /// Created (unix seconds).
+    pub created_at: i64,
+    /// Last use (unix seconds).
+    pub last_seen: i64,
+}
+
+/// Login-failure counter state for one key.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FailureState {
+    /// Failures in the current window.
+    pub failures: u32,
+    /// Locked until (unix seconds); 0 when not locked.
+    pub locked_until: i64,
+    /// Last failure (unix seconds).
+    pub last_failure: i64,
+}
+
+/// Handle on the open catalog.
+#[derive(Clone)]
+pub struct Catalog {
+    db: Db,
+    path: PathBuf,
+}
+
+impl Catalog {
+    /// Path of the catalog under `data_dir`.
+    pub fn path_in(data_dir: &Path) -> PathBuf {
+        data_dir.join(CATALOG_FILE)
+    }
+
+    /// Open (or create when `create`) the catalog with the key derived from the master key.
+    /// A wrong master key gives [`StoreError::WrongKey`].
+    pub fn open(data_dir: &Path, master: &MasterKey, create: bool, busy_ms: u64) -> StoreResult<Self> {
+        let path = Self::path_in(data_dir);
+        let conn = open_encrypted(&path, &master.catalog_db_key(), create, busy_ms, &migrations::catalog())?;
+        Ok(Self { db: Arc::new(Mutex::new(conn)), path })
+    }
+
+    /// The shared connection (for [`super::run`]).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Catalog file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `f` off the executor.
+    pub async fn run<F, R>(&self, f: F) -> StoreResult<R>
+    where
+        F: FnOnce(&mut Connection) -> StoreResult<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        super::run(&self.db, f).await
+    }
+}
+
+/// Insert a tenant, its wrapped key set (version 1, active) and a `tenant.create` catalog audit
+/// row in one transaction.
+pub fn insert_tenant(
+    c: &mut Connection,
+    t: &TenantRow,
+    db_key: &WrappedKey,
+    dek: &WrappedKey,
+    ev: &NewAuditEvent,
+) -> StoreResult<()> {
+    let tx = write_tx(c)?;
+    tx.execute(
+        "INSERT INTO tenants (id, name, region, plan, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![t.id, t.name, t.region, t.plan, t.created_at],
+    )?;
+    for (purpose, w) in [(KeyPurpose::Db, db_key), (KeyPurpose::Dek, dek)] {
+        tx.execute(
+            "INSERT INTO tenant_keys (tenant_id, version, purpose, nonce, wrapped, state, created_at)
+             VALUES (?1, 1, ?2, ?3, ?4, 'active', ?5)",
+            params![t.id, purpose.as_str(), w.nonce, w.ciphertext, t.created_at],
+        )?;
+    }
+    audit::append(&tx, ev)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn tenant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TenantRow> {
+    Ok(TenantRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        region: r.get(2)?,
+        plan: r.get(3)?,
+        created_at: r.get(4)?,
+    })
+}
+
+/// Find a tenant by id or (case-insensitive) unique name.
+pub fn find_tenant(c: &Connection, id_or_name: &str) -> StoreResult<Option<TenantRow>> {
+    Ok(c.query_row(
+        "SELECT id, name, region, plan, created_at FROM tenants
+         WHERE id = ?1 OR name = ?1 COLLATE NOCASE ORDER BY (id = ?1) DESC LIMIT 1",
+        [id_or_name],
+        tenant_from_row,
+    )
+    .optional()?)
+}
+
+/// All tenants, oldest first.
+pub fn list_tenants(c: &Connection) -> StoreResult<Vec<TenantRow>> {
+    let mut s = c.prepare("SELECT id, name, region, plan, created_at FROM tenants ORDER BY created_at, id")?;
+    let rows = s.query_map([], tenant_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Whether any tenant exists.
+pub fn has_tenants(c: &Connection) -> StoreResult<bool> {
+    Ok(c.query_row("SELECT EXISTS (SELECT 1 FROM tenants)", [], |r| r.get(0))?)
+}
+
+/// The active wrapped key of `purpose` for a tenant, with its version.
+pub fn active_key(c: &Connection, tenant: &str, purpose: KeyPurpose) -> StoreResult<(u32, WrappedKey)> {
+    c.query_row(
+        "SELECT version, nonce, wrapped FROM tenant_keys
+         WHERE tenant_id = ?1 AND purpose = ?2 AND state = 'active'
+         ORDER BY version DESC LIMIT 1",
+        params![tenant, purpose.as_str()],
+        |r| Ok((r.get(0)?, WrappedKey { nonce: r.get(1)?, ciphertext: r.get(2)? })),
+    )
+    .map_err(StoreError::from)
+}
+
+/// Insert a platform admin (with a `platform_admin.create` catalog audit row).
+pub fn insert_platform_admin(c: &mut Connection, a: &PlatformAdminRow, ev: &NewAuditEvent) -> StoreResult<()> {
+    let tx = write_tx(c)?;
+    tx.execute(
+        "INSERT INTO platform_admins (id, email, password_hash, must_change_password, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![a.id, a.email, a.password_hash, a.must_change_password, now_rfc3339()],
+    )?;
+    audit::append(&tx, ev)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn admin_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PlatformAdminRow> {
+    Ok(PlatformAdminRow {
+        id: r.get(0)?,
+        email: r.get(1)?,
+        password_hash: r.get(2)?,
+        must_change_password: r.get(3)?,
+    })
+}
+
+/// Find a platform admin by email.
+pub fn find_platform_admin(c: &Connection, email: &str) -> StoreResult<Option<PlatformAdminRow>> {
+    Ok(c.query_row(
+        "SELECT id, email, password_hash, must_change_password FROM platform_admins WHERE email = ?1",
+        [email],
+        admin_from_row,
+    )
+    .optional()?)
+}
+
+/// Find a platform admin by id.
+pub fn platform_admin_by_id(c: &Connection, id: &str) -> StoreResult<Option<PlatformAdminRow>> {
+    Ok(c.query_row(
+        "SELECT id, email, password_hash, must_change_password FROM platform_admins WHERE id = ?1",
+        [id],
+        admin_from_row,
+    )
+    .optional()?)
+}
+
+/// Set a platform admin's password hash, drop their other sessions, and audit.
+pub fn set_platform_admin_password(
+    c: &mut Connection,
+    id: &str,
+    hash: &str,
+    keep_session: &str,
+    ev: &NewAuditEvent,
+) -> StoreResult<()> {
+    let tx = write_tx(c)?;
+    tx.execute(
+        "UPDATE platform_admins SET password_hash = ?2, must_change_password = 0 WHERE id = ?1",
+        params![id, hash],
+    )?;
+    tx.execute(
+        "DELETE FROM platform_sessions WHERE admin_id = ?1 AND id_hash <> ?2",
+        params![id, keep_session],
+    )?;
+    audit::append(&tx, ev)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Store a platform session.
+pub fn insert_platform_session(c: &Connection, id_hash: &str, admin_id: &str, csrf_hash: &str, now: i64) -> StoreResult<()> {
+    c.execute(
+        "INSERT INTO platform_sessions (id_hash, admin_id, csrf_hash, created_at, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)",
+        params![id_hash, admin_id, csrf_hash, now],
+    )?;
+    Ok(())
+}
+
+/// Look up a platform session.
+pub fn platform_session(c: &Connection, id_hash: &str) -> StoreResult<Option<SessionRow>> {
+    Ok(c.query_row(
+        "SELECT admin_id, csrf_hash, created_at, last_seen FROM platform_sessions WHERE id_hash = ?1",
+        [id_hash],
+        |r| Ok(SessionRow { subject_id: r.get(0)?, csrf_hash: r.get(1)?, created_at: r.get(2)?, last_seen: r.get(3)? }),
+    )
+    .optional()?)
+}
+
+/// Refresh `last_seen` of a platform session.
+pub fn touch_platform_session(c: &Connection, id_hash: &str, now: i64) -> StoreResult<()> {
+    c.execute("UPDATE platform_sessions SET last_seen = ?2 WHERE id_hash = ?1", params![id_hash, now])?;
+    Ok(())
+}
+
+/// Delete a platform session.
+pub fn delete_platform_session(c: &Connection, id_hash: &str) -> StoreResult<()> {
+    c.execute("DELETE FROM platform_sessions WHERE id_hash = ?1", [id_hash])?;
+    Ok(())
+}
+
+/// Read a login-failure counter.
+pub fn failure_state(c: &Connection, scope: &str, key: &str) -> StoreResult<FailureState> {
+    Ok(c.query_row(
+        "SELECT failures, locked_until, last_failure FROM login_failures WHERE scope = ?1 AND key = ?2",
+        params![scope, key],
+        |r| Ok(FailureState { failures: r.get(0)?, locked_until: r.get(1)?, last_failure: r.get(2)? }),
+    )
+    .optional()?
+    .unwrap_or_default())
+}
+
+/// Write a login-failure counter.
+pub fn put_failure_state(c: &Connection, scope: &str, key: &str, account: Option<&str>, s: FailureState) -> StoreResult<()> {
+    c.execute(
+        "INSERT INTO login_failures (scope, key, account, failures, locked_until, last_failure)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (scope, key) DO UPDATE SET failures = ?4, locked_until = ?5, last_failure = ?6",
+        params![scope, key, account, s.failures, s.locked_until, s.last_failure],
+    )?;
+    Ok(())
+}
+
+/// Forget a counter (after a successful login).
+pub fn clear_failures(c: &Connection, scope: &str, key: &str) -> StoreResult<()> {
+    c.execute("DELETE FROM login_failures WHERE scope = ?1 AND key = ?2", params![scope, key])?;
+    Ok(())
+}
+
+/// Break-glass unlock: drop every per-pair counter for `account` (normalised email, optionally
+/// limited to `tenant`). Returns how many counters were removed; writes a catalog audit row.
+pub fn unlock_account(c: &mut Connection, account: &str, tenant: Option<&str>, ev: &NewAuditEvent) -> StoreResult<usize> {
+    let tx = write_tx(c)?;
+    let n = match tenant {
+        Some(t) => tx.execute(
+            "DELETE FROM login_failures WHERE scope = 'pair' AND account = ?1 AND key LIKE ?2 || '|%'",
+            params![account, t],
+        )?,
+        None => tx.execute("DELETE FROM login_failures WHERE scope = 'pair' AND account = ?1", [account])?,
+    };
+    audit::append(&tx, ev)?;
+    tx.commit()?;
+    Ok(n)
+}
+
+/// Append a catalog audit row on its own.
+pub fn append_audit(c: &mut Connection, ev: &NewAuditEvent) -> StoreResult<()> {
+    let tx = write_tx(c)?;
+    audit::append(&tx, ev)?;
+    tx.commit()?;
+    Ok(())
+}

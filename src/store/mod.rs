@@ -1,0 +1,136 @@
+//! Storage: the encrypted catalog (`catalog.db`) and one encrypted store per tenant
+//! (`tenants/<tenant_id>.db`), both SQLCipher through rusqlite. All SQL lives under this module.
+//!
+//! Every connection runs, in order: `PRAGMA cipher_log_level = NONE`, `PRAGMA key = "x'…'"`
+//! (raw 256-bit key, so no PBKDF2 per open), a read that proves the key, then `busy_timeout`,
+//! `journal_mode = WAL`, `foreign_keys = ON`, `synchronous = NORMAL`, and the embedded
+//! migrations (rusqlite_migration, version in `user_version`; a store newer than this binary is
+//! refused, never downgraded). Each store has one connection behind a mutex, so writes are
+//! serialised in-process; write transactions use `BEGIN IMMEDIATE`.
+
+pub mod audit;
+pub mod catalog;
+pub mod tenant;
+mod migrations;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use crate::crypto::Key256;
+
+pub use catalog::Catalog;
+pub use tenant::TenantStores;
+
+/// A store connection shared between tasks.
+pub type Db = Arc<Mutex<Connection>>;
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The key does not open this file (wrong key, or not a SQLCipher store).
+    #[error("store {0} cannot be opened with this key")]
+    WrongKey(PathBuf),
+    /// Contention longer than the busy timeout.
+    #[error("database busy")]
+    Busy,
+    /// A row that must exist does not.
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule was violated (the caller maps this to 409).
+    #[error("constraint violated: {0}")]
+    Conflict(String),
+    /// Schema version newer than this binary, or a migration failed.
+    #[error("migration: {0}")]
+    Migration(String),
+    /// Key material could not be unwrapped.
+    #[error("key material: {0}")]
+    Key(String),
+    /// Any other SQLite error.
+    #[error("sqlite: {0}")]
+    Sqlite(rusqlite::Error),
+    /// Filesystem error.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The blocking task failed.
+    #[error("task: {0}")]
+    Task(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
+            rusqlite::Error::SqliteFailure(f, msg) => match f.code {
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Busy,
+                ErrorCode::ConstraintViolation => {
+                    StoreError::Conflict(msg.clone().unwrap_or_default())
+                }
+                _ => StoreError::Sqlite(e),
+            },
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
+/// Result alias for store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Open (creating when `create`) a SQLCipher file with a raw key, prove the key, set pragmas and
+/// run `migrations`.
+pub fn open_encrypted(
+    path: &Path,
+    key: &Key256,
+    create: bool,
+    busy_timeout_ms: u64,
+    migrations: &rusqlite_migration::Migrations<'static>,
+) -> StoreResult<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let mut conn = Connection::open_with_flags(path, flags)?;
+    // Quiet SQLCipher's own logging before anything can be logged.
+    let _ = conn.query_row("PRAGMA cipher_log_level = NONE", [], |_| Ok(()));
+    let hexkey = zeroize::Zeroizing::new(format!("PRAGMA key = \"x'{}'\"", hex::encode(key.as_ref())));
+    conn.execute_batch(&hexkey)?;
+    // The first read proves the key; SQLCipher answers NotADatabase for a wrong key.
+    if let Err(e) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)) {
+        return Err(match StoreError::from(e) {
+            StoreError::Busy => StoreError::Busy,
+            _ => StoreError::WrongKey(path.to_path_buf()),
+        });
+    }
+    conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
+    migrations
+        .to_latest(&mut conn)
+        .map_err(|e| StoreError::Migration(e.to_string()))?;
+    Ok(conn)
+}
+
+/// Run `f` on `db` in a blocking thread (never on the async executor).
+pub async fn run<F, R>(db: &Db, f: F) -> StoreResult<R>
+where
+    F: FnOnce(&mut Connection) -> StoreResult<R> + Send + 'static,
+    R: Send + 'static,
+{
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut c = db.lock();
+        f(&mut c)
+    })
+    .await
+    .map_err(|e| StoreError::Task(e.to_string()))?
+}
+
+/// `BEGIN IMMEDIATE` transaction (SQLite "BEGIN TRANSACTION": takes the write lock up front, so
+/// a read-then-write never fails to upgrade).
+pub fn write_tx(c: &mut Connection) -> StoreResult<rusqlite::Transaction<'_>> {
+    Ok(c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
+}
