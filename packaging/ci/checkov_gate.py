@@ -32,12 +32,29 @@ def exceptions(readme: pathlib.Path) -> dict[str, str]:
 
 
 def main() -> int:
-    raw = json.loads(pathlib.Path(sys.argv[1]).read_text())
-    reports = raw if isinstance(raw, list) else [raw]
+    # one JSON document per scanned target (-d/-f), each an object or a list of objects
+    text = pathlib.Path(sys.argv[1]).read_text()
+    dec = json.JSONDecoder()
+    reports, pos = [], 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            break
+        doc, pos = dec.raw_decode(text, pos)
+        reports.extend(doc if isinstance(doc, list) else [doc])
     wanted = dict(a.split("=", 1) for a in sys.argv[2:])
+    # checkov repeats earlier targets' reports in later documents (they accumulate): keep, per
+    # framework, the largest report. Each framework here scans exactly one target.
+    merged: dict[str, dict] = {}
+    size = lambda r: r.get("summary", {}).get("passed", 0) + r.get("summary", {}).get("failed", 0)
+    for rep in reports:
+        ct = rep.get("check_type")
+        if ct not in merged or size(rep) > size(merged[ct]):
+            merged[ct] = rep
     bad = 0
     seen = set()
-    for rep in reports:
+    for rep in merged.values():
         ctype = rep.get("check_type")
         if ctype not in wanted:
             continue

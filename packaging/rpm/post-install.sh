@@ -7,6 +7,11 @@ else
     chown flowguard:flowguard /var/lib/flowguard
     chmod 0700 /var/lib/flowguard
 fi
+# Configuration directory: readable by the service's group only.
+if [ -d /etc/flowguard ]; then
+    chgrp flowguard /etc/flowguard
+    chmod 0750 /etc/flowguard
+fi
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || :
 fi
