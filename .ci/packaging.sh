@@ -71,7 +71,7 @@ fi
 missing=()
 for pair in lintian:lintian rpm:rpm debootstrap:debootstrap shellcheck:shellcheck \
     systemd-analyze:systemd dpkg-shlibdeps:dpkg-dev strip:binutils flock:util-linux \
-    unshare:util-linux curl:curl python3:python3 fakeroot:fakeroot; do
+    unshare:util-linux curl:curl python3:python3 rpmlint:rpmlint; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
@@ -187,7 +187,8 @@ if [ -n "$DEB" ]; then
 
     # lintian: no errors. Overrides ship in the package; each needs a reason comment above it.
     ovr=$ROOT/packaging/lintian-overrides
-    if awk '/^[^#[:space:]]/ { if (prev !~ /^#/) bad=1 } { prev=$0 } END { exit bad }' "$ovr"; then
+    # an override must sit in a block (no blank line) that starts with a comment
+    if awk '/^#/ { c=1; next } /^[[:space:]]*$/ { c=0; next } { if (!c) bad=1 } END { exit bad }' "$ovr"; then
         pass "every lintian override has a reason comment"
     else
         fail "packaging/lintian-overrides: an override lacks a '# reason' comment on the line above"
@@ -205,6 +206,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 section ".rpm (cargo generate-rpm)"
 RPM=""
+gzip -9n < "$ROOT/packaging/flowguard.1" > "$WORK/target/release/flowguard.1.gz"
 if out=$(cd "$ROOT" && cargo generate-rpm --target-dir "$WORK/target" -o "$WORK/out/" 2>&1); then
     RPM=$(ls "$WORK"/out/*.rpm)
     pass "cargo generate-rpm: $(basename "$RPM") ($(stat -c %s "$RPM") bytes)"
@@ -230,7 +232,22 @@ if [ -n "$RPM" ]; then
         && grep -q "was KEPT" <<<"$scr" || fail "rpm scriptlets lack user creation, data dir or the removal notice"
     req=$(rpm -qp --requires "$RPM")
     grep -q "^libc.so.6" <<<"$req" && grep -q "^shadow-utils" <<<"$req" || fail "rpm Requires lack libc.so.6 or shadow-utils: $req"
-    pass "rpm -qip fields, %config(noreplace) 0640 root:flowguard, scriptlets, Requires: $(tr '\n' ' ' <<<"$req" | cut -c1-120)"
+    pass "rpm -qip fields, %config(noreplace) 0640 root:flowguard, scriptlets, Requires: $(grep -v '^/bin/sh$' <<<"$req" | tr '\n' ' ' | cut -c1-140)"
+
+    rc_file=$ROOT/packaging/rpmlintrc
+    if awk '/^#/ { c=1; next } /^[[:space:]]*$/ { c=0; next } { if (!c) bad=1 } END { exit bad }' "$rc_file"; then
+        pass "every rpmlint filter has a reason comment"
+    else
+        fail "packaging/rpmlintrc: a filter lacks a '# reason' comment on the line above"
+    fi
+    rlout=$(rpmlint -c "$ROOT/packaging/rpmlint.toml" -r "$rc_file" "$RPM" 2>&1)
+    rlrc=$?
+    echo "$rlout" | grep -E ': (E|W): ' | sed 's/^/  rpmlint: /'
+    if [ $rlrc -eq 0 ] && ! grep -q ': E: ' <<<"$rlout"; then
+        pass "rpmlint: no errors ($(grep -c ': W: ' <<<"$rlout") warnings)"
+    else
+        fail "rpmlint reported errors: $(grep -E ': E: |badness' <<<"$rlout" | tr '\n' ' ')"
+    fi
 fi
 
 # ---------------------------------------------------------------------------------------------
