@@ -135,28 +135,56 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(a) => a.listen.clone(),
         _ => None,
     };
-    let settings = Settings::load(cli.config.as_deref(), &CliOverrides { data_dir: cli.data_dir.clone(), listen })?;
+    let settings = Settings::load(
+        cli.config.as_deref(),
+        &CliOverrides {
+            data_dir: cli.data_dir.clone(),
+            listen,
+        },
+    )?;
     crate::telemetry::init(&settings.log);
     match cli.command {
         Command::Serve(_) => startup::serve(settings),
         Command::Init(a) => init(settings, a),
-        Command::Users { action: UsersCommand::Unlock { email, tenant } } => unlock(settings, &email, tenant.as_deref()),
-        Command::Tenant { action: TenantCommand::Create { name, owner_email, owner_password_file, json } } => {
-            tenant_create(settings, &name, &owner_email, owner_password_file.as_deref(), json)
-        }
-        Command::Tenant { action: TenantCommand::List { json } } => tenant_list(settings, json),
+        Command::Users {
+            action: UsersCommand::Unlock { email, tenant },
+        } => unlock(settings, &email, tenant.as_deref()),
+        Command::Tenant {
+            action:
+                TenantCommand::Create {
+                    name,
+                    owner_email,
+                    owner_password_file,
+                    json,
+                },
+        } => tenant_create(
+            settings,
+            &name,
+            &owner_email,
+            owner_password_file.as_deref(),
+            json,
+        ),
+        Command::Tenant {
+            action: TenantCommand::List { json },
+        } => tenant_list(settings, json),
     }
 }
 
 fn init(settings: Settings, a: InitArgs) -> anyhow::Result<()> {
     if crate::store::Catalog::path_in(&settings.data_dir).exists() {
-        anyhow::bail!("{} is already initialised; refusing to re-initialise", settings.data_dir.display());
+        anyhow::bail!(
+            "{} is already initialised; refusing to re-initialise",
+            settings.data_dir.display()
+        );
     }
     // Validate inputs before anything is written.
-    crate::domain::TenantName::parse(&a.tenant_name).map_err(|e| anyhow::anyhow!("--tenant-name: {e}"))?;
-    crate::domain::Email::parse(&a.owner_email).map_err(|e| anyhow::anyhow!("--owner-email: {e}"))?;
+    crate::domain::TenantName::parse(&a.tenant_name)
+        .map_err(|e| anyhow::anyhow!("--tenant-name: {e}"))?;
+    crate::domain::Email::parse(&a.owner_email)
+        .map_err(|e| anyhow::anyhow!("--owner-email: {e}"))?;
     if let Some(e) = &a.platform_admin_email {
-        crate::domain::Email::parse(e).map_err(|e| anyhow::anyhow!("--platform-admin-email: {e}"))?;
+        crate::domain::Email::parse(e)
+            .map_err(|e| anyhow::anyhow!("--platform-admin-email: {e}"))?;
     }
     let (owner_pw, owner_generated) = match &a.owner_password_file {
         Some(f) => (tenants::read_password_file(f)?, false),
@@ -183,7 +211,12 @@ fn init(settings: Settings, a: InitArgs) -> anyhow::Result<()> {
         None,
     )?;
     if let (Some(email), Some((pw, generated))) = (&a.platform_admin_email, &admin_pw) {
-        tenants::create_platform_admin(&state.catalog, email, &password::hash_blocking(pw)?, *generated)?;
+        tenants::create_platform_admin(
+            &state.catalog,
+            email,
+            &password::hash_blocking(pw)?,
+            *generated,
+        )?;
     }
     let created = Created {
         tenant_id: tid.to_string(),
@@ -191,7 +224,9 @@ fn init(settings: Settings, a: InitArgs) -> anyhow::Result<()> {
         owner_email: a.owner_email.trim().to_lowercase(),
         owner_password: owner_generated.then(|| owner_pw.to_string()),
         platform_admin_email: a.platform_admin_email.clone(),
-        platform_admin_password: admin_pw.as_ref().and_then(|(p, g)| g.then(|| p.to_string())),
+        platform_admin_password: admin_pw
+            .as_ref()
+            .and_then(|(p, g)| g.then(|| p.to_string())),
     };
     if a.json {
         println!("{}", serde_json::to_string(&created)?);
@@ -200,7 +235,10 @@ fn init(settings: Settings, a: InitArgs) -> anyhow::Result<()> {
         if let Some(p) = &created.owner_password {
             eprintln!("owner {} one-time password: {p}", created.owner_email);
         }
-        if let (Some(e), Some(p)) = (&created.platform_admin_email, &created.platform_admin_password) {
+        if let (Some(e), Some(p)) = (
+            &created.platform_admin_email,
+            &created.platform_admin_password,
+        ) {
             eprintln!("platform admin {e} one-time password: {p}");
         }
     }
@@ -210,7 +248,12 @@ fn init(settings: Settings, a: InitArgs) -> anyhow::Result<()> {
 fn unlock(settings: Settings, email: &str, tenant: Option<&str>) -> anyhow::Result<()> {
     let account = email.trim().to_lowercase();
     let opened = startup::open_data_dir(&settings, false)?;
-    let actor = Actor { email: Some("host-cli".into()), role: Some("operator".into()), client_ip: None, user_agent: None };
+    let actor = Actor {
+        email: Some("host-cli".into()),
+        role: Some("operator".into()),
+        client_ip: None,
+        user_agent: None,
+    };
     let ev = NewAuditEvent::new(&actor, "login.unlock", Some(format!("account:{account}")))
         .details(serde_json::json!({"tenant": tenant}));
     let n = {
@@ -237,7 +280,12 @@ fn tenant_create(
     let opened = startup::open_data_dir(&settings, false)?;
     let settings = std::sync::Arc::new(settings);
     let state = startup::build_state(settings.clone(), opened)?;
-    let actor = Actor { email: Some("host-cli".into()), role: Some("operator".into()), client_ip: None, user_agent: None };
+    let actor = Actor {
+        email: Some("host-cli".into()),
+        role: Some("operator".into()),
+        client_ip: None,
+        user_agent: None,
+    };
     let tid = tenants::create_tenant(
         &state.master,
         &state.catalog,

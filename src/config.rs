@@ -107,7 +107,10 @@ pub struct SessionSettings {
 
 impl Default for SessionSettings {
     fn default() -> Self {
-        Self { idle_minutes: 30, absolute_hours: 12 }
+        Self {
+            idle_minutes: 30,
+            absolute_hours: 12,
+        }
     }
 }
 
@@ -158,7 +161,12 @@ pub struct MetricsSettings {
 
 impl Default for MetricsSettings {
     fn default() -> Self {
-        Self { enabled: true, loopback_only: true, token: None, token_file: None }
+        Self {
+            enabled: true,
+            loopback_only: true,
+            token: None,
+            token_file: None,
+        }
     }
 }
 
@@ -174,7 +182,10 @@ pub struct StoreSettings {
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        Self { max_open_tenants: 64, busy_timeout_ms: 5000 }
+        Self {
+            max_open_tenants: 64,
+            busy_timeout_ms: 5000,
+        }
     }
 }
 
@@ -190,7 +201,10 @@ pub struct LogSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self { format: "json".into(), level: "info".into() }
+        Self {
+            format: "json".into(),
+            level: "info".into(),
+        }
     }
 }
 
@@ -213,7 +227,11 @@ pub enum ConfigError {
     Invalid(String),
     /// A `*_file` secret could not be read.
     #[error("cannot read {key} from {path}: {reason}")]
-    SecretFile { key: &'static str, path: PathBuf, reason: String },
+    SecretFile {
+        key: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 impl Settings {
@@ -231,7 +249,11 @@ impl Settings {
             fig = fig.merge(Toml::file_exact(path));
         }
         let env = Env::prefixed("FLOWGUARD_")
-            .filter(|k| !NON_SETTING_ENV.iter().any(|n| k.as_str().eq_ignore_ascii_case(n)))
+            .filter(|k| {
+                !NON_SETTING_ENV
+                    .iter()
+                    .any(|n| k.as_str().eq_ignore_ascii_case(n))
+            })
             .split("__");
         fig = fig.merge(env).merge(Serialized::defaults(cli));
         let mut s: Settings = fig.extract().map_err(|e| {
@@ -256,8 +278,7 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        Region::parse(&self.region)
-            .map_err(|e| ConfigError::Invalid(format!("region: {e}")))?;
+        Region::parse(&self.region).map_err(|e| ConfigError::Invalid(format!("region: {e}")))?;
         for name in self.regions.keys() {
             Region::parse(name)
                 .map_err(|e| ConfigError::Invalid(format!("regions.{name}: {e}")))?;
@@ -269,22 +290,28 @@ impl Settings {
             ));
         }
         if self.session.idle_minutes == 0 || self.session.absolute_hours == 0 {
-            return Err(ConfigError::Invalid("session lifetimes must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "session lifetimes must be positive".into(),
+            ));
         }
         if self.store.max_open_tenants == 0 {
-            return Err(ConfigError::Invalid("store.max_open_tenants must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "store.max_open_tenants must be positive".into(),
+            ));
         }
         if self.login.max_failures_per_pair == 0 || self.login.max_failures_per_ip == 0 {
-            return Err(ConfigError::Invalid("login failure limits must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "login failure limits must be positive".into(),
+            ));
         }
         Ok(())
     }
 
     /// The parsed listen address.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen
-            .parse()
-            .map_err(|_| ConfigError::Invalid(format!("listen: `{}` is not ADDR:PORT", self.listen)))
+        self.listen.parse().map_err(|_| {
+            ConfigError::Invalid(format!("listen: `{}` is not ADDR:PORT", self.listen))
+        })
     }
 
     /// The deployment region as a validated value.
@@ -309,8 +336,14 @@ mod tests {
     fn unknown_key_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(&f, "listen = \"127.0.0.1:0\"\n[tls]\nmode = \"on\"\nbogus_key = 1\n").unwrap();
-        let err = Settings::load(Some(&f), &CliOverrides::default()).unwrap_err().to_string();
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:0\"\n[tls]\nmode = \"on\"\nbogus_key = 1\n",
+        )
+        .unwrap();
+        let err = Settings::load(Some(&f), &CliOverrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bogus_key"), "{err}");
     }
 
@@ -319,7 +352,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(&f, "listen = \"127.0.0.1:9000\"\nregion = \"eus\"\n").unwrap();
-        let cli = CliOverrides { listen: Some("127.0.0.1:0".into()), data_dir: None };
+        let cli = CliOverrides {
+            listen: Some("127.0.0.1:0".into()),
+            data_dir: None,
+        };
         let s = Settings::load(Some(&f), &cli).unwrap();
         assert_eq!(s.listen, "127.0.0.1:0");
         assert_eq!(s.region, "eus");

@@ -46,7 +46,13 @@ pub struct ApiError {
 impl ApiError {
     /// A new error.
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, code, detail: detail.into(), field: None, retry_after: None }
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            field: None,
+            retry_after: None,
+        }
     }
     /// Attach the field at fault.
     pub fn field(mut self, f: impl Into<String>) -> Self {
@@ -55,7 +61,12 @@ impl ApiError {
     }
     /// 400 `validation_failed` for a field (use 422 for semantically invalid values).
     pub fn invalid(field: &str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", detail).field(field)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            detail,
+        )
+        .field(field)
     }
     /// 400 `bad_request`.
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
@@ -63,15 +74,27 @@ impl ApiError {
     }
     /// 401 `unauthenticated`.
     pub fn unauthenticated() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", "authentication required")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "authentication required",
+        )
     }
     /// 401 `invalid_credentials` — same body for unknown user and wrong password.
     pub fn invalid_credentials() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "invalid credentials")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "invalid credentials",
+        )
     }
     /// 403 `forbidden`.
     pub fn forbidden() -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", "not allowed for this role")
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "not allowed for this role",
+        )
     }
     /// 404 `not_found`.
     pub fn not_found() -> Self {
@@ -93,14 +116,22 @@ impl ApiError {
     }
     /// 503 `busy` with `Retry-After`.
     pub fn busy(retry_after: u64) -> Self {
-        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "server busy; retry later");
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "server busy; retry later",
+        );
         e.retry_after = Some(retry_after.max(1));
         e
     }
     /// 500 `internal`: logs `cause` (which must not contain secrets) and hides it from the client.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
     }
 
     fn title(&self) -> &'static str {
@@ -126,7 +157,10 @@ impl ResponseError for ApiError {
     }
     fn error_response(&self) -> HttpResponse {
         let mut b = HttpResponse::build(self.status);
-        b.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json")));
+        b.insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        ));
         if let Some(s) = self.retry_after {
             b.insert_header((header::RETRY_AFTER, s.to_string()));
         }

@@ -2,7 +2,10 @@
 //!
 //! Layering (see `../shared/STYLE.md`): `http` parses and maps, `service` holds rules,
 //! permission checks and audit writes, `store` holds SQL, `crypto` holds every key operation.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod audit;
 pub mod auth;

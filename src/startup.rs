@@ -40,7 +40,9 @@ pub struct Opened {
 
 fn stores_exist(data_dir: &Path) -> bool {
     Catalog::path_in(data_dir).exists()
-        || std::fs::read_dir(TenantStores::dir_in(data_dir)).map(|mut d| d.next().is_some()).unwrap_or(false)
+        || std::fs::read_dir(TenantStores::dir_in(data_dir))
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
 }
 
 /// Open the data dir: check/create the master key and open (or create when `create`) the
@@ -49,16 +51,24 @@ pub fn open_data_dir(s: &Settings, create: bool) -> anyhow::Result<Opened> {
     let dir = &s.data_dir;
     let exists = stores_exist(dir);
     if !exists && !create {
-        return Err(anyhow!("no FlowGuard data in {} (run `flowguard init` or `flowguard serve` first)", dir.display()));
+        return Err(anyhow!(
+            "no FlowGuard data in {} (run `flowguard init` or `flowguard serve` first)",
+            dir.display()
+        ));
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data dir {}", dir.display()))?;
     if !exists {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot set mode 0700 on {}", dir.display()))?;
     }
     let key_path = s.master_key_path();
     if s.master_key_file.is_some() && !key_path.exists() {
-        return Err(MasterKeyError::Unreadable { path: key_path, reason: "configured master_key_file does not exist".into() }.into());
+        return Err(MasterKeyError::Unreadable {
+            path: key_path,
+            reason: "configured master_key_file does not exist".into(),
+        }
+        .into());
     }
     let master = Arc::new(MasterKey::load_or_create(&key_path, exists)?);
     let catalog = match Catalog::open(dir, &master, !exists, s.store.busy_timeout_ms) {
@@ -66,7 +76,11 @@ pub fn open_data_dir(s: &Settings, create: bool) -> anyhow::Result<Opened> {
         Err(StoreError::WrongKey(_)) => return Err(MasterKeyError::Wrong(key_path).into()),
         Err(e) => return Err(anyhow!("cannot open catalog: {e}")),
     };
-    Ok(Opened { master, catalog, fresh: !exists })
+    Ok(Opened {
+        master,
+        catalog,
+        fresh: !exists,
+    })
 }
 
 /// Build the shared state.
@@ -80,7 +94,14 @@ pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
     ));
     let passwords = Passwords::new(s.login.hash_concurrency)?;
     let metrics = Metrics::new()?;
-    Ok(AppState { settings: s, master: o.master, catalog: o.catalog, tenants, passwords, metrics })
+    Ok(AppState {
+        settings: s,
+        master: o.master,
+        catalog: o.catalog,
+        tenants,
+        passwords,
+        metrics,
+    })
 }
 
 /// On a deployment without tenants: create tenant `default`, Owner `admin@localhost` and a
@@ -108,7 +129,12 @@ pub fn bootstrap_if_empty(state: &AppState) -> anyhow::Result<Option<Created>> {
         true,
         None,
     )?;
-    tenants::create_platform_admin(&state.catalog, DEFAULT_PLATFORM_ADMIN_EMAIL, &admin_hash, true)?;
+    tenants::create_platform_admin(
+        &state.catalog,
+        DEFAULT_PLATFORM_ADMIN_EMAIL,
+        &admin_hash,
+        true,
+    )?;
     let created = Created {
         tenant_id: tid.to_string(),
         tenant_name: DEFAULT_TENANT_NAME.into(),
@@ -150,17 +176,25 @@ pub fn ensure_tls_files(s: &Settings) -> anyhow::Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
     let host = s.listen_addr()?.ip();
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     if !host.is_unspecified() && !host.is_loopback() {
         names.insert(0, host.to_string());
     }
     if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
         let h = h.trim();
-        if !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+        if !h.is_empty()
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
             names.push(h.to_string());
         }
     }
-    let ck = rcgen::generate_simple_self_signed(names).context("cannot generate self-signed certificate")?;
+    let ck = rcgen::generate_simple_self_signed(names)
+        .context("cannot generate self-signed certificate")?;
     write_private(&key, ck.key_pair.serialize_pem().as_bytes(), 0o600)?;
     write_private(&cert, ck.cert.pem().as_bytes(), 0o600)?;
     tracing::info!(
@@ -180,7 +214,8 @@ pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfi
     if certs.is_empty() {
         return Err(anyhow!("no certificate in {}", cert.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("cannot read private key {}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("cannot read private key {}", key.display()))?;
     let fp = crate::crypto::sha256_hex(certs[0].as_ref());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
@@ -238,7 +273,8 @@ async fn serve_async(settings: Settings) -> anyhow::Result<()> {
     }
 
     let addr = settings.listen_addr()?;
-    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     let st = state.clone();
     let server = HttpServer::new(move || crate::http::create_app(st.clone())).shutdown_timeout(30);
@@ -257,9 +293,12 @@ async fn serve_async(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(addr = %local, region = %settings.region, tls = ?settings.tls.mode, "listening");
     let running = server.run();
     actix_web::rt::spawn(async {
-        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
             while hup.recv().await.is_some() {
-                tracing::info!("SIGHUP received: nothing to reload yet (licenses reload here once installed)");
+                tracing::info!(
+                    "SIGHUP received: nothing to reload yet (licenses reload here once installed)"
+                );
             }
         }
     });

@@ -101,7 +101,15 @@ pub fn chain_hash(
     details: &serde_json::Value,
 ) -> String {
     let canonical = serde_json::json!([
-        id, ts, actor_email, actor_role, client_ip, user_agent, action, target, details
+        id,
+        ts,
+        actor_email,
+        actor_role,
+        client_ip,
+        user_agent,
+        action,
+        target,
+        details
     ]);
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());

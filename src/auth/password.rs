@@ -61,11 +61,15 @@ pub fn hash_blocking(password: &str) -> Result<String, PasswordError> {
 
 /// Whether a stored PHC string uses argon2id with parameters inside [floor, ceiling].
 pub fn acceptable_phc(phc: &str) -> bool {
-    let Ok(h) = PasswordHash::new(phc) else { return false };
+    let Ok(h) = PasswordHash::new(phc) else {
+        return false;
+    };
     if h.algorithm.as_str() != "argon2id" {
         return false;
     }
-    let Ok(p) = Params::try_from(&h) else { return false };
+    let Ok(p) = Params::try_from(&h) else {
+        return false;
+    };
     (M_COST_KIB..=MAX_M_COST_KIB).contains(&p.m_cost())
         && (T_COST..=MAX_T_COST).contains(&p.t_cost())
         && (P_COST..=MAX_P_COST).contains(&p.p_cost())
@@ -76,10 +80,14 @@ pub fn verify_blocking(password: &str, phc: &str) -> bool {
     if !acceptable_phc(phc) {
         return false;
     }
-    let Ok(h) = PasswordHash::new(phc) else { return false };
+    let Ok(h) = PasswordHash::new(phc) else {
+        return false;
+    };
     // verify_password uses the parameters of the stored hash (checked above) and compares the
     // output in constant time.
-    Argon2::default().verify_password(password.as_bytes(), &h).is_ok()
+    Argon2::default()
+        .verify_password(password.as_bytes(), &h)
+        .is_ok()
 }
 
 /// Generate a random one-time password: 24 chars from an unambiguous alphabet (~137 bits).
@@ -87,7 +95,9 @@ pub fn random_password() -> String {
     use rand::Rng;
     const A: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
     let mut rng = rand::rngs::OsRng;
-    (0..24).map(|_| A[rng.gen_range(0..A.len())] as char).collect()
+    (0..24)
+        .map(|_| A[rng.gen_range(0..A.len())] as char)
+        .collect()
 }
 
 /// The hashing service shared by request handlers.
@@ -101,15 +111,23 @@ impl Passwords {
     /// Build with `concurrency` slots (0 = number of CPUs) and a dummy hash for unknown users.
     pub fn new(concurrency: usize) -> Result<Self, PasswordError> {
         let n = if concurrency == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
         } else {
             concurrency
         };
         let dummy = hash_blocking(&random_password())?;
-        Ok(Self { sem: Arc::new(Semaphore::new(n)), dummy: Arc::new(dummy) })
+        Ok(Self {
+            sem: Arc::new(Semaphore::new(n)),
+            dummy: Arc::new(dummy),
+        })
     }
 
-    async fn blocking<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Result<R, PasswordError> {
+    async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, PasswordError> {
         let permit = tokio::time::timeout(QUEUE_WAIT, self.sem.clone().acquire_owned())
             .await
             .map_err(|_| PasswordError::Busy)?
@@ -131,7 +149,11 @@ impl Passwords {
 
     /// Verify against `phc`, or against the dummy hash when `phc` is None (unknown user) — the
     /// result is then always false but costs the same time.
-    pub async fn verify(&self, password: Zeroizing<String>, phc: Option<String>) -> Result<bool, PasswordError> {
+    pub async fn verify(
+        &self,
+        password: Zeroizing<String>,
+        phc: Option<String>,
+    ) -> Result<bool, PasswordError> {
         let dummy = self.dummy.clone();
         self.blocking(move || match phc {
             Some(h) if acceptable_phc(&h) => verify_blocking(&password, &h),
@@ -163,10 +185,14 @@ mod tests {
 
     #[test]
     fn hostile_parameters_refused() {
-        let hostile = "$argon2id$v=19$m=4194304,t=50,p=1$c29tZXNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA";
+        let hostile =
+            "$argon2id$v=19$m=4194304,t=50,p=1$c29tZXNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA";
         assert!(!acceptable_phc(hostile));
-        let weak = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA";
+        let weak =
+            "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA";
         assert!(!acceptable_phc(weak));
-        assert!(!acceptable_phc("$argon2i$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$aGFzaGhhc2g"));
+        assert!(!acceptable_phc(
+            "$argon2i$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$aGFzaGhhc2g"
+        ));
     }
 }

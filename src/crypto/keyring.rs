@@ -57,19 +57,29 @@ pub struct TenantKeySet {
 
 impl std::fmt::Debug for TenantKeySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TenantKeySet").field("version", &self.version).finish_non_exhaustive()
+        f.debug_struct("TenantKeySet")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
     }
 }
 
 impl TenantKeySet {
     /// A fresh random key set.
     pub fn generate(version: u32) -> Self {
-        Self { version, db_key: super::random_key(), dek: super::random_key() }
+        Self {
+            version,
+            db_key: super::random_key(),
+            dek: super::random_key(),
+        }
     }
 }
 
 fn aad(tenant: &str, version: u32, purpose: KeyPurpose) -> Vec<u8> {
-    format!("flowguard/keywrap/v1|{tenant}|{version}|{}", purpose.as_str()).into_bytes()
+    format!(
+        "flowguard/keywrap/v1|{tenant}|{version}|{}",
+        purpose.as_str()
+    )
+    .into_bytes()
 }
 
 /// Wrap `key` under the master key.
@@ -85,9 +95,18 @@ pub fn wrap(
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let aad = aad(tenant, version, purpose);
     let ct = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: key, aad: &aad })
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: key,
+                aad: &aad,
+            },
+        )
         .map_err(|_| UnwrapError)?;
-    Ok(WrappedKey { nonce: nonce.to_vec(), ciphertext: ct })
+    Ok(WrappedKey {
+        nonce: nonce.to_vec(),
+        ciphertext: ct,
+    })
 }
 
 /// Unwrap a key; fails on a wrong master key or any change of nonce, ciphertext or AAD.
@@ -105,7 +124,13 @@ pub fn unwrap(
     let aad = aad(tenant, version, purpose);
     let pt = zeroize::Zeroizing::new(
         cipher
-            .decrypt(Nonce::from_slice(&w.nonce), Payload { msg: &w.ciphertext, aad: &aad })
+            .decrypt(
+                Nonce::from_slice(&w.nonce),
+                Payload {
+                    msg: &w.ciphertext,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| UnwrapError)?,
     );
     if pt.len() != 32 {
@@ -129,7 +154,10 @@ mod tests {
         let m = mk();
         let k = crate::crypto::random_key();
         let w = wrap(&m, "eus-abcdef", 1, KeyPurpose::Db, &k).unwrap();
-        assert_eq!(*unwrap(&m, "eus-abcdef", 1, KeyPurpose::Db, &w).unwrap(), *k);
+        assert_eq!(
+            *unwrap(&m, "eus-abcdef", 1, KeyPurpose::Db, &w).unwrap(),
+            *k
+        );
         assert!(unwrap(&m, "eus-zzzzzz", 1, KeyPurpose::Db, &w).is_err());
         assert!(unwrap(&m, "eus-abcdef", 2, KeyPurpose::Db, &w).is_err());
         assert!(unwrap(&m, "eus-abcdef", 1, KeyPurpose::Dek, &w).is_err());

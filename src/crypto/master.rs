@@ -45,7 +45,9 @@ pub struct MasterKey {
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MasterKey").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("MasterKey")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -77,15 +79,24 @@ impl MasterKey {
         let meta = std::fs::metadata(path).map_err(unreadable)?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(MasterKeyError::TooOpen { path: path.to_path_buf(), mode });
+            return Err(MasterKeyError::TooOpen {
+                path: path.to_path_buf(),
+                mode,
+            });
         }
         let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(unreadable)?);
         if bytes.len() != 32 {
-            return Err(MasterKeyError::BadLength { path: path.to_path_buf(), len: bytes.len() });
+            return Err(MasterKeyError::BadLength {
+                path: path.to_path_buf(),
+                len: bytes.len(),
+            });
         }
         let mut key = zeroize::Zeroizing::new([0u8; 32]);
         key.copy_from_slice(&bytes);
-        Ok(Self { key, path: path.to_path_buf() })
+        Ok(Self {
+            key,
+            path: path.to_path_buf(),
+        })
     }
 
     fn create(path: &Path) -> Result<Self, MasterKeyError> {
@@ -106,7 +117,10 @@ impl MasterKey {
             .map_err(err)?;
         f.write_all(key.as_ref()).map_err(err)?;
         f.sync_all().map_err(err)?;
-        Ok(Self { key, path: path.to_path_buf() })
+        Ok(Self {
+            key,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Build from raw bytes (tests, key rotation).
@@ -148,7 +162,11 @@ mod tests {
         let k = MasterKey::load_or_create(&p, false).unwrap();
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let dmode = std::fs::metadata(p.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+        let dmode = std::fs::metadata(p.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(dmode, 0o700);
         let k2 = MasterKey::load_or_create(&p, true).unwrap();
         assert_eq!(k.bytes(), k2.bytes());
@@ -158,12 +176,21 @@ mod tests {
     fn refusals() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("master.key");
-        assert!(matches!(MasterKey::load_or_create(&p, true), Err(MasterKeyError::Missing(_))));
+        assert!(matches!(
+            MasterKey::load_or_create(&p, true),
+            Err(MasterKeyError::Missing(_))
+        ));
         std::fs::write(&p, [1u8; 32]).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(MasterKey::load(&p), Err(MasterKeyError::TooOpen { .. })));
+        assert!(matches!(
+            MasterKey::load(&p),
+            Err(MasterKeyError::TooOpen { .. })
+        ));
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::write(&p, [1u8; 31]).unwrap();
-        assert!(matches!(MasterKey::load(&p), Err(MasterKeyError::BadLength { .. })));
+        assert!(matches!(
+            MasterKey::load(&p),
+            Err(MasterKeyError::BadLength { .. })
+        ));
     }
 }

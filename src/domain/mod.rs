@@ -23,11 +23,14 @@ impl Region {
     /// Parse a region name.
     pub fn parse(s: &str) -> Result<Self, Invalid> {
         let ok = (2..=16).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if ok {
             Ok(Self(s.to_string()))
         } else {
-            Err(Invalid(format!("`{s}` is not a region name (2-16 lowercase letters or digits)")))
+            Err(Invalid(format!(
+                "`{s}` is not a region name (2-16 lowercase letters or digits)"
+            )))
         }
     }
     /// The default region `local`.
@@ -69,7 +72,9 @@ impl TenantId {
         let (region, suffix) = s.split_once('-').ok_or_else(bad)?;
         Region::parse(region).map_err(|_| bad())?;
         let ok = (4..=32).contains(&suffix.len())
-            && suffix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            && suffix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if ok {
             Ok(Self(s.to_string()))
         } else {
@@ -107,7 +112,9 @@ impl TenantName {
         if ok {
             Ok(Self(t.to_string()))
         } else {
-            Err(Invalid("tenant name must be 1-64 letters, digits, spaces, '-', '_' or '.'".into()))
+            Err(Invalid(
+                "tenant name must be 1-64 letters, digits, spaces, '-', '_' or '.'".into(),
+            ))
         }
     }
     /// The name.
@@ -187,7 +194,10 @@ mod tests {
 
     #[test]
     fn email_normalised() {
-        assert_eq!(Email::parse(" Admin@Example.COM ").unwrap().as_str(), "admin@example.com");
+        assert_eq!(
+            Email::parse(" Admin@Example.COM ").unwrap().as_str(),
+            "admin@example.com"
+        );
         assert!(Email::parse("no-at").is_err());
         assert!(Email::parse("a b@c").is_err());
         assert!(Email::parse("@c").is_err());

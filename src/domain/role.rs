@@ -54,7 +54,12 @@ impl Role {
             "agent" => Role::Agent,
             "scim" => Role::Scim,
             "platform_admin" => Role::PlatformAdmin,
-            _ => return Err(Invalid(format!("unknown role `{}`", super::truncate(s, 32)))),
+            _ => {
+                return Err(Invalid(format!(
+                    "unknown role `{}`",
+                    super::truncate(s, 32)
+                )))
+            }
         })
     }
 
@@ -62,7 +67,9 @@ impl Role {
     pub fn parse_member(s: &str) -> Result<Self, Invalid> {
         match Role::parse(s) {
             Ok(r) if Role::MEMBER_ROLES.contains(&r) => Ok(r),
-            _ => Err(Invalid("role must be one of owner, admin, tester, viewer".into())),
+            _ => Err(Invalid(
+                "role must be one of owner, admin, tester, viewer".into(),
+            )),
         }
     }
 

@@ -16,8 +16,15 @@ fn respond(path: &str, req: Option<&HttpRequest>) -> Result<HttpResponse, ApiErr
     let file = Assets::get(path).ok_or_else(ApiError::not_found)?;
     let etag = format!("\"{}\"", hex::encode(file.metadata.sha256_hash()));
     if let Some(req) = req {
-        if req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
-            return Ok(HttpResponse::NotModified().insert_header((header::ETAG, etag)).finish());
+        if req
+            .headers()
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            == Some(etag.as_str())
+        {
+            return Ok(HttpResponse::NotModified()
+                .insert_header((header::ETAG, etag))
+                .finish());
         }
     }
     let mime = mime_guess::from_path(path).first_or_octet_stream();
@@ -43,5 +50,6 @@ async fn index(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 
 /// Routes `/` and `/assets/{path}`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(index)).route("/assets/{path:.*}", web::get().to(asset));
+    cfg.route("/", web::get().to(index))
+        .route("/assets/{path:.*}", web::get().to(asset));
 }

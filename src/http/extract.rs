@@ -36,11 +36,21 @@ pub fn state(req: &HttpRequest) -> Result<Arc<AppState>, ApiError> {
 /// `X-Forwarded-For` entry that is not itself a trusted proxy.
 pub fn client_info(req: &HttpRequest, state: &AppState) -> ClientInfo {
     let peer = req.peer_addr().map(|a| a.ip());
-    let trusted = |ip: &IpAddr| state.settings.trusted_proxies.iter().any(|n| n.contains(ip));
+    let trusted = |ip: &IpAddr| {
+        state
+            .settings
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(ip))
+    };
     let mut ip = peer;
     if let Some(p) = peer {
         if trusted(&p) {
-            if let Some(xff) = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            if let Some(xff) = req
+                .headers()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
                 for hop in xff.split(',').rev() {
                     match hop.trim().parse::<IpAddr>() {
                         Ok(h) if trusted(&h) => continue,
@@ -59,7 +69,12 @@ pub fn client_info(req: &HttpRequest, state: &AppState) -> ClientInfo {
         .get(actix_web::http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(512).collect());
-    ClientInfo { ip: ip.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into()), user_agent }
+    ClientInfo {
+        ip: ip
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| "unknown".into()),
+        user_agent,
+    }
 }
 
 impl FromRequest for ClientInfo {
@@ -103,10 +118,15 @@ pub mod perm {
 }
 
 /// Authenticate the request: Bearer service token, else the session cookie.
-pub async fn authenticate(req: &HttpRequest, state: &Arc<AppState>) -> Result<Option<Principal>, ApiError> {
+pub async fn authenticate(
+    req: &HttpRequest,
+    state: &Arc<AppState>,
+) -> Result<Option<Principal>, ApiError> {
     if let Some(h) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
         let v = h.to_str().map_err(|_| ApiError::unauthenticated())?;
-        let bearer = v.strip_prefix("Bearer ").ok_or_else(ApiError::unauthenticated)?;
+        let bearer = v
+            .strip_prefix("Bearer ")
+            .ok_or_else(ApiError::unauthenticated)?;
         return match auth::bearer_principal(state, bearer.trim()).await? {
             Some(p) => Ok(Some(p)),
             None => Err(ApiError::unauthenticated()),
@@ -139,15 +159,27 @@ impl<P: perm::PermMarker> Require<P> {
 /// Authenticate and authorise the request for `P` (the body of every guard).
 pub async fn check<P: perm::PermMarker>(req: &HttpRequest) -> Result<Principal, ApiError> {
     let state = state(req)?;
-    let principal = authenticate(req, &state).await?.ok_or_else(ApiError::unauthenticated)?;
+    let principal = authenticate(req, &state)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
     if !principal.role().allows(P::P) {
         return Err(ApiError::forbidden());
     }
     if let Some(expected) = principal.csrf_hash() {
         if !is_safe(req.method()) {
-            let presented = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
-            if presented.is_empty() || !ct_eq(token::token_hash(presented).as_bytes(), expected.as_bytes()) {
-                return Err(ApiError::new(StatusCode::FORBIDDEN, "csrf_failed", "missing or wrong X-CSRF-Token"));
+            let presented = req
+                .headers()
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if presented.is_empty()
+                || !ct_eq(token::token_hash(presented).as_bytes(), expected.as_bytes())
+            {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "csrf_failed",
+                    "missing or wrong X-CSRF-Token",
+                ));
             }
         }
     }
@@ -160,7 +192,12 @@ impl<P: perm::PermMarker> FromRequest for Require<P> {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
-        Box::pin(async move { Ok(Self { principal: check::<P>(&req).await?, _p: PhantomData }) })
+        Box::pin(async move {
+            Ok(Self {
+                principal: check::<P>(&req).await?,
+                _p: PhantomData,
+            })
+        })
     }
 }
 
@@ -187,8 +224,14 @@ where
         let mut payload = payload.take();
         Box::pin(async move {
             let principal = check::<P>(&req).await?;
-            let inner = T::from_request(&req, &mut payload).await.map_err(Into::into)?;
-            Ok(Self { principal, inner, _p: PhantomData })
+            let inner = T::from_request(&req, &mut payload)
+                .await
+                .map_err(Into::into)?;
+            Ok(Self {
+                principal,
+                inner,
+                _p: PhantomData,
+            })
         })
     }
 }

@@ -2,7 +2,9 @@
 //! stores. Served at `/metrics` when `metrics.enabled`; loopback peers only by default, others
 //! need `Authorization: Bearer <metrics.token>`.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 /// The metric families of one process.
 #[derive(Clone)]
@@ -21,18 +23,32 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("flowguard_http_requests_total", "HTTP requests by route pattern and status"),
+            Opts::new(
+                "flowguard_http_requests_total",
+                "HTTP requests by route pattern and status",
+            ),
             &["method", "route", "status"],
         )?;
         let latency = HistogramVec::new(
-            HistogramOpts::new("flowguard_http_request_duration_seconds", "HTTP request latency in seconds"),
+            HistogramOpts::new(
+                "flowguard_http_request_duration_seconds",
+                "HTTP request latency in seconds",
+            ),
             &["method", "route"],
         )?;
-        let open_stores = IntGauge::new("flowguard_open_tenant_stores", "Tenant stores currently open")?;
+        let open_stores = IntGauge::new(
+            "flowguard_open_tenant_stores",
+            "Tenant stores currently open",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(open_stores.clone()))?;
-        Ok(Self { registry, requests, latency, open_stores })
+        Ok(Self {
+            registry,
+            requests,
+            latency,
+            open_stores,
+        })
     }
 
     /// Text exposition format (version 0.0.4).

@@ -33,18 +33,29 @@ pub struct ApiDoc;
 struct SecuritySchemes;
 impl utoipa::Modify for SecuritySchemes {
     fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
         let c = api.components.get_or_insert_with(Default::default);
-        c.add_security_scheme("session", SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(extract::SESSION_COOKIE))));
-        c.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        c.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(extract::SESSION_COOKIE))),
+        );
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 
 fn json_error(err: error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
     let e = match &err {
-        error::JsonPayloadError::Overflow { .. } | error::JsonPayloadError::OverflowKnownLength { .. } => {
-            ApiError::new(actix_web::http::StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body exceeds 1 MiB")
-        }
+        error::JsonPayloadError::Overflow { .. }
+        | error::JsonPayloadError::OverflowKnownLength { .. } => ApiError::new(
+            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body exceeds 1 MiB",
+        ),
         error::JsonPayloadError::ContentType => ApiError::new(
             actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
@@ -54,7 +65,14 @@ fn json_error(err: error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Er
             // Type or missing-field errors: name the field when serde says which.
             let msg = d.to_string();
             let field = msg.split('`').nth(1).map(str::to_string);
-            let mut e = ApiError::new(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", format!("invalid request body: {}", crate::domain::truncate(&msg, 200)));
+            let mut e = ApiError::new(
+                actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                format!(
+                    "invalid request body: {}",
+                    crate::domain::truncate(&msg, 200)
+                ),
+            );
             e.field = field;
             e
         }
@@ -64,7 +82,14 @@ fn json_error(err: error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Er
 }
 
 fn query_error(err: error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    ApiError::bad_request("invalid_query", format!("invalid query string: {}", crate::domain::truncate(&err.to_string(), 200))).into()
+    ApiError::bad_request(
+        "invalid_query",
+        format!(
+            "invalid query string: {}",
+            crate::domain::truncate(&err.to_string(), 200)
+        ),
+    )
+    .into()
 }
 
 fn path_error(_err: error::PathError, _req: &HttpRequest) -> actix_web::Error {
@@ -73,8 +98,15 @@ fn path_error(_err: error::PathError, _req: &HttpRequest) -> actix_web::Error {
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let p = req.path();
-    if p.starts_with("/api/") || p.starts_with("/scim/") || req.method() != actix_web::http::Method::GET {
-        return Err(ApiError::new(actix_web::http::StatusCode::NOT_FOUND, "not_found", "no such route"));
+    if p.starts_with("/api/")
+        || p.starts_with("/scim/")
+        || req.method() != actix_web::http::Method::GET
+    {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route",
+        ));
     }
     assets::serve_index()
 }
@@ -83,7 +115,13 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 pub fn create_app(
     state: web::Data<AppState>,
 ) -> App<
-    impl ServiceFactory<ServiceRequest, Config = (), Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error, InitError = ()>,
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
 > {
     let (app, api) = App::new()
         .into_utoipa_app()
@@ -98,13 +136,7 @@ pub fn create_app(
         .app_data(web::PayloadConfig::default().limit(MAX_BODY_BYTES))
         .app_data(web::QueryConfig::default().error_handler(query_error))
         .app_data(web::PathConfig::default().error_handler(path_error))
-        .route(
-            "/api/v1/openapi.json",
-            web::get().to(move || {
-                let body = api_json.clone();
-                async move { HttpResponse::Ok().content_type("application/json").body(body) }
-            }),
-        )
+        .app_data(web::Data::new(routes::ops::OpenApiJson(api_json)))
         .configure(assets::configure)
         .default_service(web::to(not_found))
         .wrap_fn(move |req, srv| {
@@ -114,7 +146,7 @@ pub fn create_app(
             let fut = actix_web::dev::Service::call(srv, req);
             let metrics = metrics.clone();
             async move {
-                let mut res = fut?;
+                let mut res = fut.await?;
                 let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
                 let status = res.status().as_u16().to_string();
                 metrics.requests.with_label_values(&[&method, &route, &status]).inc();

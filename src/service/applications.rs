@@ -27,26 +27,44 @@ impl ApplicationInput {
     pub fn parse(name: &str, base_url: &str, repo_url: Option<&str>) -> ApiResult<Self> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            return Err(ApiError::invalid("name", "name must be 1-100 printable characters"));
+            return Err(ApiError::invalid(
+                "name",
+                "name must be 1-100 printable characters",
+            ));
         }
         let base = base_url.trim();
         let ok_scheme = base.starts_with("https://") || base.starts_with("http://");
-        if !ok_scheme || base.len() > 2048 || base.chars().any(|c| c.is_whitespace() || c.is_control()) || base.ends_with("://") {
-            return Err(ApiError::invalid("base_url", "base_url must be an http(s) URL"));
+        if !ok_scheme
+            || base.len() > 2048
+            || base.chars().any(|c| c.is_whitespace() || c.is_control())
+            || base.ends_with("://")
+        {
+            return Err(ApiError::invalid(
+                "base_url",
+                "base_url must be an http(s) URL",
+            ));
         }
         let repo = match repo_url.map(str::trim).filter(|s| !s.is_empty()) {
             None => None,
             Some(r) => {
-                let ok = (r.starts_with("https://") || r.starts_with("ssh://") || r.starts_with("git@"))
-                    && r.len() <= 2048
-                    && !r.chars().any(|c| c.is_whitespace() || c.is_control());
+                let ok =
+                    (r.starts_with("https://") || r.starts_with("ssh://") || r.starts_with("git@"))
+                        && r.len() <= 2048
+                        && !r.chars().any(|c| c.is_whitespace() || c.is_control());
                 if !ok {
-                    return Err(ApiError::invalid("repo_url", "repo_url must be an https://, ssh:// or git@ URL"));
+                    return Err(ApiError::invalid(
+                        "repo_url",
+                        "repo_url must be an https://, ssh:// or git@ URL",
+                    ));
                 }
                 Some(r.to_string())
             }
         };
-        Ok(Self { name: name.into(), base_url: base.into(), repo_url: repo })
+        Ok(Self {
+            name: name.into(),
+            base_url: base.into(),
+            repo_url: repo,
+        })
     }
 }
 
@@ -69,7 +87,9 @@ fn map_conflict(e: StoreError) -> ApiError {
             "plan_limit",
             "the tenant's plan allows no more applications",
         ),
-        StoreError::Conflict(_) => ApiError::conflict("name_taken", "an application with this name exists").field("name"),
+        StoreError::Conflict(_) => {
+            ApiError::conflict("name_taken", "an application with this name exists").field("name")
+        }
         other => other.into(),
     }
 }
@@ -77,18 +97,30 @@ fn map_conflict(e: StoreError) -> ApiError {
 /// List.
 pub async fn list(state: &Arc<AppState>, p: &Principal) -> ApiResult<Vec<ApplicationRow>> {
     let t = tenant_of(p)?;
-    Ok(state.tenants.run(&t, tenant::list_applications).await?)
+    Ok(state
+        .tenants
+        .run(&t, |c| tenant::list_applications(c))
+        .await?)
 }
 
 /// Read one; another tenant's id is simply not found here (404).
 pub async fn get(state: &Arc<AppState>, p: &Principal, id: &str) -> ApiResult<ApplicationRow> {
     let t = tenant_of(p)?;
     let id = id.to_string();
-    state.tenants.run(&t, move |c| tenant::application(c, &id)).await?.ok_or_else(ApiError::not_found)
+    state
+        .tenants
+        .run(&t, move |c| tenant::application(c, &id))
+        .await?
+        .ok_or_else(ApiError::not_found)
 }
 
 /// Create.
-pub async fn create(state: &Arc<AppState>, p: &Principal, input: ApplicationInput, client: &ClientInfo) -> ApiResult<ApplicationRow> {
+pub async fn create(
+    state: &Arc<AppState>,
+    p: &Principal,
+    input: ApplicationInput,
+    client: &ClientInfo,
+) -> ApiResult<ApplicationRow> {
     let t = tenant_of(p)?;
     let tid = t.as_str().to_string();
     let plan = state
@@ -106,19 +138,34 @@ pub async fn create(state: &Arc<AppState>, p: &Principal, input: ApplicationInpu
         created_at: now.clone(),
         updated_at: now,
     };
-    let ev = NewAuditEvent::new(&p.actor(client), "application.create", Some(format!("application:{}", row.id)))
-        .details(serde_json::json!({"name": row.name, "base_url": row.base_url}));
+    let ev = NewAuditEvent::new(
+        &p.actor(client),
+        "application.create",
+        Some(format!("application:{}", row.id)),
+    )
+    .details(serde_json::json!({"name": row.name, "base_url": row.base_url}));
     let r2 = row.clone();
     let max = plan_max_applications(&plan);
-    state.tenants.run(&t, move |c| tenant::insert_application(c, &r2, max, &ev)).await.map_err(map_conflict)?;
+    state
+        .tenants
+        .run(&t, move |c| tenant::insert_application(c, &r2, max, &ev))
+        .await
+        .map_err(map_conflict)?;
     Ok(row)
 }
 
 /// Replace fields.
-pub async fn update(state: &Arc<AppState>, p: &Principal, id: &str, input: ApplicationInput, client: &ClientInfo) -> ApiResult<ApplicationRow> {
+pub async fn update(
+    state: &Arc<AppState>,
+    p: &Principal,
+    id: &str,
+    input: ApplicationInput,
+    client: &ClientInfo,
+) -> ApiResult<ApplicationRow> {
     let t = tenant_of(p)?;
     let mut row = get(state, p, id).await?;
-    let before = serde_json::json!({"name": row.name, "base_url": row.base_url, "repo_url": row.repo_url});
+    let before =
+        serde_json::json!({"name": row.name, "base_url": row.base_url, "repo_url": row.repo_url});
     row.name = input.name;
     row.base_url = input.base_url;
     row.repo_url = input.repo_url;
@@ -126,17 +173,33 @@ pub async fn update(state: &Arc<AppState>, p: &Principal, id: &str, input: Appli
     let ev = NewAuditEvent::new(&p.actor(client), "application.update", Some(format!("application:{}", row.id)))
         .details(serde_json::json!({"before": before, "after": {"name": row.name, "base_url": row.base_url, "repo_url": row.repo_url}}));
     let r2 = row.clone();
-    state.tenants.run(&t, move |c| tenant::update_application(c, &r2, &ev)).await.map_err(map_conflict)?;
+    state
+        .tenants
+        .run(&t, move |c| tenant::update_application(c, &r2, &ev))
+        .await
+        .map_err(map_conflict)?;
     Ok(row)
 }
 
 /// Delete (agent tokens of the application go with it).
-pub async fn delete(state: &Arc<AppState>, p: &Principal, id: &str, client: &ClientInfo) -> ApiResult<()> {
+pub async fn delete(
+    state: &Arc<AppState>,
+    p: &Principal,
+    id: &str,
+    client: &ClientInfo,
+) -> ApiResult<()> {
     let t = tenant_of(p)?;
     let row = get(state, p, id).await?;
-    let ev = NewAuditEvent::new(&p.actor(client), "application.delete", Some(format!("application:{}", row.id)))
-        .details(serde_json::json!({"name": row.name}));
+    let ev = NewAuditEvent::new(
+        &p.actor(client),
+        "application.delete",
+        Some(format!("application:{}", row.id)),
+    )
+    .details(serde_json::json!({"name": row.name}));
     let id = row.id.clone();
-    state.tenants.run(&t, move |c| tenant::delete_application(c, &id, &ev)).await?;
+    state
+        .tenants
+        .run(&t, move |c| tenant::delete_application(c, &id, &ev))
+        .await?;
     Ok(())
 }

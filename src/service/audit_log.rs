@@ -16,21 +16,38 @@ pub const MAX_LIMIT: u32 = 1000;
 /// Parse an RFC 3339 timestamp (any offset) into the stored UTC form.
 pub fn parse_ts(field: &str, v: &str) -> ApiResult<String> {
     chrono::DateTime::parse_from_rfc3339(v)
-        .map(|t| t.with_timezone(&chrono::Utc).to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .map_err(|_| ApiError::bad_request("invalid_timestamp", format!("{field} must be an RFC 3339 timestamp")).field(field))
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        })
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_timestamp",
+                format!("{field} must be an RFC 3339 timestamp"),
+            )
+            .field(field)
+        })
 }
 
 /// One page, newest first, plus the cursor for the next page.
-pub async fn list(state: &Arc<AppState>, p: &Principal, mut q: AuditQuery) -> ApiResult<(Vec<AuditRecord>, Option<String>)> {
+pub async fn list(
+    state: &Arc<AppState>,
+    p: &Principal,
+    mut q: AuditQuery,
+) -> ApiResult<(Vec<AuditRecord>, Option<String>)> {
     let t = p.tenant().cloned().ok_or_else(ApiError::forbidden)?;
     if let (Some(f), Some(to)) = (&q.from, &q.to) {
         if f > to {
-            return Err(ApiError::bad_request("invalid_range", "from must not be after to").field("from"));
+            return Err(
+                ApiError::bad_request("invalid_range", "from must not be after to").field("from"),
+            );
         }
     }
     q.limit = q.limit.clamp(1, MAX_LIMIT);
     let limit = q.limit as usize;
     let rows = state.tenants.run(&t, move |c| audit::list(c, &q)).await?;
-    let next = (rows.len() == limit).then(|| rows.last().map(|r| r.seq.to_string())).flatten();
+    let next = (rows.len() == limit)
+        .then(|| rows.last().map(|r| r.seq.to_string()))
+        .flatten();
     Ok((rows, next))
 }

@@ -70,7 +70,14 @@ struct Recorded {
     ip_locked: Option<u64>,
 }
 
-fn record_failure(c: &rusqlite::Connection, st: &crate::config::LoginSettings, pk: &str, account: &str, ip: &str, now: i64) -> crate::store::StoreResult<Recorded> {
+fn record_failure(
+    c: &rusqlite::Connection,
+    st: &crate::config::LoginSettings,
+    pk: &str,
+    account: &str,
+    ip: &str,
+    now: i64,
+) -> crate::store::StoreResult<Recorded> {
     let window = st.window_secs as i64;
     let mut pair = catalog::failure_state(c, "pair", pk)?;
     if now - pair.last_failure > window && pair.locked_until <= now {
@@ -81,7 +88,11 @@ fn record_failure(c: &rusqlite::Connection, st: &crate::config::LoginSettings, p
     let mut pair_locked = None;
     if pair.failures >= st.max_failures_per_pair {
         let exp = (pair.failures - st.max_failures_per_pair).min(20);
-        let secs = st.base_lockout_secs.saturating_mul(1u64 << exp).min(st.max_lockout_secs).max(1);
+        let secs = st
+            .base_lockout_secs
+            .saturating_mul(1u64 << exp)
+            .min(st.max_lockout_secs)
+            .max(1);
         pair.locked_until = now + secs as i64;
         pair_locked = Some(secs);
     }
@@ -99,20 +110,35 @@ fn record_failure(c: &rusqlite::Connection, st: &crate::config::LoginSettings, p
         ip_locked = Some(st.window_secs);
     }
     catalog::put_failure_state(c, "ip", ip, None, ipst)?;
-    Ok(Recorded { pair_locked, ip_locked })
+    Ok(Recorded {
+        pair_locked,
+        ip_locked,
+    })
 }
 
 /// Log in with email + password. Same error body (and similar time) for unknown tenant, unknown
 /// user, inactive user, empty or wrong password.
-pub async fn login(state: &Arc<AppState>, input: LoginInput, client: &ClientInfo) -> ApiResult<LoginOutcome> {
+pub async fn login(
+    state: &Arc<AppState>,
+    input: LoginInput,
+    client: &ClientInfo,
+) -> ApiResult<LoginOutcome> {
     if input.password.len() > password::MAX_PASSWORD_BYTES {
-        return Err(ApiError::bad_request("password_too_long", "password longer than 1024 bytes").field("password"));
+        return Err(
+            ApiError::bad_request("password_too_long", "password longer than 1024 bytes")
+                .field("password"),
+        );
     }
     let account = input.email.trim().to_lowercase();
     if account.is_empty() || account.len() > 254 {
         return Err(ApiError::invalid("email", "email is required"));
     }
-    let tenant_ref = input.tenant.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_string);
+    let tenant_ref = input
+        .tenant
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string);
 
     // Resolve the tenant (catalog) and check throttles before any hashing.
     let st = state.settings.login.clone();
@@ -129,7 +155,11 @@ pub async fn login(state: &Arc<AppState>, input: LoginInput, client: &ClientInfo
                     Some(r) => catalog::find_tenant(c, r)?,
                     None => None,
                 };
-                let scope = t.as_ref().map(|t| t.id.clone()).or(tref).unwrap_or_else(|| "catalog".into());
+                let scope = t
+                    .as_ref()
+                    .map(|t| t.id.clone())
+                    .or(tref)
+                    .unwrap_or_else(|| "catalog".into());
                 let pair = catalog::failure_state(c, "pair", &pair_key(&scope, &account, &ip))?;
                 let ipst = catalog::failure_state(c, "ip", &ip)?;
                 Ok((t, locked_for(&pair, now).max(locked_for(&ipst, now))))
@@ -154,7 +184,11 @@ pub async fn login(state: &Arc<AppState>, input: LoginInput, client: &ClientInfo
     let subject = match (&tenant_ref, &tenant_row) {
         (None, _) => {
             let a = account.clone();
-            match state.catalog.run(move |c| catalog::find_platform_admin(c, &a)).await? {
+            match state
+                .catalog
+                .run(move |c| catalog::find_platform_admin(c, &a))
+                .await?
+            {
                 Some(admin) => Subject::Admin(admin),
                 None => Subject::Nobody(None),
             }
@@ -163,7 +197,11 @@ pub async fn login(state: &Arc<AppState>, input: LoginInput, client: &ClientInfo
         (Some(_), Some(t)) => {
             let tid = TenantId::parse(&t.id).map_err(ApiError::internal)?;
             let a = account.clone();
-            match state.tenants.run(&tid, move |c| tenant::user_by_email(c, &a)).await? {
+            match state
+                .tenants
+                .run(&tid, move |c| tenant::user_by_email(c, &a))
+                .await?
+            {
                 Some(u) if u.active && u.password_hash.is_some() => Subject::User(u, tid),
                 _ => Subject::Nobody(Some(tid)),
             }
@@ -181,11 +219,21 @@ pub async fn login(state: &Arc<AppState>, input: LoginInput, client: &ClientInfo
         let st2 = st.clone();
         let pk = pair_key(&scope, &account, &ip);
         let (acc, ip2) = (account.clone(), ip.clone());
-        let rec = state.catalog.run(move |c| record_failure(c, &st2, &pk, &acc, &ip2, now)).await?;
-        let reason = if empty { "empty_password" } else { "invalid_credentials" };
+        let rec = state
+            .catalog
+            .run(move |c| record_failure(c, &st2, &pk, &acc, &ip2, now))
+            .await?;
+        let reason = if empty {
+            "empty_password"
+        } else {
+            "invalid_credentials"
+        };
         let actor = client.anonymous_actor(Some(account.clone()));
-        let mut events = vec![NewAuditEvent::new(&actor, "login.failure", Some(format!("account:{account}")))
-            .details(serde_json::json!({"reason": reason}))];
+        let mut events =
+            vec![
+                NewAuditEvent::new(&actor, "login.failure", Some(format!("account:{account}")))
+                    .details(serde_json::json!({"reason": reason})),
+            ];
         if let Some(secs) = rec.pair_locked {
             events.push(
                 NewAuditEvent::new(&actor, "login.lockout", Some(format!("account:{account}")))
@@ -232,7 +280,10 @@ pub async fn login(state: &Arc<AppState>, input: LoginInput, client: &ClientInfo
 
     // Success: forget this pair's failures, open a session.
     let pk = pair_key(&scope, &account, &ip);
-    state.catalog.run(move |c| catalog::clear_failures(c, "pair", &pk)).await?;
+    state
+        .catalog
+        .run(move |c| catalog::clear_failures(c, "pair", &pk))
+        .await?;
     let csrf_token = token::random_secret();
     let csrf_hash = token::token_hash(&csrf_token);
     match subject {
@@ -248,7 +299,11 @@ pub async fn login(state: &Arc<AppState>, input: LoginInput, client: &ClientInfo
                 session_hash: sh.clone(),
                 csrf_hash: csrf_hash.clone(),
             };
-            let ev = NewAuditEvent::new(&principal.actor(client), "login.success", Some(format!("member:{}", u.email)));
+            let ev = NewAuditEvent::new(
+                &principal.actor(client),
+                "login.success",
+                Some(format!("member:{}", u.email)),
+            );
             let uid = u.id.clone();
             let ch = csrf_hash.clone();
             state
@@ -258,7 +313,12 @@ pub async fn login(state: &Arc<AppState>, input: LoginInput, client: &ClientInfo
                     tenant::append_audit(c, &ev)
                 })
                 .await?;
-            Ok(LoginOutcome { session, csrf_token, principal, must_change_password: u.must_change_password })
+            Ok(LoginOutcome {
+                session,
+                csrf_token,
+                principal,
+                must_change_password: u.must_change_password,
+            })
         }
         Subject::Admin(a) => {
             let session = token::new_token(TokenKind::PlatformSession, "catalog");
@@ -269,7 +329,11 @@ pub async fn login(state: &Arc<AppState>, input: LoginInput, client: &ClientInfo
                 session_hash: sh.clone(),
                 csrf_hash: csrf_hash.clone(),
             };
-            let ev = NewAuditEvent::new(&principal.actor(client), "login.success", Some(format!("platform_admin:{}", a.email)));
+            let ev = NewAuditEvent::new(
+                &principal.actor(client),
+                "login.success",
+                Some(format!("platform_admin:{}", a.email)),
+            );
             let aid = a.id.clone();
             let ch = csrf_hash.clone();
             state
@@ -279,23 +343,36 @@ pub async fn login(state: &Arc<AppState>, input: LoginInput, client: &ClientInfo
                     catalog::append_audit(c, &ev)
                 })
                 .await?;
-            Ok(LoginOutcome { session, csrf_token, principal, must_change_password: a.must_change_password })
+            Ok(LoginOutcome {
+                session,
+                csrf_token,
+                principal,
+                must_change_password: a.must_change_password,
+            })
         }
         Subject::Nobody(_) => Err(ApiError::invalid_credentials()),
     }
 }
 
 /// Authenticate a session cookie value. Expired (idle or absolute) sessions are deleted.
-pub async fn session_principal(state: &Arc<AppState>, cookie: &str) -> ApiResult<Option<Principal>> {
-    let Some((kind, scope)) = token::parse_token(cookie) else { return Ok(None) };
+pub async fn session_principal(
+    state: &Arc<AppState>,
+    cookie: &str,
+) -> ApiResult<Option<Principal>> {
+    let Some((kind, scope)) = token::parse_token(cookie) else {
+        return Ok(None);
+    };
     let sh = token::token_hash(cookie);
     let now = unix_now();
     let idle = i64::from(state.settings.session.idle_minutes) * 60;
     let abs = i64::from(state.settings.session.absolute_hours) * 3600;
-    let expired = move |s: &catalog::SessionRow| now - s.last_seen > idle || now - s.created_at > abs;
+    let expired =
+        move |s: &catalog::SessionRow| now - s.last_seen > idle || now - s.created_at > abs;
     match kind {
         TokenKind::UserSession => {
-            let Ok(tid) = TenantId::parse(scope) else { return Ok(None) };
+            let Ok(tid) = TenantId::parse(scope) else {
+                return Ok(None);
+            };
             if !tenant_exists(state, &tid).await? {
                 return Ok(None);
             }
@@ -303,16 +380,22 @@ pub async fn session_principal(state: &Arc<AppState>, cookie: &str) -> ApiResult
             state
                 .tenants
                 .run(&tid, move |c| {
-                    let Some(s) = tenant::session(c, &sh)? else { return Ok(None) };
+                    let Some(s) = tenant::session(c, &sh)? else {
+                        return Ok(None);
+                    };
                     if expired(&s) {
                         tenant::delete_session(c, &sh)?;
                         return Ok(None);
                     }
-                    let Some(u) = tenant::user_by_id(c, &s.subject_id)? else { return Ok(None) };
+                    let Some(u) = tenant::user_by_id(c, &s.subject_id)? else {
+                        return Ok(None);
+                    };
                     if !u.active {
                         return Ok(None);
                     }
-                    let Ok(role) = Role::parse_member(&u.role) else { return Ok(None) };
+                    let Ok(role) = Role::parse_member(&u.role) else {
+                        return Ok(None);
+                    };
                     if now - s.last_seen >= 15 {
                         tenant::touch_session(c, &sh, now)?;
                     }
@@ -331,16 +414,25 @@ pub async fn session_principal(state: &Arc<AppState>, cookie: &str) -> ApiResult
         TokenKind::PlatformSession if scope == "catalog" => state
             .catalog
             .run(move |c| {
-                let Some(s) = catalog::platform_session(c, &sh)? else { return Ok(None) };
+                let Some(s) = catalog::platform_session(c, &sh)? else {
+                    return Ok(None);
+                };
                 if expired(&s) {
                     catalog::delete_platform_session(c, &sh)?;
                     return Ok(None);
                 }
-                let Some(a) = catalog::platform_admin_by_id(c, &s.subject_id)? else { return Ok(None) };
+                let Some(a) = catalog::platform_admin_by_id(c, &s.subject_id)? else {
+                    return Ok(None);
+                };
                 if now - s.last_seen >= 15 {
                     catalog::touch_platform_session(c, &sh, now)?;
                 }
-                Ok(Some(Principal::Platform { admin_id: a.id, email: a.email, session_hash: sh, csrf_hash: s.csrf_hash }))
+                Ok(Some(Principal::Platform {
+                    admin_id: a.id,
+                    email: a.email,
+                    session_hash: sh,
+                    csrf_hash: s.csrf_hash,
+                }))
             })
             .await
             .map_err(Into::into),
@@ -350,24 +442,34 @@ pub async fn session_principal(state: &Arc<AppState>, cookie: &str) -> ApiResult
 
 async fn tenant_exists(state: &Arc<AppState>, tid: &TenantId) -> ApiResult<bool> {
     let id = tid.as_str().to_string();
-    Ok(state.catalog.run(move |c| Ok(catalog::find_tenant(c, &id)?.is_some_and(|t| t.id == id))).await?)
+    Ok(state
+        .catalog
+        .run(move |c| Ok(catalog::find_tenant(c, &id)?.is_some_and(|t| t.id == id)))
+        .await?)
 }
 
 /// Authenticate a bearer service token (agent or SCIM).
 pub async fn bearer_principal(state: &Arc<AppState>, bearer: &str) -> ApiResult<Option<Principal>> {
-    let Some((kind, scope)) = token::parse_token(bearer) else { return Ok(None) };
+    let Some((kind, scope)) = token::parse_token(bearer) else {
+        return Ok(None);
+    };
     let want = match kind {
         TokenKind::Agent => "agent",
         TokenKind::Scim => "scim",
         _ => return Ok(None),
     };
-    let Ok(tid) = TenantId::parse(scope) else { return Ok(None) };
+    let Ok(tid) = TenantId::parse(scope) else {
+        return Ok(None);
+    };
     if !tenant_exists(state, &tid).await? {
         return Ok(None);
     }
     let h = token::token_hash(bearer);
     let t2 = tid.clone();
-    let row = state.tenants.run(&tid, move |c| tenant::active_token_by_hash(c, &h)).await?;
+    let row = state
+        .tenants
+        .run(&tid, move |c| tenant::active_token_by_hash(c, &h))
+        .await?;
     Ok(match row {
         Some(r) if r.kind == want => match r.kind.as_str() {
             "agent" => r.application_id.map(|app| Principal::Agent {
@@ -376,7 +478,11 @@ pub async fn bearer_principal(state: &Arc<AppState>, bearer: &str) -> ApiResult<
                 name: r.name,
                 application_id: app,
             }),
-            _ => Some(Principal::Scim { tenant: t2, token_id: r.id, name: r.name }),
+            _ => Some(Principal::Scim {
+                tenant: t2,
+                token_id: r.id,
+                name: r.name,
+            }),
         },
         _ => None,
     })
@@ -384,9 +490,17 @@ pub async fn bearer_principal(state: &Arc<AppState>, bearer: &str) -> ApiResult<
 
 /// End the caller's session (audited as `logout`).
 pub async fn logout(state: &Arc<AppState>, p: &Principal, client: &ClientInfo) -> ApiResult<()> {
-    let ev = NewAuditEvent::new(&p.actor(client), "logout", Some(format!("session:{}", p.actor_name())));
+    let ev = NewAuditEvent::new(
+        &p.actor(client),
+        "logout",
+        Some(format!("session:{}", p.actor_name())),
+    );
     match p.clone() {
-        Principal::User { tenant, session_hash, .. } => {
+        Principal::User {
+            tenant,
+            session_hash,
+            ..
+        } => {
             state
                 .tenants
                 .run(&tenant, move |c| {
@@ -404,7 +518,13 @@ pub async fn logout(state: &Arc<AppState>, p: &Principal, client: &ClientInfo) -
                 })
                 .await?
         }
-        _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "no_session", "token callers have no session")),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "no_session",
+                "token callers have no session",
+            ))
+        }
     }
     Ok(())
 }
@@ -418,13 +538,20 @@ pub async fn change_password(
     client: &ClientInfo,
 ) -> ApiResult<()> {
     if current.len() > password::MAX_PASSWORD_BYTES {
-        return Err(ApiError::bad_request("password_too_long", "password longer than 1024 bytes").field("current_password"));
+        return Err(
+            ApiError::bad_request("password_too_long", "password longer than 1024 bytes")
+                .field("current_password"),
+        );
     }
     super::tenants::check_new_password(&new).map_err(|m| ApiError::invalid("new_password", m))?;
     let stored = match p.clone() {
-        Principal::User { tenant, user_id, .. } => {
-            state.tenants.run(&tenant, move |c| tenant::user_by_id(c, &user_id)).await?.and_then(|u| u.password_hash)
-        }
+        Principal::User {
+            tenant, user_id, ..
+        } => state
+            .tenants
+            .run(&tenant, move |c| tenant::user_by_id(c, &user_id))
+            .await?
+            .and_then(|u| u.password_hash),
         Principal::Platform { admin_id, .. } => state
             .catalog
             .run(move |c| catalog::platform_admin_by_id(c, &admin_id))
@@ -433,24 +560,50 @@ pub async fn change_password(
         _ => return Err(ApiError::forbidden()),
     };
     if stored.is_none() {
-        return Err(ApiError::new(StatusCode::CONFLICT, "not_local_account", "this account has no local password"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_local_account",
+            "this account has no local password",
+        ));
     }
     if !state.passwords.verify(current, stored).await? {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "invalid_credentials", "current password is wrong").field("current_password"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_credentials",
+            "current password is wrong",
+        )
+        .field("current_password"));
     }
     let hash = state.passwords.hash(new).await?;
-    let ev = NewAuditEvent::new(&p.actor(client), "user.password_change", Some(format!("member:{}", p.actor_name())));
+    let ev = NewAuditEvent::new(
+        &p.actor(client),
+        "user.password_change",
+        Some(format!("member:{}", p.actor_name())),
+    );
     match p.clone() {
-        Principal::User { tenant, user_id, session_hash, .. } => {
+        Principal::User {
+            tenant,
+            user_id,
+            session_hash,
+            ..
+        } => {
             state
                 .tenants
-                .run(&tenant, move |c| tenant::set_user_password(c, &user_id, &hash, &session_hash, &ev))
+                .run(&tenant, move |c| {
+                    tenant::set_user_password(c, &user_id, &hash, &session_hash, &ev)
+                })
                 .await?
         }
-        Principal::Platform { admin_id, session_hash, .. } => {
+        Principal::Platform {
+            admin_id,
+            session_hash,
+            ..
+        } => {
             state
                 .catalog
-                .run(move |c| catalog::set_platform_admin_password(c, &admin_id, &hash, &session_hash, &ev))
+                .run(move |c| {
+                    catalog::set_platform_admin_password(c, &admin_id, &hash, &session_hash, &ev)
+                })
                 .await?
         }
         _ => return Err(ApiError::forbidden()),

@@ -20,9 +20,12 @@ fn tenant_of(p: &Principal) -> ApiResult<TenantId> {
 fn map_owner_conflict(e: StoreError) -> ApiError {
     match e {
         StoreError::Conflict(m) if m == "last_owner" => {
-            ApiError::conflict("last_owner", "the last Owner cannot be removed or demoted").field("role")
+            ApiError::conflict("last_owner", "the last Owner cannot be removed or demoted")
+                .field("role")
         }
-        StoreError::Conflict(_) => ApiError::conflict("member_exists", "a member with this email exists").field("email"),
+        StoreError::Conflict(_) => {
+            ApiError::conflict("member_exists", "a member with this email exists").field("email")
+        }
         other => other.into(),
     }
 }
@@ -30,7 +33,7 @@ fn map_owner_conflict(e: StoreError) -> ApiError {
 /// All members.
 pub async fn list(state: &Arc<AppState>, p: &Principal) -> ApiResult<Vec<UserRow>> {
     let t = tenant_of(p)?;
-    Ok(state.tenants.run(&t, tenant::list_users).await?)
+    Ok(state.tenants.run(&t, |c| tenant::list_users(c)).await?)
 }
 
 /// Add a local member.
@@ -46,7 +49,12 @@ pub async fn add(
     let email = Email::parse(email).map_err(|e| ApiError::invalid("email", e.0))?;
     let role = Role::parse_member(role).map_err(|e| ApiError::invalid("role", e.0))?;
     if role == Role::Owner && p.role() != Role::Owner {
-        return Err(ApiError::new(actix_web::http::StatusCode::FORBIDDEN, "owner_required", "only an Owner may grant the Owner role").field("role"));
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "owner_required",
+            "only an Owner may grant the Owner role",
+        )
+        .field("role"));
     }
     super::tenants::check_new_password(&password).map_err(|m| ApiError::invalid("password", m))?;
     let hash = state.passwords.hash(password).await?;
@@ -63,51 +71,99 @@ pub async fn add(
         updated_at: now,
         password_hash: Some(hash),
     };
-    let ev = NewAuditEvent::new(&p.actor(client), "member.add", Some(format!("member:{}", row.email)))
-        .details(serde_json::json!({"role": row.role, "member_id": row.id}));
+    let ev = NewAuditEvent::new(
+        &p.actor(client),
+        "member.add",
+        Some(format!("member:{}", row.email)),
+    )
+    .details(serde_json::json!({"role": row.role, "member_id": row.id}));
     let r2 = row.clone();
-    state.tenants.run(&t, move |c| tenant::insert_user(c, &r2, Some(&ev))).await.map_err(map_owner_conflict)?;
+    state
+        .tenants
+        .run(&t, move |c| tenant::insert_user(c, &r2, Some(&ev)))
+        .await
+        .map_err(map_owner_conflict)?;
     Ok(row)
 }
 
 async fn load(state: &Arc<AppState>, t: &TenantId, id: &str) -> ApiResult<UserRow> {
     let id = id.to_string();
-    state.tenants.run(t, move |c| tenant::user_by_id(c, &id)).await?.ok_or_else(ApiError::not_found)
+    state
+        .tenants
+        .run(t, move |c| tenant::user_by_id(c, &id))
+        .await?
+        .ok_or_else(ApiError::not_found)
 }
 
 /// Change a member's role.
-pub async fn change_role(state: &Arc<AppState>, p: &Principal, id: &str, role: &str, client: &ClientInfo) -> ApiResult<UserRow> {
+pub async fn change_role(
+    state: &Arc<AppState>,
+    p: &Principal,
+    id: &str,
+    role: &str,
+    client: &ClientInfo,
+) -> ApiResult<UserRow> {
     let t = tenant_of(p)?;
     let new_role = Role::parse_member(role).map_err(|e| ApiError::invalid("role", e.0))?;
     let current = load(state, &t, id).await?;
     let touches_owner = new_role == Role::Owner || current.role == Role::Owner.as_str();
     if touches_owner && p.role() != Role::Owner {
-        return Err(ApiError::new(actix_web::http::StatusCode::FORBIDDEN, "owner_required", "only an Owner may change the Owner role").field("role"));
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "owner_required",
+            "only an Owner may change the Owner role",
+        )
+        .field("role"));
     }
     if current.role == new_role.as_str() {
         return Ok(current);
     }
-    let ev = NewAuditEvent::new(&p.actor(client), "member.role_change", Some(format!("member:{}", current.email)))
-        .details(serde_json::json!({"from": current.role, "to": new_role.as_str(), "member_id": current.id}));
+    let ev = NewAuditEvent::new(
+        &p.actor(client),
+        "member.role_change",
+        Some(format!("member:{}", current.email)),
+    )
+    .details(
+        serde_json::json!({"from": current.role, "to": new_role.as_str(), "member_id": current.id}),
+    );
     let uid = current.id.clone();
     state
         .tenants
-        .run(&t, move |c| tenant::set_user_role(c, &uid, new_role.as_str(), &ev))
+        .run(&t, move |c| {
+            tenant::set_user_role(c, &uid, new_role.as_str(), &ev)
+        })
         .await
         .map_err(map_owner_conflict)?;
     load(state, &t, id).await
 }
 
 /// Remove a member.
-pub async fn remove(state: &Arc<AppState>, p: &Principal, id: &str, client: &ClientInfo) -> ApiResult<()> {
+pub async fn remove(
+    state: &Arc<AppState>,
+    p: &Principal,
+    id: &str,
+    client: &ClientInfo,
+) -> ApiResult<()> {
     let t = tenant_of(p)?;
     let current = load(state, &t, id).await?;
     if current.role == Role::Owner.as_str() && p.role() != Role::Owner {
-        return Err(ApiError::new(actix_web::http::StatusCode::FORBIDDEN, "owner_required", "only an Owner may remove an Owner"));
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "owner_required",
+            "only an Owner may remove an Owner",
+        ));
     }
-    let ev = NewAuditEvent::new(&p.actor(client), "member.remove", Some(format!("member:{}", current.email)))
-        .details(serde_json::json!({"role": current.role, "member_id": current.id}));
+    let ev = NewAuditEvent::new(
+        &p.actor(client),
+        "member.remove",
+        Some(format!("member:{}", current.email)),
+    )
+    .details(serde_json::json!({"role": current.role, "member_id": current.id}));
     let uid = current.id.clone();
-    state.tenants.run(&t, move |c| tenant::delete_user(c, &uid, &ev)).await.map_err(map_owner_conflict)?;
+    state
+        .tenants
+        .run(&t, move |c| tenant::delete_user(c, &uid, &ev))
+        .await
+        .map_err(map_owner_conflict)?;
     Ok(())
 }

@@ -71,9 +71,9 @@ impl Principal {
     /// The tenant, for tenant principals.
     pub fn tenant(&self) -> Option<&TenantId> {
         match self {
-            Principal::User { tenant, .. } | Principal::Agent { tenant, .. } | Principal::Scim { tenant, .. } => {
-                Some(tenant)
-            }
+            Principal::User { tenant, .. }
+            | Principal::Agent { tenant, .. }
+            | Principal::Scim { tenant, .. } => Some(tenant),
             Principal::Platform { .. } => None,
         }
     }
@@ -81,7 +81,9 @@ impl Principal {
     /// Whether the caller authenticated with a cookie (and so needs a CSRF token on unsafe methods).
     pub fn csrf_hash(&self) -> Option<&str> {
         match self {
-            Principal::User { csrf_hash, .. } | Principal::Platform { csrf_hash, .. } => Some(csrf_hash),
+            Principal::User { csrf_hash, .. } | Principal::Platform { csrf_hash, .. } => {
+                Some(csrf_hash)
+            }
             _ => None,
         }
     }
@@ -119,7 +121,12 @@ pub struct ClientInfo {
 impl ClientInfo {
     /// An anonymous audit actor (e.g. a failed login naming `attempted`).
     pub fn anonymous_actor(&self, attempted: Option<String>) -> Actor {
-        Actor { email: attempted, role: None, client_ip: Some(self.ip.clone()), user_agent: self.user_agent.clone() }
+        Actor {
+            email: attempted,
+            role: None,
+            client_ip: Some(self.ip.clone()),
+            user_agent: self.user_agent.clone(),
+        }
     }
 }
 

@@ -54,7 +54,12 @@ pub struct Created {
 }
 
 fn system_actor() -> Actor {
-    Actor { email: Some("system".into()), role: Some("system".into()), client_ip: None, user_agent: None }
+    Actor {
+        email: Some("system".into()),
+        role: Some("system".into()),
+        client_ip: None,
+        user_agent: None,
+    }
 }
 
 /// Create a tenant in `region` with its key set and one Owner. The tenant store file is written
@@ -71,18 +76,24 @@ pub fn create_tenant(
     must_change_password: bool,
     actor: Option<&Actor>,
 ) -> Result<TenantId, BootstrapError> {
-    let name = TenantName::parse(name).map_err(|e| BootstrapError::Invalid(format!("tenant name: {e}")))?;
-    let email = Email::parse(owner_email).map_err(|e| BootstrapError::Invalid(format!("owner email: {e}")))?;
+    let name = TenantName::parse(name)
+        .map_err(|e| BootstrapError::Invalid(format!("tenant name: {e}")))?;
+    let email = Email::parse(owner_email)
+        .map_err(|e| BootstrapError::Invalid(format!("owner email: {e}")))?;
     {
         let c = catalog.db().lock();
         if catalog::find_tenant(&c, name.as_str())?.is_some() {
-            return Err(BootstrapError::Invalid(format!("a tenant named `{}` already exists", name.as_str())));
+            return Err(BootstrapError::Invalid(format!(
+                "a tenant named `{}` already exists",
+                name.as_str()
+            )));
         }
     }
     let id = TenantId::generate(region);
     let keys = TenantKeySet::generate(1);
     let wrap = |p: KeyPurpose, k: &[u8; 32]| {
-        keyring::wrap(master, id.as_str(), keys.version, p, k).map_err(|e| BootstrapError::Invalid(e.to_string()))
+        keyring::wrap(master, id.as_str(), keys.version, p, k)
+            .map_err(|e| BootstrapError::Invalid(e.to_string()))
     };
     let w_db = wrap(KeyPurpose::Db, &keys.db_key)?;
     let w_dek = wrap(KeyPurpose::Dek, &keys.dek)?;
@@ -102,8 +113,12 @@ pub fn create_tenant(
             updated_at: now.clone(),
             password_hash: Some(owner_password_hash.to_string()),
         };
-        let ev = NewAuditEvent::new(&actor, "member.add", Some(format!("member:{}", email.as_str())))
-            .details(serde_json::json!({"role": "owner", "source": "bootstrap"}));
+        let ev = NewAuditEvent::new(
+            &actor,
+            "member.add",
+            Some(format!("member:{}", email.as_str())),
+        )
+        .details(serde_json::json!({"role": "owner", "source": "bootstrap"}));
         tenant::insert_user(&mut conn, &owner, Some(&ev))?;
     }
     let row = TenantRow {
@@ -113,8 +128,9 @@ pub fn create_tenant(
         plan: "free".into(),
         created_at: now,
     };
-    let ev = NewAuditEvent::new(&actor, "tenant.create", Some(format!("tenant:{}", id)))
-        .details(serde_json::json!({"name": name.as_str(), "region": region.as_str(), "plan": "free"}));
+    let ev = NewAuditEvent::new(&actor, "tenant.create", Some(format!("tenant:{}", id))).details(
+        serde_json::json!({"name": name.as_str(), "region": region.as_str(), "plan": "free"}),
+    );
     let res = {
         let mut c = catalog.db().lock();
         catalog::insert_tenant(&mut c, &row, &w_db, &w_dek, &ev)
@@ -127,15 +143,25 @@ pub fn create_tenant(
 }
 
 /// Create a PlatformAdmin in the catalog.
-pub fn create_platform_admin(catalog: &Catalog, email: &str, hash: &str, must_change: bool) -> Result<(), BootstrapError> {
-    let email = Email::parse(email).map_err(|e| BootstrapError::Invalid(format!("platform admin email: {e}")))?;
+pub fn create_platform_admin(
+    catalog: &Catalog,
+    email: &str,
+    hash: &str,
+    must_change: bool,
+) -> Result<(), BootstrapError> {
+    let email = Email::parse(email)
+        .map_err(|e| BootstrapError::Invalid(format!("platform admin email: {e}")))?;
     let row = PlatformAdminRow {
         id: new_object_id(),
         email: email.as_str().into(),
         password_hash: hash.into(),
         must_change_password: must_change,
     };
-    let ev = NewAuditEvent::new(&system_actor(), "platform_admin.create", Some(format!("platform_admin:{}", email)));
+    let ev = NewAuditEvent::new(
+        &system_actor(),
+        "platform_admin.create",
+        Some(format!("platform_admin:{}", email)),
+    );
     let mut c = catalog.db().lock();
     catalog::insert_platform_admin(&mut c, &row, &ev)?;
     Ok(())
@@ -143,12 +169,16 @@ pub fn create_platform_admin(catalog: &Catalog, email: &str, hash: &str, must_ch
 
 /// Read a password file (trailing newline trimmed); enforces the length rules.
 pub fn read_password_file(path: &Path) -> Result<zeroize::Zeroizing<String>, BootstrapError> {
-    let s = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| BootstrapError::Io {
-        path: path.display().to_string(),
-        reason: e.kind().to_string(),
-    })?);
+    let s =
+        zeroize::Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|e| BootstrapError::Io {
+                path: path.display().to_string(),
+                reason: e.kind().to_string(),
+            })?,
+        );
     let p = zeroize::Zeroizing::new(s.trim_end_matches(['\r', '\n']).to_string());
-    check_new_password(&p).map_err(|m| BootstrapError::Invalid(format!("{}: {m}", path.display())))?;
+    check_new_password(&p)
+        .map_err(|m| BootstrapError::Invalid(format!("{}: {m}", path.display())))?;
     Ok(p)
 }
 
@@ -166,13 +196,24 @@ pub fn check_new_password(p: &str) -> Result<(), &'static str> {
 /// Write `<data>/initial-credentials` (0600, refusing to overwrite).
 pub fn write_initial_credentials(data_dir: &Path, c: &Created) -> Result<(), BootstrapError> {
     let path = data_dir.join("initial-credentials");
-    let err = |e: std::io::Error| BootstrapError::Io { path: path.display().to_string(), reason: e.to_string() };
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(err)?;
+    let err = |e: std::io::Error| BootstrapError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(err)?;
     let mut text = String::from(
         "# FlowGuard initial credentials: one-time passwords generated on first start.\n\
          # Log in, change each password (POST /api/v1/me/password), then delete this file.\n",
     );
-    text.push_str(&format!("tenant_id = {}\ntenant_name = {}\n", c.tenant_id, c.tenant_name));
+    text.push_str(&format!(
+        "tenant_id = {}\ntenant_name = {}\n",
+        c.tenant_id, c.tenant_name
+    ));
     text.push_str(&format!("owner_email = {}\n", c.owner_email));
     if let Some(p) = &c.owner_password {
         text.push_str(&format!("owner_password = {p}\n"));

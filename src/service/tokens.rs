@@ -16,7 +16,11 @@ fn tenant_of(p: &Principal) -> ApiResult<TenantId> {
 }
 
 fn kind_name(k: TokenKind) -> &'static str {
-    if k == TokenKind::Agent { "agent" } else { "scim" }
+    if k == TokenKind::Agent {
+        "agent"
+    } else {
+        "scim"
+    }
 }
 
 fn action(k: TokenKind, verb: &str) -> &'static str {
@@ -29,10 +33,17 @@ fn action(k: TokenKind, verb: &str) -> &'static str {
 }
 
 /// List tokens of a kind (no secrets).
-pub async fn list(state: &Arc<AppState>, p: &Principal, kind: TokenKind) -> ApiResult<Vec<ServiceTokenRow>> {
+pub async fn list(
+    state: &Arc<AppState>,
+    p: &Principal,
+    kind: TokenKind,
+) -> ApiResult<Vec<ServiceTokenRow>> {
     let t = tenant_of(p)?;
     let k = kind_name(kind);
-    Ok(state.tenants.run(&t, move |c| tenant::list_tokens(c, k)).await?)
+    Ok(state
+        .tenants
+        .run(&t, move |c| tenant::list_tokens(c, k))
+        .await?)
 }
 
 /// Create a token; returns the row and the secret (shown once).
@@ -47,10 +58,16 @@ pub async fn create(
     let t = tenant_of(p)?;
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid("name", "name must be 1-100 printable characters"));
+        return Err(ApiError::invalid(
+            "name",
+            "name must be 1-100 printable characters",
+        ));
     }
     if kind == TokenKind::Agent && application_id.is_none_or(|a| a.trim().is_empty()) {
-        return Err(ApiError::invalid("application_id", "application_id is required"));
+        return Err(ApiError::invalid(
+            "application_id",
+            "application_id is required",
+        ));
     }
     let secret = token::new_token(kind, t.as_str());
     let prefix: String = secret.chars().take(secret.len() - 43 + 6).collect();
@@ -68,19 +85,36 @@ pub async fn create(
     let ev = NewAuditEvent::new(&p.actor(client), action(kind, "create"), Some(format!("{}_token:{}", row.kind, row.id)))
         .details(serde_json::json!({"name": row.name, "application_id": row.application_id, "prefix": row.prefix}));
     let r2 = row.clone();
-    state.tenants.run(&t, move |c| tenant::insert_token(c, &r2, &ev)).await.map_err(|e| match e {
-        StoreError::NotFound => ApiError::invalid("application_id", "no such application"),
-        other => other.into(),
-    })?;
+    state
+        .tenants
+        .run(&t, move |c| tenant::insert_token(c, &r2, &ev))
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::invalid("application_id", "no such application"),
+            other => other.into(),
+        })?;
     Ok((row, secret))
 }
 
 /// Revoke a token by id.
-pub async fn revoke(state: &Arc<AppState>, p: &Principal, kind: TokenKind, id: &str, client: &ClientInfo) -> ApiResult<()> {
+pub async fn revoke(
+    state: &Arc<AppState>,
+    p: &Principal,
+    kind: TokenKind,
+    id: &str,
+    client: &ClientInfo,
+) -> ApiResult<()> {
     let t = tenant_of(p)?;
     let k = kind_name(kind);
-    let ev = NewAuditEvent::new(&p.actor(client), action(kind, "revoke"), Some(format!("{k}_token:{id}")));
+    let ev = NewAuditEvent::new(
+        &p.actor(client),
+        action(kind, "revoke"),
+        Some(format!("{k}_token:{id}")),
+    );
     let id = id.to_string();
-    state.tenants.run(&t, move |c| tenant::revoke_token(c, &id, k, &ev)).await?;
+    state
+        .tenants
+        .run(&t, move |c| tenant::revoke_token(c, &id, k, &ev))
+        .await?;
     Ok(())
 }

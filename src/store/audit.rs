@@ -11,7 +11,11 @@ use super::StoreResult;
 /// Append one event to the chain inside `tx`.
 pub fn append(tx: &Transaction<'_>, ev: &NewAuditEvent) -> StoreResult<()> {
     let prev: String = tx
-        .query_row("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| r.get(0))
+        .query_row(
+            "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
         .optional()?
         .unwrap_or_else(|| GENESIS_HASH.to_string());
     let id = new_object_id();

@@ -83,10 +83,24 @@ impl Catalog {
 
     /// Open (or create when `create`) the catalog with the key derived from the master key.
     /// A wrong master key gives [`StoreError::WrongKey`].
-    pub fn open(data_dir: &Path, master: &MasterKey, create: bool, busy_ms: u64) -> StoreResult<Self> {
+    pub fn open(
+        data_dir: &Path,
+        master: &MasterKey,
+        create: bool,
+        busy_ms: u64,
+    ) -> StoreResult<Self> {
         let path = Self::path_in(data_dir);
-        let conn = open_encrypted(&path, &master.catalog_db_key(), create, busy_ms, &migrations::catalog())?;
-        Ok(Self { db: Arc::new(Mutex::new(conn)), path })
+        let conn = open_encrypted(
+            &path,
+            &master.catalog_db_key(),
+            create,
+            busy_ms,
+            &migrations::catalog(),
+        )?;
+        Ok(Self {
+            db: Arc::new(Mutex::new(conn)),
+            path,
+        })
     }
 
     /// The shared connection (for [`super::run`]).
@@ -158,7 +172,9 @@ pub fn find_tenant(c: &Connection, id_or_name: &str) -> StoreResult<Option<Tenan
 
 /// All tenants, oldest first.
 pub fn list_tenants(c: &Connection) -> StoreResult<Vec<TenantRow>> {
-    let mut s = c.prepare("SELECT id, name, region, plan, created_at FROM tenants ORDER BY created_at, id")?;
+    let mut s = c.prepare(
+        "SELECT id, name, region, plan, created_at FROM tenants ORDER BY created_at, id",
+    )?;
     let rows = s.query_map([], tenant_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -169,24 +185,46 @@ pub fn has_tenants(c: &Connection) -> StoreResult<bool> {
 }
 
 /// The active wrapped key of `purpose` for a tenant, with its version.
-pub fn active_key(c: &Connection, tenant: &str, purpose: KeyPurpose) -> StoreResult<(u32, WrappedKey)> {
+pub fn active_key(
+    c: &Connection,
+    tenant: &str,
+    purpose: KeyPurpose,
+) -> StoreResult<(u32, WrappedKey)> {
     c.query_row(
         "SELECT version, nonce, wrapped FROM tenant_keys
          WHERE tenant_id = ?1 AND purpose = ?2 AND state = 'active'
          ORDER BY version DESC LIMIT 1",
         params![tenant, purpose.as_str()],
-        |r| Ok((r.get(0)?, WrappedKey { nonce: r.get(1)?, ciphertext: r.get(2)? })),
+        |r| {
+            Ok((
+                r.get(0)?,
+                WrappedKey {
+                    nonce: r.get(1)?,
+                    ciphertext: r.get(2)?,
+                },
+            ))
+        },
     )
     .map_err(StoreError::from)
 }
 
 /// Insert a platform admin (with a `platform_admin.create` catalog audit row).
-pub fn insert_platform_admin(c: &mut Connection, a: &PlatformAdminRow, ev: &NewAuditEvent) -> StoreResult<()> {
+pub fn insert_platform_admin(
+    c: &mut Connection,
+    a: &PlatformAdminRow,
+    ev: &NewAuditEvent,
+) -> StoreResult<()> {
     let tx = write_tx(c)?;
     tx.execute(
         "INSERT INTO platform_admins (id, email, password_hash, must_change_password, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![a.id, a.email, a.password_hash, a.must_change_password, now_rfc3339()],
+        params![
+            a.id,
+            a.email,
+            a.password_hash,
+            a.must_change_password,
+            now_rfc3339()
+        ],
     )?;
     audit::append(&tx, ev)?;
     tx.commit()?;
@@ -245,7 +283,13 @@ pub fn set_platform_admin_password(
 }
 
 /// Store a platform session.
-pub fn insert_platform_session(c: &Connection, id_hash: &str, admin_id: &str, csrf_hash: &str, now: i64) -> StoreResult<()> {
+pub fn insert_platform_session(
+    c: &Connection,
+    id_hash: &str,
+    admin_id: &str,
+    csrf_hash: &str,
+    now: i64,
+) -> StoreResult<()> {
     c.execute(
         "INSERT INTO platform_sessions (id_hash, admin_id, csrf_hash, created_at, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)",
         params![id_hash, admin_id, csrf_hash, now],
@@ -265,13 +309,19 @@ pub fn platform_session(c: &Connection, id_hash: &str) -> StoreResult<Option<Ses
 
 /// Refresh `last_seen` of a platform session.
 pub fn touch_platform_session(c: &Connection, id_hash: &str, now: i64) -> StoreResult<()> {
-    c.execute("UPDATE platform_sessions SET last_seen = ?2 WHERE id_hash = ?1", params![id_hash, now])?;
+    c.execute(
+        "UPDATE platform_sessions SET last_seen = ?2 WHERE id_hash = ?1",
+        params![id_hash, now],
+    )?;
     Ok(())
 }
 
 /// Delete a platform session.
 pub fn delete_platform_session(c: &Connection, id_hash: &str) -> StoreResult<()> {
-    c.execute("DELETE FROM platform_sessions WHERE id_hash = ?1", [id_hash])?;
+    c.execute(
+        "DELETE FROM platform_sessions WHERE id_hash = ?1",
+        [id_hash],
+    )?;
     Ok(())
 }
 
@@ -287,7 +337,13 @@ pub fn failure_state(c: &Connection, scope: &str, key: &str) -> StoreResult<Fail
 }
 
 /// Write a login-failure counter.
-pub fn put_failure_state(c: &Connection, scope: &str, key: &str, account: Option<&str>, s: FailureState) -> StoreResult<()> {
+pub fn put_failure_state(
+    c: &Connection,
+    scope: &str,
+    key: &str,
+    account: Option<&str>,
+    s: FailureState,
+) -> StoreResult<()> {
     c.execute(
         "INSERT INTO login_failures (scope, key, account, failures, locked_until, last_failure)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -299,13 +355,21 @@ pub fn put_failure_state(c: &Connection, scope: &str, key: &str, account: Option
 
 /// Forget a counter (after a successful login).
 pub fn clear_failures(c: &Connection, scope: &str, key: &str) -> StoreResult<()> {
-    c.execute("DELETE FROM login_failures WHERE scope = ?1 AND key = ?2", params![scope, key])?;
+    c.execute(
+        "DELETE FROM login_failures WHERE scope = ?1 AND key = ?2",
+        params![scope, key],
+    )?;
     Ok(())
 }
 
 /// Break-glass unlock: drop every per-pair counter for `account` (normalised email, optionally
 /// limited to `tenant`). Returns how many counters were removed; writes a catalog audit row.
-pub fn unlock_account(c: &mut Connection, account: &str, tenant: Option<&str>, ev: &NewAuditEvent) -> StoreResult<usize> {
+pub fn unlock_account(
+    c: &mut Connection,
+    account: &str,
+    tenant: Option<&str>,
+    ev: &NewAuditEvent,
+) -> StoreResult<usize> {
     let tx = write_tx(c)?;
     let n = match tenant {
         Some(t) => tx.execute(

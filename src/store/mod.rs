@@ -10,8 +10,8 @@
 
 pub mod audit;
 pub mod catalog;
-pub mod tenant;
 mod migrations;
+pub mod tenant;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -96,10 +96,13 @@ pub fn open_encrypted(
     let mut conn = Connection::open_with_flags(path, flags)?;
     // Quiet SQLCipher's own logging before anything can be logged.
     let _ = conn.query_row("PRAGMA cipher_log_level = NONE", [], |_| Ok(()));
-    let hexkey = zeroize::Zeroizing::new(format!("PRAGMA key = \"x'{}'\"", hex::encode(key.as_ref())));
+    let hexkey =
+        zeroize::Zeroizing::new(format!("PRAGMA key = \"x'{}'\"", hex::encode(key.as_ref())));
     conn.execute_batch(&hexkey)?;
     // The first read proves the key; SQLCipher answers NotADatabase for a wrong key.
-    if let Err(e) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)) {
+    if let Err(e) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
         return Err(match StoreError::from(e) {
             StoreError::Busy => StoreError::Busy,
             _ => StoreError::WrongKey(path.to_path_buf()),

@@ -33,7 +33,13 @@ impl TenantStores {
     }
 
     /// Set up the cache; nothing is opened yet.
-    pub fn new(data_dir: &Path, master: Arc<MasterKey>, catalog: Catalog, max_open: usize, busy_ms: u64) -> Self {
+    pub fn new(
+        data_dir: &Path,
+        master: Arc<MasterKey>,
+        catalog: Catalog,
+        max_open: usize,
+        busy_ms: u64,
+    ) -> Self {
         let cap = NonZeroUsize::new(max_open).unwrap_or(NonZeroUsize::MIN);
         Self {
             dir: Self::dir_in(data_dir),
@@ -59,7 +65,9 @@ impl TenantStores {
         std::fs::create_dir_all(&self.dir)?;
         let path = self.path_of(t);
         if path.exists() {
-            return Err(StoreError::Conflict(format!("store for {t} already exists")));
+            return Err(StoreError::Conflict(format!(
+                "store for {t} already exists"
+            )));
         }
         open_encrypted(&path, key, true, self.busy_ms, &migrations::tenant())
     }
@@ -171,14 +179,22 @@ pub fn insert_user(c: &mut Connection, u: &UserRow, ev: Option<&NewAuditEvent>) 
 
 /// Find a user by email (case-insensitive).
 pub fn user_by_email(c: &Connection, email: &str) -> StoreResult<Option<UserRow>> {
-    Ok(c.query_row(&format!("SELECT {USER_COLS} FROM users WHERE email = ?1"), [email], user_from_row)
-        .optional()?)
+    Ok(c.query_row(
+        &format!("SELECT {USER_COLS} FROM users WHERE email = ?1"),
+        [email],
+        user_from_row,
+    )
+    .optional()?)
 }
 
 /// Find a user by id.
 pub fn user_by_id(c: &Connection, id: &str) -> StoreResult<Option<UserRow>> {
-    Ok(c.query_row(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"), [id], user_from_row)
-        .optional()?)
+    Ok(c.query_row(
+        &format!("SELECT {USER_COLS} FROM users WHERE id = ?1"),
+        [id],
+        user_from_row,
+    )
+    .optional()?)
 }
 
 /// All users by email.
@@ -190,15 +206,31 @@ pub fn list_users(c: &Connection) -> StoreResult<Vec<UserRow>> {
 
 /// Count active owners.
 pub fn count_active_owners(c: &Connection) -> StoreResult<i64> {
-    Ok(c.query_row("SELECT count(*) FROM users WHERE role = 'owner' AND active = 1", [], |r| r.get(0))?)
+    Ok(c.query_row(
+        "SELECT count(*) FROM users WHERE role = 'owner' AND active = 1",
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 /// Change a user's role inside a transaction that re-checks the last-owner rule.
 /// Returns `Conflict("last_owner")` when it would leave no active owner.
-pub fn set_user_role(c: &mut Connection, id: &str, role: &str, ev: &NewAuditEvent) -> StoreResult<()> {
+pub fn set_user_role(
+    c: &mut Connection,
+    id: &str,
+    role: &str,
+    ev: &NewAuditEvent,
+) -> StoreResult<()> {
     let tx = write_tx(c)?;
-    tx.execute("UPDATE users SET role = ?2, updated_at = ?3 WHERE id = ?1", params![id, role, crate::domain::now_rfc3339()])?;
-    let owners: i64 = tx.query_row("SELECT count(*) FROM users WHERE role = 'owner' AND active = 1", [], |r| r.get(0))?;
+    tx.execute(
+        "UPDATE users SET role = ?2, updated_at = ?3 WHERE id = ?1",
+        params![id, role, crate::domain::now_rfc3339()],
+    )?;
+    let owners: i64 = tx.query_row(
+        "SELECT count(*) FROM users WHERE role = 'owner' AND active = 1",
+        [],
+        |r| r.get(0),
+    )?;
     if owners == 0 {
         return Err(StoreError::Conflict("last_owner".into()));
     }
@@ -214,7 +246,11 @@ pub fn delete_user(c: &mut Connection, id: &str, ev: &NewAuditEvent) -> StoreRes
     if n == 0 {
         return Err(StoreError::NotFound);
     }
-    let owners: i64 = tx.query_row("SELECT count(*) FROM users WHERE role = 'owner' AND active = 1", [], |r| r.get(0))?;
+    let owners: i64 = tx.query_row(
+        "SELECT count(*) FROM users WHERE role = 'owner' AND active = 1",
+        [],
+        |r| r.get(0),
+    )?;
     if owners == 0 {
         return Err(StoreError::Conflict("last_owner".into()));
     }
@@ -224,13 +260,22 @@ pub fn delete_user(c: &mut Connection, id: &str, ev: &NewAuditEvent) -> StoreRes
 }
 
 /// Set a user's password, drop their other sessions, audit.
-pub fn set_user_password(c: &mut Connection, id: &str, hash: &str, keep_session: &str, ev: &NewAuditEvent) -> StoreResult<()> {
+pub fn set_user_password(
+    c: &mut Connection,
+    id: &str,
+    hash: &str,
+    keep_session: &str,
+    ev: &NewAuditEvent,
+) -> StoreResult<()> {
     let tx = write_tx(c)?;
     tx.execute(
         "UPDATE users SET password_hash = ?2, must_change_password = 0, updated_at = ?3 WHERE id = ?1",
         params![id, hash, crate::domain::now_rfc3339()],
     )?;
-    tx.execute("DELETE FROM sessions WHERE user_id = ?1 AND id_hash <> ?2", params![id, keep_session])?;
+    tx.execute(
+        "DELETE FROM sessions WHERE user_id = ?1 AND id_hash <> ?2",
+        params![id, keep_session],
+    )?;
     audit::append(&tx, ev)?;
     tx.commit()?;
     Ok(())
@@ -239,7 +284,13 @@ pub fn set_user_password(c: &mut Connection, id: &str, hash: &str, keep_session:
 // ---------------------------------------------------------------- sessions
 
 /// Store a session.
-pub fn insert_session(c: &Connection, id_hash: &str, user_id: &str, csrf_hash: &str, now: i64) -> StoreResult<()> {
+pub fn insert_session(
+    c: &Connection,
+    id_hash: &str,
+    user_id: &str,
+    csrf_hash: &str,
+    now: i64,
+) -> StoreResult<()> {
     c.execute(
         "INSERT INTO sessions (id_hash, user_id, csrf_hash, created_at, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)",
         params![id_hash, user_id, csrf_hash, now],
@@ -252,14 +303,24 @@ pub fn session(c: &Connection, id_hash: &str) -> StoreResult<Option<SessionRow>>
     Ok(c.query_row(
         "SELECT user_id, csrf_hash, created_at, last_seen FROM sessions WHERE id_hash = ?1",
         [id_hash],
-        |r| Ok(SessionRow { subject_id: r.get(0)?, csrf_hash: r.get(1)?, created_at: r.get(2)?, last_seen: r.get(3)? }),
+        |r| {
+            Ok(SessionRow {
+                subject_id: r.get(0)?,
+                csrf_hash: r.get(1)?,
+                created_at: r.get(2)?,
+                last_seen: r.get(3)?,
+            })
+        },
     )
     .optional()?)
 }
 
 /// Refresh `last_seen`.
 pub fn touch_session(c: &Connection, id_hash: &str, now: i64) -> StoreResult<()> {
-    c.execute("UPDATE sessions SET last_seen = ?2 WHERE id_hash = ?1", params![id_hash, now])?;
+    c.execute(
+        "UPDATE sessions SET last_seen = ?2 WHERE id_hash = ?1",
+        params![id_hash, now],
+    )?;
     Ok(())
 }
 
@@ -303,7 +364,12 @@ fn app_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApplicationRow> {
 
 /// Insert an application if the tenant has fewer than `max` (None = unlimited) — checked in the
 /// same `BEGIN IMMEDIATE` transaction. Over the limit → `Conflict("plan_limit")`.
-pub fn insert_application(c: &mut Connection, a: &ApplicationRow, max: Option<u32>, ev: &NewAuditEvent) -> StoreResult<()> {
+pub fn insert_application(
+    c: &mut Connection,
+    a: &ApplicationRow,
+    max: Option<u32>,
+    ev: &NewAuditEvent,
+) -> StoreResult<()> {
     let tx = write_tx(c)?;
     if let Some(max) = max {
         let n: i64 = tx.query_row("SELECT count(*) FROM applications", [], |r| r.get(0))?;
@@ -313,7 +379,14 @@ pub fn insert_application(c: &mut Connection, a: &ApplicationRow, max: Option<u3
     }
     tx.execute(
         &format!("INSERT INTO applications ({APP_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-        params![a.id, a.name, a.base_url, a.repo_url, a.created_at, a.updated_at],
+        params![
+            a.id,
+            a.name,
+            a.base_url,
+            a.repo_url,
+            a.created_at,
+            a.updated_at
+        ],
     )?;
     audit::append(&tx, ev)?;
     tx.commit()?;
@@ -322,19 +395,29 @@ pub fn insert_application(c: &mut Connection, a: &ApplicationRow, max: Option<u3
 
 /// List applications by name.
 pub fn list_applications(c: &Connection) -> StoreResult<Vec<ApplicationRow>> {
-    let mut s = c.prepare(&format!("SELECT {APP_COLS} FROM applications ORDER BY name"))?;
+    let mut s = c.prepare(&format!(
+        "SELECT {APP_COLS} FROM applications ORDER BY name"
+    ))?;
     let rows = s.query_map([], app_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// One application.
 pub fn application(c: &Connection, id: &str) -> StoreResult<Option<ApplicationRow>> {
-    Ok(c.query_row(&format!("SELECT {APP_COLS} FROM applications WHERE id = ?1"), [id], app_from_row)
-        .optional()?)
+    Ok(c.query_row(
+        &format!("SELECT {APP_COLS} FROM applications WHERE id = ?1"),
+        [id],
+        app_from_row,
+    )
+    .optional()?)
 }
 
 /// Replace an application's fields; audited.
-pub fn update_application(c: &mut Connection, a: &ApplicationRow, ev: &NewAuditEvent) -> StoreResult<()> {
+pub fn update_application(
+    c: &mut Connection,
+    a: &ApplicationRow,
+    ev: &NewAuditEvent,
+) -> StoreResult<()> {
     let tx = write_tx(c)?;
     let n = tx.execute(
         "UPDATE applications SET name = ?2, base_url = ?3, repo_url = ?4, updated_at = ?5 WHERE id = ?1",
@@ -386,7 +469,8 @@ pub struct ServiceTokenRow {
     pub token_hash: String,
 }
 
-const TOKEN_COLS: &str = "id, kind, application_id, name, prefix, created_at, created_by, revoked_at, token_hash";
+const TOKEN_COLS: &str =
+    "id, kind, application_id, name, prefix, created_at, created_by, revoked_at, token_hash";
 
 fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServiceTokenRow> {
     Ok(ServiceTokenRow {
@@ -403,17 +487,37 @@ fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServiceTokenRow> {
 }
 
 /// Insert a token; audited. An agent token's application must exist (else NotFound).
-pub fn insert_token(c: &mut Connection, t: &ServiceTokenRow, ev: &NewAuditEvent) -> StoreResult<()> {
+pub fn insert_token(
+    c: &mut Connection,
+    t: &ServiceTokenRow,
+    ev: &NewAuditEvent,
+) -> StoreResult<()> {
     let tx = write_tx(c)?;
     if let Some(app) = &t.application_id {
-        let exists: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM applications WHERE id = ?1)", [app], |r| r.get(0))?;
+        let exists: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM applications WHERE id = ?1)",
+            [app],
+            |r| r.get(0),
+        )?;
         if !exists {
             return Err(StoreError::NotFound);
         }
     }
     tx.execute(
-        &format!("INSERT INTO service_tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
-        params![t.id, t.kind, t.application_id, t.name, t.prefix, t.created_at, t.created_by, t.revoked_at, t.token_hash],
+        &format!(
+            "INSERT INTO service_tokens ({TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        ),
+        params![
+            t.id,
+            t.kind,
+            t.application_id,
+            t.name,
+            t.prefix,
+            t.created_at,
+            t.created_by,
+            t.revoked_at,
+            t.token_hash
+        ],
     )?;
     audit::append(&tx, ev)?;
     tx.commit()?;
@@ -422,7 +526,9 @@ pub fn insert_token(c: &mut Connection, t: &ServiceTokenRow, ev: &NewAuditEvent)
 
 /// Tokens of one kind, newest first.
 pub fn list_tokens(c: &Connection, kind: &str) -> StoreResult<Vec<ServiceTokenRow>> {
-    let mut s = c.prepare(&format!("SELECT {TOKEN_COLS} FROM service_tokens WHERE kind = ?1 ORDER BY created_at DESC"))?;
+    let mut s = c.prepare(&format!(
+        "SELECT {TOKEN_COLS} FROM service_tokens WHERE kind = ?1 ORDER BY created_at DESC"
+    ))?;
     let rows = s.query_map([kind], token_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -430,7 +536,9 @@ pub fn list_tokens(c: &Connection, kind: &str) -> StoreResult<Vec<ServiceTokenRo
 /// An unrevoked token by digest.
 pub fn active_token_by_hash(c: &Connection, hash: &str) -> StoreResult<Option<ServiceTokenRow>> {
     Ok(c.query_row(
-        &format!("SELECT {TOKEN_COLS} FROM service_tokens WHERE token_hash = ?1 AND revoked_at IS NULL"),
+        &format!(
+            "SELECT {TOKEN_COLS} FROM service_tokens WHERE token_hash = ?1 AND revoked_at IS NULL"
+        ),
         [hash],
         token_from_row,
     )
@@ -438,7 +546,12 @@ pub fn active_token_by_hash(c: &Connection, hash: &str) -> StoreResult<Option<Se
 }
 
 /// Revoke a token of `kind`; audited. Unknown or already revoked → NotFound.
-pub fn revoke_token(c: &mut Connection, id: &str, kind: &str, ev: &NewAuditEvent) -> StoreResult<()> {
+pub fn revoke_token(
+    c: &mut Connection,
+    id: &str,
+    kind: &str,
+    ev: &NewAuditEvent,
+) -> StoreResult<()> {
     let tx = write_tx(c)?;
     let n = tx.execute(
         "UPDATE service_tokens SET revoked_at = ?3 WHERE id = ?1 AND kind = ?2 AND revoked_at IS NULL",

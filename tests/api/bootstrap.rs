@@ -24,8 +24,14 @@ async fn first_start_bootstraps_and_login_works() {
     assert!(tid.starts_with("local-"), "{tid}");
     assert!(d.join(format!("tenants/{tid}.db")).is_file());
     let log = app.log_text();
-    assert!(log.contains("initial-credentials"), "log must say where the credentials are");
-    assert!(log.contains("sha256_fingerprint"), "log must carry the certificate fingerprint");
+    assert!(
+        log.contains("initial-credentials"),
+        "log must say where the credentials are"
+    );
+    assert!(
+        log.contains("sha256_fingerprint"),
+        "log must carry the certificate fingerprint"
+    );
     let addr = std::fs::read_to_string(d.join("listen.addr")).unwrap();
     assert_eq!(addr.trim(), app.addr.to_string());
 
@@ -35,7 +41,8 @@ async fn first_start_bootstraps_and_login_works() {
     assert_eq!(me["role"], "owner");
     assert_eq!(me["name"], "admin@localhost");
     assert_eq!(me["must_change_password"], true);
-    app.login(Some("default"), "ADMIN@localhost", &app.owner_password()).await;
+    app.login(Some("default"), "ADMIN@localhost", &app.owner_password())
+        .await;
 
     // Password change: old password stops working, new one works, flag cleared.
     owner
@@ -43,10 +50,15 @@ async fn first_start_bootstraps_and_login_works() {
         .await;
     let r = app
         .anonymous()
-        .post("/api/v1/auth/login", json!({"tenant": tid, "email": "admin@localhost", "password": app.owner_password()}))
+        .post(
+            "/api/v1/auth/login",
+            json!({"tenant": tid, "email": "admin@localhost", "password": app.owner_password()}),
+        )
         .await;
     assert_eq!(r.status(), 401);
-    let s2 = app.login(Some(&tid), "admin@localhost", "a-brand-new-passphrase").await;
+    let s2 = app
+        .login(Some(&tid), "admin@localhost", "a-brand-new-passphrase")
+        .await;
     let me = s2.json(Method::GET, "/api/v1/me", None, 200).await;
     assert_eq!(me["must_change_password"], false);
 
@@ -55,7 +67,9 @@ async fn first_start_bootstraps_and_login_works() {
     let me = pa.json(Method::GET, "/api/v1/me", None, 200).await;
     assert_eq!(me["role"], "platform_admin");
     assert!(me["tenant_id"].is_null());
-    let t = pa.json(Method::GET, "/api/v1/platform/tenants", None, 200).await;
+    let t = pa
+        .json(Method::GET, "/api/v1/platform/tenants", None, 200)
+        .await;
     assert_eq!(t["items"][0]["id"], tid);
     assert_eq!(pa.get("/api/v1/applications").await.status(), 403);
 
@@ -67,28 +81,58 @@ async fn first_start_bootstraps_and_login_works() {
         .send()
         .await
         .unwrap();
-    let cookie = r.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
         assert!(cookie.contains(attr), "cookie lacks {attr}: {cookie}");
     }
-    assert!(cookie.starts_with(&format!("fg_session=fgu_{tid}_")), "{cookie}");
+    assert!(
+        cookie.starts_with(&format!("fg_session=fgu_{tid}_")),
+        "{cookie}"
+    );
 }
 
 #[tokio::test]
 async fn restart_keeps_data_and_does_not_rebootstrap() {
     let app = spawn_app().await;
     let owner = app.owner().await;
-    owner.json(Method::POST, "/api/v1/applications", Some(json!({"name": "keep", "base_url": "https://k.example"})), 201).await;
+    owner
+        .json(
+            Method::POST,
+            "/api/v1/applications",
+            Some(json!({"name": "keep", "base_url": "https://k.example"})),
+            201,
+        )
+        .await;
     let tid = app.tenant_id();
     let pw = app.owner_password();
     let TestApp { dir, .. } = app; // drop kills the server, keeps the dir
-    let app2 = spawn_with(Opts { dir: Some(dir), ..Default::default() }).await;
+    let app2 = spawn_with(Opts {
+        dir: Some(dir),
+        ..Default::default()
+    })
+    .await;
     let s = app2.login(Some(&tid), "admin@localhost", &pw).await;
     let list = s.json(Method::GET, "/api/v1/applications", None, 200).await;
     assert_eq!(list["items"][0]["name"], "keep");
-    let out = run_cli(&["tenant", "list", "--json", "--data-dir", app2.data.to_str().unwrap()]);
+    let out = run_cli(&[
+        "tenant",
+        "list",
+        "--json",
+        "--data-dir",
+        app2.data.to_str().unwrap(),
+    ]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 1, "restart must not create another tenant");
+    assert_eq!(
+        v.as_array().unwrap().len(),
+        1,
+        "restart must not create another tenant"
+    );
 }
 
 #[test]
@@ -97,23 +141,59 @@ fn init_is_non_interactive_and_refuses_reinit() {
     let data = dir.path().join("d");
     let pwf = write_secret_file(dir.path(), "pw", "init-owner-password-1\n");
     let out = run_cli(&[
-        "init", "--data-dir", data.to_str().unwrap(), "--tenant-name", "acme", "--owner-email", "o@acme.example",
-        "--owner-password-file", pwf.to_str().unwrap(), "--platform-admin-email", "ops@acme.example", "--json",
+        "init",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--tenant-name",
+        "acme",
+        "--owner-email",
+        "o@acme.example",
+        "--owner-password-file",
+        pwf.to_str().unwrap(),
+        "--platform-admin-email",
+        "ops@acme.example",
+        "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["tenant_id"].as_str().unwrap().starts_with("local-"));
-    assert!(v.get("owner_password").is_none(), "given password must not be echoed");
+    assert!(
+        v.get("owner_password").is_none(),
+        "given password must not be echoed"
+    );
     assert_eq!(v["platform_admin_password"].as_str().unwrap().len(), 24);
-    let again = run_cli(&["init", "--data-dir", data.to_str().unwrap(), "--tenant-name", "x", "--owner-email", "o@x.example"]);
+    let again = run_cli(&[
+        "init",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--tenant-name",
+        "x",
+        "--owner-email",
+        "o@x.example",
+    ]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to re-initialise"));
     // Plain output: just the tenant id on stdout.
     let data2 = dir.path().join("d2");
-    let out = run_cli(&["init", "--data-dir", data2.to_str().unwrap(), "--tenant-name", "b", "--owner-email", "o@b.example"]);
+    let out = run_cli(&[
+        "init",
+        "--data-dir",
+        data2.to_str().unwrap(),
+        "--tenant-name",
+        "b",
+        "--owner-email",
+        "o@b.example",
+    ]);
     assert!(out.status.success());
     let s = String::from_utf8(out.stdout).unwrap();
-    assert!(s.trim().starts_with("local-") && s.trim().lines().count() == 1, "{s}");
+    assert!(
+        s.trim().starts_with("local-") && s.trim().lines().count() == 1,
+        "{s}"
+    );
 }
 
 #[tokio::test]
@@ -122,14 +202,30 @@ async fn init_then_serve_logs_in_with_given_password() {
     let data = dir.path().join("data");
     let pwf = write_secret_file(dir.path(), "pw", "init-owner-password-1");
     let out = run_cli(&[
-        "init", "--data-dir", data.to_str().unwrap(), "--tenant-name", "acme", "--owner-email", "o@acme.example",
-        "--owner-password-file", pwf.to_str().unwrap(),
+        "init",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--tenant-name",
+        "acme",
+        "--owner-email",
+        "o@acme.example",
+        "--owner-password-file",
+        pwf.to_str().unwrap(),
     ]);
     assert!(out.status.success());
     let tid = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let app = spawn_with(Opts { dir: Some(dir), ..Default::default() }).await;
-    assert!(!app.data.join("initial-credentials").exists(), "an initialised dir is not bootstrapped again");
-    let s = app.login(Some("acme"), "o@acme.example", "init-owner-password-1").await;
+    let app = spawn_with(Opts {
+        dir: Some(dir),
+        ..Default::default()
+    })
+    .await;
+    assert!(
+        !app.data.join("initial-credentials").exists(),
+        "an initialised dir is not bootstrapped again"
+    );
+    let s = app
+        .login(Some("acme"), "o@acme.example", "init-owner-password-1")
+        .await;
     let me = s.json(Method::GET, "/api/v1/me", None, 200).await;
     assert_eq!(me["tenant_id"], tid);
     assert_eq!(me["must_change_password"], false);
@@ -147,25 +243,47 @@ async fn unknown_config_key_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, "region = \"eus\"\n[tls]\nmodee = \"on\"\n").unwrap();
-    let out = run_cli(&["serve", "--config", cfg.to_str().unwrap(), "--data-dir", dir.path().join("d").to_str().unwrap()]);
+    let out = run_cli(&[
+        "serve",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        dir.path().join("d").to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("modee"), "{err}");
-    assert!(!dir.path().join("d").exists(), "nothing is created on a config error");
+    assert!(
+        !dir.path().join("d").exists(),
+        "nothing is created on a config error"
+    );
     // The same through the environment.
     let out = std::process::Command::new(bin())
-        .args(["serve", "--data-dir", dir.path().join("d").to_str().unwrap()])
+        .args([
+            "serve",
+            "--data-dir",
+            dir.path().join("d").to_str().unwrap(),
+        ])
         .env("FLOWGUARD_BOGUS_SETTING", "1")
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).to_lowercase().contains("bogus_setting"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .to_lowercase()
+        .contains("bogus_setting"));
 }
 
 #[tokio::test]
 async fn region_from_config_shapes_tenant_ids() {
-    let app = spawn_with(Opts { config: Some("region = \"eus\"\n".into()), ..Default::default() }).await;
+    let app = spawn_with(Opts {
+        config: Some("region = \"eus\"\n".into()),
+        ..Default::default()
+    })
+    .await;
     assert!(app.tenant_id().starts_with("eus-"), "{}", app.tenant_id());
-    let v = app.anonymous().json(Method::GET, "/api/v1/version", None, 200).await;
+    let v = app
+        .anonymous()
+        .json(Method::GET, "/api/v1/version", None, 200)
+        .await;
     assert_eq!(v["region"], "eus");
 }

@@ -54,7 +54,11 @@ pub struct Opts {
 
 /// Run the binary to completion with args (for CLI tests).
 pub fn run_cli(args: &[&str]) -> std::process::Output {
-    Command::new(bin()).args(args).env_remove("FLOWGUARD_CONFIG").output().expect("run flowguard")
+    Command::new(bin())
+        .args(args)
+        .env_remove("FLOWGUARD_CONFIG")
+        .output()
+        .expect("run flowguard")
 }
 
 /// Start a server on a fresh data dir.
@@ -79,22 +83,33 @@ pub struct SpawnError {
 
 /// Start a server; on failure return the message, the log and the dir.
 pub async fn try_spawn(opts: Opts) -> Result<TestApp, SpawnError> {
-    let dir = opts.dir.unwrap_or_else(|| tempfile::tempdir().expect("tempdir"));
+    let dir = opts
+        .dir
+        .unwrap_or_else(|| tempfile::tempdir().expect("tempdir"));
     let data = dir.path().join("data");
-    let log = dir.path().join(format!("server-{}.log", std::process::id()));
+    let log = dir
+        .path()
+        .join(format!("server-{}.log", std::process::id()));
     let logf = std::fs::File::create(&log).expect("log file");
     let mut cmd = Command::new(bin());
-    cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(&data);
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(&data);
     if let Some(cfg) = &opts.config {
         let p = dir.path().join("flowguard.toml");
         std::fs::write(&p, cfg).expect("write config");
         cmd.arg("--config").arg(&p);
     }
-    cmd.env_remove("FLOWGUARD_CONFIG").env("FLOWGUARD_LOG", "info");
+    cmd.env_remove("FLOWGUARD_CONFIG")
+        .env("FLOWGUARD_LOG", "info");
     for (k, v) in &opts.env {
         cmd.env(k, v);
     }
-    cmd.stdout(Stdio::from(logf.try_clone().expect("clone"))).stderr(Stdio::from(logf)).stdin(Stdio::null());
+    cmd.stdout(Stdio::from(logf.try_clone().expect("clone")))
+        .stderr(Stdio::from(logf))
+        .stdin(Stdio::null());
     let mut child = cmd.spawn().expect("spawn flowguard");
     let addr_file = data.join("listen.addr");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -105,24 +120,51 @@ pub async fn try_spawn(opts: Opts) -> Result<TestApp, SpawnError> {
             }
         }
         if let Ok(Some(st)) = child.try_wait() {
-            return Err(SpawnError { msg: format!("exited with {st}"), log: std::fs::read_to_string(&log).unwrap_or_default(), dir });
+            return Err(SpawnError {
+                msg: format!("exited with {st}"),
+                log: std::fs::read_to_string(&log).unwrap_or_default(),
+                dir,
+            });
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            return Err(SpawnError { msg: "timeout waiting for listen.addr".into(), log: std::fs::read_to_string(&log).unwrap_or_default(), dir });
+            return Err(SpawnError {
+                msg: "timeout waiting for listen.addr".into(),
+                log: std::fs::read_to_string(&log).unwrap_or_default(),
+                dir,
+            });
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
-    let tls_off = opts.config.as_deref().is_some_and(|c| c.contains("mode = \"off\""));
-    let cert = if tls_off { Vec::new() } else { std::fs::read(data.join("tls/cert.pem")).unwrap_or_default() };
+    let tls_off = opts
+        .config
+        .as_deref()
+        .is_some_and(|c| c.contains("mode = \"off\""));
+    let cert = if tls_off {
+        Vec::new()
+    } else {
+        std::fs::read(data.join("tls/cert.pem")).unwrap_or_default()
+    };
     let base = format!("{}://{}", if tls_off { "http" } else { "https" }, addr);
     let creds = std::fs::read_to_string(data.join("initial-credentials"))
         .unwrap_or_default()
         .lines()
         .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once(" = ").map(|(k, v)| (k.to_string(), v.to_string())))
+        .filter_map(|l| {
+            l.split_once(" = ")
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
         .collect();
-    let app = TestApp { dir, data, addr, base, child: ChildGuard(child), log, creds, cert };
+    let app = TestApp {
+        dir,
+        data,
+        addr,
+        base,
+        child: ChildGuard(child),
+        log,
+        creds,
+        cert,
+    };
     // Readiness: poll /healthz.
     let c = app.client();
     loop {
@@ -134,7 +176,11 @@ pub async fn try_spawn(opts: Opts) -> Result<TestApp, SpawnError> {
         if Instant::now() > deadline {
             let log = app.log_text();
             let TestApp { dir, .. } = app;
-            return Err(SpawnError { msg: "healthz never answered".into(), log, dir });
+            return Err(SpawnError {
+                msg: "healthz never answered".into(),
+                log,
+                dir,
+            });
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -165,7 +211,11 @@ impl TestApp {
 
     /// A client bound to a local source address (e.g. 127.0.0.2).
     pub fn client_from(&self, local: Option<IpAddr>) -> Client {
-        let mut b = Client::builder().cookie_store(true).user_agent("flowguard-tests/1.0").timeout(Duration::from_secs(60)).local_address(local);
+        let mut b = Client::builder()
+            .cookie_store(true)
+            .user_agent("flowguard-tests/1.0")
+            .timeout(Duration::from_secs(60))
+            .local_address(local);
         if !self.cert.is_empty() {
             b = b
                 .add_root_certificate(reqwest::Certificate::from_pem(&self.cert).expect("cert"))
@@ -183,29 +233,59 @@ impl TestApp {
             .send()
             .await
             .expect("login request");
-        assert_eq!(r.status(), StatusCode::OK, "login of {email} failed: {}", r.text().await.unwrap_or_default());
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "login of {email} failed: {}",
+            r.text().await.unwrap_or_default()
+        );
         let v: Value = r.json().await.expect("json");
-        Session { client, csrf: v["csrf_token"].as_str().expect("csrf").to_string(), base: self.base.clone(), bearer: None }
+        Session {
+            client,
+            csrf: v["csrf_token"].as_str().expect("csrf").to_string(),
+            base: self.base.clone(),
+            bearer: None,
+        }
     }
 
     /// The bootstrap Owner's session.
     pub async fn owner(&self) -> Session {
-        self.login(Some(&self.tenant_id()), "admin@localhost", &self.owner_password()).await
+        self.login(
+            Some(&self.tenant_id()),
+            "admin@localhost",
+            &self.owner_password(),
+        )
+        .await
     }
 
     /// The bootstrap PlatformAdmin's session.
     pub async fn platform_admin(&self) -> Session {
-        self.login(None, "platform-admin@localhost", &self.creds["platform_admin_password"].clone()).await
+        self.login(
+            None,
+            "platform-admin@localhost",
+            &self.creds["platform_admin_password"].clone(),
+        )
+        .await
     }
 
     /// Anonymous client session.
     pub fn anonymous(&self) -> Session {
-        Session { client: self.client(), csrf: String::new(), base: self.base.clone(), bearer: None }
+        Session {
+            client: self.client(),
+            csrf: String::new(),
+            base: self.base.clone(),
+            bearer: None,
+        }
     }
 
     /// A bearer-token session.
     pub fn bearer(&self, token: &str) -> Session {
-        Session { client: self.client(), csrf: String::new(), base: self.base.clone(), bearer: Some(token.to_string()) }
+        Session {
+            client: self.client(),
+            csrf: String::new(),
+            base: self.base.clone(),
+            bearer: Some(token.to_string()),
+        }
     }
 }
 
@@ -219,7 +299,9 @@ pub struct Session {
 
 impl Session {
     pub async fn req(&self, method: Method, path: &str, body: Option<Value>) -> Response {
-        let mut b = self.client.request(method, format!("{}{}", self.base, path));
+        let mut b = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
         if !self.csrf.is_empty() {
             b = b.header("X-CSRF-Token", &self.csrf);
         }
@@ -258,8 +340,25 @@ pub fn write_secret_file(dir: &Path, name: &str, content: &str) -> PathBuf {
 
 /// Create a second tenant with the CLI against a (possibly running) data dir; returns (id, owner password).
 pub fn create_tenant(app: &TestApp, name: &str, owner: &str) -> (String, String) {
-    let out = run_cli(&["tenant", "create", "--data-dir", app.data.to_str().expect("utf8"), "--name", name, "--owner-email", owner, "--json"]);
-    assert!(out.status.success(), "tenant create failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = run_cli(&[
+        "tenant",
+        "create",
+        "--data-dir",
+        app.data.to_str().expect("utf8"),
+        "--name",
+        name,
+        "--owner-email",
+        owner,
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "tenant create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-    (v["tenant_id"].as_str().expect("id").to_string(), v["owner_password"].as_str().expect("pw").to_string())
+    (
+        v["tenant_id"].as_str().expect("id").to_string(),
+        v["owner_password"].as_str().expect("pw").to_string(),
+    )
 }

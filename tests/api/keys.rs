@@ -12,7 +12,13 @@ async fn stopped_app() -> (tempfile::TempDir, std::path::PathBuf) {
 }
 
 async fn start_err(dir: tempfile::TempDir, config: Option<String>) -> (String, tempfile::TempDir) {
-    match try_spawn(Opts { dir: Some(dir), config, ..Default::default() }).await {
+    match try_spawn(Opts {
+        dir: Some(dir),
+        config,
+        ..Default::default()
+    })
+    .await
+    {
         Ok(_) => panic!("server started but should have refused"),
         Err(e) => (e.log, e.dir),
     }
@@ -34,8 +40,14 @@ async fn missing_master_key_with_existing_stores_refuses() {
     let (dir, data) = stopped_app().await;
     std::fs::remove_file(data.join("keys/master.key")).unwrap();
     let (log, _keep) = start_err(dir, None).await;
-    assert!(log.contains("missing") && log.contains("refusing to create a new key"), "{log}");
-    assert!(!data.join("keys/master.key").exists(), "no new key is generated over existing data");
+    assert!(
+        log.contains("missing") && log.contains("refusing to create a new key"),
+        "{log}"
+    );
+    assert!(
+        !data.join("keys/master.key").exists(),
+        "no new key is generated over existing data"
+    );
 }
 
 #[tokio::test]
@@ -61,8 +73,16 @@ async fn master_key_file_from_config() {
     let dir = tempfile::tempdir().unwrap();
     let key = write_secret_file(dir.path(), "kek.bin", &"k".repeat(32));
     let cfg = format!("master_key_file = \"{}\"\n", key.display());
-    let app = spawn_with(Opts { dir: Some(dir), config: Some(cfg), ..Default::default() }).await;
-    assert!(!app.data.join("keys/master.key").exists(), "configured key file is used");
+    let app = spawn_with(Opts {
+        dir: Some(dir),
+        config: Some(cfg),
+        ..Default::default()
+    })
+    .await;
+    assert!(
+        !app.data.join("keys/master.key").exists(),
+        "configured key file is used"
+    );
     app.owner().await;
 }
 
@@ -71,19 +91,39 @@ async fn no_store_is_plaintext_sqlite() {
     let app = spawn_app().await;
     let owner = app.owner().await;
     owner
-        .json(reqwest::Method::POST, "/api/v1/applications", Some(serde_json::json!({"name": "n", "base_url": "https://n.example"})), 201)
+        .json(
+            reqwest::Method::POST,
+            "/api/v1/applications",
+            Some(serde_json::json!({"name": "n", "base_url": "https://n.example"})),
+            201,
+        )
         .await;
     let mut files = vec![app.data.join("catalog.db")];
     for e in std::fs::read_dir(app.data.join("tenants")).unwrap() {
         files.push(e.unwrap().path());
     }
     let mut checked = 0;
-    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "db")) {
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "db"))
+    {
         let mut head = [0u8; 16];
-        std::fs::File::open(f).unwrap().read_exact(&mut head).unwrap();
-        assert_ne!(&head, b"SQLite format 3\0", "{} is plaintext SQLite", f.display());
+        std::fs::File::open(f)
+            .unwrap()
+            .read_exact(&mut head)
+            .unwrap();
+        assert_ne!(
+            &head,
+            b"SQLite format 3\0",
+            "{} is plaintext SQLite",
+            f.display()
+        );
         let all = std::fs::read(f).unwrap();
-        assert!(!all.windows(9).any(|w| w == b"localhost"), "{} leaks plaintext", f.display());
+        assert!(
+            !all.windows(9).any(|w| w == b"localhost"),
+            "{} leaks plaintext",
+            f.display()
+        );
         checked += 1;
     }
     assert!(checked >= 2);
@@ -98,7 +138,10 @@ fn store_cannot_be_opened_with_another_tenants_key() {
     use flowguard::store::{catalog, open_encrypted, StoreError};
 
     let dir = tempfile::tempdir().unwrap();
-    let cli = CliOverrides { data_dir: Some(dir.path().join("d")), listen: None };
+    let cli = CliOverrides {
+        data_dir: Some(dir.path().join("d")),
+        listen: None,
+    };
     let settings = Settings::load(None, &cli).unwrap();
     let opened = flowguard::startup::open_data_dir(&settings, true).unwrap();
     let settings = std::sync::Arc::new(settings);
@@ -107,7 +150,15 @@ fn store_cannot_be_opened_with_another_tenants_key() {
     let mut ids = Vec::new();
     for (name, email) in [("a", "a@a.example"), ("b", "b@b.example")] {
         let id = flowguard::service::tenants::create_tenant(
-            &state.master, &state.catalog, &state.tenants, &settings.region(), name, email, &hash, false, None,
+            &state.master,
+            &state.catalog,
+            &state.tenants,
+            &settings.region(),
+            name,
+            email,
+            &hash,
+            false,
+            None,
         )
         .unwrap();
         ids.push(id);
@@ -122,8 +173,14 @@ fn store_cannot_be_opened_with_another_tenants_key() {
     let mig = rusqlite_migration::Migrations::new(vec![]);
     let pa = state.tenants.path_of(&ids[0]);
     let pb = state.tenants.path_of(&ids[1]);
-    assert!(matches!(open_encrypted(&pa, &kb, false, 100, &mig), Err(StoreError::WrongKey(_))));
-    assert!(matches!(open_encrypted(&pb, &ka, false, 100, &mig), Err(StoreError::WrongKey(_))));
+    assert!(matches!(
+        open_encrypted(&pa, &kb, false, 100, &mig),
+        Err(StoreError::WrongKey(_))
+    ));
+    assert!(matches!(
+        open_encrypted(&pb, &ka, false, 100, &mig),
+        Err(StoreError::WrongKey(_))
+    ));
     // Each opens with its own key (no migrations needed: already at latest, none defined here
     // would be "too far ahead", so use the real list through the store layer).
     state.tenants.get_blocking(&ids[0]).unwrap();

@@ -11,40 +11,151 @@ use crate::helpers::*;
 
 /// Columns: anonymous, owner, admin, tester, viewer, agent, scim, platform_admin.
 /// `ok` = permitted (any status but 401 and 403/`forbidden`), `401`, `403`.
-const COLS: [&str; 8] = ["anon", "owner", "admin", "tester", "viewer", "agent", "scim", "platform"];
+const COLS: [&str; 8] = [
+    "anon", "owner", "admin", "tester", "viewer", "agent", "scim", "platform",
+];
 
 /// (method, OpenAPI path, expected outcomes in COLS order)
 const TABLE: &[(&str, &str, [&str; 8])] = &[
-    ("GET", "/healthz", ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"]),
-    ("GET", "/readyz", ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"]),
-    ("GET", "/metrics", ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"]),
-    ("GET", "/api/v1/version", ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"]),
-    ("POST", "/api/v1/auth/login", ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"]),
-    ("POST", "/api/v1/auth/logout", ["401", "ok", "ok", "ok", "ok", "403", "403", "ok"]),
-    ("GET", "/api/v1/me", ["401", "ok", "ok", "ok", "ok", "403", "403", "ok"]),
-    ("POST", "/api/v1/me/password", ["401", "ok", "ok", "ok", "ok", "403", "403", "ok"]),
-    ("GET", "/api/v1/applications", ["401", "ok", "ok", "ok", "ok", "403", "403", "403"]),
-    ("POST", "/api/v1/applications", ["401", "ok", "ok", "403", "403", "403", "403", "403"]),
-    ("GET", "/api/v1/applications/{id}", ["401", "ok", "ok", "ok", "ok", "403", "403", "403"]),
-    ("PUT", "/api/v1/applications/{id}", ["401", "ok", "ok", "403", "403", "403", "403", "403"]),
-    ("DELETE", "/api/v1/applications/{id}", ["401", "ok", "ok", "403", "403", "403", "403", "403"]),
-    ("GET", "/api/v1/members", ["401", "ok", "ok", "403", "403", "403", "403", "403"]),
-    ("POST", "/api/v1/members", ["401", "ok", "ok", "403", "403", "403", "403", "403"]),
-    ("PATCH", "/api/v1/members/{id}", ["401", "ok", "ok", "403", "403", "403", "403", "403"]),
-    ("DELETE", "/api/v1/members/{id}", ["401", "ok", "ok", "403", "403", "403", "403", "403"]),
-    ("GET", "/api/v1/agent-tokens", ["401", "ok", "ok", "403", "403", "403", "403", "403"]),
-    ("POST", "/api/v1/agent-tokens", ["401", "ok", "ok", "403", "403", "403", "403", "403"]),
-    ("DELETE", "/api/v1/agent-tokens/{id}", ["401", "ok", "ok", "403", "403", "403", "403", "403"]),
-    ("GET", "/api/v1/scim-tokens", ["401", "ok", "403", "403", "403", "403", "403", "403"]),
-    ("POST", "/api/v1/scim-tokens", ["401", "ok", "403", "403", "403", "403", "403", "403"]),
-    ("DELETE", "/api/v1/scim-tokens/{id}", ["401", "ok", "403", "403", "403", "403", "403", "403"]),
-    ("GET", "/api/v1/agent/whoami", ["401", "403", "403", "403", "403", "ok", "403", "403"]),
-    ("GET", "/api/v1/audit", ["401", "ok", "403", "403", "403", "403", "403", "403"]),
-    ("GET", "/api/v1/platform/tenants", ["401", "403", "403", "403", "403", "403", "403", "ok"]),
+    (
+        "GET",
+        "/healthz",
+        ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"],
+    ),
+    (
+        "GET",
+        "/readyz",
+        ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"],
+    ),
+    (
+        "GET",
+        "/metrics",
+        ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"],
+    ),
+    (
+        "GET",
+        "/api/v1/version",
+        ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"],
+    ),
+    (
+        "GET",
+        "/api/v1/openapi.json",
+        ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"],
+    ),
+    (
+        "POST",
+        "/api/v1/auth/login",
+        ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"],
+    ),
+    (
+        "POST",
+        "/api/v1/auth/logout",
+        ["401", "ok", "ok", "ok", "ok", "403", "403", "ok"],
+    ),
+    (
+        "GET",
+        "/api/v1/me",
+        ["401", "ok", "ok", "ok", "ok", "403", "403", "ok"],
+    ),
+    (
+        "POST",
+        "/api/v1/me/password",
+        ["401", "ok", "ok", "ok", "ok", "403", "403", "ok"],
+    ),
+    (
+        "GET",
+        "/api/v1/applications",
+        ["401", "ok", "ok", "ok", "ok", "403", "403", "403"],
+    ),
+    (
+        "POST",
+        "/api/v1/applications",
+        ["401", "ok", "ok", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "GET",
+        "/api/v1/applications/{id}",
+        ["401", "ok", "ok", "ok", "ok", "403", "403", "403"],
+    ),
+    (
+        "PUT",
+        "/api/v1/applications/{id}",
+        ["401", "ok", "ok", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "DELETE",
+        "/api/v1/applications/{id}",
+        ["401", "ok", "ok", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "GET",
+        "/api/v1/members",
+        ["401", "ok", "ok", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "POST",
+        "/api/v1/members",
+        ["401", "ok", "ok", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "PATCH",
+        "/api/v1/members/{id}",
+        ["401", "ok", "ok", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "DELETE",
+        "/api/v1/members/{id}",
+        ["401", "ok", "ok", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "GET",
+        "/api/v1/agent-tokens",
+        ["401", "ok", "ok", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "POST",
+        "/api/v1/agent-tokens",
+        ["401", "ok", "ok", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "DELETE",
+        "/api/v1/agent-tokens/{id}",
+        ["401", "ok", "ok", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "GET",
+        "/api/v1/scim-tokens",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "POST",
+        "/api/v1/scim-tokens",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "DELETE",
+        "/api/v1/scim-tokens/{id}",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "GET",
+        "/api/v1/agent/whoami",
+        ["401", "403", "403", "403", "403", "ok", "403", "403"],
+    ),
+    (
+        "GET",
+        "/api/v1/audit",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "GET",
+        "/api/v1/platform/tenants",
+        ["401", "403", "403", "403", "403", "403", "403", "ok"],
+    ),
 ];
 
-/// Routes served outside the generated document (the document itself and the dashboard).
-const NOT_IN_OPENAPI: &[&str] = &["/api/v1/openapi.json"];
+/// Routes served outside the generated document (none today; the dashboard is not an API).
+const NOT_IN_OPENAPI: &[&str] = &[];
 
 fn classify(status: u16, body: &Value) -> &'static str {
     match status {
@@ -66,38 +177,81 @@ async fn every_route_times_every_role() {
     let mut sessions = Vec::new();
     for role in ["admin", "tester", "viewer"] {
         let email = format!("{role}@example.com");
-        owner.json(Method::POST, "/api/v1/members", Some(json!({"email": email, "role": role, "password": pw})), 201).await;
+        owner
+            .json(
+                Method::POST,
+                "/api/v1/members",
+                Some(json!({"email": email, "role": role, "password": pw})),
+                201,
+            )
+            .await;
         sessions.push(app.login(Some(&tid), &email, pw).await);
     }
     let appl = owner
-        .json(Method::POST, "/api/v1/applications", Some(json!({"name": "shop", "base_url": "https://shop.example"})), 201)
+        .json(
+            Method::POST,
+            "/api/v1/applications",
+            Some(json!({"name": "shop", "base_url": "https://shop.example"})),
+            201,
+        )
         .await;
     let app_id = appl["id"].as_str().unwrap().to_string();
     let agent = owner
-        .json(Method::POST, "/api/v1/agent-tokens", Some(json!({"application_id": app_id, "name": "ci"})), 201)
+        .json(
+            Method::POST,
+            "/api/v1/agent-tokens",
+            Some(json!({"application_id": app_id, "name": "ci"})),
+            201,
+        )
         .await;
-    let scim = owner.json(Method::POST, "/api/v1/scim-tokens", Some(json!({"name": "entra"})), 201).await;
+    let scim = owner
+        .json(
+            Method::POST,
+            "/api/v1/scim-tokens",
+            Some(json!({"name": "entra"})),
+            201,
+        )
+        .await;
     let agent_s = app.bearer(agent["token"].as_str().unwrap());
     let scim_s = app.bearer(scim["token"].as_str().unwrap());
     let platform = app.platform_admin().await;
     let anon = app.anonymous();
     let [admin, tester, viewer]: [Session; 3] = sessions.try_into().ok().unwrap();
-    let principals: [&Session; 8] = [&anon, &owner, &admin, &tester, &viewer, &agent_s, &scim_s, &platform];
+    let principals: [&Session; 8] = [
+        &anon, &owner, &admin, &tester, &viewer, &agent_s, &scim_s, &platform,
+    ];
 
     // The table covers exactly the documented routes.
-    let doc: Value = anon.json(Method::GET, "/api/v1/openapi.json", None, 200).await;
-    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "OpenAPI 3.1 expected");
+    let doc: Value = anon
+        .json(Method::GET, "/api/v1/openapi.json", None, 200)
+        .await;
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "OpenAPI 3.1 expected"
+    );
     let mut documented = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for m in item.as_object().unwrap().keys() {
             documented.insert((m.to_uppercase(), path.clone()));
         }
     }
-    let tabled: BTreeSet<(String, String)> = TABLE.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
+    let tabled: BTreeSet<(String, String)> = TABLE
+        .iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
     let missing: Vec<_> = documented.difference(&tabled).collect();
-    let extra: Vec<_> = tabled.difference(&documented).filter(|(_, p)| !NOT_IN_OPENAPI.contains(&p.as_str())).collect();
-    assert!(missing.is_empty(), "routes without a matrix entry: {missing:?}");
-    assert!(extra.is_empty(), "matrix entries not in the OpenAPI document: {extra:?}");
+    let extra: Vec<_> = tabled
+        .difference(&documented)
+        .filter(|(_, p)| !NOT_IN_OPENAPI.contains(&p.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "routes without a matrix entry: {missing:?}"
+    );
+    assert!(
+        extra.is_empty(),
+        "matrix entries not in the OpenAPI document: {extra:?}"
+    );
 
     let mut failures = Vec::new();
     for (method, path, expected) in TABLE {
@@ -120,19 +274,38 @@ async fn every_route_times_every_role() {
             let v: Value = r.json().await.unwrap_or(Value::Null);
             let got = classify(st, &v);
             if got != expected[i] {
-                failures.push(format!("{method} {path} as {}: expected {}, got {st} {v}", COLS[i], expected[i]));
+                failures.push(format!(
+                    "{method} {path} as {}: expected {}, got {st} {v}",
+                    COLS[i], expected[i]
+                ));
             }
         }
     }
     // Logout for each session kind, with throwaway sessions.
     let extra_owner = app.owner().await;
-    let r = extra_owner.req(Method::POST, "/api/v1/auth/logout", None).await;
+    let r = extra_owner
+        .req(Method::POST, "/api/v1/auth/logout", None)
+        .await;
     assert_eq!(r.status(), 204);
-    assert_eq!(extra_owner.get("/api/v1/me").await.status(), 401, "session must end at logout");
+    assert_eq!(
+        extra_owner.get("/api/v1/me").await.status(),
+        401,
+        "session must end at logout"
+    );
     let extra_pa = app.platform_admin().await;
-    assert_eq!(extra_pa.req(Method::POST, "/api/v1/auth/logout", None).await.status(), 204);
+    assert_eq!(
+        extra_pa
+            .req(Method::POST, "/api/v1/auth/logout", None)
+            .await
+            .status(),
+        204
+    );
 
-    assert!(failures.is_empty(), "route × role mismatches:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "route × role mismatches:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[tokio::test]
@@ -141,16 +314,41 @@ async fn cookie_auth_needs_csrf_on_unsafe_methods() {
     let mut owner = app.owner().await;
     let good = owner.csrf.clone();
     owner.csrf = String::new();
-    let r = owner.post("/api/v1/applications", json!({"name": "a", "base_url": "https://a.example"})).await;
+    let r = owner
+        .post(
+            "/api/v1/applications",
+            json!({"name": "a", "base_url": "https://a.example"}),
+        )
+        .await;
     assert_eq!(r.status(), 403);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["code"], "csrf_failed");
     owner.csrf = "wrong".into();
-    assert_eq!(owner.post("/api/v1/applications", json!({"name": "a", "base_url": "https://a.example"})).await.status(), 403);
+    assert_eq!(
+        owner
+            .post(
+                "/api/v1/applications",
+                json!({"name": "a", "base_url": "https://a.example"})
+            )
+            .await
+            .status(),
+        403
+    );
     owner.csrf = good;
-    assert_eq!(owner.post("/api/v1/applications", json!({"name": "a", "base_url": "https://a.example"})).await.status(), 201);
+    assert_eq!(
+        owner
+            .post(
+                "/api/v1/applications",
+                json!({"name": "a", "base_url": "https://a.example"})
+            )
+            .await
+            .status(),
+        201
+    );
     // Nothing was written by the rejected attempts: exactly one application.
-    let list = owner.json(Method::GET, "/api/v1/applications", None, 200).await;
+    let list = owner
+        .json(Method::GET, "/api/v1/applications", None, 200)
+        .await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
 }
 
@@ -158,10 +356,18 @@ async fn cookie_auth_needs_csrf_on_unsafe_methods() {
 async fn tenant_a_cannot_read_tenant_b() {
     let app = spawn_app().await;
     let (tid_b, pw_b) = create_tenant(&app, "other", "owner@other.example");
-    assert!(tid_b.starts_with("local-"), "tenant id carries the region: {tid_b}");
+    assert!(
+        tid_b.starts_with("local-"),
+        "tenant id carries the region: {tid_b}"
+    );
     let owner_b = app.login(Some(&tid_b), "owner@other.example", &pw_b).await;
     let b_app = owner_b
-        .json(Method::POST, "/api/v1/applications", Some(json!({"name": "secret-app", "base_url": "https://b.example"})), 201)
+        .json(
+            Method::POST,
+            "/api/v1/applications",
+            Some(json!({"name": "secret-app", "base_url": "https://b.example"})),
+            201,
+        )
         .await;
     let id = b_app["id"].as_str().unwrap();
     let owner_a = app.owner().await;
@@ -169,11 +375,26 @@ async fn tenant_a_cannot_read_tenant_b() {
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["code"], "not_found");
-    assert_eq!(owner_a.req(Method::DELETE, &format!("/api/v1/applications/{id}"), None).await.status(), 404);
-    let list = owner_a.json(Method::GET, "/api/v1/applications", None, 200).await;
+    assert_eq!(
+        owner_a
+            .req(Method::DELETE, &format!("/api/v1/applications/{id}"), None)
+            .await
+            .status(),
+        404
+    );
+    let list = owner_a
+        .json(Method::GET, "/api/v1/applications", None, 200)
+        .await;
     assert!(list["items"].as_array().unwrap().is_empty());
     // B's own view is intact; login by tenant name works too.
-    owner_b.json(Method::GET, &format!("/api/v1/applications/{id}"), None, 200).await;
+    owner_b
+        .json(
+            Method::GET,
+            &format!("/api/v1/applications/{id}"),
+            None,
+            200,
+        )
+        .await;
     app.login(Some("other"), "owner@other.example", &pw_b).await;
     // A's session cookie cannot be replayed against B: the cookie names A's tenant.
     let me = owner_a.json(Method::GET, "/api/v1/me", None, 200).await;

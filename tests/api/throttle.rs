@@ -8,7 +8,13 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-async fn attempt(app: &TestApp, from: &str, tenant: &str, email: &str, pw: &str) -> reqwest::Response {
+async fn attempt(
+    app: &TestApp,
+    from: &str,
+    tenant: &str,
+    email: &str,
+    pw: &str,
+) -> reqwest::Response {
     let ip: IpAddr = from.parse().unwrap();
     app.client_from(Some(ip))
         .post(app.url("/api/v1/auth/login"))
@@ -32,7 +38,14 @@ async fn five_failures_throttle_one_address_only() {
     // Sixth attempt from the same address: 429 with Retry-After, even with the right password.
     let r = attempt(&app, "127.0.0.2", &tid, "Admin@LocalHost", &pw).await;
     assert_eq!(r.status(), 429);
-    let ra: u64 = r.headers().get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+    let ra: u64 = r
+        .headers()
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=900).contains(&ra), "{ra}");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["code"], "too_many_attempts");
@@ -42,22 +55,45 @@ async fn five_failures_throttle_one_address_only() {
     assert_eq!(r.status(), 200);
 
     // Unknown user and wrong password look the same.
-    let r = attempt(&app, "127.0.0.4", &tid, "nobody@localhost", "wrong-password").await;
+    let r = attempt(
+        &app,
+        "127.0.0.4",
+        &tid,
+        "nobody@localhost",
+        "wrong-password",
+    )
+    .await;
     assert_eq!(r.status(), 401);
     assert_eq!(r.text().await.unwrap(), bodies[0]);
 
     // Audit: failures and the lockout are recorded with the client IP.
     let owner = app.owner().await;
-    let page = owner.json(Method::GET, "/api/v1/audit?action=login.failure", None, 200).await;
+    let page = owner
+        .json(Method::GET, "/api/v1/audit?action=login.failure", None, 200)
+        .await;
     let rows = page["items"].as_array().unwrap();
     assert!(rows.len() >= 6);
-    assert!(rows.iter().any(|r| r["client_ip"] == "127.0.0.2" && r["actor_email"] == "admin@localhost"));
-    let page = owner.json(Method::GET, "/api/v1/audit?action=login.lockout", None, 200).await;
+    assert!(rows
+        .iter()
+        .any(|r| r["client_ip"] == "127.0.0.2" && r["actor_email"] == "admin@localhost"));
+    let page = owner
+        .json(Method::GET, "/api/v1/audit?action=login.lockout", None, 200)
+        .await;
     assert_eq!(page["items"][0]["client_ip"], "127.0.0.2");
 
     // Break-glass unlock on the host clears it.
-    let out = run_cli(&["users", "unlock", "admin@localhost", "--data-dir", app.data.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_cli(&[
+        "users",
+        "unlock",
+        "admin@localhost",
+        "--data-dir",
+        app.data.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = attempt(&app, "127.0.0.2", &tid, "admin@localhost", &pw).await;
     assert_eq!(r.status(), 200);
 }
@@ -65,13 +101,21 @@ async fn five_failures_throttle_one_address_only() {
 #[tokio::test]
 async fn lockout_grows_and_is_capped() {
     let app = spawn_with(Opts {
-        config: Some("[login]\nmax_failures_per_pair = 2\nbase_lockout_secs = 1\nmax_lockout_secs = 2\n".into()),
+        config: Some(
+            "[login]\nmax_failures_per_pair = 2\nbase_lockout_secs = 1\nmax_lockout_secs = 2\n"
+                .into(),
+        ),
         ..Default::default()
     })
     .await;
     let tid = app.tenant_id();
     for _ in 0..2 {
-        assert_eq!(attempt(&app, "127.0.0.5", &tid, "admin@localhost", "x-wrong").await.status(), 401);
+        assert_eq!(
+            attempt(&app, "127.0.0.5", &tid, "admin@localhost", "x-wrong")
+                .await
+                .status(),
+            401
+        );
     }
     let r = attempt(&app, "127.0.0.5", &tid, "admin@localhost", "x-wrong").await;
     assert_eq!(r.status(), 429);
@@ -89,7 +133,14 @@ async fn lockout_grows_and_is_capped() {
     // Next failure locks again, for longer but within the cap.
     let r = attempt(&app, "127.0.0.5", &tid, "admin@localhost", "x-wrong").await;
     assert_eq!(r.status(), 429);
-    let ra: u64 = r.headers().get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+    let ra: u64 = r
+        .headers()
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(ra <= 2, "{ra}");
 }
 
@@ -106,7 +157,9 @@ async fn oversized_and_empty_passwords() {
     assert_eq!(r.status(), 401);
     assert!(r.headers().get("set-cookie").is_none());
     let owner = app.owner().await;
-    let page = owner.json(Method::GET, "/api/v1/audit?action=login.failure", None, 200).await;
+    let page = owner
+        .json(Method::GET, "/api/v1/audit?action=login.failure", None, 200)
+        .await;
     assert_eq!(page["items"][0]["details"]["reason"], "empty_password");
 }
 

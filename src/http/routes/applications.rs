@@ -33,7 +33,10 @@ pub struct ApplicationList {
 /// List applications.
 #[utoipa::path(tag = "applications", responses((status = 200, body = ApplicationList)), security(("session" = [])))]
 #[get("/applications")]
-pub async fn list(state: web::Data<AppState>, g: Require<perm::ApplicationRead>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    g: Require<perm::ApplicationRead>,
+) -> Result<HttpResponse, ApiError> {
     let items = svc::list(&state.into_inner(), &g.principal).await?;
     Ok(HttpResponse::Ok().json(ApplicationList { items }))
 }
@@ -41,33 +44,54 @@ pub async fn list(state: web::Data<AppState>, g: Require<perm::ApplicationRead>)
 /// Create an application (Free plan: at most 1 → 403 `plan_limit`).
 #[utoipa::path(tag = "applications", request_body = ApplicationBody, responses((status = 201, body = ApplicationRow), (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)), security(("session" = [])))]
 #[post("/applications")]
-pub async fn create(state: web::Data<AppState>, client: ClientInfo, g: Guarded<perm::ApplicationWrite, web::Json<ApplicationBody>>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    g: Guarded<perm::ApplicationWrite, web::Json<ApplicationBody>>,
+) -> Result<HttpResponse, ApiError> {
     let body = &g.inner;
     let input = ApplicationInput::parse(&body.name, &body.base_url, body.repo_url.as_deref())?;
     let row = svc::create(&state.into_inner(), &g.principal, input, &client).await?;
-    Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v1/applications/{}", row.id))).json(row))
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/applications/{}", row.id)))
+        .json(row))
 }
 
 /// Read one application.
 #[utoipa::path(tag = "applications", params(("id" = String, Path)), responses((status = 200, body = ApplicationRow), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
 #[get("/applications/{id}")]
-pub async fn get(state: web::Data<AppState>, g: Require<perm::ApplicationRead>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    state: web::Data<AppState>,
+    g: Require<perm::ApplicationRead>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(svc::get(&state.into_inner(), &g.principal, &id).await?))
 }
 
 /// Replace an application's fields.
 #[utoipa::path(tag = "applications", params(("id" = String, Path)), request_body = ApplicationBody, responses((status = 200, body = ApplicationRow), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
 #[put("/applications/{id}")]
-pub async fn update(state: web::Data<AppState>, client: ClientInfo, id: web::Path<String>, g: Guarded<perm::ApplicationWrite, web::Json<ApplicationBody>>) -> Result<HttpResponse, ApiError> {
+pub async fn update(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    id: web::Path<String>,
+    g: Guarded<perm::ApplicationWrite, web::Json<ApplicationBody>>,
+) -> Result<HttpResponse, ApiError> {
     let body = &g.inner;
     let input = ApplicationInput::parse(&body.name, &body.base_url, body.repo_url.as_deref())?;
-    Ok(HttpResponse::Ok().json(svc::update(&state.into_inner(), &g.principal, &id, input, &client).await?))
+    Ok(HttpResponse::Ok()
+        .json(svc::update(&state.into_inner(), &g.principal, &id, input, &client).await?))
 }
 
 /// Delete an application and its agent tokens.
 #[utoipa::path(tag = "applications", params(("id" = String, Path)), responses((status = 204), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
 #[delete("/applications/{id}")]
-pub async fn delete(state: web::Data<AppState>, g: Require<perm::ApplicationWrite>, client: ClientInfo, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn delete(
+    state: web::Data<AppState>,
+    g: Require<perm::ApplicationWrite>,
+    client: ClientInfo,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     svc::delete(&state.into_inner(), &g.principal, &id, &client).await?;
     Ok(HttpResponse::NoContent().finish())
 }

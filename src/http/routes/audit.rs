@@ -42,11 +42,16 @@ pub struct AuditPage {
 /// Read the tenant audit trail.
 #[utoipa::path(tag = "audit", params(AuditParams), responses((status = 200, body = AuditPage), (status = 400, body = crate::error::Problem)), security(("session" = [])))]
 #[get("/audit")]
-pub async fn list(state: web::Data<AppState>, g: Guarded<perm::AuditRead, web::Query<AuditParams>>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    g: Guarded<perm::AuditRead, web::Query<AuditParams>>,
+) -> Result<HttpResponse, ApiError> {
     let q = g.inner.into_inner();
     let before_seq = match &q.cursor {
         None => None,
-        Some(c) => Some(c.parse::<i64>().map_err(|_| ApiError::bad_request("invalid_cursor", "cursor is not valid").field("cursor"))?),
+        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+            ApiError::bad_request("invalid_cursor", "cursor is not valid").field("cursor")
+        })?),
     };
     let query = AuditQuery {
         from: q.from.as_deref().map(|v| parse_ts("from", v)).transpose()?,

@@ -50,11 +50,20 @@ fn session_cookie(value: String, max_age_secs: i64) -> Cookie<'static> {
 fn me_view(p: &Principal, must_change: bool) -> MeView {
     let (kind, id, name) = match p {
         Principal::User { user_id, email, .. } => ("user", user_id.clone(), email.clone()),
-        Principal::Platform { admin_id, email, .. } => ("platform_admin", admin_id.clone(), email.clone()),
+        Principal::Platform {
+            admin_id, email, ..
+        } => ("platform_admin", admin_id.clone(), email.clone()),
         Principal::Agent { token_id, name, .. } => ("agent", token_id.clone(), name.clone()),
         Principal::Scim { token_id, name, .. } => ("scim", token_id.clone(), name.clone()),
     };
-    MeView { kind, tenant_id: p.tenant().map(|t| t.to_string()), id, name, role: p.role(), must_change_password: must_change }
+    MeView {
+        kind,
+        tenant_id: p.tenant().map(|t| t.to_string()),
+        id,
+        name,
+        role: p.role(),
+        must_change_password: must_change,
+    }
 }
 
 /// Log in with email and password.
@@ -65,20 +74,40 @@ fn me_view(p: &Principal, must_change: bool) -> MeView {
     (status = 200, body = LoginResponse), (status = 401, body = crate::error::Problem),
     (status = 429, body = crate::error::Problem)))]
 #[post("/auth/login")]
-pub async fn login(state: web::Data<AppState>, client: ClientInfo, body: web::Json<LoginRequest>) -> Result<HttpResponse, ApiError> {
+pub async fn login(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    body: web::Json<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
     let state = state.into_inner();
     let b = body.into_inner();
-    let out = auth::login(&state, auth::LoginInput { tenant: b.tenant, email: b.email, password: b.password }, &client).await?;
+    let out = auth::login(
+        &state,
+        auth::LoginInput {
+            tenant: b.tenant,
+            email: b.email,
+            password: b.password,
+        },
+        &client,
+    )
+    .await?;
     let max_age = i64::from(state.settings.session.absolute_hours) * 3600;
     Ok(HttpResponse::Ok()
         .cookie(session_cookie(out.session, max_age))
-        .json(LoginResponse { csrf_token: out.csrf_token, me: me_view(&out.principal, out.must_change_password) }))
+        .json(LoginResponse {
+            csrf_token: out.csrf_token,
+            me: me_view(&out.principal, out.must_change_password),
+        }))
 }
 
 /// End the current session.
 #[utoipa::path(tag = "auth", responses((status = 204), (status = 401, body = crate::error::Problem)), security(("session" = [])))]
 #[post("/auth/logout")]
-pub async fn logout(state: web::Data<AppState>, g: Require<perm::SelfRead>, client: ClientInfo) -> Result<HttpResponse, ApiError> {
+pub async fn logout(
+    state: web::Data<AppState>,
+    g: Require<perm::SelfRead>,
+    client: ClientInfo,
+) -> Result<HttpResponse, ApiError> {
     auth::logout(&state.into_inner(), &g.principal, &client).await?;
     let mut gone = session_cookie(String::new(), 0);
     gone.make_removal();
@@ -88,9 +117,14 @@ pub async fn logout(state: web::Data<AppState>, g: Require<perm::SelfRead>, clie
 /// The caller.
 #[utoipa::path(tag = "auth", responses((status = 200, body = MeView), (status = 401, body = crate::error::Problem)), security(("session" = [])))]
 #[get("/me")]
-pub async fn me(state: web::Data<AppState>, g: Require<perm::SelfRead>) -> Result<HttpResponse, ApiError> {
+pub async fn me(
+    state: web::Data<AppState>,
+    g: Require<perm::SelfRead>,
+) -> Result<HttpResponse, ApiError> {
     let must_change = match g.principal.clone() {
-        Principal::User { tenant, user_id, .. } => state
+        Principal::User {
+            tenant, user_id, ..
+        } => state
             .tenants
             .run(&tenant, move |c| tenant::user_by_id(c, &user_id))
             .await?
@@ -126,6 +160,13 @@ pub async fn change_password(
     g: Guarded<perm::SelfPassword, web::Json<ChangePassword>>,
 ) -> Result<HttpResponse, ApiError> {
     let b = g.inner.into_inner();
-    auth::change_password(&state.into_inner(), &g.principal, b.current_password, b.new_password, &client).await?;
+    auth::change_password(
+        &state.into_inner(),
+        &g.principal,
+        b.current_password,
+        b.new_password,
+        &client,
+    )
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -42,30 +42,66 @@ pub struct MemberList {
 /// List members.
 #[utoipa::path(tag = "members", responses((status = 200, body = MemberList)), security(("session" = [])))]
 #[get("/members")]
-pub async fn list(state: web::Data<AppState>, g: Require<perm::MemberRead>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(MemberList { items: svc::list(&state.into_inner(), &g.principal).await? }))
+pub async fn list(
+    state: web::Data<AppState>,
+    g: Require<perm::MemberRead>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(MemberList {
+        items: svc::list(&state.into_inner(), &g.principal).await?,
+    }))
 }
 
 /// Add a local member.
 #[utoipa::path(tag = "members", request_body = AddMember, responses((status = 201, body = UserRow), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)), security(("session" = [])))]
 #[post("/members")]
-pub async fn add(state: web::Data<AppState>, client: ClientInfo, g: Guarded<perm::MemberWrite, web::Json<AddMember>>) -> Result<HttpResponse, ApiError> {
+pub async fn add(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    g: Guarded<perm::MemberWrite, web::Json<AddMember>>,
+) -> Result<HttpResponse, ApiError> {
     let b = g.inner.into_inner();
-    let row = svc::add(&state.into_inner(), &g.principal, &b.email, &b.role, b.password, &client).await?;
+    let row = svc::add(
+        &state.into_inner(),
+        &g.principal,
+        &b.email,
+        &b.role,
+        b.password,
+        &client,
+    )
+    .await?;
     Ok(HttpResponse::Created().json(row))
 }
 
 /// Change a member's role (the last Owner cannot be demoted: 409 `last_owner`).
 #[utoipa::path(tag = "members", params(("id" = String, Path)), request_body = ChangeRole, responses((status = 200, body = UserRow), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)), security(("session" = [])))]
 #[patch("/members/{id}")]
-pub async fn change_role(state: web::Data<AppState>, client: ClientInfo, id: web::Path<String>, g: Guarded<perm::MemberWrite, web::Json<ChangeRole>>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc::change_role(&state.into_inner(), &g.principal, &id, &g.inner.role, &client).await?))
+pub async fn change_role(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    id: web::Path<String>,
+    g: Guarded<perm::MemberWrite, web::Json<ChangeRole>>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(
+        svc::change_role(
+            &state.into_inner(),
+            &g.principal,
+            &id,
+            &g.inner.role,
+            &client,
+        )
+        .await?,
+    ))
 }
 
 /// Remove a member (the last Owner cannot be removed: 409 `last_owner`).
 #[utoipa::path(tag = "members", params(("id" = String, Path)), responses((status = 204), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)), security(("session" = [])))]
 #[delete("/members/{id}")]
-pub async fn remove(state: web::Data<AppState>, g: Require<perm::MemberWrite>, client: ClientInfo, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn remove(
+    state: web::Data<AppState>,
+    g: Require<perm::MemberWrite>,
+    client: ClientInfo,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     svc::remove(&state.into_inner(), &g.principal, &id, &client).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -6,12 +6,12 @@ mod applications;
 mod audit;
 mod auth;
 mod members;
-mod ops;
+pub(crate) mod ops;
 mod platform;
 mod tokens;
 
-use utoipa_actix_web::service_config::ServiceConfig;
 use utoipa_actix_web::scope;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 /// Register all routes.
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -21,6 +21,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(
             scope::scope("/api/v1")
                 .service(ops::version)
+                .service(ops::openapi)
                 .service(auth::login)
                 .service(auth::logout)
                 .service(auth::me)

@@ -27,7 +27,11 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         Ok(_) => Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            Err(ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "not_ready", "catalog unavailable"))
+            Err(ApiError::new(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "catalog unavailable",
+            ))
         }
     }
 }
@@ -45,13 +49,19 @@ pub struct Version {
 #[utoipa::path(tag = "operations", responses((status = 200, body = Version)))]
 #[get("/version")]
 pub async fn version(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(Version { version: env!("CARGO_PKG_VERSION"), region: state.settings.region.clone() })
+    HttpResponse::Ok().json(Version {
+        version: env!("CARGO_PKG_VERSION"),
+        region: state.settings.region.clone(),
+    })
 }
 
 /// Prometheus text exposition. Disabled → 404; non-loopback peers need the metrics token.
 #[utoipa::path(tag = "operations", responses((status = 200, description = "text/plain; version=0.0.4"), (status = 404, body = crate::error::Problem)))]
 #[get("/metrics")]
-pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn metrics(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let m = &state.settings.metrics;
     if !m.enabled {
         return Err(ApiError::not_found());
@@ -72,6 +82,23 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
             }
         }
     }
-    state.metrics.open_stores.set(state.tenants.open_count() as i64);
-    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render()))
+    state
+        .metrics
+        .open_stores
+        .set(state.tenants.open_count() as i64);
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render()))
+}
+
+/// The OpenAPI document rendered once at start-up.
+pub struct OpenApiJson(pub String);
+
+/// This API's OpenAPI 3.1 document, generated from the registered routes.
+#[utoipa::path(tag = "operations", responses((status = 200, description = "OpenAPI 3.1 JSON")))]
+#[get("/openapi.json")]
+pub async fn openapi(doc: web::Data<OpenApiJson>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(doc.0.clone())
 }

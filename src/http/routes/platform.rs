@@ -19,7 +19,10 @@ pub struct TenantList {
 /// List the deployment's tenants (catalog data only).
 #[utoipa::path(tag = "platform", responses((status = 200, body = TenantList)), security(("session" = [])))]
 #[get("/platform/tenants")]
-pub async fn tenants(state: web::Data<AppState>, _g: Require<perm::PlatformRead>) -> Result<HttpResponse, ApiError> {
+pub async fn tenants(
+    state: web::Data<AppState>,
+    _g: Require<perm::PlatformRead>,
+) -> Result<HttpResponse, ApiError> {
     let items = state.catalog.run(|c| catalog::list_tenants(c)).await?;
     Ok(HttpResponse::Ok().json(TenantList { items }))
 }

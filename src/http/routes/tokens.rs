@@ -49,48 +49,106 @@ pub struct TokenList {
 /// List agent tokens.
 #[utoipa::path(tag = "tokens", responses((status = 200, body = TokenList)), security(("session" = [])))]
 #[get("/agent-tokens")]
-pub async fn list_agent(state: web::Data<AppState>, g: Require<perm::AgentTokenManage>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(TokenList { items: svc::list(&state.into_inner(), &g.principal, TokenKind::Agent).await? }))
+pub async fn list_agent(
+    state: web::Data<AppState>,
+    g: Require<perm::AgentTokenManage>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(TokenList {
+        items: svc::list(&state.into_inner(), &g.principal, TokenKind::Agent).await?,
+    }))
 }
 
 /// Create an agent token for one application.
 #[utoipa::path(tag = "tokens", request_body = CreateAgentToken, responses((status = 201, body = CreatedToken), (status = 422, body = crate::error::Problem)), security(("session" = [])))]
 #[post("/agent-tokens")]
-pub async fn create_agent(state: web::Data<AppState>, client: ClientInfo, g: Guarded<perm::AgentTokenManage, web::Json<CreateAgentToken>>) -> Result<HttpResponse, ApiError> {
+pub async fn create_agent(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    g: Guarded<perm::AgentTokenManage, web::Json<CreateAgentToken>>,
+) -> Result<HttpResponse, ApiError> {
     let body = &g.inner;
-    let (meta, token) = svc::create(&state.into_inner(), &g.principal, TokenKind::Agent, &body.name, Some(&body.application_id), &client).await?;
+    let (meta, token) = svc::create(
+        &state.into_inner(),
+        &g.principal,
+        TokenKind::Agent,
+        &body.name,
+        Some(&body.application_id),
+        &client,
+    )
+    .await?;
     Ok(HttpResponse::Created().json(CreatedToken { meta, token }))
 }
 
 /// Revoke an agent token.
 #[utoipa::path(tag = "tokens", params(("id" = String, Path)), responses((status = 204), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
 #[delete("/agent-tokens/{id}")]
-pub async fn revoke_agent(state: web::Data<AppState>, g: Require<perm::AgentTokenManage>, client: ClientInfo, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    svc::revoke(&state.into_inner(), &g.principal, TokenKind::Agent, &id, &client).await?;
+pub async fn revoke_agent(
+    state: web::Data<AppState>,
+    g: Require<perm::AgentTokenManage>,
+    client: ClientInfo,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    svc::revoke(
+        &state.into_inner(),
+        &g.principal,
+        TokenKind::Agent,
+        &id,
+        &client,
+    )
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// List SCIM tokens.
 #[utoipa::path(tag = "tokens", responses((status = 200, body = TokenList)), security(("session" = [])))]
 #[get("/scim-tokens")]
-pub async fn list_scim(state: web::Data<AppState>, g: Require<perm::ScimTokenManage>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(TokenList { items: svc::list(&state.into_inner(), &g.principal, TokenKind::Scim).await? }))
+pub async fn list_scim(
+    state: web::Data<AppState>,
+    g: Require<perm::ScimTokenManage>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(TokenList {
+        items: svc::list(&state.into_inner(), &g.principal, TokenKind::Scim).await?,
+    }))
 }
 
 /// Create a SCIM token.
 #[utoipa::path(tag = "tokens", request_body = CreateScimToken, responses((status = 201, body = CreatedToken)), security(("session" = [])))]
 #[post("/scim-tokens")]
-pub async fn create_scim(state: web::Data<AppState>, client: ClientInfo, g: Guarded<perm::ScimTokenManage, web::Json<CreateScimToken>>) -> Result<HttpResponse, ApiError> {
+pub async fn create_scim(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    g: Guarded<perm::ScimTokenManage, web::Json<CreateScimToken>>,
+) -> Result<HttpResponse, ApiError> {
     let body = &g.inner;
-    let (meta, token) = svc::create(&state.into_inner(), &g.principal, TokenKind::Scim, &body.name, None, &client).await?;
+    let (meta, token) = svc::create(
+        &state.into_inner(),
+        &g.principal,
+        TokenKind::Scim,
+        &body.name,
+        None,
+        &client,
+    )
+    .await?;
     Ok(HttpResponse::Created().json(CreatedToken { meta, token }))
 }
 
 /// Revoke a SCIM token.
 #[utoipa::path(tag = "tokens", params(("id" = String, Path)), responses((status = 204), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
 #[delete("/scim-tokens/{id}")]
-pub async fn revoke_scim(state: web::Data<AppState>, g: Require<perm::ScimTokenManage>, client: ClientInfo, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    svc::revoke(&state.into_inner(), &g.principal, TokenKind::Scim, &id, &client).await?;
+pub async fn revoke_scim(
+    state: web::Data<AppState>,
+    g: Require<perm::ScimTokenManage>,
+    client: ClientInfo,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    svc::revoke(
+        &state.into_inner(),
+        &g.principal,
+        TokenKind::Scim,
+        &id,
+        &client,
+    )
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -110,9 +168,16 @@ pub struct AgentScope {
 #[get("/agent/whoami")]
 pub async fn agent_whoami(g: Require<perm::AgentSelf>) -> Result<HttpResponse, ApiError> {
     match g.principal {
-        Principal::Agent { tenant, application_id, name, .. } => {
-            Ok(HttpResponse::Ok().json(AgentScope { tenant_id: tenant.to_string(), application_id, name }))
-        }
+        Principal::Agent {
+            tenant,
+            application_id,
+            name,
+            ..
+        } => Ok(HttpResponse::Ok().json(AgentScope {
+            tenant_id: tenant.to_string(),
+            application_id,
+            name,
+        })),
         _ => Err(ApiError::forbidden()),
     }
 }
