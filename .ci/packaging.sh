@@ -24,6 +24,10 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${FLOWGUARD_BIN:?set FLOWGUARD_BIN to the built release binary}"
+BIN=$(readlink -f "$FLOWGUARD_BIN")
+# The appliance reads every FLOWGUARD_* variable as a setting (and rejects unknown ones, such
+# as FLOWGUARD_BIN itself): none may leak into the runs of the binary below.
+while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^FLOWGUARD_')
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/flowguard-target}
 export PATH="$HOME/.cargo/bin:$PATH"
 
@@ -63,8 +67,8 @@ exec 9>/var/tmp/flowguard-pkg.lock
 flock 9
 
 section "tools"
-if [ ! -x "$FLOWGUARD_BIN" ]; then
-    fail "FLOWGUARD_BIN=$FLOWGUARD_BIN is not an executable"
+if [ ! -x "$BIN" ]; then
+    fail "FLOWGUARD_BIN=$BIN is not an executable"
     echo "packaging: $PASSES passed, $FAILS failed"
     exit 1
 fi
@@ -105,7 +109,7 @@ rm -rf "$WORK"
 mkdir -p "$WORK/target/release" "$WORK/out"
 VERSION=$(cargo metadata --no-deps --offline --format-version 1 --manifest-path "$ROOT/Cargo.toml" 2>/dev/null \
     | python3 -c 'import json,sys; print([p["version"] for p in json.load(sys.stdin)["packages"] if p["name"]=="flowguard"][0])')
-echo "flowguard version $VERSION, binary $FLOWGUARD_BIN"
+echo "flowguard version $VERSION, binary $BIN"
 
 # ---------------------------------------------------------------------------------------------
 section "systemd unit and shell scripts"
@@ -122,7 +126,7 @@ grep -q '^AmbientCapabilities=.*CAP_\|^CapabilityBoundingSet=.\+' "$UNIT" \
     || pass "unit has every directive the issue lists, and no capability"
 vunit=$WORK/unit/flowguard.service
 mkdir -p "$WORK/unit"
-sed "s#/usr/bin/flowguard#$FLOWGUARD_BIN#" "$UNIT" > "$vunit"
+sed "s#/usr/bin/flowguard#$BIN#" "$UNIT" > "$vunit"
 if out=$(systemd-analyze verify --man=no "$vunit" 2>&1) && [ -z "$out" ]; then
     pass "systemd-analyze verify: no warnings"
 else
@@ -145,7 +149,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 section ".deb (cargo deb --no-build)"
 STAGED=$WORK/target/release/flowguard
-cp "$FLOWGUARD_BIN" "$STAGED"
+cp "$BIN" "$STAGED"
 strip --strip-all "$STAGED"
 if readelf -S "$STAGED" | grep -q '\.symtab'; then fail "staged binary still has a symbol table"; else pass "binary stripped ($(stat -c %s "$STAGED") bytes)"; fi
 
@@ -306,7 +310,7 @@ for cfg in "$RENDER"/*.flowguard.toml "$ROOT/packaging/container/flowguard.toml"
         -e "s#/etc/flowguard/metrics/token#$scratch/token#" "$cfg" > "$scratch/flowguard.toml"
     echo ci-metrics-token > "$scratch/token"
     if out=$(cd "$scratch" && FLOWGUARD_MASTER_KEY_FILE="$scratch/master.key" sh -c 'umask 077; head -c 32 /dev/urandom > master.key; exec "$0" init --config flowguard.toml --data-dir data --tenant-name "Config Check" --owner-email cfg@example.com --json' \
-        "$FLOWGUARD_BIN" 2>&1); then
+        "$BIN" 2>&1); then
         pass "the binary accepts $(basename "$cfg")"
     else
         fail "the binary rejects $(basename "$cfg"): $out"
