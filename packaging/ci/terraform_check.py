@@ -7,14 +7,19 @@
   nothing may be fetched from a registry or chart repository);
 * every example calls an existing module with only variables that module declares, and sets
   every variable that has no default;
-* the cloud-init module's install script exists and is referenced.
+* the cloud-init module's install script exists and is referenced;
+* the chart values that modules/k8s hands to helm_release, instantiated with the inputs of
+  examples/k8s (literal ones) and the variables' defaults, pass the chart's values.schema.json
+  and render (Helm SDK), so module and chart cannot drift apart.
 Prints PASS/FAIL lines; exit 1 on any failure.
 
-usage: terraform_check.py TERRAFORM_DIR
+usage: terraform_check.py TERRAFORM_DIR [CHART_DIR]
 """
 from __future__ import annotations
 
+import json
 import pathlib
+import re
 import sys
 
 import hcl2
@@ -124,6 +129,87 @@ def check_example(edir: pathlib.Path, modules: dict[str, dict[str, dict]]) -> No
             ok(f"example {edir.name}: module {mname} -> modules/{target.name}, arguments match its variables")
 
 
+SKIP = object()
+
+
+def lit(x):
+    """A literal HCL value as python-hcl2 returns it, or SKIP for an expression."""
+    if isinstance(x, bool) or isinstance(x, (int, float)):
+        return x
+    if isinstance(x, str):
+        m = re.fullmatch(r'"(.*)"', x, re.S)
+        if m and "${" not in x:
+            return m.group(1)
+        return SKIP
+    if isinstance(x, list):
+        items = [lit(i) for i in x]
+        return SKIP if any(i is SKIP for i in items) else items
+    if isinstance(x, dict):
+        out = {k.strip('"'): lit(v) for k, v in x.items() if not k.startswith("__")}
+        return SKIP if any(v is SKIP for v in out.values()) else out
+    return SKIP
+
+
+OPTIONAL = re.compile(r"(\w+)\s*=\s*optional\((?:[^(),]|\([^()]*\))+,\s*(\[[^\]]*\]|\"[^\"]*\"|true|false|-?\d+)\)")
+
+
+def with_optional_defaults(value, type_expr: str):
+    """Fill the `optional(type, default)` attributes Terraform would fill in object values."""
+    defaults = {m.group(1): json.loads(m.group(2)) for m in OPTIONAL.finditer(type_expr or "")}
+    if not defaults:
+        return value
+    fill = lambda o: {**defaults, **o} if isinstance(o, dict) else o
+    return [fill(v) for v in value] if isinstance(value, list) else fill(value)
+
+
+def instantiate(node, env: dict):
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k.startswith("__"):
+                continue
+            r = instantiate(v, env)
+            if r is not SKIP:
+                out[k] = r
+        return out
+    if isinstance(node, str):
+        m = re.fullmatch(r"\$\{var\.(\w+)\}", node)
+        if m:
+            return env.get(m.group(1), SKIP)
+    return lit(node)
+
+
+def check_module_values_against_chart(root: pathlib.Path, chart_dir: pathlib.Path, modvars: dict) -> None:
+    import helm_python as helm
+
+    doc = load_dir(root / "modules" / "k8s")
+    loc = {}
+    for b in doc.get("locals", []):
+        loc.update(b)
+    env = {}
+    for name, body in modvars.items():
+        if "default" in body and lit(body["default"]) not in (SKIP, None, "null"):
+            env[name] = lit(body["default"])
+    ex = load_dir(root / "examples" / "k8s")
+    for m in ex.get("module", []):
+        for _, body in m.items():
+            for k, v in body.items():
+                if lit(v) is not SKIP:
+                    env[k] = lit(v)
+    env = {k: with_optional_defaults(v, str(modvars.get(k, {}).get("type", ""))) for k, v in env.items()}
+    values = instantiate(loc["values"], env)
+    # what the module's expressions would yield for the example (secrets it creates itself)
+    values.setdefault("masterKey", {})["existingSecret"] = "flowguard-master-key"
+    values.setdefault("license", {})["existingSecret"] = "flowguard-license"
+    try:
+        with helm.Chart.load(chart_dir) as chart:
+            chart.validate_schema(values)
+            m = chart.render(values, name="flowguard", namespace="flowguard", is_install=True)
+        ok(f"modules/k8s chart values (example inputs) pass values.schema.json and render {len(m)} templates")
+    except helm.HelmError as e:
+        fail(f"modules/k8s chart values are rejected by the chart: {e}")
+
+
 def main() -> int:
     root = pathlib.Path(sys.argv[1]).resolve()
     modules = {}
@@ -138,6 +224,8 @@ def main() -> int:
         fail("no examples")
     for edir in examples:
         check_example(edir, modules)
+    if len(sys.argv) > 2 and "k8s" in modules:
+        check_module_values_against_chart(root, pathlib.Path(sys.argv[2]).resolve(), modules["k8s"])
     script = root / "modules" / "vm-cloud-init" / "files" / "install-flowguard.sh"
     main_tf = (root / "modules" / "vm-cloud-init" / "main.tf").read_text()
     if script.is_file() and "files/install-flowguard.sh" in main_tf:
