@@ -200,10 +200,7 @@ fn init(settings: Settings, a: InitArgs) -> anyhow::Result<()> {
     let state = startup::build_state(settings.clone(), opened)?;
     let owner_hash = password::hash_blocking(&owner_pw)?;
     let tid = tenants::create_tenant(
-        &state.master,
-        &state.catalog,
-        &state.tenants,
-        &settings.region(),
+        &state,
         &a.tenant_name,
         &a.owner_email,
         &owner_hash,
@@ -287,10 +284,7 @@ fn tenant_create(
         user_agent: None,
     };
     let tid = tenants::create_tenant(
-        &state.master,
-        &state.catalog,
-        &state.tenants,
-        &settings.region(),
+        &state,
         name,
         owner_email,
         &password::hash_blocking(&pw)?,

@@ -117,12 +117,8 @@ pub fn bootstrap_if_empty(state: &AppState) -> anyhow::Result<Option<Created>> {
     let admin_pw = password::random_password();
     let owner_hash = password::hash_blocking(&owner_pw)?;
     let admin_hash = password::hash_blocking(&admin_pw)?;
-    let region = state.settings.region();
     let tid = tenants::create_tenant(
-        &state.master,
-        &state.catalog,
-        &state.tenants,
-        &region,
+        state,
         DEFAULT_TENANT_NAME,
         DEFAULT_OWNER_EMAIL,
         &owner_hash,

@@ -10,11 +10,11 @@ use serde::Serialize;
 use crate::audit::{Actor, NewAuditEvent};
 use crate::auth::password;
 use crate::crypto::keyring::{self, KeyPurpose, TenantKeySet};
-use crate::crypto::MasterKey;
-use crate::domain::{new_object_id, now_rfc3339, Email, Region, Role, TenantId, TenantName};
+use crate::domain::{new_object_id, now_rfc3339, Email, Role, TenantId, TenantName};
+use crate::service::AppState;
 use crate::store::catalog::{self, PlatformAdminRow, TenantRow};
 use crate::store::tenant::{self, UserRow};
-use crate::store::{Catalog, StoreError, TenantStores};
+use crate::store::{Catalog, StoreError};
 
 /// Failures while creating tenants or admins.
 #[derive(Debug, thiserror::Error)]
@@ -62,20 +62,19 @@ fn system_actor() -> Actor {
     }
 }
 
-/// Create a tenant in `region` with its key set and one Owner. The tenant store file is written
+/// Create a tenant in the deployment's region with its key set and one Owner. The tenant store file is written
 /// first; the catalog row (with wrapped keys) commits last, so a crash leaves at most an orphan
 /// file and never a catalog entry without a store.
 pub fn create_tenant(
-    master: &MasterKey,
-    catalog: &Catalog,
-    stores: &TenantStores,
-    region: &Region,
+    state: &AppState,
     name: &str,
     owner_email: &str,
     owner_password_hash: &str,
     must_change_password: bool,
     actor: Option<&Actor>,
 ) -> Result<TenantId, BootstrapError> {
+    let (master, catalog, stores) = (&*state.master, &state.catalog, &*state.tenants);
+    let region = &state.settings.region();
     let name = TenantName::parse(name)
         .map_err(|e| BootstrapError::Invalid(format!("tenant name: {e}")))?;
     let email = Email::parse(owner_email)

@@ -118,11 +118,7 @@ async fn privileged_actions_write_complete_rows() {
         "login.failure",
         "login.success",
     ] {
-        assert_eq!(
-            actions.iter().filter(|a| **a == want).count() >= 1,
-            true,
-            "no `{want}` row in {actions:?}"
-        );
+        assert!(actions.contains(&want), "no `{want}` row in {actions:?}");
     }
     // Every field present on privileged rows.
     for r in rows.iter().filter(|r| r["actor_role"] != "system") {
@@ -149,7 +145,7 @@ async fn privileged_actions_write_complete_rows() {
             ts.ends_with('Z') && ts.len() == 24,
             "RFC 3339 UTC with ms: {ts}"
         );
-        assert_eq!(r["user_agent"].is_null(), false, "user agent recorded: {r}");
+        assert!(!r["user_agent"].is_null(), "user agent recorded: {r}");
     }
     let rc = rows
         .iter()

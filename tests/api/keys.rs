@@ -149,18 +149,9 @@ fn store_cannot_be_opened_with_another_tenants_key() {
     let hash = flowguard::auth::password::hash_blocking("some-long-password").unwrap();
     let mut ids = Vec::new();
     for (name, email) in [("a", "a@a.example"), ("b", "b@b.example")] {
-        let id = flowguard::service::tenants::create_tenant(
-            &state.master,
-            &state.catalog,
-            &state.tenants,
-            &settings.region(),
-            name,
-            email,
-            &hash,
-            false,
-            None,
-        )
-        .unwrap();
+        let id =
+            flowguard::service::tenants::create_tenant(&state, name, email, &hash, false, None)
+                .unwrap();
         ids.push(id);
     }
     let key_of = |t: &TenantId| {
