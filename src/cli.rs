@@ -40,6 +40,12 @@ pub enum Command {
         #[command(subcommand)]
         action: TenantCommand,
     },
+    /// Background jobs.
+    Jobs {
+        /// Action.
+        #[command(subcommand)]
+        action: JobsCommand,
+    },
     /// Tenant user maintenance on the host.
     Users {
         /// Action.
@@ -105,6 +111,18 @@ pub enum TenantCommand {
     },
 }
 
+/// `jobs` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum JobsCommand {
+    /// Run one job now against the data dir (`schedules`, `agent-timeouts`).
+    Run {
+        /// Job name.
+        name: String,
+    },
+    /// List the jobs and their cron expressions.
+    List,
+}
+
 /// `users` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum UsersCommand {
@@ -167,6 +185,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant {
             action: TenantCommand::List { json },
         } => tenant_list(settings, json),
+        Command::Jobs {
+            action: JobsCommand::List,
+        } => {
+            for j in crate::jobs::JOBS {
+                println!("{}\t{}", j.name, j.cron);
+            }
+            Ok(())
+        }
+        Command::Jobs {
+            action: JobsCommand::Run { name },
+        } => {
+            let opened = startup::open_data_dir(&settings, false)?;
+            let state = startup::build_state(std::sync::Arc::new(settings), opened)?;
+            let n = crate::jobs::run_once(&state, &name).ok_or_else(|| {
+                anyhow::anyhow!("unknown job `{name}` (see `flowguard jobs list`)")
+            })?;
+            println!("{name}: {n} handled");
+            Ok(())
+        }
     }
 }
 

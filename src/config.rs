@@ -48,6 +48,8 @@ pub struct Settings {
     pub store: StoreSettings,
     /// Proxies whose `X-Forwarded-For` is believed (CIDR list). Empty: only the peer address.
     pub trusted_proxies: Vec<IpNet>,
+    /// Run lifecycle.
+    pub runs: RunSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -66,6 +68,7 @@ impl Default for Settings {
             metrics: MetricsSettings::default(),
             store: StoreSettings::default(),
             trusted_proxies: Vec::new(),
+            runs: RunSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -185,6 +188,23 @@ impl Default for StoreSettings {
         Self {
             max_open_tenants: 64,
             busy_timeout_ms: 5000,
+        }
+    }
+}
+
+/// `[runs]` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunSettings {
+    /// A running run whose agent sent no heartbeat for this many seconds fails with
+    /// `agent_timeout` (default 300 = 5 minutes).
+    pub heartbeat_timeout_secs: u64,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_timeout_secs: 300,
         }
     }
 }
@@ -370,6 +390,38 @@ mod tests {
         std::fs::write(&f, format!("[metrics]\ntoken_file = \"{}\"\n", t.display())).unwrap();
         let s = Settings::load(Some(&f), &CliOverrides::default()).unwrap();
         assert_eq!(s.metrics.token.as_deref(), Some("s3cret"));
+    }
+
+    #[test]
+    fn shipped_example_config_parses() {
+        let f = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/flowguard.toml");
+        Settings::load(Some(&f), &CliOverrides::default()).unwrap();
+        // Every commented key, uncommented, is still a known key.
+        let text = std::fs::read_to_string(&f).unwrap();
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.starts_with('[')
+                        || rest.split_once(" = ").is_some_and(|(k, _)| {
+                            !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                        }) =>
+                {
+                    rest.to_string()
+                }
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let dir = tempfile::tempdir().unwrap();
+        let g = dir.path().join("all.toml");
+        std::fs::write(
+            &g,
+            uncommented.replace("/etc/flowguard/metrics.token", "/dev/null"),
+        )
+        .unwrap();
+        let r = Settings::load(Some(&g), &CliOverrides::default());
+        assert!(r.is_ok(), "{:?}", r.err());
     }
 
     #[test]

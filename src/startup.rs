@@ -101,6 +101,7 @@ pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
         tenants,
         passwords,
         metrics,
+        image_slots: Arc::new(tokio::sync::Semaphore::new(2)),
     })
 }
 
@@ -288,6 +289,7 @@ async fn serve_async(settings: Settings) -> anyhow::Result<()> {
     write_listen_addr(&settings.data_dir, local)?;
     tracing::info!(addr = %local, region = %settings.region, tls = ?settings.tls.mode, "listening");
     let running = server.run();
+    let mut scheduler = crate::jobs::start(state.clone().into_inner()).await?;
     actix_web::rt::spawn(async {
         if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         {
@@ -299,6 +301,7 @@ async fn serve_async(settings: Settings) -> anyhow::Result<()> {
         }
     });
     running.await?;
+    let _ = scheduler.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

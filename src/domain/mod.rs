@@ -1,6 +1,7 @@
 //! Validating domain types and entities (no actix, no rusqlite), after zero-to-production's
 //! `src/domain/`: a value of these types cannot hold an invalid value.
 
+pub mod flow;
 pub mod role;
 
 pub use role::{Permission, Role};

@@ -99,6 +99,14 @@ impl Role {
             P::ScimTokenManage => matches!(self, Owner),
             P::AuditRead => matches!(self, Owner),
             P::AgentSelf => matches!(self, Agent),
+            P::FlowRead => matches!(self, Owner | Admin | Tester | Viewer),
+            P::FlowWrite => matches!(self, Owner | Admin | Tester),
+            P::RunRead => matches!(self, Owner | Admin | Tester | Viewer),
+            P::RunTrigger => matches!(self, Owner | Admin | Tester),
+            P::VariableRead => matches!(self, Owner | Admin | Tester),
+            P::VariableWrite => matches!(self, Owner | Admin | Tester),
+            P::WebhookManage => matches!(self, Owner | Admin),
+            P::AgentRun => matches!(self, Agent),
             P::PlatformRead => matches!(self, PlatformAdmin),
         }
     }
@@ -128,6 +136,22 @@ pub enum Permission {
     AuditRead,
     /// An agent reading its own token's scope.
     AgentSelf,
+    /// Read flows and their versions.
+    FlowRead,
+    /// Create, edit, delete flows; set schedules.
+    FlowWrite,
+    /// Read runs, steps and screenshots.
+    RunRead,
+    /// Trigger and cancel runs.
+    RunTrigger,
+    /// List variables (secret values never shown).
+    VariableRead,
+    /// Set and delete variables.
+    VariableWrite,
+    /// Create/revoke webhook trigger tokens (an integration).
+    WebhookManage,
+    /// Agent API: claim, report, heartbeat, complete, upload screenshots.
+    AgentRun,
     /// Read catalog information (tenants) as PlatformAdmin.
     PlatformRead,
 }

@@ -114,6 +114,14 @@ pub mod perm {
         AuditRead,
         AgentSelf,
         PlatformRead,
+        FlowRead,
+        FlowWrite,
+        RunRead,
+        RunTrigger,
+        VariableRead,
+        VariableWrite,
+        WebhookManage,
+        AgentRun,
     );
 }
 

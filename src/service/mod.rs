@@ -4,10 +4,15 @@
 pub mod applications;
 pub mod audit_log;
 pub mod auth;
+pub mod flows;
+pub mod keys;
 pub mod members;
 pub mod principal;
+pub mod runs;
+pub mod screenshots;
 pub mod tenants;
 pub mod tokens;
+pub mod variables;
 
 use std::sync::Arc;
 
@@ -32,6 +37,8 @@ pub struct AppState {
     pub passwords: Passwords,
     /// Prometheus metrics.
     pub metrics: crate::http::metrics::Metrics,
+    /// Concurrent image decodes (screenshot uploads), bounding memory (cases R03).
+    pub image_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Current unix time in seconds.

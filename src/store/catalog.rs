@@ -208,6 +208,21 @@ pub fn active_key(
     .map_err(StoreError::from)
 }
 
+/// A specific wrapped key version of `purpose` for a tenant.
+pub fn key_version(
+    c: &Connection,
+    tenant: &str,
+    purpose: KeyPurpose,
+    version: u32,
+) -> StoreResult<WrappedKey> {
+    c.query_row(
+        "SELECT nonce, wrapped FROM tenant_keys WHERE tenant_id = ?1 AND purpose = ?2 AND version = ?3",
+        params![tenant, purpose.as_str(), version],
+        |r| Ok(WrappedKey { nonce: r.get(0)?, ciphertext: r.get(1)? }),
+    )
+    .map_err(StoreError::from)
+}
+
 /// Insert a platform admin (with a `platform_admin.create` catalog audit row).
 pub fn insert_platform_admin(
     c: &mut Connection,

@@ -121,6 +121,92 @@ CREATE TABLE service_tokens (
 ",
         ),
         M::up(AUDIT_TABLE),
+        M::up(
+            "
+CREATE TABLE flows (
+    id              TEXT PRIMARY KEY,
+    application_id  TEXT NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+    current_version INTEGER NOT NULL,
+    deleted_at      TEXT,
+    schedule_cron   TEXT,
+    schedule_tz     TEXT,
+    schedule_anchor INTEGER,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+);
+CREATE INDEX flows_app ON flows(application_id);
+CREATE TABLE flow_versions (
+    flow_id    TEXT NOT NULL REFERENCES flows(id) ON DELETE CASCADE,
+    version    INTEGER NOT NULL,
+    name       TEXT NOT NULL,
+    tags       TEXT NOT NULL,
+    source     TEXT NOT NULL,
+    steps      TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    PRIMARY KEY (flow_id, version)
+);
+CREATE TABLE runs (
+    id             TEXT PRIMARY KEY,
+    flow_id        TEXT NOT NULL REFERENCES flows(id),
+    application_id TEXT NOT NULL,
+    flow_version   INTEGER NOT NULL,
+    status         TEXT NOT NULL CHECK (status IN ('queued','running','passed','failed','cancelled')),
+    trigger        TEXT NOT NULL CHECK (trigger IN ('manual','schedule','webhook')),
+    triggered_by   TEXT,
+    agent_token_id TEXT,
+    reason         TEXT,
+    error          TEXT,
+    queued_at      TEXT NOT NULL,
+    started_at     TEXT,
+    finished_at    TEXT,
+    last_heartbeat INTEGER
+);
+CREATE INDEX runs_app_status ON runs(application_id, status, queued_at);
+CREATE TABLE run_steps (
+    run_id      TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    idx         INTEGER NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('passed','failed','skipped','not_evaluated')),
+    duration_ms INTEGER,
+    error       TEXT,
+    console     TEXT,
+    network     TEXT,
+    reason      TEXT,
+    reported_at TEXT NOT NULL,
+    PRIMARY KEY (run_id, idx)
+);
+CREATE TABLE screenshots (
+    id          TEXT PRIMARY KEY,
+    run_id      TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    step_index  INTEGER NOT NULL,
+    key_version INTEGER NOT NULL,
+    width       INTEGER NOT NULL,
+    height      INTEGER NOT NULL,
+    bytes       INTEGER NOT NULL,
+    created_at  TEXT NOT NULL,
+    UNIQUE (run_id, step_index)
+);
+CREATE TABLE variables (
+    application_id TEXT NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+    name           TEXT NOT NULL,
+    secret         INTEGER NOT NULL,
+    value          TEXT,
+    ciphertext     BLOB,
+    updated_at     TEXT NOT NULL,
+    PRIMARY KEY (application_id, name)
+);
+CREATE TABLE webhook_tokens (
+    id         TEXT PRIMARY KEY,
+    flow_id    TEXT NOT NULL REFERENCES flows(id) ON DELETE CASCADE,
+    name       TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    prefix     TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    revoked_at TEXT
+);
+",
+        ),
     ])
 }
 

@@ -5,9 +5,11 @@
 mod applications;
 mod audit;
 mod auth;
+mod flows;
 mod members;
 pub(crate) mod ops;
 mod platform;
+mod runs;
 mod tokens;
 
 use utoipa_actix_web::scope;
@@ -18,6 +20,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(ops::healthz)
         .service(ops::readyz)
         .service(ops::metrics)
+        .service(runs::shot)
         .service(
             scope::scope("/api/v1")
                 .service(ops::version)
@@ -43,6 +46,32 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(tokens::revoke_scim)
                 .service(tokens::agent_whoami)
                 .service(audit::list)
-                .service(platform::tenants),
+                .service(platform::tenants)
+                .service(flows::create)
+                .service(flows::list)
+                .service(flows::get)
+                .service(flows::version)
+                .service(flows::update)
+                .service(flows::remove)
+                .service(flows::set_schedule)
+                .service(flows::clear_schedule)
+                .service(flows::create_webhook)
+                .service(flows::list_webhooks)
+                .service(flows::revoke_webhook)
+                .service(flows::list_variables)
+                .service(flows::get_variable)
+                .service(flows::put_variable)
+                .service(flows::delete_variable)
+                .service(runs::trigger)
+                .service(runs::webhook)
+                .service(runs::cancel)
+                .service(runs::list)
+                .service(runs::get)
+                .service(runs::screenshot_url)
+                .service(runs::claim)
+                .service(runs::report_step)
+                .service(runs::heartbeat)
+                .service(runs::complete)
+                .service(runs::upload),
         );
 }

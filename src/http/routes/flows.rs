@@ -1,0 +1,327 @@
+//! Flows (`/api/v1/applications/{app}/flows`, `/api/v1/flows/{flow}` …), schedules, webhook
+//! trigger tokens, and variables (`/api/v1/applications/{app}/variables`).
+
+use actix_web::{delete, get, post, put, web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use zeroize::Zeroizing;
+
+use crate::error::ApiError;
+use crate::http::extract::{perm, Guarded, Require};
+use crate::service::variables::VariableView;
+use crate::service::{flows as svc, variables, AppState, ClientInfo};
+use crate::store::flows::{FlowRow, WebhookRow};
+
+/// Flow body: `{name, tags, source, steps}`; each step an object with `type` and its options.
+#[derive(Deserialize, Serialize, ToSchema)]
+pub struct FlowBody {
+    /// Name (1–200 chars).
+    pub name: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// `manual|recorded|ai|imported` (default `manual`).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Steps.
+    #[schema(value_type = Vec<Object>)]
+    pub steps: Vec<serde_json::Value>,
+}
+
+/// Flow list.
+#[derive(Serialize, ToSchema)]
+pub struct FlowList {
+    /// Flows at their current version.
+    pub items: Vec<FlowRow>,
+}
+
+/// Flow list filter.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct FlowFilter {
+    /// Only flows carrying this tag.
+    pub tag: Option<String>,
+}
+
+/// Create a flow (version 1).
+#[utoipa::path(tag = "flows", params(("app" = String, Path)), request_body = FlowBody, responses((status = 201, body = FlowRow), (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+#[post("/applications/{app}/flows")]
+pub async fn create(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    app: web::Path<String>,
+    g: Guarded<perm::FlowWrite, web::Json<serde_json::Value>>,
+) -> Result<HttpResponse, ApiError> {
+    let f = svc::create(&state.into_inner(), &g.principal, &app, &g.inner, &client).await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/flows/{}", f.id)))
+        .json(f))
+}
+
+/// List an application's flows, optionally by tag.
+#[utoipa::path(tag = "flows", params(("app" = String, Path), FlowFilter), responses((status = 200, body = FlowList)), security(("session" = [])))]
+#[get("/applications/{app}/flows")]
+pub async fn list(
+    state: web::Data<AppState>,
+    app: web::Path<String>,
+    g: Guarded<perm::FlowRead, web::Query<FlowFilter>>,
+) -> Result<HttpResponse, ApiError> {
+    let items = svc::list(
+        &state.into_inner(),
+        &g.principal,
+        &app,
+        g.inner.into_inner().tag,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(FlowList { items }))
+}
+
+/// Read a flow at its current version.
+#[utoipa::path(tag = "flows", params(("flow" = String, Path)), responses((status = 200, body = FlowRow), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[get("/flows/{flow}")]
+pub async fn get(
+    state: web::Data<AppState>,
+    g: Require<perm::FlowRead>,
+    flow: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(svc::get(&state.into_inner(), &g.principal, &flow, None).await?))
+}
+
+/// Read an old (immutable) version.
+#[utoipa::path(tag = "flows", params(("flow" = String, Path), ("n" = i64, Path)), responses((status = 200, body = FlowRow), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[get("/flows/{flow}/versions/{n}")]
+pub async fn version(
+    state: web::Data<AppState>,
+    g: Require<perm::FlowRead>,
+    path: web::Path<(String, i64)>,
+) -> Result<HttpResponse, ApiError> {
+    let (flow, n) = path.into_inner();
+    Ok(HttpResponse::Ok().json(svc::get(&state.into_inner(), &g.principal, &flow, Some(n)).await?))
+}
+
+/// Save a new version.
+#[utoipa::path(tag = "flows", params(("flow" = String, Path)), request_body = FlowBody, responses((status = 200, body = FlowRow), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+#[put("/flows/{flow}")]
+pub async fn update(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    flow: web::Path<String>,
+    g: Guarded<perm::FlowWrite, web::Json<serde_json::Value>>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok()
+        .json(svc::update(&state.into_inner(), &g.principal, &flow, &g.inner, &client).await?))
+}
+
+/// Delete a flow (its runs stay readable).
+#[utoipa::path(tag = "flows", params(("flow" = String, Path)), responses((status = 204), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[delete("/flows/{flow}")]
+pub async fn remove(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    g: Require<perm::FlowWrite>,
+    flow: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    svc::delete(&state.into_inner(), &g.principal, &flow, &client).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Schedule body: a cron expression (5 fields, or 6 with seconds) and an IANA timezone.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleBody {
+    /// e.g. `0 6 * * 1-5`.
+    pub cron: String,
+    /// e.g. `Europe/Berlin`.
+    pub timezone: String,
+}
+
+/// Set a flow's schedule. A tick missed while the server was down runs once at start.
+#[utoipa::path(tag = "flows", params(("flow" = String, Path)), request_body = ScheduleBody, responses((status = 200, body = FlowRow), (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+#[put("/flows/{flow}/schedule")]
+pub async fn set_schedule(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    flow: web::Path<String>,
+    g: Guarded<perm::FlowWrite, web::Json<ScheduleBody>>,
+) -> Result<HttpResponse, ApiError> {
+    let b = g.inner.into_inner();
+    Ok(HttpResponse::Ok().json(
+        svc::set_schedule(
+            &state.into_inner(),
+            &g.principal,
+            &flow,
+            Some((b.cron, b.timezone)),
+            &client,
+        )
+        .await?,
+    ))
+}
+
+/// Remove a flow's schedule.
+#[utoipa::path(tag = "flows", params(("flow" = String, Path)), responses((status = 200, body = FlowRow)), security(("session" = [])))]
+#[delete("/flows/{flow}/schedule")]
+pub async fn clear_schedule(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    g: Require<perm::FlowWrite>,
+    flow: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok()
+        .json(svc::set_schedule(&state.into_inner(), &g.principal, &flow, None, &client).await?))
+}
+
+/// Webhook-token body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookBody {
+    /// Label.
+    pub name: String,
+}
+
+/// A created webhook token (secret shown once as `token`; POST it to `/api/v1/hooks/runs/{token}`).
+#[derive(Serialize, ToSchema)]
+pub struct CreatedWebhook {
+    /// Metadata.
+    #[serde(flatten)]
+    pub meta: WebhookRow,
+    /// The trigger secret `fgw_<tenant>_…`.
+    pub token: String,
+}
+
+/// Webhook token list.
+#[derive(Serialize, ToSchema)]
+pub struct WebhookList {
+    /// Items.
+    pub items: Vec<WebhookRow>,
+}
+
+/// Create a webhook trigger token for a flow (post-deploy triggers).
+#[utoipa::path(tag = "flows", params(("flow" = String, Path)), request_body = WebhookBody, responses((status = 201, body = CreatedWebhook)), security(("session" = [])))]
+#[post("/flows/{flow}/webhook-tokens")]
+pub async fn create_webhook(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    flow: web::Path<String>,
+    g: Guarded<perm::WebhookManage, web::Json<WebhookBody>>,
+) -> Result<HttpResponse, ApiError> {
+    let (meta, token) = svc::create_webhook(
+        &state.into_inner(),
+        &g.principal,
+        &flow,
+        &g.inner.name,
+        &client,
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(CreatedWebhook { meta, token }))
+}
+
+/// List a flow's webhook tokens.
+#[utoipa::path(tag = "flows", params(("flow" = String, Path)), responses((status = 200, body = WebhookList)), security(("session" = [])))]
+#[get("/flows/{flow}/webhook-tokens")]
+pub async fn list_webhooks(
+    state: web::Data<AppState>,
+    g: Require<perm::WebhookManage>,
+    flow: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(WebhookList {
+        items: svc::list_webhooks(&state.into_inner(), &g.principal, &flow).await?,
+    }))
+}
+
+/// Revoke a webhook token.
+#[utoipa::path(tag = "flows", params(("flow" = String, Path), ("id" = String, Path)), responses((status = 204), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[delete("/flows/{flow}/webhook-tokens/{id}")]
+pub async fn revoke_webhook(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    g: Require<perm::WebhookManage>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (flow, id) = path.into_inner();
+    svc::revoke_webhook(&state.into_inner(), &g.principal, &flow, &id, &client).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Variable body. Secret values are write-only.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VariableBody {
+    /// Value (≤ 16 KiB).
+    #[schema(value_type = String)]
+    pub value: Zeroizing<String>,
+    /// Secret (encrypted, never returned, scrubbed from agent output).
+    #[serde(default)]
+    pub secret: bool,
+}
+
+/// Variable list.
+#[derive(Serialize, ToSchema)]
+pub struct VariableList {
+    /// Items.
+    pub items: Vec<VariableView>,
+}
+
+/// List an application's variables (secret values never shown).
+#[utoipa::path(tag = "variables", params(("app" = String, Path)), responses((status = 200, body = VariableList)), security(("session" = [])))]
+#[get("/applications/{app}/variables")]
+pub async fn list_variables(
+    state: web::Data<AppState>,
+    g: Require<perm::VariableRead>,
+    app: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(VariableList {
+        items: variables::list(&state.into_inner(), &g.principal, &app).await?,
+    }))
+}
+
+/// Read one variable.
+#[utoipa::path(tag = "variables", params(("app" = String, Path), ("name" = String, Path)), responses((status = 200, body = VariableView), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[get("/applications/{app}/variables/{name}")]
+pub async fn get_variable(
+    state: web::Data<AppState>,
+    g: Require<perm::VariableRead>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (app, name) = path.into_inner();
+    Ok(HttpResponse::Ok()
+        .json(variables::get(&state.into_inner(), &g.principal, &app, &name).await?))
+}
+
+/// Set a variable.
+#[utoipa::path(tag = "variables", params(("app" = String, Path), ("name" = String, Path)), request_body = VariableBody, responses((status = 200, body = VariableView), (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+#[put("/applications/{app}/variables/{name}")]
+pub async fn put_variable(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    path: web::Path<(String, String)>,
+    g: Guarded<perm::VariableWrite, web::Json<VariableBody>>,
+) -> Result<HttpResponse, ApiError> {
+    let (app, name) = path.into_inner();
+    let b = g.inner.into_inner();
+    Ok(HttpResponse::Ok().json(
+        variables::put(
+            &state.into_inner(),
+            &g.principal,
+            &app,
+            &name,
+            b.value,
+            b.secret,
+            &client,
+        )
+        .await?,
+    ))
+}
+
+/// Delete a variable.
+#[utoipa::path(tag = "variables", params(("app" = String, Path), ("name" = String, Path)), responses((status = 204), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[delete("/applications/{app}/variables/{name}")]
+pub async fn delete_variable(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    g: Require<perm::VariableWrite>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (app, name) = path.into_inner();
+    variables::delete(&state.into_inner(), &g.principal, &app, &name, &client).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

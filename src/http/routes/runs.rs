@@ -1,0 +1,305 @@
+//! Runs (`/api/v1/flows/{flow}/runs`, `/api/v1/applications/{app}/runs`, `/api/v1/runs/{run}`),
+//! the webhook trigger, the agent API (`/api/v1/agent/runs/…`) and signed screenshot URLs.
+
+use actix_multipart::Multipart;
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::ApiError;
+use crate::http::extract::{perm, Guarded, Require};
+use crate::service::runs::{self as svc, Claim, Complete, RunDetail, StepReport};
+use crate::service::screenshots::{self, SignedUrl, Uploaded, MAX_UPLOAD_BYTES};
+use crate::service::{AppState, ClientInfo};
+use crate::store::flows::{RunRow, StepRow};
+
+/// Queue a manual run of a flow's current version.
+#[utoipa::path(tag = "runs", params(("flow" = String, Path)), responses((status = 201, body = RunRow), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[post("/flows/{flow}/runs")]
+pub async fn trigger(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    g: Require<perm::RunTrigger>,
+    flow: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let r = svc::trigger(&state.into_inner(), &g.principal, &flow, &client).await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/runs/{}", r.id)))
+        .json(r))
+}
+
+/// Queue a run through a flow's webhook trigger token (no session; the token is the credential).
+#[utoipa::path(tag = "runs", params(("token" = String, Path)), responses((status = 201, body = RunRow), (status = 404, body = crate::error::Problem)))]
+#[post("/hooks/runs/{token}")]
+pub async fn webhook(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    token: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let r = svc::trigger_webhook(&state.into_inner(), &token, &client).await?;
+    Ok(HttpResponse::Created().json(r))
+}
+
+/// Cancel a queued or running run (else 409 `invalid_transition`).
+#[utoipa::path(tag = "runs", params(("run" = String, Path)), responses((status = 200, body = RunRow), (status = 409, body = crate::error::Problem)), security(("session" = [])))]
+#[post("/runs/{run}/cancel")]
+pub async fn cancel(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    g: Require<perm::RunTrigger>,
+    run: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok()
+        .json(svc::cancel(&state.into_inner(), &g.principal, &run, &client).await?))
+}
+
+/// Run list filters.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RunFilter {
+    /// `queued|running|passed|failed|cancelled`.
+    pub status: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size (1–200, default 50).
+    pub limit: Option<u32>,
+}
+
+/// A page of runs, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct RunPage {
+    /// Runs.
+    pub items: Vec<RunRow>,
+    /// Cursor for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// List an application's runs.
+#[utoipa::path(tag = "runs", params(("app" = String, Path), RunFilter), responses((status = 200, body = RunPage)), security(("session" = [])))]
+#[get("/applications/{app}/runs")]
+pub async fn list(
+    state: web::Data<AppState>,
+    app: web::Path<String>,
+    g: Guarded<perm::RunRead, web::Query<RunFilter>>,
+) -> Result<HttpResponse, ApiError> {
+    let q = g.inner.into_inner();
+    let (items, next_cursor) = svc::list(
+        &state.into_inner(),
+        &g.principal,
+        &app,
+        q.status,
+        q.cursor,
+        q.limit.unwrap_or(50),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(RunPage { items, next_cursor }))
+}
+
+/// A run with its steps.
+#[utoipa::path(tag = "runs", params(("run" = String, Path)), responses((status = 200, body = RunDetail), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[get("/runs/{run}")]
+pub async fn get(
+    state: web::Data<AppState>,
+    g: Require<perm::RunRead>,
+    run: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(svc::get(&state.into_inner(), &g.principal, &run).await?))
+}
+
+/// A signed URL (≤ 15 minutes) for a step's screenshot.
+#[utoipa::path(tag = "runs", params(("run" = String, Path), ("n" = i64, Path)), responses((status = 200, body = SignedUrl), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[get("/runs/{run}/steps/{n}/screenshot")]
+pub async fn screenshot_url(
+    state: web::Data<AppState>,
+    g: Require<perm::RunRead>,
+    path: web::Path<(String, i64)>,
+) -> Result<HttpResponse, ApiError> {
+    let (run, n) = path.into_inner();
+    Ok(HttpResponse::Ok()
+        .json(screenshots::signed_url_for(&state.into_inner(), &g.principal, &run, n).await?))
+}
+
+/// Claim the next queued run of the agent's application (204 when none is queued).
+#[utoipa::path(tag = "agent", responses((status = 200, body = Claim), (status = 204)), security(("bearer" = [])))]
+#[post("/agent/runs/claim")]
+pub async fn claim(
+    state: web::Data<AppState>,
+    g: Require<perm::AgentRun>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(match svc::claim(&state.into_inner(), &g.principal).await? {
+        Some(c) => HttpResponse::Ok().json(c),
+        None => HttpResponse::NoContent().finish(),
+    })
+}
+
+/// Report one step result (secret values are scrubbed before storage).
+#[utoipa::path(tag = "agent", params(("run" = String, Path)), request_body = StepReport, responses((status = 200, body = StepRow), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)), security(("bearer" = [])))]
+#[post("/agent/runs/{run}/steps")]
+pub async fn report_step(
+    state: web::Data<AppState>,
+    run: web::Path<String>,
+    g: Guarded<perm::AgentRun, web::Json<StepReport>>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(
+        svc::report_step(
+            &state.into_inner(),
+            &g.principal,
+            &run,
+            g.inner.into_inner(),
+        )
+        .await?,
+    ))
+}
+
+/// Heartbeat (a running run without one for 5 minutes fails with `agent_timeout`).
+#[utoipa::path(tag = "agent", params(("run" = String, Path)), responses((status = 204), (status = 409, body = crate::error::Problem)), security(("bearer" = [])))]
+#[post("/agent/runs/{run}/heartbeat")]
+pub async fn heartbeat(
+    state: web::Data<AppState>,
+    g: Require<perm::AgentRun>,
+    run: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    svc::heartbeat(&state.into_inner(), &g.principal, &run).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Complete a run; Passed only when every step passed or was skipped and no checkpoint is unevaluated.
+#[utoipa::path(tag = "agent", params(("run" = String, Path)), request_body = Complete, responses((status = 200, body = RunRow), (status = 409, body = crate::error::Problem)), security(("bearer" = [])))]
+#[post("/agent/runs/{run}/complete")]
+pub async fn complete(
+    state: web::Data<AppState>,
+    run: web::Path<String>,
+    g: Guarded<perm::AgentRun, web::Json<Complete>>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(
+        svc::complete(
+            &state.into_inner(),
+            &g.principal,
+            &run,
+            g.inner.into_inner(),
+        )
+        .await?,
+    ))
+}
+
+/// Most parts in one upload (`image`, `masks`).
+const MAX_PARTS: usize = 4;
+/// Largest `masks` part.
+const MAX_MASKS_BYTES: usize = 256 * 1024;
+
+/// Upload a step's screenshot: multipart parts `image` (PNG ≤ 10 MiB) and `masks` (JSON list
+/// of `{selector, x, y, width, height}` or `{selector, not_found: true}`). Mask rectangles are
+/// painted before anything is stored; a missing rectangle → 422 and nothing stored.
+#[utoipa::path(tag = "agent", params(("run" = String, Path), ("n" = i64, Path)), responses((status = 201, body = Uploaded), (status = 413, body = crate::error::Problem), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
+#[post("/agent/runs/{run}/steps/{n}/screenshot")]
+pub async fn upload(
+    state: web::Data<AppState>,
+    path: web::Path<(String, i64)>,
+    g: Guarded<perm::AgentRun, Multipart>,
+) -> Result<HttpResponse, ApiError> {
+    let (run, n) = path.into_inner();
+    let mut mp = g.inner;
+    let (mut image, mut masks): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
+    let mut parts = 0;
+    let mut total = 0usize;
+    let read = async {
+        while let Some(field) = mp.next().await {
+            let mut field = field.map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_multipart",
+                    format!(
+                        "malformed multipart body: {}",
+                        crate::domain::truncate(&e.to_string(), 120)
+                    ),
+                )
+            })?;
+            parts += 1;
+            if parts > MAX_PARTS {
+                return Err(ApiError::bad_request(
+                    "too_many_parts",
+                    format!("at most {MAX_PARTS} parts"),
+                ));
+            }
+            let name = field
+                .content_disposition()
+                .and_then(|cd| cd.get_name())
+                .unwrap_or("")
+                .to_string();
+            let cap = match name.as_str() {
+                "image" => MAX_UPLOAD_BYTES,
+                "masks" => MAX_MASKS_BYTES,
+                _ => 0,
+            };
+            let mut buf = Vec::new();
+            while let Some(chunk) = field.next().await {
+                let chunk = chunk.map_err(|e| {
+                    ApiError::bad_request(
+                        "invalid_multipart",
+                        format!(
+                            "malformed multipart body: {}",
+                            crate::domain::truncate(&e.to_string(), 120)
+                        ),
+                    )
+                })?;
+                total += chunk.len();
+                if buf.len() + chunk.len() > cap || total > MAX_UPLOAD_BYTES + MAX_MASKS_BYTES {
+                    return Err(ApiError::new(
+                        actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "the image may be at most 10 MiB",
+                    )
+                    .field(if name.is_empty() {
+                        "image".to_string()
+                    } else {
+                        name.clone()
+                    }));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            match name.as_str() {
+                "image" if image.is_none() => image = Some(buf),
+                "masks" if masks.is_none() => masks = Some(buf),
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "invalid_multipart",
+                        "only one `image` and one `masks` part are accepted",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(120), read).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "upload took too long",
+            ))
+        }
+    }
+    let image = image.ok_or_else(|| ApiError::invalid("image", "the `image` part is required"))?;
+    let up = screenshots::upload(&state.into_inner(), &g.principal, &run, n, image, masks).await?;
+    Ok(HttpResponse::Created().json(up))
+}
+
+/// Serve a signed screenshot URL (no session). Any bad, altered, cross-object or expired
+/// signature → the same 403 and no bytes.
+#[utoipa::path(tag = "runs", params(("tenant" = String, Path), ("object" = String, Path), ("exp" = u64, Query), ("kid" = String, Query), ("sig" = String, Query)), responses((status = 200, content_type = "image/png"), (status = 403, body = crate::error::Problem)))]
+#[get("/shots/{tenant}/{object}.png")]
+pub async fn shot(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, object) = path.into_inner();
+    let bytes =
+        screenshots::fetch_signed(&state.into_inner(), &tenant, &object, req.query_string())
+            .await?;
+    Ok(HttpResponse::Ok()
+        .content_type("image/png")
+        .insert_header(("Cache-Control", "private, no-store"))
+        .body(bytes))
+}

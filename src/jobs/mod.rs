@@ -1,0 +1,72 @@
+//! Background jobs, registered by name (after kanidm's named tasks and vaultwarden's cron
+//! strings): tokio-cron-scheduler drives them in `serve`, and [`run_once`] runs one by name for
+//! tests and operators (`flowguard jobs run NAME`).
+//!
+//! | name | default cron (sec min hour …) | what |
+//! |---|---|---|
+//! | `schedules` | `0 * * * * *` (every minute) | queue runs of flows whose cron tick passed (missed ticks collapse into one) |
+//! | `agent-timeouts` | `30 * * * * *` (every minute) | fail running runs without a heartbeat for 5 minutes (`agent_timeout`) |
+//!
+//! Both also run once at start, so a tick missed while the server was down runs once.
+
+use std::sync::Arc;
+
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+use crate::service::{runs, AppState};
+
+/// A registered job.
+pub struct JobSpec {
+    /// Name.
+    pub name: &'static str,
+    /// Cron expression with seconds.
+    pub cron: &'static str,
+    /// Body (blocking); returns how many items it handled.
+    pub run: fn(&AppState) -> usize,
+}
+
+/// All jobs.
+pub const JOBS: &[JobSpec] = &[
+    JobSpec {
+        name: "schedules",
+        cron: "0 * * * * *",
+        run: runs::queue_scheduled_blocking,
+    },
+    JobSpec {
+        name: "agent-timeouts",
+        cron: "30 * * * * *",
+        run: runs::fail_stale_runs_blocking,
+    },
+];
+
+/// Run one job now by name (blocking). Unknown name → `None`.
+pub fn run_once(state: &AppState, name: &str) -> Option<usize> {
+    JOBS.iter().find(|j| j.name == name).map(|j| (j.run)(state))
+}
+
+async fn run_named(state: Arc<AppState>, name: &'static str) {
+    let st = state.clone();
+    match tokio::task::spawn_blocking(move || run_once(&st, name)).await {
+        Ok(Some(n)) if n > 0 => tracing::info!(job = name, handled = n, "job ran"),
+        Ok(_) => tracing::debug!(job = name, "job ran"),
+        Err(e) => tracing::error!(job = name, error = %e, "job panicked"),
+    }
+}
+
+/// Start the scheduler with every job, after running each once. Returns the scheduler (keep it
+/// alive; `shutdown` it on exit).
+pub async fn start(state: Arc<AppState>) -> anyhow::Result<JobScheduler> {
+    let sched = JobScheduler::new().await?;
+    for spec in JOBS {
+        run_named(state.clone(), spec.name).await;
+        let st = state.clone();
+        let name = spec.name;
+        let job = Job::new_async(spec.cron, move |_id, _l| {
+            let st = st.clone();
+            Box::pin(async move { run_named(st, name).await })
+        })?;
+        sched.add(job).await?;
+    }
+    sched.start().await?;
+    Ok(sched)
+}

@@ -1,0 +1,292 @@
+//! Flows: create, read (current or any version), save a new version, delete, list by tag;
+//! schedules (cron + IANA timezone); webhook trigger tokens.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+
+use super::{unix_now, AppState, ClientInfo, Principal};
+use crate::audit::NewAuditEvent;
+use crate::crypto::token;
+use crate::domain::flow::FlowDef;
+use crate::domain::{new_object_id, now_rfc3339, TenantId};
+use crate::error::{ApiError, ApiResult};
+use crate::store::flows::{self, FlowRow, NewVersion, WebhookRow};
+use crate::store::StoreError;
+
+/// Tenant of a tenant principal.
+pub fn tenant_of(p: &Principal) -> ApiResult<TenantId> {
+    p.tenant().cloned().ok_or_else(ApiError::forbidden)
+}
+
+fn parse_def(body: &serde_json::Value) -> ApiResult<FlowDef> {
+    FlowDef::parse(body).map_err(|e| {
+        let mut err = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            e.message,
+        );
+        if !e.field.is_empty() {
+            err = err.field(e.field);
+        }
+        err
+    })
+}
+
+struct Encoded {
+    tags: String,
+    steps: String,
+    source: String,
+}
+
+fn encode(d: &FlowDef) -> ApiResult<Encoded> {
+    Ok(Encoded {
+        tags: serde_json::to_string(&d.tags).map_err(ApiError::internal)?,
+        steps: serde_json::to_string(&d.steps).map_err(ApiError::internal)?,
+        source: serde_json::to_value(d.source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| "manual".into()),
+    })
+}
+
+/// Create a flow under an application (404 if the application is not in this tenant).
+pub async fn create(
+    state: &Arc<AppState>,
+    p: &Principal,
+    app: &str,
+    body: &serde_json::Value,
+    client: &ClientInfo,
+) -> ApiResult<FlowRow> {
+    let t = tenant_of(p)?;
+    let def = parse_def(body)?;
+    let enc = encode(&def)?;
+    let id = new_object_id();
+    let ev = NewAuditEvent::new(&p.actor(client), "flow.create", Some(format!("flow:{id}")))
+        .details(serde_json::json!({"name": def.name, "application_id": app, "version": 1, "steps": def.steps.len()}));
+    let (app, by, id2) = (app.to_string(), p.actor_name(), id.clone());
+    let name = def.name.clone();
+    state
+        .tenants
+        .run(&t, move |c| {
+            let v = NewVersion {
+                name: &name,
+                tags: &enc.tags,
+                source: &enc.source,
+                steps: &enc.steps,
+                created_by: &by,
+            };
+            flows::insert_flow(c, &id2, &app, &v, &ev)
+        })
+        .await?;
+    get(state, p, &id, None).await
+}
+
+/// Read a flow at its current version or at `version`.
+pub async fn get(
+    state: &Arc<AppState>,
+    p: &Principal,
+    id: &str,
+    version: Option<i64>,
+) -> ApiResult<FlowRow> {
+    let t = tenant_of(p)?;
+    let id = id.to_string();
+    state
+        .tenants
+        .run(&t, move |c| flows::flow(c, &id, version))
+        .await?
+        .ok_or_else(ApiError::not_found)
+}
+
+/// List live flows of an application, optionally by tag.
+pub async fn list(
+    state: &Arc<AppState>,
+    p: &Principal,
+    app: &str,
+    tag: Option<String>,
+) -> ApiResult<Vec<FlowRow>> {
+    let t = tenant_of(p)?;
+    let app = app.to_string();
+    let exists = {
+        let a = app.clone();
+        state
+            .tenants
+            .run(&t, move |c| crate::store::tenant::application(c, &a))
+            .await?
+            .is_some()
+    };
+    if !exists {
+        return Err(ApiError::not_found());
+    }
+    Ok(state
+        .tenants
+        .run(&t, move |c| flows::list_flows(c, &app, tag.as_deref()))
+        .await?)
+}
+
+/// Save a new immutable version.
+pub async fn update(
+    state: &Arc<AppState>,
+    p: &Principal,
+    id: &str,
+    body: &serde_json::Value,
+    client: &ClientInfo,
+) -> ApiResult<FlowRow> {
+    let t = tenant_of(p)?;
+    let def = parse_def(body)?;
+    let enc = encode(&def)?;
+    let cur = get(state, p, id, None).await?;
+    let ev = NewAuditEvent::new(&p.actor(client), "flow.update", Some(format!("flow:{id}")))
+        .details(serde_json::json!({"name": def.name, "from_version": cur.current_version, "steps": def.steps.len()}));
+    let (by, id2, name) = (p.actor_name(), id.to_string(), def.name.clone());
+    state
+        .tenants
+        .run(&t, move |c| {
+            let v = NewVersion {
+                name: &name,
+                tags: &enc.tags,
+                source: &enc.source,
+                steps: &enc.steps,
+                created_by: &by,
+            };
+            flows::insert_version(c, &id2, &v, &ev)
+        })
+        .await?;
+    get(state, p, id, None).await
+}
+
+/// Delete (soft: versions stay readable through runs; webhook tokens are revoked).
+pub async fn delete(
+    state: &Arc<AppState>,
+    p: &Principal,
+    id: &str,
+    client: &ClientInfo,
+) -> ApiResult<()> {
+    let t = tenant_of(p)?;
+    let cur = get(state, p, id, None).await?;
+    let ev = NewAuditEvent::new(&p.actor(client), "flow.delete", Some(format!("flow:{id}")))
+        .details(serde_json::json!({"name": cur.name}));
+    let id = id.to_string();
+    state
+        .tenants
+        .run(&t, move |c| flows::delete_flow(c, &id, &ev))
+        .await?;
+    Ok(())
+}
+
+/// Validate a cron expression (5 fields, or 6 with seconds) and an IANA timezone.
+pub fn parse_schedule(cron: &str, tz: &str) -> ApiResult<(croner::Cron, chrono_tz::Tz)> {
+    let c = croner::Cron::new(cron.trim())
+        .with_seconds_optional()
+        .parse()
+        .map_err(|e| ApiError::invalid("cron", format!("invalid cron expression: {e}")))?;
+    let z = chrono_tz::Tz::from_str(tz.trim())
+        .map_err(|_| ApiError::invalid("timezone", "unknown IANA timezone"))?;
+    Ok((c, z))
+}
+
+/// Set (`Some`) or clear (`None`) a flow's schedule. Ticks are counted from now.
+pub async fn set_schedule(
+    state: &Arc<AppState>,
+    p: &Principal,
+    id: &str,
+    sched: Option<(String, String)>,
+    client: &ClientInfo,
+) -> ApiResult<FlowRow> {
+    let t = tenant_of(p)?;
+    if let Some((cron, tz)) = &sched {
+        parse_schedule(cron, tz)?;
+    }
+    let ev = NewAuditEvent::new(&p.actor(client), "flow.schedule", Some(format!("flow:{id}")))
+        .details(serde_json::json!({"cron": sched.as_ref().map(|s| &s.0), "timezone": sched.as_ref().map(|s| &s.1)}));
+    let id2 = id.to_string();
+    let now = unix_now();
+    state
+        .tenants
+        .run(&t, move |c| {
+            let s = sched.as_ref().map(|(a, b)| (a.trim(), b.trim()));
+            flows::set_schedule(c, &id2, s, now, &ev)
+        })
+        .await?;
+    get(state, p, id, None).await
+}
+
+/// Create a webhook trigger token (`fgw_<tenant>_…`, shown once) for a flow.
+pub async fn create_webhook(
+    state: &Arc<AppState>,
+    p: &Principal,
+    flow: &str,
+    name: &str,
+    client: &ClientInfo,
+) -> ApiResult<(WebhookRow, String)> {
+    let t = tenant_of(p)?;
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::invalid("name", "name must be 1-100 characters"));
+    }
+    let secret = format!("fgw_{}_{}", t.as_str(), token::random_secret());
+    let row = WebhookRow {
+        id: new_object_id(),
+        flow_id: flow.to_string(),
+        name: name.to_string(),
+        prefix: secret.chars().take(secret.len() - 37).collect(),
+        created_at: now_rfc3339(),
+        created_by: p.actor_name(),
+        revoked_at: None,
+    };
+    let ev = NewAuditEvent::new(
+        &p.actor(client),
+        "webhook_token.create",
+        Some(format!("webhook_token:{}", row.id)),
+    )
+    .details(serde_json::json!({"flow_id": flow, "name": name, "prefix": row.prefix}));
+    let (r2, h) = (row.clone(), token::token_hash(&secret));
+    state
+        .tenants
+        .run(&t, move |c| flows::insert_webhook(c, &r2, &h, &ev))
+        .await?;
+    Ok((row, secret))
+}
+
+/// List a flow's webhook tokens.
+pub async fn list_webhooks(
+    state: &Arc<AppState>,
+    p: &Principal,
+    flow: &str,
+) -> ApiResult<Vec<WebhookRow>> {
+    let t = tenant_of(p)?;
+    get(state, p, flow, None).await?;
+    let f = flow.to_string();
+    Ok(state
+        .tenants
+        .run(&t, move |c| flows::webhooks(c, &f))
+        .await?)
+}
+
+/// Revoke a webhook token.
+pub async fn revoke_webhook(
+    state: &Arc<AppState>,
+    p: &Principal,
+    flow: &str,
+    id: &str,
+    client: &ClientInfo,
+) -> ApiResult<()> {
+    let t = tenant_of(p)?;
+    let ev = NewAuditEvent::new(
+        &p.actor(client),
+        "webhook_token.revoke",
+        Some(format!("webhook_token:{id}")),
+    )
+    .details(serde_json::json!({"flow_id": flow}));
+    let (f, i) = (flow.to_string(), id.to_string());
+    state
+        .tenants
+        .run(&t, move |c| flows::revoke_webhook(c, &f, &i, &ev))
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found(),
+            other => other.into(),
+        })?;
+    Ok(())
+}

@@ -1,0 +1,640 @@
+//! Runs and their lifecycle `queued → running → passed | failed | cancelled` (any other
+//! transition is 409 `invalid_transition`), triggers (manual, webhook, schedule), the agent API
+//! (claim, step results, heartbeat, complete) with secret scrubbing, and the jobs that fail
+//! runs without heartbeats and queue scheduled runs.
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use zeroize::Zeroizing;
+
+use super::variables::{self, Resolved};
+use super::{unix_now, AppState, ClientInfo, Principal};
+use crate::audit::{Actor, NewAuditEvent};
+use crate::crypto::token;
+use crate::domain::flow::{render_template, template_vars, Step};
+use crate::domain::{new_object_id, TenantId};
+use crate::error::{ApiError, ApiResult};
+use crate::store::flows::{self, RunRow, StepRow};
+use crate::store::{catalog, StoreError};
+
+/// Reason stored on checkpoint steps until an AI endpoint is configured.
+pub const NOT_EVALUATED_REASON: &str = "no AI endpoint configured";
+
+fn map_transition(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict(m) if m.starts_with("transition:") => ApiError::conflict(
+            "invalid_transition",
+            format!(
+                "the run is {}; this transition is not allowed",
+                m.trim_start_matches("transition:")
+            ),
+        ),
+        other => other.into(),
+    }
+}
+
+/// A run with its step results.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunDetail {
+    /// The run.
+    #[serde(flatten)]
+    pub run: RunRow,
+    /// Step results by index.
+    pub steps: Vec<StepRow>,
+    /// Number of steps in the pinned flow version.
+    pub step_count: usize,
+}
+
+/// Queue a manual run of a flow.
+pub async fn trigger(
+    state: &Arc<AppState>,
+    p: &Principal,
+    flow: &str,
+    client: &ClientInfo,
+) -> ApiResult<RunRow> {
+    let t = super::flows::tenant_of(p)?;
+    let id = new_object_id();
+    let ev = NewAuditEvent::new(&p.actor(client), "run.trigger", Some(format!("run:{id}")))
+        .details(serde_json::json!({"flow_id": flow, "trigger": "manual"}));
+    let (f, by) = (flow.to_string(), p.actor_name());
+    Ok(state
+        .tenants
+        .run(&t, move |c| {
+            flows::queue_run(c, &id, &f, "manual", &by, Some(&ev))
+        })
+        .await?)
+}
+
+/// Queue a run through a webhook token `fgw_<tenant>_…` (no session). Unknown or revoked
+/// tokens → 404 (no oracle on which part was wrong).
+pub async fn trigger_webhook(
+    state: &Arc<AppState>,
+    secret: &str,
+    client: &ClientInfo,
+) -> ApiResult<RunRow> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "unknown trigger token");
+    let rest = secret.strip_prefix("fgw_").ok_or_else(not_found)?;
+    let (tenant, s) = rest.split_once('_').ok_or_else(not_found)?;
+    if s.len() != 43 {
+        return Err(not_found());
+    }
+    let t = TenantId::parse(tenant).map_err(|_| not_found())?;
+    let tid = t.as_str().to_string();
+    if state
+        .catalog
+        .run(move |c| catalog::find_tenant(c, &tid))
+        .await?
+        .is_none_or(|r| r.id != t.as_str())
+    {
+        return Err(not_found());
+    }
+    let h = token::token_hash(secret);
+    let (wid, flow) = state
+        .tenants
+        .run(&t, move |c| flows::webhook_flow(c, &h))
+        .await?
+        .ok_or_else(not_found)?;
+    let id = new_object_id();
+    let actor = Actor {
+        email: Some(format!("webhook-token:{wid}")),
+        role: Some("webhook".into()),
+        client_ip: Some(client.ip.clone()),
+        user_agent: client.user_agent.clone(),
+    };
+    let ev = NewAuditEvent::new(&actor, "run.trigger", Some(format!("run:{id}"))).details(
+        serde_json::json!({"flow_id": flow, "trigger": "webhook", "webhook_token_id": wid}),
+    );
+    let by = format!("webhook-token:{wid}");
+    Ok(state
+        .tenants
+        .run(&t, move |c| {
+            flows::queue_run(c, &id, &flow, "webhook", &by, Some(&ev))
+        })
+        .await?)
+}
+
+/// Cancel a queued or running run.
+pub async fn cancel(
+    state: &Arc<AppState>,
+    p: &Principal,
+    run: &str,
+    client: &ClientInfo,
+) -> ApiResult<RunRow> {
+    let t = super::flows::tenant_of(p)?;
+    let ev = NewAuditEvent::new(&p.actor(client), "run.cancel", Some(format!("run:{run}")));
+    let r = run.to_string();
+    state
+        .tenants
+        .run(&t, move |c| {
+            flows::transition(
+                c,
+                &r,
+                &["queued", "running"],
+                "cancelled",
+                Some("cancelled"),
+                None,
+                Some(&ev),
+            )
+        })
+        .await
+        .map_err(map_transition)
+}
+
+/// Runs of an application, newest first; `cursor` is the last row's `queued_at|id`.
+pub async fn list(
+    state: &Arc<AppState>,
+    p: &Principal,
+    app: &str,
+    status: Option<String>,
+    cursor: Option<String>,
+    limit: u32,
+) -> ApiResult<(Vec<RunRow>, Option<String>)> {
+    let t = super::flows::tenant_of(p)?;
+    if let Some(s) = &status {
+        if !["queued", "running", "passed", "failed", "cancelled"].contains(&s.as_str()) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "status must be queued, running, passed, failed or cancelled",
+            )
+            .field("status"));
+        }
+    }
+    let before = match &cursor {
+        Some(c) => Some(
+            c.split_once('|')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| {
+                    ApiError::bad_request("invalid_cursor", "cursor is not valid").field("cursor")
+                })?,
+        ),
+        None => None,
+    };
+    let a = app.to_string();
+    if state
+        .tenants
+        .run(&t, move |c| crate::store::tenant::application(c, &a))
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found());
+    }
+    let limit = limit.clamp(1, 200);
+    let a = app.to_string();
+    let rows = state
+        .tenants
+        .run(&t, move |c| {
+            flows::list_runs(
+                c,
+                &a,
+                status.as_deref(),
+                before.as_ref().map(|(x, y)| (x.as_str(), y.as_str())),
+                limit,
+            )
+        })
+        .await?;
+    let next = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|r| format!("{}|{}", r.queued_at, r.id)))
+        .flatten();
+    Ok((rows, next))
+}
+
+/// A run with its steps.
+pub async fn get(state: &Arc<AppState>, p: &Principal, run: &str) -> ApiResult<RunDetail> {
+    let t = super::flows::tenant_of(p)?;
+    let r = run.to_string();
+    state
+        .tenants
+        .run(&t, move |c| {
+            let Some(run) = flows::run(c, &r)? else {
+                return Ok(None);
+            };
+            let steps = flows::steps(c, &r)?;
+            let step_count = pinned_steps(c, &run.flow_id, run.flow_version)
+                .map(|s| s.len())
+                .unwrap_or(0);
+            Ok(Some(RunDetail {
+                run,
+                steps,
+                step_count,
+            }))
+        })
+        .await?
+        .ok_or_else(ApiError::not_found)
+}
+
+fn pinned_steps(
+    c: &rusqlite::Connection,
+    flow: &str,
+    version: i64,
+) -> Result<Vec<Step>, StoreError> {
+    let s = flows::version_steps(c, flow, version)?;
+    serde_json::from_str(&s)
+        .map_err(|e| StoreError::Migration(format!("stored steps unreadable: {e}")))
+}
+
+// ---------------------------------------------------------------- agent API
+
+/// What a claim hands the agent: the pinned flow version with variables resolved.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Claim {
+    /// Run id.
+    pub run_id: String,
+    /// Flow id.
+    pub flow_id: String,
+    /// Pinned version.
+    pub flow_version: i64,
+    /// Application base URL (relative `navigate` URLs resolve against it).
+    pub base_url: String,
+    /// Steps with `{{variables}}` substituted.
+    #[schema(value_type = Vec<Object>)]
+    pub steps: Vec<serde_json::Value>,
+    /// Selectors that must be masked in each step's screenshot (screenshot `mask` lists and
+    /// `fill` steps whose value uses a secret variable), by step index.
+    pub mask_required: Vec<Vec<String>>,
+}
+
+fn agent_scope(p: &Principal) -> ApiResult<(TenantId, String, String)> {
+    match p {
+        Principal::Agent {
+            tenant,
+            application_id,
+            token_id,
+            ..
+        } => Ok((tenant.clone(), application_id.clone(), token_id.clone())),
+        _ => Err(ApiError::forbidden()),
+    }
+}
+
+/// Selectors that must be masked in step `s`'s screenshot.
+pub fn required_masks(s: &Step, secret_names: &[String]) -> Vec<String> {
+    match s {
+        Step::Screenshot { mask, .. } => mask.clone(),
+        Step::Fill {
+            selector, value, ..
+        } if template_vars(value)
+            .iter()
+            .any(|v| secret_names.contains(v)) =>
+        {
+            vec![selector.clone()]
+        }
+        _ => vec![],
+    }
+}
+
+/// Claim the oldest queued run of the agent's application (None when nothing is queued).
+pub async fn claim(state: &Arc<AppState>, p: &Principal) -> ApiResult<Option<Claim>> {
+    let (t, app, token_id) = agent_scope(p)?;
+    let now = unix_now();
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || -> ApiResult<Option<Claim>> {
+        let db = st.tenants.get_blocking(&t)?;
+        let (run, base_url, steps) = {
+            let mut c = db.lock();
+            let Some(run) = flows::claim_run(&mut c, &app, &token_id, now)? else {
+                return Ok(None);
+            };
+            let base = crate::store::tenant::application(&c, &app)?
+                .map(|a| a.base_url)
+                .unwrap_or_default();
+            let steps = pinned_steps(&c, &run.flow_id, run.flow_version)?;
+            (run, base, steps)
+        };
+        let vars: Vec<Resolved> = variables::resolve_blocking(&st, &t, &app)?;
+        let secret_names: Vec<String> = vars
+            .iter()
+            .filter(|v| v.secret)
+            .map(|v| v.name.clone())
+            .collect();
+        let lookup = |n: &str| {
+            vars.iter()
+                .find(|v| v.name == n)
+                .map(|v| v.value.to_string())
+        };
+        let mut out = Vec::with_capacity(steps.len());
+        let mut masks = Vec::with_capacity(steps.len());
+        for s in &steps {
+            masks.push(required_masks(s, &secret_names));
+            let mut v = serde_json::to_value(s).map_err(ApiError::internal)?;
+            if let Some(obj) = v.as_object_mut() {
+                for key in ["url", "value", "expected"] {
+                    if let Some(serde_json::Value::String(text)) = obj.get(key) {
+                        let r = render_template(text, &lookup);
+                        obj.insert(key.into(), serde_json::Value::String(r));
+                    }
+                }
+            }
+            out.push(v);
+        }
+        Ok(Some(Claim {
+            run_id: run.id,
+            flow_id: run.flow_id,
+            flow_version: run.flow_version,
+            base_url,
+            steps: out,
+            mask_required: masks,
+        }))
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// One step result from an agent.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepReport {
+    /// Step index (0-based).
+    pub index: i64,
+    /// `passed|failed|skipped`.
+    pub status: String,
+    /// Duration in ms.
+    #[serde(default)]
+    pub duration_ms: Option<i64>,
+    /// Error text.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Console summary (any JSON).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub console: Option<serde_json::Value>,
+    /// Network summary (any JSON).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub network: Option<serde_json::Value>,
+}
+
+/// Load a run the agent owns: same application and claimed by this token; else 404.
+fn owned_run(
+    c: &rusqlite::Connection,
+    run: &str,
+    app: &str,
+    token_id: &str,
+) -> Result<RunRow, ApiError> {
+    match flows::run(c, run)? {
+        Some(r) if r.application_id == app && r.agent_token_id.as_deref() == Some(token_id) => {
+            Ok(r)
+        }
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+fn scrub_json(v: &serde_json::Value, secrets: &[Zeroizing<String>]) -> Option<serde_json::Value> {
+    let text = variables::scrub(&v.to_string(), secrets);
+    serde_json::from_str(&text)
+        .ok()
+        .or(Some(serde_json::Value::String(text)))
+}
+
+/// Record a step result (secret values scrubbed from every text field).
+pub async fn report_step(
+    state: &Arc<AppState>,
+    p: &Principal,
+    run: &str,
+    rep: StepReport,
+) -> ApiResult<StepRow> {
+    let (t, app, token_id) = agent_scope(p)?;
+    if !["passed", "failed", "skipped"].contains(&rep.status.as_str()) {
+        return Err(ApiError::invalid(
+            "status",
+            "status must be passed, failed or skipped",
+        ));
+    }
+    if rep.duration_ms.is_some_and(|d| d < 0) {
+        return Err(ApiError::invalid("duration_ms", "must not be negative"));
+    }
+    if rep.error.as_ref().is_some_and(|e| e.len() > 64 * 1024) {
+        return Err(ApiError::invalid("error", "longer than 64 KiB"));
+    }
+    let st = state.clone();
+    let run = run.to_string();
+    tokio::task::spawn_blocking(move || -> ApiResult<StepRow> {
+        let db = st.tenants.get_blocking(&t)?;
+        let (r, steps) = {
+            let c = db.lock();
+            let r = owned_run(&c, &run, &app, &token_id)?;
+            let steps = pinned_steps(&c, &r.flow_id, r.flow_version)?;
+            (r, steps)
+        };
+        let idx = usize::try_from(rep.index)
+            .ok()
+            .filter(|i| *i < steps.len())
+            .ok_or_else(|| {
+                ApiError::invalid("index", format!("index must be 0..{}", steps.len()))
+            })?;
+        let secrets = variables::secret_values(&variables::resolve_blocking(&st, &t, &app)?);
+        let (status, reason) = match (&steps[idx], rep.status.as_str()) {
+            (Step::Checkpoint { .. }, "passed") | (Step::Checkpoint { .. }, "failed") => (
+                "not_evaluated".to_string(),
+                Some(NOT_EVALUATED_REASON.to_string()),
+            ),
+            (_, s) => (s.to_string(), None),
+        };
+        let row = StepRow {
+            index: rep.index,
+            status,
+            duration_ms: rep.duration_ms,
+            error: rep.error.as_deref().map(|e| variables::scrub(e, &secrets)),
+            console: rep.console.as_ref().and_then(|v| scrub_json(v, &secrets)),
+            network: rep.network.as_ref().and_then(|v| scrub_json(v, &secrets)),
+            reason,
+            has_screenshot: false,
+        };
+        let mut c = db.lock();
+        flows::put_step(&mut c, &r.id, &row).map_err(map_transition)?;
+        Ok(row)
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// Heartbeat of a running run.
+pub async fn heartbeat(state: &Arc<AppState>, p: &Principal, run: &str) -> ApiResult<()> {
+    let (t, app, token_id) = agent_scope(p)?;
+    let run = run.to_string();
+    let now = unix_now();
+    state
+        .tenants
+        .run(&t, move |c| {
+            let r = match owned_run(c, &run, &app, &token_id) {
+                Ok(r) => r,
+                Err(_) => return Ok(Err(ApiError::not_found())),
+            };
+            if !flows::heartbeat(c, &r.id, now)? {
+                return Ok(Err(ApiError::conflict(
+                    "invalid_transition",
+                    format!("the run is {}", r.status),
+                )));
+            }
+            Ok(Ok(()))
+        })
+        .await?
+}
+
+/// Completion body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Complete {
+    /// `passed|failed`.
+    pub status: String,
+    /// Error text when failed.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Complete a run. `passed` is recorded only if every step has a result, none failed and no
+/// checkpoint is `not_evaluated`; otherwise the run is Failed with the reason.
+pub async fn complete(
+    state: &Arc<AppState>,
+    p: &Principal,
+    run: &str,
+    body: Complete,
+) -> ApiResult<RunRow> {
+    let (t, app, token_id) = agent_scope(p)?;
+    if !["passed", "failed"].contains(&body.status.as_str()) {
+        return Err(ApiError::invalid(
+            "status",
+            "status must be passed or failed",
+        ));
+    }
+    let st = state.clone();
+    let run = run.to_string();
+    let actor = p.actor(&ClientInfo::default());
+    tokio::task::spawn_blocking(move || -> ApiResult<RunRow> {
+        let secrets = variables::secret_values(&variables::resolve_blocking(&st, &t, &app)?);
+        let db = st.tenants.get_blocking(&t)?;
+        let mut c = db.lock();
+        let r = owned_run(&c, &run, &app, &token_id)?;
+        let steps = pinned_steps(&c, &r.flow_id, r.flow_version)?;
+        let results = flows::steps(&c, &r.id)?;
+        let (final_status, reason) = if body.status == "failed" {
+            ("failed", Some("agent_reported_failure".to_string()))
+        } else if let Some(f) = results.iter().find(|s| s.status == "failed") {
+            ("failed", Some(format!("step_failed:{}", f.index)))
+        } else if let Some(n) = results.iter().find(|s| s.status == "not_evaluated") {
+            (
+                "failed",
+                Some(format!("checkpoint_not_evaluated:{}", n.index)),
+            )
+        } else if results.len() < steps.len() {
+            let missing = (0..steps.len() as i64)
+                .find(|i| !results.iter().any(|s| s.index == *i))
+                .unwrap_or(0);
+            ("failed", Some(format!("missing_step_result:{missing}")))
+        } else {
+            ("passed", None)
+        };
+        let error = body.error.as_deref().map(|e| variables::scrub(e, &secrets));
+        let ev = NewAuditEvent::new(&actor, "run.complete", Some(format!("run:{}", r.id))).details(
+            serde_json::json!({"reported": body.status, "status": final_status, "reason": reason}),
+        );
+        flows::transition(
+            &mut c,
+            &r.id,
+            &["running"],
+            final_status,
+            reason.as_deref(),
+            error.as_deref(),
+            Some(&ev),
+        )
+        .map_err(map_transition)
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+// ---------------------------------------------------------------- jobs
+
+fn system_actor(job: &str) -> Actor {
+    Actor {
+        email: Some(format!("job:{job}")),
+        role: Some("system".into()),
+        client_ip: None,
+        user_agent: None,
+    }
+}
+
+fn all_tenants(state: &AppState) -> Vec<TenantId> {
+    let rows = {
+        let c = state.catalog.db().lock();
+        catalog::list_tenants(&c).unwrap_or_default()
+    };
+    rows.into_iter()
+        .filter_map(|r| TenantId::parse(&r.id).ok())
+        .collect()
+}
+
+/// Fail running runs whose agent sent no heartbeat for `runs.heartbeat_timeout_secs` (blocking).
+/// Returns how many runs were failed.
+pub fn fail_stale_runs_blocking(state: &AppState) -> usize {
+    let cutoff = unix_now() - state.settings.runs.heartbeat_timeout_secs as i64;
+    let mut n = 0;
+    for t in all_tenants(state) {
+        let res = state.tenants.get_blocking(&t).and_then(|db| {
+            let mut c = db.lock();
+            flows::fail_stale_runs(&mut c, cutoff, &|id| {
+                NewAuditEvent::new(
+                    &system_actor("agent-timeouts"),
+                    "run.timeout",
+                    Some(format!("run:{id}")),
+                )
+                .details(serde_json::json!({"reason": "agent_timeout"}))
+            })
+        });
+        match res {
+            Ok(ids) => n += ids.len(),
+            Err(e) => {
+                tracing::error!(tenant = %t, error = %e, "agent-timeout job failed for tenant")
+            }
+        }
+    }
+    n
+}
+
+/// Queue one run for every scheduled flow whose next cron tick after its anchor has passed.
+/// Missed ticks (e.g. while the server was down) collapse into one run. Returns runs queued.
+pub fn queue_scheduled_blocking(state: &AppState) -> usize {
+    let now = chrono::Utc::now();
+    let mut n = 0;
+    for t in all_tenants(state) {
+        let res = state.tenants.get_blocking(&t).and_then(|db| {
+            let mut c = db.lock();
+            let mut queued = 0;
+            for (flow, cron, tz, anchor) in flows::scheduled_flows(&c)? {
+                let Ok((cron, tz)) = super::flows::parse_schedule(&cron, &tz) else {
+                    continue;
+                };
+                let Some(from) = chrono::DateTime::from_timestamp(anchor, 0) else {
+                    continue;
+                };
+                let due = cron
+                    .find_next_occurrence(&from.with_timezone(&tz), false)
+                    .ok()
+                    .is_some_and(|next| next.with_timezone(&chrono::Utc) <= now);
+                if !due {
+                    continue;
+                }
+                let id = new_object_id();
+                let ev = NewAuditEvent::new(
+                    &system_actor("schedules"),
+                    "run.trigger",
+                    Some(format!("run:{id}")),
+                )
+                .details(serde_json::json!({"flow_id": flow, "trigger": "schedule"}));
+                let tx_ok = flows::queue_run(&mut c, &id, &flow, "schedule", "schedule", Some(&ev));
+                // Advance the anchor whether or not the flow still exists, so ticks never pile up.
+                flows::advance_schedule(&c, &flow, now.timestamp())?;
+                if tx_ok.is_ok() {
+                    queued += 1;
+                }
+            }
+            Ok(queued)
+        });
+        match res {
+            Ok(q) => n += q,
+            Err(e) => tracing::error!(tenant = %t, error = %e, "schedule job failed for tenant"),
+        }
+    }
+    n
+}

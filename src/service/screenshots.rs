@@ -1,0 +1,372 @@
+//! Screenshots: masked **before any byte reaches disk**, encrypted with the tenant DEK
+//! (AES-256-GCM, AAD = tenant + object id), stored under `<data>/screenshots/<tenant>/` (0600),
+//! and served only through 15-minute signed URLs.
+//!
+//! Decoding defends against decompression bombs (shared/cases/uploads-and-storage.md R03): the
+//! IHDR dimensions are checked against [`MAX_SIDE`] and [`MAX_PIXELS`] before any pixel buffer is
+//! allocated, the decoder runs with an explicit byte limit, text chunks are never inflated, and
+//! decoding runs in `spawn_blocking` behind a semaphore ([`AppState::image_slots`]).
+
+use std::io::{Cursor, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::variables;
+use super::{keys, runs, unix_now, AppState, Principal};
+use crate::crypto::{envelope, signed_url};
+use crate::domain::flow::Step;
+use crate::domain::{new_object_id, TenantId};
+use crate::error::{ApiError, ApiResult};
+use crate::store::flows::{self, ShotRow};
+use crate::store::StoreError;
+
+/// Largest upload (10 MiB).
+pub const MAX_UPLOAD_BYTES: usize = 10 * 1024 * 1024;
+/// Largest width or height in pixels.
+pub const MAX_SIDE: u32 = 16_384;
+/// Largest pixel count (40 megapixels).
+pub const MAX_PIXELS: u64 = 40_000_000;
+
+/// One mask rectangle reported by the agent, in image pixels.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaskRect {
+    /// Selector the rectangle belongs to.
+    pub selector: String,
+    /// Left.
+    #[serde(default)]
+    pub x: i64,
+    /// Top.
+    #[serde(default)]
+    pub y: i64,
+    /// Width.
+    #[serde(default)]
+    pub width: i64,
+    /// Height.
+    #[serde(default)]
+    pub height: i64,
+    /// The selector matched nothing on the page (nothing to paint).
+    #[serde(default)]
+    pub not_found: bool,
+}
+
+fn unprocessable(code: &'static str, msg: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, msg)
+}
+
+/// Decode `png` (bounded), paint `rects` solid black (clipped to the image) and re-encode as an
+/// RGBA8 PNG without ancillary chunks. Returns (png bytes, width, height).
+pub fn mask_png(png_bytes: &[u8], rects: &[MaskRect]) -> ApiResult<(Vec<u8>, u32, u32)> {
+    let bad = || unprocessable("invalid_image", "the image part is not a valid PNG").field("image");
+    let mut dec = png::Decoder::new_with_limits(
+        Cursor::new(png_bytes),
+        png::Limits {
+            bytes: (MAX_PIXELS as usize) * 4 + 1024,
+        },
+    );
+    dec.set_ignore_text_chunk(true);
+    dec.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = dec.read_info().map_err(|_| bad())?;
+    let (w, h) = {
+        let i = reader.info();
+        (i.width, i.height)
+    };
+    if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE || u64::from(w) * u64::from(h) > MAX_PIXELS
+    {
+        return Err(unprocessable(
+            "image_dimensions_exceeded",
+            format!("image is {w}x{h}; at most {MAX_SIDE} per side and {MAX_PIXELS} pixels"),
+        )
+        .field("image"));
+    }
+    let mut buf = vec![0u8; reader.output_buffer_size()];
+    let frame = reader.next_frame(&mut buf).map_err(|_| bad())?;
+    let (ct, _) = reader.output_color_type();
+    let src = &buf[..frame.buffer_size()];
+    let px = (w as usize) * (h as usize);
+    let mut rgba = Vec::with_capacity(px * 4);
+    match ct {
+        png::ColorType::Rgba => rgba.extend_from_slice(src),
+        png::ColorType::Rgb => src
+            .chunks_exact(3)
+            .for_each(|p| rgba.extend_from_slice(&[p[0], p[1], p[2], 255])),
+        png::ColorType::GrayscaleAlpha => src
+            .chunks_exact(2)
+            .for_each(|p| rgba.extend_from_slice(&[p[0], p[0], p[0], p[1]])),
+        png::ColorType::Grayscale => src
+            .iter()
+            .for_each(|g| rgba.extend_from_slice(&[*g, *g, *g, 255])),
+        png::ColorType::Indexed => return Err(bad()),
+    }
+    if rgba.len() != px * 4 {
+        return Err(bad());
+    }
+    for r in rects.iter().filter(|r| !r.not_found) {
+        let x0 = r.x.clamp(0, i64::from(w)) as usize;
+        let y0 = r.y.clamp(0, i64::from(h)) as usize;
+        let x1 = r.x.saturating_add(r.width).clamp(0, i64::from(w)) as usize;
+        let y1 = r.y.saturating_add(r.height).clamp(0, i64::from(h)) as usize;
+        for y in y0..y1 {
+            let row = y * (w as usize) * 4;
+            for x in x0..x1 {
+                rgba[row + x * 4..row + x * 4 + 4].copy_from_slice(&[0, 0, 0, 255]);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, w, h);
+        enc.set_color(png::ColorType::Rgba);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut wr = enc.write_header().map_err(ApiError::internal)?;
+        wr.write_image_data(&rgba).map_err(ApiError::internal)?;
+    }
+    Ok((out, w, h))
+}
+
+fn shot_path(state: &AppState, t: &TenantId, object: &str) -> PathBuf {
+    state
+        .settings
+        .data_dir
+        .join("screenshots")
+        .join(t.as_str())
+        .join(format!("{object}.fgs"))
+}
+
+fn shot_aad(t: &TenantId, object: &str) -> Vec<u8> {
+    envelope::aad(&[t.as_str(), "screenshots", object])
+}
+
+/// Upload result.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Uploaded {
+    /// Stored object id.
+    pub id: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+/// Validate masks, mask, encrypt and store the screenshot of step `idx` of `run`.
+pub async fn upload(
+    state: &Arc<AppState>,
+    p: &Principal,
+    run: &str,
+    idx: i64,
+    image: Vec<u8>,
+    masks_json: Option<Vec<u8>>,
+) -> ApiResult<Uploaded> {
+    let (t, app, token_id) = match p {
+        Principal::Agent {
+            tenant,
+            application_id,
+            token_id,
+            ..
+        } => (tenant.clone(), application_id.clone(), token_id.clone()),
+        _ => return Err(ApiError::forbidden()),
+    };
+    let rects: Vec<MaskRect> = match masks_json {
+        None => Vec::new(),
+        Some(b) => serde_json::from_slice(&b).map_err(|_| unprocessable("invalid_masks", "masks must be a JSON list of {selector, x, y, width, height} or {selector, not_found: true}").field("masks"))?,
+    };
+    if rects.len() > 500 {
+        return Err(unprocessable("invalid_masks", "at most 500 mask rectangles").field("masks"));
+    }
+    for r in &rects {
+        if !r.not_found && (r.width <= 0 || r.height <= 0) {
+            return Err(unprocessable(
+                "invalid_masks",
+                format!(
+                    "rectangle for `{}` has no area",
+                    crate::domain::truncate(&r.selector, 100)
+                ),
+            )
+            .field("masks"));
+        }
+    }
+    let permit = state
+        .image_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(ApiError::internal)?;
+    let st = state.clone();
+    let run = run.to_string();
+    tokio::task::spawn_blocking(move || -> ApiResult<Uploaded> {
+        let _permit = permit;
+        let db = st.tenants.get_blocking(&t)?;
+        let (r, steps) = {
+            let c = db.lock();
+            let r = match flows::run(&c, &run)? {
+                Some(r)
+                    if r.application_id == app
+                        && r.agent_token_id.as_deref() == Some(token_id.as_str()) =>
+                {
+                    r
+                }
+                _ => return Err(ApiError::not_found()),
+            };
+            if r.status != "running" {
+                return Err(ApiError::conflict(
+                    "invalid_transition",
+                    format!("the run is {}", r.status),
+                ));
+            }
+            let s = flows::version_steps(&c, &r.flow_id, r.flow_version)?;
+            let steps: Vec<Step> = serde_json::from_str(&s).map_err(ApiError::internal)?;
+            (r, steps)
+        };
+        let step = usize::try_from(idx)
+            .ok()
+            .and_then(|i| steps.get(i))
+            .ok_or_else(ApiError::not_found)?;
+        let vars = variables::resolve_blocking(&st, &t, &app)?;
+        let secret_names: Vec<String> = vars
+            .iter()
+            .filter(|v| v.secret)
+            .map(|v| v.name.clone())
+            .collect();
+        for sel in runs::required_masks(step, &secret_names) {
+            if !rects.iter().any(|r| r.selector == sel) {
+                return Err(unprocessable(
+                    "mask_missing",
+                    format!(
+                        "no rectangle (or not_found) for mask selector `{}`",
+                        crate::domain::truncate(&sel, 200)
+                    ),
+                )
+                .field("masks"));
+            }
+        }
+        let (png_out, w, h) = mask_png(&image, &rects)?;
+        drop(image);
+        let (kv, dek) = keys::active_dek(&st, &t)?;
+        let object = new_object_id();
+        let sealed = envelope::seal(&dek, kv, &shot_aad(&t, &object), &png_out)
+            .map_err(ApiError::internal)?;
+        drop(png_out);
+        let path = shot_path(&st, &t, &object);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(ApiError::internal)?;
+        }
+        let tmp = path.with_extension("tmp");
+        {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(ApiError::internal)?;
+            f.write_all(&sealed).map_err(ApiError::internal)?;
+            f.sync_all().map_err(ApiError::internal)?;
+        }
+        std::fs::rename(&tmp, &path).map_err(ApiError::internal)?;
+        let row = ShotRow {
+            id: object.clone(),
+            run_id: r.id.clone(),
+            step_index: idx,
+            key_version: i64::from(kv),
+        };
+        let res = {
+            let mut c = db.lock();
+            flows::put_screenshot(&mut c, &row, w, h, sealed.len())
+        };
+        match res {
+            Ok(old) => {
+                if let Some(old) = old {
+                    let _ = std::fs::remove_file(shot_path(&st, &t, &old));
+                }
+                Ok(Uploaded {
+                    id: object,
+                    width: w,
+                    height: h,
+                })
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(match e {
+                    StoreError::Conflict(m) => ApiError::conflict("invalid_transition", m),
+                    other => other.into(),
+                })
+            }
+        }
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// A signed URL.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignedUrl {
+    /// Path (or absolute URL) of the image, valid until `expires_at`.
+    pub url: String,
+    /// Expiry (RFC 3339, UTC).
+    pub expires_at: String,
+}
+
+/// Issue a signed URL for a step's screenshot (lifetime [`signed_url::MAX_LIFETIME_SECS`]).
+pub async fn signed_url_for(
+    state: &Arc<AppState>,
+    p: &Principal,
+    run: &str,
+    idx: i64,
+) -> ApiResult<SignedUrl> {
+    let t = super::flows::tenant_of(p)?;
+    let r = run.to_string();
+    let shot = state
+        .tenants
+        .run(&t, move |c| flows::screenshot_of(c, &r, idx))
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let exp = unix_now() as u64 + signed_url::MAX_LIFETIME_SECS;
+    let url = signed_url::sign(&state.master, t.as_str(), &shot.id, exp)
+        .ok_or_else(|| ApiError::internal("signing failed"))?;
+    let expires_at = chrono::DateTime::from_timestamp(exp as i64, 0)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default();
+    Ok(SignedUrl { url, expires_at })
+}
+
+/// Serve a signed URL: verify, then decrypt. Every failure is the same 403.
+pub async fn fetch_signed(
+    state: &Arc<AppState>,
+    tenant: &str,
+    object: &str,
+    query: &str,
+) -> ApiResult<Vec<u8>> {
+    let denied = || {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_signature",
+            "invalid or expired link",
+        )
+    };
+    let now = unix_now() as u64;
+    if !signed_url::verify(&state.master, tenant, object, query, now) {
+        return Err(denied());
+    }
+    let t = TenantId::parse(tenant).map_err(|_| denied())?;
+    let st = state.clone();
+    let object = object.to_string();
+    tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
+        let db = st.tenants.get_blocking(&t).map_err(|_| denied())?;
+        let shot = {
+            let c = db.lock();
+            flows::screenshot(&c, &object)?
+        }
+        .ok_or_else(denied)?;
+        let data = std::fs::read(shot_path(&st, &t, &shot.id)).map_err(|_| denied())?;
+        let v = envelope::key_version(&data).map_err(|_| denied())?;
+        let dek = keys::dek_version(&st, &t, v)?;
+        let pt = envelope::open(&dek, &shot_aad(&t, &shot.id), &data).map_err(|_| denied())?;
+        Ok(pt.to_vec())
+    })
+    .await
+    .map_err(ApiError::internal)?
+}

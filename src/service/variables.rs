@@ -1,0 +1,230 @@
+//! Per-application variables, plain or secret. Secret values are envelope-encrypted under the
+//! tenant DEK (AES-256-GCM, AAD = tenant + application + name), write-only through the API
+//! (reads show `set: true`), never logged, and audit rows name the variable, never the value.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+use zeroize::Zeroizing;
+
+use super::{keys, AppState, ClientInfo, Principal};
+use crate::audit::NewAuditEvent;
+use crate::crypto::envelope;
+use crate::domain::flow::valid_variable_name;
+use crate::domain::{now_rfc3339, TenantId};
+use crate::error::{ApiError, ApiResult};
+use crate::store::flows::{self, VariableRow};
+use crate::store::{StoreError, StoreResult};
+
+/// Largest variable value (bytes).
+pub const MAX_VALUE_BYTES: usize = 16 * 1024;
+
+/// A variable as the API shows it; secret values are never returned.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VariableView {
+    /// Name.
+    pub name: String,
+    /// Secret?
+    pub secret: bool,
+    /// Plain value (absent for secrets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Whether a value is set.
+    pub set: bool,
+    /// Updated (RFC 3339).
+    pub updated_at: String,
+}
+
+fn view(v: VariableRow) -> VariableView {
+    VariableView {
+        name: v.name,
+        secret: v.secret,
+        set: v.value.is_some() || v.ciphertext.is_some(),
+        value: if v.secret { None } else { v.value },
+        updated_at: v.updated_at,
+    }
+}
+
+fn aad(t: &TenantId, app: &str, name: &str) -> Vec<u8> {
+    envelope::aad(&[t.as_str(), "variables", app, name])
+}
+
+/// A resolved variable (secret values in clear; zeroed on drop).
+pub struct Resolved {
+    /// Name.
+    pub name: String,
+    /// Value.
+    pub value: Zeroizing<String>,
+    /// Secret?
+    pub secret: bool,
+}
+
+/// Decrypt all variables of an application (blocking).
+pub fn resolve_blocking(state: &AppState, t: &TenantId, app: &str) -> StoreResult<Vec<Resolved>> {
+    let db = state.tenants.get_blocking(t)?;
+    let rows = {
+        let c = db.lock();
+        flows::variables(&c, app)?
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let value = match (r.secret, r.ciphertext, r.value) {
+            (true, Some(ct), _) => {
+                let v = envelope::key_version(&ct).map_err(|e| StoreError::Key(e.to_string()))?;
+                let dek = keys::dek_version(state, t, v)?;
+                let pt = envelope::open(&dek, &aad(t, app, &r.name), &ct)
+                    .map_err(|e| StoreError::Key(e.to_string()))?;
+                Zeroizing::new(String::from_utf8_lossy(&pt).into_owned())
+            }
+            (false, _, Some(v)) => Zeroizing::new(v),
+            _ => continue,
+        };
+        out.push(Resolved {
+            name: r.name,
+            value,
+            secret: r.secret,
+        });
+    }
+    Ok(out)
+}
+
+/// Replace every secret value occurring in `text` with `[REDACTED]` (longest first).
+pub fn scrub(text: &str, secrets: &[Zeroizing<String>]) -> String {
+    let mut out = text.to_string();
+    for s in secrets {
+        if !s.is_empty() && out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), "[REDACTED]");
+        }
+    }
+    out
+}
+
+/// Secret values of an application, longest first (for [`scrub`]).
+pub fn secret_values(resolved: &[Resolved]) -> Vec<Zeroizing<String>> {
+    let mut v: Vec<Zeroizing<String>> = resolved
+        .iter()
+        .filter(|r| r.secret)
+        .map(|r| r.value.clone())
+        .collect();
+    v.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    v
+}
+
+async fn check_app(state: &Arc<AppState>, t: &TenantId, app: &str) -> ApiResult<()> {
+    let a = app.to_string();
+    state
+        .tenants
+        .run(t, move |c| crate::store::tenant::application(c, &a))
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(())
+}
+
+/// List variables.
+pub async fn list(state: &Arc<AppState>, p: &Principal, app: &str) -> ApiResult<Vec<VariableView>> {
+    let t = super::flows::tenant_of(p)?;
+    check_app(state, &t, app).await?;
+    let a = app.to_string();
+    Ok(state
+        .tenants
+        .run(&t, move |c| flows::variables(c, &a))
+        .await?
+        .into_iter()
+        .map(view)
+        .collect())
+}
+
+/// Read one variable.
+pub async fn get(
+    state: &Arc<AppState>,
+    p: &Principal,
+    app: &str,
+    name: &str,
+) -> ApiResult<VariableView> {
+    list(state, p, app)
+        .await?
+        .into_iter()
+        .find(|v| v.name == name)
+        .ok_or_else(ApiError::not_found)
+}
+
+/// Set a variable.
+pub async fn put(
+    state: &Arc<AppState>,
+    p: &Principal,
+    app: &str,
+    name: &str,
+    value: Zeroizing<String>,
+    secret: bool,
+    client: &ClientInfo,
+) -> ApiResult<VariableView> {
+    let t = super::flows::tenant_of(p)?;
+    if !valid_variable_name(name) {
+        return Err(ApiError::invalid(
+            "name",
+            "variable names are [A-Za-z_][A-Za-z0-9_]{0,63}",
+        ));
+    }
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(ApiError::invalid("value", "value longer than 16 KiB"));
+    }
+    check_app(state, &t, app).await?;
+    let ev = NewAuditEvent::new(
+        &p.actor(client),
+        "variable.set",
+        Some(format!("variable:{app}/{name}")),
+    )
+    .details(serde_json::json!({"application_id": app, "name": name, "secret": secret}));
+    let st = state.clone();
+    let (t2, app2, name2) = (t.clone(), app.to_string(), name.to_string());
+    let row = tokio::task::spawn_blocking(move || -> StoreResult<VariableRow> {
+        let (ciphertext, plain) = if secret {
+            let (v, dek) = keys::active_dek(&st, &t2)?;
+            let ct = envelope::seal(&dek, v, &aad(&t2, &app2, &name2), value.as_bytes())
+                .map_err(|e| StoreError::Key(e.to_string()))?;
+            (Some(ct), None)
+        } else {
+            (None, Some(value.to_string()))
+        };
+        Ok(VariableRow {
+            name: name2,
+            secret,
+            value: plain,
+            ciphertext,
+            updated_at: now_rfc3339(),
+        })
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let (app3, r2) = (app.to_string(), row.clone());
+    state
+        .tenants
+        .run(&t, move |c| flows::put_variable(c, &app3, &r2, &ev))
+        .await?;
+    Ok(view(row))
+}
+
+/// Delete a variable.
+pub async fn delete(
+    state: &Arc<AppState>,
+    p: &Principal,
+    app: &str,
+    name: &str,
+    client: &ClientInfo,
+) -> ApiResult<()> {
+    let t = super::flows::tenant_of(p)?;
+    check_app(state, &t, app).await?;
+    let ev = NewAuditEvent::new(
+        &p.actor(client),
+        "variable.delete",
+        Some(format!("variable:{app}/{name}")),
+    )
+    .details(serde_json::json!({"application_id": app, "name": name}));
+    let (a, n) = (app.to_string(), name.to_string());
+    state
+        .tenants
+        .run(&t, move |c| flows::delete_variable(c, &a, &n, &ev))
+        .await?;
+    Ok(())
+}
