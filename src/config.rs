@@ -336,11 +336,15 @@ impl Settings {
             ));
         }
         if self.screenshots.url_ttl_secs == 0 || self.screenshots.url_ttl_secs > 900 {
-            return Err(ConfigError::Invalid("screenshots.url_ttl_secs must be 1..=900".into()));
+            return Err(ConfigError::Invalid(
+                "screenshots.url_ttl_secs must be 1..=900".into(),
+            ));
         }
         if let Some(u) = &self.public_url {
             if !(u.starts_with("https://") || u.starts_with("http://")) || u.ends_with('/') {
-                return Err(ConfigError::Invalid("public_url must be an http(s) URL without a trailing slash".into()));
+                return Err(ConfigError::Invalid(
+                    "public_url must be an http(s) URL without a trailing slash".into(),
+                ));
             }
         }
         if self.store.max_open_tenants == 0 {
