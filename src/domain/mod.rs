@@ -2,6 +2,7 @@
 //! `src/domain/`: a value of these types cannot hold an invalid value.
 
 pub mod role;
+pub mod scim;
 
 pub use role::{Permission, Role};
 

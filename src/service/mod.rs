@@ -6,6 +6,7 @@ pub mod audit_log;
 pub mod auth;
 pub mod members;
 pub mod principal;
+pub mod scim;
 pub mod tenants;
 pub mod tokens;
 

@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod catalog;
 mod migrations;
+pub mod scim;
 pub mod tenant;
 
 use std::path::{Path, PathBuf};
