@@ -100,6 +100,8 @@ impl Role {
             P::AuditRead => matches!(self, Owner),
             P::AgentSelf => matches!(self, Agent),
             P::PlatformRead => matches!(self, PlatformAdmin),
+            P::ScimUsers => matches!(self, Scim),
+            P::ScimDiscovery => matches!(self, Scim),
         }
     }
 }
@@ -130,6 +132,10 @@ pub enum Permission {
     AgentSelf,
     /// Read catalog information (tenants) as PlatformAdmin.
     PlatformRead,
+    /// Provision users over SCIM (`/scim/v2/Users`, `/.search`): SCIM tokens only.
+    ScimUsers,
+    /// Read the SCIM discovery endpoints (`ServiceProviderConfig`, `Schemas`, `ResourceTypes`).
+    ScimDiscovery,
 }
 
 #[cfg(test)]

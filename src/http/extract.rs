@@ -114,6 +114,8 @@ pub mod perm {
         AuditRead,
         AgentSelf,
         PlatformRead,
+        ScimUsers,
+        ScimDiscovery,
     );
 }
 
