@@ -195,6 +195,10 @@ fn apply_path(a: &mut Attrs, kind: OpKind, path: &str, val: Option<&Value>) -> R
             ScimError::invalid_value(format!("`{ENTERPRISE_USER}` takes an object"))
         })?;
         for (k, v) in obj {
+            if k.eq_ignore_ascii_case("schemas") {
+                // Some clients serialise the extension object with its own `schemas`.
+                continue;
+            }
             let r = set
                 .resolve(Some(ENTERPRISE_USER), k, None)
                 .ok_or_else(|| bad_path(k))?;

@@ -257,6 +257,9 @@ pub fn from_body(body: &Value) -> Result<Attrs, ScimError> {
                 }
             };
             for (k2, v2) in inner {
+                if k2.eq_ignore_ascii_case("schemas") {
+                    continue;
+                }
                 let r = set
                     .resolve(Some(ENTERPRISE_USER), k2, None)
                     .ok_or_else(|| unknown_attr(k2))?;
