@@ -9,6 +9,7 @@ mod errors;
 mod keys;
 mod matrix;
 mod members;
+mod scim;
 mod secrets;
 mod throttle;
 mod tls;
