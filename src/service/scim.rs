@@ -99,12 +99,13 @@ impl IfMatch {
         ))
     }
 
-    fn allows(&self, version: i64) -> bool {
+    /// Whether the current `version` satisfies this precondition.
+    pub fn allows(&self, version: i64) -> bool {
         match self {
             IfMatch::Any => true,
             IfMatch::Tags(tags) => {
                 let want = format!("\"{version}\"");
-                tags.iter().any(|t| *t == want)
+                tags.contains(&want)
             }
         }
     }
@@ -230,7 +231,9 @@ pub async fn list(
     let start = q.start_index.unwrap_or(1).max(1);
     let count = match q.count {
         None => MAX_RESULTS,
-        Some(c) => usize::try_from(c.max(0)).unwrap_or(MAX_RESULTS).min(MAX_RESULTS),
+        Some(c) => usize::try_from(c.max(0))
+            .unwrap_or(MAX_RESULTS)
+            .min(MAX_RESULTS),
     };
     let total = matched.len();
     let skip = usize::try_from(start - 1).unwrap_or(usize::MAX);
@@ -338,9 +341,18 @@ fn attr_names(a: &Attrs) -> Vec<String> {
 
 /// Names of the attributes whose value differs between `old` and `new`.
 fn changed_names(old: &Attrs, new: &Attrs) -> Vec<String> {
-    let ext = |a: &Attrs| a.get(ENTERPRISE_USER).and_then(Value::as_object).cloned().unwrap_or_default();
+    let ext = |a: &Attrs| {
+        a.get(ENTERPRISE_USER)
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
+    };
     let mut out = Vec::new();
-    let mut keys: Vec<&String> = old.keys().chain(new.keys()).filter(|k| *k != ENTERPRISE_USER).collect();
+    let mut keys: Vec<&String> = old
+        .keys()
+        .chain(new.keys())
+        .filter(|k| *k != ENTERPRISE_USER)
+        .collect();
     keys.sort();
     keys.dedup();
     for k in keys {
@@ -426,7 +438,9 @@ async fn write(
     let expected = row.version;
     state
         .tenants
-        .run(t, move |c| store::update_user(c, &n2, expected, end_sessions, &events))
+        .run(t, move |c| {
+            store::update_user(c, &n2, expected, end_sessions, &events)
+        })
         .await
         .map_err(store_error)?;
     Ok(Rendered {
@@ -449,12 +463,25 @@ pub async fn replace(
     client: &ClientInfo,
 ) -> Result<Rendered, ScimError> {
     let t = tenant_of(p)?;
-    let mut new = resource::from_body(body)?;
-    let row = load(state, &t, id).await?;
-    if !new.contains_key("active") && !row.active_unset {
-        new.insert("active".into(), Value::Bool(row.active));
+    let given = resource::from_body(body)?;
+    let mut attempt = 0;
+    loop {
+        let row = load(state, &t, id).await?;
+        let mut new = given.clone();
+        if !new.contains_key("active") && !row.active_unset {
+            new.insert("active".into(), Value::Bool(row.active));
+        }
+        match write(state, p, &t, row, new, if_match, base, client).await {
+            Err(e) if raced(&e, if_match, &mut attempt) => continue,
+            other => return other,
+        }
     }
-    write(state, p, &t, row, new, if_match, base, client).await
+}
+
+/// Without `If-Match`, a write that lost a race with another writer is retried (a few times).
+fn raced(e: &ScimError, if_match: Option<&IfMatch>, attempt: &mut u32) -> bool {
+    *attempt += 1;
+    if_match.is_none() && e.status == 412 && *attempt < 3
 }
 
 /// `PATCH /Users/{id}` (RFC 7644 §3.5.2): all operations or none; 200 with the resource.
@@ -470,12 +497,18 @@ pub async fn modify(
 ) -> Result<Rendered, ScimError> {
     let t = tenant_of(p)?;
     let ops = patch::parse(body)?;
-    let row = load(state, &t, id).await?;
-    if if_match.is_some_and(|m| !m.allows(row.version)) {
-        return Err(ScimError::precondition_failed());
+    let mut attempt = 0;
+    loop {
+        let row = load(state, &t, id).await?;
+        if if_match.is_some_and(|m| !m.allows(row.version)) {
+            return Err(ScimError::precondition_failed());
+        }
+        let new = patch::apply(&to_attrs(&row)?, &ops)?;
+        match write(state, p, &t, row, new, if_match, base, client).await {
+            Err(e) if raced(&e, if_match, &mut attempt) => continue,
+            other => return other,
+        }
     }
-    let new = patch::apply(&to_attrs(&row)?, &ops)?;
-    write(state, p, &t, row, new, if_match, base, client).await
 }
 
 /// `DELETE /Users/{id}` (RFC 7644 §3.6): the user and their sessions are gone; later reads 404.

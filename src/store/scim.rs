@@ -57,22 +57,19 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScimUserRow> {
 
 /// Every user, in creation order (an immutable key, so a static set pages the same way).
 pub fn list_users(c: &Connection) -> StoreResult<Vec<ScimUserRow>> {
-    let mut s = c.prepare(&format!(
-        "SELECT {COLS} FROM users ORDER BY created_at, id"
-    ))?;
+    let mut s = c.prepare(&format!("SELECT {COLS} FROM users ORDER BY created_at, id"))?;
     let rows = s.query_map([], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// One user by id.
 pub fn user(c: &Connection, id: &str) -> StoreResult<Option<ScimUserRow>> {
-    Ok(c
-        .query_row(
-            &format!("SELECT {COLS} FROM users WHERE id = ?1"),
-            [id],
-            from_row,
-        )
-        .optional()?)
+    Ok(c.query_row(
+        &format!("SELECT {COLS} FROM users WHERE id = ?1"),
+        [id],
+        from_row,
+    )
+    .optional()?)
 }
 
 fn owners_left(tx: &rusqlite::Transaction<'_>) -> StoreResult<()> {

@@ -151,7 +151,7 @@ const TABLE: &[(&str, &str, [&str; 8])] = &[
         "GET",
         "/api/v1/platform/tenants",
         ["401", "403", "403", "403", "403", "403", "403", "ok"],
-    ),    // SCIM 2.0 (issue 6): the SCIM token only; everyone else 403, anonymous 401.
+    ), // SCIM 2.0 (issue 6): the SCIM token only; everyone else 403, anonymous 401.
     (
         "GET",
         "/scim/v2/Users",

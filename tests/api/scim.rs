@@ -47,7 +47,12 @@ impl Resp {
             self.content_type()
         );
         assert_eq!(self.body["schemas"], json!([ERROR]), "{}", self.body);
-        assert_eq!(self.body["status"], json!(status.to_string()), "{}", self.body);
+        assert_eq!(
+            self.body["status"],
+            json!(status.to_string()),
+            "{}",
+            self.body
+        );
         match scim_type {
             Some(t) => assert_eq!(self.body["scimType"], t, "{}", self.body),
             None => assert!(self.body.get("scimType").is_none(), "{}", self.body),
@@ -128,7 +133,8 @@ impl Scim {
     }
 
     async fn get(&self, id: &str) -> Value {
-        self.ok(Method::GET, &format!("/Users/{id}"), None, 200).await
+        self.ok(Method::GET, &format!("/Users/{id}"), None, 200)
+            .await
     }
 
     async fn patch(&self, id: &str, ops: Value) -> Resp {
@@ -155,7 +161,9 @@ impl Scim {
 }
 
 async fn total(scim: &Scim, q: &str) -> u64 {
-    let l = scim.ok(Method::GET, &format!("/Users?{q}"), None, 200).await;
+    let l = scim
+        .ok(Method::GET, &format!("/Users?{q}"), None, 200)
+        .await;
     assert_eq!(l["schemas"], json!([LIST]));
     l["totalResults"].as_u64().unwrap()
 }
@@ -197,7 +205,9 @@ async fn member_with_session(app: &TestApp, owner: &Session, email: &str) -> Ses
 async fn login_status(app: &TestApp, email: &str) -> u16 {
     app.client()
         .post(app.url("/api/v1/auth/login"))
-        .json(&json!({"tenant": app.tenant_id(), "email": email, "password": "member-password-123"}))
+        .json(
+            &json!({"tenant": app.tenant_id(), "email": email, "password": "member-password-123"}),
+        )
         .send()
         .await
         .unwrap()
@@ -217,22 +227,34 @@ async fn scim_c01_entra_patch_dialect() {
 
     // (c) negative controls first: nothing may change.
     let r = scim
-        .patch(&id, json!([{"op": "REPLACE", "path": "active", "value": "yes"}]))
+        .patch(
+            &id,
+            json!([{"op": "REPLACE", "path": "active", "value": "yes"}]),
+        )
         .await;
     r.assert_error(400, Some("invalidValue"));
     let r = scim
-        .patch(&id, json!([{"op": "Upsert", "path": "active", "value": "False"}]))
+        .patch(
+            &id,
+            json!([{"op": "Upsert", "path": "active", "value": "False"}]),
+        )
         .await;
     r.assert_error(400, Some("invalidSyntax"));
     // The same class: strings are booleans only for Boolean attributes, and only true/false.
     for bad in [json!("1"), json!(0), json!("False ")] {
-        scim.patch(&id, json!([{"op": "replace", "path": "active", "value": bad}]))
-            .await
-            .assert_error(400, Some("invalidValue"));
-    }
-    scim.patch(&id, json!([{"op": "add", "path": "displayName", "value": true}]))
+        scim.patch(
+            &id,
+            json!([{"op": "replace", "path": "active", "value": bad}]),
+        )
         .await
         .assert_error(400, Some("invalidValue"));
+    }
+    scim.patch(
+        &id,
+        json!([{"op": "add", "path": "displayName", "value": true}]),
+    )
+    .await
+    .assert_error(400, Some("invalidValue"));
     let after = scim.get(&id).await;
     assert_eq!(after["active"], true);
     assert_eq!(after["meta"]["version"], dana["meta"]["version"]);
@@ -241,7 +263,10 @@ async fn scim_c01_entra_patch_dialect() {
 
     // (a) Entra deactivation: PascalCase op, "False" as a string.
     let r = scim
-        .patch(&id, json!([{"op": "Replace", "path": "active", "value": "False"}]))
+        .patch(
+            &id,
+            json!([{"op": "Replace", "path": "active", "value": "False"}]),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["active"], json!(false));
@@ -259,7 +284,10 @@ async fn scim_c01_entra_patch_dialect() {
     assert_eq!(rows[0]["actor_role"], "scim");
     // Reactivation with another spelling of the op and value.
     let r = scim
-        .patch(&id, json!([{"op": "rEpLaCe", "path": "ACTIVE", "value": "TRUE"}]))
+        .patch(
+            &id,
+            json!([{"op": "rEpLaCe", "path": "ACTIVE", "value": "TRUE"}]),
+        )
         .await;
     assert_eq!(r.body["active"], json!(true), "{}", r.body);
     assert_eq!(login_status(&app, "dana@corp.example").await, 200);
@@ -333,17 +361,24 @@ async fn scim_c02_pathless_patch() {
     assert_eq!(r.status, 200, "{}", r.body);
     let got = scim.get(&id).await;
     assert_eq!(got["displayName"], "Ada Lovelace");
-    assert_eq!(got["name"], json!({"givenName": "Ada", "familyName": "Lovelace"}));
+    assert_eq!(
+        got["name"],
+        json!({"givenName": "Ada", "familyName": "Lovelace"})
+    );
     assert_eq!(got[ENT]["employeeNumber"], "E-1815");
     assert!(got["schemas"].as_array().unwrap().contains(&json!(ENT)));
     let keys: Vec<&String> = got.as_object().unwrap().keys().collect();
     assert!(
-        keys.iter().all(|k| !k.contains('.') || k.starts_with("urn:")),
+        keys.iter()
+            .all(|k| !k.contains('.') || k.starts_with("urn:")),
         "no literal dotted attribute: {keys:?}"
     );
     // The extension URN itself as a key, with an object.
     let r = scim
-        .patch(&id, json!([{"op": "add", "value": {ENT: {"department": "Analytics"}}}]))
+        .patch(
+            &id,
+            json!([{"op": "add", "value": {ENT: {"department": "Analytics"}}}]),
+        )
         .await;
     assert_eq!(r.body[ENT]["department"], "Analytics", "{}", r.body);
     assert_eq!(r.body[ENT]["employeeNumber"], "E-1815");
@@ -371,15 +406,21 @@ async fn scim_c02_pathless_patch() {
     let after = scim.get(&id).await;
     assert_eq!(after, before, "a failed PATCH changes nothing");
     assert_eq!(
-        scim.patch(&id, json!([{"op": "replace", "path": "nonExistent", "value": 1}]))
-            .await
-            .body["scimType"],
+        scim.patch(
+            &id,
+            json!([{"op": "replace", "path": "nonExistent", "value": 1}])
+        )
+        .await
+        .body["scimType"],
         "invalidPath"
     );
     assert_eq!(
-        scim.patch(&id, json!([{"op": "replace", "path": "emails[type eq \"home\"].value", "value": "h@x"}]))
-            .await
-            .body["scimType"],
+        scim.patch(
+            &id,
+            json!([{"op": "replace", "path": "emails[type eq \"home\"].value", "value": "h@x"}])
+        )
+        .await
+        .body["scimType"],
         "noTarget"
     );
     assert_eq!(
@@ -393,13 +434,21 @@ async fn scim_c02_pathless_patch() {
     let r = scim
         .patch(&id, json!([{"op": "Add", "path": "emails[type eq \"work\"].value", "value": "ada@corp.example"}]))
         .await;
-    assert_eq!(r.body["emails"], json!([{"type": "work", "value": "ada@corp.example"}]), "{}", r.body);
+    assert_eq!(
+        r.body["emails"],
+        json!([{"type": "work", "value": "ada@corp.example"}]),
+        "{}",
+        r.body
+    );
     let r = scim
         .patch(&id, json!([{"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "ada@new.example"}]))
         .await;
     assert_eq!(r.body["emails"][0]["value"], "ada@new.example");
     let r = scim
-        .patch(&id, json!([{"op": "remove", "path": "emails[type eq \"work\"]"}]))
+        .patch(
+            &id,
+            json!([{"op": "remove", "path": "emails[type eq \"work\"]"}]),
+        )
         .await;
     assert!(r.body.get("emails").is_none(), "{}", r.body);
 }
@@ -423,33 +472,112 @@ async fn scim_c04_filters() {
     assert_eq!(all["totalResults"], 3);
 
     // 1–3: names, operators and userName values ignore case; '+' is a space; AND works.
-    assert_eq!(total(&scim, "filter=UserName%20Eq%20%22JANE.DOE%40CORP.EXAMPLE%22").await, 1);
-    assert_eq!(total(&scim, "filter=userName+eq+%22jane.doe%40corp.example%22").await, 1);
     assert_eq!(
-        total(&scim, "filter=userName%20eq%20%22jane.doe%40corp.example%22%20AND%20active%20eq%20true").await,
+        total(
+            &scim,
+            "filter=UserName%20Eq%20%22JANE.DOE%40CORP.EXAMPLE%22"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        total(&scim, "filter=userName+eq+%22jane.doe%40corp.example%22").await,
+        1
+    );
+    assert_eq!(
+        total(
+            &scim,
+            "filter=userName%20eq%20%22jane.doe%40corp.example%22%20AND%20active%20eq%20true"
+        )
+        .await,
         1
     );
     // 4: emails.value is supported.
-    assert_eq!(total(&scim, "filter=emails.value%20eq%20%22jane.work%40corp.example%22").await, 1);
-    assert_eq!(total(&scim, "filter=EMAILS.VALUE%20eq%20%22JANE.WORK%40CORP.EXAMPLE%22").await, 1);
-    // 5: externalId is caseExact.
-    assert_eq!(total(&scim, "filter=externalId%20eq%20%22ext-id-mixedcase%22").await, 0);
-    assert_eq!(total(&scim, "filter=externalId%20eq%20%22Ext-Id-MixedCase%22").await, 1);
-    // The rest of the grammar.
-    assert_eq!(total(&scim, "filter=userName%20sw%20%22JANE%22").await, 1);
-    assert_eq!(total(&scim, "filter=userName%20ew%20%22corp.example%22").await, 2);
-    assert_eq!(total(&scim, "filter=userName%20co%20%22.DOE%40%22").await, 1);
-    assert_eq!(total(&scim, "filter=userName%20ne%20%22jane.doe%40corp.example%22").await, 2);
-    assert_eq!(total(&scim, "filter=title%20pr").await, 1);
-    assert_eq!(total(&scim, "filter=not%20(title%20pr)").await, 2);
-    assert_eq!(total(&scim, "filter=active%20eq%20false%20or%20title%20eq%20%22engineer%22").await, 2);
     assert_eq!(
-        total(&scim, "filter=(active%20eq%20false%20or%20title%20pr)%20and%20userName%20sw%20%22o%22").await,
+        total(
+            &scim,
+            "filter=emails.value%20eq%20%22jane.work%40corp.example%22"
+        )
+        .await,
         1
     );
-    assert_eq!(total(&scim, "filter=emails%5Btype%20eq%20%22work%22%20and%20value%20co%20%22jane%22%5D").await, 1);
-    assert_eq!(total(&scim, "filter=meta.created%20gt%20%222000-01-01T00%3A00%3A00Z%22").await, 3);
-    assert_eq!(total(&scim, "filter=meta.lastModified%20lt%20%222000-01-01T00%3A00%3A00Z%22").await, 0);
+    assert_eq!(
+        total(
+            &scim,
+            "filter=EMAILS.VALUE%20eq%20%22JANE.WORK%40CORP.EXAMPLE%22"
+        )
+        .await,
+        1
+    );
+    // 5: externalId is caseExact.
+    assert_eq!(
+        total(&scim, "filter=externalId%20eq%20%22ext-id-mixedcase%22").await,
+        0
+    );
+    assert_eq!(
+        total(&scim, "filter=externalId%20eq%20%22Ext-Id-MixedCase%22").await,
+        1
+    );
+    // The rest of the grammar.
+    assert_eq!(total(&scim, "filter=userName%20sw%20%22JANE%22").await, 1);
+    assert_eq!(
+        total(&scim, "filter=userName%20ew%20%22corp.example%22").await,
+        2
+    );
+    assert_eq!(
+        total(&scim, "filter=userName%20co%20%22.DOE%40%22").await,
+        1
+    );
+    assert_eq!(
+        total(
+            &scim,
+            "filter=userName%20ne%20%22jane.doe%40corp.example%22"
+        )
+        .await,
+        2
+    );
+    assert_eq!(total(&scim, "filter=title%20pr").await, 1);
+    assert_eq!(total(&scim, "filter=not%20(title%20pr)").await, 2);
+    assert_eq!(
+        total(
+            &scim,
+            "filter=active%20eq%20false%20or%20title%20eq%20%22engineer%22"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        total(
+            &scim,
+            "filter=(active%20eq%20false%20or%20title%20pr)%20and%20userName%20sw%20%22o%22"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        total(
+            &scim,
+            "filter=emails%5Btype%20eq%20%22work%22%20and%20value%20co%20%22jane%22%5D"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        total(
+            &scim,
+            "filter=meta.created%20gt%20%222000-01-01T00%3A00%3A00Z%22"
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        total(
+            &scim,
+            "filter=meta.lastModified%20lt%20%222000-01-01T00%3A00%3A00Z%22"
+        )
+        .await,
+        0
+    );
     assert_eq!(
         total(&scim, &format!("filter=id%20eq%20%22{}%22", id_of(&u))).await,
         1
@@ -496,11 +624,19 @@ async fn scim_c05_list_response_and_paging() {
     let owner = app.owner().await;
     let scim = Scim::new(&app, &owner).await;
     // Exactly three users: the bootstrap Owner plus two.
-    let u2 = scim.create(json!({"schemas": [USER], "userName": "second@corp.example"})).await;
-    let u3 = scim.create(json!({"schemas": [USER], "userName": "third@corp.example"})).await;
+    let u2 = scim
+        .create(json!({"schemas": [USER], "userName": "second@corp.example"}))
+        .await;
+    let u3 = scim
+        .create(json!({"schemas": [USER], "userName": "third@corp.example"}))
+        .await;
 
     let r = scim
-        .send(Method::GET, "/Users?filter=userName%20eq%20%22nobody%40corp.example%22", None)
+        .send(
+            Method::GET,
+            "/Users?filter=userName%20eq%20%22nobody%40corp.example%22",
+            None,
+        )
         .await;
     assert_eq!(r.status, 200);
     assert!(r.content_type().starts_with("application/scim+json"));
@@ -509,21 +645,57 @@ async fn scim_c05_list_response_and_paging() {
         json!({"schemas": [LIST], "totalResults": 0, "Resources": [], "startIndex": 1, "itemsPerPage": 0})
     );
 
-    let l = scim.ok(Method::GET, "/Users?startIndex=1&count=2", None, 200).await;
-    assert_eq!((l["totalResults"].as_u64(), l["startIndex"].as_u64(), l["itemsPerPage"].as_u64()), (Some(3), Some(1), Some(2)));
+    let l = scim
+        .ok(Method::GET, "/Users?startIndex=1&count=2", None, 200)
+        .await;
+    assert_eq!(
+        (
+            l["totalResults"].as_u64(),
+            l["startIndex"].as_u64(),
+            l["itemsPerPage"].as_u64()
+        ),
+        (Some(3), Some(1), Some(2))
+    );
     assert_eq!(l["Resources"].as_array().unwrap().len(), 2);
     assert_eq!(l["Resources"][1]["id"], u2["id"], "creation order");
 
-    let l = scim.ok(Method::GET, "/Users?startIndex=3&count=2", None, 200).await;
-    assert_eq!((l["totalResults"].as_u64(), l["startIndex"].as_u64(), l["itemsPerPage"].as_u64()), (Some(3), Some(3), Some(1)));
+    let l = scim
+        .ok(Method::GET, "/Users?startIndex=3&count=2", None, 200)
+        .await;
+    assert_eq!(
+        (
+            l["totalResults"].as_u64(),
+            l["startIndex"].as_u64(),
+            l["itemsPerPage"].as_u64()
+        ),
+        (Some(3), Some(3), Some(1))
+    );
     assert_eq!(l["Resources"][0]["id"], u3["id"], "the third");
 
-    let l = scim.ok(Method::GET, "/Users?startIndex=101&count=100", None, 200).await;
-    assert_eq!((l["totalResults"].as_u64(), l["startIndex"].as_u64(), l["itemsPerPage"].as_u64()), (Some(3), Some(101), Some(0)));
+    let l = scim
+        .ok(Method::GET, "/Users?startIndex=101&count=100", None, 200)
+        .await;
+    assert_eq!(
+        (
+            l["totalResults"].as_u64(),
+            l["startIndex"].as_u64(),
+            l["itemsPerPage"].as_u64()
+        ),
+        (Some(3), Some(101), Some(0))
+    );
     assert_eq!(l["Resources"], json!([]));
 
-    let l = scim.ok(Method::GET, "/Users?startIndex=0&count=-5", None, 200).await;
-    assert_eq!((l["totalResults"].as_u64(), l["startIndex"].as_u64(), l["itemsPerPage"].as_u64()), (Some(3), Some(1), Some(0)));
+    let l = scim
+        .ok(Method::GET, "/Users?startIndex=0&count=-5", None, 200)
+        .await;
+    assert_eq!(
+        (
+            l["totalResults"].as_u64(),
+            l["startIndex"].as_u64(),
+            l["itemsPerPage"].as_u64()
+        ),
+        (Some(3), Some(1), Some(0))
+    );
     assert_eq!(l["Resources"], json!([]));
 
     let l = scim.ok(Method::GET, "/Users?count=0", None, 200).await;
@@ -531,17 +703,29 @@ async fn scim_c05_list_response_and_paging() {
     assert_eq!(l["itemsPerPage"], 0);
 
     // The same data pages the same way every time.
-    let again = scim.ok(Method::GET, "/Users?startIndex=1&count=2", None, 200).await;
-    let first = scim.ok(Method::GET, "/Users?startIndex=1&count=2", None, 200).await;
+    let again = scim
+        .ok(Method::GET, "/Users?startIndex=1&count=2", None, 200)
+        .await;
+    let first = scim
+        .ok(Method::GET, "/Users?startIndex=1&count=2", None, 200)
+        .await;
     assert_eq!(again["Resources"], first["Resources"]);
 
     // Accept: application/json.
     let r = scim
-        .send_with(Method::GET, "/Users", None, &[("Accept", "application/json")])
+        .send_with(
+            Method::GET,
+            "/Users",
+            None,
+            &[("Accept", "application/json")],
+        )
         .await;
     assert_eq!(r.status, 200);
     let ct = r.content_type();
-    assert!(ct.starts_with("application/json") || ct.starts_with("application/scim+json"), "{ct}");
+    assert!(
+        ct.starts_with("application/json") || ct.starts_with("application/scim+json"),
+        "{ct}"
+    );
     assert_eq!(r.body["totalResults"], 3);
     // Both request media types are accepted; others are 415.
     let plain = scim
@@ -568,8 +752,13 @@ async fn scim_c05_list_response_and_paging() {
         .await
         .assert_error(400, Some("invalidValue"));
     // The cap shows in ServiceProviderConfig.
-    let spc = scim.ok(Method::GET, "/ServiceProviderConfig", None, 200).await;
-    assert_eq!(spc["filter"], json!({"supported": true, "maxResults": 1000}));
+    let spc = scim
+        .ok(Method::GET, "/ServiceProviderConfig", None, 200)
+        .await;
+    assert_eq!(
+        spc["filter"],
+        json!({"supported": true, "maxResults": 1000})
+    );
 }
 
 #[tokio::test]
@@ -596,7 +785,10 @@ async fn scim_create_replace_etags_uniqueness() {
     assert_eq!(u["meta"]["location"], loc);
     assert_eq!(u["meta"]["resourceType"], "User");
     assert_eq!(r.headers["etag"], u["meta"]["version"].as_str().unwrap());
-    assert_eq!(u["userName"], "Grace.Hopper@corp.example", "returned as given");
+    assert_eq!(
+        u["userName"], "Grace.Hopper@corp.example",
+        "returned as given"
+    );
     assert_eq!(u[ENT]["department"], "Navy");
     assert!(u.get("password").is_none());
     // New users are Viewers.
@@ -620,15 +812,23 @@ async fn scim_create_replace_etags_uniqueness() {
     scim.send(Method::POST, "/Users", Some(dup))
         .await
         .assert_error(409, Some("uniqueness"));
-    scim.send(Method::POST, "/Users", Some(json!({"schemas": [USER], "userName": "x", "password": "secret-pass"})))
-        .await
-        .assert_error(400, Some("invalidValue"));
+    scim.send(
+        Method::POST,
+        "/Users",
+        Some(json!({"schemas": [USER], "userName": "x", "password": "secret-pass"})),
+    )
+    .await
+    .assert_error(400, Some("invalidValue"));
     scim.send(Method::POST, "/Users", Some(json!({"schemas": [USER]})))
         .await
         .assert_error(400, Some("invalidValue"));
-    scim.send(Method::POST, "/Users", Some(json!({"userName": "no-schemas"})))
-        .await
-        .assert_error(400, Some("invalidSyntax"));
+    scim.send(
+        Method::POST,
+        "/Users",
+        Some(json!({"userName": "no-schemas"})),
+    )
+    .await
+    .assert_error(400, Some("invalidSyntax"));
     let r = scim
         .client
         .post(format!("{}/Users", scim.base))
@@ -643,7 +843,12 @@ async fn scim_create_replace_etags_uniqueness() {
     // GET with If-None-Match → 304.
     let v1 = u["meta"]["version"].as_str().unwrap().to_string();
     let r = scim
-        .send_with(Method::GET, &format!("/Users/{id}"), None, &[("If-None-Match", &v1)])
+        .send_with(
+            Method::GET,
+            &format!("/Users/{id}"),
+            None,
+            &[("If-None-Match", &v1)],
+        )
         .await;
     assert_eq!(r.status, 304);
 
@@ -653,12 +858,22 @@ async fn scim_create_replace_etags_uniqueness() {
     put.as_object_mut().unwrap().remove("name");
     put.as_object_mut().unwrap().remove("active");
     let r = scim
-        .send_with(Method::PUT, &format!("/Users/{id}"), Some(put.clone()), &[("If-Match", "W/\"999\"")])
+        .send_with(
+            Method::PUT,
+            &format!("/Users/{id}"),
+            Some(put.clone()),
+            &[("If-Match", "W/\"999\"")],
+        )
         .await;
     r.assert_error(412, None);
     assert_eq!(scim.get(&id).await["displayName"], "Grace Hopper");
     let r = scim
-        .send_with(Method::PUT, &format!("/Users/{id}"), Some(put.clone()), &[("If-Match", &v1)])
+        .send_with(
+            Method::PUT,
+            &format!("/Users/{id}"),
+            Some(put.clone()),
+            &[("If-Match", &v1)],
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["displayName"], "Rear Admiral Hopper");
@@ -669,7 +884,9 @@ async fn scim_create_replace_etags_uniqueness() {
     assert_eq!(r.headers["etag"], v2.as_str());
     // The same PUT again changes nothing: same version, no new audit row.
     let updates = audit_rows(&owner, "user.updated").await.len();
-    let r = scim.send(Method::PUT, &format!("/Users/{id}"), Some(put.clone())).await;
+    let r = scim
+        .send(Method::PUT, &format!("/Users/{id}"), Some(put.clone()))
+        .await;
     assert_eq!(r.body["meta"]["version"], v2.as_str());
     assert_eq!(audit_rows(&owner, "user.updated").await.len(), updates);
     // PATCH and DELETE honour If-Match too.
@@ -683,20 +900,31 @@ async fn scim_create_replace_etags_uniqueness() {
         .await;
     r.assert_error(412, None);
     let r = scim
-        .send_with(Method::DELETE, &format!("/Users/{id}"), None, &[("If-Match", &v1)])
+        .send_with(
+            Method::DELETE,
+            &format!("/Users/{id}"),
+            None,
+            &[("If-Match", &v1)],
+        )
         .await;
     r.assert_error(412, None);
     scim.get(&id).await;
     // PUT onto another user's userName → 409.
-    let other = scim.create(json!({"schemas": [USER], "userName": "taken@corp.example"})).await;
+    let other = scim
+        .create(json!({"schemas": [USER], "userName": "taken@corp.example"}))
+        .await;
     let mut clash = put.clone();
     clash["userName"] = json!("TAKEN@corp.example");
     scim.send(Method::PUT, &format!("/Users/{id}"), Some(clash))
         .await
         .assert_error(409, Some("uniqueness"));
-    scim.send(Method::PUT, "/Users/00000000-0000-4000-8000-000000000000", Some(put))
-        .await
-        .assert_error(404, None);
+    scim.send(
+        Method::PUT,
+        "/Users/00000000-0000-4000-8000-000000000000",
+        Some(put),
+    )
+    .await
+    .assert_error(404, None);
     let _ = other;
 }
 
@@ -707,7 +935,9 @@ async fn scim_delete_ends_sessions_and_last_owner_stays() {
     let scim = Scim::new(&app, &owner).await;
     let member = member_with_session(&app, &owner, "leaver@corp.example").await;
     let id = id_of(&scim.find("leaver@corp.example").await);
-    let r = scim.send(Method::DELETE, &format!("/Users/{id}"), None).await;
+    let r = scim
+        .send(Method::DELETE, &format!("/Users/{id}"), None)
+        .await;
     assert_eq!(r.status, 204);
     assert_eq!(member.get("/api/v1/me").await.status(), 401);
     assert_eq!(login_status(&app, "leaver@corp.example").await, 401);
@@ -724,16 +954,28 @@ async fn scim_delete_ends_sessions_and_last_owner_stays() {
     // `remove active` leaves it unassigned: the user cannot log in either.
     member_with_session(&app, &owner, "unset@corp.example").await;
     let uid = id_of(&scim.find("unset@corp.example").await);
-    let r = scim.patch(&uid, json!([{"op": "remove", "path": "active"}])).await;
+    let r = scim
+        .patch(&uid, json!([{"op": "remove", "path": "active"}]))
+        .await;
     assert_eq!(r.status, 200);
     assert!(r.body.get("active").is_none());
     assert_eq!(login_status(&app, "unset@corp.example").await, 401);
 
     // The only Owner can be neither deactivated nor deleted over SCIM.
     let oid = id_of(&scim.find("admin@localhost").await);
-    let r = scim.patch(&oid, json!([{"op": "replace", "path": "active", "value": false}])).await;
+    let r = scim
+        .patch(
+            &oid,
+            json!([{"op": "replace", "path": "active", "value": false}]),
+        )
+        .await;
     assert_eq!(r.status, 409, "{}", r.body);
-    assert_eq!(scim.send(Method::DELETE, &format!("/Users/{oid}"), None).await.status, 409);
+    assert_eq!(
+        scim.send(Method::DELETE, &format!("/Users/{oid}"), None)
+            .await
+            .status,
+        409
+    );
     owner.json(Method::GET, "/api/v1/me", None, 200).await;
     assert_eq!(scim.get(&oid).await["active"], true);
 }
@@ -759,46 +1001,102 @@ async fn scim_auth_errors_and_discovery() {
     assert_eq!(v["status"], "403");
     // The SCIM token gets 403 everywhere outside SCIM.
     let bearer = app.bearer(&scim.token);
-    for p in ["/api/v1/members", "/api/v1/me", "/api/v1/audit", "/api/v1/applications"] {
+    for p in [
+        "/api/v1/members",
+        "/api/v1/me",
+        "/api/v1/audit",
+        "/api/v1/applications",
+    ] {
         assert_eq!(bearer.get(p).await.status(), 403, "{p}");
     }
 
     // Discovery.
-    let spc = scim.ok(Method::GET, "/ServiceProviderConfig", None, 200).await;
+    let spc = scim
+        .ok(Method::GET, "/ServiceProviderConfig", None, 200)
+        .await;
     assert_eq!(spc["patch"]["supported"], true);
     assert_eq!(spc["etag"]["supported"], true);
     assert_eq!(spc["bulk"]["supported"], false);
     assert_eq!(spc["authenticationSchemes"][0]["type"], "oauthbearertoken");
     let s = scim.ok(Method::GET, "/Schemas", None, 200).await;
-    let ids: Vec<&str> = s["Resources"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
-    for want in [USER, ENT, "urn:ietf:params:scim:schemas:core:2.0:ResourceType", "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig", "urn:ietf:params:scim:schemas:core:2.0:Schema"] {
+    let ids: Vec<&str> = s["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    for want in [
+        USER,
+        ENT,
+        "urn:ietf:params:scim:schemas:core:2.0:ResourceType",
+        "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig",
+        "urn:ietf:params:scim:schemas:core:2.0:Schema",
+    ] {
         assert!(ids.contains(&want), "{want} in {ids:?}");
     }
     assert_eq!(s["totalResults"], ids.len());
-    let user_schema = scim.ok(Method::GET, &format!("/Schemas/{USER}"), None, 200).await;
-    let attrs: Vec<&str> = user_schema["attributes"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    let user_schema = scim
+        .ok(Method::GET, &format!("/Schemas/{USER}"), None, 200)
+        .await;
+    let attrs: Vec<&str> = user_schema["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
     assert!(attrs.contains(&"userName") && attrs.contains(&"emails"));
-    assert!(!attrs.contains(&"password"), "passwords are not taken over SCIM");
-    assert_eq!(user_schema["meta"]["location"], format!("https://{}/scim/v2/Schemas/{USER}", app.addr));
-    scim.send(Method::GET, "/Schemas/urn:nope", None).await.assert_error(404, None);
+    assert!(
+        !attrs.contains(&"password"),
+        "passwords are not taken over SCIM"
+    );
+    assert_eq!(
+        user_schema["meta"]["location"],
+        format!("https://{}/scim/v2/Schemas/{USER}", app.addr)
+    );
+    scim.send(Method::GET, "/Schemas/urn:nope", None)
+        .await
+        .assert_error(404, None);
     let rt = scim.ok(Method::GET, "/ResourceTypes", None, 200).await;
     assert_eq!(rt["Resources"][0]["endpoint"], "/Users");
     assert_eq!(rt["Resources"][0]["schemaExtensions"][0]["schema"], ENT);
     scim.ok(Method::GET, "/ResourceTypes/User", None, 200).await;
-    scim.send(Method::GET, "/ResourceTypes/Group", None).await.assert_error(404, None);
-    scim.send(Method::GET, "/Schemas?filter=id%20pr", None).await.assert_error(403, None);
+    scim.send(Method::GET, "/ResourceTypes/Group", None)
+        .await
+        .assert_error(404, None);
+    scim.send(Method::GET, "/Schemas?filter=id%20pr", None)
+        .await
+        .assert_error(403, None);
     // Unknown endpoints and methods.
-    scim.send(Method::GET, "/Groups", None).await.assert_error(404, None);
-    for (m, p) in [(Method::POST, "/ServiceProviderConfig"), (Method::DELETE, "/Schemas"), (Method::PUT, "/ResourceTypes"), (Method::DELETE, "/Users"), (Method::POST, "/Users/abc")] {
+    scim.send(Method::GET, "/Groups", None)
+        .await
+        .assert_error(404, None);
+    for (m, p) in [
+        (Method::POST, "/ServiceProviderConfig"),
+        (Method::DELETE, "/Schemas"),
+        (Method::PUT, "/ResourceTypes"),
+        (Method::DELETE, "/Users"),
+        (Method::POST, "/Users/abc"),
+    ] {
         let r = scim.send(m.clone(), p, None).await;
         r.assert_error(405, None);
         assert!(r.headers.contains_key("allow"), "{m} {p}");
     }
     // A revoked token stops working at once.
-    let tokens = owner.json(Method::GET, "/api/v1/scim-tokens", None, 200).await;
+    let tokens = owner
+        .json(Method::GET, "/api/v1/scim-tokens", None, 200)
+        .await;
     let tid = tokens["items"][0]["id"].as_str().unwrap();
-    owner.json(Method::DELETE, &format!("/api/v1/scim-tokens/{tid}"), None, 204).await;
-    scim.send(Method::GET, "/Users", None).await.assert_error(401, None);
+    owner
+        .json(
+            Method::DELETE,
+            &format!("/api/v1/scim-tokens/{tid}"),
+            None,
+            204,
+        )
+        .await;
+    scim.send(Method::GET, "/Users", None)
+        .await
+        .assert_error(401, None);
 }
 
 /// The venv `.ci/run` installs `scim2-cli` into (override with `FLOWGUARD_SCIM2_CLI`).
@@ -828,7 +1126,10 @@ async fn scim2_cli_conformance_checker_passes() {
             .arg("--url")
             .arg(&url)
             .arg("test")
-            .env("SCIM_CLI_HEADERS", format!("Authorization: Bearer {}", scim.token))
+            .env(
+                "SCIM_CLI_HEADERS",
+                format!("Authorization: Bearer {}", scim.token),
+            )
             .env("SSL_CERT_FILE", &cert)
             .env("NO_COLOR", "1")
             .output()
@@ -844,12 +1145,18 @@ async fn scim2_cli_conformance_checker_passes() {
         .filter(|l| l.starts_with("ERROR") || l.starts_with("CRITICAL"))
         .collect();
     let skipped = text.lines().filter(|l| l.starts_with("SKIPPED")).count();
-    eprintln!("scim2-cli: {passed} passed, {} failed, {skipped} skipped", failed.len());
+    eprintln!(
+        "scim2-cli: {passed} passed, {} failed, {skipped} skipped",
+        failed.len()
+    );
     assert!(
         out.status.success() && failed.is_empty(),
         "scim2 test failed ({:?}):\n{text}\n{err}",
         out.status
     );
-    assert!(passed >= 100, "too few checks ran ({passed}):\n{text}\n{err}");
+    assert!(
+        passed >= 100,
+        "too few checks ran ({passed}):\n{text}\n{err}"
+    );
     assert_eq!(skipped, 0, "skipped checks:\n{text}");
 }

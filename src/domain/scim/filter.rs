@@ -268,12 +268,7 @@ fn operand(
     value: &CompValue,
     path: &AttrPath,
 ) -> Result<Operand, ScimError> {
-    let bad = |why: &str| {
-        ScimError::invalid_filter(format!(
-            "`{path} {} …`: {why}",
-            op_name(op)
-        ))
-    };
+    let bad = |why: &str| ScimError::invalid_filter(format!("`{path} {} …`: {why}", op_name(op)));
     if let CompValue::Null = value {
         return match op {
             Op::Eq | Op::Ne => Ok(Operand::Null),
@@ -458,9 +453,13 @@ mod tests {
         assert!(m(r#"EMAILS.VALUE eq "alice@work.example""#));
         assert!(m(r#"emails[type eq "work" and value sw "alice"]"#));
         assert!(!m(r#"emails[type eq "other"]"#));
-        assert!(m(r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "r&d""#));
+        assert!(m(
+            r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "r&d""#
+        ));
         assert!(m(r#"meta.created gt "2026-01-01T00:00:00Z""#));
-        assert!(m(r#"not (title pr) and (userName co "@" or active eq false)"#));
+        assert!(m(
+            r#"not (title pr) and (userName co "@" or active eq false)"#
+        ));
         assert!(m(r#"title eq null"#));
     }
 
@@ -477,7 +476,11 @@ mod tests {
         ] {
             let e = compile_str(f).unwrap_err();
             assert_eq!(e.status, 400, "{f}");
-            assert_eq!(e.scim_type, Some(super::super::ScimType::InvalidFilter), "{f}");
+            assert_eq!(
+                e.scim_type,
+                Some(super::super::ScimType::InvalidFilter),
+                "{f}"
+            );
         }
     }
 }

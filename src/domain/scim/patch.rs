@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 use super::error::ScimError;
 use super::filter::{compile_val, matches};
-use super::resource::{check, container_mut, normalize, normalize_single, tidy, Attrs};
+use super::resource::{container_mut, finish, normalize, normalize_single, tidy, Attrs};
 use super::schema::{schemas, AttrDef, Mutability, Resolved, SchemaKind, SchemaSet};
 use super::{ENTERPRISE_USER, PATCH_OP};
 
@@ -117,14 +117,15 @@ pub fn parse(body: &Value) -> Result<Vec<Operation>, ScimError> {
     Ok(out)
 }
 
-/// Apply all operations to a copy of `attrs`; the result satisfies [`check`].
+/// Apply all operations to a copy of `attrs`; the result satisfies
+/// [`check`](super::resource::check).
 pub fn apply(attrs: &Attrs, ops: &[Operation]) -> Result<Attrs, ScimError> {
     let mut a = attrs.clone();
     for op in ops {
         apply_one(&mut a, op)?;
         tidy(&mut a);
     }
-    check(&a)?;
+    finish(&mut a)?;
     Ok(a)
 }
 
@@ -155,10 +156,9 @@ fn apply_one(a: &mut Attrs, op: &Operation) -> Result<(), ScimError> {
         }
         (Some(p), OpKind::Remove) => apply_path(a, OpKind::Remove, p, op.value.as_ref()),
         (Some(p), kind) => {
-            let v = op
-                .value
-                .as_ref()
-                .ok_or_else(|| ScimError::invalid_syntax("`value` is required for add and replace"))?;
+            let v = op.value.as_ref().ok_or_else(|| {
+                ScimError::invalid_syntax("`value` is required for add and replace")
+            })?;
             apply_path(a, kind, p, Some(v))
         }
     }
@@ -183,7 +183,12 @@ fn bad_path(p: &str) -> ScimError {
     ))
 }
 
-fn apply_path(a: &mut Attrs, kind: OpKind, path: &str, val: Option<&Value>) -> Result<(), ScimError> {
+fn apply_path(
+    a: &mut Attrs,
+    kind: OpKind,
+    path: &str,
+    val: Option<&Value>,
+) -> Result<(), ScimError> {
     let set = schemas()?;
     let p = path.trim();
     if SchemaSet::kind_of_urn(p) == Some(SchemaKind::Enterprise) {
@@ -235,8 +240,8 @@ fn apply_path(a: &mut Attrs, kind: OpKind, path: &str, val: Option<&Value>) -> R
             };
             let r = Resolved { sub, ..r };
             writable(&r)?;
-            let compiled = compile_val(&vp.filter, r.attr)
-                .map_err(|e| ScimError::invalid_path(e.detail))?;
+            let compiled =
+                compile_val(&vp.filter, r.attr).map_err(|e| ScimError::invalid_path(e.detail))?;
             on_filtered(a, kind, r, &compiled, &vp.filter, val)
         }
     }
@@ -336,7 +341,11 @@ fn on_attr(a: &mut Attrs, kind: OpKind, r: Resolved, val: Option<&Value>) -> Res
                     c.remove(&name);
                 } else {
                     let given = normalize(r.attr, val, &at)?;
-                    let given = given.as_ref().and_then(Value::as_array).cloned().unwrap_or_default();
+                    let given = given
+                        .as_ref()
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
                     if let Some(Value::Array(cur)) = c.get_mut(&name) {
                         cur.retain(|e| !given.iter().any(|g| same_value(e, g)));
                         if cur.is_empty() {
@@ -422,7 +431,9 @@ fn on_attr(a: &mut Attrs, kind: OpKind, r: Resolved, val: Option<&Value>) -> Res
 /// to create the value an `add` names when none matches. `None` for any other filter.
 fn eq_terms(f: &ValFilter, parent: &AttrDef) -> Option<Map<String, Value>> {
     match f {
-        ValFilter::Attr(AttrExp::Comparison(p, CompareOp::Eq, v)) if p.uri.is_none() && p.sub_attr.is_none() => {
+        ValFilter::Attr(AttrExp::Comparison(p, CompareOp::Eq, v))
+            if p.uri.is_none() && p.sub_attr.is_none() =>
+        {
             let sub = parent.sub(&p.name)?;
             let raw = match v {
                 CompValue::Str(s) => Value::String(s.clone()),
@@ -472,34 +483,31 @@ fn on_filtered(
         .map(|(i, _)| i)
         .collect();
     match kind {
-        OpKind::Remove => {
-            match r.sub {
-                None => {
-                    let mut i = 0;
-                    cur.retain(|_| {
-                        let keep = !hits.contains(&i);
-                        i += 1;
-                        keep
-                    });
-                }
-                Some(sub) => {
-                    for &i in &hits {
-                        if let Some(o) = cur.get_mut(i).and_then(Value::as_object_mut) {
-                            o.remove(&sub.name);
-                        }
-                    }
-                    cur.retain(|e| e.as_object().is_some_and(|o| !o.is_empty()));
-                }
+        OpKind::Remove => match r.sub {
+            None => {
+                let mut i = 0;
+                cur.retain(|_| {
+                    let keep = !hits.contains(&i);
+                    i += 1;
+                    keep
+                });
             }
-        }
+            Some(sub) => {
+                for &i in &hits {
+                    if let Some(o) = cur.get_mut(i).and_then(Value::as_object_mut) {
+                        o.remove(&sub.name);
+                    }
+                }
+                cur.retain(|e| e.as_object().is_some_and(|o| !o.is_empty()));
+            }
+        },
         OpKind::Add | OpKind::Replace => {
             let null = Value::Null;
             let val = val.unwrap_or(&null);
             let incoming: Map<String, Value> = match r.sub {
                 Some(sub) => {
-                    let n = normalize_single(sub, val, &at)?.ok_or_else(|| {
-                        ScimError::invalid_value(format!("`{at}` needs a value"))
-                    })?;
+                    let n = normalize_single(sub, val, &at)?
+                        .ok_or_else(|| ScimError::invalid_value(format!("`{at}` needs a value")))?;
                     let mut m = Map::new();
                     m.insert(sub.name.clone(), n);
                     m
@@ -605,11 +613,19 @@ mod tests {
     fn value_filters() {
         let a = run(json!([{"op": "replace", "path": "emails[type eq \"work\"].value", "value": "new@work.example"}])).unwrap();
         assert_eq!(a["emails"][0]["value"], "new@work.example");
-        let e = run(json!([{"op": "replace", "path": "emails[type eq \"home\"].value", "value": "x"}])).unwrap_err();
+        let e =
+            run(json!([{"op": "replace", "path": "emails[type eq \"home\"].value", "value": "x"}]))
+                .unwrap_err();
         assert_eq!(e.scim_type, Some(ScimType::NoTarget));
         let a = run(json!([{"op": "add", "path": "emails[type eq \"home\"].value", "value": "h@home.example"}])).unwrap();
-        assert_eq!(a["emails"][1], json!({"type": "home", "value": "h@home.example"}));
-        let a = run(json!([{"op": "add", "path": "emails", "value": [{"value": "p@x", "primary": true}]}])).unwrap();
+        assert_eq!(
+            a["emails"][1],
+            json!({"type": "home", "value": "h@home.example"})
+        );
+        let a = run(
+            json!([{"op": "add", "path": "emails", "value": [{"value": "p@x", "primary": true}]}]),
+        )
+        .unwrap();
         assert_eq!(a["emails"][0]["primary"], false);
         assert_eq!(a["emails"][1]["primary"], true);
         let a = run(json!([{"op": "remove", "path": "emails[type eq \"work\"]"}])).unwrap();

@@ -12,7 +12,9 @@ use serde_json::{json, Map, Value};
 
 use super::error::ScimError;
 use super::filter::parse_time;
-use super::schema::{schemas, AttrDef, AttrType, Mutability, Resolved, Returned, SchemaKind, SchemaSet};
+use super::schema::{
+    schemas, AttrDef, AttrType, Mutability, Resolved, Returned, SchemaKind, SchemaSet,
+};
 use super::{ENTERPRISE_USER, USER};
 
 /// A user's SCIM attributes in canonical form (see the module docs).
@@ -97,11 +99,15 @@ pub fn normalize_single(def: &AttrDef, v: &Value, at: &str) -> Result<Option<Val
         Value::Array(_) => Err(ScimError::invalid_value(format!(
             "`{at}` takes a single value"
         ))),
-        other => match def.sub("value") {
-            Some(vd) => Ok(normalize_single(vd, other, &format!("{at}.value"))?
-                .map(|n| json!({ "value": n }))),
-            None => Err(ScimError::invalid_value(format!("`{at}` must be an object"))),
-        },
+        other => {
+            match def.sub("value") {
+                Some(vd) => Ok(normalize_single(vd, other, &format!("{at}.value"))?
+                    .map(|n| json!({ "value": n }))),
+                None => Err(ScimError::invalid_value(format!(
+                    "`{at}` must be an object"
+                ))),
+            }
+        }
     }
 }
 
@@ -197,6 +203,19 @@ pub fn check(attrs: &Attrs) -> Result<(), ScimError> {
     Ok(())
 }
 
+/// Final form of a resource after input or PATCH: `userName` trimmed, empty extension dropped,
+/// then [`check`]ed.
+pub fn finish(attrs: &mut Attrs) -> Result<(), ScimError> {
+    if let Some(Value::String(u)) = attrs.get_mut("userName") {
+        let t = u.trim();
+        if t.len() != u.len() {
+            *u = t.to_string();
+        }
+    }
+    tidy(attrs);
+    check(attrs)
+}
+
 /// Split `urn:…:User:userName` into (`urn:…:User`, `userName`); plain names pass through.
 pub fn split_urn(key: &str) -> (Option<&str>, &str) {
     if key.len() > 4 && key[..4].eq_ignore_ascii_case("urn:") {
@@ -269,17 +288,22 @@ pub fn from_body(body: &Value) -> Result<Attrs, ScimError> {
         }
         let (uri, name) = split_urn(k);
         let core = uri.is_none_or(|u| u.eq_ignore_ascii_case(USER));
-        if core && IGNORED_ON_INPUT.iter().any(|i| i.eq_ignore_ascii_case(name)) {
+        if core
+            && IGNORED_ON_INPUT
+                .iter()
+                .any(|i| i.eq_ignore_ascii_case(name))
+        {
             continue;
         }
-        let r = set.resolve(uri, name, None).ok_or_else(|| unknown_attr(k))?;
+        let r = set
+            .resolve(uri, name, None)
+            .ok_or_else(|| unknown_attr(k))?;
         if r.attr.mutability == Mutability::ReadOnly {
             continue;
         }
         put(&mut out, r, v)?;
     }
-    tidy(&mut out);
-    check(&out)?;
+    finish(&mut out)?;
     Ok(out)
 }
 
@@ -400,7 +424,10 @@ fn keep_subs(v: &Value, subs: &[&str]) -> Option<Value> {
     match v {
         Value::Object(o) => pick(o),
         Value::Array(a) => {
-            let items: Vec<Value> = a.iter().filter_map(|e| e.as_object().and_then(pick)).collect();
+            let items: Vec<Value> = a
+                .iter()
+                .filter_map(|e| e.as_object().and_then(pick))
+                .collect();
             (!items.is_empty()).then_some(Value::Array(items))
         }
         _ => None,
@@ -409,7 +436,11 @@ fn keep_subs(v: &Value, subs: &[&str]) -> Option<Value> {
 
 /// Apply `attributes` (keep only these plus `schemas` and the `returned: always` `id`) or
 /// `excludedAttributes` (drop these, never `id`/`schemas`) to a rendered resource.
-pub fn project(doc: Map<String, Value>, include: &[Selected], exclude: &[Selected]) -> Map<String, Value> {
+pub fn project(
+    doc: Map<String, Value>,
+    include: &[Selected],
+    exclude: &[Selected],
+) -> Map<String, Value> {
     if !include.is_empty() {
         let mut out = Map::new();
         for k in ["schemas", "id"] {
@@ -425,10 +456,14 @@ pub fn project(doc: Map<String, Value>, include: &[Selected], exclude: &[Selecte
                 Selected::Extension => whole_ext = true,
                 Selected::Attr(r) => {
                     let name = r.attr.name.as_str();
-                    let pos = wanted.iter().position(|(k, n, _)| *k == r.kind && *n == name);
+                    let pos = wanted
+                        .iter()
+                        .position(|(k, n, _)| *k == r.kind && *n == name);
                     match (pos, r.sub) {
                         (None, None) => wanted.push((r.kind, name, None)),
-                        (None, Some(sub)) => wanted.push((r.kind, name, Some(vec![sub.name.as_str()]))),
+                        (None, Some(sub)) => {
+                            wanted.push((r.kind, name, Some(vec![sub.name.as_str()])))
+                        }
                         (Some(i), None) => wanted[i].2 = None,
                         (Some(i), Some(sub)) => {
                             if let Some(subs) = wanted[i].2.as_mut() {
@@ -449,7 +484,9 @@ pub fn project(doc: Map<String, Value>, include: &[Selected], exclude: &[Selecte
                 SchemaKind::Core => Some(&doc),
                 SchemaKind::Enterprise => doc.get(ENTERPRISE_USER).and_then(Value::as_object),
             };
-            let Some(v) = src.and_then(|s| s.get(name)) else { continue };
+            let Some(v) = src.and_then(|s| s.get(name)) else {
+                continue;
+            };
             let picked = match &subs {
                 None => Some(v.clone()),
                 Some(subs) => keep_subs(v, subs),
@@ -530,7 +567,10 @@ mod tests {
         assert_eq!(a["userName"], "Bob@Example.com");
         assert_eq!(a["active"], false);
         assert_eq!(a["name"], json!({"givenName": "Bob"}));
-        assert_eq!(a["emails"], json!([{"value": "bob@example.com", "type": "work"}]));
+        assert_eq!(
+            a["emails"],
+            json!([{"value": "bob@example.com", "type": "work"}])
+        );
         assert_eq!(a[ENTERPRISE_USER]["manager"], json!({"value": "m-1"}));
         assert!(!a.contains_key("groups"));
     }
@@ -552,7 +592,12 @@ mod tests {
     #[test]
     fn projection() {
         let a = from_body(&json!({"schemas": [USER], "userName": "a", "name": {"givenName": "G", "familyName": "F"}, "emails": [{"value": "e", "type": "work"}]})).unwrap();
-        let m = MetaInfo { id: "1".into(), created: "2026-01-01T00:00:00Z".into(), last_modified: "2026-01-01T00:00:00Z".into(), version: 1 };
+        let m = MetaInfo {
+            id: "1".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            last_modified: "2026-01-01T00:00:00Z".into(),
+            version: 1,
+        };
         let doc = render(&a, &m, "https://h/scim/v2");
         let inc = parse_selection(["name.givenName", "EMAILS.value"]).unwrap();
         let p = project(doc.clone(), &inc, &[]);

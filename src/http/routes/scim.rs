@@ -19,7 +19,9 @@ use std::marker::PhantomData;
 use actix_web::dev::Payload;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::{delete, get, patch, post, put, web, FromRequest, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{
+    delete, get, patch, post, put, web, FromRequest, HttpRequest, HttpResponse, ResponseError,
+};
 use futures_util::future::LocalBoxFuture;
 use scim_v2::models::resource_types::{ResourceType, SchemaExtension};
 use scim_v2::models::scim_schema::Meta;
@@ -98,7 +100,11 @@ fn base_url(req: &HttpRequest, state: &AppState) -> String {
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
-    let scheme = if tls_on || forwarded_https { "https" } else { "http" };
+    let scheme = if tls_on || forwarded_https {
+        "https"
+    } else {
+        "http"
+    };
     let host = req
         .headers()
         .get(header::HOST)
@@ -108,8 +114,7 @@ fn base_url(req: &HttpRequest, state: &AppState) -> String {
         .filter(|h| {
             !h.is_empty()
                 && h.len() <= 255
-                && h
-                    .chars()
+                && h.chars()
                     .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
         })
         .unwrap_or_else(|| req.app_config().local_addr().to_string());
@@ -202,9 +207,7 @@ fn media(req: &HttpRequest) -> &'static str {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    if accept.contains("application/json")
-        && !accept.contains(SCIM_JSON)
-        && !accept.contains("*/*")
+    if accept.contains("application/json") && !accept.contains(SCIM_JSON) && !accept.contains("*/*")
     {
         "application/json"
     } else {
@@ -218,12 +221,22 @@ fn respond(req: &HttpRequest, status: StatusCode, body: &Value) -> HttpResponse 
         .body(body.to_string())
 }
 
-fn respond_resource(req: &HttpRequest, status: StatusCode, r: &Rendered, doc: Map<String, Value>) -> HttpResponse {
+fn respond_resource(
+    req: &HttpRequest,
+    status: StatusCode,
+    r: &Rendered,
+    doc: Map<String, Value>,
+) -> HttpResponse {
     let mut b = HttpResponse::build(status);
     b.insert_header((header::CONTENT_TYPE, media(req)))
         .insert_header((header::ETAG, etag(r.version)));
     if status == StatusCode::CREATED {
-        if let Some(loc) = r.doc.get("meta").and_then(|m| m.get("location")).and_then(Value::as_str) {
+        if let Some(loc) = r
+            .doc
+            .get("meta")
+            .and_then(|m| m.get("location"))
+            .and_then(Value::as_str)
+        {
             b.insert_header((header::LOCATION, loc.to_string()));
         }
     }
@@ -252,7 +265,10 @@ fn int_param(name: &str, v: &str) -> Result<i64, ScimError> {
         .map_err(|_| ScimError::invalid_value(format!("`{name}` must be an integer")))
 }
 
-fn selection(attributes: Vec<Selected>, excluded: Vec<Selected>) -> Result<(Vec<Selected>, Vec<Selected>), ScimError> {
+fn selection(
+    attributes: Vec<Selected>,
+    excluded: Vec<Selected>,
+) -> Result<(Vec<Selected>, Vec<Selected>), ScimError> {
     if !attributes.is_empty() && !excluded.is_empty() {
         return Err(ScimError::invalid_value(
             "`attributes` and `excludedAttributes` are mutually exclusive (RFC 7644 §3.9)",
@@ -295,7 +311,9 @@ fn list_query(req: &HttpRequest) -> Result<Query, ScimError> {
 }
 
 fn get_ci<'a>(o: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    o.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v)
+    o.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v)
 }
 
 fn names(v: Option<&Value>, field: &str) -> Result<Vec<Selected>, ScimError> {
@@ -311,7 +329,9 @@ fn names(v: Option<&Value>, field: &str) -> Result<Vec<Selected>, ScimError> {
             }
             parse_selection(items)
         }
-        Some(_) => Err(ScimError::invalid_value(format!("`{field}` must list strings"))),
+        Some(_) => Err(ScimError::invalid_value(format!(
+            "`{field}` must list strings"
+        ))),
     }
 }
 
@@ -320,13 +340,17 @@ fn search_query(body: &Value) -> Result<Query, ScimError> {
     let o = body
         .as_object()
         .ok_or_else(|| ScimError::invalid_syntax("the request body must be a JSON object"))?;
-    let listed = get_ci(o, "schemas").and_then(Value::as_array).is_some_and(|a| {
-        a.iter()
-            .filter_map(Value::as_str)
-            .any(|s| s.eq_ignore_ascii_case(SEARCH_REQUEST))
-    });
+    let listed = get_ci(o, "schemas")
+        .and_then(Value::as_array)
+        .is_some_and(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .any(|s| s.eq_ignore_ascii_case(SEARCH_REQUEST))
+        });
     if !listed {
-        return Err(ScimError::invalid_syntax(format!("`schemas` must list {SEARCH_REQUEST}")));
+        return Err(ScimError::invalid_syntax(format!(
+            "`schemas` must list {SEARCH_REQUEST}"
+        )));
     }
     let int = |key: &str| -> Result<Option<i64>, ScimError> {
         match get_ci(o, key) {
@@ -364,7 +388,11 @@ fn if_match(req: &HttpRequest) -> Option<IfMatch> {
 
 fn page_response(req: &HttpRequest, page: Page) -> HttpResponse {
     let resources = page.resources.into_iter().map(Value::Object).collect();
-    respond(req, StatusCode::OK, &list_response(page.total_results, page.start_index, resources))
+    respond(
+        req,
+        StatusCode::OK,
+        &list_response(page.total_results, page.start_index, resources),
+    )
 }
 
 /// List users (filter, paging; never 404 for no match).
@@ -416,7 +444,14 @@ pub async fn create_user(
     g: ScimBody<perm::ScimUsers>,
 ) -> Result<HttpResponse, ScimError> {
     let (inc, exc) = query_selection(&req)?;
-    let r = svc::create(&state.into_inner(), &g.call.principal, &g.body, &g.call.base, &client).await?;
+    let r = svc::create(
+        &state.into_inner(),
+        &g.call.principal,
+        &g.body,
+        &g.call.base,
+        &client,
+    )
+    .await?;
     let doc = crate::domain::scim::resource::project(r.doc.clone(), &inc, &exc);
     Ok(respond_resource(&req, StatusCode::CREATED, &r, doc))
 }
@@ -438,10 +473,7 @@ pub async fn get_user(
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .and_then(IfMatch::parse)
-        .is_some_and(|m| match m {
-            IfMatch::Any => true,
-            IfMatch::Tags(t) => t.iter().any(|x| current.ends_with(x.as_str())),
-        });
+        .is_some_and(|m| m.allows(r.version));
     if not_modified {
         return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, current))
@@ -463,7 +495,16 @@ pub async fn replace_user(
 ) -> Result<HttpResponse, ScimError> {
     let (inc, exc) = query_selection(&req)?;
     let im = if_match(&req);
-    let r = svc::replace(&state.into_inner(), &g.call.principal, &id, &g.body, im.as_ref(), &g.call.base, &client).await?;
+    let r = svc::replace(
+        &state.into_inner(),
+        &g.call.principal,
+        &id,
+        &g.body,
+        im.as_ref(),
+        &g.call.base,
+        &client,
+    )
+    .await?;
     let doc = crate::domain::scim::resource::project(r.doc.clone(), &inc, &exc);
     Ok(respond_resource(&req, StatusCode::OK, &r, doc))
 }
@@ -480,7 +521,16 @@ pub async fn patch_user(
 ) -> Result<HttpResponse, ScimError> {
     let (inc, exc) = query_selection(&req)?;
     let im = if_match(&req);
-    let r = svc::modify(&state.into_inner(), &g.call.principal, &id, &g.body, im.as_ref(), &g.call.base, &client).await?;
+    let r = svc::modify(
+        &state.into_inner(),
+        &g.call.principal,
+        &id,
+        &g.body,
+        im.as_ref(),
+        &g.call.base,
+        &client,
+    )
+    .await?;
     let doc = crate::domain::scim::resource::project(r.doc.clone(), &inc, &exc);
     Ok(respond_resource(&req, StatusCode::OK, &r, doc))
 }
@@ -502,7 +552,10 @@ pub async fn delete_user(
 
 /// RFC 7644 §4: discovery endpoints answer a `filter` with 403.
 fn no_filter(req: &HttpRequest) -> Result<(), ScimError> {
-    if query_pairs(req)?.iter().any(|(k, _)| k.eq_ignore_ascii_case("filter")) {
+    if query_pairs(req)?
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("filter"))
+    {
         return Err(ScimError::new(
             403,
             "filtering is not supported on discovery endpoints (RFC 7644 §4)",
@@ -569,8 +622,13 @@ fn schema_docs(base: &str) -> Result<Vec<Value>, ScimError> {
         .iter()
         .map(|s| {
             let mut s = s.clone();
-            let id = s.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
-            s["meta"] = json!({"resourceType": "Schema", "location": format!("{base}/Schemas/{id}")});
+            let id = s
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            s["meta"] =
+                json!({"resourceType": "Schema", "location": format!("{base}/Schemas/{id}")});
             s
         })
         .collect())
@@ -585,7 +643,11 @@ pub async fn list_schemas(
 ) -> Result<HttpResponse, ScimError> {
     no_filter(&req)?;
     let docs = schema_docs(&g.base)?;
-    Ok(respond(&req, StatusCode::OK, &list_response(docs.len(), 1, docs)))
+    Ok(respond(
+        &req,
+        StatusCode::OK,
+        &list_response(docs.len(), 1, docs),
+    ))
 }
 
 /// One schema by its URN.
@@ -598,7 +660,11 @@ pub async fn get_schema(
 ) -> Result<HttpResponse, ScimError> {
     let doc = schema_docs(&g.base)?
         .into_iter()
-        .find(|s| s.get("id").and_then(Value::as_str).is_some_and(|x| x.eq_ignore_ascii_case(&id)))
+        .find(|s| {
+            s.get("id")
+                .and_then(Value::as_str)
+                .is_some_and(|x| x.eq_ignore_ascii_case(&id))
+        })
         .ok_or_else(|| ScimError::not_found("no such schema"))?;
     Ok(respond(&req, StatusCode::OK, &doc))
 }
@@ -642,7 +708,11 @@ pub async fn get_resource_type(
     if !id.eq_ignore_ascii_case("User") {
         return Err(ScimError::not_found("no such resource type"));
     }
-    Ok(respond(&req, StatusCode::OK, &to_value(&user_resource_type(&g.base))?))
+    Ok(respond(
+        &req,
+        StatusCode::OK,
+        &to_value(&user_resource_type(&g.base))?,
+    ))
 }
 
 /// Unmatched `/scim/…` requests: 405 (with `Allow`) for a known endpoint and another method,
@@ -651,7 +721,11 @@ pub fn fallback(req: &HttpRequest) -> HttpResponse {
     let rest = req.path().strip_prefix(PREFIX).unwrap_or("");
     let segs: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
     let allow = match segs.as_slice() {
-        ["ServiceProviderConfig"] | ["Schemas"] | ["Schemas", _] | ["ResourceTypes"] | ["ResourceTypes", _] => Some("GET"),
+        ["ServiceProviderConfig"]
+        | ["Schemas"]
+        | ["Schemas", _]
+        | ["ResourceTypes"]
+        | ["ResourceTypes", _] => Some("GET"),
         ["Users"] => Some("GET, POST"),
         ["Users", ".search"] | [".search"] => Some("POST"),
         ["Users", id] if !id.is_empty() => Some("GET, PUT, PATCH, DELETE"),
@@ -659,7 +733,8 @@ pub fn fallback(req: &HttpRequest) -> HttpResponse {
     };
     match allow {
         Some(a) if rest.starts_with('/') => {
-            let mut r = ScimError::new(405, format!("method not allowed here; use {a}")).error_response();
+            let mut r =
+                ScimError::new(405, format!("method not allowed here; use {a}")).error_response();
             if let Ok(v) = HeaderValue::from_str(a) {
                 r.headers_mut().insert(header::ALLOW, v);
             }
