@@ -910,8 +910,7 @@ async fn scim_create_replace_etags_uniqueness() {
     r.assert_error(412, None);
     scim.get(&id).await;
     // PUT onto another user's userName → 409.
-    let other = scim
-        .create(json!({"schemas": [USER], "userName": "taken@corp.example"}))
+    scim.create(json!({"schemas": [USER], "userName": "taken@corp.example"}))
         .await;
     let mut clash = put.clone();
     clash["userName"] = json!("TAKEN@corp.example");
@@ -925,7 +924,6 @@ async fn scim_create_replace_etags_uniqueness() {
     )
     .await
     .assert_error(404, None);
-    let _ = other;
 }
 
 #[tokio::test]

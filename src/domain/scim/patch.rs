@@ -584,6 +584,11 @@ mod tests {
         assert_eq!(a["active"], false);
         let a = run(json!([{"op": "Add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "value": "m1"}])).unwrap();
         assert_eq!(a[ENTERPRISE_USER]["manager"], json!({"value": "m1"}));
+        let a = run(json!([{"op": "Add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "value": [{"value": "m2"}]}])).unwrap();
+        assert_eq!(a[ENTERPRISE_USER]["manager"], json!({"value": "m2"}));
+        let e = run(json!([{"op": "replace", "path": "displayName", "value": ["a", "b"]}]))
+            .unwrap_err();
+        assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
         let e = run(json!([{"op": "REPLACE", "path": "active", "value": "yes"}])).unwrap_err();
         assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
         let e = run(json!([{"op": "Upsert", "path": "active", "value": false}])).unwrap_err();

@@ -111,10 +111,15 @@ pub fn normalize_single(def: &AttrDef, v: &Value, at: &str) -> Result<Option<Val
     }
 }
 
-/// Normalise a whole attribute value. Multi-valued attributes accept an array or one value.
+/// Normalise a whole attribute value. Multi-valued attributes accept an array or one value;
+/// single-valued ones accept one value, or an array of at most one (`[]` clears).
 pub fn normalize(def: &AttrDef, v: &Value, at: &str) -> Result<Option<Value>, ScimError> {
     if !def.multi_valued {
-        return normalize_single(def, v, at);
+        return match v {
+            Value::Array(a) if a.is_empty() => Ok(None),
+            Value::Array(a) if a.len() == 1 => normalize_single(def, &a[0], at),
+            _ => normalize_single(def, v, at),
+        };
     }
     let items: Vec<&Value> = match v {
         Value::Array(a) => a.iter().collect(),
