@@ -6,7 +6,8 @@
 //!
 //! Environment variables use `__` for nesting: `FLOWGUARD_TLS__MODE=off` sets `tls.mode`.
 //! `FLOWGUARD_AGENT_TOKEN`, `FLOWGUARD_CONFIG` and `FLOWGUARD_LOG` belong to other parts of the
-//! binary and are not settings.
+//! binary and are not settings; any other `FLOWGUARD_*` variable must name a setting, so tools
+//! around the appliance must not use the `FLOWGUARD_` prefix for their own variables.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
