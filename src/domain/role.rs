@@ -100,6 +100,7 @@ impl Role {
             P::AuditRead => matches!(self, Owner),
             P::AgentSelf => matches!(self, Agent),
             P::PlatformRead => matches!(self, PlatformAdmin),
+            P::SsoManage => matches!(self, Owner),
         }
     }
 }
@@ -130,6 +131,8 @@ pub enum Permission {
     AgentSelf,
     /// Read catalog information (tenants) as PlatformAdmin.
     PlatformRead,
+    /// Read and change the tenant's SSO/LDAP configuration, test it, dry-run mappings.
+    SsoManage,
 }
 
 #[cfg(test)]

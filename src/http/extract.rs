@@ -114,6 +114,7 @@ pub mod perm {
         AuditRead,
         AgentSelf,
         PlatformRead,
+        SsoManage,
     );
 }
 

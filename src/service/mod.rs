@@ -4,6 +4,7 @@
 pub mod applications;
 pub mod audit_log;
 pub mod auth;
+pub mod ldap;
 pub mod members;
 pub mod principal;
 pub mod tenants;

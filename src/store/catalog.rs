@@ -208,6 +208,29 @@ pub fn active_key(
     .map_err(StoreError::from)
 }
 
+/// A tenant's wrapped key of `purpose` at `version`, whatever its state except `retired` with
+/// its material destroyed (then `NotFound`). Used to open envelope ciphertexts, which record
+/// the version they were sealed with.
+pub fn key_at_version(
+    c: &Connection,
+    tenant: &str,
+    version: u32,
+    purpose: KeyPurpose,
+) -> StoreResult<WrappedKey> {
+    c.query_row(
+        "SELECT nonce, wrapped FROM tenant_keys
+         WHERE tenant_id = ?1 AND version = ?2 AND purpose = ?3",
+        params![tenant, version, purpose.as_str()],
+        |r| {
+            Ok(WrappedKey {
+                nonce: r.get(0)?,
+                ciphertext: r.get(1)?,
+            })
+        },
+    )
+    .map_err(StoreError::from)
+}
+
 /// Insert a platform admin (with a `platform_admin.create` catalog audit row).
 pub fn insert_platform_admin(
     c: &mut Connection,

@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod catalog;
+pub mod ldap;
 mod migrations;
 pub mod tenant;
 

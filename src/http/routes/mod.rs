@@ -8,6 +8,7 @@ mod auth;
 mod members;
 pub(crate) mod ops;
 mod platform;
+mod sso;
 mod tokens;
 
 use utoipa_actix_web::scope;
@@ -23,6 +24,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(ops::version)
                 .service(ops::openapi)
                 .service(auth::login)
+                .service(auth::ldap_login)
                 .service(auth::logout)
                 .service(auth::me)
                 .service(auth::change_password)
@@ -43,6 +45,10 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(tokens::revoke_scim)
                 .service(tokens::agent_whoami)
                 .service(audit::list)
-                .service(platform::tenants),
+                .service(platform::tenants)
+                .service(sso::get_ldap)
+                .service(sso::put_ldap)
+                .service(sso::dry_run)
+                .service(sso::test_connection),
         );
 }
