@@ -489,22 +489,24 @@ impl DirSession {
         let mut frontier: Vec<String> = dns.clone();
         let mut depth = 0u8;
         while !frontier.is_empty() {
-            if depth >= cfg.nested_max_depth {
-                truncated = true;
-                break;
-            }
-            depth += 1;
+            let at_limit = depth >= cfg.nested_max_depth;
+            depth = depth.saturating_add(1);
             let mut next = Vec::new();
-            for g in frontier {
+            'level: for g in frontier {
                 for parent in self.groups_of_group(cfg, &g, username, &mut truncated).await? {
-                    if dns.len() >= MAX_GROUPS {
+                    let new = dn::key(&parent).is_some_and(|k| !seen.contains(&k));
+                    if new && (at_limit || dns.len() >= MAX_GROUPS) {
+                        // A group exists beyond the bound: report it, do not follow it.
                         truncated = true;
-                        break;
+                        break 'level;
                     }
                     if add(parent.clone(), &mut seen, &mut dns) {
                         next.push(parent);
                     }
                 }
+            }
+            if at_limit {
+                break;
             }
             frontier = next;
         }

@@ -23,7 +23,9 @@ pub struct DnError(pub &'static str);
 struct Ava {
     /// Lowercased attribute type (descriptor or numeric OID).
     attr: String,
-    /// Comparison form of the value (case-folded, spaces collapsed), or `#hex` for BER values.
+    /// The value was given as `#hex` (BER), compared as lowercase hex.
+    ber: bool,
+    /// Comparison form of the value (case-folded, spaces collapsed), or the hex digits.
     key: String,
 }
 
@@ -114,8 +116,8 @@ impl Parser<'_> {
         Ok(t.to_ascii_lowercase())
     }
 
-    /// Parse a value up to an unescaped `,`, `+` or the end; returns the comparison key.
-    fn value(&mut self) -> Result<String, DnError> {
+    /// Parse a value up to an unescaped `,`, `+` or the end; returns (is BER, comparison key).
+    fn value(&mut self) -> Result<(bool, String), DnError> {
         self.skip_spaces();
         if self.peek() == Some(b'#') {
             self.i += 1;
@@ -129,10 +131,9 @@ impl Parser<'_> {
             }
             self.skip_spaces();
             return match self.peek() {
-                None | Some(b',') | Some(b'+') => Ok(format!(
-                    "#{}",
-                    String::from_utf8_lossy(hex).to_ascii_lowercase()
-                )),
+                None | Some(b',') | Some(b'+') => {
+                    Ok((true, String::from_utf8_lossy(hex).to_ascii_lowercase()))
+                }
                 _ => Err(DnError("text after a BER value")),
             };
         }
@@ -177,7 +178,7 @@ impl Parser<'_> {
         }
         let bytes: Vec<u8> = out.into_iter().map(|(c, _)| c).collect();
         let v = String::from_utf8(bytes).map_err(|_| DnError("value is not UTF-8"))?;
-        Ok(fold(&v))
+        Ok((false, fold(&v)))
     }
 }
 
@@ -201,8 +202,8 @@ impl Dn {
             let mut rdn = Vec::new();
             loop {
                 let attr = p.attr_type()?;
-                let key = p.value()?;
-                rdn.push(Ava { attr, key });
+                let (ber, key) = p.value()?;
+                rdn.push(Ava { attr, ber, key });
                 if p.peek() == Some(b'+') {
                     p.i += 1;
                     continue;
@@ -237,8 +238,8 @@ impl Dn {
             .map(|rdn| {
                 rdn.iter()
                     .map(|a| {
-                        if a.key.starts_with('#') {
-                            format!("{}={}", a.attr, a.key)
+                        if a.ber {
+                            format!("{}=#{}", a.attr, a.key)
                         } else {
                             format!("{}={}", a.attr, ldap3::dn_escape(a.key.as_str()))
                         }
@@ -289,9 +290,14 @@ mod tests {
         let a = key("cn=Doe\\, Jane,ou=staff,dc=corp").unwrap();
         let b = key("cn=Doe,cn=Jane,ou=staff,dc=corp").unwrap();
         assert_ne!(a, b);
-        // Escaped trailing space is significant, unescaped padding is not.
+        // Padding around separators is not part of the value; and under caseIgnoreMatch's
+        // insignificant space handling (RFC 4518 §2.6.1) even an escaped trailing space or a
+        // doubled inner space does not make another entry name.
         assert_eq!(key("cn=a ,dc=x"), key("cn=a,dc=x"));
-        assert_ne!(key("cn=a\\ ,dc=x"), key("cn=a,dc=x"));
+        assert_eq!(key("cn=a\\ ,dc=x"), key("cn=a,dc=x"));
+        assert_eq!(key("cn=a  b,dc=x"), key("cn=a b,dc=x"));
+        // A string value that starts with an escaped `#` is not a BER value.
+        assert_ne!(key("cn=\\#04,dc=x"), key("cn=#04,dc=x"));
     }
 
     #[test]
