@@ -396,7 +396,11 @@ mod tests {
     fn egress_list_validated() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(&f, "[egress]\nallow = [\"dc1.corp.example:636\", \"10.0.0.0/8\"]\n").unwrap();
+        std::fs::write(
+            &f,
+            "[egress]\nallow = [\"dc1.corp.example:636\", \"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
         let s = Settings::load(Some(&f), &CliOverrides::default()).unwrap();
         assert_eq!(s.egress.allow.len(), 2);
         std::fs::write(&f, "[egress]\nallow = [\"10.0.0.0/99\"]\n").unwrap();

@@ -42,7 +42,8 @@ pub enum EnvelopeError {
 }
 
 fn aad(version: u32, parts: &[&str]) -> Vec<u8> {
-    let mut a = Vec::with_capacity(AAD_DOMAIN.len() + 4 + parts.iter().map(|p| p.len() + 4).sum::<usize>());
+    let mut a =
+        Vec::with_capacity(AAD_DOMAIN.len() + 4 + parts.iter().map(|p| p.len() + 4).sum::<usize>());
     a.extend_from_slice(AAD_DOMAIN);
     a.extend_from_slice(&version.to_be_bytes());
     for p in parts {
@@ -183,7 +184,10 @@ mod tests {
         for i in 4..ct.len() {
             let mut t = ct.clone();
             t[i] ^= 0x01;
-            assert!(open(&k, &PARTS, &t).is_err(), "flipped byte {i} still opened");
+            assert!(
+                open(&k, &PARTS, &t).is_err(),
+                "flipped byte {i} still opened"
+            );
         }
         // The version in the header is authenticated.
         let mut t = ct.clone();

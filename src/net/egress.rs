@@ -236,9 +236,9 @@ impl EgressPolicy {
 
     fn addr_in_nets(&self, ip: IpAddr, port: u16) -> bool {
         let ip = canonical(ip);
-        self.rules.iter().any(|r| {
-            port_ok(r, port) && matches!(&r.target, Target::Net(n) if n.contains(&ip))
-        })
+        self.rules
+            .iter()
+            .any(|r| port_ok(r, port) && matches!(&r.target, Target::Net(n) if n.contains(&ip)))
     }
 
     /// Connect-time decision for one resolved address of `host`.
@@ -374,7 +374,16 @@ mod tests {
 
     #[test]
     fn bad_entries_named() {
-        for bad in ["", "a b", "10.0.0.0/33", "host:0", "host:99999", "[::1", "*.", "-a.b"] {
+        for bad in [
+            "",
+            "a b",
+            "10.0.0.0/33",
+            "host:0",
+            "host:99999",
+            "[::1",
+            "*.",
+            "-a.b",
+        ] {
             let e = EgressPolicy::parse(&[bad.to_string()]);
             assert!(e.is_err(), "{bad:?} accepted");
         }
@@ -427,7 +436,9 @@ mod tests {
 
     #[tokio::test]
     async fn connect_checks_resolved_address() {
-        let l = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let l = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap();
         let port = l.local_addr().unwrap().port();
         let t = Duration::from_secs(2);
         // Allowed by network.
@@ -441,6 +452,9 @@ mod tests {
             Err(ConnectError::Denied(_))
         ));
         // A listed name still has to resolve to a reachable, non-forbidden address.
-        assert!(pol(&["localhost"]).connect("localhost", port, t).await.is_ok());
+        assert!(pol(&["localhost"])
+            .connect("localhost", port, t)
+            .await
+            .is_ok());
     }
 }

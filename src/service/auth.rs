@@ -230,9 +230,7 @@ pub async fn login(
                 LoginMode::DirectoryOnly => None,
             };
             match local {
-                Some(u) if u.active && u.password_hash.is_some() => {
-                    Subject::User(u, tid)
-                }
+                Some(u) if u.active && u.password_hash.is_some() => Subject::User(u, tid),
                 _ if super::ldap::enabled(state, &tid).await? => {
                     let attempt = Attempt {
                         state,
@@ -278,7 +276,9 @@ pub async fn login(
             now,
             client,
         };
-        return Err(record_failed(&attempt, tid, serde_json::json!({"reason": reason}), None).await?);
+        return Err(
+            record_failed(&attempt, tid, serde_json::json!({"reason": reason}), None).await?,
+        );
     }
 
     // Success: forget this pair's failures, open a session.

@@ -17,7 +17,10 @@ use zeroize::Zeroizing;
 use super::{unix_now, AppState, ClientInfo, Principal};
 use crate::audit::NewAuditEvent;
 use crate::auth::ldap::config::{role_name, FieldError, RoleMapping};
-use crate::auth::ldap::{self as dir, client, dn, mapping, DirError, LdapConfig, LdapConfigInput, LdapConfigView, Lookup, Secrets};
+use crate::auth::ldap::{
+    self as dir, client, dn, mapping, DirError, LdapConfig, LdapConfigInput, LdapConfigView,
+    Lookup, Secrets,
+};
 use crate::crypto::keyring::{self, KeyPurpose};
 use crate::crypto::token::{self, TokenKind};
 use crate::crypto::{ct_eq, envelope, Key256};
@@ -94,7 +97,11 @@ fn dir_error(e: DirError) -> ApiError {
 // ---------------------------------------------------------------- keys and secrets
 
 /// Unwrap the tenant DEK: the active one (`None`) or a given version.
-async fn dek(state: &Arc<AppState>, tid: &TenantId, version: Option<u32>) -> ApiResult<(u32, Key256)> {
+async fn dek(
+    state: &Arc<AppState>,
+    tid: &TenantId,
+    version: Option<u32>,
+) -> ApiResult<(u32, Key256)> {
     let t = tid.as_str().to_string();
     let (v, wrapped) = state
         .catalog
@@ -108,22 +115,37 @@ async fn dek(state: &Arc<AppState>, tid: &TenantId, version: Option<u32>) -> Api
     Ok((v, key))
 }
 
-async fn open_secret(state: &Arc<AppState>, tid: &TenantId, column: &str, ct: &[u8]) -> ApiResult<Zeroizing<String>> {
+async fn open_secret(
+    state: &Arc<AppState>,
+    tid: &TenantId,
+    column: &str,
+    ct: &[u8],
+) -> ApiResult<Zeroizing<String>> {
     let v = envelope::key_version(ct).map_err(ApiError::internal)?;
     let (_, key) = dek(state, tid, Some(v)).await?;
     let aad = [tid.as_str(), st::CONFIG_TABLE, st::CONFIG_ROW, column];
     let pt = envelope::open(&key, &aad, ct).map_err(ApiError::internal)?;
-    let s = String::from_utf8(pt.to_vec()).map_err(|_| ApiError::internal("secret is not UTF-8"))?;
+    let s =
+        String::from_utf8(pt.to_vec()).map_err(|_| ApiError::internal("secret is not UTF-8"))?;
     Ok(Zeroizing::new(s))
 }
 
-fn seal_secret(tid: &TenantId, version: u32, key: &Key256, column: &str, value: &str) -> ApiResult<Vec<u8>> {
+fn seal_secret(
+    tid: &TenantId,
+    version: u32,
+    key: &Key256,
+    column: &str,
+    value: &str,
+) -> ApiResult<Vec<u8>> {
     let aad = [tid.as_str(), st::CONFIG_TABLE, st::CONFIG_ROW, column];
     envelope::seal(key, version, &aad, value.as_bytes()).map_err(ApiError::internal)
 }
 
 /// The stored configuration, not decrypted.
-async fn load_row(state: &Arc<AppState>, tid: &TenantId) -> ApiResult<Option<(LdapConfig, ConfigRow)>> {
+async fn load_row(
+    state: &Arc<AppState>,
+    tid: &TenantId,
+) -> ApiResult<Option<(LdapConfig, ConfigRow)>> {
     let row = state.tenants.run(tid, |c| st::config(c)).await?;
     match row {
         None => Ok(None),
@@ -156,7 +178,9 @@ pub async fn enabled(state: &Arc<AppState>, tid: &TenantId) -> ApiResult<bool> {
 /// The current configuration (secrets reported as set/unset only); 404 when none.
 pub async fn get_config(state: &Arc<AppState>, p: &Principal) -> ApiResult<LdapConfigView> {
     let tid = tenant_of(p)?;
-    let (cfg, row) = load_row(state, &tid).await?.ok_or_else(ApiError::not_found)?;
+    let (cfg, row) = load_row(state, &tid)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     Ok(LdapConfigView::new(
         &cfg,
         row.client_key.is_some(),
@@ -197,9 +221,9 @@ pub async fn put_config(
         Some((_, row)) => Some(secrets_of(state, &tid, row).await?),
         None => None,
     };
-    let same_target = previous
-        .as_ref()
-        .is_some_and(|(o, _)| o.url == cfg.url && o.starttls == cfg.starttls && o.ca_pem == cfg.ca_pem);
+    let same_target = previous.as_ref().is_some_and(|(o, _)| {
+        o.url == cfg.url && o.starttls == cfg.starttls && o.ca_pem == cfg.ca_pem
+    });
 
     // Bind password: given, or kept only when the server and its trust anchors are unchanged.
     let (bind_password, bind_changed) = match (&input.bind_password, &prev_secrets) {
@@ -210,27 +234,34 @@ pub async fn put_config(
             (pw.clone(), !same)
         }
         (None, Some(s)) if same_target => (s.bind_password.clone(), false),
-        (None, _) => {
-            return Err(ApiError::invalid(
-                "bind_password",
-                "bind_password is required on first configuration and whenever url or ca_pem changes",
-            ))
-        }
+        (None, _) => return Err(ApiError::invalid(
+            "bind_password",
+            "bind_password is required on first configuration and whenever url or ca_pem changes",
+        )),
     };
-    let (client_key, key_changed) = match (&cfg.client_cert_pem, &input.client_key_pem, &prev_secrets) {
-        (None, _, prev) => (None, prev.as_ref().is_some_and(|s| s.client_key_pem.is_some())),
-        (Some(_), Some(k), prev) => {
-            let same = prev
-                .as_ref()
-                .and_then(|s| s.client_key_pem.as_ref())
-                .is_some_and(|old| ct_eq(old.as_bytes(), k.as_bytes()));
-            (Some(k.clone()), !same)
-        }
-        (Some(_), None, Some(s)) if s.client_key_pem.is_some() => (s.client_key_pem.clone(), false),
-        (Some(_), None, _) => {
-            return Err(ApiError::invalid("client_key_pem", "client_cert_pem needs client_key_pem"))
-        }
-    };
+    let (client_key, key_changed) =
+        match (&cfg.client_cert_pem, &input.client_key_pem, &prev_secrets) {
+            (None, _, prev) => (
+                None,
+                prev.as_ref().is_some_and(|s| s.client_key_pem.is_some()),
+            ),
+            (Some(_), Some(k), prev) => {
+                let same = prev
+                    .as_ref()
+                    .and_then(|s| s.client_key_pem.as_ref())
+                    .is_some_and(|old| ct_eq(old.as_bytes(), k.as_bytes()));
+                (Some(k.clone()), !same)
+            }
+            (Some(_), None, Some(s)) if s.client_key_pem.is_some() => {
+                (s.client_key_pem.clone(), false)
+            }
+            (Some(_), None, _) => {
+                return Err(ApiError::invalid(
+                    "client_key_pem",
+                    "client_cert_pem needs client_key_pem",
+                ))
+            }
+        };
     client::tls_config(
         &cfg.ca_pem,
         cfg.client_cert_pem.as_deref(),
@@ -242,16 +273,30 @@ pub async fn put_config(
     state
         .settings
         .egress_policy()
-        .check_target(&ep.host, ep.port, std::time::Duration::from_millis(cfg.connect_timeout_ms))
+        .check_target(
+            &ep.host,
+            ep.port,
+            std::time::Duration::from_millis(cfg.connect_timeout_ms),
+        )
         .await
         .map_err(|d| {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "egress_denied", d.to_string()).field("url")
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "egress_denied",
+                d.to_string(),
+            )
+            .field("url")
         })?;
 
     let changed = changed_fields(previous.as_ref().map(|(c, _)| c), &cfg);
     if changed.is_empty() && !bind_changed && !key_changed {
         if let Some((c, row)) = previous {
-            return Ok(LdapConfigView::new(&c, row.client_key.is_some(), row.updated_at, row.updated_by));
+            return Ok(LdapConfigView::new(
+                &c,
+                row.client_key.is_some(),
+                row.updated_at,
+                row.updated_by,
+            ));
         }
     }
 
@@ -269,25 +314,34 @@ pub async fn put_config(
         updated_at: now.clone(),
         updated_by: p.actor_name(),
     };
-    let ev = NewAuditEvent::new(&p.actor(client), "sso.config_change", Some("sso:ldap".to_string()))
-        .details(serde_json::json!({
-            "provider": "ldap",
-            "enabled": cfg.enabled,
-            "url": cfg.url,
-            "starttls": cfg.starttls,
-            "bind_dn": cfg.bind_dn,
-            "changed": changed,
-            "bind_password_changed": bind_changed,
-            "client_key_changed": key_changed,
-            "role_mapping_count": cfg.role_mapping.len(),
-            "default_role": cfg.default_role.map(role_name),
-        }));
+    let ev = NewAuditEvent::new(
+        &p.actor(client),
+        "sso.config_change",
+        Some("sso:ldap".to_string()),
+    )
+    .details(serde_json::json!({
+        "provider": "ldap",
+        "enabled": cfg.enabled,
+        "url": cfg.url,
+        "starttls": cfg.starttls,
+        "bind_dn": cfg.bind_dn,
+        "changed": changed,
+        "bind_password_changed": bind_changed,
+        "client_key_changed": key_changed,
+        "role_mapping_count": cfg.role_mapping.len(),
+        "default_role": cfg.default_role.map(role_name),
+    }));
     let r2 = row.clone();
     state
         .tenants
         .run(&tid, move |c| st::put_config(c, &r2, &ev))
         .await?;
-    Ok(LdapConfigView::new(&cfg, row.client_key.is_some(), row.updated_at, row.updated_by))
+    Ok(LdapConfigView::new(
+        &cfg,
+        row.client_key.is_some(),
+        row.updated_at,
+        row.updated_by,
+    ))
 }
 
 // ---------------------------------------------------------------- connection test and dry run
@@ -319,7 +373,9 @@ pub async fn test_connection(state: &Arc<AppState>, p: &Principal) -> ApiResult<
     let (cfg, secrets) = loaded(state, &tid).await?;
     let start = Instant::now();
     let egress = state.settings.egress_policy();
-    let mut s = client::connect(&cfg, &secrets, &egress).await.map_err(dir_error)?;
+    let mut s = client::connect(&cfg, &secrets, &egress)
+        .await
+        .map_err(dir_error)?;
     let res = async {
         s.service_bind(&cfg, &secrets).await?;
         s.supports_in_chain().await
@@ -377,12 +433,18 @@ fn check_username(field: &str, u: &str) -> ApiResult<String> {
 }
 
 /// Show what a login of `username` would give (Owner), without logging anyone in.
-pub async fn dry_run(state: &Arc<AppState>, p: &Principal, username: &str) -> ApiResult<DryRunReport> {
+pub async fn dry_run(
+    state: &Arc<AppState>,
+    p: &Principal,
+    username: &str,
+) -> ApiResult<DryRunReport> {
     let tid = tenant_of(p)?;
     let username = check_username("username", username)?;
     let (cfg, secrets) = loaded(state, &tid).await?;
     let egress = state.settings.egress_policy();
-    let mut s = client::connect(&cfg, &secrets, &egress).await.map_err(dir_error)?;
+    let mut s = client::connect(&cfg, &secrets, &egress)
+        .await
+        .map_err(dir_error)?;
     let res = async {
         s.service_bind(&cfg, &secrets).await?;
         let entry = match s.find_user(&cfg, &username).await? {
@@ -531,11 +593,7 @@ pub async fn authenticate(
     let Some(role) = decision.role else {
         return Ok(Err((Refusal::NoMatchingGroup, Some(dn_key))));
     };
-    let Some(email) = entry
-        .email
-        .as_deref()
-        .and_then(|m| Email::parse(m).ok())
-    else {
+    let Some(email) = entry.email.as_deref().and_then(|m| Email::parse(m).ok()) else {
         return Ok(Err((Refusal::MissingEmail, Some(dn_key))));
     };
     Ok(Ok(Authenticated {
@@ -657,7 +715,9 @@ pub async fn revoke_linked(
 ) -> ApiResult<()> {
     state
         .tenants
-        .run(tid, move |c| st::revoke_linked_sessions(c, &dn_key, &events).map(|_| ()))
+        .run(tid, move |c| {
+            st::revoke_linked_sessions(c, &dn_key, &events).map(|_| ())
+        })
         .await?;
     Ok(())
 }

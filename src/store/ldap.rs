@@ -101,7 +101,7 @@ pub enum Provisioned {
     /// Session stored. `previous_role` is `None` for a new member.
     Ok {
         /// The member after the update.
-        user: UserRow,
+        user: Box<UserRow>,
         /// Role before this login (`None` = created now).
         previous_role: Option<String>,
     },
@@ -215,7 +215,7 @@ where
     }
     tx.commit()?;
     Ok(Provisioned::Ok {
-        user,
+        user: Box::new(user),
         previous_role,
     })
 }

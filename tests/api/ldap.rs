@@ -37,11 +37,11 @@ async fn login_at(app: &TestApp, path: &str, user: &str, pw: Value) -> (StatusCo
         .await
         .unwrap();
     let st = r.status();
-    let cookie = r.headers().get_all("set-cookie").iter().any(|v| {
-        v.to_str()
-            .unwrap_or("")
-            .starts_with("fg_session=fgu_")
-    });
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|v| v.to_str().unwrap_or("").starts_with("fg_session=fgu_"));
     let v: Value = r.json().await.unwrap_or(Value::Null);
     (st, v, cookie)
 }
@@ -54,7 +54,9 @@ async fn role_of(app: &TestApp, user: &str, pw: &str) -> String {
 }
 
 async fn audit(owner: &Session) -> Vec<Value> {
-    let v = owner.json(Method::GET, "/api/v1/audit?limit=500", None, 200).await;
+    let v = owner
+        .json(Method::GET, "/api/v1/audit?limit=500", None, 200)
+        .await;
     v["items"].as_array().cloned().unwrap_or_default()
 }
 
@@ -70,7 +72,11 @@ async fn ldap_roles_per_user_through_group_search_and_nested_groups() {
     let slapd = Slapd::start(&pki, true);
     let app = app().await;
     let owner = app.owner().await;
-    let saved = configure(&owner, config_body(&slapd.ldaps_url(), &pki.ca_pem, json!({}))).await;
+    let saved = configure(
+        &owner,
+        config_body(&slapd.ldaps_url(), &pki.ca_pem, json!({})),
+    )
+    .await;
     assert_eq!(saved["bind_password_set"], true);
     assert!(saved.get("bind_password").is_none(), "{saved}");
 
@@ -109,7 +115,11 @@ async fn ldap_roles_per_user_through_group_search_and_nested_groups() {
     // Without nested groups carol only has the default role, and the change is audited.
     configure(
         &owner,
-        config_body(&slapd.ldaps_url(), &pki.ca_pem, json!({"nested_groups": false})),
+        config_body(
+            &slapd.ldaps_url(),
+            &pki.ca_pem,
+            json!({"nested_groups": false}),
+        ),
     )
     .await;
     assert_eq!(role_of(&app, "carol", "carol-pw-1").await, "viewer");
@@ -130,7 +140,9 @@ async fn ldap_roles_per_user_through_group_search_and_nested_groups() {
         7
     );
     assert_eq!(
-        rows.iter().filter(|r| r["action"] == "sso.config_change").count(),
+        rows.iter()
+            .filter(|r| r["action"] == "sso.config_change")
+            .count(),
         2
     );
     // No password anywhere in the audit trail.
@@ -138,7 +150,10 @@ async fn ldap_roles_per_user_through_group_search_and_nested_groups() {
     for secret in [SVC_PW, "alice-pw-1", "jane-pw-1", "carol-pw-1"] {
         assert!(!all.contains(secret), "audit leaks {secret}");
     }
-    assert!(!app.log_text().contains(SVC_PW), "server log leaks the bind password");
+    assert!(
+        !app.log_text().contains(SVC_PW),
+        "server log leaks the bind password"
+    );
 }
 
 #[tokio::test]
@@ -181,8 +196,14 @@ async fn ldap_roles_through_member_of_attribute_with_recursion() {
         .iter()
         .map(|g| g.as_str().unwrap().to_lowercase())
         .collect();
-    assert!(groups.contains(&"cn=ops-oncall,ou=groups,dc=corp,dc=example".to_string()), "{d}");
-    assert!(groups.contains(&"cn=fg-admins,ou=groups,dc=corp,dc=example".to_string()), "{d}");
+    assert!(
+        groups.contains(&"cn=ops-oncall,ou=groups,dc=corp,dc=example".to_string()),
+        "{d}"
+    );
+    assert!(
+        groups.contains(&"cn=fg-admins,ou=groups,dc=corp,dc=example".to_string()),
+        "{d}"
+    );
 
     // eve ∈ loop-a ∈ loop-b ∈ fg-testers: depth 1 (the direct groups' parents) stops at loop-b.
     configure(
@@ -224,7 +245,11 @@ async fn ldap_wrong_and_empty_passwords_are_refused_empty_without_any_traffic() 
     let slapd = Slapd::start(&pki, true);
     let app = app().await;
     let owner = app.owner().await;
-    configure(&owner, config_body(&slapd.ldaps_url(), &pki.ca_pem, json!({}))).await;
+    configure(
+        &owner,
+        config_body(&slapd.ldaps_url(), &pki.ca_pem, json!({})),
+    )
+    .await;
 
     let (st, wrong, cookie) = login(&app, "alice", json!("not-alices-password")).await;
     assert_eq!(st, 401);
@@ -257,7 +282,11 @@ async fn ldap_wrong_and_empty_passwords_are_refused_empty_without_any_traffic() 
     assert_eq!(st, 422);
     assert_eq!(v["field"], "username");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(slapd.connections(), conns, "an empty password reached the directory");
+    assert_eq!(
+        slapd.connections(),
+        conns,
+        "an empty password reached the directory"
+    );
     assert_eq!(slapd.binds(), binds);
 
     let rows = audit(&owner).await;
@@ -275,7 +304,11 @@ async fn ldap_injection_and_wildcard_usernames_never_match_others() {
     let slapd = Slapd::start(&pki, true);
     let app = app().await;
     let owner = app.owner().await;
-    configure(&owner, config_body(&slapd.ldaps_url(), &pki.ca_pem, json!({}))).await;
+    configure(
+        &owner,
+        config_body(&slapd.ldaps_url(), &pki.ca_pem, json!({})),
+    )
+    .await;
 
     // C07: each with the password of a user the pattern would match if unescaped.
     let attempts: &[(&str, &str)] = &[
@@ -303,12 +336,22 @@ async fn ldap_injection_and_wildcard_usernames_never_match_others() {
     // The dry run agrees: nothing found for the patterns.
     for u in ["*", "al*", "*)(uid=*"] {
         let d = owner
-            .json(Method::POST, "/api/v1/sso/ldap/test", Some(json!({"username": u})), 200)
+            .json(
+                Method::POST,
+                "/api/v1/sso/ldap/test",
+                Some(json!({"username": u})),
+                200,
+            )
             .await;
         assert_eq!(d["outcome"], "not_found", "{u}: {d}");
     }
     let d = owner
-        .json(Method::POST, "/api/v1/sso/ldap/test", Some(json!({"username": "twin"})), 200)
+        .json(
+            Method::POST,
+            "/api/v1/sso/ldap/test",
+            Some(json!({"username": "twin"})),
+            200,
+        )
         .await;
     assert_eq!(d["outcome"], "ambiguous");
     // The real names still work, including the one with `*` and `(`.
@@ -340,7 +383,11 @@ async fn ldap_config_refuses_plaintext_and_unlisted_servers_and_never_returns_se
         .json(
             Method::PUT,
             "/api/v1/sso/ldap",
-            Some(config_body("ldap://localhost:389", &pki.ca_pem, json!({"starttls": false}))),
+            Some(config_body(
+                "ldap://localhost:389",
+                &pki.ca_pem,
+                json!({"starttls": false}),
+            )),
             422,
         )
         .await;
@@ -353,7 +400,11 @@ async fn ldap_config_refuses_plaintext_and_unlisted_servers_and_never_returns_se
             .json(
                 Method::PUT,
                 "/api/v1/sso/ldap",
-                Some(config_body(&format!("ldaps://{host}:636"), &pki.ca_pem, json!({}))),
+                Some(config_body(
+                    &format!("ldaps://{host}:636"),
+                    &pki.ca_pem,
+                    json!({}),
+                )),
                 422,
             )
             .await;
@@ -368,8 +419,14 @@ async fn ldap_config_refuses_plaintext_and_unlisted_servers_and_never_returns_se
         (json!({"ca_pem": "not a pem"}), "ca_pem"),
         (json!({"bind_dn": "cn=svc;dc=x"}), "bind_dn"),
         (json!({"bind_password": ""}), "bind_password"),
-        (json!({"role_mapping": [{"group_dn": "cn=x,dc=y", "role": "Agent"}]}), "role_mapping[0].role"),
-        (json!({"role_mapping": [{"group_dn": "cn=x\\zz", "role": "Admin"}]}), "role_mapping[0].group_dn"),
+        (
+            json!({"role_mapping": [{"group_dn": "cn=x,dc=y", "role": "Agent"}]}),
+            "role_mapping[0].role",
+        ),
+        (
+            json!({"role_mapping": [{"group_dn": "cn=x\\zz", "role": "Admin"}]}),
+            "role_mapping[0].group_dn",
+        ),
         (json!({"email_attr": "mail)(x"}), "email_attr"),
         (json!({"op_timeout_ms": 5}), "op_timeout_ms"),
         (json!({"surprise": 1}), "surprise"),
@@ -378,7 +435,11 @@ async fn ldap_config_refuses_plaintext_and_unlisted_servers_and_never_returns_se
             .json(
                 Method::PUT,
                 "/api/v1/sso/ldap",
-                Some(config_body("ldaps://localhost:636", &pki.ca_pem, over.clone())),
+                Some(config_body(
+                    "ldaps://localhost:636",
+                    &pki.ca_pem,
+                    over.clone(),
+                )),
                 422,
             )
             .await;
@@ -386,10 +447,17 @@ async fn ldap_config_refuses_plaintext_and_unlisted_servers_and_never_returns_se
     }
     // Nothing was written and nothing audited by the refused requests.
     assert_eq!(owner.get("/api/v1/sso/ldap").await.status(), 404);
-    assert!(!audit(&owner).await.iter().any(|r| r["action"] == "sso.config_change"));
+    assert!(!audit(&owner)
+        .await
+        .iter()
+        .any(|r| r["action"] == "sso.config_change"));
 
     // Saved: the password is never returned.
-    let saved = configure(&owner, config_body("ldaps://localhost:636", &pki.ca_pem, json!({}))).await;
+    let saved = configure(
+        &owner,
+        config_body("ldaps://localhost:636", &pki.ca_pem, json!({})),
+    )
+    .await;
     let got = owner.json(Method::GET, "/api/v1/sso/ldap", None, 200).await;
     for v in [&saved, &got] {
         assert!(!v.to_string().contains(SVC_PW));
@@ -398,7 +466,11 @@ async fn ldap_config_refuses_plaintext_and_unlisted_servers_and_never_returns_se
         assert_eq!(v["role_mapping"][1]["role"], "Admin");
     }
     // Changing only the mapping keeps the stored password; changing the URL needs it again.
-    let mut body = config_body("ldaps://localhost:636", &pki.ca_pem, json!({"default_role": null}));
+    let mut body = config_body(
+        "ldaps://localhost:636",
+        &pki.ca_pem,
+        json!({"default_role": null}),
+    );
     body.as_object_mut().unwrap().remove("bind_password");
     let v = configure(&owner, body.clone()).await;
     assert_eq!(v["default_role"], Value::Null);
@@ -411,10 +483,15 @@ async fn ldap_config_refuses_plaintext_and_unlisted_servers_and_never_returns_se
     body["url"] = json!("ldaps://localhost:636");
     configure(&owner, body).await;
     let rows = audit(&owner).await;
-    let changes: Vec<&Value> = rows.iter().filter(|r| r["action"] == "sso.config_change").collect();
+    let changes: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["action"] == "sso.config_change")
+        .collect();
     assert_eq!(changes.len(), 2, "{changes:?}");
     assert!(!serde_json::to_string(&rows).unwrap().contains(SVC_PW));
-    assert!(changes.iter().any(|r| r["details"]["bind_password_changed"] == true));
+    assert!(changes
+        .iter()
+        .any(|r| r["details"]["bind_password_changed"] == true));
     // Non-owners cannot read or change it.
     owner
         .json(
@@ -424,7 +501,13 @@ async fn ldap_config_refuses_plaintext_and_unlisted_servers_and_never_returns_se
             201,
         )
         .await;
-    let adm = app.login(Some(&app.tenant_id()), "adm@example.com", "admin-password-1").await;
+    let adm = app
+        .login(
+            Some(&app.tenant_id()),
+            "adm@example.com",
+            "admin-password-1",
+        )
+        .await;
     assert_eq!(adm.get("/api/v1/sso/ldap").await.status(), 403);
 }
 
@@ -438,7 +521,11 @@ async fn ldap_starttls_works_and_every_tls_failure_fails_closed() {
     let owner = app.owner().await;
 
     // StartTLS against the TLS-capable server: works.
-    configure(&owner, config_body(&slapd.starttls_url(), &pki.ca_pem, json!({}))).await;
+    configure(
+        &owner,
+        config_body(&slapd.starttls_url(), &pki.ca_pem, json!({})),
+    )
+    .await;
     let t = owner
         .json(Method::POST, "/api/v1/sso/ldap/test-connection", None, 200)
         .await;
@@ -450,16 +537,40 @@ async fn ldap_starttls_works_and_every_tls_failure_fails_closed() {
     // C08 (b): failures → 503, and no BindRequest ever reaches the server.
     let cases = [
         // The server answers the StartTLS request with an error.
-        ("starttls refused", format!("ldap://localhost:{}", no_tls.ldap_port), pki.ca_pem.clone()),
+        (
+            "starttls refused",
+            format!("ldap://localhost:{}", no_tls.ldap_port),
+            pki.ca_pem.clone(),
+        ),
         // Certificate for another name (the cert names only `localhost`).
-        ("name mismatch", format!("ldap://127.0.0.1:{}", slapd.ldap_port), pki.ca_pem.clone()),
-        ("name mismatch ldaps", format!("ldaps://127.0.0.1:{}", slapd.ldaps_port), pki.ca_pem.clone()),
+        (
+            "name mismatch",
+            format!("ldap://127.0.0.1:{}", slapd.ldap_port),
+            pki.ca_pem.clone(),
+        ),
+        (
+            "name mismatch ldaps",
+            format!("ldaps://127.0.0.1:{}", slapd.ldaps_port),
+            pki.ca_pem.clone(),
+        ),
         // Untrusted CA.
-        ("untrusted ca", slapd.starttls_url(), pki.other_ca_pem.clone()),
-        ("untrusted ca ldaps", slapd.ldaps_url(), pki.other_ca_pem.clone()),
+        (
+            "untrusted ca",
+            slapd.starttls_url(),
+            pki.other_ca_pem.clone(),
+        ),
+        (
+            "untrusted ca ldaps",
+            slapd.ldaps_url(),
+            pki.other_ca_pem.clone(),
+        ),
     ];
     for (what, url, ca) in cases {
-        configure(&owner, config_body(&url, &ca, json!({}))).await;
+        configure(
+            &owner,
+            config_body(&url, &ca, json!({"connect_timeout_ms": 600})),
+        )
+        .await;
         let binds = (slapd.binds(), no_tls.binds());
         let (st, v, cookie) = login(&app, "alice", json!("alice-pw-1")).await;
         assert_eq!(st, 503, "{what}: {v}");
@@ -469,7 +580,11 @@ async fn ldap_starttls_works_and_every_tls_failure_fails_closed() {
             .req(Method::POST, "/api/v1/sso/ldap/test-connection", None)
             .await;
         assert_eq!(t.status(), 503, "{what}");
-        assert_eq!((slapd.binds(), no_tls.binds()), binds, "{what}: a bind was sent");
+        assert_eq!(
+            (slapd.binds(), no_tls.binds()),
+            binds,
+            "{what}: a bind was sent"
+        );
     }
     // The TLS-less server saw StartTLS requests and nothing else.
     let log = no_tls.log_since(after_seed);
@@ -486,7 +601,11 @@ async fn ldap_down_or_slow_gives_503_and_the_local_owner_still_logs_in() {
     let mut slapd = Slapd::start(&pki, true);
     let app = app().await;
     let owner = app.owner().await;
-    configure(&owner, config_body(&slapd.ldaps_url(), &pki.ca_pem, json!({}))).await;
+    configure(
+        &owner,
+        config_body(&slapd.ldaps_url(), &pki.ca_pem, json!({})),
+    )
+    .await;
     assert_eq!(role_of(&app, "alice", "alice-pw-1").await, "admin");
 
     slapd.stop();
@@ -520,7 +639,10 @@ async fn ldap_down_or_slow_gives_503_and_the_local_owner_still_logs_in() {
     let (st, v, _) = login(&app, "alice", json!("alice-pw-1")).await;
     assert_eq!(st, 503, "{v}");
     assert_eq!(v["code"], "ldap_unavailable");
-    assert!(start.elapsed() < Duration::from_secs(15), "not bounded by the timeouts");
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "not bounded by the timeouts"
+    );
     app.owner().await;
     drop(hold);
 }
@@ -540,7 +662,11 @@ async fn ldap_errors_do_not_reveal_whether_a_port_is_open() {
     for port in [closed, open] {
         configure(
             &owner,
-            config_body(&format!("ldaps://localhost:{port}"), &pki.ca_pem, json!({"connect_timeout_ms": 800})),
+            config_body(
+                &format!("ldaps://localhost:{port}"),
+                &pki.ca_pem,
+                json!({"connect_timeout_ms": 800}),
+            ),
         )
         .await;
         let start = Instant::now();
@@ -550,7 +676,10 @@ async fn ldap_errors_do_not_reveal_whether_a_port_is_open() {
         let st = r.status();
         let body: Value = r.json().await.unwrap();
         let took = start.elapsed();
-        assert!(took >= Duration::from_millis(750), "answered early: {took:?}");
+        assert!(
+            took >= Duration::from_millis(750),
+            "answered early: {took:?}"
+        );
         answers.push((st, body));
     }
     assert_eq!(answers[0], answers[1]);
@@ -563,7 +692,11 @@ async fn ldap_unmapped_disabled_conflicting_and_mailless_users_cannot_log_in() {
     let slapd = Slapd::start(&pki, true);
     let app = app().await;
     let owner = app.owner().await;
-    configure(&owner, config_body(&slapd.ldaps_url(), &pki.ca_pem, json!({}))).await;
+    configure(
+        &owner,
+        config_body(&slapd.ldaps_url(), &pki.ca_pem, json!({})),
+    )
+    .await;
 
     // dave (no group) gets the default Viewer; keep his session.
     let c = app.client();
@@ -574,23 +707,37 @@ async fn ldap_unmapped_disabled_conflicting_and_mailless_users_cannot_log_in() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(c.get(app.url("/api/v1/me")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(app.url("/api/v1/me")).send().await.unwrap().status(),
+        200
+    );
 
     // "Deny when no group matches": dave is refused and his session ends.
     configure(
         &owner,
-        config_body(&slapd.ldaps_url(), &pki.ca_pem, json!({"default_role": null})),
+        config_body(
+            &slapd.ldaps_url(),
+            &pki.ca_pem,
+            json!({"default_role": null}),
+        ),
     )
     .await;
     let (st, _, cookie) = login(&app, "dave", json!("dave-pw-1")).await;
     assert_eq!(st, 401);
     assert!(!cookie);
-    assert_eq!(c.get(app.url("/api/v1/me")).send().await.unwrap().status(), 401);
+    assert_eq!(
+        c.get(app.url("/api/v1/me")).send().await.unwrap().status(),
+        401
+    );
     // Mapped users still get in.
     assert_eq!(role_of(&app, "alice", "alice-pw-1").await, "admin");
 
     // A directory entry whose mail is the local Owner's cannot take that account over.
-    configure(&owner, config_body(&slapd.ldaps_url(), &pki.ca_pem, json!({}))).await;
+    configure(
+        &owner,
+        config_body(&slapd.ldaps_url(), &pki.ca_pem, json!({})),
+    )
+    .await;
     let (st, _, _) = login(&app, "mallory", json!("mallory-pw-1")).await;
     assert_eq!(st, 401);
     // Nor can an entry without a usable email log in; the twin entries are ambiguous.
@@ -598,7 +745,11 @@ async fn ldap_unmapped_disabled_conflicting_and_mailless_users_cannot_log_in() {
     assert_eq!(login(&app, "twin", json!("twin-pw-1")).await.0, 401);
     assert_eq!(login(&app, "nobody", json!("x-pw-1")).await.0, 401);
     // The local Owner is still the local Owner.
-    let me = app.owner().await.json(Method::GET, "/api/v1/me", None, 200).await;
+    let me = app
+        .owner()
+        .await
+        .json(Method::GET, "/api/v1/me", None, 200)
+        .await;
     assert_eq!(me["role"], "owner");
 
     let rows = audit(&owner).await;

@@ -23,7 +23,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry, SearchOptions, StdStream};
+use ldap3::{
+    Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry, SearchOptions, StdStream,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use zeroize::Zeroizing;
@@ -80,8 +82,12 @@ fn map_err(e: LdapError) -> DirError {
         | LdapError::ResultRecv { .. }
         | LdapError::IdScrubSend { .. }
         | LdapError::EndOfStream => DirError::Unavailable,
-        LdapError::LdapResult { result } if result.rc == 51 || result.rc == 52 => DirError::Unavailable,
-        LdapError::LdapResult { result } => DirError::Protocol(format!("result code {}", result.rc)),
+        LdapError::LdapResult { result } if result.rc == 51 || result.rc == 52 => {
+            DirError::Unavailable
+        }
+        LdapError::LdapResult { result } => {
+            DirError::Protocol(format!("result code {}", result.rc))
+        }
         other => DirError::Protocol(crate::domain::truncate(&other.to_string(), 120)),
     }
 }
@@ -110,21 +116,31 @@ pub fn tls_config(
         .with_root_certificates(roots);
     match (client_cert_pem, client_key_pem) {
         (Some(cert), Some(key)) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
-                .collect::<Result<_, _>>()
-                .map_err(|_| ("client_cert_pem", "not a PEM certificate chain".to_string()))?;
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| ("client_cert_pem", "not a PEM certificate chain".to_string()))?;
             if chain.is_empty() {
                 return Err(("client_cert_pem", "no certificate found".into()));
             }
             let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
                 .map_err(|_| ("client_key_pem", "not a PEM private key".to_string()))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|_| ("client_key_pem", "key does not match the client certificate".to_string()))
+            builder.with_client_auth_cert(chain, key).map_err(|_| {
+                (
+                    "client_key_pem",
+                    "key does not match the client certificate".to_string(),
+                )
+            })
         }
         (None, None) => Ok(builder.with_no_client_auth()),
-        (Some(_), None) => Err(("client_key_pem", "client_cert_pem needs client_key_pem".into())),
-        (None, Some(_)) => Err(("client_cert_pem", "client_key_pem needs client_cert_pem".into())),
+        (Some(_), None) => Err((
+            "client_key_pem",
+            "client_cert_pem needs client_key_pem".into(),
+        )),
+        (None, Some(_)) => Err((
+            "client_cert_pem",
+            "client_key_pem needs client_cert_pem".into(),
+        )),
     }
 }
 
@@ -216,9 +232,7 @@ async fn connect_inner(
     start: Instant,
     ct: Duration,
 ) -> Result<DirSession, DirError> {
-    let ep = cfg
-        .endpoint()
-        .map_err(|e| DirError::Protocol(e.detail))?;
+    let ep = cfg.endpoint().map_err(|e| DirError::Protocol(e.detail))?;
     // Defence in depth: the stored config was validated, but never speak LDAP without TLS.
     let tls_mode = match (ep.scheme, cfg.starttls) {
         ("ldaps", false) => "ldaps",
@@ -312,7 +326,11 @@ impl DirSession {
     }
 
     /// Bind as the service account. An empty stored password is never sent.
-    pub async fn service_bind(&mut self, cfg: &LdapConfig, secrets: &Secrets) -> Result<(), DirError> {
+    pub async fn service_bind(
+        &mut self,
+        cfg: &LdapConfig,
+        secrets: &Secrets,
+    ) -> Result<(), DirError> {
         if secrets.bind_password.is_empty() {
             return Err(DirError::ServiceBind(49));
         }
@@ -332,7 +350,13 @@ impl DirSession {
     /// Whether the root DSE advertises Active Directory (so the in-chain rule is evaluated).
     pub async fn supports_in_chain(&mut self) -> Result<bool, DirError> {
         let (entries, rc) = self
-            .search("", Scope::Base, "(objectClass=*)", &["supportedCapabilities"], 1)
+            .search(
+                "",
+                Scope::Base,
+                "(objectClass=*)",
+                &["supportedCapabilities"],
+                1,
+            )
             .await?;
         if rc != 0 {
             return Ok(false);
@@ -345,7 +369,11 @@ impl DirSession {
     }
 
     /// Search the user; exactly one entry is `Found`.
-    pub async fn find_user(&mut self, cfg: &LdapConfig, username: &str) -> Result<Lookup, DirError> {
+    pub async fn find_user(
+        &mut self,
+        cfg: &LdapConfig,
+        username: &str,
+    ) -> Result<Lookup, DirError> {
         let f = filter::render(&cfg.user_filter, &[(filter::USERNAME, username)]);
         let mut attrs = vec![cfg.email_attr.as_str(), cfg.name_attr.as_str()];
         if let Some(m) = &cfg.member_of_attr {
@@ -409,7 +437,10 @@ impl DirSession {
         let (Some(base), Some(tpl)) = (&cfg.group_base, &cfg.group_filter) else {
             return Ok(Vec::new());
         };
-        let f = filter::render(tpl, &[(filter::DN, member_dn), (filter::USERNAME, username)]);
+        let f = filter::render(
+            tpl,
+            &[(filter::DN, member_dn), (filter::USERNAME, username)],
+        );
         let (entries, rc) = self
             .search(base, Scope::Subtree, &f, &["1.1"], MAX_GROUPS as i32)
             .await?;
@@ -431,7 +462,13 @@ impl DirSession {
         let mut out = Vec::new();
         if let Some(attr) = &cfg.member_of_attr {
             let (entries, rc) = self
-                .search(group_dn, Scope::Base, "(objectClass=*)", &[attr.as_str()], 1)
+                .search(
+                    group_dn,
+                    Scope::Base,
+                    "(objectClass=*)",
+                    &[attr.as_str()],
+                    1,
+                )
                 .await?;
             if rc == 0 {
                 for e in &entries {
@@ -439,8 +476,15 @@ impl DirSession {
                 }
             }
         }
-        if cfg.group_filter.as_deref().is_some_and(|f| f.contains("{dn}")) {
-            out.extend(self.group_search(cfg, group_dn, username, truncated).await?);
+        if cfg
+            .group_filter
+            .as_deref()
+            .is_some_and(|f| f.contains("{dn}"))
+        {
+            out.extend(
+                self.group_search(cfg, group_dn, username, truncated)
+                    .await?,
+            );
         }
         Ok(out)
     }
@@ -458,7 +502,9 @@ impl DirSession {
         for g in user.member_of.iter().cloned() {
             add(g, &mut seen, &mut dns);
         }
-        let searched = self.group_search(cfg, &user.dn, username, &mut truncated).await?;
+        let searched = self
+            .group_search(cfg, &user.dn, username, &mut truncated)
+            .await?;
         for g in searched {
             add(g, &mut seen, &mut dns);
         }
@@ -473,7 +519,13 @@ impl DirSession {
             let attr = cfg.member_of_attr.as_deref().unwrap_or("memberOf");
             for m in &cfg.role_mapping {
                 let (entries, rc) = self
-                    .search(&user.dn, Scope::Base, &filter::in_chain(attr, &m.group_dn), &["1.1"], 1)
+                    .search(
+                        &user.dn,
+                        Scope::Base,
+                        &filter::in_chain(attr, &m.group_dn),
+                        &["1.1"],
+                        1,
+                    )
                     .await?;
                 if rc == 0 && !entries.is_empty() {
                     add(m.group_dn.clone(), &mut seen, &mut dns);
@@ -493,7 +545,10 @@ impl DirSession {
             depth = depth.saturating_add(1);
             let mut next = Vec::new();
             'level: for g in frontier {
-                for parent in self.groups_of_group(cfg, &g, username, &mut truncated).await? {
+                for parent in self
+                    .groups_of_group(cfg, &g, username, &mut truncated)
+                    .await?
+                {
                     let new = dn::key(&parent).is_some_and(|k| !seen.contains(&k));
                     if new && (at_limit || dns.len() >= MAX_GROUPS) {
                         // A group exists beyond the bound: report it, do not follow it.

@@ -251,19 +251,33 @@ pub fn parse_endpoint(url: &str, starttls: bool) -> Result<Endpoint, FieldError>
             }
             "ldap"
         }
-        _ => return Err(bad("url", "scheme must be ldaps:// or ldap:// (with StartTLS)")),
+        _ => {
+            return Err(bad(
+                "url",
+                "scheme must be ldaps:// or ldap:// (with StartTLS)",
+            ))
+        }
     };
     if !u.username().is_empty() || u.password().is_some() {
-        return Err(bad("url", "credentials do not belong in the URL; use bind_dn and bind_password"));
+        return Err(bad(
+            "url",
+            "credentials do not belong in the URL; use bind_dn and bind_password",
+        ));
     }
     if !(u.path().is_empty() || u.path() == "/") || u.query().is_some() || u.fragment().is_some() {
-        return Err(bad("url", "the URL must not carry a DN, attributes or a filter; use user_base and user_filter"));
+        return Err(bad(
+            "url",
+            "the URL must not carry a DN, attributes or a filter; use user_base and user_filter",
+        ));
     }
     let host = match u.host() {
         Some(url::Host::Domain(d)) if !d.is_empty() => d.to_ascii_lowercase(),
         Some(url::Host::Ipv4(a)) => a.to_string(),
         Some(url::Host::Ipv6(_)) => {
-            return Err(bad("url", "IPv6 address literals are not supported; use a host name"))
+            return Err(bad(
+                "url",
+                "IPv6 address literals are not supported; use a host name",
+            ))
         }
         _ => return Err(bad("url", "the URL needs a host")),
     };
@@ -287,7 +301,10 @@ fn check_attr(field: &str, v: &str) -> Result<String, FieldError> {
     if dn::is_attribute_name(t) {
         Ok(t.to_string())
     } else {
-        Err(bad(field, "not an attribute name (e.g. mail, cn, memberOf)"))
+        Err(bad(
+            field,
+            "not an attribute name (e.g. mail, cn, memberOf)",
+        ))
     }
 }
 
@@ -331,7 +348,10 @@ impl LdapConfigInput {
                 // The key may be kept from the stored config; checked by the service.
             }
             (None, Some(_)) => {
-                return Err(bad("client_cert_pem", "client_key_pem needs client_cert_pem"))
+                return Err(bad(
+                    "client_cert_pem",
+                    "client_key_pem needs client_cert_pem",
+                ))
             }
             (None, None) => {}
         }
@@ -375,7 +395,10 @@ impl LdapConfigInput {
                 filter::validate(f, &[filter::DN, filter::USERNAME], &[])
                     .map_err(|e| bad("group_filter", e.0))?;
                 if !f.contains("{dn}") && !f.contains("{username}") {
-                    return Err(bad("group_filter", "filter must contain {dn} or {username}"));
+                    return Err(bad(
+                        "group_filter",
+                        "filter must contain {dn} or {username}",
+                    ));
                 }
                 if self.nested_groups && member_of_attr.is_none() && !f.contains("{dn}") {
                     return Err(bad(
@@ -419,10 +442,12 @@ impl LdapConfigInput {
         let default_role = match &self.default_role {
             None => Some(Role::Viewer),
             Some(None) => None,
-            Some(Some(r)) => Some(
-                parse_role(r)
-                    .ok_or_else(|| bad("default_role", "role must be Owner, Admin, Tester, Viewer or null"))?,
-            ),
+            Some(Some(r)) => Some(parse_role(r).ok_or_else(|| {
+                bad(
+                    "default_role",
+                    "role must be Owner, Admin, Tester, Viewer or null",
+                )
+            })?),
         };
         Ok(LdapConfig {
             enabled: self.enabled,
@@ -442,7 +467,11 @@ impl LdapConfigInput {
             nested_max_depth: self.nested_max_depth,
             role_mapping,
             default_role,
-            connect_timeout_ms: check_timeout("connect_timeout_ms", self.connect_timeout_ms, 60_000)?,
+            connect_timeout_ms: check_timeout(
+                "connect_timeout_ms",
+                self.connect_timeout_ms,
+                60_000,
+            )?,
             op_timeout_ms: check_timeout("op_timeout_ms", self.op_timeout_ms, 120_000)?,
         })
     }
@@ -509,7 +538,12 @@ pub struct LdapConfigView {
 
 impl LdapConfigView {
     /// Build the view.
-    pub fn new(c: &LdapConfig, client_key_set: bool, updated_at: String, updated_by: String) -> Self {
+    pub fn new(
+        c: &LdapConfig,
+        client_key_set: bool,
+        updated_at: String,
+        updated_by: String,
+    ) -> Self {
         Self {
             enabled: c.enabled,
             url: c.url.clone(),

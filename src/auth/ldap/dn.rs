@@ -99,8 +99,8 @@ impl Parser<'_> {
                 break;
             }
         }
-        let t = std::str::from_utf8(&self.s[start..self.i])
-            .map_err(|_| DnError("attribute type"))?;
+        let t =
+            std::str::from_utf8(&self.s[start..self.i]).map_err(|_| DnError("attribute type"))?;
         let t = t
             .strip_prefix("oid.")
             .or_else(|| t.strip_prefix("OID."))
@@ -307,7 +307,9 @@ mod tests {
 
     #[test]
     fn special_values_roundtrip() {
-        for v in ["a,b", "a+b", "a\"b", "a\\b", "<x>", "a;b", "#lead", " lead", "trail ", "*(x)"] {
+        for v in [
+            "a,b", "a+b", "a\"b", "a\\b", "<x>", "a;b", "#lead", " lead", "trail ", "*(x)",
+        ] {
             let dn = format!("cn={},dc=x", ldap3::dn_escape(v));
             let parsed = Dn::parse(&dn).unwrap_or_else(|e| panic!("{dn}: {e}"));
             assert_eq!(parsed.len(), 2, "{dn}");

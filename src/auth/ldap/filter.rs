@@ -130,7 +130,10 @@ mod tests {
             render(t, &[(USERNAME, "*)(sAMAccountName=*")]),
             "(&(objectClass=user)(sAMAccountName=\\2a\\29\\28sAMAccountName=\\2a))"
         );
-        assert_eq!(render("(uid={username})", &[(USERNAME, "a\\b\0")]), "(uid=a\\5cb\\00)");
+        assert_eq!(
+            render("(uid={username})", &[(USERNAME, "a\\b\0")]),
+            "(uid=a\\5cb\\00)"
+        );
     }
 
     #[test]
@@ -145,7 +148,10 @@ mod tests {
 
     #[test]
     fn single_pass_substitution() {
-        let out = render("(&(uid={username})(member={dn}))", &[(USERNAME, "{dn}"), (DN, "cn=x")]);
+        let out = render(
+            "(&(uid={username})(member={dn}))",
+            &[(USERNAME, "{dn}"), (DN, "cn=x")],
+        );
         assert_eq!(out, "(&(uid={dn})(member=cn=x))");
     }
 

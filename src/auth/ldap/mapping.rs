@@ -62,7 +62,11 @@ mod tests {
             rule("cn=admins,dc=x", Role::Admin),
         ];
         let d = decide(
-            &["CN=Testers,DC=x".into(), "cn=admins,dc=x".into(), "cn=viewers,dc=x".into()],
+            &[
+                "CN=Testers,DC=x".into(),
+                "cn=admins,dc=x".into(),
+                "cn=viewers,dc=x".into(),
+            ],
             &rules,
             Some(Role::Viewer),
         );

@@ -37,7 +37,9 @@ pub struct LoginRequest {
 /// A required secret where JSON `null` means empty (refused as `empty_password`, like `""`);
 /// a missing field is still a 422.
 fn nullable_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Zeroizing<String>, D::Error> {
-    Ok(Zeroizing::new(Option::<String>::deserialize(d)?.unwrap_or_default()))
+    Ok(Zeroizing::new(
+        Option::<String>::deserialize(d)?.unwrap_or_default(),
+    ))
 }
 
 /// Directory login body (`POST /api/v1/auth/ldap/login`).
@@ -54,12 +56,21 @@ pub struct LdapLoginRequest {
     pub password: Zeroizing<String>,
 }
 
-fn login_name(email: Option<String>, username: Option<String>) -> Result<(String, &'static str), ApiError> {
+fn login_name(
+    email: Option<String>,
+    username: Option<String>,
+) -> Result<(String, &'static str), ApiError> {
     match (email, username) {
-        (Some(_), Some(_)) => Err(ApiError::invalid("username", "give email or username, not both")),
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "username",
+            "give email or username, not both",
+        )),
         (Some(e), None) => Ok((e, "email")),
         (None, Some(u)) => Ok((u, "username")),
-        (None, None) => Err(ApiError::invalid("email", "email (or username) is required")),
+        (None, None) => Err(ApiError::invalid(
+            "email",
+            "email (or username) is required",
+        )),
     }
 }
 

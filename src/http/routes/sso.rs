@@ -33,7 +33,13 @@ pub async fn put_ldap(
     client: ClientInfo,
     g: Guarded<perm::SsoManage, web::Json<LdapConfigInput>>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = svc::put_config(&state.into_inner(), &g.principal, g.inner.into_inner(), &client).await?;
+    let view = svc::put_config(
+        &state.into_inner(),
+        &g.principal,
+        g.inner.into_inner(),
+        &client,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
