@@ -161,13 +161,15 @@ where
                 "UPDATE users SET email = ?2, display_name = ?3, role = ?4, updated_at = ?5 WHERE id = ?1",
                 params![u.id, d.email, d.display_name, d.role, now],
             )?;
-            let owners: i64 = tx.query_row(
-                "SELECT count(*) FROM users WHERE role = 'owner' AND active = 1",
-                [],
-                |r| r.get(0),
-            )?;
-            if owners == 0 {
-                return Ok(Provisioned::LastOwner);
+            if u.role == "owner" && d.role != "owner" {
+                let owners: i64 = tx.query_row(
+                    "SELECT count(*) FROM users WHERE role = 'owner' AND active = 1",
+                    [],
+                    |r| r.get(0),
+                )?;
+                if owners == 0 {
+                    return Ok(Provisioned::LastOwner);
+                }
             }
             let prev = u.role.clone();
             let updated = UserRow {
@@ -237,4 +239,137 @@ pub fn revoke_linked_sessions(
     }
     tx.commit()?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        super::super::migrations::tenant()
+            .to_latest(&mut c)
+            .unwrap();
+        c
+    }
+
+    fn local(c: &mut Connection, email: &str, role: &str, active: bool) -> UserRow {
+        let now = crate::domain::now_rfc3339();
+        let u = UserRow {
+            id: crate::domain::new_object_id(),
+            email: email.into(),
+            display_name: None,
+            role: role.into(),
+            source: "local".into(),
+            active,
+            must_change_password: false,
+            created_at: now.clone(),
+            updated_at: now,
+            password_hash: Some("$argon2id$x".into()),
+        };
+        tenant::insert_user(c, &u, None).unwrap();
+        u
+    }
+
+    fn dir_user(dn: &str, email: &str, role: &str) -> DirectoryUser {
+        DirectoryUser {
+            dn: dn.into(),
+            dn_key: crate::auth::ldap::dn::key(dn).unwrap(),
+            username: "u".into(),
+            email: email.into(),
+            display_name: Some("U".into()),
+            role: role.into(),
+        }
+    }
+
+    fn session(n: u8) -> NewSession {
+        NewSession {
+            id_hash: format!("s{n}"),
+            csrf_hash: "c".into(),
+            now: 1,
+        }
+    }
+
+    fn login(c: &mut Connection, d: &DirectoryUser, n: u8) -> Provisioned {
+        provision_login(c, d, &session(n), |_, _| Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn create_update_and_relink_after_rename() {
+        let mut c = db();
+        local(&mut c, "owner@x", "owner", true);
+        let d = dir_user("uid=a,ou=p,dc=x", "a@x", "viewer");
+        let Provisioned::Ok {
+            user,
+            previous_role,
+        } = login(&mut c, &d, 1)
+        else {
+            panic!("not provisioned")
+        };
+        assert_eq!(previous_role, None);
+        assert_eq!(user.source, "ldap");
+        // Same entry, new role: updated in place.
+        let d2 = dir_user("UID=a, ou=P,dc=x", "a@x", "admin");
+        let Provisioned::Ok {
+            user: u2,
+            previous_role,
+        } = login(&mut c, &d2, 2)
+        else {
+            panic!("not provisioned")
+        };
+        assert_eq!(u2.id, user.id);
+        assert_eq!(previous_role.as_deref(), Some("viewer"));
+        // Entry moved (new DN), same email: relinked, not duplicated.
+        let d3 = dir_user("uid=a,ou=moved,dc=x", "a@x", "admin");
+        let Provisioned::Ok { user: u3, .. } = login(&mut c, &d3, 3) else {
+            panic!("not provisioned")
+        };
+        assert_eq!(u3.id, user.id);
+        assert_eq!(tenant::list_users(&c).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn local_account_is_never_taken_over_and_disabled_stays_out() {
+        let mut c = db();
+        local(&mut c, "owner@x", "owner", true);
+        let d = dir_user("uid=m,dc=x", "owner@x", "owner");
+        assert!(matches!(login(&mut c, &d, 1), Provisioned::EmailConflict));
+        assert_eq!(tenant::list_users(&c).unwrap().len(), 1);
+
+        let d = dir_user("uid=b,dc=x", "b@x", "viewer");
+        let Provisioned::Ok { user, .. } = login(&mut c, &d, 2) else {
+            panic!("not provisioned")
+        };
+        c.execute("UPDATE users SET active = 0 WHERE id = ?1", [&user.id])
+            .unwrap();
+        assert!(matches!(login(&mut c, &d, 3), Provisioned::Disabled));
+        let n: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sessions WHERE user_id = ?1",
+                [&user.id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1, "the refused login stored a session");
+    }
+
+    #[test]
+    fn directory_cannot_demote_the_last_owner() {
+        let mut c = db();
+        let d = dir_user("uid=o,dc=x", "o@x", "owner");
+        assert!(matches!(login(&mut c, &d, 1), Provisioned::Ok { .. }));
+        let d = dir_user("uid=o,dc=x", "o@x", "viewer");
+        assert!(matches!(login(&mut c, &d, 2), Provisioned::LastOwner));
+        assert_eq!(tenant::count_active_owners(&c).unwrap(), 1);
+    }
+
+    #[test]
+    fn revoking_ends_linked_sessions() {
+        let mut c = db();
+        let d = dir_user("uid=r,dc=x", "r@x", "viewer");
+        login(&mut c, &d, 1);
+        login(&mut c, &d, 2);
+        assert_eq!(revoke_linked_sessions(&mut c, &d.dn_key, &[]).unwrap(), 2);
+        assert_eq!(revoke_linked_sessions(&mut c, "uid=none", &[]).unwrap(), 0);
+    }
 }

@@ -619,11 +619,13 @@ async fn ldap_down_or_slow_gives_503_and_the_local_owner_still_logs_in() {
     // Slow: a server that accepts TCP and never answers. Bounded by the timeouts.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
     let hold = std::thread::spawn(move || {
         let mut conns = Vec::new();
         silent.set_nonblocking(true).unwrap();
         let until = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < until {
+        while Instant::now() < until && !stop2.load(std::sync::atomic::Ordering::Relaxed) {
             if let Ok((c, _)) = silent.accept() {
                 conns.push(c);
             }
@@ -644,7 +646,8 @@ async fn ldap_down_or_slow_gives_503_and_the_local_owner_still_logs_in() {
         "not bounded by the timeouts"
     );
     app.owner().await;
-    drop(hold);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    hold.join().unwrap();
 }
 
 #[tokio::test]
@@ -687,7 +690,7 @@ async fn ldap_errors_do_not_reveal_whether_a_port_is_open() {
 }
 
 #[tokio::test]
-async fn ldap_unmapped_disabled_conflicting_and_mailless_users_cannot_log_in() {
+async fn ldap_unmapped_conflicting_mailless_and_ambiguous_users_cannot_log_in() {
     let pki = Pki::new();
     let slapd = Slapd::start(&pki, true);
     let app = app().await;
