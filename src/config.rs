@@ -58,6 +58,8 @@ pub struct Settings {
     pub screenshots: ScreenshotSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Where tenants may point the appliance (LDAP servers, later AI endpoints).
+    pub egress: EgressSettings,
 }
 
 impl Default for Settings {
@@ -78,6 +80,7 @@ impl Default for Settings {
             public_url: None,
             screenshots: ScreenshotSettings::default(),
             log: LogSettings::default(),
+            egress: EgressSettings::default(),
         }
     }
 }
@@ -250,6 +253,17 @@ impl Default for LogSettings {
     }
 }
 
+/// `[egress]` table: the operator's allow list for outbound connections (see
+/// `crate::net::egress` for the entry syntax). Empty (the default) allows nothing, so LDAP
+/// login stays off until the operator lists the directory servers.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct EgressSettings {
+    /// Host names (`dc1.corp.example`, `*.corp.example`), addresses or CIDRs, each optionally
+    /// with `:port` (IPv6 in brackets when a port is given).
+    pub allow: Vec<String>,
+}
+
 /// Overrides given on the command line (highest precedence).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CliOverrides {
@@ -358,7 +372,13 @@ impl Settings {
                 "login failure limits must be positive".into(),
             ));
         }
+        crate::net::EgressPolicy::parse(&self.egress.allow).map_err(ConfigError::Invalid)?;
         Ok(())
+    }
+
+    /// The parsed egress allow list (validated in `load`; an unparsable list allows nothing).
+    pub fn egress_policy(&self) -> crate::net::EgressPolicy {
+        crate::net::EgressPolicy::parse(&self.egress.allow).unwrap_or_default()
     }
 
     /// The parsed listen address.
@@ -456,6 +476,22 @@ mod tests {
         .unwrap();
         let r = Settings::load(Some(&g), &CliOverrides::default());
         assert!(r.is_ok(), "{:?}", r.err());
+    }
+
+    #[test]
+    fn egress_list_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[egress]\nallow = [\"dc1.corp.example:636\", \"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&f), &CliOverrides::default()).unwrap();
+        assert_eq!(s.egress.allow.len(), 2);
+        std::fs::write(&f, "[egress]\nallow = [\"10.0.0.0/99\"]\n").unwrap();
+        let err = Settings::load(Some(&f), &CliOverrides::default()).unwrap_err();
+        assert!(err.to_string().contains("10.0.0.0/99"), "{err}");
     }
 
     #[test]

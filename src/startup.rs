@@ -56,7 +56,7 @@ pub fn open_data_dir(s: &Settings, create: bool) -> anyhow::Result<Opened> {
             dir.display()
         ));
     }
-    std::fs::create_dir_all(dir)
+    crate::store::private_dir(dir)
         .with_context(|| format!("cannot create data dir {}", dir.display()))?;
     if !exists {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
@@ -170,7 +170,7 @@ pub fn ensure_tls_files(s: &Settings) -> anyhow::Result<(PathBuf, PathBuf)> {
     if cert.exists() && key.exists() {
         return Ok((cert, key));
     }
-    std::fs::create_dir_all(&dir)?;
+    crate::store::private_dir(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
     let host = s.listen_addr()?.ip();
     let mut names = vec![

@@ -2,8 +2,12 @@
 //! `<data>/keys/master.key`, mode 0600 in a 0700 directory), created on first start.
 //!
 //! Refusals (never a new key over existing data): the file is missing while stores exist, is
-//! unreadable, has group/world permission bits, has the wrong length, or does not open the
-//! catalog (checked by the store layer, reported as [`MasterKeyError::Wrong`]).
+//! unreadable, too open, has the wrong length, or does not open the catalog (checked by the
+//! store layer, reported as [`MasterKeyError::Wrong`]).
+//!
+//! "Too open" means any world bit, or any group bit on a file not owned by root. A root-owned
+//! file with group *read* only (0440/0640) is accepted, as PostgreSQL does for its TLS key: that
+//! is how a Kubernetes Secret appears when the pod sets `fsGroup`.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -24,7 +28,7 @@ pub enum MasterKeyError {
     #[error("master key file {path} is unreadable: {reason}")]
     Unreadable { path: PathBuf, reason: String },
     /// Group or world permission bits are set.
-    #[error("master key file {path} is too open (mode {mode:o}); it must be 0600 or 0400 (chmod 600 {path})")]
+    #[error("master key file {path} is too open (mode {mode:o}); it must be 0600 or 0400, or 0440/0640 when owned by root (chmod 600 {path})")]
     TooOpen { path: PathBuf, mode: u32 },
     /// Not exactly 32 bytes.
     #[error("master key file {path} has the wrong length ({len} bytes, expected 32 raw bytes)")]
@@ -78,7 +82,9 @@ impl MasterKey {
         };
         let meta = std::fs::metadata(path).map_err(unreadable)?;
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        let root_group_read =
+            std::os::unix::fs::MetadataExt::uid(&meta) == 0 && mode & 0o070 & !0o040 == 0;
+        if mode & 0o007 != 0 || (mode & 0o070 != 0 && !root_group_read) {
             return Err(MasterKeyError::TooOpen {
                 path: path.to_path_buf(),
                 mode,

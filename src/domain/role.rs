@@ -110,6 +110,7 @@ impl Role {
             P::PlatformRead => matches!(self, PlatformAdmin),
             P::ScimUsers => matches!(self, Scim),
             P::ScimDiscovery => matches!(self, Scim),
+            P::SsoManage => matches!(self, Owner),
         }
     }
 }
@@ -160,6 +161,8 @@ pub enum Permission {
     ScimUsers,
     /// Read the SCIM discovery endpoints (`ServiceProviderConfig`, `Schemas`, `ResourceTypes`).
     ScimDiscovery,
+    /// Read and change the tenant's SSO/LDAP configuration, test it, dry-run mappings.
+    SsoManage,
 }
 
 #[cfg(test)]

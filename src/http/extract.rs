@@ -124,6 +124,7 @@ pub mod perm {
         AgentRun,
         ScimUsers,
         ScimDiscovery,
+        SsoManage,
     );
 }
 

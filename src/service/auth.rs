@@ -22,14 +22,28 @@ use crate::error::{ApiError, ApiResult};
 use crate::store::catalog::{self, FailureState};
 use crate::store::tenant;
 
+/// Which credentials a login may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginMode {
+    /// A local account with that email first; else the tenant's directory when LDAP is on.
+    Any,
+    /// The tenant's directory only (`POST /api/v1/auth/ldap/login`).
+    DirectoryOnly,
+}
+
 /// A login request after JSON parsing.
 pub struct LoginInput {
     /// Tenant id or unique name; `None` logs a PlatformAdmin in to the catalog.
     pub tenant: Option<String>,
-    /// Email as typed.
+    /// Login name as typed: an email for local accounts, whatever `user_filter` expects for
+    /// directory accounts.
     pub email: String,
+    /// The request field the login name came from (`email` or `username`), for errors.
+    pub login_field: &'static str,
     /// Password (zeroed on drop).
     pub password: Zeroizing<String>,
+    /// Local and directory, or directory only.
+    pub mode: LoginMode,
 }
 
 /// A new session.
@@ -130,8 +144,17 @@ pub async fn login(
         );
     }
     let account = input.email.trim().to_lowercase();
-    if account.is_empty() || account.len() > 254 {
-        return Err(ApiError::invalid("email", "email is required"));
+    if account.is_empty() {
+        return Err(ApiError::invalid(
+            input.login_field,
+            format!("{} is required", input.login_field),
+        ));
+    }
+    if account.len() > 254 {
+        return Err(ApiError::invalid(
+            input.login_field,
+            format!("{} is longer than 254 bytes", input.login_field),
+        ));
     }
     let tenant_ref = input
         .tenant
@@ -197,12 +220,30 @@ pub async fn login(
         (Some(_), Some(t)) => {
             let tid = TenantId::parse(&t.id).map_err(ApiError::internal)?;
             let a = account.clone();
-            match state
-                .tenants
-                .run(&tid, move |c| tenant::user_by_email(c, &a))
-                .await?
-            {
+            let local = match input.mode {
+                LoginMode::Any => {
+                    state
+                        .tenants
+                        .run(&tid, move |c| tenant::user_by_email(c, &a))
+                        .await?
+                }
+                LoginMode::DirectoryOnly => None,
+            };
+            match local {
                 Some(u) if u.active && u.password_hash.is_some() => Subject::User(u, tid),
+                _ if super::ldap::enabled(state, &tid).await? => {
+                    let attempt = Attempt {
+                        state,
+                        settings: &st,
+                        scope,
+                        account,
+                        ip,
+                        now,
+                        client,
+                    };
+                    let login = input.email.trim().to_string();
+                    return ldap_login(&attempt, tid, login, input.password).await;
+                }
                 _ => Subject::Nobody(Some(tid)),
             }
         }
@@ -216,66 +257,28 @@ pub async fn login(
     let ok = state.passwords.verify(input.password, phc).await? && !empty;
 
     if !ok {
-        let st2 = st.clone();
-        let pk = pair_key(&scope, &account, &ip);
-        let (acc, ip2) = (account.clone(), ip.clone());
-        let rec = state
-            .catalog
-            .run(move |c| record_failure(c, &st2, &pk, &acc, &ip2, now))
-            .await?;
         let reason = if empty {
             "empty_password"
         } else {
             "invalid_credentials"
         };
-        let actor = client.anonymous_actor(Some(account.clone()));
-        let mut events =
-            vec![
-                NewAuditEvent::new(&actor, "login.failure", Some(format!("account:{account}")))
-                    .details(serde_json::json!({"reason": reason})),
-            ];
-        if let Some(secs) = rec.pair_locked {
-            events.push(
-                NewAuditEvent::new(&actor, "login.lockout", Some(format!("account:{account}")))
-                    .details(serde_json::json!({"scope": "account_ip", "seconds": secs})),
-            );
-        }
-        if let Some(secs) = rec.ip_locked {
-            events.push(
-                NewAuditEvent::new(&actor, "login.lockout", Some(format!("ip:{ip}")))
-                    .details(serde_json::json!({"scope": "ip", "seconds": secs})),
-            );
-        }
         let tid = match &subject {
             Subject::User(_, t) => Some(t.clone()),
             Subject::Nobody(t) => t.clone(),
             Subject::Admin(_) => None,
         };
-        match tid {
-            Some(t) => {
-                state
-                    .tenants
-                    .run(&t, move |c| {
-                        for ev in &events {
-                            tenant::append_audit(c, ev)?;
-                        }
-                        Ok(())
-                    })
-                    .await?
-            }
-            None => {
-                state
-                    .catalog
-                    .run(move |c| {
-                        for ev in &events {
-                            catalog::append_audit(c, ev)?;
-                        }
-                        Ok(())
-                    })
-                    .await?
-            }
-        }
-        return Err(ApiError::invalid_credentials());
+        let attempt = Attempt {
+            state,
+            settings: &st,
+            scope: scope.clone(),
+            account: account.clone(),
+            ip: ip.clone(),
+            now,
+            client,
+        };
+        return Err(
+            record_failed(&attempt, tid, serde_json::json!({"reason": reason}), None).await?,
+        );
     }
 
     // Success: forget this pair's failures, open a session.
@@ -351,6 +354,152 @@ pub async fn login(
             })
         }
         Subject::Nobody(_) => Err(ApiError::invalid_credentials()),
+    }
+}
+
+/// One login attempt's throttle and audit context.
+struct Attempt<'a> {
+    state: &'a Arc<AppState>,
+    settings: &'a crate::config::LoginSettings,
+    /// Tenant id (or the name given, or `catalog`).
+    scope: String,
+    /// Normalised login name.
+    account: String,
+    /// Client IP.
+    ip: String,
+    now: i64,
+    client: &'a ClientInfo,
+}
+
+/// Count a failed attempt (throttling), append `login.failure` with `details` (plus
+/// `login.lockout` rows when a lock starts) to the tenant's audit — or the catalog's for
+/// platform logins — and return the uniform 401. With `revoke_dn_key`, the directory-linked
+/// member's sessions end in the same transaction as the audit rows.
+async fn record_failed(
+    a: &Attempt<'_>,
+    tid: Option<TenantId>,
+    details: serde_json::Value,
+    revoke_dn_key: Option<String>,
+) -> ApiResult<ApiError> {
+    let st2 = a.settings.clone();
+    let pk = pair_key(&a.scope, &a.account, &a.ip);
+    let (acc, ip2, now) = (a.account.clone(), a.ip.clone(), a.now);
+    let rec = a
+        .state
+        .catalog
+        .run(move |c| record_failure(c, &st2, &pk, &acc, &ip2, now))
+        .await?;
+    let account = &a.account;
+    let ip = &a.ip;
+    let actor = a.client.anonymous_actor(Some(account.clone()));
+    let mut events =
+        vec![
+            NewAuditEvent::new(&actor, "login.failure", Some(format!("account:{account}")))
+                .details(details),
+        ];
+    if let Some(secs) = rec.pair_locked {
+        events.push(
+            NewAuditEvent::new(&actor, "login.lockout", Some(format!("account:{account}")))
+                .details(serde_json::json!({"scope": "account_ip", "seconds": secs})),
+        );
+    }
+    if let Some(secs) = rec.ip_locked {
+        events.push(
+            NewAuditEvent::new(&actor, "login.lockout", Some(format!("ip:{ip}")))
+                .details(serde_json::json!({"scope": "ip", "seconds": secs})),
+        );
+    }
+    match (tid, revoke_dn_key) {
+        (Some(t), Some(key)) => super::ldap::revoke_linked(a.state, &t, key, events).await?,
+        (Some(t), None) => {
+            a.state
+                .tenants
+                .run(&t, move |c| {
+                    for ev in &events {
+                        tenant::append_audit(c, ev)?;
+                    }
+                    Ok(())
+                })
+                .await?
+        }
+        (None, _) => {
+            a.state
+                .catalog
+                .run(move |c| {
+                    for ev in &events {
+                        catalog::append_audit(c, ev)?;
+                    }
+                    Ok(())
+                })
+                .await?
+        }
+    }
+    Ok(ApiError::invalid_credentials())
+}
+
+/// The directory branch of login (issue 7). An empty password is refused before any LDAP
+/// traffic (RFC 4513 §6.3.1); a directory that cannot be reached gives 503
+/// `ldap_unavailable` (audited, not counted against the account).
+async fn ldap_login(
+    a: &Attempt<'_>,
+    tid: TenantId,
+    login: String,
+    password: Zeroizing<String>,
+) -> ApiResult<LoginOutcome> {
+    let why = |reason: &str| serde_json::json!({"reason": reason, "source": "ldap"});
+    if password.is_empty() {
+        return Err(record_failed(a, Some(tid), why("empty_password"), None).await?);
+    }
+    let state = a.state;
+    let auth = match super::ldap::authenticate(state, &tid, &login, &password).await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.code == "ldap_unavailable" {
+                let ev = NewAuditEvent::new(
+                    &a.client.anonymous_actor(Some(a.account.clone())),
+                    "login.failure",
+                    Some(format!("account:{}", a.account)),
+                )
+                .details(why("directory_unavailable"));
+                state
+                    .tenants
+                    .run(&tid, move |c| tenant::append_audit(c, &ev))
+                    .await?;
+            }
+            return Err(e);
+        }
+    };
+    drop(password);
+    let ok = match auth {
+        Err((refusal, dn_key)) => {
+            let revoke = (refusal == super::ldap::Refusal::NoMatchingGroup)
+                .then_some(dn_key)
+                .flatten();
+            return Err(record_failed(a, Some(tid), why(refusal.reason()), revoke).await?);
+        }
+        Ok(ok) => ok,
+    };
+    match super::ldap::provision(state, &tid, ok, a.client).await? {
+        super::ldap::LoginResult::Refused(reason) => {
+            Err(record_failed(a, Some(tid), why(reason), None).await?)
+        }
+        super::ldap::LoginResult::Ok {
+            principal,
+            session,
+            csrf_token,
+        } => {
+            let pk = pair_key(&a.scope, &a.account, &a.ip);
+            state
+                .catalog
+                .run(move |c| catalog::clear_failures(c, "pair", &pk))
+                .await?;
+            Ok(LoginOutcome {
+                session,
+                csrf_token,
+                principal,
+                must_change_password: false,
+            })
+        }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod audit_log;
 pub mod auth;
 pub mod flows;
 pub mod keys;
+pub mod ldap;
 pub mod members;
 pub mod principal;
 pub mod runs;

@@ -253,7 +253,7 @@ pub async fn upload(
         drop(png_out);
         let path = shot_path(&st, &t, &object);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(ApiError::internal)?;
+            crate::store::private_dir(dir).map_err(ApiError::internal)?;
         }
         let tmp = path.with_extension("tmp");
         {

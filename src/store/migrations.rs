@@ -222,6 +222,27 @@ CREATE INDEX users_external_id ON users(external_id);
 CREATE INDEX users_created ON users(created_at, id);
 ",
         ),
+        // Issue 7: directory login. One configuration row (secrets as envelope ciphertexts)
+        // and the link from a directory entry (normalised DN) to a member.
+        M::up(
+            "
+CREATE TABLE ldap_config (
+    id            INTEGER PRIMARY KEY CHECK (id = 1),
+    config        TEXT NOT NULL,
+    bind_password BLOB NOT NULL,
+    client_key    BLOB,
+    updated_at    TEXT NOT NULL,
+    updated_by    TEXT NOT NULL
+);
+CREATE TABLE ldap_identities (
+    user_id       TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+    dn_key        TEXT NOT NULL UNIQUE,
+    dn            TEXT NOT NULL,
+    username      TEXT NOT NULL,
+    last_login_at TEXT NOT NULL
+);
+",
+        ),
     ])
 }
 

@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod catalog;
 pub mod flows;
+pub mod ldap;
 mod migrations;
 pub mod scim;
 pub mod tenant;
@@ -94,6 +95,16 @@ pub fn open_encrypted(
         | OpenFlags::SQLITE_OPEN_URI;
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        // Create the file 0600 ourselves: SQLite gives its -wal/-shm files the same mode, so
+        // no store file depends on the process umask.
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+        }
     }
     let mut conn = Connection::open_with_flags(path, flags)?;
     // Quiet SQLCipher's own logging before anything can be logged.
@@ -117,6 +128,16 @@ pub fn open_encrypted(
         .to_latest(&mut conn)
         .map_err(|e| StoreError::Migration(e.to_string()))?;
     Ok(conn)
+}
+
+/// Create a directory (and missing parents) with mode 0700, independent of the umask's group
+/// and world bits.
+pub fn private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
 }
 
 /// Run `f` on `db` in a blocking thread (never on the async executor).

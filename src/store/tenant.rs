@@ -62,7 +62,7 @@ impl TenantStores {
 
     /// Create a tenant store file with `key` (used when creating a tenant).
     pub fn create_file(&self, t: &TenantId, key: &Key256) -> StoreResult<Connection> {
-        std::fs::create_dir_all(&self.dir)?;
+        super::private_dir(&self.dir)?;
         let path = self.path_of(t);
         if path.exists() {
             return Err(StoreError::Conflict(format!(

@@ -32,6 +32,21 @@ async fn first_start_bootstraps_and_login_works() {
         log.contains("sha256_fingerprint"),
         "log must carry the certificate fingerprint"
     );
+    // Nothing in the data dir is readable by group or world, whatever the umask.
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.clone());
+            if p.is_dir() {
+                walk(&p, out);
+            }
+        }
+    }
+    let mut all = Vec::new();
+    walk(d, &mut all);
+    for p in all.iter().filter(|p| !p.ends_with("listen.addr")) {
+        assert_eq!(mode(p) & 0o077, 0, "{} is mode {:o}", p.display(), mode(p));
+    }
     let addr = std::fs::read_to_string(d.join("listen.addr")).unwrap();
     assert_eq!(addr.trim(), app.addr.to_string());
 

@@ -7,6 +7,8 @@ mod audit;
 mod bootstrap;
 mod errors;
 mod keys;
+mod ldap;
+mod ldap_support;
 mod matrix;
 mod members;
 mod runs;

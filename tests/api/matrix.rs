@@ -49,6 +49,11 @@ const TABLE: &[(&str, &str, [&str; 8])] = &[
     ),
     (
         "POST",
+        "/api/v1/auth/ldap/login",
+        ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"],
+    ),
+    (
+        "POST",
         "/api/v1/auth/logout",
         ["401", "ok", "ok", "ok", "ok", "403", "403", "ok"],
     ),
@@ -352,6 +357,26 @@ const TABLE: &[(&str, &str, [&str; 8])] = &[
         "POST",
         "/api/v1/agent/runs/{run}/steps/{n}/screenshot",
         ["401", "403", "403", "403", "403", "ok", "403", "403"],
+    ),
+    (
+        "GET",
+        "/api/v1/sso/ldap",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "PUT",
+        "/api/v1/sso/ldap",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "POST",
+        "/api/v1/sso/ldap/test",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "POST",
+        "/api/v1/sso/ldap/test-connection",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
     ),
 ];
 

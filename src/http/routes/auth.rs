@@ -14,18 +14,64 @@ use crate::service::{auth, AppState, ClientInfo, Principal};
 use crate::store::{catalog, tenant};
 
 /// Login body. `tenant` is the tenant id or its unique name; absent or null logs a
-/// PlatformAdmin in to the catalog.
+/// PlatformAdmin in to the catalog. The login name goes in `email` or its synonym `username`
+/// (for directory accounts, whatever the tenant's `user_filter` expects, e.g. `alice`).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// Tenant id or name.
     #[serde(default)]
     pub tenant: Option<String>,
-    /// Email.
-    pub email: String,
-    /// Password (at most 1024 bytes).
+    /// Email (or directory login name).
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Synonym of `email`; give one of the two.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password (at most 1024 bytes); `null` counts as empty.
+    #[serde(deserialize_with = "nullable_secret")]
     #[schema(value_type = String, format = Password)]
     pub password: Zeroizing<String>,
+}
+
+/// A required secret where JSON `null` means empty (refused as `empty_password`, like `""`);
+/// a missing field is still a 422.
+fn nullable_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Zeroizing<String>, D::Error> {
+    Ok(Zeroizing::new(
+        Option::<String>::deserialize(d)?.unwrap_or_default(),
+    ))
+}
+
+/// Directory login body (`POST /api/v1/auth/ldap/login`).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LdapLoginRequest {
+    /// Tenant id or name (required).
+    pub tenant: String,
+    /// Login name as the tenant's `user_filter` expects it (e.g. `alice`).
+    pub username: String,
+    /// Password; empty or `null` is refused before any directory traffic.
+    #[serde(deserialize_with = "nullable_secret")]
+    #[schema(value_type = String, format = Password)]
+    pub password: Zeroizing<String>,
+}
+
+fn login_name(
+    email: Option<String>,
+    username: Option<String>,
+) -> Result<(String, &'static str), ApiError> {
+    match (email, username) {
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "username",
+            "give email or username, not both",
+        )),
+        (Some(e), None) => Ok((e, "email")),
+        (None, Some(u)) => Ok((u, "username")),
+        (None, None) => Err(ApiError::invalid(
+            "email",
+            "email (or username) is required",
+        )),
+    }
 }
 
 /// Login result; the session itself is the `fg_session` cookie (HttpOnly; Secure; SameSite=Strict).
@@ -66,13 +112,15 @@ fn me_view(p: &Principal, must_change: bool) -> MeView {
     }
 }
 
-/// Log in with email and password.
+/// Log in with email (or `username`) and password: a local account, else — when the tenant has
+/// LDAP on — the directory.
 ///
 /// Same 401 body for unknown tenant, unknown user and wrong password; 429 with `Retry-After`
-/// after repeated failures from one address; 400 for a password over 1024 bytes.
+/// after repeated failures from one address; 400 for a password over 1024 bytes; 503
+/// `ldap_unavailable` when a directory login cannot reach the directory.
 #[utoipa::path(tag = "auth", request_body = LoginRequest, responses(
     (status = 200, body = LoginResponse), (status = 401, body = crate::error::Problem),
-    (status = 429, body = crate::error::Problem)))]
+    (status = 429, body = crate::error::Problem), (status = 503, body = crate::error::Problem)))]
 #[post("/auth/login")]
 pub async fn login(
     state: web::Data<AppState>,
@@ -81,23 +129,64 @@ pub async fn login(
 ) -> Result<HttpResponse, ApiError> {
     let state = state.into_inner();
     let b = body.into_inner();
+    let (name, field) = login_name(b.email, b.username)?;
     let out = auth::login(
         &state,
         auth::LoginInput {
             tenant: b.tenant,
-            email: b.email,
+            email: name,
+            login_field: field,
             password: b.password,
+            mode: auth::LoginMode::Any,
         },
         &client,
     )
     .await?;
+    Ok(logged_in(&state, out))
+}
+
+fn logged_in(state: &AppState, out: auth::LoginOutcome) -> HttpResponse {
     let max_age = i64::from(state.settings.session.absolute_hours) * 3600;
-    Ok(HttpResponse::Ok()
+    HttpResponse::Ok()
         .cookie(session_cookie(out.session, max_age))
         .json(LoginResponse {
             csrf_token: out.csrf_token,
             me: me_view(&out.principal, out.must_change_password),
-        }))
+        })
+}
+
+/// Log in through the tenant's directory only (search-then-bind; see `PUT /api/v1/sso/ldap`).
+///
+/// 401 with one body for unknown user, wrong or empty password, no mapped group; 503
+/// `ldap_unavailable` when the directory cannot be reached over TLS or is slow; 429 after
+/// repeated failures.
+#[utoipa::path(tag = "auth", request_body = LdapLoginRequest, responses(
+    (status = 200, body = LoginResponse), (status = 401, body = crate::error::Problem),
+    (status = 429, body = crate::error::Problem), (status = 503, body = crate::error::Problem)))]
+#[post("/auth/ldap/login")]
+pub async fn ldap_login(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    body: web::Json<LdapLoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let state = state.into_inner();
+    let b = body.into_inner();
+    if b.tenant.trim().is_empty() {
+        return Err(ApiError::invalid("tenant", "tenant is required"));
+    }
+    let out = auth::login(
+        &state,
+        auth::LoginInput {
+            tenant: Some(b.tenant),
+            email: b.username,
+            login_field: "username",
+            password: b.password,
+            mode: auth::LoginMode::DirectoryOnly,
+        },
+        &client,
+    )
+    .await?;
+    Ok(logged_in(&state, out))
 }
 
 /// End the current session.

@@ -11,6 +11,7 @@ pub(crate) mod ops;
 mod platform;
 mod runs;
 pub(crate) mod scim;
+mod sso;
 mod tokens;
 
 use utoipa_actix_web::scope;
@@ -27,6 +28,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(ops::version)
                 .service(ops::openapi)
                 .service(auth::login)
+                .service(auth::ldap_login)
                 .service(auth::logout)
                 .service(auth::me)
                 .service(auth::change_password)
@@ -73,7 +75,11 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(runs::report_step)
                 .service(runs::heartbeat)
                 .service(runs::complete)
-                .service(runs::upload),
+                .service(runs::upload)
+                .service(sso::get_ldap)
+                .service(sso::put_ldap)
+                .service(sso::dry_run)
+                .service(sso::test_connection),
         )
         .service(
             scope::scope("/scim/v2")
