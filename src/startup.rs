@@ -102,6 +102,7 @@ pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
         passwords,
         metrics,
         image_slots: Arc::new(tokio::sync::Semaphore::new(2)),
+        keys: crate::service::keys::KeyRuntime::new(crate::service::keys::Clock::from_env()),
     })
 }
 

@@ -108,6 +108,8 @@ impl Role {
             P::WebhookManage => matches!(self, Owner | Admin),
             P::AgentRun => matches!(self, Agent),
             P::PlatformRead => matches!(self, PlatformAdmin),
+            P::KeyRead => matches!(self, Owner),
+            P::KeyRotate => matches!(self, Owner),
         }
     }
 }
@@ -154,6 +156,10 @@ pub enum Permission {
     AgentRun,
     /// Read catalog information (tenants) as PlatformAdmin.
     PlatformRead,
+    /// Read the tenant's key versions and rotation schedule (never key material).
+    KeyRead,
+    /// Rotate the tenant's key set now.
+    KeyRotate,
 }
 
 #[cfg(test)]

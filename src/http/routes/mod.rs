@@ -6,6 +6,7 @@ mod applications;
 mod audit;
 mod auth;
 mod flows;
+mod keys;
 mod members;
 pub(crate) mod ops;
 mod platform;
@@ -72,6 +73,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(runs::report_step)
                 .service(runs::heartbeat)
                 .service(runs::complete)
-                .service(runs::upload),
+                .service(runs::upload)
+                .service(keys::status)
+                .service(keys::rotate),
         );
 }
