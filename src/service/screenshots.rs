@@ -341,6 +341,43 @@ pub async fn signed_url_for(
     Ok(SignedUrl { url, expires_at })
 }
 
+/// Decrypt a stored screenshot object of tenant `t` (blocking). `Ok(None)` when the object or
+/// its file does not exist; `Key` when it does not decrypt. A key rotation may re-encrypt the
+/// file and retire its old DEK between reading the file and fetching the key: the file is then
+/// read again (the rotation's rename is atomic).
+pub fn decrypt_blocking(
+    state: &AppState,
+    t: &TenantId,
+    object: &str,
+) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, StoreError> {
+    let db = state.tenants.get_blocking(t)?;
+    let shot = {
+        let c = db.lock();
+        flows::screenshot(&c, object)?
+    };
+    let Some(shot) = shot else {
+        return Ok(None);
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let data = match std::fs::read(shot_path(state, t, &shot.id)) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let v = envelope::key_version(&data).map_err(|e| StoreError::Key(e.to_string()))?;
+        let dek = match keys::dek_version(state, t, v) {
+            Ok(k) => k,
+            Err(StoreError::NotFound) if attempt < 3 => continue,
+            Err(e) => return Err(e),
+        };
+        return envelope::open(&dek, &shot_aad(t, &shot.id), &data)
+            .map(Some)
+            .map_err(|e| StoreError::Key(e.to_string()));
+    }
+}
+
 /// Serve a signed URL: verify, then decrypt. Every failure is the same 403.
 pub async fn fetch_signed(
     state: &Arc<AppState>,
@@ -363,27 +400,10 @@ pub async fn fetch_signed(
     let st = state.clone();
     let object = object.to_string();
     tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
-        let db = st.tenants.get_blocking(&t).map_err(|_| denied())?;
-        let shot = {
-            let c = db.lock();
-            flows::screenshot(&c, &object)?
-        }
-        .ok_or_else(denied)?;
-        // A key rotation may re-encrypt the file and retire its old DEK between reading the
-        // file and fetching the key: read it again then (the rename is atomic).
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let data = std::fs::read(shot_path(&st, &t, &shot.id)).map_err(|_| denied())?;
-            let v = envelope::key_version(&data).map_err(|_| denied())?;
-            let dek = match keys::dek_version(&st, &t, v) {
-                Ok(k) => k,
-                Err(StoreError::NotFound) if attempt < 3 => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let pt =
-                envelope::open(&dek, &shot_aad(&t, &shot.id), &data).map_err(|_| denied())?;
-            return Ok(pt.to_vec());
+        match decrypt_blocking(&st, &t, &object) {
+            Ok(Some(pt)) => Ok(pt.to_vec()),
+            Err(StoreError::Busy) => Err(ApiError::busy(2)),
+            Ok(None) | Err(_) => Err(denied()),
         }
     })
     .await

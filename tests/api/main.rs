@@ -9,6 +9,7 @@ mod errors;
 mod keys;
 mod matrix;
 mod members;
+mod rotation;
 mod runs;
 mod secrets;
 mod throttle;

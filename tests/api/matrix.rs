@@ -288,6 +288,17 @@ const TABLE: &[(&str, &str, [&str; 8])] = &[
         "/api/v1/agent/runs/{run}/steps/{n}/screenshot",
         ["401", "403", "403", "403", "403", "ok", "403", "403"],
     ),
+    // Issue 4: key lifecycle (Owner only; PlatformAdmin never touches tenant keys).
+    (
+        "GET",
+        "/api/v1/keys",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "POST",
+        "/api/v1/keys/rotate",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
 ];
 
 /// Routes served outside the generated document (none today; the dashboard is not an API).
