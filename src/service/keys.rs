@@ -342,7 +342,7 @@ pub fn build_status(
         active_version: active.map(|a| a.version),
         pending_version,
         rotation_days,
-        next_rotation_at: next.map(|n| n.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        next_rotation_at: next.map(|n| n.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         rotation_due: pending_version.is_some() || next.is_some_and(|n| now >= n),
         versions,
     }
