@@ -149,6 +149,25 @@ fn verify_offline(data: &Path, tenant: &str, app_id: &str, secrets: &BTreeMap<St
     n
 }
 
+/// Whether the catalog records an unfinished rotation of `tenant` (a pending key version).
+fn rotation_pending(data: &Path, tenant: &str) -> bool {
+    use flowguard::config::{CliOverrides, Settings};
+    let settings = Settings::load(
+        None,
+        &CliOverrides {
+            data_dir: Some(data.to_path_buf()),
+            listen: None,
+        },
+    )
+    .unwrap();
+    let opened = flowguard::startup::open_data_dir(&settings, false).unwrap();
+    let c = opened.catalog.db().lock();
+    flowguard::store::catalog::tenant_keys(&c, tenant)
+        .unwrap()
+        .iter()
+        .any(|k| k.state == "pending")
+}
+
 /// Wait for a server process to exit; return its status.
 fn wait_exit(app: &mut TestApp) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -391,6 +410,7 @@ async fn random_sigkills_during_rotation_lose_no_acknowledged_write() {
     let span = t0.elapsed().as_millis() as u64;
 
     let mut rng = rand::thread_rng();
+    let mut mid_rotation = 0;
     for iter in 0..20 {
         app = restart(app, SMALL_BATCH, vec![]).await;
         let owner = Arc::new(app.owner().await);
@@ -452,12 +472,19 @@ async fn random_sigkills_during_rotation_lose_no_acknowledged_write() {
             acked.insert(n, v);
         }
         let _ = rotator.await;
+        if rotation_pending(&app.data, &tid) {
+            mid_rotation += 1;
+        }
         assert_eq!(
             verify_offline(&app.data, &tid, &fx.app_id, &acked),
             4,
             "iteration {iter} (killed after {delay} ms)"
         );
     }
+    // The kills are spread over the rotation: some must have landed inside one (a pending
+    // version on disk), or this test proved nothing about crash safety.
+    eprintln!("{mid_rotation} of 20 kills landed inside a rotation (window {span} ms)");
+    assert!(mid_rotation >= 3, "only {mid_rotation} of 20 kills landed mid-rotation");
     app = restart(app, SMALL_BATCH, vec![]).await;
     let owner = app.owner().await;
     let deadline = Instant::now() + Duration::from_secs(60);
