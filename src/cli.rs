@@ -513,7 +513,11 @@ fn keys(settings: Settings, action: KeysCommand) -> anyhow::Result<()> {
                         r.tenant_id,
                         r.from_version,
                         r.to_version,
-                        if r.resumed { " (finished an interrupted rotation)" } else { "" },
+                        if r.resumed {
+                            " (finished an interrupted rotation)"
+                        } else {
+                            ""
+                        },
                         r.secrets_resealed,
                         r.screenshots_resealed
                     ),
@@ -532,10 +536,11 @@ fn keys(settings: Settings, action: KeysCommand) -> anyhow::Result<()> {
             let _lock = startup::lock_data_dir(&settings.data_dir)?;
             let bar = progress_bar("master key".into());
             bar.set_message("rewrap");
-            let res = svc::rotate_master_blocking(&settings, &new_key_file, &host_actor(), &|d, n| {
-                bar.set_length(n.max(1));
-                bar.set_position(d);
-            });
+            let res =
+                svc::rotate_master_blocking(&settings, &new_key_file, &host_actor(), &|d, n| {
+                    bar.set_length(n.max(1));
+                    bar.set_position(d);
+                });
             bar.finish_and_clear();
             let r = res?;
             println!(

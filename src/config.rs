@@ -482,7 +482,11 @@ mod tests {
     fn key_settings_validated() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(&f, "[keys]\nrotation_days = 30\nrotation_cron = \"*/5 * * * * *\"\n").unwrap();
+        std::fs::write(
+            &f,
+            "[keys]\nrotation_days = 30\nrotation_cron = \"*/5 * * * * *\"\n",
+        )
+        .unwrap();
         let s = Settings::load(Some(&f), &CliOverrides::default()).unwrap();
         assert_eq!(s.keys.rotation_days, 30);
         for bad in [
@@ -492,7 +496,10 @@ mod tests {
             "[keys]\nrewrap_batch = 0\n",
         ] {
             std::fs::write(&f, bad).unwrap();
-            assert!(Settings::load(Some(&f), &CliOverrides::default()).is_err(), "{bad}");
+            assert!(
+                Settings::load(Some(&f), &CliOverrides::default()).is_err(),
+                "{bad}"
+            );
         }
     }
 

@@ -11,10 +11,8 @@ pub fn point(name: &str) {
     #[cfg(debug_assertions)]
     if std::env::var("FLOWGUARD_FAULT").is_ok_and(|v| v.split(',').any(|p| p.trim() == name)) {
         eprintln!("flowguard: failpoint {name} reached: SIGKILL");
-        let _ = rustix::process::kill_process(
-            rustix::process::getpid(),
-            rustix::process::Signal::KILL,
-        );
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     }
     #[cfg(not(debug_assertions))]
     let _ = name;

@@ -352,9 +352,11 @@ pub fn build_status(
 pub async fn status(state: &Arc<AppState>, p: &Principal) -> ApiResult<KeyStatus> {
     let t = super::flows::tenant_of(p)?;
     let st = state.clone();
-    Ok(tokio::task::spawn_blocking(move || status_blocking(&st, &t))
-        .await
-        .map_err(ApiError::internal)??)
+    Ok(
+        tokio::task::spawn_blocking(move || status_blocking(&st, &t))
+            .await
+            .map_err(ApiError::internal)??,
+    )
 }
 
 // ---------------------------------------------------------------- rotation
@@ -511,9 +513,8 @@ pub fn rotate_tenant_blocking(
 
     // 2. fence (+ tenant audit)
     let db = state.tenants.get_blocking(t)?;
-    let ev = NewAuditEvent::new(actor, "key.rotate", Some(format!("tenant:{t}"))).details(
-        serde_json::json!({"from_version": from, "to_version": to, "step": "started"}),
-    );
+    let ev = NewAuditEvent::new(actor, "key.rotate", Some(format!("tenant:{t}")))
+        .details(serde_json::json!({"from_version": from, "to_version": to, "step": "started"}));
     {
         let mut c = db.lock();
         tenant::raise_dek_fence(&mut c, to, &ev)?;
@@ -582,7 +583,12 @@ pub fn rotate_tenant_blocking(
     };
     drop(db);
     if let Some((table, column, n)) = left.first() {
-        tracing::error!(table, column, count = n, "old-key ciphertexts remain; not retiring");
+        tracing::error!(
+            table,
+            column,
+            count = n,
+            "old-key ciphertexts remain; not retiring"
+        );
         return Err(RotationError::Remaining(format!("{table}.{column}")));
     }
     if shots_left > 0 {
@@ -863,7 +869,9 @@ pub fn rotation_job_blocking(state: &AppState) -> usize {
         match rotate_tenant_blocking(state, &t, &actor, &|_| {}) {
             Ok(_) => rotated += 1,
             Err(RotationError::InProgress) => {}
-            Err(e) => tracing::error!(tenant = %t, error = %e, "key-rotation: rotation failed; it resumes on the next run"),
+            Err(e) => {
+                tracing::error!(tenant = %t, error = %e, "key-rotation: rotation failed; it resumes on the next run")
+            }
         }
     }
     rotated
@@ -1016,12 +1024,7 @@ pub fn rotate_master_blocking(
                 catalog::stage_next_wraps(&mut c, &kek, &staged)?;
             }
             fault::point("master:after_stage");
-            if !catalog::rekey_catalog(
-                &cat,
-                &old.catalog_db_key(),
-                &new.catalog_db_key(),
-                busy,
-            )? {
+            if !catalog::rekey_catalog(&cat, &old.catalog_db_key(), &new.catalog_db_key(), busy)? {
                 return Err(MasterRotationError::RekeyNotDone);
             }
             fault::point("master:after_rekey");
@@ -1071,7 +1074,11 @@ pub fn rotate_master_blocking(
     })
 }
 
-fn verify_all(cat: &Catalog, key: &MasterKey, which: &'static str) -> Result<(), MasterRotationError> {
+fn verify_all(
+    cat: &Catalog,
+    key: &MasterKey,
+    which: &'static str,
+) -> Result<(), MasterRotationError> {
     let rows = {
         let c = cat.db().lock();
         catalog::key_material(&c)?

@@ -649,11 +649,7 @@ pub fn key_material(c: &Connection) -> StoreResult<Vec<KeyMaterialRow>> {
 
 /// Master key rotation, step 1: store each key re-wrapped under the next master key (id `kek`)
 /// beside the current material, in one fsynced transaction (earlier staging is replaced).
-pub fn stage_next_wraps(
-    c: &mut Connection,
-    kek: &str,
-    rows: &[KeyMaterialRow],
-) -> StoreResult<()> {
+pub fn stage_next_wraps(c: &mut Connection, kek: &str, rows: &[KeyMaterialRow]) -> StoreResult<()> {
     super::durably(c, |c| {
         let tx = write_tx(c)?;
         tx.execute(
@@ -706,11 +702,7 @@ pub fn staged_wraps(c: &Connection, kek: &str) -> StoreResult<Vec<KeyMaterialRow
 /// current material and append `ev` (`key.rotate_master`), in one fsynced transaction. Refuses
 /// with `Conflict("unstaged_keys")` when a key with material has no staging for `kek`. Returns
 /// how many keys were switched (0 when an earlier run already switched them; no audit row then).
-pub fn swap_staged_wraps(
-    c: &mut Connection,
-    kek: &str,
-    ev: &NewAuditEvent,
-) -> StoreResult<usize> {
+pub fn swap_staged_wraps(c: &mut Connection, kek: &str, ev: &NewAuditEvent) -> StoreResult<usize> {
     super::durably(c, |c| {
         let tx = write_tx(c)?;
         let staged: i64 = tx.query_row(

@@ -654,8 +654,8 @@ pub fn put_variable(
         return Err(StoreError::NotFound);
     }
     if let Some(ct) = &v.ciphertext {
-        let kv = crate::crypto::envelope::key_version(ct)
-            .map_err(|e| StoreError::Key(e.to_string()))?;
+        let kv =
+            crate::crypto::envelope::key_version(ct).map_err(|e| StoreError::Key(e.to_string()))?;
         super::tenant::check_dek_fence(&tx, kv)?;
     }
     tx.execute(

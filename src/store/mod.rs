@@ -143,8 +143,10 @@ pub fn rekey_verified(
     busy_timeout_ms: u64,
     migrations: &rusqlite_migration::Migrations<'static>,
 ) -> StoreResult<Rekeyed> {
-    let sql =
-        zeroize::Zeroizing::new(format!("PRAGMA rekey = \"x'{}'\"", hex::encode(new.as_ref())));
+    let sql = zeroize::Zeroizing::new(format!(
+        "PRAGMA rekey = \"x'{}'\"",
+        hex::encode(new.as_ref())
+    ));
     let rekey = conn.execute_batch(&sql);
     if rekey.is_ok() {
         // Copy every re-keyed page from the WAL into the file and empty the WAL.

@@ -63,7 +63,10 @@ async fn seed(app: &TestApp, n_secrets: usize, n_shots: usize) -> Fixture {
         let (name, value) = if i == 0 {
             ("password".to_string(), "pw-rotation-canary-0".to_string())
         } else {
-            (format!("s{i}"), format!("secret-value-{i}-{}", "x".repeat(i % 7)))
+            (
+                format!("s{i}"),
+                format!("secret-value-{i}-{}", "x".repeat(i % 7)),
+            )
         };
         s.owner
             .json(
@@ -108,7 +111,12 @@ async fn seed(app: &TestApp, n_secrets: usize, n_shots: usize) -> Fixture {
 /// Open the data dir with the library (as a restarted process would) and prove that the stores
 /// open, every expected secret decrypts to its value and every screenshot file decrypts to a PNG.
 /// Returns the number of screenshots checked.
-fn verify_offline(data: &Path, tenant: &str, app_id: &str, secrets: &BTreeMap<String, String>) -> usize {
+fn verify_offline(
+    data: &Path,
+    tenant: &str,
+    app_id: &str,
+    secrets: &BTreeMap<String, String>,
+) -> usize {
     use flowguard::config::{CliOverrides, Settings};
     use flowguard::domain::TenantId;
     let settings = Settings::load(
@@ -143,7 +151,10 @@ fn verify_offline(data: &Path, tenant: &str, app_id: &str, secrets: &BTreeMap<St
         let png = flowguard::service::screenshots::decrypt_blocking(&state, &t, &object)
             .unwrap_or_else(|e| panic!("screenshot {object} does not decrypt: {e}"))
             .unwrap_or_else(|| panic!("screenshot file {object} has no row"));
-        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{object} is not a PNG");
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{object} is not a PNG"
+        );
         n += 1;
     }
     n
@@ -182,7 +193,9 @@ fn wait_exit(app: &mut TestApp) -> std::process::ExitStatus {
 
 /// Restart a server on a stopped app's data dir.
 async fn restart(app: TestApp, config: &str, env: Vec<(String, String)>) -> TestApp {
-    let TestApp { dir, data, child, .. } = app;
+    let TestApp {
+        dir, data, child, ..
+    } = app;
     drop(child);
     let _ = std::fs::remove_file(data.join("listen.addr"));
     spawn_with(Opts {
@@ -219,7 +232,11 @@ fn assert_versions(k: &Value, active: u64) {
     let versions = k["versions"].as_array().unwrap();
     assert_eq!(versions.len() as u64, active, "{k}");
     for v in versions {
-        let want = if v["version"] == active { "active" } else { "retired" };
+        let want = if v["version"] == active {
+            "active"
+        } else {
+            "retired"
+        };
         assert_eq!(v["state"], want, "{k}");
         assert_eq!(v["db_key_state"], want, "{k}");
         assert_eq!(v["dek_state"], want, "{k}");
@@ -238,7 +255,10 @@ async fn owner_rotates_keys_and_everything_still_decrypts() {
     assert!(before["next_rotation_at"].is_string());
     assert!(before.get("pending_version").is_none());
     let text = before.to_string();
-    assert!(!text.contains("wrapped") && !text.contains("nonce"), "no key material: {text}");
+    assert!(
+        !text.contains("wrapped") && !text.contains("nonce"),
+        "no key material: {text}"
+    );
 
     let r = owner
         .json(Method::POST, "/api/v1/keys/rotate", None, 200)
@@ -321,7 +341,9 @@ async fn owner_rotates_keys_and_everything_still_decrypts() {
     assert_versions(&keys_status(&owner).await, 2);
 
     let tid = app.tenant_id();
-    let TestApp { dir, data, child, .. } = app;
+    let TestApp {
+        dir, data, child, ..
+    } = app;
     drop(child);
     let mut secrets = fx.secrets.clone();
     secrets.insert("after".into(), "written-after".into());
@@ -370,23 +392,45 @@ async fn sigkill_at_every_phase_boundary_then_restart_finishes_the_rotation() {
             .send()
             .await;
         let st = wait_exit(&mut app);
-        assert_eq!(st.signal(), Some(9), "{fault}: killed by SIGKILL\n{}", app.log_text());
+        assert_eq!(
+            st.signal(),
+            Some(9),
+            "{fault}: killed by SIGKILL\n{}",
+            app.log_text()
+        );
 
         // At the crash instant: the stores open and everything decrypts.
-        assert_eq!(verify_offline(&app.data, &tid, &fx.app_id, &fx.secrets), 3, "{fault}");
+        assert_eq!(
+            verify_offline(&app.data, &tid, &fx.app_id, &fx.secrets),
+            3,
+            "{fault}"
+        );
 
         // Restart: the start-up run of the key-rotation job finishes the rotation.
         app = restart(app, SMALL_BATCH, vec![]).await;
         let k = wait_rotated(&app, target).await;
         assert_versions(&k, target);
-        assert_eq!(verify_offline(&app.data, &tid, &fx.app_id, &fx.secrets), 3, "{fault}");
+        assert_eq!(
+            verify_offline(&app.data, &tid, &fx.app_id, &fx.secrets),
+            3,
+            "{fault}"
+        );
     }
     // The Owner-facing trail has one `key.rotate` row per rotation.
     let owner = app.owner().await;
     let audit = owner
-        .json(Method::GET, "/api/v1/audit?action=key.rotate&limit=100", None, 200)
+        .json(
+            Method::GET,
+            "/api/v1/audit?action=key.rotate&limit=100",
+            None,
+            200,
+        )
         .await;
-    assert_eq!(audit["items"].as_array().unwrap().len(), PHASES.len(), "{audit}");
+    assert_eq!(
+        audit["items"].as_array().unwrap().len(),
+        PHASES.len(),
+        "{audit}"
+    );
 }
 
 #[tokio::test]
@@ -484,7 +528,10 @@ async fn random_sigkills_during_rotation_lose_no_acknowledged_write() {
     // The kills are spread over the rotation: some must have landed inside one (a pending
     // version on disk), or this test proved nothing about crash safety.
     eprintln!("{mid_rotation} of 20 kills landed inside a rotation (window {span} ms)");
-    assert!(mid_rotation >= 3, "only {mid_rotation} of 20 kills landed mid-rotation");
+    assert!(
+        mid_rotation >= 3,
+        "only {mid_rotation} of 20 kills landed mid-rotation"
+    );
     app = restart(app, SMALL_BATCH, vec![]).await;
     let owner = app.owner().await;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -544,9 +591,16 @@ async fn rotating_while_eight_clients_read_and_write_fails_no_request() {
                 let r = s
                     .get(&format!("/api/v1/applications/{}/variables", fx.app_id))
                     .await;
-                record("GET variables".into(), r.status().as_u16(), String::new(), &[200]);
+                record(
+                    "GET variables".into(),
+                    r.status().as_u16(),
+                    String::new(),
+                    &[200],
+                );
                 let (run, n) = &fx.shots[i % fx.shots.len()];
-                let r = s.get(&format!("/api/v1/runs/{run}/steps/{n}/screenshot")).await;
+                let r = s
+                    .get(&format!("/api/v1/runs/{run}/steps/{n}/screenshot"))
+                    .await;
                 let st = r.status().as_u16();
                 let u: Value = r.json().await.unwrap_or(Value::Null);
                 record("GET screenshot url".into(), st, u.to_string(), &[200]);
@@ -562,16 +616,27 @@ async fn rotating_while_eight_clients_read_and_write_fails_no_request() {
                 if i < 2 {
                     // Secrets resolved for an agent while keys change.
                     let r = s
-                        .req(Method::POST, &format!("/api/v1/flows/{}/runs", fx.flow_id), None)
+                        .req(
+                            Method::POST,
+                            &format!("/api/v1/flows/{}/runs", fx.flow_id),
+                            None,
+                        )
                         .await;
                     record("trigger".into(), r.status().as_u16(), String::new(), &[201]);
-                    let r = agent.req(Method::POST, "/api/v1/agent/runs/claim", None).await;
+                    let r = agent
+                        .req(Method::POST, "/api/v1/agent/runs/claim", None)
+                        .await;
                     let st = r.status().as_u16();
                     record("claim".into(), st, String::new(), &[200, 204]);
                     if st == 200 {
                         let c: Value = r.json().await.unwrap();
                         if c["steps"][2]["value"] != fx.secrets["password"].as_str() {
-                            record("claim resolved a wrong secret".into(), st, c.to_string(), &[]);
+                            record(
+                                "claim resolved a wrong secret".into(),
+                                st,
+                                c.to_string(),
+                                &[],
+                            );
                         }
                     }
                 }
@@ -595,9 +660,16 @@ async fn rotating_while_eight_clients_read_and_write_fails_no_request() {
         failures.extend(f);
         acked.extend(a);
     }
-    assert!(failures.is_empty(), "failed requests:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "failed requests:\n{}",
+        failures.join("\n")
+    );
     assert_versions(&keys_status(&owner).await, 4);
-    assert_eq!(verify_offline(&app.data, &app.tenant_id(), &fx.app_id, &acked), 2);
+    assert_eq!(
+        verify_offline(&app.data, &app.tenant_id(), &fx.app_id, &acked),
+        2
+    );
 }
 
 fn write_clock(path: &Path, t: chrono::DateTime<chrono::Utc>) {
@@ -616,7 +688,11 @@ fn job_runs(app: &TestApp) -> usize {
 async fn wait_job_runs(app: &TestApp, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while job_runs(app) < n {
-        assert!(Instant::now() < deadline, "key-rotation job did not run:\n{}", app.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "key-rotation job did not run:\n{}",
+            app.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -632,7 +708,10 @@ async fn scheduled_job_rotates_once_the_key_is_older_than_rotation_days() {
         dir: Some(dir),
         config: Some(config.into()),
         env: vec![
-            ("FLOWGUARD_TEST_CLOCK_FILE".into(), clock.display().to_string()),
+            (
+                "FLOWGUARD_TEST_CLOCK_FILE".into(),
+                clock.display().to_string(),
+            ),
             ("FLOWGUARD_LOG".into(), "info,flowguard::jobs=debug".into()),
         ],
     })
@@ -641,8 +720,11 @@ async fn scheduled_job_rotates_once_the_key_is_older_than_rotation_days() {
     let owner = app.owner().await;
     let k = keys_status(&owner).await;
     assert_eq!(k["active_version"], 1);
-    let created = chrono::DateTime::parse_from_rfc3339(k["versions"][0]["created_at"].as_str().unwrap()).unwrap();
-    let due = chrono::DateTime::parse_from_rfc3339(k["next_rotation_at"].as_str().unwrap()).unwrap();
+    let created =
+        chrono::DateTime::parse_from_rfc3339(k["versions"][0]["created_at"].as_str().unwrap())
+            .unwrap();
+    let due =
+        chrono::DateTime::parse_from_rfc3339(k["next_rotation_at"].as_str().unwrap()).unwrap();
     assert_eq!((due - created).num_days(), 90);
 
     // 89 days later the job runs (every second here) and leaves the key alone.
@@ -659,8 +741,16 @@ async fn scheduled_job_rotates_once_the_key_is_older_than_rotation_days() {
     let k = wait_rotated(&app, 2).await;
     assert_versions(&k, 2);
     // The new key set is dated by the same clock, so it is not due again.
-    let created2 = chrono::DateTime::parse_from_rfc3339(k["versions"][1]["created_at"].as_str().unwrap()).unwrap();
-    assert!((created2.with_timezone(&chrono::Utc) - later).num_seconds().abs() < 60, "{k}");
+    let created2 =
+        chrono::DateTime::parse_from_rfc3339(k["versions"][1]["created_at"].as_str().unwrap())
+            .unwrap();
+    assert!(
+        (created2.with_timezone(&chrono::Utc) - later)
+            .num_seconds()
+            .abs()
+            < 60,
+        "{k}"
+    );
     let seen = job_runs(&app);
     wait_job_runs(&app, seen + 2).await;
     assert_eq!(keys_status(&owner).await["active_version"], 2);
@@ -672,7 +762,9 @@ async fn scheduled_job_rotates_once_the_key_is_older_than_rotation_days() {
     assert_eq!(items.len(), 1, "{audit}");
     assert_eq!(items[0]["actor_email"], "system:scheduler");
     let tid = app.tenant_id();
-    let TestApp { dir, data, child, .. } = app;
+    let TestApp {
+        dir, data, child, ..
+    } = app;
     drop(child);
     verify_offline(&data, &tid, &fx.app_id, &fx.secrets);
     drop(dir);
@@ -705,7 +797,10 @@ async fn cli_rotation_needs_the_server_stopped_then_rotates_every_tenant() {
         let out = cli(&app.data, args, &[]);
         assert!(!out.status.success(), "{args:?} must refuse while serving");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("flowguard.lock") && err.contains("stop the server"), "{err}");
+        assert!(
+            err.contains("flowguard.lock") && err.contains("stop the server"),
+            "{err}"
+        );
     }
     let out = cli(&app.data, &["keys", "rotate"], &[]);
     assert!(!out.status.success(), "--tenant or --all is required");
@@ -714,16 +809,33 @@ async fn cli_rotation_needs_the_server_stopped_then_rotates_every_tenant() {
     assert!(out.status.success());
     let st: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(st.as_array().unwrap().len(), 2);
-    assert!(st.as_array().unwrap().iter().all(|s| s["active_version"] == 1));
+    assert!(st
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["active_version"] == 1));
 
-    let TestApp { dir, data, child, .. } = app;
+    let TestApp {
+        dir, data, child, ..
+    } = app;
     drop(child);
     let out = cli(&data, &["keys", "rotate", "--tenant", &tid], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("v1 -> v2") && text.contains("5 secrets"), "{text}");
+    assert!(
+        text.contains("v1 -> v2") && text.contains("5 secrets"),
+        "{text}"
+    );
     let out = cli(&data, &["keys", "rotate", "--all"], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = cli(&data, &["keys", "status", "--json"], &[]);
     let st: Value = serde_json::from_slice(&out.stdout).unwrap();
     for s in st.as_array().unwrap() {
@@ -765,23 +877,39 @@ async fn rotate_master_survives_sigkill_at_each_step_and_retires_the_old_key() {
     std::fs::set_permissions(&newkey, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = cli(
         &app.data,
-        &["keys", "rotate-master", "--new-key-file", newkey.to_str().unwrap()],
+        &[
+            "keys",
+            "rotate-master",
+            "--new-key-file",
+            newkey.to_str().unwrap(),
+        ],
         &[],
     );
     assert!(!out.status.success());
     // A too-open key file is refused before anything changes.
     std::fs::set_permissions(&newkey, std::fs::Permissions::from_mode(0o644)).unwrap();
 
-    for (round, fault) in ["master:after_stage", "master:after_rekey", "master:after_swap"]
-        .iter()
-        .enumerate()
+    for (round, fault) in [
+        "master:after_stage",
+        "master:after_rekey",
+        "master:after_swap",
+    ]
+    .iter()
+    .enumerate()
     {
-        let TestApp { dir, data, child, .. } = app;
+        let TestApp {
+            dir, data, child, ..
+        } = app;
         drop(child);
         if round == 0 {
             let out = cli(
                 &data,
-                &["keys", "rotate-master", "--new-key-file", newkey.to_str().unwrap()],
+                &[
+                    "keys",
+                    "rotate-master",
+                    "--new-key-file",
+                    newkey.to_str().unwrap(),
+                ],
                 &[],
             );
             assert!(!out.status.success());
@@ -791,7 +919,12 @@ async fn rotate_master_survives_sigkill_at_each_step_and_retires_the_old_key() {
         let f = dir.path().join(format!("new{}.key", round + 1));
         std::fs::write(&f, key).unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let args = ["keys", "rotate-master", "--new-key-file", f.to_str().unwrap()];
+        let args = [
+            "keys",
+            "rotate-master",
+            "--new-key-file",
+            f.to_str().unwrap(),
+        ];
         let out = cli(&data, &args, &[("FLOWGUARD_FAULT", fault)]);
         assert_eq!(out.status.signal(), Some(9), "{fault}");
         if *fault != "master:after_stage" {
@@ -809,7 +942,11 @@ async fn rotate_master_survives_sigkill_at_each_step_and_retires_the_old_key() {
             };
             assert!(e.log.contains("rotate-master"), "{fault}: {}", e.log);
             let out = cli(&data, &args, &[]);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(text.contains("finished an interrupted rotation"), "{text}");
             app = restart_dir(e.dir).await;
@@ -817,10 +954,17 @@ async fn rotate_master_survives_sigkill_at_each_step_and_retires_the_old_key() {
             // Nothing irreversible happened: the old key still opens everything; rerun.
             verify_offline(&data, &tid, &fx.app_id, &fx.secrets);
             let out = cli(&data, &args, &[]);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             app = restart_dir(dir).await;
         }
-        assert_eq!(std::fs::read(app.data.join("keys/master.key")).unwrap(), key);
+        assert_eq!(
+            std::fs::read(app.data.join("keys/master.key")).unwrap(),
+            key
+        );
         assert!(!app.data.join("keys/rotate-master.pending").exists());
         keys_seen.push(key.to_vec());
         // Both tenants' data is intact under the new master key.
@@ -828,7 +972,11 @@ async fn rotate_master_survives_sigkill_at_each_step_and_retires_the_old_key() {
         assert_eq!(verify_offline(&app.data, &tid, &fx.app_id, &fx.secrets), 1);
         let s = keys_status(&app.owner().await).await;
         assert_eq!(s["active_version"], 1);
-        let out = cli(&app.data, &["keys", "status", "--tenant", &tid_b, "--json"], &[]);
+        let out = cli(
+            &app.data,
+            &["keys", "status", "--tenant", &tid_b, "--json"],
+            &[],
+        );
         assert!(out.status.success());
     }
     // Every earlier master key is useless now: none opens the catalog.
