@@ -85,6 +85,10 @@ pub fn open_data_dir(s: &Settings, create: bool) -> anyhow::Result<Opened> {
         }
         Err(e) => return Err(anyhow!("cannot open catalog: {e}")),
     };
+    // A master key rotation that installed its key but stopped before removing its marker.
+    if crate::service::keys::interrupted_master_rotation(dir).as_deref() == Some(&master.kek_id()) {
+        let _ = std::fs::remove_file(crate::service::keys::master_marker_path(dir));
+    }
     Ok(Opened {
         master,
         catalog,
