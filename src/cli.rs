@@ -1,5 +1,5 @@
-//! Command line (clap): `serve`, `init`, `users unlock`, `--version`. `--config FILE` and
-//! `--data-dir DIR` work on every subcommand.
+//! Command line (clap): `serve`, `init`, `tenant`, `jobs`, `users unlock`, `keys`, `--version`.
+//! `--config FILE` and `--data-dir DIR` work on every subcommand.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +51,46 @@ pub enum Command {
         /// Action.
         #[command(subcommand)]
         action: UsersCommand,
+    },
+    /// Key lifecycle: status, tenant key rotation, master key rotation.
+    Keys {
+        /// Action.
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
+}
+
+/// `keys` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Show every tenant's key versions, states and next rotation.
+    Status {
+        /// Only this tenant (id or name).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rotate tenant key sets now (or finish interrupted rotations). The server must be stopped;
+    /// a running server rotates through `POST /api/v1/keys/rotate` and its key-rotation job.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["tenant", "all"])))]
+    Rotate {
+        /// The tenant to rotate (id or name).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Rotate every tenant.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Re-wrap every tenant key set under a new master key and re-key the catalog, then install
+    /// the new key as the master key file (the old key is no longer needed afterwards). The
+    /// server must be stopped. Resumable: after an interruption, rerun with the same file.
+    RotateMaster {
+        /// File holding the new master key: 32 raw random bytes, mode 0600 or 0400
+        /// (e.g. `head -c 32 /dev/urandom > new.key; chmod 600 new.key`).
+        #[arg(long, value_name = "F")]
+        new_key_file: PathBuf,
     },
 }
 
@@ -114,7 +154,8 @@ pub enum TenantCommand {
 /// `jobs` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum JobsCommand {
-    /// Run one job now against the data dir (`schedules`, `agent-timeouts`).
+    /// Run one job now against the data dir (`schedules`, `agent-timeouts`, `key-rotation`; the
+    /// last only with the server stopped).
     Run {
         /// Job name.
         name: String,
@@ -189,13 +230,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             action: JobsCommand::List,
         } => {
             for j in crate::jobs::JOBS {
-                println!("{}\t{}", j.name, j.cron);
+                println!("{}\t{}", j.name, crate::jobs::cron_for(&settings, j));
             }
             Ok(())
         }
+        Command::Keys { action } => keys(settings, action),
         Command::Jobs {
             action: JobsCommand::Run { name },
         } => {
+            let _lock = if crate::jobs::EXCLUSIVE_JOBS.contains(&name.as_str()) {
+                Some(startup::lock_data_dir(&settings.data_dir)?)
+            } else {
+                None
+            };
             let opened = startup::open_data_dir(&settings, false)?;
             let state = startup::build_state(std::sync::Arc::new(settings), opened)?;
             let n = crate::jobs::run_once(&state, &name).ok_or_else(|| {
@@ -361,4 +408,150 @@ fn tenant_list(settings: Settings, json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn host_actor() -> Actor {
+    Actor {
+        email: Some("host-cli".into()),
+        role: Some("operator".into()),
+        client_ip: None,
+        user_agent: None,
+    }
+}
+
+fn progress_bar(prefix: String) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(1);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} {msg:>11} [{bar:32}] {pos}/{len} {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix);
+    bar
+}
+
+fn keys(settings: Settings, action: KeysCommand) -> anyhow::Result<()> {
+    use crate::service::keys as svc;
+    match action {
+        KeysCommand::Status { tenant, json } => {
+            let opened = startup::open_data_dir(&settings, false)?;
+            let clock = svc::Clock::from_env();
+            let rows = {
+                let c = opened.catalog.db().lock();
+                let tenants = match &tenant {
+                    Some(t) => vec![crate::store::catalog::find_tenant(&c, t)?
+                        .ok_or_else(|| anyhow::anyhow!("--tenant: no tenant `{t}`"))?],
+                    None => crate::store::catalog::list_tenants(&c)?,
+                };
+                let mut out = Vec::new();
+                for t in tenants {
+                    let keys = crate::store::catalog::tenant_keys(&c, &t.id)?;
+                    out.push(svc::build_status(
+                        &t.id,
+                        &keys,
+                        settings.keys.rotation_days,
+                        clock.now(),
+                    ));
+                }
+                out
+            };
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                println!("TENANT\tACTIVE\tPENDING\tNEXT ROTATION\tDUE\tVERSIONS");
+                for s in rows {
+                    let versions: Vec<String> = s
+                        .versions
+                        .iter()
+                        .map(|v| format!("v{}:{}", v.version, v.state))
+                        .collect();
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        s.tenant_id,
+                        s.active_version.map(|v| v.to_string()).unwrap_or_default(),
+                        s.pending_version
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        s.next_rotation_at.unwrap_or_default(),
+                        if s.rotation_due { "yes" } else { "no" },
+                        versions.join(" ")
+                    );
+                }
+            }
+            Ok(())
+        }
+        KeysCommand::Rotate { tenant, all } => {
+            let _lock = startup::lock_data_dir(&settings.data_dir)?;
+            let opened = startup::open_data_dir(&settings, false)?;
+            let state = startup::build_state(std::sync::Arc::new(settings), opened)?;
+            let tenants = {
+                let c = state.catalog.db().lock();
+                match (&tenant, all) {
+                    (Some(t), _) => vec![crate::store::catalog::find_tenant(&c, t)?
+                        .ok_or_else(|| anyhow::anyhow!("--tenant: no tenant `{t}`"))?],
+                    (None, true) => crate::store::catalog::list_tenants(&c)?,
+                    (None, false) => anyhow::bail!("name a tenant with --tenant ID, or use --all"),
+                }
+            };
+            let actor = host_actor();
+            let mut failed = 0;
+            for row in tenants {
+                let t = crate::domain::TenantId::parse(&row.id)
+                    .map_err(|e| anyhow::anyhow!("tenant id {}: {e}", row.id))?;
+                let bar = progress_bar(row.id.clone());
+                let res = svc::rotate_tenant_blocking(&state, &t, &actor, &|p| {
+                    bar.set_message(p.phase.as_str());
+                    bar.set_length(p.total.max(1));
+                    bar.set_position(p.done);
+                });
+                bar.finish_and_clear();
+                match res {
+                    Ok(r) => println!(
+                        "{}: rotated v{} -> v{}{} ({} secrets, {} screenshots re-sealed)",
+                        r.tenant_id,
+                        r.from_version,
+                        r.to_version,
+                        if r.resumed {
+                            " (finished an interrupted rotation)"
+                        } else {
+                            ""
+                        },
+                        r.secrets_resealed,
+                        r.screenshots_resealed
+                    ),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("{}: rotation failed: {e}", row.id);
+                    }
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} rotation(s) failed; rerun to resume them");
+            }
+            Ok(())
+        }
+        KeysCommand::RotateMaster { new_key_file } => {
+            let _lock = startup::lock_data_dir(&settings.data_dir)?;
+            let bar = progress_bar("master key".into());
+            bar.set_message("rewrap");
+            let res =
+                svc::rotate_master_blocking(&settings, &new_key_file, &host_actor(), &|d, n| {
+                    bar.set_length(n.max(1));
+                    bar.set_position(d);
+                });
+            bar.finish_and_clear();
+            let r = res?;
+            println!(
+                "master key rotated to key id {}{}: {} tenant key(s) re-wrapped, catalog re-keyed, new key installed at {}; the old key{} is no longer needed",
+                r.new_kek_id,
+                if r.resumed { " (finished an interrupted rotation)" } else { "" },
+                r.keys_rewrapped,
+                r.installed_at.display(),
+                if r.old_kek_id.is_empty() { String::new() } else { format!(" (id {})", r.old_kek_id) },
+            );
+            Ok(())
+        }
+    }
 }

@@ -21,7 +21,15 @@ use serde::{Deserialize, Serialize};
 use crate::domain::Region;
 
 /// Environment variables with the `FLOWGUARD_` prefix that are *not* settings.
-const NON_SETTING_ENV: &[&str] = &["AGENT_TOKEN", "CONFIG", "LOG", "LOG_FORMAT"];
+const NON_SETTING_ENV: &[&str] = &[
+    "AGENT_TOKEN",
+    "CONFIG",
+    "LOG",
+    "LOG_FORMAT",
+    // Debug-build test hooks (issue 4): failpoints and the test clock; ignored by release builds.
+    "FAULT",
+    "TEST_CLOCK_FILE",
+];
 
 /// All settings of one deployment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +68,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// Where tenants may point the appliance (LDAP servers, later AI endpoints).
     pub egress: EgressSettings,
+    /// Tenant key rotation.
+    pub keys: KeySettings,
 }
 
 impl Default for Settings {
@@ -81,6 +91,7 @@ impl Default for Settings {
             screenshots: ScreenshotSettings::default(),
             log: LogSettings::default(),
             egress: EgressSettings::default(),
+            keys: KeySettings::default(),
         }
     }
 }
@@ -264,6 +275,29 @@ pub struct EgressSettings {
     pub allow: Vec<String>,
 }
 
+/// `[keys]` table: automatic rotation of tenant key sets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeySettings {
+    /// Rotate a tenant whose active key set is at least this many days old (default 90, 1–3650).
+    pub rotation_days: u32,
+    /// When the `key-rotation` job checks, as a cron expression with seconds
+    /// (`sec min hour dom month dow`, UTC; default `0 17 3 * * *`, daily at 03:17).
+    pub rotation_cron: String,
+    /// Secrets re-sealed per store transaction during a rotation (default 500, 1–100000).
+    pub rewrap_batch: usize,
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        Self {
+            rotation_days: 90,
+            rotation_cron: "0 17 3 * * *".into(),
+            rewrap_batch: 500,
+        }
+    }
+}
+
 /// Overrides given on the command line (highest precedence).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CliOverrides {
@@ -367,6 +401,26 @@ impl Settings {
                 "store.max_open_tenants must be positive".into(),
             ));
         }
+        if !(1..=3650).contains(&self.keys.rotation_days) {
+            return Err(ConfigError::Invalid(
+                "keys.rotation_days must be between 1 and 3650".into(),
+            ));
+        }
+        if !(1..=100_000).contains(&self.keys.rewrap_batch) {
+            return Err(ConfigError::Invalid(
+                "keys.rewrap_batch must be between 1 and 100000".into(),
+            ));
+        }
+        croner::Cron::new(&self.keys.rotation_cron)
+            .with_seconds_required()
+            .with_dom_and_dow()
+            .parse()
+            .map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "keys.rotation_cron: `{}` is not a cron expression with seconds: {e}",
+                    self.keys.rotation_cron
+                ))
+            })?;
         if self.login.max_failures_per_pair == 0 || self.login.max_failures_per_ip == 0 {
             return Err(ConfigError::Invalid(
                 "login failure limits must be positive".into(),
@@ -479,6 +533,39 @@ mod tests {
     }
 
     #[test]
+    fn key_settings_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[keys]\nrotation_days = 30\nrotation_cron = \"*/5 * * * * *\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&f), &CliOverrides::default()).unwrap();
+        assert_eq!(s.keys.rotation_days, 30);
+        for bad in [
+            "[keys]\nrotation_days = 0\n",
+            "[keys]\nrotation_cron = \"every day\"\n",
+            "[keys]\nrotation_cron = \"0 3 * * *\"\n",
+            "[keys]\nrewrap_batch = 0\n",
+        ] {
+            std::fs::write(&f, bad).unwrap();
+            assert!(
+                Settings::load(Some(&f), &CliOverrides::default()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_region_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "region = \"Bad Region\"\n").unwrap();
+        assert!(Settings::load(Some(&f), &CliOverrides::default()).is_err());
+    }
+
+    #[test]
     fn egress_list_validated() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
@@ -492,13 +579,5 @@ mod tests {
         std::fs::write(&f, "[egress]\nallow = [\"10.0.0.0/99\"]\n").unwrap();
         let err = Settings::load(Some(&f), &CliOverrides::default()).unwrap_err();
         assert!(err.to_string().contains("10.0.0.0/99"), "{err}");
-    }
-
-    #[test]
-    fn bad_region_rejected() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("c.toml");
-        std::fs::write(&f, "region = \"Bad Region\"\n").unwrap();
-        assert!(Settings::load(Some(&f), &CliOverrides::default()).is_err());
     }
 }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod error;
+pub mod fault;
 pub mod http;
 pub mod jobs;
 pub mod net;

@@ -73,14 +73,63 @@ pub fn open_data_dir(s: &Settings, create: bool) -> anyhow::Result<Opened> {
     let master = Arc::new(MasterKey::load_or_create(&key_path, exists)?);
     let catalog = match Catalog::open(dir, &master, !exists, s.store.busy_timeout_ms) {
         Ok(c) => c,
-        Err(StoreError::WrongKey(_)) => return Err(MasterKeyError::Wrong(key_path).into()),
+        Err(StoreError::WrongKey(_)) => {
+            if let Some(id) = crate::service::keys::interrupted_master_rotation(dir) {
+                return Err(anyhow!(
+                    "{}; a master key rotation to the key with id {id} was interrupted after the catalog was re-keyed: \
+                     rerun `flowguard keys rotate-master --new-key-file <that key file>` to finish it",
+                    MasterKeyError::Wrong(key_path)
+                ));
+            }
+            return Err(MasterKeyError::Wrong(key_path).into());
+        }
         Err(e) => return Err(anyhow!("cannot open catalog: {e}")),
     };
+    // A master key rotation that installed its key but stopped before removing its marker.
+    if crate::service::keys::interrupted_master_rotation(dir).as_deref() == Some(&master.kek_id()) {
+        let _ = std::fs::remove_file(crate::service::keys::master_marker_path(dir));
+    }
     Ok(Opened {
         master,
         catalog,
         fresh: !exists,
     })
+}
+
+/// File (in the data dir) that `serve` and key-changing host commands lock.
+pub const LOCK_FILE: &str = "flowguard.lock";
+
+/// An exclusive advisory lock (`flock(2)`) on `<data>/flowguard.lock`, released when dropped or
+/// when the process dies (also by SIGKILL). `serve` holds it for its whole life; host commands
+/// that change key material (`keys rotate`, `keys rotate-master`, `jobs run key-rotation`) take
+/// it too, because a running server holds connections opened with the current keys.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Take the data-dir lock without waiting; fails naming the lock file when another flowguard
+/// process (a server, or another key command) holds it.
+pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<DataDirLock> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(DataDirLock { _file: file }),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(anyhow!(
+            "another flowguard process (a running server, or another key command) holds {}; \
+             stop the server first (a running server rotates tenant keys itself: POST /api/v1/keys/rotate \
+             or the key-rotation job)",
+            path.display()
+        )),
+        Err(e) => Err(anyhow!("cannot lock {}: {e}", path.display())),
+    }
 }
 
 /// Build the shared state.
@@ -102,6 +151,7 @@ pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
         passwords,
         metrics,
         image_slots: Arc::new(tokio::sync::Semaphore::new(2)),
+        keys: crate::service::keys::KeyRuntime::new(crate::service::keys::Clock::from_env()),
     })
 }
 
@@ -242,11 +292,13 @@ async fn serve_async(settings: Settings) -> anyhow::Result<()> {
     // A stale address from an earlier run must never point scripts at a dead port.
     let _ = std::fs::remove_file(settings.data_dir.join("listen.addr"));
     let s2 = settings.clone();
-    let state = tokio::task::spawn_blocking(move || -> anyhow::Result<AppState> {
-        let opened = open_data_dir(&s2, true)?;
-        build_state(s2, opened)
-    })
-    .await??;
+    let (state, _lock) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(AppState, DataDirLock)> {
+            let opened = open_data_dir(&s2, true)?;
+            let lock = lock_data_dir(&s2.data_dir)?;
+            Ok((build_state(s2, opened)?, lock))
+        })
+        .await??;
     let state = web::Data::new(state);
     let st2 = state.clone();
     let created = tokio::task::spawn_blocking(move || bootstrap_if_empty(&st2)).await??;

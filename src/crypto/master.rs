@@ -144,6 +144,59 @@ impl MasterKey {
         &self.key
     }
 
+    /// A public identifier of this key (16 hex chars): the first 8 bytes of
+    /// HMAC-SHA256(KEK, "flowguard/kek-id/v1"). Safe to show and log; reveals nothing of the key.
+    pub fn kek_id(&self) -> String {
+        match <Hmac<Sha256> as Mac>::new_from_slice(self.key.as_ref()) {
+            Ok(mut mac) => {
+                mac.update(b"flowguard/kek-id/v1");
+                hex::encode(&mac.finalize().into_bytes()[..8])
+            }
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Whether two keys are the same key (constant time).
+    pub fn same_key(&self, other: &MasterKey) -> bool {
+        super::ct_eq(self.key.as_ref(), other.key.as_ref())
+    }
+
+    /// Write this key to `path` atomically and durably (a 0600 temporary file in the same
+    /// directory, fsynced, renamed over `path`, directory fsynced), so a crash leaves either the
+    /// old file or the new one, never a partial key.
+    pub fn install_at(&self, path: &Path) -> Result<(), MasterKeyError> {
+        let err = |e: std::io::Error| MasterKeyError::Create {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or_else(|| Path::new("."));
+        let tmp = dir.join(format!(
+            ".{}.new",
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "master.key".into())
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(err)?;
+            f.write_all(self.key.as_ref()).map_err(err)?;
+            f.sync_all().map_err(err)?;
+        }
+        std::fs::rename(&tmp, path).map_err(err)?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
+        Ok(())
+    }
+
     /// The catalog's SQLCipher raw key: HMAC-SHA256(KEK, "flowguard/catalog-db-key/v1")
     /// (a KDF in counter-less single-block form, NIST SP 800-108 style).
     pub fn catalog_db_key(&self) -> Key256 {
@@ -176,6 +229,30 @@ mod tests {
         assert_eq!(dmode, 0o700);
         let k2 = MasterKey::load_or_create(&p, true).unwrap();
         assert_eq!(k.bytes(), k2.bytes());
+    }
+
+    #[test]
+    fn kek_id_and_install() {
+        let d = tempfile::tempdir().unwrap();
+        let a = MasterKey::from_bytes(crate::crypto::random_key(), "a".into());
+        let b = MasterKey::from_bytes(crate::crypto::random_key(), "b".into());
+        assert_eq!(a.kek_id().len(), 16);
+        assert_ne!(a.kek_id(), b.kek_id());
+        assert!(!a.same_key(&b));
+        let p = d.path().join("master.key");
+        a.install_at(&p).unwrap();
+        b.install_at(&p).unwrap();
+        let got = MasterKey::load(&p).unwrap();
+        assert!(got.same_key(&b));
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
     }
 
     #[test]

@@ -111,6 +111,8 @@ impl Role {
             P::ScimUsers => matches!(self, Scim),
             P::ScimDiscovery => matches!(self, Scim),
             P::SsoManage => matches!(self, Owner),
+            P::KeyRead => matches!(self, Owner),
+            P::KeyRotate => matches!(self, Owner),
         }
     }
 }
@@ -163,6 +165,10 @@ pub enum Permission {
     ScimDiscovery,
     /// Read and change the tenant's SSO/LDAP configuration, test it, dry-run mappings.
     SsoManage,
+    /// Read the tenant's key versions and rotation schedule (never key material).
+    KeyRead,
+    /// Rotate the tenant's key set now.
+    KeyRotate,
 }
 
 #[cfg(test)]

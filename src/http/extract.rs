@@ -125,6 +125,8 @@ pub mod perm {
         ScimUsers,
         ScimDiscovery,
         SsoManage,
+        KeyRead,
+        KeyRotate,
     );
 }
 

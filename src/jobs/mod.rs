@@ -6,14 +6,17 @@
 //! |---|---|---|
 //! | `schedules` | `0 * * * * *` (every minute) | queue runs of flows whose cron tick passed (missed ticks collapse into one) |
 //! | `agent-timeouts` | `30 * * * * *` (every minute) | fail running runs without a heartbeat for 5 minutes (`agent_timeout`) |
+//! | `key-rotation` | `keys.rotation_cron` (default `0 17 3 * * *`, daily) | rotate tenant key sets older than `keys.rotation_days`; finish interrupted rotations |
 //!
-//! Both also run once at start, so a tick missed while the server was down runs once.
+//! All also run once at start, so a tick missed while the server was down runs once (and an
+//! interrupted key rotation is finished).
 
 use std::sync::Arc;
 
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use crate::service::{runs, AppState};
+use crate::config::Settings;
+use crate::service::{keys, runs, AppState};
 
 /// A registered job.
 pub struct JobSpec {
@@ -37,7 +40,28 @@ pub const JOBS: &[JobSpec] = &[
         cron: "30 * * * * *",
         run: runs::fail_stale_runs_blocking,
     },
+    JobSpec {
+        name: KEY_ROTATION_JOB,
+        cron: "0 17 3 * * *",
+        run: keys::rotation_job_blocking,
+    },
 ];
+
+/// Name of the key rotation job.
+pub const KEY_ROTATION_JOB: &str = "key-rotation";
+
+/// Jobs that change key material: from the host CLI they run only with the data dir locked
+/// (no server running), because a server holds open connections on the current keys.
+pub const EXCLUSIVE_JOBS: &[&str] = &[KEY_ROTATION_JOB];
+
+/// The cron expression a job runs on: the configured one where settings name one
+/// (`keys.rotation_cron`), else its default.
+pub fn cron_for(settings: &Settings, spec: &JobSpec) -> String {
+    match spec.name {
+        KEY_ROTATION_JOB => settings.keys.rotation_cron.clone(),
+        _ => spec.cron.to_string(),
+    }
+}
 
 /// Run one job now by name (blocking). Unknown name → `None`.
 pub fn run_once(state: &AppState, name: &str) -> Option<usize> {
@@ -61,7 +85,7 @@ pub async fn start(state: Arc<AppState>) -> anyhow::Result<JobScheduler> {
         run_named(state.clone(), spec.name).await;
         let st = state.clone();
         let name = spec.name;
-        let job = Job::new_async(spec.cron, move |_id, _l| {
+        let job = Job::new_async(cron_for(&state.settings, spec).as_str(), move |_id, _l| {
             let st = st.clone();
             Box::pin(async move { run_named(st, name).await })
         })?;

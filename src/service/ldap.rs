@@ -115,6 +115,11 @@ async fn dek(
     Ok((v, key))
 }
 
+/// AAD of an LDAP configuration secret (`bind_password`, `client_key`).
+pub fn secret_aad(tid: &TenantId, column: &str) -> Vec<u8> {
+    envelope::aad(&[tid.as_str(), st::CONFIG_TABLE, st::CONFIG_ROW, column])
+}
+
 async fn open_secret(
     state: &Arc<AppState>,
     tid: &TenantId,
@@ -123,7 +128,7 @@ async fn open_secret(
 ) -> ApiResult<Zeroizing<String>> {
     let v = envelope::key_version(ct).map_err(ApiError::internal)?;
     let (_, key) = dek(state, tid, Some(v)).await?;
-    let aad = envelope::aad(&[tid.as_str(), st::CONFIG_TABLE, st::CONFIG_ROW, column]);
+    let aad = secret_aad(tid, column);
     let pt = envelope::open(&key, &aad, ct).map_err(ApiError::internal)?;
     let s =
         String::from_utf8(pt.to_vec()).map_err(|_| ApiError::internal("secret is not UTF-8"))?;
@@ -137,7 +142,7 @@ fn seal_secret(
     column: &str,
     value: &str,
 ) -> ApiResult<Vec<u8>> {
-    let aad = envelope::aad(&[tid.as_str(), st::CONFIG_TABLE, st::CONFIG_ROW, column]);
+    let aad = secret_aad(tid, column);
     envelope::seal(key, version, &aad, value.as_bytes()).map_err(ApiError::internal)
 }
 

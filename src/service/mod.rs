@@ -41,6 +41,8 @@ pub struct AppState {
     pub metrics: crate::http::metrics::Metrics,
     /// Concurrent image decodes (screenshot uploads), bounding memory (cases R03).
     pub image_slots: Arc<tokio::sync::Semaphore>,
+    /// Key lifecycle: clock and running rotations (issue 4).
+    pub keys: keys::KeyRuntime,
 }
 
 /// Current unix time in seconds.

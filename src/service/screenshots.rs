@@ -129,7 +129,8 @@ pub fn mask_png(png_bytes: &[u8], rects: &[MaskRect]) -> ApiResult<(Vec<u8>, u32
     Ok((out, w, h))
 }
 
-fn shot_path(state: &AppState, t: &TenantId, object: &str) -> PathBuf {
+/// File of a screenshot object: `<data>/screenshots/<tenant>/<object>.fgs`.
+pub(crate) fn shot_path(state: &AppState, t: &TenantId, object: &str) -> PathBuf {
     state
         .settings
         .data_dir
@@ -138,7 +139,8 @@ fn shot_path(state: &AppState, t: &TenantId, object: &str) -> PathBuf {
         .join(format!("{object}.fgs"))
 }
 
-fn shot_aad(t: &TenantId, object: &str) -> Vec<u8> {
+/// AAD of a screenshot file: tenant, `screenshots`, object id.
+pub(crate) fn shot_aad(t: &TenantId, object: &str) -> Vec<u8> {
     envelope::aad(&[t.as_str(), "screenshots", object])
 }
 
@@ -246,54 +248,60 @@ pub async fn upload(
         }
         let (png_out, w, h) = mask_png(&image, &rects)?;
         drop(image);
-        let (kv, dek) = keys::active_dek(&st, &t)?;
-        let object = new_object_id();
-        let sealed = envelope::seal(&dek, kv, &shot_aad(&t, &object), &png_out)
-            .map_err(ApiError::internal)?;
-        drop(png_out);
-        let path = shot_path(&st, &t, &object);
-        if let Some(dir) = path.parent() {
-            crate::store::private_dir(dir).map_err(ApiError::internal)?;
-        }
-        let tmp = path.with_extension("tmp");
-        {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
+        // A key rotation may raise the DEK fence between sealing and recording: the store then
+        // refuses the row (`key_rotated`) and the file is sealed again under the current DEK.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (kv, dek) = keys::active_dek(&st, &t)?;
+            let object = new_object_id();
+            let sealed = envelope::seal(&dek, kv, &shot_aad(&t, &object), &png_out)
                 .map_err(ApiError::internal)?;
-            f.write_all(&sealed).map_err(ApiError::internal)?;
-            f.sync_all().map_err(ApiError::internal)?;
-        }
-        std::fs::rename(&tmp, &path).map_err(ApiError::internal)?;
-        let row = ShotRow {
-            id: object.clone(),
-            run_id: r.id.clone(),
-            step_index: idx,
-            key_version: i64::from(kv),
-        };
-        let res = {
-            let mut c = db.lock();
-            flows::put_screenshot(&mut c, &row, w, h, sealed.len())
-        };
-        match res {
-            Ok(old) => {
-                if let Some(old) = old {
-                    let _ = std::fs::remove_file(shot_path(&st, &t, &old));
-                }
-                Ok(Uploaded {
-                    id: object,
-                    width: w,
-                    height: h,
-                })
+            let path = shot_path(&st, &t, &object);
+            if let Some(dir) = path.parent() {
+                crate::store::private_dir(dir).map_err(ApiError::internal)?;
             }
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                Err(match e {
-                    StoreError::Conflict(m) => ApiError::conflict("invalid_transition", m),
-                    other => other.into(),
-                })
+            let tmp = path.with_extension("tmp");
+            {
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map_err(ApiError::internal)?;
+                f.write_all(&sealed).map_err(ApiError::internal)?;
+                f.sync_all().map_err(ApiError::internal)?;
+            }
+            std::fs::rename(&tmp, &path).map_err(ApiError::internal)?;
+            let row = ShotRow {
+                id: object.clone(),
+                run_id: r.id.clone(),
+                step_index: idx,
+                key_version: i64::from(kv),
+            };
+            let res = {
+                let mut c = db.lock();
+                flows::put_screenshot(&mut c, &row, w, h, sealed.len())
+            };
+            match res {
+                Ok(old) => {
+                    if let Some(old) = old {
+                        let _ = std::fs::remove_file(shot_path(&st, &t, &old));
+                    }
+                    return Ok(Uploaded {
+                        id: object,
+                        width: w,
+                        height: h,
+                    });
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(match e {
+                        StoreError::Conflict(m) if m == "key_rotated" && attempt < 5 => continue,
+                        StoreError::Conflict(m) => ApiError::conflict("invalid_transition", m),
+                        other => other.into(),
+                    });
+                }
             }
         }
     })
@@ -310,8 +318,7 @@ pub struct SignedUrl {
     pub expires_at: String,
 }
 
-/// Issue a signed URL for a step's screenshot (lifetime `screenshots.url_ttl_secs`, at most
-/// [`signed_url::MAX_LIFETIME_SECS`]); absolute when `public_url` is configured.
+/// Issue a signed URL for a step's screenshot (lifetime [`signed_url::MAX_LIFETIME_SECS`]).
 pub async fn signed_url_for(
     state: &Arc<AppState>,
     p: &Principal,
@@ -332,6 +339,43 @@ pub async fn signed_url_for(
         .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default();
     Ok(SignedUrl { url, expires_at })
+}
+
+/// Decrypt a stored screenshot object of tenant `t` (blocking). `Ok(None)` when the object or
+/// its file does not exist; `Key` when it does not decrypt. A key rotation may re-encrypt the
+/// file and retire its old DEK between reading the file and fetching the key: the file is then
+/// read again (the rotation's rename is atomic).
+pub fn decrypt_blocking(
+    state: &AppState,
+    t: &TenantId,
+    object: &str,
+) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, StoreError> {
+    let db = state.tenants.get_blocking(t)?;
+    let shot = {
+        let c = db.lock();
+        flows::screenshot(&c, object)?
+    };
+    let Some(shot) = shot else {
+        return Ok(None);
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let data = match std::fs::read(shot_path(state, t, &shot.id)) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let v = envelope::key_version(&data).map_err(|e| StoreError::Key(e.to_string()))?;
+        let dek = match keys::dek_version(state, t, v) {
+            Ok(k) => k,
+            Err(StoreError::NotFound) if attempt < 3 => continue,
+            Err(e) => return Err(e),
+        };
+        return envelope::open(&dek, &shot_aad(t, &shot.id), &data)
+            .map(Some)
+            .map_err(|e| StoreError::Key(e.to_string()));
+    }
 }
 
 /// Serve a signed URL: verify, then decrypt. Every failure is the same 403.
@@ -356,17 +400,11 @@ pub async fn fetch_signed(
     let st = state.clone();
     let object = object.to_string();
     tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
-        let db = st.tenants.get_blocking(&t).map_err(|_| denied())?;
-        let shot = {
-            let c = db.lock();
-            flows::screenshot(&c, &object)?
+        match decrypt_blocking(&st, &t, &object) {
+            Ok(Some(pt)) => Ok(pt.to_vec()),
+            Err(StoreError::Busy) => Err(ApiError::busy(2)),
+            Ok(None) | Err(_) => Err(denied()),
         }
-        .ok_or_else(denied)?;
-        let data = std::fs::read(shot_path(&st, &t, &shot.id)).map_err(|_| denied())?;
-        let v = envelope::key_version(&data).map_err(|_| denied())?;
-        let dek = keys::dek_version(&st, &t, v)?;
-        let pt = envelope::open(&dek, &shot_aad(&t, &shot.id), &data).map_err(|_| denied())?;
-        Ok(pt.to_vec())
     })
     .await
     .map_err(ApiError::internal)?

@@ -46,7 +46,8 @@ fn view(v: VariableRow) -> VariableView {
     }
 }
 
-fn aad(t: &TenantId, app: &str, name: &str) -> Vec<u8> {
+/// AAD of a secret variable's ciphertext: tenant, `variables`, application id, name.
+pub(crate) fn aad(t: &TenantId, app: &str, name: &str) -> Vec<u8> {
     envelope::aad(&[t.as_str(), "variables", app, name])
 }
 
@@ -60,8 +61,21 @@ pub struct Resolved {
     pub secret: bool,
 }
 
-/// Decrypt all variables of an application (blocking).
+/// Decrypt all variables of an application (blocking). A key rotation may retire the DEK of a
+/// ciphertext between reading the row and fetching the key (the row was re-sealed meanwhile):
+/// the rows are then read again, up to three times.
 pub fn resolve_blocking(state: &AppState, t: &TenantId, app: &str) -> StoreResult<Vec<Resolved>> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match resolve_once(state, t, app) {
+            Err(StoreError::NotFound | StoreError::Key(_)) if attempt < 3 => continue,
+            other => return other,
+        }
+    }
+}
+
+fn resolve_once(state: &AppState, t: &TenantId, app: &str) -> StoreResult<Vec<Resolved>> {
     let db = state.tenants.get_blocking(t)?;
     let rows = {
         let c = db.lock();
@@ -176,32 +190,44 @@ pub async fn put(
         Some(format!("variable:{app}/{name}")),
     )
     .details(serde_json::json!({"application_id": app, "name": name, "secret": secret}));
-    let st = state.clone();
-    let (t2, app2, name2) = (t.clone(), app.to_string(), name.to_string());
-    let row = tokio::task::spawn_blocking(move || -> StoreResult<VariableRow> {
-        let (ciphertext, plain) = if secret {
-            let (v, dek) = keys::active_dek(&st, &t2)?;
-            let ct = envelope::seal(&dek, v, &aad(&t2, &app2, &name2), value.as_bytes())
-                .map_err(|e| StoreError::Key(e.to_string()))?;
-            (Some(ct), None)
-        } else {
-            (None, Some(value.to_string()))
-        };
-        Ok(VariableRow {
-            name: name2,
-            secret,
-            value: plain,
-            ciphertext,
-            updated_at: now_rfc3339(),
+    // A key rotation may raise the DEK fence between sealing and committing: the store then
+    // refuses the write (`key_rotated`) and it is sealed again under the current DEK.
+    let mut attempt = 0;
+    let row = loop {
+        attempt += 1;
+        let st = state.clone();
+        let (t2, app2, name2, value2) =
+            (t.clone(), app.to_string(), name.to_string(), value.clone());
+        let row = tokio::task::spawn_blocking(move || -> StoreResult<VariableRow> {
+            let (ciphertext, plain) = if secret {
+                let (v, dek) = keys::active_dek(&st, &t2)?;
+                let ct = envelope::seal(&dek, v, &aad(&t2, &app2, &name2), value2.as_bytes())
+                    .map_err(|e| StoreError::Key(e.to_string()))?;
+                (Some(ct), None)
+            } else {
+                (None, Some(value2.to_string()))
+            };
+            Ok(VariableRow {
+                name: name2,
+                secret,
+                value: plain,
+                ciphertext,
+                updated_at: now_rfc3339(),
+            })
         })
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    let (app3, r2) = (app.to_string(), row.clone());
-    state
-        .tenants
-        .run(&t, move |c| flows::put_variable(c, &app3, &r2, &ev))
-        .await?;
+        .await
+        .map_err(ApiError::internal)??;
+        let (app3, r2, ev2) = (app.to_string(), row.clone(), ev.clone());
+        match state
+            .tenants
+            .run(&t, move |c| flows::put_variable(c, &app3, &r2, &ev2))
+            .await
+        {
+            Ok(()) => break row,
+            Err(StoreError::Conflict(m)) if m == "key_rotated" && attempt < 5 => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
     Ok(view(row))
 }
 

@@ -208,7 +208,8 @@ pub fn active_key(
     .map_err(StoreError::from)
 }
 
-/// A specific wrapped key version of `purpose` for a tenant.
+/// A specific wrapped key version of `purpose` for a tenant, while it is pending or active
+/// (a retired key's material is destroyed: `NotFound`).
 pub fn key_version(
     c: &Connection,
     tenant: &str,
@@ -216,7 +217,7 @@ pub fn key_version(
     version: u32,
 ) -> StoreResult<WrappedKey> {
     c.query_row(
-        "SELECT nonce, wrapped FROM tenant_keys WHERE tenant_id = ?1 AND purpose = ?2 AND version = ?3",
+        "SELECT nonce, wrapped FROM tenant_keys WHERE tenant_id = ?1 AND purpose = ?2 AND version = ?3 AND state <> 'retired'",
         params![tenant, purpose.as_str(), version],
         |r| Ok(WrappedKey { nonce: r.get(0)?, ciphertext: r.get(1)? }),
     )
@@ -404,4 +405,353 @@ pub fn append_audit(c: &mut Connection, ev: &NewAuditEvent) -> StoreResult<()> {
     audit::append(&tx, ev)?;
     tx.commit()?;
     Ok(())
+}
+
+// ---------------------------------------------------------------- key lifecycle (issue 4)
+
+/// One wrapped tenant key as the catalog lists it (never the material itself).
+#[derive(Debug, Clone)]
+pub struct TenantKeyRow {
+    /// Key-set version.
+    pub version: u32,
+    /// `db` or `dek`.
+    pub purpose: String,
+    /// `pending`, `active` or `retired`.
+    pub state: String,
+    /// Created (RFC 3339).
+    pub created_at: String,
+    /// Retired (RFC 3339), once retired.
+    pub retired_at: Option<String>,
+}
+
+/// Every key row of a tenant, by version then purpose.
+pub fn tenant_keys(c: &Connection, tenant: &str) -> StoreResult<Vec<TenantKeyRow>> {
+    let mut s = c.prepare(
+        "SELECT version, purpose, state, created_at, retired_at FROM tenant_keys
+         WHERE tenant_id = ?1 ORDER BY version, purpose",
+    )?;
+    let rows = s.query_map([tenant], |r| {
+        Ok(TenantKeyRow {
+            version: r.get(0)?,
+            purpose: r.get(1)?,
+            state: r.get(2)?,
+            created_at: r.get(3)?,
+            retired_at: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The wrapped keys of `purpose` a store may currently be opened or read with: the active one
+/// first, then pending ones (newest first). During a rotation the tenant store is under one of
+/// these at every instant.
+pub fn usable_keys(
+    c: &Connection,
+    tenant: &str,
+    purpose: KeyPurpose,
+) -> StoreResult<Vec<(u32, WrappedKey)>> {
+    let mut s = c.prepare(
+        "SELECT version, nonce, wrapped FROM tenant_keys
+         WHERE tenant_id = ?1 AND purpose = ?2 AND state IN ('active', 'pending')
+         ORDER BY state = 'active' DESC, version DESC",
+    )?;
+    let rows = s.query_map(params![tenant, purpose.as_str()], |r| {
+        Ok((
+            r.get(0)?,
+            WrappedKey {
+                nonce: r.get(1)?,
+                ciphertext: r.get(2)?,
+            },
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The DEK new ciphertexts are sealed with: the pending version during a rotation, else the
+/// active one.
+pub fn sealing_dek(c: &Connection, tenant: &str) -> StoreResult<(u32, WrappedKey)> {
+    c.query_row(
+        "SELECT version, nonce, wrapped FROM tenant_keys
+         WHERE tenant_id = ?1 AND purpose = 'dek' AND state IN ('active', 'pending')
+         ORDER BY version DESC LIMIT 1",
+        [tenant],
+        |r| {
+            Ok((
+                r.get(0)?,
+                WrappedKey {
+                    nonce: r.get(1)?,
+                    ciphertext: r.get(2)?,
+                },
+            ))
+        },
+    )
+    .map_err(StoreError::from)
+}
+
+/// Record a new key set `version` as `pending` (both purposes), fsynced before returning. Fails
+/// with `Conflict("rotation_pending")` when the tenant already has a pending version and with
+/// `Conflict("stale_version")` when `version` is not above every existing one.
+pub fn insert_pending_keys(
+    c: &mut Connection,
+    tenant: &str,
+    version: u32,
+    db_key: &WrappedKey,
+    dek: &WrappedKey,
+    created_at: &str,
+) -> StoreResult<()> {
+    super::durably(c, |c| {
+        let tx = write_tx(c)?;
+        let (pending, max): (i64, Option<u32>) = tx.query_row(
+            "SELECT count(*) FILTER (WHERE state = 'pending'), max(version) FROM tenant_keys WHERE tenant_id = ?1",
+            [tenant],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if pending > 0 {
+            return Err(StoreError::Conflict("rotation_pending".into()));
+        }
+        if max.is_some_and(|m| m >= version) {
+            return Err(StoreError::Conflict("stale_version".into()));
+        }
+        for (purpose, w) in [(KeyPurpose::Db, db_key), (KeyPurpose::Dek, dek)] {
+            tx.execute(
+                "INSERT INTO tenant_keys (tenant_id, version, purpose, nonce, wrapped, state, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
+                params![tenant, version, purpose.as_str(), w.nonce, w.ciphertext, created_at],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    })
+}
+
+/// After the tenant store was proven re-keyed to `version`: make that database key active and
+/// retire every older database key, destroying its wrapped material (fsynced). Idempotent.
+pub fn activate_db_key(
+    c: &mut Connection,
+    tenant: &str,
+    version: u32,
+    now: &str,
+) -> StoreResult<()> {
+    super::durably(c, |c| {
+        let tx = write_tx(c)?;
+        tx.execute(
+            "UPDATE tenant_keys SET state = 'active'
+             WHERE tenant_id = ?1 AND purpose = 'db' AND version = ?2 AND state = 'pending'",
+            params![tenant, version],
+        )?;
+        let active: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM tenant_keys WHERE tenant_id = ?1 AND purpose = 'db' AND version = ?2 AND state = 'active')",
+            params![tenant, version],
+            |r| r.get(0),
+        )?;
+        if !active {
+            return Err(StoreError::Conflict("no_such_version".into()));
+        }
+        retire_below(&tx, tenant, KeyPurpose::Db, version, now)?;
+        tx.commit()?;
+        Ok(())
+    })
+}
+
+fn retire_below(
+    tx: &Connection,
+    tenant: &str,
+    purpose: KeyPurpose,
+    version: u32,
+    now: &str,
+) -> StoreResult<usize> {
+    Ok(tx.execute(
+        "UPDATE tenant_keys SET state = 'retired', nonce = X'', wrapped = X'', next_nonce = NULL,
+                next_wrapped = NULL, next_kek = NULL, retired_at = ?4
+         WHERE tenant_id = ?1 AND purpose = ?2 AND version < ?3 AND state <> 'retired'",
+        params![tenant, purpose.as_str(), version, now],
+    )?)
+}
+
+/// Finish a rotation to `version`: its DEK becomes active, every older DEK is retired and its
+/// wrapped material destroyed, and `ev` (`key.rotate`) is appended to the catalog audit — one
+/// fsynced transaction. Requires the database key of `version` to be active already
+/// (`Conflict("db_key_not_active")`). Returns how many old DEK versions were retired.
+pub fn finish_rotation(
+    c: &mut Connection,
+    tenant: &str,
+    version: u32,
+    now: &str,
+    ev: &NewAuditEvent,
+) -> StoreResult<usize> {
+    super::durably(c, |c| {
+        let tx = write_tx(c)?;
+        let db_active: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM tenant_keys WHERE tenant_id = ?1 AND purpose = 'db' AND version = ?2 AND state = 'active')",
+            params![tenant, version],
+            |r| r.get(0),
+        )?;
+        if !db_active {
+            return Err(StoreError::Conflict("db_key_not_active".into()));
+        }
+        tx.execute(
+            "UPDATE tenant_keys SET state = 'active'
+             WHERE tenant_id = ?1 AND purpose = 'dek' AND version = ?2 AND state = 'pending'",
+            params![tenant, version],
+        )?;
+        let n = retire_below(&tx, tenant, KeyPurpose::Dek, version, now)?;
+        audit::append(&tx, ev)?;
+        tx.commit()?;
+        Ok(n)
+    })
+}
+
+/// A wrapped key to re-wrap under a new master key.
+#[derive(Debug, Clone)]
+pub struct KeyMaterialRow {
+    /// Tenant id.
+    pub tenant: String,
+    /// Version.
+    pub version: u32,
+    /// `db` or `dek`.
+    pub purpose: KeyPurpose,
+    /// Material under the current master key.
+    pub wrapped: WrappedKey,
+}
+
+fn purpose_of(s: &str) -> rusqlite::Result<KeyPurpose> {
+    match s {
+        "db" => Ok(KeyPurpose::Db),
+        "dek" => Ok(KeyPurpose::Dek),
+        other => Err(rusqlite::Error::InvalidColumnType(
+            0,
+            format!("purpose {other}"),
+            rusqlite::types::Type::Text,
+        )),
+    }
+}
+
+/// Every tenant key that still has wrapped material (pending and active ones; retired keys were
+/// destroyed).
+pub fn key_material(c: &Connection) -> StoreResult<Vec<KeyMaterialRow>> {
+    let mut s = c.prepare(
+        "SELECT tenant_id, version, purpose, nonce, wrapped FROM tenant_keys
+         WHERE state <> 'retired' AND length(wrapped) > 0 ORDER BY tenant_id, version, purpose",
+    )?;
+    let rows = s.query_map([], |r| {
+        Ok(KeyMaterialRow {
+            tenant: r.get(0)?,
+            version: r.get(1)?,
+            purpose: purpose_of(&r.get::<_, String>(2)?)?,
+            wrapped: WrappedKey {
+                nonce: r.get(3)?,
+                ciphertext: r.get(4)?,
+            },
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Master key rotation, step 1: store each key re-wrapped under the next master key (id `kek`)
+/// beside the current material, in one fsynced transaction (earlier staging is replaced).
+pub fn stage_next_wraps(c: &mut Connection, kek: &str, rows: &[KeyMaterialRow]) -> StoreResult<()> {
+    super::durably(c, |c| {
+        let tx = write_tx(c)?;
+        tx.execute(
+            "UPDATE tenant_keys SET next_nonce = NULL, next_wrapped = NULL, next_kek = NULL",
+            [],
+        )?;
+        for r in rows {
+            let n = tx.execute(
+                "UPDATE tenant_keys SET next_nonce = ?4, next_wrapped = ?5, next_kek = ?6
+                 WHERE tenant_id = ?1 AND version = ?2 AND purpose = ?3 AND state <> 'retired'",
+                params![
+                    r.tenant,
+                    r.version,
+                    r.purpose.as_str(),
+                    r.wrapped.nonce,
+                    r.wrapped.ciphertext,
+                    kek
+                ],
+            )?;
+            if n != 1 {
+                return Err(StoreError::NotFound);
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    })
+}
+
+/// The keys staged for master key `kek` (material under the next master key).
+pub fn staged_wraps(c: &Connection, kek: &str) -> StoreResult<Vec<KeyMaterialRow>> {
+    let mut s = c.prepare(
+        "SELECT tenant_id, version, purpose, next_nonce, next_wrapped FROM tenant_keys
+         WHERE next_kek = ?1 AND state <> 'retired' ORDER BY tenant_id, version, purpose",
+    )?;
+    let rows = s.query_map([kek], |r| {
+        Ok(KeyMaterialRow {
+            tenant: r.get(0)?,
+            version: r.get(1)?,
+            purpose: purpose_of(&r.get::<_, String>(2)?)?,
+            wrapped: WrappedKey {
+                nonce: r.get(3)?,
+                ciphertext: r.get(4)?,
+            },
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Master key rotation, last catalog step: make the staged material (for master key `kek`) the
+/// current material and append `ev` (`key.rotate_master`), in one fsynced transaction. Refuses
+/// with `Conflict("unstaged_keys")` when a key with material has no staging for `kek`. Returns
+/// how many keys were switched (0 when an earlier run already switched them; no audit row then).
+pub fn swap_staged_wraps(c: &mut Connection, kek: &str, ev: &NewAuditEvent) -> StoreResult<usize> {
+    super::durably(c, |c| {
+        let tx = write_tx(c)?;
+        let staged: i64 = tx.query_row(
+            "SELECT count(*) FROM tenant_keys WHERE next_kek = ?1 AND state <> 'retired'",
+            [kek],
+            |r| r.get(0),
+        )?;
+        if staged == 0 {
+            return Ok(0);
+        }
+        let unstaged: i64 = tx.query_row(
+            "SELECT count(*) FROM tenant_keys
+             WHERE state <> 'retired' AND length(wrapped) > 0 AND (next_kek IS NULL OR next_kek <> ?1)",
+            [kek],
+            |r| r.get(0),
+        )?;
+        if unstaged > 0 {
+            return Err(StoreError::Conflict("unstaged_keys".into()));
+        }
+        let n = tx.execute(
+            "UPDATE tenant_keys SET nonce = next_nonce, wrapped = next_wrapped,
+                    next_nonce = NULL, next_wrapped = NULL, next_kek = NULL
+             WHERE next_kek = ?1 AND state <> 'retired'",
+            [kek],
+        )?;
+        audit::append(&tx, ev)?;
+        tx.commit()?;
+        Ok(n)
+    })
+}
+
+/// Re-key the catalog itself (master key rotation): `PRAGMA rekey` on the shared connection,
+/// proven with fresh connections, after which the shared connection is replaced by one on
+/// `new`. See [`super::rekey_verified`].
+pub fn rekey_catalog(
+    cat: &Catalog,
+    old: &crate::crypto::Key256,
+    new: &crate::crypto::Key256,
+    busy_ms: u64,
+) -> StoreResult<bool> {
+    let mut conn = cat.db.lock();
+    match super::rekey_verified(&conn, &cat.path, old, new, busy_ms, &migrations::catalog())? {
+        super::Rekeyed::Done(fresh) => {
+            *conn = fresh;
+            Ok(true)
+        }
+        super::Rekeyed::NotDone(fresh) => {
+            *conn = fresh;
+            Ok(false)
+        }
+    }
 }

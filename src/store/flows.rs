@@ -554,6 +554,7 @@ pub struct ShotRow {
 }
 
 /// Record a screenshot (replacing an earlier one of the same step); returns the replaced id.
+/// A file sealed under a DEK version below the rotation fence → `Conflict("key_rotated")`.
 pub fn put_screenshot(
     c: &mut Connection,
     s: &ShotRow,
@@ -571,6 +572,7 @@ pub fn put_screenshot(
     if st != "running" {
         return Err(StoreError::Conflict(format!("transition:{st}")));
     }
+    super::tenant::check_dek_fence(&tx, u32::try_from(s.key_version).unwrap_or(0))?;
     let old: Option<String> = tx
         .query_row(
             "SELECT id FROM screenshots WHERE run_id = ?1 AND step_index = ?2",
@@ -634,7 +636,8 @@ pub struct VariableRow {
     pub updated_at: String,
 }
 
-/// Upsert a variable of an existing application; audited.
+/// Upsert a variable of an existing application; audited. A secret sealed under a DEK version
+/// below the rotation fence → `Conflict("key_rotated")` (re-seal with the current DEK and retry).
 pub fn put_variable(
     c: &mut Connection,
     app: &str,
@@ -649,6 +652,11 @@ pub fn put_variable(
     )?;
     if !exists {
         return Err(StoreError::NotFound);
+    }
+    if let Some(ct) = &v.ciphertext {
+        let kv =
+            crate::crypto::envelope::key_version(ct).map_err(|e| StoreError::Key(e.to_string()))?;
+        super::tenant::check_dek_fence(&tx, kv)?;
     }
     tx.execute(
         "INSERT INTO variables (application_id, name, secret, value, ciphertext, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)

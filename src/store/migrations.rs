@@ -71,6 +71,16 @@ CREATE INDEX login_failures_account ON login_failures(account);
 ",
         ),
         M::up(AUDIT_TABLE),
+        // Issue 4 (key lifecycle): when a version was retired, and the staging columns of a
+        // master key rotation (the key re-wrapped under the next master key, and that key's id).
+        M::up(
+            "
+ALTER TABLE tenant_keys ADD COLUMN retired_at TEXT;
+ALTER TABLE tenant_keys ADD COLUMN next_nonce BLOB;
+ALTER TABLE tenant_keys ADD COLUMN next_wrapped BLOB;
+ALTER TABLE tenant_keys ADD COLUMN next_kek TEXT;
+",
+        ),
     ])
 }
 
@@ -241,6 +251,17 @@ CREATE TABLE ldap_identities (
     username      TEXT NOT NULL,
     last_login_at TEXT NOT NULL
 );
+",
+        ),
+        // Issue 4 (key lifecycle): the key-version fence. Ciphertexts sealed under a DEK version
+        // below `min_dek_version` are refused on write, so a rotation's rewrap cannot miss one.
+        M::up(
+            "
+CREATE TABLE key_state (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    min_dek_version INTEGER NOT NULL
+);
+INSERT INTO key_state (id, min_dek_version) VALUES (1, 0);
 ",
         ),
     ])

@@ -140,6 +140,67 @@ pub fn private_dir(path: &Path) -> std::io::Result<()> {
         .create(path)
 }
 
+/// What [`rekey_verified`] found after `PRAGMA rekey`.
+pub enum Rekeyed {
+    /// The file now opens with the new key and not with the old one; a fresh connection on the
+    /// new key (use it instead of the rekeyed connection).
+    Done(Connection),
+    /// The file still opens with the old key only (SQLCipher's rekey reports success even when it
+    /// could not start its write transaction); a fresh connection on the old key.
+    NotDone(Connection),
+}
+
+/// Re-encrypt the database behind `conn` (file `path`) under `new` with SQLCipher's
+/// `PRAGMA rekey` (one write transaction rewriting every page, so a crash leaves the file wholly
+/// under the old or wholly under the new key), move the WAL into the file with
+/// `PRAGMA wal_checkpoint(TRUNCATE)`, then **prove** the outcome with fresh connections: `new`
+/// must open the file and `old` must not. `conn`'s codec state is not trusted afterwards: the
+/// caller replaces it with the returned connection. If neither key opens the file the result is
+/// [`StoreError::WrongKey`].
+pub fn rekey_verified(
+    conn: &Connection,
+    path: &Path,
+    old: &Key256,
+    new: &Key256,
+    busy_timeout_ms: u64,
+    migrations: &rusqlite_migration::Migrations<'static>,
+) -> StoreResult<Rekeyed> {
+    let sql = zeroize::Zeroizing::new(format!(
+        "PRAGMA rekey = \"x'{}'\"",
+        hex::encode(new.as_ref())
+    ));
+    let rekey = conn.execute_batch(&sql);
+    if rekey.is_ok() {
+        // Copy every re-keyed page from the WAL into the file and empty the WAL.
+        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
+    let with_new = open_encrypted(path, new, false, busy_timeout_ms, migrations);
+    let with_old = open_encrypted(path, old, false, busy_timeout_ms, migrations);
+    match (with_new, with_old) {
+        (Ok(fresh), Err(_)) => Ok(Rekeyed::Done(fresh)),
+        (_, Ok(fresh)) => Ok(Rekeyed::NotDone(fresh)),
+        (Err(e), Err(_)) => Err(match rekey {
+            Err(r) => StoreError::from(r),
+            Ok(()) => e,
+        }),
+    }
+}
+
+/// Run `f` with `PRAGMA synchronous = FULL` on `c` (restored to `NORMAL` after): in WAL mode the
+/// commit is then fsynced before it returns, so a key-state change survives power loss, not only
+/// a process crash, before the next step relies on it.
+pub fn durably<R>(
+    c: &mut Connection,
+    f: impl FnOnce(&mut Connection) -> StoreResult<R>,
+) -> StoreResult<R> {
+    c.execute_batch("PRAGMA synchronous = FULL;")?;
+    let r = f(c);
+    let restore = c.execute_batch("PRAGMA synchronous = NORMAL;");
+    let r = r?;
+    restore?;
+    Ok(r)
+}
+
 /// Run `f` on `db` in a blocking thread (never on the async executor).
 pub async fn run<F, R>(db: &Db, f: F) -> StoreResult<R>
 where

@@ -2,9 +2,10 @@
 //! tenant's own raw key, opened lazily and held in a bounded LRU (after meilisearch's
 //! `IndexMapper`). Also the tenant-side SQL: users, sessions, applications, service tokens.
 
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -18,12 +19,41 @@ use crate::crypto::{Key256, MasterKey};
 use crate::domain::TenantId;
 
 /// The tenant stores of one deployment.
+///
+/// At most one connection per tenant store is live in the process: a handle evicted from the
+/// LRU while a task still holds it is found again (through `live`) instead of a second
+/// connection being opened, so writes stay serialised and a re-key (see
+/// [`TenantStores::rekey_blocking`]) can hold the only connection.
 pub struct TenantStores {
     dir: PathBuf,
     master: Arc<MasterKey>,
     catalog: Catalog,
     busy_ms: u64,
-    cache: Mutex<LruCache<TenantId, Db>>,
+    cache: Mutex<OpenStores>,
+}
+
+struct OpenStores {
+    lru: LruCache<TenantId, Db>,
+    live: HashMap<TenantId, Weak<Mutex<Connection>>>,
+}
+
+impl OpenStores {
+    fn find(&mut self, t: &TenantId) -> Option<Db> {
+        if let Some(db) = self.lru.get(t) {
+            return Some(db.clone());
+        }
+        let db = self.live.get(t).and_then(Weak::upgrade)?;
+        self.lru.put(t.clone(), db.clone());
+        Some(db)
+    }
+
+    fn insert(&mut self, t: &TenantId, db: &Db) {
+        self.lru.put(t.clone(), db.clone());
+        if self.live.len() >= 2 * self.lru.cap().get() {
+            self.live.retain(|_, w| w.strong_count() > 0);
+        }
+        self.live.insert(t.clone(), Arc::downgrade(db));
+    }
 }
 
 impl TenantStores {
@@ -46,7 +76,10 @@ impl TenantStores {
             master,
             catalog,
             busy_ms,
-            cache: Mutex::new(LruCache::new(cap)),
+            cache: Mutex::new(OpenStores {
+                lru: LruCache::new(cap),
+                live: HashMap::new(),
+            }),
         }
     }
 
@@ -57,7 +90,7 @@ impl TenantStores {
 
     /// Number of stores currently open.
     pub fn open_count(&self) -> usize {
-        self.cache.lock().len()
+        self.cache.lock().lru.len()
     }
 
     /// Create a tenant store file with `key` (used when creating a tenant).
@@ -72,30 +105,75 @@ impl TenantStores {
         open_encrypted(&path, key, true, self.busy_ms, &migrations::tenant())
     }
 
-    /// Get the open store of a tenant, opening it (blocking) when it is not cached.
+    /// Get the open store of a tenant, opening it (blocking) when it is not cached. The store is
+    /// opened with the tenant's active database key or, when that fails (a rotation crashed after
+    /// its `PRAGMA rekey` committed), with a pending one: at every instant the file is under one
+    /// of the keys the catalog holds.
     pub fn get_blocking(&self, t: &TenantId) -> StoreResult<Db> {
-        if let Some(db) = self.cache.lock().get(t) {
-            return Ok(db.clone());
+        if let Some(db) = self.cache.lock().find(t) {
+            return Ok(db);
         }
-        let (version, wrapped) = {
-            let c = self.catalog.db().lock();
-            catalog::active_key(&c, t.as_str(), KeyPurpose::Db)?
-        };
-        let key = keyring::unwrap(&self.master, t.as_str(), version, KeyPurpose::Db, &wrapped)
-            .map_err(|e| StoreError::Key(e.to_string()))?;
         let path = self.path_of(t);
         if !path.is_file() {
             return Err(StoreError::NotFound);
         }
-        let conn = open_encrypted(&path, &key, false, self.busy_ms, &migrations::tenant())?;
+        let conn = self.open_with_catalog_keys(t, &path)?;
         let db: Db = Arc::new(Mutex::new(conn));
         let mut cache = self.cache.lock();
         // Another task may have opened it meanwhile; keep the first.
-        if let Some(existing) = cache.get(t) {
-            return Ok(existing.clone());
+        if let Some(existing) = cache.find(t) {
+            return Ok(existing);
         }
-        cache.put(t.clone(), db.clone());
+        cache.insert(t, &db);
         Ok(db)
+    }
+
+    fn open_with_catalog_keys(&self, t: &TenantId, path: &Path) -> StoreResult<Connection> {
+        let candidates = {
+            let c = self.catalog.db().lock();
+            catalog::usable_keys(&c, t.as_str(), KeyPurpose::Db)?
+        };
+        if candidates.is_empty() {
+            return Err(StoreError::NotFound);
+        }
+        let mut last = StoreError::WrongKey(path.to_path_buf());
+        for (version, wrapped) in candidates {
+            let key = keyring::unwrap(&self.master, t.as_str(), version, KeyPurpose::Db, &wrapped)
+                .map_err(|e| StoreError::Key(e.to_string()))?;
+            match open_encrypted(path, &key, false, self.busy_ms, &migrations::tenant()) {
+                Ok(c) => return Ok(c),
+                Err(StoreError::WrongKey(p)) => last = StoreError::WrongKey(p),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// Re-key a tenant store from `old` to `new` (SQLCipher `PRAGMA rekey`) while holding its
+    /// only connection, so requests for the tenant wait and none sees a half-switched handle.
+    /// The outcome is proven with fresh connections (`new` opens, `old` does not) and the cached
+    /// connection is **replaced** by a fresh one on the key that opens the file. When the store
+    /// already opens with `new` (a crashed rotation that committed its rekey) nothing is
+    /// re-encrypted. Returns `Key("rekey did not take effect")` when the file is still under `old`.
+    pub fn rekey_blocking(&self, t: &TenantId, old: &Key256, new: &Key256) -> StoreResult<()> {
+        let db = self.get_blocking(t)?;
+        let mut conn = db.lock();
+        let path = self.path_of(t);
+        let mig = migrations::tenant();
+        if let Ok(fresh) = open_encrypted(&path, new, false, self.busy_ms, &mig) {
+            *conn = fresh;
+            return Ok(());
+        }
+        match super::rekey_verified(&conn, &path, old, new, self.busy_ms, &mig)? {
+            super::Rekeyed::Done(fresh) => {
+                *conn = fresh;
+                Ok(())
+            }
+            super::Rekeyed::NotDone(fresh) => {
+                *conn = fresh;
+                Err(StoreError::Key("rekey did not take effect".into()))
+            }
+        }
     }
 
     /// Run `f` on a tenant's store off the executor.
@@ -571,4 +649,191 @@ pub fn append_audit(c: &mut Connection, ev: &NewAuditEvent) -> StoreResult<()> {
     audit::append(&tx, ev)?;
     tx.commit()?;
     Ok(())
+}
+
+// ---------------------------------------------------------------- key lifecycle (issue 4)
+
+/// The key-version fence: the lowest DEK version a new ciphertext may carry.
+pub fn dek_fence(c: &Connection) -> StoreResult<u32> {
+    Ok(c.query_row(
+        "SELECT min_dek_version FROM key_state WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Raise the fence to `version` (never lowers it) and append `ev` in the same transaction.
+/// Returns false (and audits nothing) when the fence already stood at `version` or above.
+pub fn raise_dek_fence(c: &mut Connection, version: u32, ev: &NewAuditEvent) -> StoreResult<bool> {
+    let tx = write_tx(c)?;
+    let n = tx.execute(
+        "UPDATE key_state SET min_dek_version = ?1 WHERE id = 1 AND min_dek_version < ?1",
+        [version],
+    )?;
+    if n == 0 {
+        return Ok(false);
+    }
+    audit::append(&tx, ev)?;
+    tx.commit()?;
+    Ok(true)
+}
+
+/// Inside a write transaction: refuse a ciphertext sealed under DEK `version` when a rotation
+/// has raised the fence above it (`Conflict("key_rotated")`; the caller re-seals and retries).
+pub fn check_dek_fence(tx: &Connection, version: u32) -> StoreResult<()> {
+    if version < dek_fence(tx)? {
+        return Err(StoreError::Conflict("key_rotated".into()));
+    }
+    Ok(())
+}
+
+/// An envelope-encrypted column of the tenant store: its table, the column, and the key columns
+/// whose values (in this order) are part of the ciphertext's AAD.
+#[derive(Debug, Clone, Copy)]
+pub struct SealedColumn {
+    /// Table name.
+    pub table: &'static str,
+    /// Column holding envelope ciphertexts (BLOB).
+    pub column: &'static str,
+    /// Key columns (TEXT), in AAD order.
+    pub key_columns: &'static [&'static str],
+}
+
+/// Re-seal one batch of `col`: rows with `rowid > after` (at most `limit`), in one write
+/// transaction. `f(key values, ciphertext)` returns the replacement, or `None` to keep the row.
+/// Returns (rows scanned, rows replaced, last rowid scanned); 0 scanned means the end.
+pub fn reseal_batch(
+    c: &mut Connection,
+    col: &SealedColumn,
+    after: i64,
+    limit: usize,
+    mut f: impl FnMut(&[String], &[u8]) -> StoreResult<Option<Vec<u8>>>,
+) -> StoreResult<(usize, usize, i64)> {
+    let keys = col.key_columns.join(", ");
+    let select = format!(
+        "SELECT rowid, {col}, {keys} FROM {table} WHERE rowid > ?1 AND {col} IS NOT NULL ORDER BY rowid LIMIT ?2",
+        col = col.column,
+        table = col.table,
+    );
+    let update = format!(
+        "UPDATE {table} SET {col} = ?2 WHERE rowid = ?1 AND {col} = ?3",
+        col = col.column,
+        table = col.table,
+    );
+    let tx = write_tx(c)?;
+    let rows: Vec<(i64, Vec<u8>, Vec<String>)> = {
+        let mut s = tx.prepare(&select)?;
+        let n = col.key_columns.len();
+        let rows = s.query_map(params![after, limit as i64], |r| {
+            let mut k = Vec::with_capacity(n);
+            for i in 0..n {
+                k.push(r.get(2 + i)?);
+            }
+            Ok((r.get(0)?, r.get(1)?, k))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut changed = 0;
+    let mut last = after;
+    {
+        let mut up = tx.prepare(&update)?;
+        for (rowid, sealed, key) in &rows {
+            last = *rowid;
+            if let Some(new) = f(key, sealed)? {
+                changed += up.execute(params![rowid, new, sealed])?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok((rows.len(), changed, last))
+}
+
+/// Cells anywhere in the store that hold an envelope ciphertext (`FGE1` header) sealed under a
+/// DEK version below `version`: (table, column, count) for each column with any. The safety net
+/// before a DEK is destroyed, covering columns nobody registered for rewrap.
+pub fn sealed_below(c: &Connection, version: u32) -> StoreResult<Vec<(String, String, i64)>> {
+    let tables: Vec<String> = {
+        let mut s = c.prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )?;
+        let rows = s.query_map([], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let v = version.to_be_bytes().to_vec();
+    let mut out = Vec::new();
+    for t in tables {
+        let cols: Vec<String> = {
+            let mut s = c.prepare("SELECT name FROM pragma_table_info(?1)")?;
+            let rows = s.query_map([&t], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for col in cols {
+            let q = format!(
+                "SELECT count(*) FROM \"{t}\" WHERE typeof(\"{col}\") = 'blob'
+                 AND substr(\"{col}\", 1, 4) = X'46474531' AND substr(\"{col}\", 5, 4) < ?1",
+                t = t.replace('"', "\"\""),
+                col = col.replace('"', "\"\""),
+            );
+            let n: i64 = c.query_row(&q, [&v], |r| r.get(0))?;
+            if n > 0 {
+                out.push((t.clone(), col, n));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Screenshots whose recorded key version is below `version` (at most `limit`), by id.
+pub fn screenshots_below(
+    c: &Connection,
+    version: u32,
+    limit: usize,
+) -> StoreResult<Vec<super::flows::ShotRow>> {
+    let mut s = c.prepare(
+        "SELECT id, run_id, step_index, key_version FROM screenshots WHERE key_version < ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = s.query_map(params![version, limit as i64], |r| {
+        Ok(super::flows::ShotRow {
+            id: r.get(0)?,
+            run_id: r.get(1)?,
+            step_index: r.get(2)?,
+            key_version: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Count screenshots whose recorded key version is below `version`.
+pub fn count_screenshots_below(c: &Connection, version: u32) -> StoreResult<i64> {
+    Ok(c.query_row(
+        "SELECT count(*) FROM screenshots WHERE key_version < ?1",
+        [version],
+        |r| r.get(0),
+    )?)
+}
+
+/// Record that screenshot `id` is now sealed under `version`. False when the row is gone
+/// (replaced or deleted meanwhile).
+pub fn set_screenshot_version(c: &Connection, id: &str, version: u32) -> StoreResult<bool> {
+    Ok(c.execute(
+        "UPDATE screenshots SET key_version = ?2 WHERE id = ?1 AND key_version < ?2",
+        params![id, version],
+    )? > 0
+        || c.query_row(
+            "SELECT EXISTS (SELECT 1 FROM screenshots WHERE id = ?1)",
+            [id],
+            |r| r.get(0),
+        )?)
+}
+
+/// Count the rows of a sealed column (for progress reporting).
+pub fn count_sealed(c: &Connection, col: &SealedColumn) -> StoreResult<i64> {
+    Ok(c.query_row(
+        &format!(
+            "SELECT count(*) FROM {} WHERE {} IS NOT NULL",
+            col.table, col.column
+        ),
+        [],
+        |r| r.get(0),
+    )?)
 }

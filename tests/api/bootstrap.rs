@@ -126,7 +126,8 @@ async fn restart_keeps_data_and_does_not_rebootstrap() {
         .await;
     let tid = app.tenant_id();
     let pw = app.owner_password();
-    let TestApp { dir, .. } = app; // drop kills the server, keeps the dir
+    let TestApp { dir, child, .. } = app;
+    drop(child); // stop the server, keep the dir
     let app2 = spawn_with(Opts {
         dir: Some(dir),
         ..Default::default()

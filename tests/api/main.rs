@@ -11,6 +11,7 @@ mod ldap;
 mod ldap_support;
 mod matrix;
 mod members;
+mod rotation;
 mod runs;
 mod scim;
 mod secrets;

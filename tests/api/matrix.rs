@@ -378,6 +378,16 @@ const TABLE: &[(&str, &str, [&str; 8])] = &[
         "/api/v1/sso/ldap/test-connection",
         ["401", "ok", "403", "403", "403", "403", "403", "403"],
     ),
+    (
+        "GET",
+        "/api/v1/keys",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "POST",
+        "/api/v1/keys/rotate",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
 ];
 
 /// Routes served outside the generated document (none today; the dashboard is not an API).

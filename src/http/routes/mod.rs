@@ -6,6 +6,7 @@ mod applications;
 mod audit;
 mod auth;
 mod flows;
+mod keys;
 mod members;
 pub(crate) mod ops;
 mod platform;
@@ -79,7 +80,9 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(sso::get_ldap)
                 .service(sso::put_ldap)
                 .service(sso::dry_run)
-                .service(sso::test_connection),
+                .service(sso::test_connection)
+                .service(keys::status)
+                .service(keys::rotate),
         )
         .service(
             scope::scope("/scim/v2")

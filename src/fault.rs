@@ -1,0 +1,19 @@
+//! Failpoints for crash tests (debug and test builds only; compiled to nothing in release).
+//!
+//! `FLOWGUARD_FAULT=name[,name…]` makes [`point`]`(name)` kill the process with SIGKILL at that
+//! instant — no destructors, no flushes, like a power cut for the process — so a test can prove
+//! that a multi-step operation (key rotation, master key rotation) survives a crash between any
+//! two of its steps. Names are `<operation>:<boundary>`, e.g. `rotation:after_rekey`; see
+//! `service::keys` for the list.
+
+/// Stop the process here with SIGKILL when `FLOWGUARD_FAULT` names `name` (debug builds only).
+pub fn point(name: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("FLOWGUARD_FAULT").is_ok_and(|v| v.split(',').any(|p| p.trim() == name)) {
+        eprintln!("flowguard: failpoint {name} reached: SIGKILL");
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+}
