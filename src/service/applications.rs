@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{AppState, ClientInfo, Principal};
 use crate::audit::NewAuditEvent;
-use crate::domain::{new_object_id, now_rfc3339, TenantId};
+use crate::domain::{new_object_id, now_rfc3339};
 use crate::error::{ApiError, ApiResult};
 use crate::store::catalog;
 use crate::store::tenant::{self, ApplicationRow};
@@ -68,9 +68,7 @@ impl ApplicationInput {
     }
 }
 
-fn tenant_of(p: &Principal) -> ApiResult<TenantId> {
-    p.tenant().cloned().ok_or_else(ApiError::forbidden)
-}
+use super::principal::tenant_of;
 
 /// Most applications a plan allows (`None` = unlimited). Licenses (a later issue) raise this.
 pub fn plan_max_applications(plan: &str) -> Option<u32> {

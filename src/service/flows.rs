@@ -10,15 +10,12 @@ use super::{unix_now, AppState, ClientInfo, Principal};
 use crate::audit::NewAuditEvent;
 use crate::crypto::token;
 use crate::domain::flow::FlowDef;
-use crate::domain::{new_object_id, now_rfc3339, TenantId};
+use crate::domain::{new_object_id, now_rfc3339};
 use crate::error::{ApiError, ApiResult};
 use crate::store::flows::{self, FlowRow, NewVersion, WebhookRow};
 use crate::store::StoreError;
 
-/// Tenant of a tenant principal.
-pub fn tenant_of(p: &Principal) -> ApiResult<TenantId> {
-    p.tenant().cloned().ok_or_else(ApiError::forbidden)
-}
+pub use super::principal::tenant_of;
 
 fn parse_def(body: &serde_json::Value) -> ApiResult<FlowDef> {
     FlowDef::parse(body).map_err(|e| {

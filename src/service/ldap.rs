@@ -35,9 +35,7 @@ const COL_CLIENT_KEY: &str = "client_key";
 /// Longest accepted login name (bytes).
 pub const MAX_USERNAME_BYTES: usize = 256;
 
-fn tenant_of(p: &Principal) -> ApiResult<TenantId> {
-    p.tenant().cloned().ok_or_else(ApiError::forbidden)
-}
+use super::principal::tenant_of;
 
 fn field_error(e: FieldError) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code, e.detail).field(e.field)

@@ -13,9 +13,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::store::tenant::{self, UserRow};
 use crate::store::StoreError;
 
-fn tenant_of(p: &Principal) -> ApiResult<TenantId> {
-    p.tenant().cloned().ok_or_else(ApiError::forbidden)
-}
+use super::principal::tenant_of;
 
 fn map_owner_conflict(e: StoreError) -> ApiError {
     match e {

@@ -5,6 +5,7 @@ use utoipa::ToSchema;
 
 use crate::audit::Actor;
 use crate::domain::{Role, TenantId};
+use crate::error::{ApiError, ApiResult};
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
@@ -145,4 +146,9 @@ pub struct MeView {
     pub role: Role,
     /// Whether the one-time password must still be changed.
     pub must_change_password: bool,
+}
+
+/// The tenant of a tenant principal; a PlatformAdmin (no tenant) gets 403 `forbidden`.
+pub fn tenant_of(p: &Principal) -> ApiResult<TenantId> {
+    p.tenant().cloned().ok_or_else(ApiError::forbidden)
 }

@@ -6,14 +6,12 @@ use std::sync::Arc;
 use super::{AppState, ClientInfo, Principal};
 use crate::audit::NewAuditEvent;
 use crate::crypto::token::{self, TokenKind};
-use crate::domain::{new_object_id, now_rfc3339, TenantId};
+use crate::domain::{new_object_id, now_rfc3339};
 use crate::error::{ApiError, ApiResult};
 use crate::store::tenant::{self, ServiceTokenRow};
 use crate::store::StoreError;
 
-fn tenant_of(p: &Principal) -> ApiResult<TenantId> {
-    p.tenant().cloned().ok_or_else(ApiError::forbidden)
-}
+use super::principal::tenant_of;
 
 fn kind_name(k: TokenKind) -> &'static str {
     if k == TokenKind::Agent {
