@@ -72,6 +72,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(runs::report_step)
                 .service(runs::heartbeat)
                 .service(runs::complete)
-                .service(runs::upload),
+                .service(runs::upload)
+                .service(runs::agent_trigger)
+                .service(runs::agent_get),
         );
 }
