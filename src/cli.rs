@@ -198,24 +198,12 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // The agent is a client: it reads no data dir or server settings.
     if let Command::Agent {
         action: AgentCommand::Run(a),
     } = cli.command
     {
-        // The agent is a client: no data dir, no server settings.
-        let code = crate::agent::run(crate::agent::Options {
-            server: a.server,
-            ca_file: a.ca_file,
-            once: a.once,
-            poll_interval: a.poll_interval,
-            chromium: a.chromium,
-            flow: a.flow,
-        })?;
-        return if code == ExitCode::SUCCESS {
-            Ok(())
-        } else {
-            Err(anyhow::anyhow!("the run did not pass"))
-        };
+        return agent_run(a);
     }
     let listen = match &cli.command {
         Command::Serve(a) => a.listen.clone(),
@@ -253,7 +241,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant {
             action: TenantCommand::List { json },
         } => tenant_list(settings, json),
-        Command::Agent { .. } => Ok(()),
+        Command::Agent {
+            action: AgentCommand::Run(a),
+        } => agent_run(a),
         Command::Jobs {
             action: JobsCommand::List,
         } => {
@@ -273,6 +263,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{name}: {n} handled");
             Ok(())
         }
+    }
+}
+
+fn agent_run(a: AgentRunArgs) -> anyhow::Result<()> {
+    let passed = crate::agent::run(crate::agent::Options {
+        server: a.server,
+        ca_file: a.ca_file,
+        once: a.once,
+        poll_interval: a.poll_interval,
+        chromium: a.chromium,
+        flow: a.flow,
+    })?;
+    if passed {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("the run did not pass"))
     }
 }
 

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chromiumoxide::browser::HeadlessMode;
 use chromiumoxide::cdp::browser_protocol::input::InsertTextParams;
 use chromiumoxide::cdp::browser_protocol::log::{EventEntryAdded, LogEntryLevel};
 use chromiumoxide::cdp::browser_protocol::network::{
@@ -224,7 +223,7 @@ impl Session {
         let mut b = BrowserConfig::builder()
             .chrome_executable(chromium)
             .user_data_dir(profile.path())
-            .headless_mode(HeadlessMode::New)
+            .new_headless_mode()
             .disable_default_args()
             .args(FLAGS.iter().copied())
             .arg(("lang", "en-US"))
@@ -287,15 +286,12 @@ impl Session {
             l.abort();
         }
         let closed = tokio::time::timeout(Duration::from_secs(10), self.browser.close()).await;
-        if !matches!(closed, Ok(Ok(_))) {
-            let _ = self.browser.kill().await;
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.browser.wait()).await;
-        if let Ok(Ok(None)) = tokio::time::timeout(Duration::from_secs(1), async {
-            self.browser.try_wait()
-        })
-        .await
-        {
+        let exited = matches!(closed, Ok(Ok(_)))
+            && matches!(
+                tokio::time::timeout(Duration::from_secs(10), self.browser.wait()).await,
+                Ok(Ok(_))
+            );
+        if !exited {
             let _ = self.browser.kill().await;
             let _ = self.browser.wait().await;
         }

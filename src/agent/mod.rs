@@ -107,9 +107,9 @@ fn say(line: &str) {
     eprintln!("flowguard agent: {line}");
 }
 
-/// `flowguard agent run`: returns the process exit code (0 success; 1 when a `--wait`ed run did
-/// not pass or the agent could not work).
-pub fn run(opts: Options) -> anyhow::Result<std::process::ExitCode> {
+/// `flowguard agent run`: `Ok(true)` when the agent did its job (and, with `--wait`, the run
+/// passed); `Ok(false)` when a `--wait`ed run did not pass; `Err` when the agent could not work.
+pub fn run(opts: Options) -> anyhow::Result<bool> {
     let token = std::env::var(TOKEN_ENV)
         .ok()
         .map(|t| Zeroizing::new(t.trim().to_string()))
@@ -137,7 +137,7 @@ async fn serve(
     api: &Arc<ApiClient>,
     chromium: &Path,
     opts: &Options,
-) -> anyhow::Result<std::process::ExitCode> {
+) -> anyhow::Result<bool> {
     loop {
         let claimed = if opts.once {
             api.claim(None).await?
@@ -166,17 +166,17 @@ async fn serve(
                     Err(e) => say(&format!("run {run_id}: {e:#}")),
                 }
                 if opts.once {
-                    return Ok(std::process::ExitCode::SUCCESS);
+                    return Ok(true);
                 }
             }
             None if opts.once => {
                 say("no queued run");
-                return Ok(std::process::ExitCode::SUCCESS);
+                return Ok(true);
             }
             None => {
                 tokio::select! {
                     _ = tokio::time::sleep(opts.poll_interval) => {}
-                    _ = tokio::signal::ctrl_c() => return Ok(std::process::ExitCode::SUCCESS),
+                    _ = tokio::signal::ctrl_c() => return Ok(true),
                 }
             }
         }
@@ -201,7 +201,7 @@ async fn wait_for_flow(
     chromium: &Path,
     flow: &str,
     poll: Duration,
-) -> anyhow::Result<std::process::ExitCode> {
+) -> anyhow::Result<bool> {
     let queued = api.trigger(flow).await?;
     say(&format!("queued run {} of flow {flow}", queued.id));
     let info = match api.claim(Some(&queued.id)).await? {
@@ -215,11 +215,7 @@ async fn wait_for_flow(
         },
     };
     println!("{}", verdict_line(&info));
-    Ok(if info.status == "passed" {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::FAILURE
-    })
+    Ok(info.status == "passed")
 }
 
 /// Execute a claimed run end to end; returns the run as the server recorded it.
