@@ -606,3 +606,98 @@ async fn cancelled_run_stops_at_the_next_step() {
     assert!(d["steps"].as_array().unwrap().len() <= 2, "{d:#}");
     assert!(text_of(&out).contains("stopped by the server"));
 }
+
+#[tokio::test]
+async fn agent_trigger_and_run_lookup_stay_in_the_token_application() {
+    let w = world().await;
+    let agent = w.app.bearer(&w.token);
+    let own = w
+        .flow("own", json!([{"type": "navigate", "url": "/card"}]))
+        .await;
+    // A flow of another application of the same tenant.
+    let other_app = w
+        .owner
+        .json(
+            Method::POST,
+            "/api/v1/applications",
+            Some(json!({"name": "other", "base_url": "https://other.example"})),
+            201,
+        )
+        .await;
+    let other_flow = w
+        .owner
+        .json(
+            Method::POST,
+            &format!(
+                "/api/v1/applications/{}/flows",
+                other_app["id"].as_str().unwrap()
+            ),
+            Some(json!({"name": "x", "steps": [{"type": "navigate", "url": "/"}]})),
+            201,
+        )
+        .await;
+    let other_flow = other_flow["id"].as_str().unwrap();
+    let r = agent
+        .post(&format!("/api/v1/agent/flows/{other_flow}/runs"), json!({}))
+        .await;
+    assert_eq!(r.status(), 404);
+    let other_run = w.queue(other_flow).await;
+    assert_eq!(
+        agent
+            .get(&format!("/api/v1/agent/runs/{other_run}"))
+            .await
+            .status(),
+        404
+    );
+    let r = agent
+        .post(&format!("/api/v1/agent/runs/claim?run={other_run}"), json!({}))
+        .await;
+    assert_eq!(r.status(), 204);
+    let r = agent
+        .post("/api/v1/agent/runs/claim?bogus=1", json!({}))
+        .await;
+    assert_eq!(r.status(), 400);
+
+    // Its own flow: queued with who did it, readable, and claimable by id.
+    let first = w.queue(&own).await;
+    let run = agent
+        .json(
+            Method::POST,
+            &format!("/api/v1/agent/flows/{own}/runs"),
+            Some(json!({})),
+            201,
+        )
+        .await;
+    assert_eq!(run["status"], "queued");
+    assert_eq!(run["trigger"], "manual");
+    assert_eq!(run["triggered_by"], "agent-token:builtin");
+    let id = run["id"].as_str().unwrap();
+    let got = agent
+        .json(Method::GET, &format!("/api/v1/agent/runs/{id}"), None, 200)
+        .await;
+    assert_eq!(got["status"], "queued");
+    // Claiming by id skips the older queued run.
+    let c = agent
+        .json(
+            Method::POST,
+            &format!("/api/v1/agent/runs/claim?run={id}"),
+            Some(json!({})),
+            200,
+        )
+        .await;
+    assert_eq!(c["run_id"], id);
+    let again = agent
+        .post(&format!("/api/v1/agent/runs/claim?run={id}"), json!({}))
+        .await;
+    assert_eq!(again.status(), 204);
+    let d = w.run_detail(&first).await;
+    assert_eq!(d["status"], "queued");
+    let audit = w
+        .owner
+        .json(Method::GET, "/api/v1/audit?action=run.trigger", None, 200)
+        .await;
+    assert!(
+        audit.to_string().contains("\"via\":\"agent\""),
+        "{audit:#}"
+    );
+}
