@@ -20,8 +20,7 @@ use chromiumoxide::cdp::browser_protocol::page::{
     CaptureScreenshotFormat, CaptureScreenshotParams, NavigateParams, Viewport as Clip,
 };
 use chromiumoxide::cdp::js_protocol::runtime::{
-    ConsoleApiCalledType, EvaluateParams, EventConsoleApiCalled, EventExceptionThrown,
-    RemoteObject,
+    ConsoleApiCalledType, EvaluateParams, EventConsoleApiCalled, EventExceptionThrown, RemoteObject,
 };
 use chromiumoxide::handler::viewport::Viewport;
 use chromiumoxide::layout::Point;
@@ -128,6 +127,10 @@ struct Events {
     network_count: usize,
     requests: HashMap<String, (String, String)>,
     inflight: HashSet<String>,
+    /// Requests that got their response, finished or failed. Each event type arrives on its own stream, so a
+    /// `loadingFinished` can be seen before its `requestWillBeSent`; this keeps such a request
+    /// from counting as in flight forever.
+    done: HashSet<String>,
     last_activity: Option<Instant>,
 }
 
@@ -319,10 +322,19 @@ impl Session {
         }
     }
 
-    /// Requests in flight and how long ago the last network activity was.
-    pub fn network_activity(&self) -> (usize, Option<Duration>) {
+    /// Requests in flight (method and URL of each), and how long ago the last network
+    /// activity was.
+    pub fn network_activity(&self) -> (Vec<String>, Option<Duration>) {
         let e = self.events.lock();
-        (e.inflight.len(), e.last_activity.map(|t| t.elapsed()))
+        let inflight = e
+            .inflight
+            .iter()
+            .map(|id| match e.requests.get(id) {
+                Some((m, u)) => format!("{m} {}", cut(u, 200)),
+                None => "unknown request".to_string(),
+            })
+            .collect();
+        (inflight, e.last_activity.map(|t| t.elapsed()))
     }
 
     /// Evaluate a JavaScript expression in the page's main frame, awaiting promises, and
@@ -436,11 +448,13 @@ async fn listen(
         while let Some(e) = s.next().await {
             let mut g = ev.lock();
             let id = e.request_id.inner().clone();
-            if !e.request.url.starts_with("data:") {
+            if !e.request.url.starts_with("data:") && !g.done.contains(&id) {
                 g.inflight.insert(id.clone());
             }
-            g.requests
-                .insert(id, (e.request.method.clone(), cut(&e.request.url, MAX_TEXT)));
+            g.requests.insert(
+                id,
+                (e.request.method.clone(), cut(&e.request.url, MAX_TEXT)),
+            );
             g.last_activity = Some(Instant::now());
         }
     }));
@@ -451,6 +465,11 @@ async fn listen(
         while let Some(e) = s.next().await {
             let mut g = ev.lock();
             g.last_activity = Some(Instant::now());
+            // Headers received: no longer in flight (a body the page never reads, or a stream,
+            // would otherwise keep the page from ever being idle).
+            let id = e.request_id.inner();
+            g.inflight.remove(id);
+            g.done.insert(id.clone());
             if e.response.status >= 400 {
                 let method = g
                     .requests
@@ -472,8 +491,10 @@ async fn listen(
     out.push(tokio::spawn(async move {
         while let Some(e) = s.next().await {
             let mut g = ev.lock();
-            g.inflight.remove(e.request_id.inner());
-            g.requests.remove(e.request_id.inner());
+            let id = e.request_id.inner();
+            g.inflight.remove(id);
+            g.requests.remove(id);
+            g.done.insert(id.clone());
             g.last_activity = Some(Instant::now());
         }
     }));
@@ -483,8 +504,10 @@ async fn listen(
     out.push(tokio::spawn(async move {
         while let Some(e) = s.next().await {
             let mut g = ev.lock();
-            g.inflight.remove(e.request_id.inner());
-            let req = g.requests.remove(e.request_id.inner());
+            let id = e.request_id.inner();
+            g.inflight.remove(id);
+            g.done.insert(id.clone());
+            let req = g.requests.remove(id);
             g.last_activity = Some(Instant::now());
             if e.canceled != Some(true) {
                 let (method, url) = req.unwrap_or_else(|| ("GET".into(), String::new()));
@@ -506,12 +529,7 @@ async fn listen(
                 e.r#type,
                 ConsoleApiCalledType::Error | ConsoleApiCalledType::Assert
             ) {
-                let text = e
-                    .args
-                    .iter()
-                    .map(remote_text)
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let text = e.args.iter().map(remote_text).collect::<Vec<_>>().join(" ");
                 ev.lock().console("console", text);
             }
         }

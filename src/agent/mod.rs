@@ -118,7 +118,11 @@ pub fn run(opts: Options) -> anyhow::Result<bool> {
     if !token.starts_with("fga_") {
         anyhow::bail!("{TOKEN_ENV} does not hold an agent token (fga_…)");
     }
-    let api = Arc::new(ApiClient::new(&opts.server, opts.ca_file.as_deref(), token)?);
+    let api = Arc::new(ApiClient::new(
+        &opts.server,
+        opts.ca_file.as_deref(),
+        token,
+    )?);
     let chromium = browser::find_chromium(opts.chromium.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -133,11 +137,7 @@ pub fn run(opts: Options) -> anyhow::Result<bool> {
     })
 }
 
-async fn serve(
-    api: &Arc<ApiClient>,
-    chromium: &Path,
-    opts: &Options,
-) -> anyhow::Result<bool> {
+async fn serve(api: &Arc<ApiClient>, chromium: &Path, opts: &Options) -> anyhow::Result<bool> {
     loop {
         let claimed = if opts.once {
             api.claim(None).await?

@@ -352,7 +352,10 @@ pub async fn screenshot(
         let dpr = before.dpr.max(0.1);
         let width = before.dw.min(MAX_CAPTURE_SIDE / dpr).max(1.0);
         let max_h = (MAX_CAPTURE_SIDE / dpr).min(MAX_CAPTURE_PIXELS / (width * dpr * dpr));
-        let height = before.dh.min(max_h).max(f64::from(VIEWPORT_HEIGHT).min(max_h));
+        let height = before
+            .dh
+            .min(max_h)
+            .max(f64::from(VIEWPORT_HEIGHT).min(max_h));
         (
             Capture::FullPage { width, height },
             (-before.sx, -before.sy),
@@ -557,13 +560,11 @@ pub async fn run(sess: &Session, step: &Step, ctx: &StepCtx<'_>) -> Result<Optio
                 let p = sess.eval::<Probe>(code.clone()).await;
                 match p {
                     Ok(p) if p.s == "ok" => return Ok(None),
-                    Ok(p) if p.s == "nooption" => {
-                        return Err(format!(
-                            "no option of `{selector}` has the value, label or index {} ({} options)",
-                            quoted(value),
-                            p.count
-                        ))
-                    }
+                    Ok(p) if p.s == "nooption" => return Err(format!(
+                        "no option of `{selector}` has the value, label or index {} ({} options)",
+                        quoted(value),
+                        p.count
+                    )),
                     Ok(p) if ["invalid", "notselect"].contains(&p.s.as_str()) => {
                         return Err(sel_err(selector, &p, 0))
                     }
@@ -582,7 +583,17 @@ pub async fn run(sess: &Session, step: &Step, ctx: &StepCtx<'_>) -> Result<Optio
             selector,
             url,
             timeout_ms,
-        } => wait(sess, ctx, *for_, selector.as_deref(), url.as_deref(), *timeout_ms).await,
+        } => {
+            wait(
+                sess,
+                ctx,
+                *for_,
+                selector.as_deref(),
+                url.as_deref(),
+                *timeout_ms,
+            )
+            .await
+        }
         Step::Assert {
             selector,
             assertion,
@@ -662,12 +673,17 @@ async fn wait(
         WaitFor::NetworkIdle => loop {
             let (inflight, quiet) = sess.network_activity();
             let quiet_enough = quiet.is_none_or(|q| q >= Duration::from_millis(NETWORK_IDLE_MS));
-            if inflight == 0 && quiet_enough && start.elapsed() >= Duration::from_millis(NETWORK_IDLE_MS.min(timeout_ms)) {
+            if inflight.is_empty()
+                && quiet_enough
+                && start.elapsed() >= Duration::from_millis(NETWORK_IDLE_MS.min(timeout_ms))
+            {
                 return Ok(None);
             }
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "timeout after {timeout_ms} ms waiting for network idle ({inflight} request(s) in flight)"
+                    "timeout after {timeout_ms} ms waiting for network idle ({} request(s) in flight: {})",
+                    inflight.len(),
+                    inflight.join(", ")
                 ));
             }
             tokio::time::sleep(POLL).await;

@@ -383,7 +383,9 @@ pub async fn get_as_agent(state: &Arc<AppState>, p: &Principal, run: &str) -> Ap
     let run = run.to_string();
     state
         .tenants
-        .run(&t, move |c| Ok(flows::run(c, &run)?.filter(|r| r.application_id == app)))
+        .run(&t, move |c| {
+            Ok(flows::run(c, &run)?.filter(|r| r.application_id == app))
+        })
         .await?
         .ok_or_else(ApiError::not_found)
 }

@@ -258,7 +258,11 @@ fn pixel(img: &(u32, u32, Vec<u8>), x: u32, y: u32) -> [u8; 4] {
 fn assert_solid(img: &(u32, u32, Vec<u8>), x0: u32, y0: u32, w: u32, h: u32) {
     for y in y0..y0 + h {
         for x in x0..x0 + w {
-            assert_eq!(pixel(img, x, y), [0, 0, 0, 255], "pixel ({x},{y}) is not masked");
+            assert_eq!(
+                pixel(img, x, y),
+                [0, 0, 0, 255],
+                "pixel ({x},{y}) is not masked"
+            );
         }
     }
 }
@@ -336,7 +340,10 @@ async fn agent_runs_a_passing_flow_with_every_action_step() {
     }
     // The click on #go logged a console error and fetched a 404: both summarised on that step.
     let go = &steps[15];
-    assert!(go["console"]["error_count"].as_u64().unwrap() >= 1, "{go:#}");
+    assert!(
+        go["console"]["error_count"].as_u64().unwrap() >= 1,
+        "{go:#}"
+    );
     let wait_idle_or_go: Vec<&Value> = steps[15..20].iter().collect();
     assert!(
         wait_idle_or_go.iter().any(|s| s["network"]["failed"]
@@ -385,7 +392,10 @@ async fn failing_assert_reports_a_readable_error_and_skips_the_rest() {
     assert_eq!(steps[1]["has_screenshot"], true, "screenshot on failure");
     assert_eq!(steps[2]["status"], "skipped");
     assert_eq!(steps[3]["status"], "skipped");
-    assert!(d["error"].as_str().unwrap().contains("step 1 (assert) failed"));
+    assert!(d["error"]
+        .as_str()
+        .unwrap()
+        .contains("step 1 (assert) failed"));
 
     // A missing selector names the selector and the time waited.
     let flow = w
@@ -460,10 +470,12 @@ async fn masked_element_is_solid_black_in_the_stored_image() {
     assert_eq!(pixel(&img, 600, 170), [0, 0, 255, 255]);
     assert_eq!(pixel(&img, 50, 50), [255, 255, 255, 255]);
 
-    // The checkpoint's region screenshot: 700×150 from (50,100); the card sits at (50,50) in it.
+    // The checkpoint's region screenshot: 700×150 from (50,100); masks are per step, so the
+    // card (not masked by the checkpoint) sits unpainted at (50,50) in it.
     let region = w.shot(&run, 2).await;
     assert_eq!((region.0, region.1), (700, 150));
-    assert_solid(&region, 50, 50, 300, 40);
+    assert_eq!(pixel(&region, 10, 10), [255, 255, 255, 255]);
+    assert_eq!(pixel(&region, 60, 55), [0, 255, 0, 255]);
     assert_eq!(pixel(&region, 550, 70), [0, 0, 255, 255]);
 }
 
@@ -556,7 +568,13 @@ async fn agent_refuses_a_token_argument_and_a_missing_token() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("FLOWGUARD_AGENT_TOKEN"));
     // Plain http to a non-loopback host would expose the token.
     let out = Command::new(bin())
-        .args(["agent", "run", "--server", "http://flowguard.example", "--once"])
+        .args([
+            "agent",
+            "run",
+            "--server",
+            "http://flowguard.example",
+            "--once",
+        ])
         .env("FLOWGUARD_AGENT_TOKEN", "fga_x_y")
         .output()
         .unwrap();
@@ -614,9 +632,11 @@ async fn agent_trigger_and_run_lookup_stay_in_the_token_application() {
     let own = w
         .flow("own", json!([{"type": "navigate", "url": "/card"}]))
         .await;
-    // A flow of another application of the same tenant.
-    let other_app = w
-        .owner
+    // A flow and a queued run of another tenant's application (the Free plan allows one
+    // application per tenant).
+    let (tb, pw) = create_tenant(&w.app, "other-co", "owner@other.example");
+    let owner_b = w.app.login(Some(&tb), "owner@other.example", &pw).await;
+    let other_app = owner_b
         .json(
             Method::POST,
             "/api/v1/applications",
@@ -624,8 +644,7 @@ async fn agent_trigger_and_run_lookup_stay_in_the_token_application() {
             201,
         )
         .await;
-    let other_flow = w
-        .owner
+    let other_flow = owner_b
         .json(
             Method::POST,
             &format!(
@@ -641,7 +660,15 @@ async fn agent_trigger_and_run_lookup_stay_in_the_token_application() {
         .post(&format!("/api/v1/agent/flows/{other_flow}/runs"), json!({}))
         .await;
     assert_eq!(r.status(), 404);
-    let other_run = w.queue(other_flow).await;
+    let other_run = owner_b
+        .json(
+            Method::POST,
+            &format!("/api/v1/flows/{other_flow}/runs"),
+            Some(json!({})),
+            201,
+        )
+        .await;
+    let other_run = other_run["id"].as_str().unwrap();
     assert_eq!(
         agent
             .get(&format!("/api/v1/agent/runs/{other_run}"))
@@ -650,7 +677,10 @@ async fn agent_trigger_and_run_lookup_stay_in_the_token_application() {
         404
     );
     let r = agent
-        .post(&format!("/api/v1/agent/runs/claim?run={other_run}"), json!({}))
+        .post(
+            &format!("/api/v1/agent/runs/claim?run={other_run}"),
+            json!({}),
+        )
         .await;
     assert_eq!(r.status(), 204);
     let r = agent
@@ -696,8 +726,5 @@ async fn agent_trigger_and_run_lookup_stay_in_the_token_application() {
         .owner
         .json(Method::GET, "/api/v1/audit?action=run.trigger", None, 200)
         .await;
-    assert!(
-        audit.to_string().contains("\"via\":\"agent\""),
-        "{audit:#}"
-    );
+    assert!(audit.to_string().contains("\"via\":\"agent\""), "{audit:#}");
 }

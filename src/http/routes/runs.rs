@@ -137,10 +137,12 @@ pub async fn claim(
     g: Guarded<perm::AgentRun, web::Query<ClaimQuery>>,
 ) -> Result<HttpResponse, ApiError> {
     let only = g.inner.into_inner().run;
-    Ok(match svc::claim(&state.into_inner(), &g.principal, only).await? {
-        Some(c) => HttpResponse::Ok().json(c),
-        None => HttpResponse::NoContent().finish(),
-    })
+    Ok(
+        match svc::claim(&state.into_inner(), &g.principal, only).await? {
+            Some(c) => HttpResponse::Ok().json(c),
+            None => HttpResponse::NoContent().finish(),
+        },
+    )
 }
 
 /// Queue a run of a flow of the agent's own application (`flowguard agent run --flow ID
