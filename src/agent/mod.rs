@@ -28,6 +28,8 @@ use client::{ApiClient, Claim, RunInfo, Sent, StepReport};
 pub const TOKEN_ENV: &str = "FLOWGUARD_AGENT_TOKEN";
 /// Heartbeat period while a run executes (the server's default timeout is 300 s).
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(20);
+/// Pause after an action step so the events it caused are summarised on it.
+pub const EVENT_SETTLE: Duration = Duration::from_millis(50);
 /// Replacement for secret values in text.
 pub const REDACTED: &str = "[REDACTED]";
 
@@ -327,6 +329,13 @@ async fn run_steps(
             )),
         };
         let duration_ms = started.elapsed().as_millis() as u64;
+        if matches!(
+            step,
+            Step::Navigate { .. } | Step::Click { .. } | Step::Fill { .. } | Step::Select { .. }
+        ) {
+            // Let console/network events caused by the action arrive before summarising.
+            tokio::time::sleep(EVENT_SETTLE).await;
+        }
         let mut error = outcome.as_ref().err().map(|e| redact.scrub(e));
         // Screenshot of the step, or one on failure.
         let shot = match outcome {

@@ -560,11 +560,13 @@ pub async fn run(sess: &Session, step: &Step, ctx: &StepCtx<'_>) -> Result<Optio
                 let p = sess.eval::<Probe>(code.clone()).await;
                 match p {
                     Ok(p) if p.s == "ok" => return Ok(None),
-                    Ok(p) if p.s == "nooption" => return Err(format!(
+                    Ok(p) if p.s == "nooption" => {
+                        return Err(format!(
                         "no option of `{selector}` has the value, label or index {} ({} options)",
                         quoted(value),
                         p.count
-                    )),
+                    ))
+                    }
                     Ok(p) if ["invalid", "notselect"].contains(&p.s.as_str()) => {
                         return Err(sel_err(selector, &p, 0))
                     }

@@ -338,18 +338,20 @@ async fn agent_runs_a_passing_flow_with_every_action_step() {
         assert_eq!(s["status"], "passed", "{s:#}");
         assert!(s["duration_ms"].as_i64().unwrap() >= 0);
     }
-    // The click on #go logged a console error and fetched a 404: both summarised on that step.
-    let go = &steps[15];
+    // The click on #go logged a console error and fetched a 404: both are summarised (on that
+    // step, or on a following wait when the browser reports them late under load).
+    let after_go: Vec<&Value> = steps[15..20].iter().collect();
     assert!(
-        go["console"]["error_count"].as_u64().unwrap() >= 1,
-        "{go:#}"
+        after_go
+            .iter()
+            .any(|s| s["console"]["error_count"].as_u64().unwrap() >= 1),
+        "no console error summarised: {after_go:#?}"
     );
-    let wait_idle_or_go: Vec<&Value> = steps[15..20].iter().collect();
     assert!(
-        wait_idle_or_go.iter().any(|s| s["network"]["failed"]
+        after_go.iter().any(|s| s["network"]["failed"]
             .as_array()
             .is_some_and(|a| a.iter().any(|f| f["status"] == 404))),
-        "no 404 summarised: {wait_idle_or_go:#?}"
+        "no 404 summarised: {after_go:#?}"
     );
     // The logged password never reaches the server in clear.
     let all = d.to_string();
