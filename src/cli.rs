@@ -79,7 +79,7 @@ pub struct AgentRunArgs {
     #[arg(long, value_name = "PEM")]
     pub ca_file: Option<PathBuf>,
     /// Handle at most one run, then exit.
-    #[arg(long, conflicts_with = "flow")]
+    #[arg(long, conflicts_with_all = ["flow", "poll_interval"])]
     pub once: bool,
     /// Wait between claims when nothing is queued (e.g. 5s, 500ms, 1m).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_interval)]
