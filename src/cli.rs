@@ -1,5 +1,6 @@
-//! Command line (clap): `serve`, `init`, `tenant`, `jobs`, `users unlock`, `keys`, `--version`.
-//! `--config FILE` and `--data-dir DIR` work on every subcommand.
+//! Command line (clap): `serve`, `init`, `tenant`, `jobs`, `users unlock`, `keys`, `agent run`,
+//! `--version`. `--config FILE` and `--data-dir DIR` work on every subcommand (the agent uses
+//! neither).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,12 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysCommand,
     },
+    /// The built-in agent: run flows in headless Chromium and report to an appliance.
+    Agent {
+        /// Action.
+        #[command(subcommand)]
+        action: AgentCommand,
+    },
 }
 
 /// `keys` subcommands.
@@ -92,6 +99,49 @@ pub enum KeysCommand {
         #[arg(long, value_name = "F")]
         new_key_file: PathBuf,
     },
+}
+
+/// `agent` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum AgentCommand {
+    /// Claim queued runs of the token's application, execute them and report. The agent token
+    /// is read from the FLOWGUARD_AGENT_TOKEN environment variable only.
+    Run(AgentRunArgs),
+}
+
+/// `agent run` flags.
+#[derive(Args, Debug)]
+pub struct AgentRunArgs {
+    /// Appliance URL, e.g. https://flowguard.internal:8443 (http:// only for loopback).
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+    /// PEM file with the CA (or self-signed certificate) to trust for the server; when given it
+    /// is the only trust anchor.
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// Handle at most one run, then exit.
+    #[arg(long, conflicts_with_all = ["flow", "poll_interval"])]
+    pub once: bool,
+    /// Wait between claims when nothing is queued (e.g. 5s, 500ms, 1m).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_interval)]
+    pub poll_interval: std::time::Duration,
+    /// Chromium executable (default: chromium, chromium-browser, google-chrome on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub chromium: Option<PathBuf>,
+    /// Queue a run of this flow first (needs --wait).
+    #[arg(long, value_name = "ID", requires = "wait")]
+    pub flow: Option<String>,
+    /// With --flow: execute that run, print its verdict and exit non-zero unless it passed.
+    #[arg(long, requires = "flow")]
+    pub wait: bool,
+}
+
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 5s, 500ms, 1m)"))?;
+    if d < std::time::Duration::from_millis(100) || d > std::time::Duration::from_secs(3600) {
+        return Err("must be between 100ms and 1h".into());
+    }
+    Ok(d)
 }
 
 /// `serve` flags.
@@ -190,6 +240,13 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // The agent is a client: it reads no data dir or server settings.
+    if let Command::Agent {
+        action: AgentCommand::Run(a),
+    } = cli.command
+    {
+        return agent_run(a);
+    }
     let listen = match &cli.command {
         Command::Serve(a) => a.listen.clone(),
         _ => None,
@@ -226,6 +283,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant {
             action: TenantCommand::List { json },
         } => tenant_list(settings, json),
+        Command::Agent {
+            action: AgentCommand::Run(a),
+        } => agent_run(a),
         Command::Jobs {
             action: JobsCommand::List,
         } => {
@@ -251,6 +311,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{name}: {n} handled");
             Ok(())
         }
+    }
+}
+
+fn agent_run(a: AgentRunArgs) -> anyhow::Result<()> {
+    let passed = crate::agent::run(crate::agent::Options {
+        server: a.server,
+        ca_file: a.ca_file,
+        once: a.once,
+        poll_interval: a.poll_interval,
+        chromium: a.chromium,
+        flow: a.flow,
+    })?;
+    if passed {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("the run did not pass"))
     }
 }
 

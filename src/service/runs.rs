@@ -284,8 +284,13 @@ pub fn required_masks(s: &Step, secret_names: &[String]) -> Vec<String> {
     }
 }
 
-/// Claim the oldest queued run of the agent's application (None when nothing is queued).
-pub async fn claim(state: &Arc<AppState>, p: &Principal) -> ApiResult<Option<Claim>> {
+/// Claim the oldest queued run of the agent's application, or — with `only` — exactly that
+/// queued run of the application (None when nothing matching is queued).
+pub async fn claim(
+    state: &Arc<AppState>,
+    p: &Principal,
+    only: Option<String>,
+) -> ApiResult<Option<Claim>> {
     let (t, app, token_id) = agent_scope(p)?;
     let now = unix_now();
     let st = state.clone();
@@ -293,7 +298,11 @@ pub async fn claim(state: &Arc<AppState>, p: &Principal) -> ApiResult<Option<Cla
         let db = st.tenants.get_blocking(&t)?;
         let (run, base_url, steps) = {
             let mut c = db.lock();
-            let Some(run) = flows::claim_run(&mut c, &app, &token_id, now)? else {
+            let claimed = match &only {
+                Some(id) => flows::claim_run_id(&mut c, &app, id, &token_id, now)?,
+                None => flows::claim_run(&mut c, &app, &token_id, now)?,
+            };
+            let Some(run) = claimed else {
                 return Ok(None);
             };
             let base = crate::store::tenant::application(&c, &app)?
@@ -339,6 +348,46 @@ pub async fn claim(state: &Arc<AppState>, p: &Principal) -> ApiResult<Option<Cla
     })
     .await
     .map_err(ApiError::internal)?
+}
+
+/// Queue a run of `flow` for the agent's own application (the `agent run --flow … --wait`
+/// path used by CI pipelines after a deploy). Recorded with trigger `manual` and
+/// `triggered_by = agent-token:<name>`; audited as `run.trigger` with `via: agent`. A flow of
+/// another application (or tenant) → 404.
+pub async fn trigger_as_agent(
+    state: &Arc<AppState>,
+    p: &Principal,
+    flow: &str,
+    client: &ClientInfo,
+) -> ApiResult<RunRow> {
+    let (t, app, _) = agent_scope(p)?;
+    let id = new_object_id();
+    let ev = NewAuditEvent::new(&p.actor(client), "run.trigger", Some(format!("run:{id}")))
+        .details(serde_json::json!({"flow_id": flow, "trigger": "manual", "via": "agent"}));
+    let (f, by) = (flow.to_string(), p.actor_name());
+    Ok(state
+        .tenants
+        .run(&t, move |c| {
+            match flows::flow(c, &f, None)? {
+                Some(row) if row.application_id == app => {}
+                _ => return Err(StoreError::NotFound),
+            }
+            flows::queue_run(c, &id, &f, "manual", &by, Some(&ev))
+        })
+        .await?)
+}
+
+/// A run of the agent's application (any agent's), for following a run to its verdict.
+pub async fn get_as_agent(state: &Arc<AppState>, p: &Principal, run: &str) -> ApiResult<RunRow> {
+    let (t, app, _) = agent_scope(p)?;
+    let run = run.to_string();
+    state
+        .tenants
+        .run(&t, move |c| {
+            Ok(flows::run(c, &run)?.filter(|r| r.application_id == app))
+        })
+        .await?
+        .ok_or_else(ApiError::not_found)
 }
 
 /// One step result from an agent.

@@ -389,6 +389,35 @@ pub fn claim_run(
     Ok(row)
 }
 
+/// Atomically claim the queued run `run_id` of `app` for `token` (the agent's
+/// `run --flow … --wait` path). `None` when that run is not queued any more (another agent
+/// claimed it, it was cancelled) or belongs to another application.
+pub fn claim_run_id(
+    c: &mut Connection,
+    app: &str,
+    run_id: &str,
+    token: &str,
+    now: i64,
+) -> StoreResult<Option<RunRow>> {
+    let tx = write_tx(c)?;
+    let claimed = tx.execute(
+        "UPDATE runs SET status = 'running', agent_token_id = ?3, started_at = ?4, last_heartbeat = ?5
+         WHERE id = ?1 AND application_id = ?2 AND status = 'queued'",
+        params![run_id, app, token, now_rfc3339(), now],
+    )?;
+    let row = if claimed == 1 {
+        Some(tx.query_row(
+            &format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"),
+            [run_id],
+            run_from_row,
+        )?)
+    } else {
+        None
+    };
+    tx.commit()?;
+    Ok(row)
+}
+
 /// Move a run `from` one of the allowed states to `to`; `Conflict("transition")` otherwise.
 pub fn transition(
     c: &mut Connection,

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod agent;
 mod audit;
 mod bootstrap;
 mod errors;

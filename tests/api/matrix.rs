@@ -388,6 +388,17 @@ const TABLE: &[(&str, &str, [&str; 8])] = &[
         "/api/v1/keys/rotate",
         ["401", "ok", "403", "403", "403", "403", "403", "403"],
     ),
+    // Issue 13: the built-in agent's `run --flow ID --wait` path.
+    (
+        "POST",
+        "/api/v1/agent/flows/{flow}/runs",
+        ["401", "403", "403", "403", "403", "ok", "403", "403"],
+    ),
+    (
+        "GET",
+        "/api/v1/agent/runs/{run}",
+        ["401", "403", "403", "403", "403", "ok", "403", "403"],
+    ),
 ];
 
 /// Routes served outside the generated document (none today; the dashboard is not an API).

@@ -82,7 +82,9 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(sso::dry_run)
                 .service(sso::test_connection)
                 .service(keys::status)
-                .service(keys::rotate),
+                .service(keys::rotate)
+                .service(runs::agent_trigger)
+                .service(runs::agent_get),
         )
         .service(
             scope::scope("/scim/v2")

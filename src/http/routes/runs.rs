@@ -120,17 +120,56 @@ pub async fn screenshot_url(
         .json(screenshots::signed_url_for(&state.into_inner(), &g.principal, &run, n).await?))
 }
 
-/// Claim the next queued run of the agent's application (204 when none is queued).
-#[utoipa::path(tag = "agent", responses((status = 200, body = Claim), (status = 204)), security(("bearer" = [])))]
+/// Claim filter.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimQuery {
+    /// Claim only this queued run (as queued by `POST /agent/flows/{flow}/runs`).
+    pub run: Option<String>,
+}
+
+/// Claim the next queued run of the agent's application, or only `?run=` (204 when none is
+/// queued).
+#[utoipa::path(tag = "agent", params(ClaimQuery), responses((status = 200, body = Claim), (status = 204)), security(("bearer" = [])))]
 #[post("/agent/runs/claim")]
 pub async fn claim(
     state: web::Data<AppState>,
-    g: Require<perm::AgentRun>,
+    g: Guarded<perm::AgentRun, web::Query<ClaimQuery>>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(match svc::claim(&state.into_inner(), &g.principal).await? {
-        Some(c) => HttpResponse::Ok().json(c),
-        None => HttpResponse::NoContent().finish(),
-    })
+    let only = g.inner.into_inner().run;
+    Ok(
+        match svc::claim(&state.into_inner(), &g.principal, only).await? {
+            Some(c) => HttpResponse::Ok().json(c),
+            None => HttpResponse::NoContent().finish(),
+        },
+    )
+}
+
+/// Queue a run of a flow of the agent's own application (`flowguard agent run --flow ID
+/// --wait`); another application's flow → 404.
+#[utoipa::path(tag = "agent", params(("flow" = String, Path)), responses((status = 201, body = RunRow), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
+#[post("/agent/flows/{flow}/runs")]
+pub async fn agent_trigger(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    g: Require<perm::AgentRun>,
+    flow: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let r = svc::trigger_as_agent(&state.into_inner(), &g.principal, &flow, &client).await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/agent/runs/{}", r.id)))
+        .json(r))
+}
+
+/// A run of the agent's application (status, reason, error), to follow it to its verdict.
+#[utoipa::path(tag = "agent", params(("run" = String, Path)), responses((status = 200, body = RunRow), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
+#[get("/agent/runs/{run}")]
+pub async fn agent_get(
+    state: web::Data<AppState>,
+    g: Require<perm::AgentRun>,
+    run: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(svc::get_as_agent(&state.into_inner(), &g.principal, &run).await?))
 }
 
 /// Report one step result (secret values are scrubbed before storage).

@@ -1,0 +1,433 @@
+//! `flowguard agent run`: the built-in agent. It claims runs of its token's application from the
+//! appliance's agent API, executes their steps in a fresh headless Chromium, heartbeats, reports
+//! every step (duration, console errors, failed requests, a screenshot on failure) and completes
+//! the run. `--once` handles at most one run; `--flow ID --wait` queues a run of that flow first
+//! and exits non-zero unless it passes (for CI pipelines after a deploy).
+//!
+//! Secrets: the token comes only from `FLOWGUARD_AGENT_TOKEN`. The agent learns which values are
+//! secret only through the claim's `mask_required`: every `fill` step listed there is treated as
+//! secret — its value is redacted (`[REDACTED]`) from everything the agent prints or sends, and
+//! its selector is masked in every later screenshot of the run.
+
+pub mod browser;
+pub mod client;
+pub mod steps;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use zeroize::Zeroizing;
+
+use crate::domain::flow::Step;
+use client::{ApiClient, Claim, RunInfo, Sent, StepReport};
+
+/// Environment variable holding the agent token (`fga_<tenant>_…`).
+pub const TOKEN_ENV: &str = "FLOWGUARD_AGENT_TOKEN";
+/// Heartbeat period while a run executes (the server's default timeout is 300 s).
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(20);
+/// Pause after an action step so the events it caused are summarised on it.
+pub const EVENT_SETTLE: Duration = Duration::from_millis(50);
+/// Replacement for secret values in text.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Options of `flowguard agent run`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Appliance URL (`https://host:port`).
+    pub server: String,
+    /// PEM bundle trusted for the server (only it, when given).
+    pub ca_file: Option<PathBuf>,
+    /// Handle at most one run, then exit.
+    pub once: bool,
+    /// Sleep between claims when nothing is queued.
+    pub poll_interval: Duration,
+    /// Chromium executable (else found on PATH).
+    pub chromium: Option<PathBuf>,
+    /// Queue a run of this flow first and wait for its verdict.
+    pub flow: Option<String>,
+}
+
+/// Replaces every known secret value with [`REDACTED`].
+#[derive(Default)]
+pub struct Redactor {
+    secrets: Vec<Zeroizing<String>>,
+}
+
+impl Redactor {
+    /// Secrets = values of the `fill` steps the server demands masks for (non-empty ones).
+    pub fn from_claim(steps: &[Step], mask_required: &[Vec<String>]) -> Self {
+        let mut secrets: Vec<Zeroizing<String>> = steps
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask_required.get(*i).is_some_and(|m| !m.is_empty()))
+            .filter_map(|(_, s)| match s {
+                Step::Fill { value, .. } if !value.is_empty() => {
+                    Some(Zeroizing::new(value.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        // Longest first, so a secret containing another is replaced whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup_by(|a, b| a.as_str() == b.as_str());
+        Self { secrets }
+    }
+
+    /// `text` with every secret replaced.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in &self.secrets {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), REDACTED);
+            }
+        }
+        out
+    }
+
+    /// A JSON value with every secret replaced in its text.
+    pub fn scrub_json(&self, v: serde_json::Value) -> serde_json::Value {
+        if self.secrets.is_empty() {
+            return v;
+        }
+        let text = self.scrub(&v.to_string());
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+    }
+}
+
+/// How a run ended on the agent's side.
+enum Ended {
+    /// Every step ran; `Some(err)` when one failed.
+    Finished(Option<String>),
+    /// The server stopped taking reports (cancelled or timed out): `why`.
+    Stopped(String),
+}
+
+fn say(line: &str) {
+    eprintln!("flowguard agent: {line}");
+}
+
+/// `flowguard agent run`: `Ok(true)` when the agent did its job (and, with `--wait`, the run
+/// passed); `Ok(false)` when a `--wait`ed run did not pass; `Err` when the agent could not work.
+pub fn run(opts: Options) -> anyhow::Result<bool> {
+    let token = std::env::var(TOKEN_ENV)
+        .ok()
+        .map(|t| Zeroizing::new(t.trim().to_string()))
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("set the agent token in the {TOKEN_ENV} environment variable (it is never accepted as an argument)"))?;
+    if !token.starts_with("fga_") {
+        anyhow::bail!("{TOKEN_ENV} does not hold an agent token (fga_…)");
+    }
+    let api = Arc::new(ApiClient::new(
+        &opts.server,
+        opts.ca_file.as_deref(),
+        token,
+    )?);
+    let chromium = browser::find_chromium(opts.chromium.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        match &opts.flow {
+            Some(flow) => wait_for_flow(&api, &chromium, flow, opts.poll_interval).await,
+            None => serve(&api, &chromium, &opts).await,
+        }
+    })
+}
+
+async fn serve(api: &Arc<ApiClient>, chromium: &Path, opts: &Options) -> anyhow::Result<bool> {
+    loop {
+        let claimed = if opts.once {
+            api.claim(None).await?
+        } else {
+            match api.claim(None).await {
+                Ok(c) => c,
+                Err(e) => {
+                    say(&format!("{e:#}; retrying in {:?}", opts.poll_interval));
+                    None
+                }
+            }
+        };
+        match claimed {
+            Some(c) => {
+                let run_id = c.run_id.clone();
+                let res = tokio::select! {
+                    r = execute(api, chromium, c) => r,
+                    _ = tokio::signal::ctrl_c() => {
+                        let _ = api.complete(&run_id, false, Some("the agent was interrupted")).await;
+                        anyhow::bail!("interrupted; run {run_id} was reported as failed");
+                    }
+                };
+                match res {
+                    Ok(info) => say(&verdict_line(&info)),
+                    Err(e) if opts.once => return Err(e),
+                    Err(e) => say(&format!("run {run_id}: {e:#}")),
+                }
+                if opts.once {
+                    return Ok(true);
+                }
+            }
+            None if opts.once => {
+                say("no queued run");
+                return Ok(true);
+            }
+            None => {
+                tokio::select! {
+                    _ = tokio::time::sleep(opts.poll_interval) => {}
+                    _ = tokio::signal::ctrl_c() => return Ok(true),
+                }
+            }
+        }
+    }
+}
+
+fn verdict_line(info: &RunInfo) -> String {
+    let mut s = format!("run {}: {}", info.id, info.status);
+    if let Some(r) = &info.reason {
+        s.push_str(&format!(" ({r})"));
+    }
+    if let Some(e) = &info.error {
+        s.push_str(&format!(": {e}"));
+    }
+    s
+}
+
+/// `--flow ID --wait`: queue, claim exactly that run and execute it (or, if another agent took
+/// it first, follow it), print the verdict on stdout, exit 0 only for `passed`.
+async fn wait_for_flow(
+    api: &Arc<ApiClient>,
+    chromium: &Path,
+    flow: &str,
+    poll: Duration,
+) -> anyhow::Result<bool> {
+    let queued = api.trigger(flow).await?;
+    say(&format!("queued run {} of flow {flow}", queued.id));
+    let info = match api.claim(Some(&queued.id)).await? {
+        Some(c) => execute(api, chromium, c).await?,
+        None => loop {
+            let r = api.run(&queued.id).await?;
+            if ["passed", "failed", "cancelled"].contains(&r.status.as_str()) {
+                break r;
+            }
+            tokio::time::sleep(poll).await;
+        },
+    };
+    println!("{}", verdict_line(&info));
+    Ok(info.status == "passed")
+}
+
+/// Execute a claimed run end to end; returns the run as the server recorded it.
+async fn execute(api: &Arc<ApiClient>, chromium: &Path, claim: Claim) -> anyhow::Result<RunInfo> {
+    let run_id = claim.run_id.clone();
+    say(&format!(
+        "run {run_id}: flow {} v{}, {} step(s)",
+        claim.flow_id,
+        claim.flow_version,
+        claim.steps.len()
+    ));
+    let parsed: Result<Vec<Step>, String> = claim
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            serde_json::from_value::<Step>(v.clone())
+                .map_err(|_| format!("step {i} has a type or option this agent does not know"))
+        })
+        .collect();
+    let steps = match parsed {
+        Ok(s) => s,
+        Err(e) => return finish(api, &run_id, Some(e)).await,
+    };
+    let redact = Redactor::from_claim(&steps, &claim.mask_required);
+
+    let stopped = Arc::new(AtomicBool::new(false));
+    let hb = {
+        let (api, run, stopped) = (api.clone(), run_id.clone(), stopped.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT_EVERY).await;
+                if let Ok(Sent::Stopped(_)) = api.heartbeat(&run).await {
+                    stopped.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
+        })
+    };
+    let ended = match browser::Session::launch(chromium).await {
+        Ok(sess) => {
+            let r = run_steps(api, &sess, &claim, &steps, &redact, &stopped).await;
+            sess.close().await;
+            r
+        }
+        Err(e) => Ok(Ended::Finished(Some(redact.scrub(&format!("{e:#}"))))),
+    };
+    hb.abort();
+    match ended? {
+        Ended::Finished(err) => finish(api, &run_id, err).await,
+        Ended::Stopped(why) => {
+            say(&format!("run {run_id}: stopped by the server ({why})"));
+            api.run(&run_id).await
+        }
+    }
+}
+
+async fn finish(api: &ApiClient, run: &str, err: Option<String>) -> anyhow::Result<RunInfo> {
+    match api.complete(run, err.is_none(), err.as_deref()).await? {
+        Ok(info) => Ok(info),
+        Err(why) => {
+            say(&format!("run {run}: not completed ({why})"));
+            api.run(run).await
+        }
+    }
+}
+
+async fn run_steps(
+    api: &ApiClient,
+    sess: &browser::Session,
+    claim: &Claim,
+    steps: &[Step],
+    redact: &Redactor,
+    stopped: &AtomicBool,
+) -> anyhow::Result<Ended> {
+    let run_id = claim.run_id.as_str();
+    // Selectors of secret fills already typed: masked in every later screenshot.
+    let mut secret_fields: Vec<String> = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        if stopped.load(Ordering::SeqCst) {
+            return Ok(Ended::Stopped("the run is no longer running".into()));
+        }
+        let required = claim.mask_required.get(i).cloned().unwrap_or_default();
+        if let Step::Fill { selector, .. } = step {
+            if !required.is_empty() && !secret_fields.contains(selector) {
+                secret_fields.push(selector.clone());
+            }
+        }
+        let mut masks: Vec<String> = required;
+        if let Step::Screenshot { mask, .. } = step {
+            masks.extend(mask.iter().cloned());
+        }
+        masks.extend(secret_fields.iter().cloned());
+        let mut seen = std::collections::HashSet::new();
+        masks.retain(|m| seen.insert(m.clone()));
+
+        sess.begin_step();
+        let started = Instant::now();
+        let ctx = steps::StepCtx {
+            base_url: &claim.base_url,
+            masks: &masks,
+        };
+        let budget = steps::step_budget(step);
+        let outcome = match tokio::time::timeout(budget, steps::run(sess, step, &ctx)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "step did not finish within {} ms",
+                budget.as_millis()
+            )),
+        };
+        let duration_ms = started.elapsed().as_millis() as u64;
+        if matches!(
+            step,
+            Step::Navigate { .. } | Step::Click { .. } | Step::Fill { .. } | Step::Select { .. }
+        ) {
+            // Let console/network events caused by the action arrive before summarising.
+            tokio::time::sleep(EVENT_SETTLE).await;
+        }
+        let mut error = outcome.as_ref().err().map(|e| redact.scrub(e));
+        // Screenshot of the step, or one on failure.
+        let shot = match outcome {
+            Ok(Some(shot)) => Some(shot),
+            Ok(None) => None,
+            Err(_) => steps::screenshot(sess, &masks, false, None).await.ok(),
+        };
+        if let Some(shot) = shot {
+            match api.upload(run_id, i, shot.png, &shot.masks).await {
+                Ok(Sent::Ok) => {}
+                Ok(Sent::Stopped(why)) => return Ok(Ended::Stopped(why)),
+                Err(e) if error.is_none() => {
+                    error = Some(redact.scrub(&format!("screenshot not stored: {e:#}")))
+                }
+                Err(_) => {}
+            }
+        }
+        let ev = sess.take_step();
+        let status = if error.is_some() { "failed" } else { "passed" };
+        let rep = StepReport {
+            index: i,
+            status,
+            duration_ms: Some(duration_ms),
+            error: error.clone(),
+            console: Some(redact.scrub_json(ev.console)),
+            network: Some(redact.scrub_json(ev.network)),
+        };
+        match error.as_deref() {
+            None => say(&format!(
+                "run {run_id}: step {i} {} passed ({duration_ms} ms)",
+                step.kind()
+            )),
+            Some(e) => say(&format!(
+                "run {run_id}: step {i} {} failed ({duration_ms} ms): {e}",
+                step.kind()
+            )),
+        }
+        if let Sent::Stopped(why) = api.report(run_id, &rep).await? {
+            return Ok(Ended::Stopped(why));
+        }
+        if let Some(e) = error {
+            for j in i + 1..steps.len() {
+                let skip = StepReport {
+                    index: j,
+                    status: "skipped",
+                    duration_ms: None,
+                    error: None,
+                    console: None,
+                    network: None,
+                };
+                if let Sent::Stopped(why) = api.report(run_id, &skip).await? {
+                    return Ok(Ended::Stopped(why));
+                }
+            }
+            return Ok(Ended::Finished(Some(format!(
+                "step {i} ({}) failed: {e}",
+                step.kind()
+            ))));
+        }
+    }
+    Ok(Ended::Finished(None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_come_from_masked_fill_steps_only() {
+        let steps = vec![
+            Step::Fill {
+                selector: "#user".into(),
+                value: "alice".into(),
+                clear_first: true,
+            },
+            Step::Fill {
+                selector: "#pw".into(),
+                value: "hunter2-long".into(),
+                clear_first: true,
+            },
+            Step::Screenshot {
+                mask: vec![".card".into()],
+                full_page: false,
+            },
+        ];
+        let masks = vec![vec![], vec!["#pw".into()], vec![".card".into()]];
+        let r = Redactor::from_claim(&steps, &masks);
+        assert_eq!(
+            r.scrub("alice typed hunter2-long twice: hunter2-long"),
+            "alice typed [REDACTED] twice: [REDACTED]"
+        );
+        let v = r.scrub_json(serde_json::json!({"errors": [{"text": "pw=hunter2-long"}]}));
+        assert_eq!(v["errors"][0]["text"], "pw=[REDACTED]");
+    }
+}
