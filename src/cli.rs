@@ -1,5 +1,5 @@
-//! Command line (clap): `serve`, `init`, `users unlock`, `--version`. `--config FILE` and
-//! `--data-dir DIR` work on every subcommand.
+//! Command line (clap): `serve`, `init`, `tenant`, `users unlock`, `license issue|install`,
+//! `--version`. `--config FILE` and `--data-dir DIR` work on every subcommand.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +46,67 @@ pub enum Command {
         #[command(subcommand)]
         action: UsersCommand,
     },
+    /// Licenses: sign one (vendor side) or install one offline.
+    License {
+        /// Action.
+        #[command(subcommand)]
+        action: LicenseCommand,
+    },
+}
+
+/// `license` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum LicenseCommand {
+    /// Sign a license and print the token (vendor side). With `--data-dir`, the issue is also
+    /// recorded in that deployment's catalog audit (`license.issue`).
+    Issue(IssueArgs),
+    /// Verify a license token file and install it as this deployment's license file (offline;
+    /// a running server picks it up on SIGHUP or `POST /api/v1/platform/license/reload`).
+    Install {
+        /// File holding the token.
+        file: PathBuf,
+    },
+}
+
+/// `license issue` flags.
+#[derive(Args, Debug)]
+pub struct IssueArgs {
+    /// Ed25519 private key (PKCS#8 PEM) to sign with.
+    #[arg(long, value_name = "PEM", required_unless_present = "dev", conflicts_with = "dev")]
+    pub signing_key: Option<PathBuf>,
+    /// Sign with the published development key (only in builds with `dev-license-key`).
+    #[arg(long)]
+    pub dev: bool,
+    /// License id (default: a random UUID).
+    #[arg(long)]
+    pub license_id: Option<String>,
+    /// Licensee (customer name).
+    #[arg(long, default_value = "FlowGuard customer")]
+    pub licensee: String,
+    /// Plan: free, pro, business or enterprise.
+    #[arg(long)]
+    pub plan: String,
+    /// Features, comma-separated (known: audit.export, regions).
+    #[arg(long, value_delimiter = ',')]
+    pub features: Vec<String>,
+    /// Most applications per tenant (default: unlimited).
+    #[arg(long)]
+    pub max_applications: Option<u32>,
+    /// Most active users per tenant (default: unlimited).
+    #[arg(long)]
+    pub max_users: Option<u32>,
+    /// Retention days for Enterprise tenants (default: the plan's, 365 for Enterprise).
+    #[arg(long)]
+    pub retention_days: Option<u32>,
+    /// Regions tenants may be created in, comma-separated (default: any).
+    #[arg(long, value_delimiter = ',')]
+    pub regions: Vec<String>,
+    /// Start of validity, RFC 3339 (default: now).
+    #[arg(long, value_name = "RFC3339")]
+    pub not_before: Option<String>,
+    /// Expiry, RFC 3339.
+    #[arg(long, value_name = "RFC3339")]
+    pub expires: String,
 }
 
 /// `serve` flags.
@@ -167,7 +228,130 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant {
             action: TenantCommand::List { json },
         } => tenant_list(settings, json),
+        Command::License {
+            action: LicenseCommand::Issue(a),
+        } => license_issue(settings, cli.data_dir.is_some(), a),
+        Command::License {
+            action: LicenseCommand::Install { file },
+        } => license_install(settings, &file),
     }
+}
+
+fn host_actor() -> Actor {
+    Actor {
+        email: Some("host-cli".into()),
+        role: Some("operator".into()),
+        client_ip: None,
+        user_agent: None,
+    }
+}
+
+fn parse_time(flag: &str, v: &str) -> anyhow::Result<i64> {
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|t| t.timestamp())
+        .map_err(|_| anyhow::anyhow!("{flag}: `{v}` is not an RFC 3339 timestamp"))
+}
+
+fn license_issue(settings: Settings, record: bool, a: IssueArgs) -> anyhow::Result<()> {
+    use crate::crypto::license::{self, LicenseClaims};
+    use crate::domain::Plan;
+    let plan = Plan::parse(&a.plan).map_err(|e| anyhow::anyhow!("--plan: {e}"))?;
+    let features: Vec<String> = a
+        .features
+        .iter()
+        .map(|f| f.trim().to_string())
+        .filter(|f| !f.is_empty())
+        .collect();
+    license::check_known_features(&features).map_err(|e| anyhow::anyhow!("--features: {e}"))?;
+    let regions: Vec<String> = a
+        .regions
+        .iter()
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .collect();
+    let now = chrono::Utc::now().timestamp();
+    let claims = LicenseClaims {
+        jti: a
+            .license_id
+            .unwrap_or_else(crate::domain::new_object_id),
+        iss: license::ISSUER.into(),
+        sub: a.licensee,
+        iat: now,
+        nbf: match &a.not_before {
+            Some(v) => parse_time("--not-before", v)?,
+            None => now,
+        },
+        exp: parse_time("--expires", &a.expires)?,
+        plan,
+        features,
+        max_applications: a.max_applications,
+        max_users: a.max_users,
+        retention_days: a
+            .retention_days
+            .unwrap_or_else(|| plan.default_retention_days().unwrap_or(365)),
+        regions,
+    };
+    let token = if a.dev {
+        issue_with_dev_key(&claims)?
+    } else {
+        let path = a
+            .signing_key
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("--signing-key or --dev is required"))?;
+        let pem = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| {
+            anyhow::anyhow!("--signing-key: cannot read {}: {}", path.display(), e.kind())
+        })?);
+        license::issue(&claims, &pem, "vendor")?
+    };
+    if record {
+        let opened = startup::open_data_dir(&settings, false)?;
+        let ev = NewAuditEvent::new(
+            &host_actor(),
+            "license.issue",
+            Some(format!("license:{}", claims.jti)),
+        )
+        .details(serde_json::json!({
+            "license_id": claims.jti,
+            "licensee": claims.sub,
+            "plan": claims.plan,
+            "features": claims.features,
+            "expires_at": license::rfc3339(claims.exp),
+            "signed_by": if a.dev { "dev" } else { "vendor" },
+        }));
+        let mut c = opened.catalog.db().lock();
+        crate::store::catalog::append_audit(&mut c, &ev)?;
+    }
+    println!("{token}");
+    Ok(())
+}
+
+#[cfg(feature = "dev-license-key")]
+fn issue_with_dev_key(c: &crate::crypto::license::LicenseClaims) -> anyhow::Result<String> {
+    Ok(crate::crypto::license::issue_dev(c)?)
+}
+
+#[cfg(not(feature = "dev-license-key"))]
+fn issue_with_dev_key(_: &crate::crypto::license::LicenseClaims) -> anyhow::Result<String> {
+    anyhow::bail!(
+        "--dev: this build does not include the development license key (build with the `dev-license-key` feature)"
+    )
+}
+
+fn license_install(settings: Settings, file: &std::path::Path) -> anyhow::Result<()> {
+    let token = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {}", file.display(), e.kind()))?;
+    let opened = startup::open_data_dir(&settings, false)?;
+    let path = settings.license_path();
+    let s = crate::service::license::install_offline(&opened.catalog, &path, &token, &host_actor())?;
+    println!(
+        "installed license {} ({}, plan {}, expires {}) into {}",
+        s.claims.jti,
+        s.claims.sub,
+        s.claims.plan,
+        crate::crypto::license::rfc3339(s.claims.exp),
+        path.display()
+    );
+    Ok(())
 }
 
 fn init(settings: Settings, a: InitArgs) -> anyhow::Result<()> {

@@ -25,6 +25,9 @@ pub struct Problem {
     /// The request field at fault (JSON pointer-ish name such as `email`), when one is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// The license feature a `feature_not_licensed` problem is about (e.g. `audit.export`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feature: Option<String>,
 }
 
 /// An error answered to an API client.
@@ -41,6 +44,11 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Seconds for a `Retry-After` header (429/503).
     pub retry_after: Option<u64>,
+    /// License feature named by `feature_not_licensed`.
+    pub feature: Option<String>,
+    /// For 421 Misdirected Request: the public endpoint of the tenant's region, sent as
+    /// `X-FlowGuard-Region-Endpoint`.
+    pub region_endpoint: Option<String>,
 }
 
 impl ApiError {
@@ -52,6 +60,8 @@ impl ApiError {
             detail: detail.into(),
             field: None,
             retry_after: None,
+            feature: None,
+            region_endpoint: None,
         }
     }
     /// Attach the field at fault.
@@ -147,6 +157,7 @@ impl ApiError {
             detail: Some(self.detail.clone()),
             code: self.code.to_string(),
             field: self.field.clone(),
+            feature: self.feature.clone(),
         }
     }
 }
@@ -163,6 +174,12 @@ impl ResponseError for ApiError {
         ));
         if let Some(s) = self.retry_after {
             b.insert_header((header::RETRY_AFTER, s.to_string()));
+        }
+        if let Some(url) = &self.region_endpoint {
+            if let Ok(v) = HeaderValue::from_str(url) {
+                b.insert_header((crate::http::residency::ENDPOINT_HEADER, v));
+            }
+            b.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
         }
         b.json(self.problem())
     }

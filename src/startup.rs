@@ -101,6 +101,7 @@ pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
         tenants,
         passwords,
         metrics,
+        license: Default::default(),
     })
 }
 
@@ -231,7 +232,7 @@ fn write_listen_addr(data_dir: &Path, addr: std::net::SocketAddr) -> anyhow::Res
     Ok(())
 }
 
-/// Run the server until SIGTERM/SIGINT (graceful). SIGHUP is logged and does not stop it.
+/// Run the server until SIGTERM/SIGINT (graceful). SIGHUP reloads the license file.
 pub fn serve(settings: Settings) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(serve_async(settings))
 }
@@ -244,6 +245,8 @@ async fn serve_async(settings: Settings) -> anyhow::Result<()> {
         build_state(s2, opened)
     })
     .await??;
+    // The license gate (`license.required`) comes before anything is bootstrapped or served.
+    crate::service::license::load_at_start(&state)?;
     let state = web::Data::new(state);
     let st2 = state.clone();
     let created = tokio::task::spawn_blocking(move || bootstrap_if_empty(&st2)).await??;
@@ -288,13 +291,24 @@ async fn serve_async(settings: Settings) -> anyhow::Result<()> {
     write_listen_addr(&settings.data_dir, local)?;
     tracing::info!(addr = %local, region = %settings.region, tls = ?settings.tls.mode, "listening");
     let running = server.run();
-    actix_web::rt::spawn(async {
+    let st3 = state.clone().into_inner();
+    actix_web::rt::spawn(async move {
         if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         {
             while hup.recv().await.is_some() {
-                tracing::info!(
-                    "SIGHUP received: nothing to reload yet (licenses reload here once installed)"
-                );
+                let actor = crate::service::license::signal_actor();
+                match crate::service::license::reload(&st3, &actor).await {
+                    Ok(v) => tracing::info!(
+                        status = ?v.status,
+                        license_id = ?v.license.as_ref().map(|l| l.id.clone()),
+                        "SIGHUP: license reloaded"
+                    ),
+                    Err(e) => tracing::warn!(
+                        code = e.code,
+                        reason = %e.detail,
+                        "SIGHUP: license not reloaded; the current license stays"
+                    ),
+                }
             }
         }
     });

@@ -3,6 +3,7 @@
 //! their SHA-256 digests, and constant-time comparison.
 
 pub mod keyring;
+pub mod license;
 pub mod master;
 pub mod token;
 

@@ -1,8 +1,10 @@
 //! Validating domain types and entities (no actix, no rusqlite), after zero-to-production's
 //! `src/domain/`: a value of these types cannot hold an invalid value.
 
+pub mod plan;
 pub mod role;
 
+pub use plan::{Entitlements, Plan};
 pub use role::{Permission, Role};
 
 use std::fmt;

@@ -100,6 +100,9 @@ impl Role {
             P::AuditRead => matches!(self, Owner),
             P::AgentSelf => matches!(self, Agent),
             P::PlatformRead => matches!(self, PlatformAdmin),
+            P::PlatformWrite => matches!(self, PlatformAdmin),
+            P::LicenseRead => matches!(self, Owner),
+            P::NotificationRead => matches!(self, Owner | Admin | Tester | Viewer | PlatformAdmin),
         }
     }
 }
@@ -130,6 +133,13 @@ pub enum Permission {
     AgentSelf,
     /// Read catalog information (tenants) as PlatformAdmin.
     PlatformRead,
+    /// Change the catalog as PlatformAdmin: tenants (create, suspend, resume, plan) and the
+    /// license (install, reload, revoke).
+    PlatformWrite,
+    /// A tenant Owner reading the license and the tenant's entitlements.
+    LicenseRead,
+    /// Read one's notifications (license warnings are shown to Owners and PlatformAdmins only).
+    NotificationRead,
 }
 
 #[cfg(test)]
@@ -143,6 +153,7 @@ mod tests {
             Permission::MemberRead,
             Permission::AuditRead,
             Permission::AgentTokenManage,
+            Permission::LicenseRead,
         ] {
             assert!(!Role::PlatformAdmin.allows(p));
             assert!(!Role::Agent.allows(p));

@@ -114,6 +114,9 @@ pub mod perm {
         AuditRead,
         AgentSelf,
         PlatformRead,
+        PlatformWrite,
+        LicenseRead,
+        NotificationRead,
     );
 }
 

@@ -1,5 +1,7 @@
-//! Applications under test. Plan limits: Free allows 1 application (403 `plan_limit`); the
-//! count is checked inside the same `BEGIN IMMEDIATE` transaction as the insert.
+//! Applications under test. The tenant's license entitlements cap the number of applications
+//! (Free: 1; otherwise the license's `max_applications`) — 403 `plan_limit`; the count is checked
+//! inside the same `BEGIN IMMEDIATE` transaction as the insert, so parallel creates cannot
+//! overshoot.
 
 use std::sync::Arc;
 
@@ -7,7 +9,6 @@ use super::{AppState, ClientInfo, Principal};
 use crate::audit::NewAuditEvent;
 use crate::domain::{new_object_id, now_rfc3339, TenantId};
 use crate::error::{ApiError, ApiResult};
-use crate::store::catalog;
 use crate::store::tenant::{self, ApplicationRow};
 use crate::store::StoreError;
 
@@ -72,20 +73,12 @@ fn tenant_of(p: &Principal) -> ApiResult<TenantId> {
     p.tenant().cloned().ok_or_else(ApiError::forbidden)
 }
 
-/// Most applications a plan allows (`None` = unlimited). Licenses (a later issue) raise this.
-pub fn plan_max_applications(plan: &str) -> Option<u32> {
-    match plan {
-        "free" => Some(1),
-        _ => None,
-    }
-}
-
 fn map_conflict(e: StoreError) -> ApiError {
     match e {
         StoreError::Conflict(m) if m == "plan_limit" => ApiError::new(
             actix_web::http::StatusCode::FORBIDDEN,
             "plan_limit",
-            "the tenant's plan allows no more applications",
+            "the license in force allows no more applications for this tenant",
         ),
         StoreError::Conflict(_) => {
             ApiError::conflict("name_taken", "an application with this name exists").field("name")
@@ -122,13 +115,9 @@ pub async fn create(
     client: &ClientInfo,
 ) -> ApiResult<ApplicationRow> {
     let t = tenant_of(p)?;
-    let tid = t.as_str().to_string();
-    let plan = state
-        .catalog
-        .run(move |c| catalog::find_tenant(c, &tid))
+    let max = super::license::tenant_entitlements(state, &t)
         .await?
-        .map(|r| r.plan)
-        .ok_or_else(ApiError::not_found)?;
+        .max_applications;
     let now = now_rfc3339();
     let row = ApplicationRow {
         id: new_object_id(),
@@ -145,7 +134,6 @@ pub async fn create(
     )
     .details(serde_json::json!({"name": row.name, "base_url": row.base_url}));
     let r2 = row.clone();
-    let max = plan_max_applications(&plan);
     state
         .tenants
         .run(&t, move |c| tenant::insert_application(c, &r2, max, &ev))

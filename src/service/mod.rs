@@ -4,7 +4,9 @@
 pub mod applications;
 pub mod audit_log;
 pub mod auth;
+pub mod license;
 pub mod members;
+pub mod platform;
 pub mod principal;
 pub mod tenants;
 pub mod tokens;
@@ -32,6 +34,8 @@ pub struct AppState {
     pub passwords: Passwords,
     /// Prometheus metrics.
     pub metrics: crate::http::metrics::Metrics,
+    /// The installed license and the revocation list.
+    pub license: license::LicenseState,
 }
 
 /// Current unix time in seconds.

@@ -71,6 +71,19 @@ CREATE INDEX login_failures_account ON login_failures(account);
 ",
         ),
         M::up(AUDIT_TABLE),
+        // Issue 8: tenant suspension and the license revocation list.
+        M::up(
+            "
+ALTER TABLE tenants ADD COLUMN status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active','suspended'));
+ALTER TABLE tenants ADD COLUMN status_changed_at TEXT;
+CREATE TABLE license_revocations (
+    license_id TEXT PRIMARY KEY,
+    reason     TEXT,
+    revoked_at TEXT NOT NULL,
+    revoked_by TEXT NOT NULL
+);
+",
+        ),
     ])
 }
 

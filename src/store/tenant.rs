@@ -164,7 +164,27 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
 
 /// Insert a user; `ev` (if any) is audited in the same transaction. Duplicate email → Conflict.
 pub fn insert_user(c: &mut Connection, u: &UserRow, ev: Option<&NewAuditEvent>) -> StoreResult<()> {
+    insert_user_within(c, u, None, ev)
+}
+
+/// Insert a user if the tenant has fewer than `max_users` active users (None = unlimited),
+/// counted inside the same `BEGIN IMMEDIATE` transaction so concurrent inserts cannot overshoot.
+/// Over the limit → `Conflict("user_limit")`; duplicate email → `Conflict`.
+pub fn insert_user_within(
+    c: &mut Connection,
+    u: &UserRow,
+    max_users: Option<u32>,
+    ev: Option<&NewAuditEvent>,
+) -> StoreResult<()> {
     let tx = write_tx(c)?;
+    if let Some(max) = max_users {
+        let n: i64 = tx.query_row("SELECT count(*) FROM users WHERE active = 1", [], |r| {
+            r.get(0)
+        })?;
+        if u.active && n >= i64::from(max) {
+            return Err(StoreError::Conflict("user_limit".into()));
+        }
+    }
     tx.execute(
         "INSERT INTO users (id, email, display_name, role, password_hash, source, active, must_change_password, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",

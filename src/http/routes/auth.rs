@@ -81,6 +81,10 @@ pub async fn login(
 ) -> Result<HttpResponse, ApiError> {
     let state = state.into_inner();
     let b = body.into_inner();
+    // Residency first: a tenant id of another region → 421 before any lookup or counter.
+    if let Some(t) = &b.tenant {
+        crate::http::residency::check_tenant_ref(&state.settings, t)?;
+    }
     let out = auth::login(
         &state,
         auth::LoginInput {

@@ -5,6 +5,7 @@
 mod applications;
 mod audit;
 mod auth;
+mod license;
 mod members;
 pub(crate) mod ops;
 mod platform;
@@ -43,6 +44,18 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(tokens::revoke_scim)
                 .service(tokens::agent_whoami)
                 .service(audit::list)
-                .service(platform::tenants),
+                .service(platform::tenants)
+                .service(platform::create_tenant)
+                .service(platform::get_tenant)
+                .service(platform::suspend_tenant)
+                .service(platform::resume_tenant)
+                .service(platform::set_plan)
+                .service(platform::license)
+                .service(platform::install_license)
+                .service(platform::reload_license)
+                .service(platform::revocations)
+                .service(platform::revoke_license)
+                .service(license::tenant_license)
+                .service(license::notifications),
         );
 }
