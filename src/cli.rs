@@ -72,7 +72,12 @@ pub enum LicenseCommand {
 #[derive(Args, Debug)]
 pub struct IssueArgs {
     /// Ed25519 private key (PKCS#8 PEM) to sign with.
-    #[arg(long, value_name = "PEM", required_unless_present = "dev", conflicts_with = "dev")]
+    #[arg(
+        long,
+        value_name = "PEM",
+        required_unless_present = "dev",
+        conflicts_with = "dev"
+    )]
     pub signing_key: Option<PathBuf>,
     /// Sign with the published development key (only in builds with `dev-license-key`).
     #[arg(long)]
@@ -271,9 +276,7 @@ fn license_issue(settings: Settings, record: bool, a: IssueArgs) -> anyhow::Resu
         .collect();
     let now = chrono::Utc::now().timestamp();
     let claims = LicenseClaims {
-        jti: a
-            .license_id
-            .unwrap_or_else(crate::domain::new_object_id),
+        jti: a.license_id.unwrap_or_else(crate::domain::new_object_id),
         iss: license::ISSUER.into(),
         sub: a.licensee,
         iat: now,
@@ -299,7 +302,11 @@ fn license_issue(settings: Settings, record: bool, a: IssueArgs) -> anyhow::Resu
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("--signing-key or --dev is required"))?;
         let pem = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| {
-            anyhow::anyhow!("--signing-key: cannot read {}: {}", path.display(), e.kind())
+            anyhow::anyhow!(
+                "--signing-key: cannot read {}: {}",
+                path.display(),
+                e.kind()
+            )
         })?);
         license::issue(&claims, &pem, "vendor")?
     };
@@ -342,7 +349,8 @@ fn license_install(settings: Settings, file: &std::path::Path) -> anyhow::Result
         .map_err(|e| anyhow::anyhow!("cannot read {}: {}", file.display(), e.kind()))?;
     let opened = startup::open_data_dir(&settings, false)?;
     let path = settings.license_path();
-    let s = crate::service::license::install_offline(&opened.catalog, &path, &token, &host_actor())?;
+    let s =
+        crate::service::license::install_offline(&opened.catalog, &path, &token, &host_actor())?;
     println!(
         "installed license {} ({}, plan {}, expires {}) into {}",
         s.claims.jti,

@@ -248,7 +248,11 @@ pub fn verify_signature(token: &str) -> Result<SignedLicense, LicenseError> {
 }
 
 /// Sign `claims` with a PKCS#8 PEM Ed25519 private key; `kid` names the key (`vendor`, `dev`).
-pub fn issue(claims: &LicenseClaims, signing_key_pem: &[u8], kid: &str) -> Result<String, LicenseError> {
+pub fn issue(
+    claims: &LicenseClaims,
+    signing_key_pem: &[u8],
+    kid: &str,
+) -> Result<String, LicenseError> {
     claims.validate()?;
     let key = EncodingKey::from_ed_pem(signing_key_pem)
         .map_err(|_| LicenseError::Signing("signing key is not an Ed25519 PKCS#8 PEM".into()))?;
@@ -308,27 +312,42 @@ mod tests {
     #[test]
     fn foreign_key_is_refused() {
         let t = issue(&claims(), other_key().as_bytes(), "vendor").unwrap();
-        assert_eq!(verify_signature(&t).unwrap_err(), LicenseError::BadSignature);
+        assert_eq!(
+            verify_signature(&t).unwrap_err(),
+            LicenseError::BadSignature
+        );
     }
 
     #[test]
     fn time_window() {
         let c = claims();
         assert!(c.check_time(1_800_000_000).is_ok());
-        assert!(matches!(c.check_time(1_600_000_000), Err(LicenseError::NotYetValid { .. })));
-        assert!(matches!(c.check_time(1_900_000_000), Err(LicenseError::Expired { .. })));
+        assert!(matches!(
+            c.check_time(1_600_000_000),
+            Err(LicenseError::NotYetValid { .. })
+        ));
+        assert!(matches!(
+            c.check_time(1_900_000_000),
+            Err(LicenseError::Expired { .. })
+        ));
     }
 
     #[test]
     fn wrong_algorithm_and_garbage_refused() {
-        assert!(matches!(verify_signature("x.y.z"), Err(LicenseError::Malformed(_))));
+        assert!(matches!(
+            verify_signature("x.y.z"),
+            Err(LicenseError::Malformed(_))
+        ));
         let hs = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims(),
             &EncodingKey::from_secret(b"k"),
         )
         .unwrap();
-        assert!(matches!(verify_signature(&hs), Err(LicenseError::Malformed(_))));
+        assert!(matches!(
+            verify_signature(&hs),
+            Err(LicenseError::Malformed(_))
+        ));
     }
 
     #[cfg(feature = "dev-license-key")]

@@ -89,7 +89,10 @@ pub fn check_request(req: &HttpRequest, s: &Settings) -> Result<(), ApiError> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        if let Some(t) = v.strip_prefix("Bearer ").and_then(|b| token_tenant(b.trim())) {
+        if let Some(t) = v
+            .strip_prefix("Bearer ")
+            .and_then(|b| token_tenant(b.trim()))
+        {
             check_tenant(s, &t)?;
         }
     }

@@ -183,7 +183,10 @@ pub fn load_at_start(state: &AppState) -> anyhow::Result<()> {
     match license::verify_signature(&token) {
         Err(e) => {
             if required {
-                anyhow::bail!("license.required is set and the license in {} is refused: {e}", path.display());
+                anyhow::bail!(
+                    "license.required is set and the license in {} is refused: {e}",
+                    path.display()
+                );
             }
             tracing::error!(file = %path.display(), reason = %e, "license refused: running with Free limits");
         }
@@ -195,7 +198,10 @@ pub fn load_at_start(state: &AppState) -> anyhow::Result<()> {
             };
             if let Some(e) = &problem {
                 if required {
-                    anyhow::bail!("license.required is set and the license in {} is not valid: {e}", path.display());
+                    anyhow::bail!(
+                        "license.required is set and the license in {} is not valid: {e}",
+                        path.display()
+                    );
                 }
                 tracing::warn!(license_id = %s.claims.jti, reason = %e, "license not in force: running with Free limits");
             } else {
@@ -343,8 +349,12 @@ pub fn install_offline(
     let s = verify_for_install(token, unix_now(), |id| revoked.contains(id))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let tmp = write_temp(path, token)?;
-    let ev = NewAuditEvent::new(actor, "license.install", Some(format!("license:{}", s.claims.jti)))
-        .details(details(&s));
+    let ev = NewAuditEvent::new(
+        actor,
+        "license.install",
+        Some(format!("license:{}", s.claims.jti)),
+    )
+    .details(details(&s));
     let res = {
         let mut c = catalog.db().lock();
         catalog::append_audit_with(&mut c, &ev, || std::fs::rename(&tmp, path))
@@ -414,7 +424,9 @@ async fn activate(
             if let Some(t) = tmp {
                 let _ = std::fs::remove_file(t);
             }
-            Err(ApiError::internal(format!("cannot write license file: {e}")))
+            Err(ApiError::internal(format!(
+                "cannot write license file: {e}"
+            )))
         }
         Err(e) => {
             if let Some(t) = tmp {
@@ -438,7 +450,12 @@ pub async fn reload(state: &Arc<AppState>, actor: &Actor) -> ApiResult<LicenseVi
                 "there is no license file to reload",
             ))
         }
-        Err(e) => return Err(ApiError::internal(format!("cannot read license file: {}", e.kind()))),
+        Err(e) => {
+            return Err(ApiError::internal(format!(
+                "cannot read license file: {}",
+                e.kind()
+            )))
+        }
     };
     let revoked: HashSet<String> = state
         .catalog

@@ -88,7 +88,9 @@ pub async fn add(
         .max_users;
     state
         .tenants
-        .run(&t, move |c| tenant::insert_user_within(c, &r2, max, Some(&ev)))
+        .run(&t, move |c| {
+            tenant::insert_user_within(c, &r2, max, Some(&ev))
+        })
         .await
         .map_err(map_owner_conflict)?;
     Ok(row)

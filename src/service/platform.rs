@@ -87,15 +87,17 @@ pub async fn create(
         Some(r) => Region::parse(r).map_err(|e| ApiError::invalid("region", e.0))?,
     };
     if region != here {
-        return Err(match crate::http::residency::endpoint_of(&state.settings, &region) {
-            Some(url) => crate::http::residency::misdirected(&region, url),
-            None => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "unknown_region",
-                format!("region `{region}` is not configured"),
-            )
-            .field("region"),
-        });
+        return Err(
+            match crate::http::residency::endpoint_of(&state.settings, &region) {
+                Some(url) => crate::http::residency::misdirected(&region, url),
+                None => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown_region",
+                    format!("region `{region}` is not configured"),
+                )
+                .field("region"),
+            },
+        );
     }
     let plan = match input.plan.as_deref() {
         None => Plan::Free,
@@ -104,7 +106,11 @@ pub async fn create(
     let now = unix_now();
     let lic = state.license.in_force(now);
     let multi_region = state.settings.regions.keys().any(|r| r != here.as_str());
-    if multi_region && !lic.as_ref().is_some_and(|l| l.features.iter().any(|f| f == FEATURE_REGIONS)) {
+    if multi_region
+        && !lic
+            .as_ref()
+            .is_some_and(|l| l.features.iter().any(|f| f == FEATURE_REGIONS))
+    {
         return Err(super::license::feature_not_licensed(FEATURE_REGIONS));
     }
     if let Some(l) = &lic {

@@ -423,7 +423,10 @@ pub fn set_tenant_plan(
     ev: &NewAuditEvent,
 ) -> StoreResult<bool> {
     let tx = write_tx(c)?;
-    let n = tx.execute("UPDATE tenants SET plan = ?2 WHERE id = ?1", params![id, plan])?;
+    let n = tx.execute(
+        "UPDATE tenants SET plan = ?2 WHERE id = ?1",
+        params![id, plan],
+    )?;
     if n == 0 {
         return Ok(false);
     }

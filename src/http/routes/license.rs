@@ -35,7 +35,11 @@ pub async fn tenant_license(
     g: Require<perm::LicenseRead>,
 ) -> Result<HttpResponse, ApiError> {
     let state = state.into_inner();
-    let t = g.principal.tenant().cloned().ok_or_else(ApiError::forbidden)?;
+    let t = g
+        .principal
+        .tenant()
+        .cloned()
+        .ok_or_else(ApiError::forbidden)?;
     let entitlements = lic::tenant_entitlements(&state, &t).await?;
     let v = lic::view(&state);
     Ok(HttpResponse::Ok().json(TenantLicense {

@@ -141,7 +141,14 @@ pub async fn set_plan(
     g: Guarded<perm::PlatformWrite, web::Json<PlanBody>>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(
-        svc::set_plan(&state.into_inner(), &g.principal, &id, &g.inner.plan, &client).await?,
+        svc::set_plan(
+            &state.into_inner(),
+            &g.principal,
+            &id,
+            &g.inner.plan,
+            &client,
+        )
+        .await?,
     ))
 }
 
@@ -186,8 +193,13 @@ pub async fn install_license(
             "body is not UTF-8".into(),
         ))
     })?;
-    let v = lic::install(&state.into_inner(), &g.principal, token.trim().to_string(), &client)
-        .await?;
+    let v = lic::install(
+        &state.into_inner(),
+        &g.principal,
+        token.trim().to_string(),
+        &client,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(v))
 }
 
