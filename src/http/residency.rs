@@ -35,13 +35,12 @@ pub fn endpoint_of<'a>(s: &'a Settings, region: &Region) -> Option<&'a str> {
 
 /// The 421 problem for a tenant living in `region`, served at `url`.
 pub fn misdirected(region: &Region, url: &str) -> ApiError {
-    let mut e = ApiError::new(
+    ApiError::new(
         StatusCode::MISDIRECTED_REQUEST,
         "misdirected_request",
         format!("this tenant lives in region `{region}`; send the request to {url}"),
-    );
-    e.region_endpoint = Some(url.to_string());
-    e
+    )
+    .with_region_endpoint(url)
 }
 
 /// Decide for one tenant id: `Ok` when it lives here, 421 when another known region serves
@@ -135,7 +134,7 @@ mod tests {
         assert!(check_tenant_ref(&s, "default").is_ok());
         let e = check_tenant_ref(&s, "weu-abcd12").unwrap_err();
         assert_eq!(e.status, StatusCode::MISDIRECTED_REQUEST);
-        assert_eq!(e.region_endpoint.as_deref(), Some("https://weu.example"));
+        assert_eq!(e.region_endpoint(), Some("https://weu.example"));
         let e = check_tenant_ref(&s, "apac-abcd12").unwrap_err();
         assert_eq!(e.status, StatusCode::NOT_FOUND);
         assert_eq!(e.code, "unknown_region");

@@ -577,13 +577,12 @@ pub async fn require_feature(state: &Arc<AppState>, t: &TenantId, feature: &str)
 
 /// The problem answered by the feature gate.
 pub fn feature_not_licensed(feature: &str) -> ApiError {
-    let mut e = ApiError::new(
+    ApiError::new(
         StatusCode::FORBIDDEN,
         "feature_not_licensed",
         format!("the license in force does not include the feature `{feature}`"),
-    );
-    e.feature = Some(feature.to_string());
-    e
+    )
+    .with_feature(feature)
 }
 
 /// One notification for the dashboard.
