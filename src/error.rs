@@ -77,12 +77,16 @@ impl ApiError {
     }
     /// Attach the region endpoint (`X-FlowGuard-Region-Endpoint` header of a 421).
     pub fn with_region_endpoint(mut self, url: impl Into<String>) -> Self {
-        self.extra.get_or_insert_with(Default::default).region_endpoint = Some(url.into());
+        self.extra
+            .get_or_insert_with(Default::default)
+            .region_endpoint = Some(url.into());
         self
     }
     /// The region endpoint of a 421, if any.
     pub fn region_endpoint(&self) -> Option<&str> {
-        self.extra.as_ref().and_then(|e| e.region_endpoint.as_deref())
+        self.extra
+            .as_ref()
+            .and_then(|e| e.region_endpoint.as_deref())
     }
     /// Attach the field at fault.
     pub fn field(mut self, f: impl Into<String>) -> Self {

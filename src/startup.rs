@@ -93,6 +93,10 @@ pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
         s.store.busy_timeout_ms,
     ));
     let passwords = Passwords::new(s.login.hash_concurrency)?;
+    let audit_signer = Arc::new(crate::crypto::audit_signing::AuditSigner::load_or_create(
+        &s.data_dir,
+        &o.master,
+    )?);
     let metrics = Metrics::new()?;
     Ok(AppState {
         settings: s,
@@ -102,6 +106,7 @@ pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
         passwords,
         metrics,
         license: Default::default(),
+        audit_signer,
     })
 }
 

@@ -2,6 +2,7 @@
 //! (AES-256-GCM, NIST SP 800-38D), derivation of the catalog database key, random tokens and
 //! their SHA-256 digests, and constant-time comparison.
 
+pub mod audit_signing;
 pub mod keyring;
 pub mod license;
 pub mod master;

@@ -103,6 +103,7 @@ impl Role {
             P::PlatformWrite => matches!(self, PlatformAdmin),
             P::LicenseRead => matches!(self, Owner),
             P::NotificationRead => matches!(self, Owner | Admin | Tester | Viewer | PlatformAdmin),
+            P::AuditKeyRead => matches!(self, Owner | PlatformAdmin),
         }
     }
 }
@@ -140,6 +141,8 @@ pub enum Permission {
     LicenseRead,
     /// Read one's notifications (license warnings are shown to Owners and PlatformAdmins only).
     NotificationRead,
+    /// Read the deployment's audit-signing public key (to verify exports).
+    AuditKeyRead,
 }
 
 #[cfg(test)]

@@ -117,6 +117,7 @@ pub mod perm {
         PlatformWrite,
         LicenseRead,
         NotificationRead,
+        AuditKeyRead,
     );
 }
 

@@ -2,6 +2,7 @@
 //! Handlers call these after the `Require<P>` extractor has checked the route's permission.
 
 pub mod applications;
+pub mod audit_export;
 pub mod audit_log;
 pub mod auth;
 pub mod license;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub metrics: crate::http::metrics::Metrics,
     /// The installed license and the revocation list.
     pub license: license::LicenseState,
+    /// The deployment's audit-signing key (export trailers).
+    pub audit_signer: Arc<crate::crypto::audit_signing::AuditSigner>,
 }
 
 /// Current unix time in seconds.

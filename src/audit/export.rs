@@ -1,0 +1,454 @@
+//! Audit export framing (CSV, NDJSON) with a signed sentinel trailer, and the offline verifier
+//! behind `flowguard audit verify-export`.
+//!
+//! **Rows.** Both formats carry the same 13 columns, in this order: `record_type` (`row`),
+//! `seq`, `id`, `ts` (RFC 3339 UTC, 3 fractional digits, `Z`), `actor_email`, `actor_role`,
+//! `client_ip`, `user_agent`, `action`, `target`, `details` (compact JSON object), `prev_hash`,
+//! `hash`.
+//! - NDJSON: one JSON object per LF-terminated line, control characters escaped by the JSON
+//!   encoder (RFC 8259 §7); lossless (`null` stays `null`).
+//! - CSV (RFC 4180): header row, CRLF record separators, fields with `,` `"` CR or LF quoted and
+//!   inner quotes doubled, no BOM, `null` written as an empty cell. Profile `spreadsheet`
+//!   (default): every text cell whose first character is `=`, `+`, `-`, `@`, TAB, CR or `'` is
+//!   prefixed with `'` (OWASP CSV injection); numeric `seq` is never touched; strip one leading
+//!   `'` to get the raw value back. Profile `machine`: raw values. The response header
+//!   `X-Export-Sanitization` names the profile (`none` for NDJSON).
+//!
+//! **Trailer.** Exactly one final record, written only when every row was written:
+//! an object `T` = `{"record_type":"trailer","format","profile","count","from","to",
+//! "first_hash","last_hash","sha256","key_id","generated_at","complete":true}` where `sha256`
+//! is the hex SHA-256 of every byte before the trailer, plus `"signature"`: base64 of the
+//! Ed25519 signature over `"flowguard-audit-export/v1\n" ‖ compact-JSON(T)` (keys sorted, as
+//! serde_json writes them). NDJSON writes `T + signature` as its last line; CSV writes a last row
+//! with `record_type` = `trailer`, `seq` = the count, `details` = `T + signature` as JSON,
+//! `prev_hash` = `first_hash`, `hash` = `last_hash`, other cells empty. A failure mid-stream
+//! writes no trailer and aborts the connection.
+
+use base64::Engine;
+use serde::Serialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::{record_hash, AuditRecord};
+use crate::crypto::audit_signing::{self, AuditSigner};
+
+/// Domain-separation prefix of the signed trailer message.
+pub const SIGNATURE_CONTEXT: &[u8] = b"flowguard-audit-export/v1\n";
+
+/// CSV header (the 13 columns).
+pub const COLUMNS: [&str; 13] = [
+    "record_type",
+    "seq",
+    "id",
+    "ts",
+    "actor_email",
+    "actor_role",
+    "client_ip",
+    "user_agent",
+    "action",
+    "target",
+    "details",
+    "prev_hash",
+    "hash",
+];
+
+/// Export format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// RFC 4180 CSV.
+    Csv,
+    /// Newline-delimited JSON.
+    Ndjson,
+}
+
+/// CSV profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Formula-looking text cells prefixed with `'`.
+    Spreadsheet,
+    /// Raw values (for SIEMs).
+    Machine,
+    /// NDJSON: always raw.
+    None,
+}
+
+impl Profile {
+    /// Header value of `X-Export-Sanitization`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Spreadsheet => "spreadsheet",
+            Profile::Machine => "machine",
+            Profile::None => "none",
+        }
+    }
+}
+
+/// `'`-prefix a text cell a spreadsheet would evaluate (or that starts with `'` itself, so the
+/// prefix can always be stripped back).
+pub fn neutralise(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r' | '\'') => format!("'{s}").into(),
+        _ => s.into(),
+    }
+}
+
+/// Incremental writer: feed rows, then [`ExportWriter::finish`] for the trailer. Tracks the
+/// SHA-256 of every byte produced, the count and the first/last hash.
+pub struct ExportWriter {
+    format: Format,
+    profile: Profile,
+    hasher: Sha256,
+    count: u64,
+    first_hash: Option<String>,
+    last_hash: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+impl ExportWriter {
+    /// A writer for `format`/`profile` over the range `[from, to)`.
+    pub fn new(format: Format, profile: Profile, from: Option<String>, to: Option<String>) -> Self {
+        Self {
+            format,
+            profile: if format == Format::Ndjson {
+                Profile::None
+            } else {
+                profile
+            },
+            hasher: Sha256::new(),
+            count: 0,
+            first_hash: None,
+            last_hash: None,
+            from,
+            to,
+        }
+    }
+
+    fn csv_line(&self, fields: &[&str]) -> std::io::Result<Vec<u8>> {
+        let mut w = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::CRLF)
+            .quote_style(csv::QuoteStyle::Necessary)
+            .from_writer(Vec::new());
+        w.write_record(fields).map_err(std::io::Error::other)?;
+        w.into_inner()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    /// The bytes that open the export (the CSV header; nothing for NDJSON).
+    pub fn header(&mut self) -> std::io::Result<Vec<u8>> {
+        let out = match self.format {
+            Format::Csv => self.csv_line(&COLUMNS)?,
+            Format::Ndjson => Vec::new(),
+        };
+        self.hasher.update(&out);
+        Ok(out)
+    }
+
+    /// Encode one row.
+    pub fn row(&mut self, r: &AuditRecord) -> std::io::Result<Vec<u8>> {
+        let out = match self.format {
+            Format::Ndjson => {
+                let mut v = serde_json::to_value(r).map_err(std::io::Error::other)?;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("record_type".into(), json!("row"));
+                }
+                let mut b = serde_json::to_vec(&v).map_err(std::io::Error::other)?;
+                b.push(b'\n');
+                b
+            }
+            Format::Csv => {
+                let seq = r.seq.to_string();
+                let details = r.details.to_string();
+                let opt = |o: &Option<String>| o.clone().unwrap_or_default();
+                let text = [
+                    r.id.clone(),
+                    r.ts.clone(),
+                    opt(&r.actor_email),
+                    opt(&r.actor_role),
+                    opt(&r.client_ip),
+                    opt(&r.user_agent),
+                    r.action.clone(),
+                    opt(&r.target),
+                    details,
+                    r.prev_hash.clone(),
+                    r.hash.clone(),
+                ];
+                let text: Vec<String> = text
+                    .iter()
+                    .map(|t| match self.profile {
+                        Profile::Spreadsheet => neutralise(t).into_owned(),
+                        _ => t.clone(),
+                    })
+                    .collect();
+                let mut fields: Vec<&str> = vec!["row", &seq];
+                fields.extend(text.iter().map(String::as_str));
+                self.csv_line(&fields)?
+            }
+        };
+        self.hasher.update(&out);
+        self.count += 1;
+        if self.first_hash.is_none() {
+            self.first_hash = Some(r.hash.clone());
+        }
+        self.last_hash = Some(r.hash.clone());
+        Ok(out)
+    }
+
+    /// Rows written so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The signed trailer record.
+    pub fn finish(self, signer: &AuditSigner) -> std::io::Result<Vec<u8>> {
+        let sha = hex::encode(self.hasher.clone().finalize());
+        let t = json!({
+            "record_type": "trailer",
+            "format": self.format,
+            "profile": self.profile.as_str(),
+            "count": self.count,
+            "from": self.from,
+            "to": self.to,
+            "first_hash": self.first_hash,
+            "last_hash": self.last_hash,
+            "sha256": sha,
+            "key_id": signer.key_id(),
+            "generated_at": crate::domain::now_rfc3339(),
+            "complete": true,
+        });
+        let mut msg = SIGNATURE_CONTEXT.to_vec();
+        msg.extend_from_slice(t.to_string().as_bytes());
+        let sig = base64::engine::general_purpose::STANDARD.encode(signer.sign(&msg));
+        let mut signed = t;
+        if let Some(o) = signed.as_object_mut() {
+            o.insert("signature".into(), json!(sig));
+        }
+        match self.format {
+            Format::Ndjson => {
+                let mut b = signed.to_string().into_bytes();
+                b.push(b'\n');
+                Ok(b)
+            }
+            Format::Csv => {
+                let count = self.count.to_string();
+                let details = signed.to_string();
+                let first = self.first_hash.clone().unwrap_or_default();
+                let last = self.last_hash.clone().unwrap_or_default();
+                self.csv_line(&[
+                    "trailer", &count, "", "", "", "", "", "", "", "", &details, &first, &last,
+                ])
+            }
+        }
+    }
+}
+
+/// What a verified export contained.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifiedExport {
+    /// `csv` or `ndjson`.
+    pub format: String,
+    /// Data rows.
+    pub count: u64,
+    /// Range as exported.
+    pub from: Option<String>,
+    /// Range as exported.
+    pub to: Option<String>,
+    /// Hash of the first row.
+    pub first_hash: Option<String>,
+    /// Hash of the last row.
+    pub last_hash: Option<String>,
+    /// Signing key id.
+    pub key_id: String,
+}
+
+struct DataRow {
+    line: usize,
+    prev_hash: String,
+    hash: String,
+    record: Option<AuditRecord>,
+}
+
+fn ndjson_record(v: &Value) -> Option<AuditRecord> {
+    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    Some(AuditRecord {
+        seq: v.get("seq")?.as_i64()?,
+        id: s("id")?,
+        ts: s("ts")?,
+        actor_email: s("actor_email"),
+        actor_role: s("actor_role"),
+        client_ip: s("client_ip"),
+        user_agent: s("user_agent"),
+        action: s("action")?,
+        target: s("target"),
+        details: v.get("details")?.clone(),
+        prev_hash: s("prev_hash")?,
+        hash: s("hash")?,
+    })
+}
+
+/// Split an export into its data rows, the trailer object and the bytes before the trailer.
+fn parse(bytes: &[u8]) -> Result<(String, Vec<DataRow>, Value, usize), String> {
+    if bytes.is_empty() {
+        return Err("empty file: the export is truncated (no trailer)".into());
+    }
+    if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        return Err("file starts with a byte-order mark: not as exported".into());
+    }
+    if bytes[0] == b'{' {
+        if !bytes.ends_with(b"\n") {
+            return Err("the last line is incomplete: the export is truncated".into());
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| "file is not UTF-8".to_string())?;
+        let mut rows = Vec::new();
+        let mut offset = 0usize;
+        let mut trailer: Option<(Value, usize)> = None;
+        for (i, line) in text.split_inclusive('\n').enumerate() {
+            let start = offset;
+            offset += line.len();
+            if trailer.is_some() {
+                return Err(format!("line {}: data after the trailer", i + 1));
+            }
+            let v: Value = serde_json::from_str(line.trim_end_matches('\n'))
+                .map_err(|_| format!("line {}: not a JSON object", i + 1))?;
+            match v.get("record_type").and_then(Value::as_str) {
+                Some("row") => {
+                    let rec = ndjson_record(&v)
+                        .ok_or_else(|| format!("line {}: row lacks a field", i + 1))?;
+                    rows.push(DataRow {
+                        line: i + 1,
+                        prev_hash: rec.prev_hash.clone(),
+                        hash: rec.hash.clone(),
+                        record: Some(rec),
+                    });
+                }
+                Some("trailer") => trailer = Some((v, start)),
+                _ => return Err(format!("line {}: unknown record_type", i + 1)),
+            }
+        }
+        let (t, at) =
+            trailer.ok_or_else(|| "no trailer line: the export is truncated".to_string())?;
+        return Ok(("ndjson".into(), rows, t, at));
+    }
+    if !bytes.ends_with(b"\r\n") {
+        return Err("the last record is incomplete: the export is truncated".into());
+    }
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(false)
+        .from_reader(bytes);
+    let mut rows = Vec::new();
+    let mut trailer: Option<(Value, usize)> = None;
+    let mut rec = csv::StringRecord::new();
+    let mut first = true;
+    loop {
+        let pos = rdr.position().byte() as usize;
+        let line = rdr.position().line() as usize;
+        match rdr.read_record(&mut rec) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => return Err(format!("CSV record at line {line}: {e}")),
+        }
+        if first {
+            first = false;
+            if rec.iter().collect::<Vec<_>>() != COLUMNS {
+                return Err("the CSV header is not the export header".into());
+            }
+            continue;
+        }
+        if trailer.is_some() {
+            return Err(format!("record at line {line}: data after the trailer"));
+        }
+        if rec.len() != COLUMNS.len() {
+            return Err(format!("record at line {line}: wrong number of fields"));
+        }
+        match &rec[0] {
+            "row" => rows.push(DataRow {
+                line,
+                prev_hash: rec[11].to_string(),
+                hash: rec[12].to_string(),
+                record: None,
+            }),
+            "trailer" => {
+                let v: Value = serde_json::from_str(&rec[10])
+                    .map_err(|_| format!("trailer at line {line}: details are not JSON"))?;
+                trailer = Some((v, pos));
+            }
+            _ => return Err(format!("record at line {line}: unknown record_type")),
+        }
+    }
+    let (t, at) =
+        trailer.ok_or_else(|| "no trailer record: the export is truncated".to_string())?;
+    Ok(("csv".into(), rows, t, at))
+}
+
+/// Verify an export file against the audit-signing public key (raw 32 bytes). The error names
+/// the first reason found: truncation, a removed, reordered or edited row, a changed trailer,
+/// or a bad signature.
+pub fn verify_export(bytes: &[u8], public_key: &[u8]) -> Result<VerifiedExport, String> {
+    let (format, rows, trailer, at) = parse(bytes)?;
+    let str_of = |k: &str| trailer.get(k).and_then(Value::as_str).map(str::to_string);
+    if trailer.get("complete") != Some(&Value::Bool(true)) {
+        return Err("trailer does not say complete".into());
+    }
+    // Linkage and content, row by row, to name the first bad row.
+    let mut prev: Option<&DataRow> = None;
+    for r in &rows {
+        if let Some(p) = prev {
+            if r.prev_hash != p.hash {
+                return Err(format!(
+                    "line {}: prev_hash does not match the previous row's hash: a row was removed, inserted or reordered",
+                    r.line
+                ));
+            }
+        }
+        if let Some(rec) = &r.record {
+            if record_hash(rec) != rec.hash {
+                return Err(format!(
+                    "line {}: the row does not match its hash: the row was edited",
+                    r.line
+                ));
+            }
+        }
+        prev = Some(r);
+    }
+    let count = trailer.get("count").and_then(Value::as_u64);
+    if count != Some(rows.len() as u64) {
+        return Err(format!(
+            "the trailer counts {} rows but the file has {}: rows were removed or added",
+            count.map(|c| c.to_string()).unwrap_or_else(|| "no".into()),
+            rows.len()
+        ));
+    }
+    if str_of("first_hash") != rows.first().map(|r| r.hash.clone())
+        || str_of("last_hash") != rows.last().map(|r| r.hash.clone())
+    {
+        return Err("the first or last row is not the one the trailer names: rows were removed or reordered".into());
+    }
+    let sha = hex::encode(Sha256::digest(&bytes[..at]));
+    if str_of("sha256").as_deref() != Some(sha.as_str()) {
+        return Err("the content does not match the trailer's SHA-256: the file was edited".into());
+    }
+    let sig = str_of("signature")
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .ok_or_else(|| "the trailer has no signature".to_string())?;
+    let mut unsigned = trailer.clone();
+    if let Some(o) = unsigned.as_object_mut() {
+        o.remove("signature");
+    }
+    let mut msg = SIGNATURE_CONTEXT.to_vec();
+    msg.extend_from_slice(unsigned.to_string().as_bytes());
+    if !audit_signing::verify(public_key, &msg, &sig) {
+        return Err("the trailer signature does not verify with this public key".into());
+    }
+    Ok(VerifiedExport {
+        format,
+        count: rows.len() as u64,
+        from: str_of("from"),
+        to: str_of("to"),
+        first_hash: str_of("first_hash"),
+        last_hash: str_of("last_hash"),
+        key_id: str_of("key_id").unwrap_or_default(),
+    })
+}
