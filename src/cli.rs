@@ -46,11 +46,40 @@ pub enum Command {
         #[command(subcommand)]
         action: UsersCommand,
     },
+    /// Audit trail: verify a chain, verify an export file.
+    Audit {
+        /// Action.
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
     /// Licenses: sign one (vendor side) or install one offline.
     License {
         /// Action.
         #[command(subcommand)]
         action: LicenseCommand,
+    },
+}
+
+/// `audit` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Walk a tenant's (or the catalog's) audit hash chain; exit 1 naming the first bad row.
+    Verify {
+        /// Tenant id or name.
+        #[arg(long, required_unless_present = "catalog", conflicts_with = "catalog")]
+        tenant: Option<String>,
+        /// Verify the catalog chain instead.
+        #[arg(long)]
+        catalog: bool,
+    },
+    /// Verify an export file (CSV or NDJSON) offline: exit 0 when complete and untouched, 1
+    /// naming the reason otherwise.
+    VerifyExport {
+        /// The export file.
+        file: PathBuf,
+        /// The audit-signing public key (SPKI PEM, from GET /api/v1/audit/signing-key).
+        #[arg(long, value_name = "PEM")]
+        public_key: PathBuf,
     },
 }
 
@@ -233,6 +262,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant {
             action: TenantCommand::List { json },
         } => tenant_list(settings, json),
+        Command::Audit {
+            action: AuditCommand::Verify { tenant, catalog },
+        } => audit_verify(settings, tenant.as_deref(), catalog),
+        Command::Audit {
+            action: AuditCommand::VerifyExport { file, public_key },
+        } => audit_verify_export(&file, &public_key),
         Command::License {
             action: LicenseCommand::Issue(a),
         } => license_issue(settings, cli.data_dir.is_some(), a),
@@ -515,5 +550,59 @@ fn tenant_list(settings: Settings, json: bool) -> anyhow::Result<()> {
             println!("{}\t{}\t{}\t{}", t.id, t.name, t.region, t.plan);
         }
     }
+    Ok(())
+}
+
+fn audit_verify(settings: Settings, tenant: Option<&str>, catalog: bool) -> anyhow::Result<()> {
+    use crate::service::audit_export::{self, Chain};
+    let opened = startup::open_data_dir(&settings, false)?;
+    let chain = if catalog {
+        Chain::Catalog
+    } else {
+        let r = tenant.unwrap_or_default().to_string();
+        let row = {
+            let c = opened.catalog.db().lock();
+            crate::store::catalog::find_tenant(&c, &r)?
+        }
+        .ok_or_else(|| anyhow::anyhow!("--tenant: no tenant `{r}`"))?;
+        Chain::Tenant(crate::domain::TenantId::parse(&row.id)?)
+    };
+    let settings = std::sync::Arc::new(settings);
+    let state = startup::build_state(settings, opened)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = rt
+        .block_on(audit_export::verify(&state, &chain))
+        .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+    println!("{}", serde_json::to_string(&report)?);
+    match &report.first_bad {
+        None => Ok(()),
+        Some(b) => anyhow::bail!(
+            "audit chain broken at seq {} (id {}): {}",
+            b.seq,
+            b.id,
+            b.reason
+        ),
+    }
+}
+
+fn audit_verify_export(file: &std::path::Path, key: &std::path::Path) -> anyhow::Result<()> {
+    let pem = std::fs::read_to_string(key).map_err(|e| {
+        anyhow::anyhow!("--public-key: cannot read {}: {}", key.display(), e.kind())
+    })?;
+    let public = crate::crypto::audit_signing::parse_public_key_pem(&pem)
+        .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
+    let bytes = std::fs::read(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {}", file.display(), e.kind()))?;
+    let v = crate::audit::export::verify_export(&bytes, &public)
+        .map_err(|e| anyhow::anyhow!("{}: export NOT verified: {e}", file.display()))?;
+    println!(
+        "{}: verified {} export, {} rows, signed by key {}",
+        file.display(),
+        v.format,
+        v.count,
+        v.key_id
+    );
     Ok(())
 }

@@ -343,7 +343,11 @@ fn parse(bytes: &[u8]) -> Result<(String, Vec<DataRow>, Value, usize), String> {
     let mut rec = csv::StringRecord::new();
     let mut first = true;
     loop {
-        let pos = rdr.position().byte() as usize;
+        // The reader may stop between a record's CR and LF: a record starts after them.
+        let mut pos = rdr.position().byte() as usize;
+        while matches!(bytes.get(pos), Some(b'\r' | b'\n')) {
+            pos += 1;
+        }
         let line = rdr.position().line() as usize;
         match rdr.read_record(&mut rec) {
             Ok(false) => break,
@@ -392,6 +396,19 @@ pub fn verify_export(bytes: &[u8], public_key: &[u8]) -> Result<VerifiedExport, 
     if trailer.get("complete") != Some(&Value::Bool(true)) {
         return Err("trailer does not say complete".into());
     }
+    // The trailer itself first: any change to it breaks the signature.
+    let sig = str_of("signature")
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .ok_or_else(|| "the trailer has no signature".to_string())?;
+    let mut unsigned = trailer.clone();
+    if let Some(o) = unsigned.as_object_mut() {
+        o.remove("signature");
+    }
+    let mut msg = SIGNATURE_CONTEXT.to_vec();
+    msg.extend_from_slice(unsigned.to_string().as_bytes());
+    if !audit_signing::verify(public_key, &msg, &sig) {
+        return Err("the trailer signature does not verify with this public key".into());
+    }
     // Linkage and content, row by row, to name the first bad row.
     let mut prev: Option<&DataRow> = None;
     for r in &rows {
@@ -429,18 +446,6 @@ pub fn verify_export(bytes: &[u8], public_key: &[u8]) -> Result<VerifiedExport, 
     let sha = hex::encode(Sha256::digest(&bytes[..at]));
     if str_of("sha256").as_deref() != Some(sha.as_str()) {
         return Err("the content does not match the trailer's SHA-256: the file was edited".into());
-    }
-    let sig = str_of("signature")
-        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-        .ok_or_else(|| "the trailer has no signature".to_string())?;
-    let mut unsigned = trailer.clone();
-    if let Some(o) = unsigned.as_object_mut() {
-        o.remove("signature");
-    }
-    let mut msg = SIGNATURE_CONTEXT.to_vec();
-    msg.extend_from_slice(unsigned.to_string().as_bytes());
-    if !audit_signing::verify(public_key, &msg, &sig) {
-        return Err("the trailer signature does not verify with this public key".into());
     }
     Ok(VerifiedExport {
         format,

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod audit;
+mod audit_export;
 mod bootstrap;
 mod errors;
 mod keys;
