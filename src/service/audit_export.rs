@@ -196,6 +196,12 @@ pub async fn export(
             after = last.seq;
             let mut chunk = Vec::with_capacity(page.len() * 512);
             for r in &page {
+                if injected_fault(w.count()) {
+                    // Deliver what was produced, then fail like a broken cursor would.
+                    let _ = tx.send(Ok(Bytes::from(chunk))).await;
+                    let _ = tx.send(Err(fail("injected fault".into()))).await;
+                    return;
+                }
                 match w.row(r) {
                     Ok(b) => chunk.extend_from_slice(&b),
                     Err(e) => {
@@ -230,4 +236,19 @@ pub fn tenant_chain(p: &Principal) -> ApiResult<Chain> {
         .cloned()
         .map(Chain::Tenant)
         .ok_or_else(ApiError::forbidden)
+}
+
+/// Test builds only (`test-faults`): fail the export once `rows` rows were written when
+/// `FG_TEST_FAULT_EXPORT_AFTER_ROWS` says so.
+#[cfg(feature = "test-faults")]
+fn injected_fault(rows: u64) -> bool {
+    std::env::var("FG_TEST_FAULT_EXPORT_AFTER_ROWS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| rows >= n)
+}
+
+#[cfg(not(feature = "test-faults"))]
+fn injected_fault(_rows: u64) -> bool {
+    false
 }

@@ -662,3 +662,81 @@ async fn every_privileged_action_writes_a_row() {
     );
     let _ = tid;
 }
+
+/// C11: the cursor fails after the second row once the 200 is on its way: no trailer, and the
+/// body ends in an error (HTTP/1.1: no final zero-length chunk; HTTP/2: stream reset), so a
+/// consumer detects truncation.
+#[tokio::test]
+async fn failure_mid_stream_writes_no_trailer_and_aborts() {
+    let app = spawn_with(Opts {
+        env: vec![("FG_TEST_FAULT_EXPORT_AFTER_ROWS".into(), "2".into())],
+        ..Default::default()
+    })
+    .await;
+    let pa = app.platform_admin().await;
+    install_ok(&pa, &license("lic-f", "pro", "audit.export", None)).await;
+    pa.json(
+        Method::PUT,
+        &format!("/api/v1/platform/tenants/{}/plan", app.tenant_id()),
+        Some(json!({"plan": "pro"})),
+        200,
+    )
+    .await;
+    for u in ["e1@x.example", "e2@x.example", "e3@x.example"] {
+        failed_login(&app, u, "ua").await;
+    }
+    for (format, http1) in [("ndjson", true), ("csv", true), ("ndjson", false)] {
+        let mut b = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&app.cert).unwrap())
+            .tls_built_in_root_certs(false);
+        if http1 {
+            b = b.http1_only();
+        }
+        let c = b.build().unwrap();
+        let r = c
+            .get(app.url(&format!("/api/v1/audit/export?format={format}")))
+            .header("Cookie", owner_cookie(&app).await)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "the status is sent before the failure");
+        let mut got = Vec::new();
+        let mut r = r;
+        let err = loop {
+            match r.chunk().await {
+                Ok(Some(c)) => got.extend_from_slice(&c),
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        assert!(
+            err.is_some(),
+            "{format} http1={http1}: the body must end in an error"
+        );
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            !text.contains("trailer"),
+            "no trailer after a failure: {text}"
+        );
+    }
+}
+
+async fn owner_cookie(app: &TestApp) -> String {
+    let r = app
+        .client()
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"tenant": app.tenant_id(), "email": "admin@localhost", "password": app.owner_password()}))
+        .send()
+        .await
+        .unwrap();
+    let c = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("fg_session="))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string();
+    format!("fg_session={c}")
+}
