@@ -52,11 +52,30 @@ pub enum Command {
         #[command(subcommand)]
         action: AuditCommand,
     },
+    /// Background jobs: run one now.
+    Jobs {
+        /// Action.
+        #[command(subcommand)]
+        action: JobsCommand,
+    },
     /// Licenses: sign one (vendor side) or install one offline.
     License {
         /// Action.
         #[command(subcommand)]
         action: LicenseCommand,
+    },
+}
+
+/// `jobs` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum JobsCommand {
+    /// Run a job once now and print its report (JSON). Jobs: retention.
+    RunOnce {
+        /// Job name.
+        name: String,
+        /// Evaluate as of this instant (RFC 3339; default now), e.g. to catch up after downtime.
+        #[arg(long, value_name = "RFC3339")]
+        as_of: Option<String>,
     },
 }
 
@@ -262,6 +281,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant {
             action: TenantCommand::List { json },
         } => tenant_list(settings, json),
+        Command::Jobs {
+            action: JobsCommand::RunOnce { name, as_of },
+        } => jobs_run_once(settings, &name, as_of.as_deref()),
         Command::Audit {
             action: AuditCommand::Verify { tenant, catalog },
         } => audit_verify(settings, tenant.as_deref(), catalog),
@@ -604,5 +626,25 @@ fn audit_verify_export(file: &std::path::Path, key: &std::path::Path) -> anyhow:
         v.count,
         v.key_id
     );
+    Ok(())
+}
+
+fn jobs_run_once(settings: Settings, name: &str, as_of: Option<&str>) -> anyhow::Result<()> {
+    let as_of = as_of.map(|v| parse_time("--as-of", v)).transpose()?;
+    if !crate::jobs::JOBS.contains(&name) {
+        anyhow::bail!(
+            "unknown job `{name}` (known: {})",
+            crate::jobs::JOBS.join(", ")
+        );
+    }
+    let opened = startup::open_data_dir(&settings, false)?;
+    let state = std::sync::Arc::new(startup::build_state(std::sync::Arc::new(settings), opened)?);
+    // Retention depends on the license: load it (without the startup gate).
+    crate::service::license::load_at_start(&state, false)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(crate::jobs::run_once(&state, name, as_of))?;
+    println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }

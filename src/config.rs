@@ -52,6 +52,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// License file and startup gate.
     pub license: LicenseSettings,
+    /// Background job schedules.
+    pub jobs: JobsSettings,
 }
 
 impl Default for Settings {
@@ -70,6 +72,7 @@ impl Default for Settings {
             trusted_proxies: Vec::new(),
             log: LogSettings::default(),
             license: LicenseSettings::default(),
+            jobs: JobsSettings::default(),
         }
     }
 }
@@ -221,6 +224,22 @@ pub struct LicenseSettings {
     /// The license token file read at start, by `POST /api/v1/platform/license/reload` and on
     /// SIGHUP, and written by installs. Default `<data>/license.jwt`.
     pub file: Option<PathBuf>,
+}
+
+/// `[jobs]` table: cron schedules (6 fields with seconds, UTC; tokio-cron-scheduler syntax).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsSettings {
+    /// Retention purge schedule (default `0 15 3 * * *`: daily at 03:15 UTC).
+    pub retention_cron: String,
+}
+
+impl Default for JobsSettings {
+    fn default() -> Self {
+        Self {
+            retention_cron: "0 15 3 * * *".into(),
+        }
+    }
 }
 
 /// Overrides given on the command line (highest precedence).

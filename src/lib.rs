@@ -15,6 +15,7 @@ pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod jobs;
 pub mod service;
 pub mod startup;
 pub mod store;

@@ -251,7 +251,7 @@ async fn serve_async(settings: Settings) -> anyhow::Result<()> {
     })
     .await??;
     // The license gate (`license.required`) comes before anything is bootstrapped or served.
-    crate::service::license::load_at_start(&state)?;
+    crate::service::license::load_at_start(&state, true)?;
     let state = web::Data::new(state);
     let st2 = state.clone();
     let created = tokio::task::spawn_blocking(move || bootstrap_if_empty(&st2)).await??;
@@ -317,7 +317,9 @@ async fn serve_async(settings: Settings) -> anyhow::Result<()> {
             }
         }
     });
+    let mut sched = crate::jobs::start(state.clone().into_inner()).await?;
     running.await?;
+    let _ = sched.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

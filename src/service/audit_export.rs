@@ -81,8 +81,13 @@ pub struct VerifyReport {
 
 /// Walk a whole chain in pages and name the first bad row.
 pub async fn verify(state: &AppState, chain: &Chain) -> ApiResult<VerifyReport> {
-    let max = chain.run(state, |c| audit::max_seq(c)).await?;
-    let mut st = ChainState::default();
+    let (max, anchor) = chain
+        .run(state, |c| Ok((audit::max_seq(c)?, audit::anchor(c)?)))
+        .await?;
+    let mut st = ChainState {
+        last_hash: anchor.map(|a| a.1),
+        ..Default::default()
+    };
     let mut after = 0i64;
     loop {
         let page = chain

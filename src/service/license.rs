@@ -154,7 +154,9 @@ pub fn verify_for_install(
 /// server then refuses to start). Otherwise a missing file means Free; an unusable file is
 /// logged and ignored (Free); an expired or revoked one stays loaded so its status is visible,
 /// with Free limits.
-pub fn load_at_start(state: &AppState) -> anyhow::Result<()> {
+///
+/// Host commands pass `enforce_required = false`: they load what is there without the gate.
+pub fn load_at_start(state: &AppState, enforce_required: bool) -> anyhow::Result<()> {
     let revoked: HashSet<String> = {
         let c = state.catalog.db().lock();
         catalog::list_revocations(&c)?
@@ -164,7 +166,7 @@ pub fn load_at_start(state: &AppState) -> anyhow::Result<()> {
     };
     state.license.set_revoked(revoked.clone());
     let path = state.settings.license_path();
-    let required = state.settings.license.required;
+    let required = enforce_required && state.settings.license.required;
     let token = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -22,6 +22,16 @@ CREATE INDEX audit_ts ON audit(ts);
 CREATE INDEX audit_action ON audit(action);
 ";
 
+const AUDIT_ANCHOR_TABLE: &str = "
+CREATE TABLE audit_anchor (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    seq         INTEGER NOT NULL,
+    hash        TEXT NOT NULL,
+    purged_at   TEXT NOT NULL,
+    purged_rows INTEGER NOT NULL
+);
+";
+
 /// Catalog schema steps.
 pub fn catalog() -> Migrations<'static> {
     Migrations::new(vec![
@@ -83,7 +93,9 @@ CREATE TABLE license_revocations (
     revoked_by TEXT NOT NULL
 );
 ",
-        ),
+        ),        // Issue 5: the purge anchor of the audit chain (the catalog chain is never purged; the
+        // table exists so chain walks work the same on both stores).
+        M::up(AUDIT_ANCHOR_TABLE),
     ])
 }
 
@@ -134,6 +146,8 @@ CREATE TABLE service_tokens (
 ",
         ),
         M::up(AUDIT_TABLE),
+        // Issue 5: the purge anchor of the audit chain.
+        M::up(AUDIT_ANCHOR_TABLE),
     ])
 }
 

@@ -740,3 +740,147 @@ async fn owner_cookie(app: &TestApp) -> String {
         .to_string();
     format!("fg_session={c}")
 }
+
+fn run_retention(app: &TestApp, as_of: chrono::DateTime<chrono::Utc>) -> Value {
+    let out = run_cli(&[
+        "jobs",
+        "run-once",
+        "retention",
+        "--as-of",
+        &as_of.to_rfc3339(),
+        "--data-dir",
+        app.data.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Retention follows the plan (Free 7 days, Pro 90), purges only the oldest prefix, audits the
+/// purge, keeps the chain verifiable through the anchor, and never touches the catalog audit.
+#[tokio::test]
+async fn retention_purge_keeps_the_chain_verifiable() {
+    let app = spawn_app().await;
+    let owner = app.owner().await;
+    let pa = app.platform_admin().await;
+    let tid = app.tenant_id();
+    for u in ["p1@x.example", "p2@x.example"] {
+        failed_login(&app, u, "ua").await;
+    }
+    let before = owner
+        .json(Method::GET, "/api/v1/audit/verify", None, 200)
+        .await;
+    assert_eq!(before["ok"], true);
+    let n_before = before["rows"].as_u64().unwrap();
+    let catalog_before = pa
+        .json(Method::GET, "/api/v1/platform/audit/verify", None, 200)
+        .await["rows"]
+        .as_u64()
+        .unwrap();
+    let now = chrono::Utc::now();
+
+    // 6 days on: inside Free's 7 days → nothing purged, no audit row.
+    let r = run_retention(&app, now + chrono::Duration::days(6));
+    let mine = r
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant_id"] == tid.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(mine["retention_days"], 7);
+    assert_eq!(mine["purged_rows"], 0);
+    let v = owner
+        .json(Method::GET, "/api/v1/audit?action=audit.purge", None, 200)
+        .await;
+    assert_eq!(v["items"], json!([]));
+
+    // A Pro tenant (90 days) keeps its rows at 8 days.
+    install_ok(&pa, &license("lic-ret", "pro", "", None)).await;
+    pa.json(
+        Method::PUT,
+        &format!("/api/v1/platform/tenants/{tid}/plan"),
+        Some(json!({"plan": "pro"})),
+        200,
+    )
+    .await;
+    let r = run_retention(&app, now + chrono::Duration::days(8));
+    let mine = r
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant_id"] == tid.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            mine["retention_days"].as_u64(),
+            mine["purged_rows"].as_u64()
+        ),
+        (Some(90), Some(0))
+    );
+
+    // Back on Free, 8 days on: everything before the cutoff goes, in one audited purge.
+    pa.json(
+        Method::PUT,
+        &format!("/api/v1/platform/tenants/{tid}/plan"),
+        Some(json!({"plan": "free"})),
+        200,
+    )
+    .await;
+    let r = run_retention(&app, now + chrono::Duration::days(8));
+    let mine = r
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant_id"] == tid.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(mine["retention_days"], 7);
+    assert!(mine["purged_rows"].as_u64().unwrap() >= n_before);
+    let purge = owner
+        .json(Method::GET, "/api/v1/audit?action=audit.purge", None, 200)
+        .await;
+    let row = &purge["items"][0];
+    assert_eq!(row["actor_email"], "job:retention");
+    assert_eq!(row["details"]["retention_days"], 7);
+    assert!(row["details"]["anchor_hash"].as_str().unwrap().len() == 64);
+    let after = owner
+        .json(Method::GET, "/api/v1/audit/verify", None, 200)
+        .await;
+    assert_eq!(
+        after["ok"], true,
+        "the chain verifies after a purge: {after}"
+    );
+    assert!(after["rows"].as_u64().unwrap() < n_before);
+    let out = run_cli(&[
+        "audit",
+        "verify",
+        "--tenant",
+        &tid,
+        "--data-dir",
+        app.data.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The catalog audit is never purged.
+    let catalog_after = pa
+        .json(Method::GET, "/api/v1/platform/audit/verify", None, 200)
+        .await;
+    assert_eq!(catalog_after["ok"], true);
+    assert!(catalog_after["rows"].as_u64().unwrap() > catalog_before);
+    let out = run_cli(&[
+        "audit",
+        "verify",
+        "--catalog",
+        "--data-dir",
+        app.data.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+}
