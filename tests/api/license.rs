@@ -805,3 +805,16 @@ async fn platform_admin_manages_tenants_and_sees_no_tenant_data() {
         assert_eq!(st, 403, "{path}");
     }
 }
+
+#[tokio::test]
+async fn dashboard_loads_the_notifications_banner() {
+    let app = spawn_app().await;
+    let c = app.client();
+    let index = c.get(app.url("/")).send().await.unwrap().text().await.unwrap();
+    assert!(index.contains("<script src=\"/assets/app.js\" defer></script>"));
+    assert!(index.contains("id=\"notifications\""));
+    let js = c.get(app.url("/assets/app.js")).send().await.unwrap();
+    assert_eq!(js.status(), 200);
+    let js = js.text().await.unwrap();
+    assert!(js.contains("/api/v1/notifications") && js.contains("textContent"));
+}
