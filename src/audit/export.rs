@@ -500,7 +500,14 @@ mod tests {
             "\r=1+1",
             json!({"detail": "a\tb\r\nc\u{2028}d\u{1F600}"}),
         );
-        let e3 = rec(3, &e2.hash, "2024-03-31T01:30:00.000Z", "-2+3", "ua", json!({}));
+        let e3 = rec(
+            3,
+            &e2.hash,
+            "2024-03-31T01:30:00.000Z",
+            "-2+3",
+            "ua",
+            json!({}),
+        );
         vec![e1, e2, e3]
     }
 
@@ -512,7 +519,12 @@ mod tests {
     }
 
     fn write(format: Format, profile: Profile, s: &AuditSigner) -> Vec<u8> {
-        let mut w = ExportWriter::new(format, profile, Some("2024-03-31T00:00:00.000Z".into()), None);
+        let mut w = ExportWriter::new(
+            format,
+            profile,
+            Some("2024-03-31T00:00:00.000Z".into()),
+            None,
+        );
         let mut out = w.header().unwrap();
         for r in events() {
             out.extend(w.row(&r).unwrap());
@@ -541,7 +553,13 @@ mod tests {
             for (r, e) in recs.iter().zip(events()) {
                 assert_eq!(r.len(), 13);
                 assert_eq!(&r[1], e.seq.to_string());
-                let raw = |v: &str| if sanitised { neutralise(v).into_owned() } else { v.to_string() };
+                let raw = |v: &str| {
+                    if sanitised {
+                        neutralise(v).into_owned()
+                    } else {
+                        v.to_string()
+                    }
+                };
                 assert_eq!(&r[3], e.ts);
                 assert_eq!(&r[4], raw(e.actor_email.as_deref().unwrap()));
                 assert_eq!(&r[7], raw(e.user_agent.as_deref().unwrap()));
@@ -566,7 +584,10 @@ mod tests {
             assert!(!l.contains('\r') && !l.contains('\t'), "{l}");
             let v: Value = serde_json::from_str(l).unwrap();
             let back = ndjson_record(&v).unwrap();
-            assert_eq!(back.actor_email, e.actor_email, "NDJSON is never neutralised");
+            assert_eq!(
+                back.actor_email, e.actor_email,
+                "NDJSON is never neutralised"
+            );
             assert_eq!(back.details, e.details);
             assert_eq!(record_hash(&back), e.hash);
         }
@@ -579,7 +600,9 @@ mod tests {
         verify_export(&b, s.public_key()).unwrap();
         // A key that did not sign it.
         let (_d2, other) = signer2();
-        assert!(verify_export(&b, other.public_key()).unwrap_err().contains("signature"));
+        assert!(verify_export(&b, other.public_key())
+            .unwrap_err()
+            .contains("signature"));
     }
 
     fn signer2() -> (tempfile::TempDir, AuditSigner) {

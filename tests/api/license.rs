@@ -810,7 +810,14 @@ async fn platform_admin_manages_tenants_and_sees_no_tenant_data() {
 async fn dashboard_loads_the_notifications_banner() {
     let app = spawn_app().await;
     let c = app.client();
-    let index = c.get(app.url("/")).send().await.unwrap().text().await.unwrap();
+    let index = c
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(index.contains("<script src=\"/assets/app.js\" defer></script>"));
     assert!(index.contains("id=\"notifications\""));
     let js = c.get(app.url("/assets/app.js")).send().await.unwrap();
