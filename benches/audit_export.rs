@@ -136,6 +136,8 @@ fn prepare(root: &Path, n: u64) -> (PathBuf, String, PathBuf) {
         start.elapsed().as_secs_f64()
     );
     let plain = root.join("plain.db");
+    // The store connection may not create files: an empty file is an empty database.
+    std::fs::File::create(&plain).expect("plain.db");
     c.execute_batch(&format!(
         "ATTACH DATABASE '{}' AS plaintext KEY ''; SELECT sqlcipher_export('plaintext'); DETACH DATABASE plaintext;",
         plain.display()

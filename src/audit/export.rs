@@ -105,6 +105,97 @@ pub struct ExportWriter {
     last_hash: Option<String>,
     from: Option<String>,
     to: Option<String>,
+    /// Reused CSV encoder writing into `csv_buf`, drained after every row.
+    csv: Option<(csv::Writer<SharedBuf>, SharedBuf)>,
+}
+
+/// A byte sink the CSV encoder writes into and the export drains.
+#[derive(Clone, Default)]
+struct SharedBuf(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn csv_writer() -> (csv::Writer<SharedBuf>, SharedBuf) {
+    let buf = SharedBuf::default();
+    let w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .quote_style(csv::QuoteStyle::Necessary)
+        .from_writer(buf.clone());
+    (w, buf)
+}
+
+/// A stored row as exported: `details` is the stored compact JSON text, written through
+/// unchanged (no parse and re-encode per row).
+#[derive(Debug, Clone)]
+pub struct ExportRow {
+    /// Sequence number.
+    pub seq: i64,
+    /// Row id.
+    pub id: String,
+    /// Timestamp.
+    pub ts: String,
+    /// Actor email.
+    pub actor_email: Option<String>,
+    /// Actor role.
+    pub actor_role: Option<String>,
+    /// Client IP.
+    pub client_ip: Option<String>,
+    /// User agent.
+    pub user_agent: Option<String>,
+    /// Action.
+    pub action: String,
+    /// Target.
+    pub target: Option<String>,
+    /// Details as stored (compact JSON object text).
+    pub details: String,
+    /// Previous hash.
+    pub prev_hash: String,
+    /// Hash.
+    pub hash: String,
+}
+
+impl From<&AuditRecord> for ExportRow {
+    fn from(r: &AuditRecord) -> Self {
+        Self {
+            seq: r.seq,
+            id: r.id.clone(),
+            ts: r.ts.clone(),
+            actor_email: r.actor_email.clone(),
+            actor_role: r.actor_role.clone(),
+            client_ip: r.client_ip.clone(),
+            user_agent: r.user_agent.clone(),
+            action: r.action.clone(),
+            target: r.target.clone(),
+            details: r.details.to_string(),
+            prev_hash: r.prev_hash.clone(),
+            hash: r.hash.clone(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct NdRow<'a> {
+    record_type: &'static str,
+    seq: i64,
+    id: &'a str,
+    ts: &'a str,
+    actor_email: Option<&'a str>,
+    actor_role: Option<&'a str>,
+    client_ip: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    action: &'a str,
+    target: Option<&'a str>,
+    details: &'a serde_json::value::RawValue,
+    prev_hash: &'a str,
+    hash: &'a str,
 }
 
 impl ExportWriter {
@@ -123,6 +214,7 @@ impl ExportWriter {
             last_hash: None,
             from,
             to,
+            csv: None,
         }
     }
 
@@ -146,54 +238,83 @@ impl ExportWriter {
         Ok(out)
     }
 
-    /// Encode one row.
+    /// Encode one row (convenience over [`ExportWriter::row_into`]).
     pub fn row(&mut self, r: &AuditRecord) -> std::io::Result<Vec<u8>> {
-        let out = match self.format {
+        let mut out = Vec::new();
+        self.row_into(&ExportRow::from(r), &mut out)?;
+        Ok(out)
+    }
+
+    /// Append one encoded row to `out`.
+    pub fn row_into(&mut self, r: &ExportRow, out: &mut Vec<u8>) -> std::io::Result<()> {
+        let start = out.len();
+        match self.format {
             Format::Ndjson => {
-                let mut v = serde_json::to_value(r).map_err(std::io::Error::other)?;
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("record_type".into(), json!("row"));
-                }
-                let mut b = serde_json::to_vec(&v).map_err(std::io::Error::other)?;
-                b.push(b'\n');
-                b
+                let details: &serde_json::value::RawValue =
+                    serde_json::from_str(&r.details).map_err(std::io::Error::other)?;
+                let row = NdRow {
+                    record_type: "row",
+                    seq: r.seq,
+                    id: &r.id,
+                    ts: &r.ts,
+                    actor_email: r.actor_email.as_deref(),
+                    actor_role: r.actor_role.as_deref(),
+                    client_ip: r.client_ip.as_deref(),
+                    user_agent: r.user_agent.as_deref(),
+                    action: &r.action,
+                    target: r.target.as_deref(),
+                    details,
+                    prev_hash: &r.prev_hash,
+                    hash: &r.hash,
+                };
+                serde_json::to_writer(&mut *out, &row).map_err(std::io::Error::other)?;
+                out.push(b'\n');
             }
             Format::Csv => {
                 let seq = r.seq.to_string();
-                let details = r.details.to_string();
-                let opt = |o: &Option<String>| o.clone().unwrap_or_default();
+                fn opt(o: &Option<String>) -> &str {
+                    o.as_deref().unwrap_or("")
+                }
                 let text = [
-                    r.id.clone(),
-                    r.ts.clone(),
+                    r.id.as_str(),
+                    r.ts.as_str(),
                     opt(&r.actor_email),
                     opt(&r.actor_role),
                     opt(&r.client_ip),
                     opt(&r.user_agent),
-                    r.action.clone(),
+                    r.action.as_str(),
                     opt(&r.target),
-                    details,
-                    r.prev_hash.clone(),
-                    r.hash.clone(),
+                    r.details.as_str(),
+                    r.prev_hash.as_str(),
+                    r.hash.as_str(),
                 ];
-                let text: Vec<String> = text
-                    .iter()
-                    .map(|t| match self.profile {
-                        Profile::Spreadsheet => neutralise(t).into_owned(),
-                        _ => t.clone(),
-                    })
-                    .collect();
-                let mut fields: Vec<&str> = vec!["row", &seq];
-                fields.extend(text.iter().map(String::as_str));
-                self.csv_line(&fields)?
+                let spreadsheet = self.profile == Profile::Spreadsheet;
+                let cells = text.iter().map(|t| {
+                    if spreadsheet {
+                        neutralise(t)
+                    } else {
+                        std::borrow::Cow::Borrowed(*t)
+                    }
+                });
+                let (w, buf) = self.csv.get_or_insert_with(csv_writer);
+                w.write_field("row").map_err(std::io::Error::other)?;
+                w.write_field(&seq).map_err(std::io::Error::other)?;
+                for c in cells {
+                    w.write_field(c.as_bytes()).map_err(std::io::Error::other)?;
+                }
+                w.write_record(None::<&[u8]>)
+                    .map_err(std::io::Error::other)?;
+                w.flush()?;
+                out.append(&mut buf.0.lock());
             }
-        };
-        self.hasher.update(&out);
+        }
+        self.hasher.update(&out[start..]);
         self.count += 1;
         if self.first_hash.is_none() {
             self.first_hash = Some(r.hash.clone());
         }
         self.last_hash = Some(r.hash.clone());
-        Ok(out)
+        Ok(())
     }
 
     /// Rows written so far.

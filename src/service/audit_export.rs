@@ -187,7 +187,7 @@ pub async fn export(
             let (from, to) = (req.from.clone(), req.to.clone());
             let page: Result<_, StoreError> = chain
                 .run(&st, move |c| {
-                    audit::page_asc(c, from.as_deref(), to.as_deref(), after, max, PAGE_ROWS)
+                    audit::page_asc_export(c, from.as_deref(), to.as_deref(), after, max, PAGE_ROWS)
                 })
                 .await;
             let page = match page {
@@ -207,8 +207,8 @@ pub async fn export(
                     let _ = tx.send(Err(fail("injected fault".into()))).await;
                     return;
                 }
-                match w.row(r) {
-                    Ok(b) => chunk.extend_from_slice(&b),
+                match w.row_into(r, &mut chunk) {
+                    Ok(()) => {}
                     Err(e) => {
                         let _ = tx.send(Err(fail(e.to_string()))).await;
                         return;

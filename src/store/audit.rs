@@ -140,6 +140,40 @@ pub fn page_asc(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// Like [`page_asc`] but with `details` as the stored JSON text (for the export writer).
+pub fn page_asc_export(
+    conn: &rusqlite::Connection,
+    from: Option<&str>,
+    to: Option<&str>,
+    after_seq: i64,
+    max_seq: i64,
+    limit: u32,
+) -> StoreResult<Vec<crate::audit::export::ExportRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, id, ts, actor_email, actor_role, client_ip, user_agent, action, target, details, prev_hash, hash
+         FROM audit
+         WHERE seq > ?1 AND seq <= ?2 AND (?3 IS NULL OR ts >= ?3) AND (?4 IS NULL OR ts < ?4)
+         ORDER BY seq ASC LIMIT ?5",
+    )?;
+    let rows = stmt.query_map(params![after_seq, max_seq, from, to, limit], |r| {
+        Ok(crate::audit::export::ExportRow {
+            seq: r.get(0)?,
+            id: r.get(1)?,
+            ts: r.get(2)?,
+            actor_email: r.get(3)?,
+            actor_role: r.get(4)?,
+            client_ip: r.get(5)?,
+            user_agent: r.get(6)?,
+            action: r.get(7)?,
+            target: r.get(8)?,
+            details: r.get(9)?,
+            prev_hash: r.get(10)?,
+            hash: r.get(11)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
 /// The chain's purge anchor: `(seq, hash)` of the last purged row, if a purge happened. A
 /// chain walk starts from this hash instead of the genesis hash.
 pub fn anchor(conn: &rusqlite::Connection) -> StoreResult<Option<(i64, String)>> {
