@@ -1,6 +1,6 @@
-//! Command line (clap): `serve`, `init`, `tenant`, `jobs`, `users unlock`, `keys`, `agent run`,
-//! `--version`. `--config FILE` and `--data-dir DIR` work on every subcommand (the agent uses
-//! neither).
+//! Command line (clap): `serve`, `init`, `tenant`, `jobs`, `users unlock`, `keys`, `audit`,
+//! `license issue|install`, `agent run`, `--version`. `--config FILE` and `--data-dir DIR` work on
+//! every subcommand (the agent uses neither).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +58,18 @@ pub enum Command {
         /// Action.
         #[command(subcommand)]
         action: KeysCommand,
+    },
+    /// Audit trail: verify a chain, verify an export file.
+    Audit {
+        /// Action.
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
+    /// Licenses: sign one (vendor side) or install one offline.
+    License {
+        /// Action.
+        #[command(subcommand)]
+        action: LicenseCommand,
     },
     /// The built-in agent: run flows in headless Chromium and report to an appliance.
     Agent {
@@ -144,6 +156,89 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// `audit` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Walk a tenant's (or the catalog's) audit hash chain; exit 1 naming the first bad row.
+    Verify {
+        /// Tenant id or name.
+        #[arg(long, required_unless_present = "catalog", conflicts_with = "catalog")]
+        tenant: Option<String>,
+        /// Verify the catalog chain instead.
+        #[arg(long)]
+        catalog: bool,
+    },
+    /// Verify an export file (CSV or NDJSON) offline: exit 0 when complete and untouched, 1
+    /// naming the reason otherwise.
+    VerifyExport {
+        /// The export file.
+        file: PathBuf,
+        /// The audit-signing public key (SPKI PEM, from GET /api/v1/audit/signing-key).
+        #[arg(long, value_name = "PEM")]
+        public_key: PathBuf,
+    },
+}
+
+/// `license` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum LicenseCommand {
+    /// Sign a license and print the token (vendor side). With `--data-dir`, the issue is also
+    /// recorded in that deployment's catalog audit (`license.issue`).
+    Issue(IssueArgs),
+    /// Verify a license token file and install it as this deployment's license file (offline;
+    /// a running server picks it up on SIGHUP or `POST /api/v1/platform/license/reload`).
+    Install {
+        /// File holding the token.
+        file: PathBuf,
+    },
+}
+
+/// `license issue` flags.
+#[derive(Args, Debug)]
+pub struct IssueArgs {
+    /// Ed25519 private key (PKCS#8 PEM) to sign with.
+    #[arg(
+        long,
+        value_name = "PEM",
+        required_unless_present = "dev",
+        conflicts_with = "dev"
+    )]
+    pub signing_key: Option<PathBuf>,
+    /// Sign with the published development key (only in builds with `dev-license-key`).
+    #[arg(long)]
+    pub dev: bool,
+    /// License id (default: a random UUID).
+    #[arg(long)]
+    pub license_id: Option<String>,
+    /// Licensee (customer name).
+    #[arg(long, default_value = "FlowGuard customer")]
+    pub licensee: String,
+    /// Plan: free, pro, business or enterprise.
+    #[arg(long)]
+    pub plan: String,
+    /// Features, comma-separated (known: audit.export, regions).
+    #[arg(long, value_delimiter = ',')]
+    pub features: Vec<String>,
+    /// Most applications per tenant (default: unlimited).
+    #[arg(long)]
+    pub max_applications: Option<u32>,
+    /// Most active users per tenant (default: unlimited).
+    #[arg(long)]
+    pub max_users: Option<u32>,
+    /// Retention days for Enterprise tenants (default: the plan's, 365 for Enterprise).
+    #[arg(long)]
+    pub retention_days: Option<u32>,
+    /// Regions tenants may be created in, comma-separated (default: any).
+    #[arg(long, value_delimiter = ',')]
+    pub regions: Vec<String>,
+    /// Start of validity, RFC 3339 (default: now).
+    #[arg(long, value_name = "RFC3339")]
+    pub not_before: Option<String>,
+    /// Expiry, RFC 3339.
+    #[arg(long, value_name = "RFC3339")]
+    pub expires: String,
+}
+
 /// `serve` flags.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -206,9 +301,14 @@ pub enum TenantCommand {
 pub enum JobsCommand {
     /// Run one job now against the data dir (`schedules`, `agent-timeouts`, `key-rotation`; the
     /// last only with the server stopped).
+    #[command(alias = "run-once")]
     Run {
         /// Job name.
         name: String,
+        /// Evaluate as of this instant (RFC 3339; default now). Only `retention` takes it, e.g.
+        /// to catch up after downtime; it then prints its per-tenant report as JSON.
+        #[arg(long, value_name = "RFC3339")]
+        as_of: Option<String>,
     },
     /// List the jobs and their cron expressions.
     List,
@@ -295,9 +395,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { action } => keys(settings, action),
+        Command::Audit {
+            action: AuditCommand::Verify { tenant, catalog },
+        } => audit_verify(settings, tenant.as_deref(), catalog),
+        Command::Audit {
+            action: AuditCommand::VerifyExport { file, public_key },
+        } => audit_verify_export(&file, &public_key),
+        Command::License {
+            action: LicenseCommand::Issue(a),
+        } => license_issue(settings, cli.data_dir.is_some(), a),
+        Command::License {
+            action: LicenseCommand::Install { file },
+        } => license_install(settings, &file),
         Command::Jobs {
-            action: JobsCommand::Run { name },
+            action: JobsCommand::Run { name, as_of },
+        } if name == crate::jobs::RETENTION_JOB => jobs_retention(settings, as_of.as_deref()),
+        Command::Jobs {
+            action: JobsCommand::Run { name, as_of },
         } => {
+            if as_of.is_some() {
+                anyhow::bail!("--as-of applies to the `retention` job only");
+            }
             let _lock = if crate::jobs::EXCLUSIVE_JOBS.contains(&name.as_str()) {
                 Some(startup::lock_data_dir(&settings.data_dir)?)
             } else {
@@ -328,6 +446,186 @@ fn agent_run(a: AgentRunArgs) -> anyhow::Result<()> {
     } else {
         Err(anyhow::anyhow!("the run did not pass"))
     }
+}
+
+fn parse_time(flag: &str, v: &str) -> anyhow::Result<i64> {
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|t| t.timestamp())
+        .map_err(|_| anyhow::anyhow!("{flag}: `{v}` is not an RFC 3339 timestamp"))
+}
+
+fn license_issue(settings: Settings, record: bool, a: IssueArgs) -> anyhow::Result<()> {
+    use crate::crypto::license::{self, LicenseClaims};
+    use crate::domain::Plan;
+    let plan = Plan::parse(&a.plan).map_err(|e| anyhow::anyhow!("--plan: {e}"))?;
+    let features: Vec<String> = a
+        .features
+        .iter()
+        .map(|f| f.trim().to_string())
+        .filter(|f| !f.is_empty())
+        .collect();
+    license::check_known_features(&features).map_err(|e| anyhow::anyhow!("--features: {e}"))?;
+    let regions: Vec<String> = a
+        .regions
+        .iter()
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .collect();
+    let now = chrono::Utc::now().timestamp();
+    let claims = LicenseClaims {
+        jti: a.license_id.unwrap_or_else(crate::domain::new_object_id),
+        iss: license::ISSUER.into(),
+        sub: a.licensee,
+        iat: now,
+        nbf: match &a.not_before {
+            Some(v) => parse_time("--not-before", v)?,
+            None => now,
+        },
+        exp: parse_time("--expires", &a.expires)?,
+        plan,
+        features,
+        max_applications: a.max_applications,
+        max_users: a.max_users,
+        retention_days: a
+            .retention_days
+            .unwrap_or_else(|| plan.default_retention_days().unwrap_or(365)),
+        regions,
+    };
+    let token = if a.dev {
+        issue_with_dev_key(&claims)?
+    } else {
+        let path = a
+            .signing_key
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("--signing-key or --dev is required"))?;
+        let pem = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| {
+            anyhow::anyhow!(
+                "--signing-key: cannot read {}: {}",
+                path.display(),
+                e.kind()
+            )
+        })?);
+        license::issue(&claims, &pem, "vendor")?
+    };
+    if record {
+        let opened = startup::open_data_dir(&settings, false)?;
+        let ev = NewAuditEvent::new(
+            &host_actor(),
+            "license.issue",
+            Some(format!("license:{}", claims.jti)),
+        )
+        .details(serde_json::json!({
+            "license_id": claims.jti,
+            "licensee": claims.sub,
+            "plan": claims.plan,
+            "features": claims.features,
+            "expires_at": license::rfc3339(claims.exp),
+            "signed_by": if a.dev { "dev" } else { "vendor" },
+        }));
+        let mut c = opened.catalog.db().lock();
+        crate::store::catalog::append_audit(&mut c, &ev)?;
+    }
+    println!("{token}");
+    Ok(())
+}
+
+#[cfg(feature = "dev-license-key")]
+fn issue_with_dev_key(c: &crate::crypto::license::LicenseClaims) -> anyhow::Result<String> {
+    Ok(crate::crypto::license::issue_dev(c)?)
+}
+
+#[cfg(not(feature = "dev-license-key"))]
+fn issue_with_dev_key(_: &crate::crypto::license::LicenseClaims) -> anyhow::Result<String> {
+    anyhow::bail!(
+        "--dev: this build does not include the development license key (build with the `dev-license-key` feature)"
+    )
+}
+
+fn license_install(settings: Settings, file: &std::path::Path) -> anyhow::Result<()> {
+    let token = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {}", file.display(), e.kind()))?;
+    let opened = startup::open_data_dir(&settings, false)?;
+    let path = settings.license_path();
+    let s =
+        crate::service::license::install_offline(&opened.catalog, &path, &token, &host_actor())?;
+    println!(
+        "installed license {} ({}, plan {}, expires {}) into {}",
+        s.claims.jti,
+        s.claims.sub,
+        s.claims.plan,
+        crate::crypto::license::rfc3339(s.claims.exp),
+        path.display()
+    );
+    Ok(())
+}
+
+fn audit_verify(settings: Settings, tenant: Option<&str>, catalog: bool) -> anyhow::Result<()> {
+    use crate::service::audit_export::{self, Chain};
+    let opened = startup::open_data_dir(&settings, false)?;
+    let chain = if catalog {
+        Chain::Catalog
+    } else {
+        let r = tenant.unwrap_or_default().to_string();
+        let row = {
+            let c = opened.catalog.db().lock();
+            crate::store::catalog::find_tenant(&c, &r)?
+        }
+        .ok_or_else(|| anyhow::anyhow!("--tenant: no tenant `{r}`"))?;
+        Chain::Tenant(crate::domain::TenantId::parse(&row.id)?)
+    };
+    let settings = std::sync::Arc::new(settings);
+    let state = startup::build_state(settings, opened)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = rt
+        .block_on(audit_export::verify(&state, &chain))
+        .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+    println!("{}", serde_json::to_string(&report)?);
+    match &report.first_bad {
+        None => Ok(()),
+        Some(b) => anyhow::bail!(
+            "audit chain broken at seq {} (id {}): {}",
+            b.seq,
+            b.id,
+            b.reason
+        ),
+    }
+}
+
+fn audit_verify_export(file: &std::path::Path, key: &std::path::Path) -> anyhow::Result<()> {
+    let pem = std::fs::read_to_string(key).map_err(|e| {
+        anyhow::anyhow!("--public-key: cannot read {}: {}", key.display(), e.kind())
+    })?;
+    let public = crate::crypto::audit_signing::parse_public_key_pem(&pem)
+        .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
+    let bytes = std::fs::read(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {}", file.display(), e.kind()))?;
+    let v = crate::audit::export::verify_export(&bytes, &public)
+        .map_err(|e| anyhow::anyhow!("{}: export NOT verified: {e}", file.display()))?;
+    println!(
+        "{}: verified {} export, {} rows, signed by key {}",
+        file.display(),
+        v.format,
+        v.count,
+        v.key_id
+    );
+    Ok(())
+}
+
+fn jobs_retention(settings: Settings, as_of: Option<&str>) -> anyhow::Result<()> {
+    let as_of = as_of.map(|v| parse_time("--as-of", v)).transpose()?;
+    let opened = startup::open_data_dir(&settings, false)?;
+    let state = startup::build_state(std::sync::Arc::new(settings), opened)?;
+    // Retention depends on the license: load it (without the startup gate).
+    crate::service::license::load_at_start(&state, false)?;
+    let report =
+        crate::jobs::retention_blocking(&state, as_of.unwrap_or_else(crate::service::unix_now));
+    println!("{}", serde_json::to_string(&report)?);
+    if report.iter().any(|r| r.error.is_some()) {
+        anyhow::bail!("retention failed for some tenants (see the report)");
+    }
+    Ok(())
 }
 
 fn init(settings: Settings, a: InitArgs) -> anyhow::Result<()> {

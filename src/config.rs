@@ -70,6 +70,10 @@ pub struct Settings {
     pub egress: EgressSettings,
     /// Tenant key rotation.
     pub keys: KeySettings,
+    /// License file and startup gate.
+    pub license: LicenseSettings,
+    /// Background job schedules.
+    pub jobs: JobsSettings,
 }
 
 impl Default for Settings {
@@ -92,6 +96,8 @@ impl Default for Settings {
             log: LogSettings::default(),
             egress: EgressSettings::default(),
             keys: KeySettings::default(),
+            license: LicenseSettings::default(),
+            jobs: JobsSettings::default(),
         }
     }
 }
@@ -298,6 +304,34 @@ impl Default for KeySettings {
     }
 }
 
+/// `[license]` table.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LicenseSettings {
+    /// Refuse to start without a valid license (the Helm chart sets this). Default false: without
+    /// one the appliance runs as Free.
+    pub required: bool,
+    /// The license token file read at start, by `POST /api/v1/platform/license/reload` and on
+    /// SIGHUP, and written by installs. Default `<data>/license.jwt`.
+    pub file: Option<PathBuf>,
+}
+
+/// `[jobs]` table: cron schedules (6 fields with seconds, UTC; tokio-cron-scheduler syntax).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsSettings {
+    /// Retention purge schedule (default `0 15 3 * * *`: daily at 03:15 UTC).
+    pub retention_cron: String,
+}
+
+impl Default for JobsSettings {
+    fn default() -> Self {
+        Self {
+            retention_cron: "0 15 3 * * *".into(),
+        }
+    }
+}
+
 /// Overrides given on the command line (highest precedence).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CliOverrides {
@@ -369,9 +403,18 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         Region::parse(&self.region).map_err(|e| ConfigError::Invalid(format!("region: {e}")))?;
-        for name in self.regions.keys() {
+        for (name, url) in &self.regions {
             Region::parse(name)
                 .map_err(|e| ConfigError::Invalid(format!("regions.{name}: {e}")))?;
+            let ok = (url.starts_with("https://") || url.starts_with("http://"))
+                && url.len() <= 2048
+                && !url.ends_with("://")
+                && url.bytes().all(|b| b.is_ascii_graphic());
+            if !ok {
+                return Err(ConfigError::Invalid(format!(
+                    "regions.{name}: endpoint must be an http(s) URL without spaces"
+                )));
+            }
         }
         self.listen_addr()?;
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
@@ -446,6 +489,14 @@ impl Settings {
     pub fn region(&self) -> Region {
         // validated in `load`; fall back to "local" only for hand-built settings in tests.
         Region::parse(&self.region).unwrap_or_else(|_| Region::local())
+    }
+
+    /// Path of the license file.
+    pub fn license_path(&self) -> PathBuf {
+        self.license
+            .file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("license.jwt"))
     }
 
     /// Path of the master key file.

@@ -25,6 +25,9 @@ pub struct Problem {
     /// The request field at fault (JSON pointer-ish name such as `email`), when one is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// The license feature a `feature_not_licensed` problem is about (e.g. `audit.export`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feature: Option<String>,
 }
 
 /// An error answered to an API client.
@@ -41,6 +44,18 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Seconds for a `Retry-After` header (429/503).
     pub retry_after: Option<u64>,
+    /// Rarely used extension members (boxed to keep `ApiError` small).
+    pub extra: Option<Box<ProblemExtra>>,
+}
+
+/// Extension members of a few problems.
+#[derive(Debug, Default, Clone)]
+pub struct ProblemExtra {
+    /// License feature named by `feature_not_licensed` (sent as the `feature` member).
+    pub feature: Option<String>,
+    /// For 421 Misdirected Request: the public endpoint of the tenant's region, sent as
+    /// `X-FlowGuard-Region-Endpoint`.
+    pub region_endpoint: Option<String>,
 }
 
 impl ApiError {
@@ -52,7 +67,26 @@ impl ApiError {
             detail: detail.into(),
             field: None,
             retry_after: None,
+            extra: None,
         }
+    }
+    /// Name the license feature (`feature` member of the problem).
+    pub fn with_feature(mut self, f: impl Into<String>) -> Self {
+        self.extra.get_or_insert_with(Default::default).feature = Some(f.into());
+        self
+    }
+    /// Attach the region endpoint (`X-FlowGuard-Region-Endpoint` header of a 421).
+    pub fn with_region_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.extra
+            .get_or_insert_with(Default::default)
+            .region_endpoint = Some(url.into());
+        self
+    }
+    /// The region endpoint of a 421, if any.
+    pub fn region_endpoint(&self) -> Option<&str> {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.region_endpoint.as_deref())
     }
     /// Attach the field at fault.
     pub fn field(mut self, f: impl Into<String>) -> Self {
@@ -147,6 +181,7 @@ impl ApiError {
             detail: Some(self.detail.clone()),
             code: self.code.to_string(),
             field: self.field.clone(),
+            feature: self.extra.as_ref().and_then(|e| e.feature.clone()),
         }
     }
 }
@@ -163,6 +198,12 @@ impl ResponseError for ApiError {
         ));
         if let Some(s) = self.retry_after {
             b.insert_header((header::RETRY_AFTER, s.to_string()));
+        }
+        if let Some(url) = self.region_endpoint() {
+            if let Ok(v) = HeaderValue::from_str(url) {
+                b.insert_header((crate::http::residency::ENDPOINT_HEADER, v));
+            }
+            b.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
         }
         b.json(self.problem())
     }

@@ -142,6 +142,10 @@ pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
         s.store.busy_timeout_ms,
     ));
     let passwords = Passwords::new(s.login.hash_concurrency)?;
+    let audit_signer = Arc::new(crate::crypto::audit_signing::AuditSigner::load_or_create(
+        &s.data_dir,
+        &o.master,
+    )?);
     let metrics = Metrics::new()?;
     Ok(AppState {
         settings: s,
@@ -152,6 +156,8 @@ pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
         metrics,
         image_slots: Arc::new(tokio::sync::Semaphore::new(2)),
         keys: crate::service::keys::KeyRuntime::new(crate::service::keys::Clock::from_env()),
+        license: Default::default(),
+        audit_signer,
     })
 }
 
@@ -282,7 +288,7 @@ fn write_listen_addr(data_dir: &Path, addr: std::net::SocketAddr) -> anyhow::Res
     Ok(())
 }
 
-/// Run the server until SIGTERM/SIGINT (graceful). SIGHUP is logged and does not stop it.
+/// Run the server until SIGTERM/SIGINT (graceful). SIGHUP reloads the license file.
 pub fn serve(settings: Settings) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(serve_async(settings))
 }
@@ -299,6 +305,8 @@ async fn serve_async(settings: Settings) -> anyhow::Result<()> {
             Ok((build_state(s2, opened)?, lock))
         })
         .await??;
+    // The license gate (`license.required`) comes before anything is bootstrapped or served.
+    crate::service::license::load_at_start(&state, true)?;
     let state = web::Data::new(state);
     let st2 = state.clone();
     let created = tokio::task::spawn_blocking(move || bootstrap_if_empty(&st2)).await??;
@@ -343,19 +351,30 @@ async fn serve_async(settings: Settings) -> anyhow::Result<()> {
     write_listen_addr(&settings.data_dir, local)?;
     tracing::info!(addr = %local, region = %settings.region, tls = ?settings.tls.mode, "listening");
     let running = server.run();
-    let mut scheduler = crate::jobs::start(state.clone().into_inner()).await?;
-    actix_web::rt::spawn(async {
+    let st3 = state.clone().into_inner();
+    actix_web::rt::spawn(async move {
         if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         {
             while hup.recv().await.is_some() {
-                tracing::info!(
-                    "SIGHUP received: nothing to reload yet (licenses reload here once installed)"
-                );
+                let actor = crate::service::license::signal_actor();
+                match crate::service::license::reload(&st3, &actor).await {
+                    Ok(v) => tracing::info!(
+                        status = ?v.status,
+                        license_id = ?v.license.as_ref().map(|l| l.id.clone()),
+                        "SIGHUP: license reloaded"
+                    ),
+                    Err(e) => tracing::warn!(
+                        code = e.code,
+                        reason = %e.detail,
+                        "SIGHUP: license not reloaded; the current license stays"
+                    ),
+                }
             }
         }
     });
+    let mut sched = crate::jobs::start(state.clone().into_inner()).await?;
     running.await?;
-    let _ = scheduler.shutdown().await;
+    let _ = sched.shutdown().await;
     let _ = std::fs::remove_file(settings.data_dir.join("listen.addr"));
     tracing::info!("stopped");
     Ok(())

@@ -6,6 +6,8 @@
 //! `details` is the JSON object with keys sorted (serde_json's default map). Editing, removing or
 //! reordering a row breaks every later hash.
 
+pub mod export;
+
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -131,4 +133,50 @@ pub fn record_hash(r: &AuditRecord) -> String {
         r.target.as_deref(),
         &r.details,
     )
+}
+
+/// The first row where a chain walk failed.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct BadRow {
+    /// Sequence number of the row.
+    pub seq: i64,
+    /// Row id.
+    pub id: String,
+    /// Why: edited content, or a broken link (row removed or reordered).
+    pub reason: String,
+}
+
+/// State of a chain walk (rows in ascending `seq`).
+#[derive(Debug, Clone, Default)]
+pub struct ChainState {
+    /// Rows checked.
+    pub rows: u64,
+    /// Hash of the last row seen.
+    pub last_hash: Option<String>,
+    /// The first bad row, if any (later rows are still counted).
+    pub first_bad: Option<BadRow>,
+}
+
+/// Check one row of a chain walk: its `prev_hash` must equal the previous row's hash (the
+/// genesis hash for the first row) and its `hash` must match its content.
+pub fn verify_chain(st: &mut ChainState, r: &AuditRecord) {
+    st.rows += 1;
+    if st.first_bad.is_none() {
+        let expected_prev = st.last_hash.as_deref().unwrap_or(GENESIS_HASH);
+        let reason = if r.prev_hash != expected_prev {
+            Some("prev_hash does not match the previous row's hash: a row before it was removed, inserted or reordered")
+        } else if record_hash(r) != r.hash {
+            Some("hash does not match the row's content: the row was edited")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            st.first_bad = Some(BadRow {
+                seq: r.seq,
+                id: r.id.clone(),
+                reason: reason.into(),
+            });
+        }
+    }
+    st.last_hash = Some(r.hash.clone());
 }

@@ -2,8 +2,10 @@
 //! (AES-256-GCM, NIST SP 800-38D), derivation of the catalog database key, random tokens and
 //! their SHA-256 digests, and constant-time comparison.
 
+pub mod audit_signing;
 pub mod envelope;
 pub mod keyring;
+pub mod license;
 pub mod master;
 pub mod signed_url;
 pub mod token;

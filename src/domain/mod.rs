@@ -2,9 +2,11 @@
 //! `src/domain/`: a value of these types cannot hold an invalid value.
 
 pub mod flow;
+pub mod plan;
 pub mod role;
 pub mod scim;
 
+pub use plan::{Entitlements, Plan};
 pub use role::{Permission, Role};
 
 use std::fmt;

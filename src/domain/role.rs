@@ -113,6 +113,10 @@ impl Role {
             P::SsoManage => matches!(self, Owner),
             P::KeyRead => matches!(self, Owner),
             P::KeyRotate => matches!(self, Owner),
+            P::PlatformWrite => matches!(self, PlatformAdmin),
+            P::LicenseRead => matches!(self, Owner),
+            P::NotificationRead => matches!(self, Owner | Admin | Tester | Viewer | PlatformAdmin),
+            P::AuditKeyRead => matches!(self, Owner | PlatformAdmin),
         }
     }
 }
@@ -169,6 +173,15 @@ pub enum Permission {
     KeyRead,
     /// Rotate the tenant's key set now.
     KeyRotate,
+    /// Change the catalog as PlatformAdmin: tenants (create, suspend, resume, plan) and the
+    /// license (install, reload, revoke).
+    PlatformWrite,
+    /// A tenant Owner reading the license and the tenant's entitlements.
+    LicenseRead,
+    /// Read one's notifications (license warnings are shown to Owners and PlatformAdmins only).
+    NotificationRead,
+    /// Read the deployment's audit-signing public key (to verify exports).
+    AuditKeyRead,
 }
 
 #[cfg(test)]
@@ -182,6 +195,7 @@ mod tests {
             Permission::MemberRead,
             Permission::AuditRead,
             Permission::AgentTokenManage,
+            Permission::LicenseRead,
         ] {
             assert!(!Role::PlatformAdmin.allows(p));
             assert!(!Role::Agent.allows(p));

@@ -127,6 +127,10 @@ pub mod perm {
         SsoManage,
         KeyRead,
         KeyRotate,
+        PlatformWrite,
+        LicenseRead,
+        NotificationRead,
+        AuditKeyRead,
     );
 }
 

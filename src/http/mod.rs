@@ -4,6 +4,7 @@
 pub mod assets;
 pub mod extract;
 pub mod metrics;
+pub mod residency;
 pub mod routes;
 
 use std::time::Instant;
@@ -134,6 +135,7 @@ pub fn create_app(
     let api_json = api.to_pretty_json().unwrap_or_default();
     let tls_on = state.settings.tls.mode == crate::config::TlsMode::On;
     let metrics = state.metrics.clone();
+    let settings = state.settings.clone();
     app.app_data(state)
         .app_data(web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(json_error))
         .app_data(web::PayloadConfig::default().limit(MAX_BODY_BYTES))
@@ -142,6 +144,21 @@ pub fn create_app(
         .app_data(web::Data::new(routes::ops::OpenApiJson(api_json)))
         .configure(assets::configure)
         .default_service(web::to(not_found))
+        // Residency runs inside the header/metrics wrapper (so a 421 gets the security headers
+        // and is counted) and before routing, extractors and authentication.
+        .wrap_fn(move |req, srv| {
+            use futures_util::future::{ready, Either, FutureExt};
+            match residency::check_request(req.request(), &settings) {
+                Ok(()) => Either::Left(
+                    actix_web::dev::Service::call(srv, req)
+                        .map(|r| r.map(ServiceResponse::map_into_left_body)),
+                ),
+                Err(e) => {
+                    let res = req.into_response(actix_web::ResponseError::error_response(&e));
+                    Either::Right(ready(Ok(res.map_into_right_body())))
+                }
+            }
+        })
         .wrap_fn(move |req, srv| {
             let start = Instant::now();
             let method = req.method().to_string();

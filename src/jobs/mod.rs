@@ -7,6 +7,7 @@
 //! | `schedules` | `0 * * * * *` (every minute) | queue runs of flows whose cron tick passed (missed ticks collapse into one) |
 //! | `agent-timeouts` | `30 * * * * *` (every minute) | fail running runs without a heartbeat for 5 minutes (`agent_timeout`) |
 //! | `key-rotation` | `keys.rotation_cron` (default `0 17 3 * * *`, daily) | rotate tenant key sets older than `keys.rotation_days`; finish interrupted rotations |
+//! | `retention` | `jobs.retention_cron` (default `0 15 3 * * *`, daily) | purge finished runs (with their steps and screenshot files) and tenant audit rows older than the plan's retention ([`retention`]) |
 //!
 //! All also run once at start, so a tick missed while the server was down runs once (and an
 //! interrupted key rotation is finished).
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::config::Settings;
+pub use crate::service::retention::{retention_blocking, TenantPurge};
 use crate::service::{keys, runs, AppState};
 
 /// A registered job.
@@ -45,7 +47,15 @@ pub const JOBS: &[JobSpec] = &[
         cron: "0 17 3 * * *",
         run: keys::rotation_job_blocking,
     },
+    JobSpec {
+        name: RETENTION_JOB,
+        cron: "0 15 3 * * *",
+        run: crate::service::retention::retention_job_blocking,
+    },
 ];
+
+/// Name of the retention job.
+pub const RETENTION_JOB: &str = "retention";
 
 /// Name of the key rotation job.
 pub const KEY_ROTATION_JOB: &str = "key-rotation";
@@ -55,10 +65,11 @@ pub const KEY_ROTATION_JOB: &str = "key-rotation";
 pub const EXCLUSIVE_JOBS: &[&str] = &[KEY_ROTATION_JOB];
 
 /// The cron expression a job runs on: the configured one where settings name one
-/// (`keys.rotation_cron`), else its default.
+/// (`keys.rotation_cron`, `jobs.retention_cron`), else its default.
 pub fn cron_for(settings: &Settings, spec: &JobSpec) -> String {
     match spec.name {
         KEY_ROTATION_JOB => settings.keys.rotation_cron.clone(),
+        RETENTION_JOB => settings.jobs.retention_cron.clone(),
         _ => spec.cron.to_string(),
     }
 }

@@ -1,5 +1,7 @@
-//! Applications under test. Plan limits: Free allows 1 application (403 `plan_limit`); the
-//! count is checked inside the same `BEGIN IMMEDIATE` transaction as the insert.
+//! Applications under test. The tenant's license entitlements cap the number of applications
+//! (Free: 1; otherwise the license's `max_applications`) — 403 `plan_limit`; the count is checked
+//! inside the same `BEGIN IMMEDIATE` transaction as the insert, so parallel creates cannot
+//! overshoot.
 
 use std::sync::Arc;
 
@@ -7,7 +9,6 @@ use super::{AppState, ClientInfo, Principal};
 use crate::audit::NewAuditEvent;
 use crate::domain::{new_object_id, now_rfc3339};
 use crate::error::{ApiError, ApiResult};
-use crate::store::catalog;
 use crate::store::tenant::{self, ApplicationRow};
 use crate::store::StoreError;
 
@@ -70,20 +71,12 @@ impl ApplicationInput {
 
 use super::principal::tenant_of;
 
-/// Most applications a plan allows (`None` = unlimited). Licenses (a later issue) raise this.
-pub fn plan_max_applications(plan: &str) -> Option<u32> {
-    match plan {
-        "free" => Some(1),
-        _ => None,
-    }
-}
-
 fn map_conflict(e: StoreError) -> ApiError {
     match e {
         StoreError::Conflict(m) if m == "plan_limit" => ApiError::new(
             actix_web::http::StatusCode::FORBIDDEN,
             "plan_limit",
-            "the tenant's plan allows no more applications",
+            "the license in force allows no more applications for this tenant",
         ),
         StoreError::Conflict(_) => {
             ApiError::conflict("name_taken", "an application with this name exists").field("name")
@@ -120,13 +113,9 @@ pub async fn create(
     client: &ClientInfo,
 ) -> ApiResult<ApplicationRow> {
     let t = tenant_of(p)?;
-    let tid = t.as_str().to_string();
-    let plan = state
-        .catalog
-        .run(move |c| catalog::find_tenant(c, &tid))
+    let max = super::license::tenant_entitlements(state, &t)
         .await?
-        .map(|r| r.plan)
-        .ok_or_else(ApiError::not_found)?;
+        .max_applications;
     let now = now_rfc3339();
     let row = ApplicationRow {
         id: new_object_id(),
@@ -143,7 +132,6 @@ pub async fn create(
     )
     .details(serde_json::json!({"name": row.name, "base_url": row.base_url}));
     let r2 = row.clone();
-    let max = plan_max_applications(&plan);
     state
         .tenants
         .run(&t, move |c| tenant::insert_application(c, &r2, max, &ev))
@@ -179,7 +167,8 @@ pub async fn update(
     Ok(row)
 }
 
-/// Delete (agent tokens of the application go with it).
+/// Delete, with everything under it: flows and their versions, runs, steps, screenshots (rows
+/// and encrypted files), variables, webhook and agent tokens.
 pub async fn delete(
     state: &Arc<AppState>,
     p: &Principal,
@@ -195,9 +184,17 @@ pub async fn delete(
     )
     .details(serde_json::json!({"name": row.name}));
     let id = row.id.clone();
-    state
+    let shots = state
         .tenants
         .run(&t, move |c| tenant::delete_application(c, &id, &ev))
         .await?;
+    for shot in shots {
+        let path = super::screenshots::shot_path(state, &t, &shot);
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(error = %e.kind(), "application delete: screenshot file not removed");
+            }
+        }
+    }
     Ok(())
 }

@@ -51,3 +51,24 @@ pub async fn list(
         .flatten();
     Ok((rows, next))
 }
+
+/// One page of the catalog audit trail (PlatformAdmin), newest first.
+pub async fn list_catalog(
+    state: &Arc<AppState>,
+    mut q: AuditQuery,
+) -> ApiResult<(Vec<AuditRecord>, Option<String>)> {
+    if let (Some(f), Some(to)) = (&q.from, &q.to) {
+        if f > to {
+            return Err(
+                ApiError::bad_request("invalid_range", "from must not be after to").field("from"),
+            );
+        }
+    }
+    q.limit = q.limit.clamp(1, MAX_LIMIT);
+    let limit = q.limit as usize;
+    let rows = state.catalog.run(move |c| audit::list(c, &q)).await?;
+    let next = (rows.len() == limit)
+        .then(|| rows.last().map(|r| r.seq.to_string()))
+        .flatten();
+    Ok((rows, next))
+}

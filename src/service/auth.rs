@@ -281,6 +281,10 @@ pub async fn login(
         );
     }
 
+    // A suspended tenant: the right credentials get told so, and no session.
+    if tenant_row.as_ref().is_some_and(|t| t.status == "suspended") {
+        return Err(tenant_suspended());
+    }
     // Success: forget this pair's failures, open a session.
     let pk = pair_key(&scope, &account, &ip);
     state
@@ -589,12 +593,27 @@ pub async fn session_principal(
     }
 }
 
+/// Whether the tenant exists; a suspended tenant → 403 `tenant_suspended`.
 async fn tenant_exists(state: &Arc<AppState>, tid: &TenantId) -> ApiResult<bool> {
     let id = tid.as_str().to_string();
-    Ok(state
+    let row = state
         .catalog
-        .run(move |c| Ok(catalog::find_tenant(c, &id)?.is_some_and(|t| t.id == id)))
-        .await?)
+        .run(move |c| Ok(catalog::find_tenant(c, &id)?.filter(|t| t.id == id)))
+        .await?;
+    match row {
+        Some(t) if t.status == "suspended" => Err(tenant_suspended()),
+        Some(_) => Ok(true),
+        None => Ok(false),
+    }
+}
+
+/// 403 `tenant_suspended`: the tenant exists but a PlatformAdmin suspended it.
+pub fn tenant_suspended() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "tenant_suspended",
+        "this tenant is suspended; contact the platform administrator",
+    )
 }
 
 /// Authenticate a bearer service token (agent or SCIM).

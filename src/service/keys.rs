@@ -1008,6 +1008,8 @@ pub fn rotate_master_blocking(
         if interrupted_master_rotation(data_dir).as_deref() == Some(new.kek_id().as_str()) {
             let cat = Catalog::open(data_dir, &new, false, settings.store.busy_timeout_ms)?;
             verify_all(&cat, &new, "new")?;
+            crate::crypto::audit_signing::finish_rewrap(data_dir, &new)
+                .map_err(|e| MasterRotationError::Io(e.to_string()))?;
             let _ = std::fs::remove_file(master_marker_path(data_dir));
             return Ok(MasterRotationReport {
                 old_kek_id: String::new(),
@@ -1050,6 +1052,9 @@ pub fn rotate_master_blocking(
                 let mut c = cat.db().lock();
                 catalog::stage_next_wraps(&mut c, &kek, &staged)?;
             }
+            // The audit-signing key (issue 5) is wrapped under the master key too.
+            crate::crypto::audit_signing::stage_rewrap(data_dir, &old, &new)
+                .map_err(|e| MasterRotationError::Io(e.to_string()))?;
             fault::point("master:after_stage");
             if !catalog::rekey_catalog(&cat, &old.catalog_db_key(), &new.catalog_db_key(), busy)? {
                 return Err(MasterRotationError::RekeyNotDone);
@@ -1088,6 +1093,8 @@ pub fn rotate_master_blocking(
     };
     fault::point("master:after_swap");
     verify_all(&cat, &new, "new")?;
+    crate::crypto::audit_signing::finish_rewrap(data_dir, &new)
+        .map_err(|e| MasterRotationError::Io(e.to_string()))?;
     drop(cat);
     // Only now, with the catalog and every wrap under the new key, replace the key file.
     new.install_at(&key_path)?;

@@ -647,10 +647,13 @@ pub async fn provision(
     let client2 = client.clone();
     let tid2 = tid.clone();
     let user = a.user.clone();
+    let max = super::license::tenant_entitlements(state, tid)
+        .await?
+        .max_users;
     let res = state
         .tenants
         .run(tid, move |c| {
-            st::provision_login(c, &user, &ns2, |u, prev| {
+            st::provision_login(c, &user, &ns2, max, |u, prev| {
                 let p = Principal::User {
                     tenant: tid2.clone(),
                     user_id: u.id.clone(),
@@ -705,6 +708,7 @@ pub async fn provision(
         Provisioned::Disabled => LoginResult::Refused("user_disabled"),
         Provisioned::EmailConflict => LoginResult::Refused("email_conflict"),
         Provisioned::LastOwner => LoginResult::Refused("last_owner"),
+        Provisioned::UserLimit => LoginResult::Refused("plan_limit"),
     })
 }
 

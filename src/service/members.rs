@@ -17,6 +17,11 @@ use super::principal::tenant_of;
 
 fn map_owner_conflict(e: StoreError) -> ApiError {
     match e {
+        StoreError::Conflict(m) if m == "user_limit" => ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "plan_limit",
+            "the license in force allows no more users for this tenant",
+        ),
         StoreError::Conflict(m) if m == "last_owner" => {
             ApiError::conflict("last_owner", "the last Owner cannot be removed or demoted")
                 .field("role")
@@ -76,9 +81,14 @@ pub async fn add(
     )
     .details(serde_json::json!({"role": row.role, "member_id": row.id}));
     let r2 = row.clone();
+    let max = super::license::tenant_entitlements(state, &t)
+        .await?
+        .max_users;
     state
         .tenants
-        .run(&t, move |c| tenant::insert_user(c, &r2, Some(&ev)))
+        .run(&t, move |c| {
+            tenant::insert_user_within(c, &r2, max, Some(&ev))
+        })
         .await
         .map_err(map_owner_conflict)?;
     Ok(row)

@@ -2,13 +2,17 @@
 //! Handlers call these after the `Require<P>` extractor has checked the route's permission.
 
 pub mod applications;
+pub mod audit_export;
 pub mod audit_log;
 pub mod auth;
 pub mod flows;
 pub mod keys;
 pub mod ldap;
+pub mod license;
 pub mod members;
+pub mod platform;
 pub mod principal;
+pub mod retention;
 pub mod runs;
 pub mod scim;
 pub mod screenshots;
@@ -43,6 +47,10 @@ pub struct AppState {
     pub image_slots: Arc<tokio::sync::Semaphore>,
     /// Key lifecycle: clock and running rotations (issue 4).
     pub keys: keys::KeyRuntime,
+    /// The installed license and the revocation list.
+    pub license: license::LicenseState,
+    /// The deployment's audit-signing key (export trailers).
+    pub audit_signer: Arc<crate::crypto::audit_signing::AuditSigner>,
 }
 
 /// Current unix time in seconds.

@@ -117,6 +117,17 @@ fn tenant_of(p: &Principal) -> Result<TenantId, ScimError> {
         .ok_or_else(|| ScimError::new(403, "not allowed for this role"))
 }
 
+/// The license's active-user limit for the tenant (None = unlimited).
+async fn max_users(state: &Arc<AppState>, t: &TenantId) -> Result<Option<u32>, ScimError> {
+    super::license::tenant_entitlements(state, t)
+        .await
+        .map(|e| e.max_users)
+        .map_err(|e| {
+            tracing::error!(code = e.code, "SCIM: cannot read the tenant's entitlements");
+            ScimError::internal()
+        })
+}
+
 /// Store failures as SCIM errors.
 pub fn store_error(e: StoreError) -> ScimError {
     match e {
@@ -130,6 +141,10 @@ pub fn store_error(e: StoreError) -> ScimError {
             "the last active Owner of the tenant cannot be deactivated or deleted",
         ),
         StoreError::Conflict(m) if m == "version" => ScimError::precondition_failed(),
+        StoreError::Conflict(m) if m == "user_limit" => ScimError::new(
+            403,
+            "plan_limit: the license's active-user limit is reached",
+        ),
         StoreError::Conflict(_) => ScimError::uniqueness("`userName` is already taken"),
         other => {
             tracing::error!(error = %other, "SCIM store error");
@@ -313,9 +328,10 @@ pub async fn create(
         "attributes": attr_names(&attrs),
     }));
     let r2 = row.clone();
+    let max = max_users(state, &t).await?;
     state
         .tenants
-        .run(&t, move |c| store::insert_user(c, &r2, &ev))
+        .run(&t, move |c| store::insert_user(c, &r2, max, &ev))
         .await
         .map_err(store_error)?;
     Ok(Rendered {
@@ -434,12 +450,13 @@ async fn write(
         );
     }
     let end_sessions = !now_active;
+    let max = max_users(state, t).await?;
     let n2 = next.clone();
     let expected = row.version;
     state
         .tenants
         .run(t, move |c| {
-            store::update_user(c, &n2, expected, end_sessions, &events)
+            store::update_user(c, &n2, expected, end_sessions, max, &events)
         })
         .await
         .map_err(store_error)?;

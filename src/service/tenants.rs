@@ -126,6 +126,7 @@ pub fn create_tenant(
         region: region.as_str().into(),
         plan: "free".into(),
         created_at: now,
+        status: "active".into(),
     };
     let ev = NewAuditEvent::new(&actor, "tenant.create", Some(format!("tenant:{}", id))).details(
         serde_json::json!({"name": name.as_str(), "region": region.as_str(), "plan": "free"}),

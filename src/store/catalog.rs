@@ -29,6 +29,8 @@ pub struct TenantRow {
     pub plan: String,
     /// Creation time (RFC 3339).
     pub created_at: String,
+    /// `active` or `suspended` (a suspended tenant's users and tokens are refused; data is kept).
+    pub status: String,
 }
 
 /// A platform admin credential row.
@@ -156,13 +158,14 @@ fn tenant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TenantRow> {
         region: r.get(2)?,
         plan: r.get(3)?,
         created_at: r.get(4)?,
+        status: r.get(5)?,
     })
 }
 
 /// Find a tenant by id or (case-insensitive) unique name.
 pub fn find_tenant(c: &Connection, id_or_name: &str) -> StoreResult<Option<TenantRow>> {
     Ok(c.query_row(
-        "SELECT id, name, region, plan, created_at FROM tenants
+        "SELECT id, name, region, plan, created_at, status FROM tenants
          WHERE id = ?1 OR name = ?1 COLLATE NOCASE ORDER BY (id = ?1) DESC LIMIT 1",
         [id_or_name],
         tenant_from_row,
@@ -173,7 +176,7 @@ pub fn find_tenant(c: &Connection, id_or_name: &str) -> StoreResult<Option<Tenan
 /// All tenants, oldest first.
 pub fn list_tenants(c: &Connection) -> StoreResult<Vec<TenantRow>> {
     let mut s = c.prepare(
-        "SELECT id, name, region, plan, created_at FROM tenants ORDER BY created_at, id",
+        "SELECT id, name, region, plan, created_at, status FROM tenants ORDER BY created_at, id",
     )?;
     let rows = s.query_map([], tenant_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -647,6 +650,93 @@ pub fn key_material(c: &Connection) -> StoreResult<Vec<KeyMaterialRow>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Set a tenant's status (`active|suspended`) with its catalog audit row. Returns false (and
+/// writes nothing) when the tenant does not exist or already has that status.
+pub fn set_tenant_status(
+    c: &mut Connection,
+    id: &str,
+    status: &str,
+    ev: &NewAuditEvent,
+) -> StoreResult<bool> {
+    let tx = write_tx(c)?;
+    let n = tx.execute(
+        "UPDATE tenants SET status = ?2, status_changed_at = ?3 WHERE id = ?1 AND status <> ?2",
+        params![id, status, now_rfc3339()],
+    )?;
+    if n == 0 {
+        return Ok(false);
+    }
+    audit::append(&tx, ev)?;
+    tx.commit()?;
+    Ok(true)
+}
+
+/// Assign a tenant's plan with its catalog audit row. Returns false when the tenant is unknown.
+pub fn set_tenant_plan(
+    c: &mut Connection,
+    id: &str,
+    plan: &str,
+    ev: &NewAuditEvent,
+) -> StoreResult<bool> {
+    let tx = write_tx(c)?;
+    let n = tx.execute(
+        "UPDATE tenants SET plan = ?2 WHERE id = ?1",
+        params![id, plan],
+    )?;
+    if n == 0 {
+        return Ok(false);
+    }
+    audit::append(&tx, ev)?;
+    tx.commit()?;
+    Ok(true)
+}
+
+/// An entry of the license revocation list.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct RevocationRow {
+    /// The revoked license id (`jti`).
+    pub license_id: String,
+    /// Free-text reason given by the PlatformAdmin.
+    pub reason: Option<String>,
+    /// When (RFC 3339).
+    pub revoked_at: String,
+    /// Who (email, or `host-cli`).
+    pub revoked_by: String,
+}
+
+/// Add a license id to the revocation list with its `license.revoke` audit row. An id already
+/// listed → `Conflict`.
+pub fn insert_revocation(
+    c: &mut Connection,
+    r: &RevocationRow,
+    ev: &NewAuditEvent,
+) -> StoreResult<()> {
+    let tx = write_tx(c)?;
+    tx.execute(
+        "INSERT INTO license_revocations (license_id, reason, revoked_at, revoked_by) VALUES (?1, ?2, ?3, ?4)",
+        params![r.license_id, r.reason, r.revoked_at, r.revoked_by],
+    )?;
+    audit::append(&tx, ev)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// The revocation list, oldest first.
+pub fn list_revocations(c: &Connection) -> StoreResult<Vec<RevocationRow>> {
+    let mut s = c.prepare(
+        "SELECT license_id, reason, revoked_at, revoked_by FROM license_revocations ORDER BY revoked_at, license_id",
+    )?;
+    let rows = s.query_map([], |r| {
+        Ok(RevocationRow {
+            license_id: r.get(0)?,
+            reason: r.get(1)?,
+            revoked_at: r.get(2)?,
+            revoked_by: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Master key rotation, step 1: store each key re-wrapped under the next master key (id `kek`)
 /// beside the current material, in one fsynced transaction (earlier staging is replaced).
 pub fn stage_next_wraps(c: &mut Connection, kek: &str, rows: &[KeyMaterialRow]) -> StoreResult<()> {
@@ -754,4 +844,20 @@ pub fn rekey_catalog(
             Ok(false)
         }
     }
+}
+
+/// Append a catalog audit row and run `effect` (e.g. a file rename) inside the same transaction:
+/// the row commits only when `effect` succeeded, so a failed effect leaves no audit row.
+pub fn append_audit_with<E>(
+    c: &mut Connection,
+    ev: &NewAuditEvent,
+    effect: impl FnOnce() -> Result<(), E>,
+) -> StoreResult<Result<(), E>> {
+    let tx = write_tx(c)?;
+    audit::append(&tx, ev)?;
+    if let Err(e) = effect() {
+        return Ok(Err(e));
+    }
+    tx.commit()?;
+    Ok(Ok(()))
 }

@@ -825,3 +825,37 @@ pub fn webhook_flow(c: &Connection, hash: &str) -> StoreResult<Option<(String, S
     )
     .optional()?)
 }
+
+/// What [`purge_runs_in`] deleted.
+#[derive(Debug, Default)]
+pub struct PurgedRuns {
+    /// Runs deleted (their steps went with them).
+    pub runs: u64,
+    /// Object ids of the screenshots deleted (their files are the caller's to remove).
+    pub screenshots: Vec<String>,
+}
+
+/// Delete finished runs (`passed`, `failed`, `cancelled`) that finished (or, without a finish
+/// time, were queued) before `cutoff` (RFC 3339 UTC, millisecond form), with their steps and
+/// screenshot rows, inside the caller's transaction. Queued and running runs stay.
+pub fn purge_runs_in(tx: &rusqlite::Transaction<'_>, cutoff: &str) -> StoreResult<PurgedRuns> {
+    const OLD: &str = "SELECT id FROM runs WHERE status IN ('passed','failed','cancelled')
+         AND coalesce(finished_at, queued_at) < ?1";
+    let screenshots = {
+        let mut st = tx.prepare(&format!(
+            "SELECT id FROM screenshots WHERE run_id IN ({OLD})"
+        ))?;
+        let rows = st.query_map([cutoff], |r| r.get::<_, String>(0))?;
+        rows.collect::<Result<Vec<_>, _>>()?
+    };
+    tx.execute(
+        &format!("DELETE FROM screenshots WHERE run_id IN ({OLD})"),
+        [cutoff],
+    )?;
+    tx.execute(
+        &format!("DELETE FROM run_steps WHERE run_id IN ({OLD})"),
+        [cutoff],
+    )?;
+    let runs = tx.execute(&format!("DELETE FROM runs WHERE id IN ({OLD})"), [cutoff])? as u64;
+    Ok(PurgedRuns { runs, screenshots })
+}

@@ -5,7 +5,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::tenant::{self, UserRow};
-use super::{audit, write_tx, StoreResult};
+use super::{audit, write_tx, StoreError, StoreResult};
 use crate::audit::NewAuditEvent;
 
 /// Table name used in the envelope AAD of the secrets below.
@@ -111,6 +111,8 @@ pub enum Provisioned {
     EmailConflict,
     /// The update would leave the tenant without an active Owner.
     LastOwner,
+    /// A new member would exceed the license's active-user limit.
+    UserLimit,
 }
 
 /// The member linked to a directory entry, by normalised DN.
@@ -136,6 +138,7 @@ pub fn provision_login<F>(
     c: &mut Connection,
     d: &DirectoryUser,
     session: &NewSession,
+    max_users: Option<u32>,
     events: F,
 ) -> StoreResult<Provisioned>
 where
@@ -182,6 +185,10 @@ where
             (updated, Some(prev))
         }
         None => {
+            match tenant::check_user_limit(&tx, max_users) {
+                Err(StoreError::Conflict(_)) => return Ok(Provisioned::UserLimit),
+                other => other?,
+            }
             let u = UserRow {
                 id: crate::domain::new_object_id(),
                 email: d.email.clone(),
@@ -291,7 +298,7 @@ mod tests {
     }
 
     fn login(c: &mut Connection, d: &DirectoryUser, n: u8) -> Provisioned {
-        provision_login(c, d, &session(n), |_, _| Vec::new()).unwrap()
+        provision_login(c, d, &session(n), None, |_, _| Vec::new()).unwrap()
     }
 
     #[test]

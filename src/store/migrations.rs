@@ -22,6 +22,16 @@ CREATE INDEX audit_ts ON audit(ts);
 CREATE INDEX audit_action ON audit(action);
 ";
 
+const AUDIT_ANCHOR_TABLE: &str = "
+CREATE TABLE audit_anchor (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    seq         INTEGER NOT NULL,
+    hash        TEXT NOT NULL,
+    purged_at   TEXT NOT NULL,
+    purged_rows INTEGER NOT NULL
+);
+";
+
 /// Catalog schema steps.
 pub fn catalog() -> Migrations<'static> {
     Migrations::new(vec![
@@ -81,6 +91,22 @@ ALTER TABLE tenant_keys ADD COLUMN next_wrapped BLOB;
 ALTER TABLE tenant_keys ADD COLUMN next_kek TEXT;
 ",
         ),
+        // Issue 8: tenant suspension and the license revocation list.
+        M::up(
+            "
+ALTER TABLE tenants ADD COLUMN status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active','suspended'));
+ALTER TABLE tenants ADD COLUMN status_changed_at TEXT;
+CREATE TABLE license_revocations (
+    license_id TEXT PRIMARY KEY,
+    reason     TEXT,
+    revoked_at TEXT NOT NULL,
+    revoked_by TEXT NOT NULL
+);
+",
+        ),
+        // Issue 5: the purge anchor of the audit chain (the catalog chain is never purged; the
+        // table exists so chain walks work the same on both stores).
+        M::up(AUDIT_ANCHOR_TABLE),
     ])
 }
 
@@ -264,6 +290,8 @@ CREATE TABLE key_state (
 INSERT INTO key_state (id, min_dek_version) VALUES (1, 0);
 ",
         ),
+        // Issue 5: the purge anchor of the audit chain.
+        M::up(AUDIT_ANCHOR_TABLE),
     ])
 }
 

@@ -85,9 +85,18 @@ fn owners_left(tx: &rusqlite::Transaction<'_>) -> StoreResult<()> {
 }
 
 /// Insert a provisioned user (no password: they sign in through the directory). A taken
-/// `userName` → `Conflict`.
-pub fn insert_user(c: &mut Connection, u: &ScimUserRow, ev: &NewAuditEvent) -> StoreResult<()> {
+/// `userName` → `Conflict`; an active user beyond the license's `max_users` →
+/// `Conflict("user_limit")`.
+pub fn insert_user(
+    c: &mut Connection,
+    u: &ScimUserRow,
+    max_users: Option<u32>,
+    ev: &NewAuditEvent,
+) -> StoreResult<()> {
     let tx = write_tx(c)?;
+    if u.active {
+        super::tenant::check_user_limit(&tx, max_users)?;
+    }
     tx.execute(
         "INSERT INTO users (id, email, display_name, role, password_hash, source, active, must_change_password,
                             created_at, updated_at, external_id, scim_attrs, scim_version, active_unset)
@@ -115,14 +124,26 @@ pub fn insert_user(c: &mut Connection, u: &ScimUserRow, ev: &NewAuditEvent) -> S
 /// Write the SCIM attributes of `u` if the stored version is still `expected_version`
 /// (otherwise `Conflict("version")`; unknown id → `NotFound`). With `end_sessions` every session
 /// of the user is deleted in the same transaction. Audit rows `events` are appended.
+/// Activating an inactive user beyond the license's `max_users` → `Conflict("user_limit")`.
 pub fn update_user(
     c: &mut Connection,
     u: &ScimUserRow,
     expected_version: i64,
     end_sessions: bool,
+    max_users: Option<u32>,
     events: &[NewAuditEvent],
 ) -> StoreResult<()> {
     let tx = write_tx(c)?;
+    if u.active {
+        let was_active: Option<bool> = tx
+            .query_row("SELECT active FROM users WHERE id = ?1", [&u.id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if was_active == Some(false) {
+            super::tenant::check_user_limit(&tx, max_users)?;
+        }
+    }
     let n = tx.execute(
         "UPDATE users SET email = ?2, display_name = ?3, active = ?4, active_unset = ?5, external_id = ?6,
                           scim_attrs = ?7, scim_version = ?8, updated_at = ?9

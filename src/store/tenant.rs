@@ -242,7 +242,22 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
 
 /// Insert a user; `ev` (if any) is audited in the same transaction. Duplicate email → Conflict.
 pub fn insert_user(c: &mut Connection, u: &UserRow, ev: Option<&NewAuditEvent>) -> StoreResult<()> {
+    insert_user_within(c, u, None, ev)
+}
+
+/// Insert a user if the tenant has fewer than `max_users` active users (None = unlimited),
+/// counted inside the same `BEGIN IMMEDIATE` transaction so concurrent inserts cannot overshoot.
+/// Over the limit → `Conflict("user_limit")`; duplicate email → `Conflict`.
+pub fn insert_user_within(
+    c: &mut Connection,
+    u: &UserRow,
+    max_users: Option<u32>,
+    ev: Option<&NewAuditEvent>,
+) -> StoreResult<()> {
     let tx = write_tx(c)?;
+    if u.active {
+        check_user_limit(&tx, max_users)?;
+    }
     tx.execute(
         "INSERT INTO users (id, email, display_name, role, password_hash, source, active, must_change_password, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -252,6 +267,21 @@ pub fn insert_user(c: &mut Connection, u: &UserRow, ev: Option<&NewAuditEvent>) 
         audit::append(&tx, ev)?;
     }
     tx.commit()?;
+    Ok(())
+}
+
+/// Refuse with `Conflict("user_limit")` when the tenant already has `max_users` active users
+/// (None = unlimited). Call it inside the write transaction that adds or activates a user, so
+/// concurrent requests cannot overshoot (they serialise on `BEGIN IMMEDIATE`).
+pub fn check_user_limit(c: &Connection, max_users: Option<u32>) -> StoreResult<()> {
+    if let Some(max) = max_users {
+        let n: i64 = c.query_row("SELECT count(*) FROM users WHERE active = 1", [], |r| {
+            r.get(0)
+        })?;
+        if n >= i64::from(max) {
+            return Err(StoreError::Conflict("user_limit".into()));
+        }
+    }
     Ok(())
 }
 
@@ -510,15 +540,39 @@ pub fn update_application(
 }
 
 /// Delete an application (its agent tokens cascade); audited.
-pub fn delete_application(c: &mut Connection, id: &str, ev: &NewAuditEvent) -> StoreResult<()> {
+///
+/// Its runs (with their steps and screenshot rows) go in the same transaction; flows, variables,
+/// webhook tokens and agent tokens cascade. Returns the object ids of the deleted screenshots,
+/// whose encrypted files the caller removes after the commit.
+pub fn delete_application(
+    c: &mut Connection,
+    id: &str,
+    ev: &NewAuditEvent,
+) -> StoreResult<Vec<String>> {
     let tx = write_tx(c)?;
+    let shots = {
+        let mut st = tx.prepare(
+            "SELECT s.id FROM screenshots s JOIN runs r ON r.id = s.run_id WHERE r.application_id = ?1",
+        )?;
+        let rows = st.query_map([id], |r| r.get::<_, String>(0))?;
+        rows.collect::<Result<Vec<_>, _>>()?
+    };
+    tx.execute(
+        "DELETE FROM screenshots WHERE run_id IN (SELECT id FROM runs WHERE application_id = ?1)",
+        [id],
+    )?;
+    tx.execute(
+        "DELETE FROM run_steps WHERE run_id IN (SELECT id FROM runs WHERE application_id = ?1)",
+        [id],
+    )?;
+    tx.execute("DELETE FROM runs WHERE application_id = ?1", [id])?;
     let n = tx.execute("DELETE FROM applications WHERE id = ?1", [id])?;
     if n == 0 {
         return Err(StoreError::NotFound);
     }
     audit::append(&tx, ev)?;
     tx.commit()?;
-    Ok(())
+    Ok(shots)
 }
 
 // ---------------------------------------------------------------- service tokens

@@ -5,13 +5,16 @@ mod helpers;
 
 mod agent;
 mod audit;
+mod audit_export;
 mod bootstrap;
 mod errors;
 mod keys;
 mod ldap;
 mod ldap_support;
+mod license;
 mod matrix;
 mod members;
+mod residency;
 mod rotation;
 mod runs;
 mod scim;

@@ -399,6 +399,96 @@ const TABLE: &[(&str, &str, [&str; 8])] = &[
         "/api/v1/agent/runs/{run}",
         ["401", "403", "403", "403", "403", "ok", "403", "403"],
     ),
+    (
+        "POST",
+        "/api/v1/platform/tenants",
+        ["401", "403", "403", "403", "403", "403", "403", "ok"],
+    ),
+    (
+        "GET",
+        "/api/v1/platform/tenants/{id}",
+        ["401", "403", "403", "403", "403", "403", "403", "ok"],
+    ),
+    (
+        "POST",
+        "/api/v1/platform/tenants/{id}/suspend",
+        ["401", "403", "403", "403", "403", "403", "403", "ok"],
+    ),
+    (
+        "POST",
+        "/api/v1/platform/tenants/{id}/resume",
+        ["401", "403", "403", "403", "403", "403", "403", "ok"],
+    ),
+    (
+        "PUT",
+        "/api/v1/platform/tenants/{id}/plan",
+        ["401", "403", "403", "403", "403", "403", "403", "ok"],
+    ),
+    (
+        "GET",
+        "/api/v1/platform/license",
+        ["401", "403", "403", "403", "403", "403", "403", "ok"],
+    ),
+    (
+        "POST",
+        "/api/v1/platform/license",
+        ["401", "403", "403", "403", "403", "403", "403", "ok"],
+    ),
+    (
+        "POST",
+        "/api/v1/platform/license/reload",
+        ["401", "403", "403", "403", "403", "403", "403", "ok"],
+    ),
+    (
+        "GET",
+        "/api/v1/platform/license/revocations",
+        ["401", "403", "403", "403", "403", "403", "403", "ok"],
+    ),
+    (
+        "POST",
+        "/api/v1/platform/license/revocations",
+        ["401", "403", "403", "403", "403", "403", "403", "ok"],
+    ),
+    (
+        "GET",
+        "/api/v1/audit/export",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "GET",
+        "/api/v1/audit/verify",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "GET",
+        "/api/v1/audit/signing-key",
+        ["401", "ok", "403", "403", "403", "403", "403", "ok"],
+    ),
+    (
+        "GET",
+        "/api/v1/platform/audit",
+        ["401", "403", "403", "403", "403", "403", "403", "ok"],
+    ),
+    (
+        "GET",
+        "/api/v1/platform/audit/export",
+        ["401", "403", "403", "403", "403", "403", "403", "ok"],
+    ),
+    (
+        "GET",
+        "/api/v1/platform/audit/verify",
+        ["401", "403", "403", "403", "403", "403", "403", "ok"],
+    ),
+    (
+        "GET",
+        "/api/v1/license",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "GET",
+        "/api/v1/notifications",
+        ["401", "ok", "ok", "ok", "ok", "403", "403", "ok"],
+    ),
 ];
 
 /// Routes served outside the generated document (none today; the dashboard is not an API).

@@ -877,6 +877,17 @@ async fn rotate_master_survives_sigkill_at_each_step_and_retires_the_old_key() {
     let tid = app.tenant_id();
     let mut app = app;
     let mut keys_seen = vec![std::fs::read(app.data.join("keys/master.key")).unwrap()];
+    // The audit-signing key is wrapped under the master key too: it must survive every
+    // rotation unchanged (exports stay verifiable with the published public key).
+    let signing_key = app
+        .owner()
+        .await
+        .get("/api/v1/audit/signing-key")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(signing_key.contains("PUBLIC KEY"), "{signing_key}");
 
     // Refused while the server runs.
     let newkey = app.dir.path().join("new0.key");
@@ -974,6 +985,16 @@ async fn rotate_master_survives_sigkill_at_each_step_and_retires_the_old_key() {
         );
         assert!(!app.data.join("keys/rotate-master.pending").exists());
         keys_seen.push(key.to_vec());
+        assert!(!app.data.join("keys/audit-signing.key.next").exists());
+        let now_key = app
+            .owner()
+            .await
+            .get("/api/v1/audit/signing-key")
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(now_key, signing_key, "{fault}: audit-signing key changed");
         // Both tenants' data is intact under the new master key.
         app.owner().await;
         assert_eq!(verify_offline(&app.data, &tid, &fx.app_id, &fx.secrets), 1);

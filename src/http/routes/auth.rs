@@ -129,6 +129,10 @@ pub async fn login(
 ) -> Result<HttpResponse, ApiError> {
     let state = state.into_inner();
     let b = body.into_inner();
+    // Residency first: a tenant id of another region → 421 before any lookup or counter.
+    if let Some(t) = &b.tenant {
+        crate::http::residency::check_tenant_ref(&state.settings, t)?;
+    }
     let (name, field) = login_name(b.email, b.username)?;
     let out = auth::login(
         &state,

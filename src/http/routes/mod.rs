@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod flows;
 mod keys;
+mod license;
 mod members;
 pub(crate) mod ops;
 mod platform;
@@ -84,7 +85,25 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(keys::status)
                 .service(keys::rotate)
                 .service(runs::agent_trigger)
-                .service(runs::agent_get),
+                .service(runs::agent_get)
+                .service(audit::export)
+                .service(audit::verify)
+                .service(audit::signing_key)
+                .service(audit::platform_list)
+                .service(audit::platform_export)
+                .service(audit::platform_verify)
+                .service(platform::create_tenant)
+                .service(platform::get_tenant)
+                .service(platform::suspend_tenant)
+                .service(platform::resume_tenant)
+                .service(platform::set_plan)
+                .service(platform::license)
+                .service(platform::install_license)
+                .service(platform::reload_license)
+                .service(platform::revocations)
+                .service(platform::revoke_license)
+                .service(license::tenant_license)
+                .service(license::notifications),
         )
         .service(
             scope::scope("/scim/v2")

@@ -1,13 +1,23 @@
-//! PlatformAdmin catalog routes (never tenant data).
+//! PlatformAdmin catalog routes (never tenant data): tenants and the license.
+//!
+//! - `GET /api/v1/platform/tenants`, `POST /api/v1/platform/tenants`,
+//!   `GET /api/v1/platform/tenants/{id}`, `POST /api/v1/platform/tenants/{id}/suspend`,
+//!   `POST /api/v1/platform/tenants/{id}/resume`, `PUT /api/v1/platform/tenants/{id}/plan`
+//! - `GET /api/v1/platform/license`, `POST /api/v1/platform/license` (body: the token,
+//!   `Content-Type: application/jwt`), `POST /api/v1/platform/license/reload`,
+//!   `GET|POST /api/v1/platform/license/revocations`
 
-use actix_web::{get, web, HttpResponse};
-use serde::Serialize;
+use actix_web::http::header;
+use actix_web::{get, post, put, web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::http::extract::{perm, Require};
-use crate::service::AppState;
-use crate::store::catalog::{self, TenantRow};
+use crate::http::extract::{perm, Guarded, Require};
+use crate::service::license::{self as lic, LicenseView};
+use crate::service::platform::{self as svc, CreatedTenant, NewTenant};
+use crate::service::{AppState, ClientInfo};
+use crate::store::catalog::{RevocationRow, TenantRow};
 
 /// Tenants page.
 #[derive(Serialize, ToSchema)]
@@ -23,6 +33,232 @@ pub async fn tenants(
     state: web::Data<AppState>,
     _g: Require<perm::PlatformRead>,
 ) -> Result<HttpResponse, ApiError> {
-    let items = state.catalog.run(|c| catalog::list_tenants(c)).await?;
+    let items = svc::list(&state.into_inner()).await?;
     Ok(HttpResponse::Ok().json(TenantList { items }))
+}
+
+/// Body of `POST /api/v1/platform/tenants`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenantBody {
+    /// Unique name: 1–64 letters, digits, spaces, `-`, `_`, `.`; must not look like a tenant id.
+    pub name: String,
+    /// Email of the first Owner (gets a one-time password, returned once).
+    pub owner_email: String,
+    /// Region (default: this deployment's). Another configured region → 421 with
+    /// `X-FlowGuard-Region-Endpoint`; must be among the license's regions when it lists any.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Plan (default `free`), at most the license's plan.
+    #[serde(default)]
+    pub plan: Option<String>,
+}
+
+/// Create a tenant, pinned to its region forever, with one Owner.
+#[utoipa::path(tag = "platform", request_body = CreateTenantBody, responses(
+    (status = 201, body = CreatedTenant), (status = 403, body = crate::error::Problem),
+    (status = 409, body = crate::error::Problem), (status = 421, body = crate::error::Problem),
+    (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+#[post("/platform/tenants")]
+pub async fn create_tenant(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    g: Guarded<perm::PlatformWrite, web::Json<CreateTenantBody>>,
+) -> Result<HttpResponse, ApiError> {
+    let b = g.inner.into_inner();
+    let created = svc::create(
+        &state.into_inner(),
+        &g.principal,
+        NewTenant {
+            name: b.name,
+            owner_email: b.owner_email,
+            region: b.region,
+            plan: b.plan,
+        },
+        &client,
+    )
+    .await?;
+    Ok(HttpResponse::Created()
+        .insert_header((
+            header::LOCATION,
+            format!("/api/v1/platform/tenants/{}", created.tenant.id),
+        ))
+        .json(created))
+}
+
+/// Read one tenant (catalog data only).
+#[utoipa::path(tag = "platform", params(("id" = String, Path)), responses((status = 200, body = TenantRow), (status = 404, body = crate::error::Problem), (status = 421, body = crate::error::Problem)), security(("session" = [])))]
+#[get("/platform/tenants/{id}")]
+pub async fn get_tenant(
+    state: web::Data<AppState>,
+    _g: Require<perm::PlatformRead>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(svc::get(&state.into_inner(), &id).await?))
+}
+
+/// Suspend a tenant: its users and tokens are refused (403 `tenant_suspended`); data is kept.
+#[utoipa::path(tag = "platform", params(("id" = String, Path)), responses((status = 200, body = TenantRow), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[post("/platform/tenants/{id}/suspend")]
+pub async fn suspend_tenant(
+    state: web::Data<AppState>,
+    g: Require<perm::PlatformWrite>,
+    client: ClientInfo,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok()
+        .json(svc::set_suspended(&state.into_inner(), &g.principal, &id, true, &client).await?))
+}
+
+/// Resume a suspended tenant.
+#[utoipa::path(tag = "platform", params(("id" = String, Path)), responses((status = 200, body = TenantRow), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[post("/platform/tenants/{id}/resume")]
+pub async fn resume_tenant(
+    state: web::Data<AppState>,
+    g: Require<perm::PlatformWrite>,
+    client: ClientInfo,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok()
+        .json(svc::set_suspended(&state.into_inner(), &g.principal, &id, false, &client).await?))
+}
+
+/// Body of `PUT /api/v1/platform/tenants/{id}/plan`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanBody {
+    /// `free|pro|business|enterprise`, at most the license's plan.
+    pub plan: String,
+}
+
+/// Assign a tenant's plan (up to the license's plan).
+#[utoipa::path(tag = "platform", params(("id" = String, Path)), request_body = PlanBody, responses((status = 200, body = TenantRow), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+#[put("/platform/tenants/{id}/plan")]
+pub async fn set_plan(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    id: web::Path<String>,
+    g: Guarded<perm::PlatformWrite, web::Json<PlanBody>>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(
+        svc::set_plan(
+            &state.into_inner(),
+            &g.principal,
+            &id,
+            &g.inner.plan,
+            &client,
+        )
+        .await?,
+    ))
+}
+
+/// The installed license, its status and the entitlements it gives.
+#[utoipa::path(tag = "platform", responses((status = 200, body = LicenseView)), security(("session" = [])))]
+#[get("/platform/license")]
+pub async fn license(
+    state: web::Data<AppState>,
+    _g: Require<perm::PlatformRead>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(lic::view(&state)))
+}
+
+/// Install a license: the body is the token itself with `Content-Type: application/jwt`.
+/// Refused licenses → 422 with a code naming the reason (`license_bad_signature`,
+/// `license_expired`, `license_not_yet_valid`, `license_revoked`, `license_malformed`, …).
+#[utoipa::path(tag = "platform", request_body(content = String, content_type = "application/jwt"), responses(
+    (status = 200, body = LicenseView), (status = 415, body = crate::error::Problem),
+    (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+#[post("/platform/license")]
+pub async fn install_license(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    client: ClientInfo,
+    g: Guarded<perm::PlatformWrite, web::Bytes>,
+) -> Result<HttpResponse, ApiError> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case("application/jwt") {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected Content-Type: application/jwt with the license token as the body",
+        ));
+    }
+    let token = std::str::from_utf8(&g.inner).map_err(|_| {
+        lic::refusal(&crate::crypto::license::LicenseError::Malformed(
+            "body is not UTF-8".into(),
+        ))
+    })?;
+    let v = lic::install(
+        &state.into_inner(),
+        &g.principal,
+        token.trim().to_string(),
+        &client,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(v))
+}
+
+/// Re-read the configured license file without a restart (SIGHUP does the same).
+#[utoipa::path(tag = "platform", responses((status = 200, body = LicenseView), (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+#[post("/platform/license/reload")]
+pub async fn reload_license(
+    state: web::Data<AppState>,
+    g: Require<perm::PlatformWrite>,
+    client: ClientInfo,
+) -> Result<HttpResponse, ApiError> {
+    let v = lic::reload(&state.into_inner(), &g.principal.actor(&client)).await?;
+    Ok(HttpResponse::Ok().json(v))
+}
+
+/// Revocation list page.
+#[derive(Serialize, ToSchema)]
+pub struct RevocationList {
+    /// Revoked license ids.
+    pub items: Vec<RevocationRow>,
+}
+
+/// The license revocation list.
+#[utoipa::path(tag = "platform", responses((status = 200, body = RevocationList)), security(("session" = [])))]
+#[get("/platform/license/revocations")]
+pub async fn revocations(
+    state: web::Data<AppState>,
+    _g: Require<perm::PlatformRead>,
+) -> Result<HttpResponse, ApiError> {
+    let items = lic::revocations(&state.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(RevocationList { items }))
+}
+
+/// Body of `POST /api/v1/platform/license/revocations`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeBody {
+    /// The license id (`jti`) to revoke.
+    pub license_id: String,
+    /// Why (at most 500 characters).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Revoke a license id: a revoked license stops counting at once (Free limits apply).
+#[utoipa::path(tag = "platform", request_body = RevokeBody, responses((status = 201, body = RevocationRow), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+#[post("/platform/license/revocations")]
+pub async fn revoke_license(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    g: Guarded<perm::PlatformWrite, web::Json<RevokeBody>>,
+) -> Result<HttpResponse, ApiError> {
+    let row = lic::revoke(
+        &state.into_inner(),
+        &g.principal,
+        &g.inner.license_id,
+        g.inner.reason.as_deref(),
+        &client,
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(row))
 }

@@ -1,0 +1,265 @@
+//! The deployment's audit-signing key (Ed25519, RFC 8032) that signs the sentinel trailer of
+//! every audit export. The 32-byte seed is created on first use and kept wrapped under the master
+//! key (AES-256-GCM, AAD bound to purpose `_audit-signing`) in `<data>/keys/audit-signing.key`
+//! (mode 0600: 12-byte nonce ‖ ciphertext). The public key is served at
+//! `GET /api/v1/audit/signing-key` as SPKI PEM.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use rand::RngCore;
+use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
+
+use super::keyring::{self, KeyPurpose, WrappedKey};
+use super::MasterKey;
+
+/// AAD "tenant" slot used for the wrapped seed (cannot collide with a tenant id).
+const WRAP_SCOPE: &str = "_audit-signing";
+/// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410 §4), followed by the 32 key bytes.
+const SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// Failures loading or creating the key.
+#[derive(Debug, thiserror::Error)]
+pub enum SigningKeyError {
+    /// The key file could not be read or written.
+    #[error("audit signing key {path}: {reason}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The file does not unwrap with this master key or is damaged.
+    #[error("audit signing key {0} does not unwrap with the master key")]
+    Unwrap(PathBuf),
+}
+
+/// The loaded signing key.
+pub struct AuditSigner {
+    pair: Ed25519KeyPair,
+}
+
+impl std::fmt::Debug for AuditSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditSigner")
+            .field("key_id", &self.key_id())
+            .finish()
+    }
+}
+
+fn read_wrapped(path: &Path) -> Result<Option<WrappedKey>, SigningKeyError> {
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.len() > 12 => Ok(Some(WrappedKey {
+            nonce: bytes[..12].to_vec(),
+            ciphertext: bytes[12..].to_vec(),
+        })),
+        Ok(_) => Err(SigningKeyError::Unwrap(path.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(SigningKeyError::Io {
+            path: path.to_path_buf(),
+            reason: e.kind().to_string(),
+        }),
+    }
+}
+
+fn write_synced(path: &Path, w: &WrappedKey) -> Result<(), SigningKeyError> {
+    let io = |e: std::io::Error| SigningKeyError::Io {
+        path: path.to_path_buf(),
+        reason: e.kind().to_string(),
+    };
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    f.write_all(&w.nonce).map_err(io)?;
+    f.write_all(&w.ciphertext).map_err(io)?;
+    f.sync_all().map_err(io)
+}
+
+/// Master key rotation, staging step (before the catalog is re-keyed): write the seed re-wrapped
+/// under `new` to `<data>/keys/audit-signing.key.next` (0600, fsynced). Nothing to do when there
+/// is no key file yet, or when the file already unwraps with `new` (a resumed rotation).
+/// A file that unwraps with neither key → [`SigningKeyError::Unwrap`].
+pub fn stage_rewrap(
+    data_dir: &Path,
+    old: &MasterKey,
+    new: &MasterKey,
+) -> Result<(), SigningKeyError> {
+    let path = AuditSigner::path_in(data_dir);
+    let Some(w) = read_wrapped(&path)? else {
+        return Ok(());
+    };
+    if keyring::unwrap(new, WRAP_SCOPE, 1, KeyPurpose::Dek, &w).is_ok() {
+        return Ok(());
+    }
+    let seed = keyring::unwrap(old, WRAP_SCOPE, 1, KeyPurpose::Dek, &w)
+        .map_err(|_| SigningKeyError::Unwrap(path.clone()))?;
+    let next = keyring::wrap(new, WRAP_SCOPE, 1, KeyPurpose::Dek, &seed)
+        .map_err(|_| SigningKeyError::Unwrap(path.clone()))?;
+    write_synced(&next_path(&path), &next)
+}
+
+/// Master key rotation, switching step (after the catalog switched to the new key, before the
+/// new key file is installed): move a staged `audit-signing.key.next` over the key file (atomic
+/// rename, directory fsynced), then prove the key file unwraps with `key`. Idempotent.
+pub fn finish_rewrap(data_dir: &Path, key: &MasterKey) -> Result<(), SigningKeyError> {
+    let path = AuditSigner::path_in(data_dir);
+    let next = next_path(&path);
+    let io = |e: std::io::Error| SigningKeyError::Io {
+        path: path.clone(),
+        reason: e.kind().to_string(),
+    };
+    if next.exists() {
+        std::fs::rename(&next, &path).map_err(io)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+    }
+    match read_wrapped(&path)? {
+        None => Ok(()),
+        Some(w) => keyring::unwrap(key, WRAP_SCOPE, 1, KeyPurpose::Dek, &w)
+            .map(|_| ())
+            .map_err(|_| SigningKeyError::Unwrap(path.clone())),
+    }
+}
+
+fn next_path(path: &Path) -> PathBuf {
+    path.with_extension("key.next")
+}
+
+impl AuditSigner {
+    /// Path of the key file in a data dir.
+    pub fn path_in(data_dir: &Path) -> PathBuf {
+        data_dir.join("keys").join("audit-signing.key")
+    }
+
+    /// Load the key from `<data>/keys/audit-signing.key`, creating it on first use.
+    pub fn load_or_create(data_dir: &Path, master: &MasterKey) -> Result<Self, SigningKeyError> {
+        let path = Self::path_in(data_dir);
+        let io = |e: std::io::Error| SigningKeyError::Io {
+            path: path.clone(),
+            reason: e.kind().to_string(),
+        };
+        let seed = match std::fs::read(&path) {
+            Ok(bytes) => {
+                if bytes.len() <= 12 {
+                    return Err(SigningKeyError::Unwrap(path));
+                }
+                let w = WrappedKey {
+                    nonce: bytes[..12].to_vec(),
+                    ciphertext: bytes[12..].to_vec(),
+                };
+                keyring::unwrap(master, WRAP_SCOPE, 1, KeyPurpose::Dek, &w)
+                    .map_err(|_| SigningKeyError::Unwrap(path.clone()))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+                rand::rngs::OsRng.fill_bytes(seed.as_mut());
+                let w = keyring::wrap(master, WRAP_SCOPE, 1, KeyPurpose::Dek, &seed)
+                    .map_err(|_| SigningKeyError::Unwrap(path.clone()))?;
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(io)?;
+                }
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(io)?;
+                f.write_all(&w.nonce).map_err(io)?;
+                f.write_all(&w.ciphertext).map_err(io)?;
+                f.sync_all().map_err(io)?;
+                seed
+            }
+            Err(e) => return Err(io(e)),
+        };
+        let pair = Ed25519KeyPair::from_seed_unchecked(seed.as_ref())
+            .map_err(|_| SigningKeyError::Unwrap(path.clone()))?;
+        Ok(Self { pair })
+    }
+
+    /// Sign `msg` (64-byte Ed25519 signature).
+    pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
+        self.pair.sign(msg).as_ref().to_vec()
+    }
+
+    /// Raw 32-byte public key.
+    pub fn public_key(&self) -> &[u8] {
+        self.pair.public_key().as_ref()
+    }
+
+    /// SPKI PEM of the public key.
+    pub fn public_key_pem(&self) -> String {
+        public_key_pem(self.public_key())
+    }
+
+    /// Key id: the first 16 hex digits of SHA-256 over the raw public key.
+    pub fn key_id(&self) -> String {
+        key_id(self.public_key())
+    }
+}
+
+/// Key id of a raw public key.
+pub fn key_id(public: &[u8]) -> String {
+    super::sha256_hex(public)[..16].to_string()
+}
+
+/// SPKI PEM (`-----BEGIN PUBLIC KEY-----`) of a raw Ed25519 public key.
+pub fn public_key_pem(public: &[u8]) -> String {
+    let mut der = SPKI_PREFIX.to_vec();
+    der.extend_from_slice(public);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n")
+}
+
+/// Parse an SPKI PEM Ed25519 public key into its 32 raw bytes.
+pub fn parse_public_key_pem(pem: &str) -> Result<Vec<u8>, String> {
+    let body: String = pem
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("-----") && !l.is_empty())
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map_err(|_| "public key is not PEM".to_string())?;
+    if der.len() != 44 || der[..12] != SPKI_PREFIX {
+        return Err("public key is not an Ed25519 SubjectPublicKeyInfo".into());
+    }
+    Ok(der[12..].to_vec())
+}
+
+/// Verify an Ed25519 signature.
+pub fn verify(public: &[u8], msg: &[u8], sig: &[u8]) -> bool {
+    UnparsedPublicKey::new(&ED25519, public)
+        .verify(msg, sig)
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_reload_sign_verify() {
+        let d = tempfile::tempdir().unwrap();
+        let mk = MasterKey::from_bytes(zeroize::Zeroizing::new([7u8; 32]), d.path().join("m"));
+        let a = AuditSigner::load_or_create(d.path(), &mk).unwrap();
+        let b = AuditSigner::load_or_create(d.path(), &mk).unwrap();
+        assert_eq!(a.public_key(), b.public_key());
+        let sig = a.sign(b"hello");
+        let pk = parse_public_key_pem(&a.public_key_pem()).unwrap();
+        assert!(verify(&pk, b"hello", &sig));
+        assert!(!verify(&pk, b"hellp", &sig));
+        let other = MasterKey::from_bytes(zeroize::Zeroizing::new([8u8; 32]), d.path().join("m"));
+        assert!(AuditSigner::load_or_create(d.path(), &other).is_err());
+    }
+}

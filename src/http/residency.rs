@@ -1,0 +1,149 @@
+//! Data residency (DESIGN.md "Tenants and regions"): a request that names a tenant of another
+//! region gets **421 Misdirected Request** (RFC 9110 §15.5.20) with
+//! `X-FlowGuard-Region-Endpoint: <that region's public URL>`, `Cache-Control: no-store` and a
+//! problem body (`code` = `misdirected_request`). A tenant id whose region this deployment does
+//! not know gets 404 `unknown_region`.
+//!
+//! The decision is taken from the request alone — the tenant id carries its region
+//! (`eus-7k2m9q`) — in a middleware that runs **before routing and authentication**, so a
+//! misdirected request has no side effect (no session, no audit row, no lockout counter). It
+//! looks at, in order: the bearer token's prefix (`fga_<tenant>_…`, `fgs_<tenant>_…`), the
+//! session cookie (`fgu_<tenant>_…`), the `X-FlowGuard-Tenant` header, the tenant id in a
+//! `/api/v1/platform/tenants/{id}` path, and the tenant of a signed screenshot URL
+//! (`/shots/{tenant}/{object}.png`). The login body's `tenant` is checked by the login
+//! handler with [`check_tenant_ref`] before anything else happens. Tenant *names* carry no
+//! region and are always looked up locally.
+
+use actix_web::http::header;
+use actix_web::http::StatusCode;
+use actix_web::HttpRequest;
+
+use crate::config::Settings;
+use crate::crypto::token::{self, TokenKind};
+use crate::domain::{Region, TenantId};
+use crate::error::ApiError;
+use crate::http::extract::SESSION_COOKIE;
+
+/// Response header naming the right region's endpoint.
+pub const ENDPOINT_HEADER: &str = "X-FlowGuard-Region-Endpoint";
+/// Request header naming the tenant a request is about.
+pub const TENANT_HEADER: &str = "X-FlowGuard-Tenant";
+
+/// Public endpoint of `region` from `[regions]`.
+pub fn endpoint_of<'a>(s: &'a Settings, region: &Region) -> Option<&'a str> {
+    s.regions.get(region.as_str()).map(String::as_str)
+}
+
+/// The 421 problem for a tenant living in `region`, served at `url`.
+pub fn misdirected(region: &Region, url: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::MISDIRECTED_REQUEST,
+        "misdirected_request",
+        format!("this tenant lives in region `{region}`; send the request to {url}"),
+    )
+    .with_region_endpoint(url)
+}
+
+/// Decide for one tenant id: `Ok` when it lives here, 421 when another known region serves
+/// it, 404 `unknown_region` otherwise.
+pub fn check_tenant(s: &Settings, t: &TenantId) -> Result<(), ApiError> {
+    let region = t.region();
+    if region == s.region() {
+        return Ok(());
+    }
+    match endpoint_of(s, &region) {
+        Some(url) => Err(misdirected(&region, url)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_region",
+            format!("no deployment serves region `{region}`"),
+        )),
+    }
+}
+
+/// Decide for a tenant reference that may be an id or a name: names are local.
+pub fn check_tenant_ref(s: &Settings, r: &str) -> Result<(), ApiError> {
+    match TenantId::parse(r.trim()) {
+        Ok(t) => check_tenant(s, &t),
+        Err(_) => Ok(()),
+    }
+}
+
+fn token_tenant(t: &str) -> Option<TenantId> {
+    match token::parse_token(t)? {
+        (TokenKind::Agent | TokenKind::Scim | TokenKind::UserSession, scope) => {
+            TenantId::parse(scope).ok()
+        }
+        (TokenKind::PlatformSession, _) => None,
+    }
+}
+
+/// Check every tenant reference the request carries (see the module docs).
+pub fn check_request(req: &HttpRequest, s: &Settings) -> Result<(), ApiError> {
+    let path = req.path();
+    if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+        return Ok(());
+    }
+    if let Some(v) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(t) = v
+            .strip_prefix("Bearer ")
+            .and_then(|b| token_tenant(b.trim()))
+        {
+            check_tenant(s, &t)?;
+        }
+    }
+    if let Some(c) = req.cookie(SESSION_COOKIE) {
+        if let Some(t) = token_tenant(c.value()) {
+            check_tenant(s, &t)?;
+        }
+    }
+    for v in req.headers().get_all(TENANT_HEADER) {
+        if let Ok(v) = v.to_str() {
+            check_tenant_ref(s, v)?;
+        }
+    }
+    if let Some(rest) = path.strip_prefix("/api/v1/platform/tenants/") {
+        if let Some(id) = rest.split('/').next() {
+            check_tenant_ref(s, id)?;
+        }
+    }
+    // Signed screenshot URLs name their tenant: `/shots/{tenant}/{object}.png`.
+    if let Some(rest) = path.strip_prefix("/shots/") {
+        if let Some(id) = rest.split('/').next() {
+            check_tenant_ref(s, id)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        let mut s = Settings {
+            region: "eus".into(),
+            ..Settings::default()
+        };
+        s.regions.insert("eus".into(), "https://eus.example".into());
+        s.regions.insert("weu".into(), "https://weu.example".into());
+        s
+    }
+
+    #[test]
+    fn decides_by_region_in_id() {
+        let s = settings();
+        assert!(check_tenant_ref(&s, "eus-abcd12").is_ok());
+        assert!(check_tenant_ref(&s, "default").is_ok());
+        let e = check_tenant_ref(&s, "weu-abcd12").unwrap_err();
+        assert_eq!(e.status, StatusCode::MISDIRECTED_REQUEST);
+        assert_eq!(e.region_endpoint(), Some("https://weu.example"));
+        let e = check_tenant_ref(&s, "apac-abcd12").unwrap_err();
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        assert_eq!(e.code, "unknown_region");
+    }
+}

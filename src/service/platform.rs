@@ -1,0 +1,229 @@
+//! PlatformAdmin catalog operations on tenants: create (in an allowed region, pinned forever),
+//! list, read, suspend/resume, plan assignment up to the license's plan. Catalog data only —
+//! nothing here opens a tenant's data beyond writing the new tenant's first Owner.
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{unix_now, AppState, ClientInfo, Principal};
+use crate::audit::NewAuditEvent;
+use crate::auth::password;
+use crate::domain::plan::FEATURE_REGIONS;
+use crate::domain::{Plan, Region, TenantId, TenantName};
+use crate::error::{ApiError, ApiResult};
+use crate::service::tenants::{self, BootstrapError};
+use crate::store::catalog::{self, TenantRow};
+
+/// Input of `POST /api/v1/platform/tenants`.
+pub struct NewTenant {
+    /// Unique name (must not look like a tenant id).
+    pub name: String,
+    /// First Owner's email.
+    pub owner_email: String,
+    /// Region; default: this deployment's.
+    pub region: Option<String>,
+    /// Plan; default `free`.
+    pub plan: Option<String>,
+}
+
+/// A created tenant with its Owner's one-time password (shown once).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedTenant {
+    /// The tenant.
+    pub tenant: TenantRow,
+    /// Owner email.
+    pub owner_email: String,
+    /// One-time Owner password; it must be changed at first login.
+    pub owner_password: String,
+}
+
+/// 403 when `plan` is above what the license in force allows (`free` without a license).
+fn check_plan_licensed(state: &AppState, plan: Plan) -> ApiResult<()> {
+    let ceiling = state
+        .license
+        .in_force(unix_now())
+        .map(|l| l.plan)
+        .unwrap_or(Plan::Free);
+    if plan > ceiling {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "plan_not_licensed",
+            format!("the license in force allows plans up to `{ceiling}`, not `{plan}`"),
+        )
+        .field("plan"));
+    }
+    Ok(())
+}
+
+fn parse_plan(s: &str) -> ApiResult<Plan> {
+    Plan::parse(s.trim()).map_err(|e| ApiError::invalid("plan", e.0))
+}
+
+/// Create a tenant with one Owner. Region rules: a region served by another deployment → 421
+/// (create it there); a region this deployment does not know → 422 `unknown_region`; outside the
+/// license's regions → 403 `region_not_licensed`; a deployment configured with several regions
+/// needs the `regions` feature (403 `feature_not_licensed`).
+pub async fn create(
+    state: &Arc<AppState>,
+    p: &Principal,
+    input: NewTenant,
+    client: &ClientInfo,
+) -> ApiResult<CreatedTenant> {
+    let name = TenantName::parse(&input.name).map_err(|e| ApiError::invalid("name", e.0))?;
+    if TenantId::parse(name.as_str()).is_ok() {
+        return Err(ApiError::invalid(
+            "name",
+            "a tenant name must not have the shape of a tenant id (`<region>-<suffix>`)",
+        ));
+    }
+    let email = crate::domain::Email::parse(&input.owner_email)
+        .map_err(|e| ApiError::invalid("owner_email", e.0))?;
+    let here = state.settings.region();
+    let region = match input.region.as_deref().map(str::trim) {
+        None | Some("") => here.clone(),
+        Some(r) => Region::parse(r).map_err(|e| ApiError::invalid("region", e.0))?,
+    };
+    if region != here {
+        return Err(
+            match crate::http::residency::endpoint_of(&state.settings, &region) {
+                Some(url) => crate::http::residency::misdirected(&region, url),
+                None => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown_region",
+                    format!("region `{region}` is not configured"),
+                )
+                .field("region"),
+            },
+        );
+    }
+    let plan = match input.plan.as_deref() {
+        None => Plan::Free,
+        Some(s) => parse_plan(s)?,
+    };
+    let now = unix_now();
+    let lic = state.license.in_force(now);
+    let multi_region = state.settings.regions.keys().any(|r| r != here.as_str());
+    if multi_region
+        && !lic
+            .as_ref()
+            .is_some_and(|l| l.features.iter().any(|f| f == FEATURE_REGIONS))
+    {
+        return Err(super::license::feature_not_licensed(FEATURE_REGIONS));
+    }
+    if let Some(l) = &lic {
+        if !l.regions.is_empty() && !l.regions.iter().any(|r| r == region.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "region_not_licensed",
+                format!("the license does not allow tenants in region `{region}`"),
+            )
+            .field("region"));
+        }
+    }
+    check_plan_licensed(state, plan)?;
+
+    let pw = zeroize::Zeroizing::new(password::random_password());
+    let hash = state.passwords.hash(pw.clone()).await?;
+    let actor = p.actor(client);
+    let st = state.clone();
+    let (name_s, email_s) = (name.as_str().to_string(), email.as_str().to_string());
+    let a2 = actor.clone();
+    let tid = tokio::task::spawn_blocking(move || {
+        tenants::create_tenant(&st, &name_s, &email_s, &hash, true, Some(&a2))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| match e {
+        BootstrapError::Invalid(m) if m.contains("already exists") => {
+            ApiError::conflict("tenant_exists", "a tenant with this name exists").field("name")
+        }
+        BootstrapError::Store(crate::store::StoreError::Conflict(_)) => {
+            ApiError::conflict("tenant_exists", "a tenant with this name exists").field("name")
+        }
+        BootstrapError::Invalid(m) => ApiError::invalid("name", m),
+        BootstrapError::Store(s) => s.into(),
+        other => ApiError::internal(other),
+    })?;
+    if plan != Plan::Free {
+        set_plan(state, p, tid.as_str(), plan.as_str(), client).await?;
+    }
+    let tenant = get(state, tid.as_str()).await?;
+    Ok(CreatedTenant {
+        tenant,
+        owner_email: email.as_str().to_string(),
+        owner_password: pw.to_string(),
+    })
+}
+
+/// All tenants.
+pub async fn list(state: &Arc<AppState>) -> ApiResult<Vec<TenantRow>> {
+    Ok(state.catalog.run(|c| catalog::list_tenants(c)).await?)
+}
+
+/// One tenant by id (names are not accepted here; 404 otherwise).
+pub async fn get(state: &Arc<AppState>, id: &str) -> ApiResult<TenantRow> {
+    let id = id.to_string();
+    state
+        .catalog
+        .run(move |c| Ok(catalog::find_tenant(c, &id)?.filter(|t| t.id == id)))
+        .await?
+        .ok_or_else(ApiError::not_found)
+}
+
+/// Suspend (`suspended = true`) or resume a tenant. Idempotent: a tenant already in that state
+/// is returned unchanged with no audit row.
+pub async fn set_suspended(
+    state: &Arc<AppState>,
+    p: &Principal,
+    id: &str,
+    suspended: bool,
+    client: &ClientInfo,
+) -> ApiResult<TenantRow> {
+    let t = get(state, id).await?;
+    let (status, action) = if suspended {
+        ("suspended", "tenant.suspend")
+    } else {
+        ("active", "tenant.resume")
+    };
+    if t.status != status {
+        let ev = NewAuditEvent::new(&p.actor(client), action, Some(format!("tenant:{}", t.id)))
+            .details(serde_json::json!({"name": t.name, "from": t.status, "to": status}));
+        let tid = t.id.clone();
+        state
+            .catalog
+            .run(move |c| catalog::set_tenant_status(c, &tid, status, &ev))
+            .await?;
+    }
+    get(state, id).await
+}
+
+/// Assign a plan up to the license's plan (`free` is always allowed). Same plan → unchanged, no
+/// audit row.
+pub async fn set_plan(
+    state: &Arc<AppState>,
+    p: &Principal,
+    id: &str,
+    plan: &str,
+    client: &ClientInfo,
+) -> ApiResult<TenantRow> {
+    let plan = parse_plan(plan)?;
+    let t = get(state, id).await?;
+    check_plan_licensed(state, plan)?;
+    if t.plan != plan.as_str() {
+        let ev = NewAuditEvent::new(
+            &p.actor(client),
+            "tenant.plan_change",
+            Some(format!("tenant:{}", t.id)),
+        )
+        .details(serde_json::json!({"name": t.name, "from": t.plan, "to": plan.as_str()}));
+        let tid = t.id.clone();
+        state
+            .catalog
+            .run(move |c| catalog::set_tenant_plan(c, &tid, plan.as_str(), &ev))
+            .await?;
+    }
+    get(state, id).await
+}
