@@ -16,6 +16,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod jobs;
+pub mod net;
 pub mod service;
 pub mod startup;
 pub mod store;
