@@ -94,6 +94,8 @@ pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
     ));
     let passwords = Passwords::new(s.login.hash_concurrency)?;
     let metrics = Metrics::new()?;
+    let egress = Arc::new(s.egress_policy()?);
+    let ai_limiter = Arc::new(crate::service::ai_endpoint::AiLimiter::new(&s.ai));
     Ok(AppState {
         settings: s,
         master: o.master,
@@ -102,6 +104,8 @@ pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
         passwords,
         metrics,
         image_slots: Arc::new(tokio::sync::Semaphore::new(2)),
+        egress,
+        ai_limiter,
     })
 }
 

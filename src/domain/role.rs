@@ -108,6 +108,7 @@ impl Role {
             P::WebhookManage => matches!(self, Owner | Admin),
             P::AgentRun => matches!(self, Agent),
             P::PlatformRead => matches!(self, PlatformAdmin),
+            P::AiEndpointManage => matches!(self, Owner),
         }
     }
 }
@@ -154,6 +155,8 @@ pub enum Permission {
     AgentRun,
     /// Read catalog information (tenants) as PlatformAdmin.
     PlatformRead,
+    /// Read, set, remove and test the tenant's AI endpoint (Owners only, issue 11).
+    AiEndpointManage,
 }
 
 #[cfg(test)]

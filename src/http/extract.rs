@@ -122,6 +122,7 @@ pub mod perm {
         VariableWrite,
         WebhookManage,
         AgentRun,
+        AiEndpointManage,
     );
 }
 

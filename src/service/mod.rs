@@ -1,6 +1,7 @@
 //! Use cases: permission-independent rules, audit writes and cross-store orchestration.
 //! Handlers call these after the `Require<P>` extractor has checked the route's permission.
 
+pub mod ai_endpoint;
 pub mod applications;
 pub mod audit_log;
 pub mod auth;
@@ -39,6 +40,10 @@ pub struct AppState {
     pub metrics: crate::http::metrics::Metrics,
     /// Concurrent image decodes (screenshot uploads), bounding memory (cases R03).
     pub image_slots: Arc<tokio::sync::Semaphore>,
+    /// Where the appliance may connect (`egress.allow` + the default AI endpoint).
+    pub egress: Arc<crate::net::egress::EgressPolicy>,
+    /// Per-tenant token bucket on AI-cost calls.
+    pub ai_limiter: Arc<ai_endpoint::AiLimiter>,
 }
 
 /// Current unix time in seconds.

@@ -2,6 +2,7 @@
 //! (utoipa-actix-web collects the paths from the registration itself), and every non-public
 //! handler takes a `Require<perm::…>` guard.
 
+mod ai_endpoint;
 mod applications;
 mod audit;
 mod auth;
@@ -72,6 +73,10 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(runs::report_step)
                 .service(runs::heartbeat)
                 .service(runs::complete)
-                .service(runs::upload),
+                .service(runs::upload)
+                .service(ai_endpoint::get)
+                .service(ai_endpoint::put)
+                .service(ai_endpoint::remove)
+                .service(ai_endpoint::test),
         );
 }
