@@ -606,7 +606,10 @@ mod tests {
         let s = Settings::load(Some(&f), &CliOverrides::default()).unwrap();
         let ep = s.ai.endpoint.as_ref().unwrap();
         assert_eq!(ep.api_key.as_deref(), Some("sk-from-file"));
-        assert!(!format!("{s:?}").contains("sk-from-file"), "Debug shows the key");
+        assert!(
+            !format!("{s:?}").contains("sk-from-file"),
+            "Debug shows the key"
+        );
         // The default endpoint's host:port is allowed implicitly.
         let p = s.egress_policy().unwrap();
         assert!(p

@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
-use super::egress::{literal, EgressDenied, EgressPolicy};
+use super::egress::{literal, DenyKind, EgressDenied, EgressPolicy};
 
 /// Largest reply body read (1 MiB).
 pub const MAX_REPLY_BYTES: usize = 1024 * 1024;
@@ -544,7 +544,10 @@ fn classify(e: &reqwest::Error, timeout_ms: u64, host: &str, port: u16) -> CallE
         return CallError::Timeout(timeout_ms);
     }
     if let Some(d) = find_cause::<EgressDenied>(e) {
-        return CallError::Egress(d.clone());
+        return match d.kind {
+            DenyKind::Unresolved => CallError::Transport(d.message.clone()),
+            _ => CallError::Egress(d.clone()),
+        };
     }
     if let Some(t) = find_cause::<rustls::Error>(e) {
         return CallError::Transport(format!("TLS handshake with {host}:{port} failed: {t}"));
@@ -608,6 +611,7 @@ pub async fn ask_verdict(
         Ok(r) => r,
         Err(e) => {
             let err = match denied.lock().take() {
+                Some(d) if d.kind == DenyKind::Unresolved => CallError::Transport(d.message),
                 Some(d) => CallError::Egress(d),
                 None => classify(&e, ep.timeout_ms, &host, port),
             };
@@ -639,7 +643,9 @@ pub async fn ask_verdict(
                     return report(
                         sent,
                         Some(started),
-                        Err(CallError::InvalidReply("the reply is larger than 1 MiB".into())),
+                        Err(CallError::InvalidReply(
+                            "the reply is larger than 1 MiB".into(),
+                        )),
                     );
                 }
                 buf.extend_from_slice(&c);
@@ -682,7 +688,10 @@ mod tests {
             "https://llm.corp.example/v1/chat/completions"
         );
         let e = Endpoint::parse(input("anthropic-messages", "https://gw.example:8443")).unwrap();
-        assert_eq!(e.request_url().as_str(), "https://gw.example:8443/v1/messages");
+        assert_eq!(
+            e.request_url().as_str(),
+            "https://gw.example:8443/v1/messages"
+        );
         assert_eq!(e.host_port(), ("gw.example".to_string(), 8443));
         for (k, u, f) in [
             ("openai", "https://a.example", "kind"),
@@ -690,7 +699,11 @@ mod tests {
             ("openai-chat", "https://u:p@a.example", "base_url"),
             ("openai-chat", "https://a.example/?x=1", "base_url"),
         ] {
-            assert_eq!(Endpoint::parse(input(k, u)).unwrap_err().field, f, "{k} {u}");
+            assert_eq!(
+                Endpoint::parse(input(k, u)).unwrap_err().field,
+                f,
+                "{k} {u}"
+            );
         }
         let mut i = input("openai-chat", "https://a.example");
         i.api_key = Some("bad key");
@@ -710,7 +723,10 @@ mod tests {
     fn verdict_parsing_is_strict() {
         let ok = parse_verdict(r#"{"verdict":"pass","confidence":0.9,"rationale":"ok"}"#).unwrap();
         assert_eq!(ok.verdict, "pass");
-        assert!(parse_verdict("```json\n{\"verdict\":\"fail\",\"confidence\":1,\"rationale\":\"no\"}\n```").is_ok());
+        assert!(parse_verdict(
+            "```json\n{\"verdict\":\"fail\",\"confidence\":1,\"rationale\":\"no\"}\n```"
+        )
+        .is_ok());
         for bad in [
             "pass",
             r#"{"verdict":"PASS","confidence":0.9,"rationale":"x"}"#,

@@ -44,6 +44,17 @@ pub struct Rule {
     port: Option<u16>,
 }
 
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyKind {
+    /// Neither the name nor any resolved address is covered by `egress.allow`.
+    NotListed,
+    /// A never-reachable address (see [`never_reachable`]).
+    Never,
+    /// The name did not resolve (at connect time; on save this counts as not listed).
+    Unresolved,
+}
+
 /// A refused connection: the host (and port) and why. The message names the host, never a
 /// credential.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -51,14 +62,20 @@ pub struct Rule {
 pub struct EgressDenied {
     /// Host as given (name or address).
     pub host: String,
+    /// Why.
+    pub kind: DenyKind,
     /// Human explanation naming the host.
     pub message: String,
 }
+
+/// How long a name may take to resolve.
+pub const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl EgressDenied {
     fn not_listed(host: &str, port: u16) -> Self {
         Self {
             host: host.to_string(),
+            kind: DenyKind::NotListed,
             message: format!(
                 "host `{host}` (port {port}) is not in the deployment's egress.allow list"
             ),
@@ -72,6 +89,7 @@ impl EgressDenied {
         };
         Self {
             host: host.to_string(),
+            kind: DenyKind::Never,
             message: format!(
                 "{what} is an unspecified, link-local, cloud-metadata, multicast or broadcast address and is never reachable"
             ),
@@ -122,9 +140,11 @@ impl Rule {
                 .ok_or_else(|| format!("`{inner}` is not an IP address or CIDR"))?;
             let port = match after {
                 "" => None,
-                p => Some(parse_port(p.strip_prefix(':').ok_or_else(|| {
-                    format!("`{e}`: expected `:port` after `]`")
-                })?)?),
+                p => {
+                    Some(parse_port(p.strip_prefix(':').ok_or_else(|| {
+                        format!("`{e}`: expected `:port` after `]`")
+                    })?)?)
+                }
             };
             return Ok(Rule {
                 target: Target::Net(net),
@@ -274,7 +294,18 @@ impl EgressPolicy {
         if self.rules.iter().any(|r| r.name_ok(&name, port)) {
             return Ok(());
         }
-        self.resolve(host, port).await.map(|_| ())
+        if !self
+            .rules
+            .iter()
+            .any(|r| matches!(r.target, Target::Net(_)) && r.port_ok(port))
+        {
+            return Err(EgressDenied::not_listed(host, port));
+        }
+        match self.resolve(host, port).await {
+            Ok(_) => Ok(()),
+            Err(d) if d.kind == DenyKind::Unresolved => Err(EgressDenied::not_listed(host, port)),
+            Err(d) => Err(d),
+        }
     }
 
     /// Check a literal address (no resolution involved).
@@ -322,13 +353,19 @@ impl EgressPolicy {
             self.check_literal(host, ip, port)?;
             return Ok(vec![SocketAddr::new(ip, port)]);
         }
-        let addrs: Vec<IpAddr> = match tokio::net::lookup_host((host, port)).await {
-            Ok(it) => it.map(|s| s.ip()).collect(),
-            Err(_) => Vec::new(),
+        let addrs: Vec<IpAddr> = match tokio::time::timeout(
+            RESOLVE_TIMEOUT,
+            tokio::net::lookup_host((host, port)),
+        )
+        .await
+        {
+            Ok(Ok(it)) => it.map(|s| s.ip()).collect(),
+            _ => Vec::new(),
         };
         if addrs.is_empty() {
             return Err(EgressDenied {
                 host: host.to_string(),
+                kind: DenyKind::Unresolved,
                 message: format!("host `{host}` does not resolve"),
             });
         }
@@ -419,7 +456,11 @@ mod tests {
             .is_err());
         // A rebinding answer pointing at metadata is refused even for a listed name.
         let e = p
-            .filter("llm.corp.example", 443, &[ip("192.0.2.1"), ip("169.254.169.254")])
+            .filter(
+                "llm.corp.example",
+                443,
+                &[ip("192.0.2.1"), ip("169.254.169.254")],
+            )
             .unwrap_err();
         assert!(e.message.contains("169.254.169.254"), "{}", e.message);
         // Not listed by name: only addresses inside a CIDR rule are kept.
@@ -432,7 +473,11 @@ mod tests {
         assert!(p.filter("a.gw.example", 1, &[ip("192.0.2.9")]).is_ok());
         assert!(p.filter("gw.example", 1, &[ip("192.0.2.9")]).is_err());
         assert!(p.filter("xgw.example", 1, &[ip("192.0.2.9")]).is_err());
-        assert!(p.filter("default.example", 8443, &[ip("192.0.2.9")]).is_ok());
-        assert!(p.filter("default.example", 443, &[ip("192.0.2.9")]).is_err());
+        assert!(p
+            .filter("default.example", 8443, &[ip("192.0.2.9")])
+            .is_ok());
+        assert!(p
+            .filter("default.example", 443, &[ip("192.0.2.9")])
+            .is_err());
     }
 }

@@ -32,11 +32,8 @@ use crate::store::{StoreError, StoreResult};
 
 /// Per-tenant token bucket on AI-cost calls (GCRA via `governor`), in memory per process.
 pub struct AiLimiter {
-    inner: RateLimiter<
-        String,
-        governor::state::keyed::DefaultKeyedStateStore<String>,
-        DefaultClock,
-    >,
+    inner:
+        RateLimiter<String, governor::state::keyed::DefaultKeyedStateStore<String>, DefaultClock>,
     clock: DefaultClock,
 }
 
@@ -270,16 +267,20 @@ pub async fn put(
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "egress_denied", d.message)
             .field("base_url")
     })?;
-    let ev = NewAuditEvent::new(&p.actor(client), "ai_endpoint.set", Some("ai-endpoint".to_string()))
-        .details(serde_json::json!({
-            "kind": ep.kind.as_str(),
-            "base_url": ep.base_url.as_str(),
-            "model": ep.model,
-            "api_key_set": ep.api_key.is_some(),
-            "ca_pem_set": ep.ca_pem.is_some(),
-            "timeout_ms": ep.timeout_ms,
-            "max_tokens": ep.max_tokens,
-        }));
+    let ev = NewAuditEvent::new(
+        &p.actor(client),
+        "ai_endpoint.set",
+        Some("ai-endpoint".to_string()),
+    )
+    .details(serde_json::json!({
+        "kind": ep.kind.as_str(),
+        "base_url": ep.base_url.as_str(),
+        "model": ep.model,
+        "api_key_set": ep.api_key.is_some(),
+        "ca_pem_set": ep.ca_pem.is_some(),
+        "timeout_ms": ep.timeout_ms,
+        "max_tokens": ep.max_tokens,
+    }));
     let st = state.clone();
     let by = p.actor_name();
     tokio::task::spawn_blocking(move || -> ApiResult<AiEndpointView> {
@@ -394,21 +395,20 @@ pub async fn test(
         ));
     };
     take_call(state, &t)?;
-    let rep = ai_client::ask_verdict(
-        state.egress.clone(),
-        &ep,
-        PROBE_EXPECTATION,
-        &probe_png()?,
-    )
-    .await;
+    let rep =
+        ai_client::ask_verdict(state.egress.clone(), &ep, PROBE_EXPECTATION, &probe_png()?).await;
     let out = test_result(source, rep);
-    let ev = NewAuditEvent::new(&p.actor(client), "ai_endpoint.test", Some("ai-endpoint".to_string()))
-        .details(serde_json::json!({
-            "source": source.as_str(),
-            "model": out.model,
-            "outcome": out.outcome,
-            "latency_ms": out.latency_ms,
-        }));
+    let ev = NewAuditEvent::new(
+        &p.actor(client),
+        "ai_endpoint.test",
+        Some("ai-endpoint".to_string()),
+    )
+    .details(serde_json::json!({
+        "source": source.as_str(),
+        "model": out.model,
+        "outcome": out.outcome,
+        "latency_ms": out.latency_ms,
+    }));
     state
         .tenants
         .run(&t, move |c| crate::store::tenant::append_audit(c, &ev))

@@ -20,9 +20,9 @@ use super::variables;
 use super::{keys, runs, unix_now, AppState, Principal};
 use crate::crypto::{envelope, signed_url};
 use crate::domain::flow::Step;
+use crate::domain::now_rfc3339;
 use crate::domain::{new_object_id, TenantId};
 use crate::error::{ApiError, ApiResult};
-use crate::domain::now_rfc3339;
 use crate::net::ai_client::{self, Endpoint};
 use crate::store::flows::{self, AiCall, EvaluationRow, ShotRow, StepRow};
 use crate::store::StoreError;
@@ -268,156 +268,158 @@ pub async fn upload(
         .map_err(ApiError::internal)?;
     let st = state.clone();
     let run = run.to_string();
-    let stored = tokio::task::spawn_blocking(move || -> ApiResult<(Uploaded, String, Option<PendingEvaluation>)> {
-        let _permit = permit;
-        let db = st.tenants.get_blocking(&t)?;
-        let (r, steps) = {
-            let c = db.lock();
-            let r = match flows::run(&c, &run)? {
-                Some(r)
-                    if r.application_id == app
-                        && r.agent_token_id.as_deref() == Some(token_id.as_str()) =>
-                {
-                    r
-                }
-                _ => return Err(ApiError::not_found()),
-            };
-            if r.status != "running" {
-                return Err(ApiError::conflict(
-                    "invalid_transition",
-                    format!("the run is {}", r.status),
-                ));
-            }
-            let s = flows::version_steps(&c, &r.flow_id, r.flow_version)?;
-            let steps: Vec<Step> = serde_json::from_str(&s).map_err(ApiError::internal)?;
-            (r, steps)
-        };
-        let step = usize::try_from(idx)
-            .ok()
-            .and_then(|i| steps.get(i))
-            .ok_or_else(ApiError::not_found)?;
-        let vars = variables::resolve_blocking(&st, &t, &app)?;
-        let secret_names: Vec<String> = vars
-            .iter()
-            .filter(|v| v.secret)
-            .map(|v| v.name.clone())
-            .collect();
-        let step_no = usize::try_from(idx).unwrap_or(usize::MAX);
-        for sel in runs::required_masks_at(&steps, step_no, &secret_names) {
-            if !rects.iter().any(|r| r.selector == sel) {
-                return Err(unprocessable(
-                    "mask_missing",
-                    format!(
-                        "no rectangle (or not_found) for mask selector `{}`",
-                        crate::domain::truncate(&sel, 200)
-                    ),
-                )
-                .field("masks"));
-            }
-        }
-        let (rgba, w, h) = mask_rgba(&image, &rects)?;
-        drop(image);
-        let pending = match step {
-            Step::Checkpoint {
-                expectation,
-                region,
-            } => {
-                let crop = match agent_region.as_ref().or(region.as_ref()) {
-                    Some(r) => Some(crop_rgba(&rgba, w, h, r).ok_or_else(|| {
-                        unprocessable(
-                            "invalid_region",
-                            format!("the region does not overlap the {w}x{h} image"),
-                        )
-                        .field("region")
-                    })?),
-                    None => None,
-                };
-                match super::ai_endpoint::effective_blocking(&st, &t)? {
-                    Some((_, endpoint)) => {
-                        super::ai_endpoint::take_call(&st, &t)?;
-                        let png = match crop {
-                            Some((px, cw, ch)) => encode_rgba(&px, cw, ch)?,
-                            None => encode_rgba(&rgba, w, h)?,
-                        };
-                        let secrets = variables::secret_values(&vars);
-                        Some(PendingEvaluation {
-                            endpoint,
-                            expectation: variables::scrub(expectation, &secrets),
-                            png,
-                            step: step.clone(),
-                            secrets,
-                        })
+    let stored = tokio::task::spawn_blocking(
+        move || -> ApiResult<(Uploaded, String, Option<PendingEvaluation>)> {
+            let _permit = permit;
+            let db = st.tenants.get_blocking(&t)?;
+            let (r, steps) = {
+                let c = db.lock();
+                let r = match flows::run(&c, &run)? {
+                    Some(r)
+                        if r.application_id == app
+                            && r.agent_token_id.as_deref() == Some(token_id.as_str()) =>
+                    {
+                        r
                     }
-                    None => None,
+                    _ => return Err(ApiError::not_found()),
+                };
+                if r.status != "running" {
+                    return Err(ApiError::conflict(
+                        "invalid_transition",
+                        format!("the run is {}", r.status),
+                    ));
+                }
+                let s = flows::version_steps(&c, &r.flow_id, r.flow_version)?;
+                let steps: Vec<Step> = serde_json::from_str(&s).map_err(ApiError::internal)?;
+                (r, steps)
+            };
+            let step = usize::try_from(idx)
+                .ok()
+                .and_then(|i| steps.get(i))
+                .ok_or_else(ApiError::not_found)?;
+            let vars = variables::resolve_blocking(&st, &t, &app)?;
+            let secret_names: Vec<String> = vars
+                .iter()
+                .filter(|v| v.secret)
+                .map(|v| v.name.clone())
+                .collect();
+            let step_no = usize::try_from(idx).unwrap_or(usize::MAX);
+            for sel in runs::required_masks_at(&steps, step_no, &secret_names) {
+                if !rects.iter().any(|r| r.selector == sel) {
+                    return Err(unprocessable(
+                        "mask_missing",
+                        format!(
+                            "no rectangle (or not_found) for mask selector `{}`",
+                            crate::domain::truncate(&sel, 200)
+                        ),
+                    )
+                    .field("masks"));
                 }
             }
-            _ if agent_region.is_some() => {
-                return Err(unprocessable(
-                    "invalid_region",
-                    "only checkpoint steps take a region",
-                )
-                .field("region"))
-            }
-            _ => None,
-        };
-        let png_out = encode_rgba(&rgba, w, h)?;
-        drop(rgba);
-        let (kv, dek) = keys::active_dek(&st, &t)?;
-        let object = new_object_id();
-        let sealed = envelope::seal(&dek, kv, &shot_aad(&t, &object), &png_out)
-            .map_err(ApiError::internal)?;
-        drop(png_out);
-        let path = shot_path(&st, &t, &object);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(ApiError::internal)?;
-        }
-        let tmp = path.with_extension("tmp");
-        {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
+            let (rgba, w, h) = mask_rgba(&image, &rects)?;
+            drop(image);
+            let pending = match step {
+                Step::Checkpoint {
+                    expectation,
+                    region,
+                } => {
+                    let crop = match agent_region.as_ref().or(region.as_ref()) {
+                        Some(r) => Some(crop_rgba(&rgba, w, h, r).ok_or_else(|| {
+                            unprocessable(
+                                "invalid_region",
+                                format!("the region does not overlap the {w}x{h} image"),
+                            )
+                            .field("region")
+                        })?),
+                        None => None,
+                    };
+                    match super::ai_endpoint::effective_blocking(&st, &t)? {
+                        Some((_, endpoint)) => {
+                            super::ai_endpoint::take_call(&st, &t)?;
+                            let png = match crop {
+                                Some((px, cw, ch)) => encode_rgba(&px, cw, ch)?,
+                                None => encode_rgba(&rgba, w, h)?,
+                            };
+                            let secrets = variables::secret_values(&vars);
+                            Some(PendingEvaluation {
+                                endpoint,
+                                expectation: variables::scrub(expectation, &secrets),
+                                png,
+                                step: step.clone(),
+                                secrets,
+                            })
+                        }
+                        None => None,
+                    }
+                }
+                _ if agent_region.is_some() => {
+                    return Err(unprocessable(
+                        "invalid_region",
+                        "only checkpoint steps take a region",
+                    )
+                    .field("region"))
+                }
+                _ => None,
+            };
+            let png_out = encode_rgba(&rgba, w, h)?;
+            drop(rgba);
+            let (kv, dek) = keys::active_dek(&st, &t)?;
+            let object = new_object_id();
+            let sealed = envelope::seal(&dek, kv, &shot_aad(&t, &object), &png_out)
                 .map_err(ApiError::internal)?;
-            f.write_all(&sealed).map_err(ApiError::internal)?;
-            f.sync_all().map_err(ApiError::internal)?;
-        }
-        std::fs::rename(&tmp, &path).map_err(ApiError::internal)?;
-        let row = ShotRow {
-            id: object.clone(),
-            run_id: r.id.clone(),
-            step_index: idx,
-            key_version: i64::from(kv),
-        };
-        let res = {
-            let mut c = db.lock();
-            flows::put_screenshot(&mut c, &row, w, h, sealed.len())
-        };
-        match res {
-            Ok(old) => {
-                if let Some(old) = old {
-                    let _ = std::fs::remove_file(shot_path(&st, &t, &old));
+            drop(png_out);
+            let path = shot_path(&st, &t, &object);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(ApiError::internal)?;
+            }
+            let tmp = path.with_extension("tmp");
+            {
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map_err(ApiError::internal)?;
+                f.write_all(&sealed).map_err(ApiError::internal)?;
+                f.sync_all().map_err(ApiError::internal)?;
+            }
+            std::fs::rename(&tmp, &path).map_err(ApiError::internal)?;
+            let row = ShotRow {
+                id: object.clone(),
+                run_id: r.id.clone(),
+                step_index: idx,
+                key_version: i64::from(kv),
+            };
+            let res = {
+                let mut c = db.lock();
+                flows::put_screenshot(&mut c, &row, w, h, sealed.len())
+            };
+            match res {
+                Ok(old) => {
+                    if let Some(old) = old {
+                        let _ = std::fs::remove_file(shot_path(&st, &t, &old));
+                    }
+                    Ok((
+                        Uploaded {
+                            id: object,
+                            width: w,
+                            height: h,
+                            step: None,
+                        },
+                        r.id,
+                        pending,
+                    ))
                 }
-                Ok((
-                    Uploaded {
-                        id: object,
-                        width: w,
-                        height: h,
-                        step: None,
-                    },
-                    r.id,
-                    pending,
-                ))
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    Err(match e {
+                        StoreError::Conflict(m) => ApiError::conflict("invalid_transition", m),
+                        other => other.into(),
+                    })
+                }
             }
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                Err(match e {
-                    StoreError::Conflict(m) => ApiError::conflict("invalid_transition", m),
-                    other => other.into(),
-                })
-            }
-        }
-    })
+        },
+    )
     .await
     .map_err(ApiError::internal)?;
     let (mut uploaded, run_id, pending) = stored?;
@@ -435,7 +437,8 @@ async fn evaluate(
     idx: i64,
     p: PendingEvaluation,
 ) -> ApiResult<StepRow> {
-    let rep = ai_client::ask_verdict(state.egress.clone(), &p.endpoint, &p.expectation, &p.png).await;
+    let rep =
+        ai_client::ask_verdict(state.egress.clone(), &p.endpoint, &p.expectation, &p.png).await;
     let (verdict, outcome, error) = match &rep.result {
         Ok(v) => (
             Some((

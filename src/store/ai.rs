@@ -53,7 +53,11 @@ pub fn ai_endpoint(c: &Connection) -> StoreResult<Option<AiEndpointRow>> {
 }
 
 /// Replace the tenant's endpoint; audited in the same transaction.
-pub fn put_ai_endpoint(c: &mut Connection, e: &AiEndpointRow, ev: &NewAuditEvent) -> StoreResult<()> {
+pub fn put_ai_endpoint(
+    c: &mut Connection,
+    e: &AiEndpointRow,
+    ev: &NewAuditEvent,
+) -> StoreResult<()> {
     let tx = write_tx(c)?;
     tx.execute(
         "INSERT INTO ai_endpoint (id, kind, base_url, model, api_key, ca_pem, timeout_ms, max_tokens, updated_at, updated_by)

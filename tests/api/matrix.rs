@@ -288,6 +288,27 @@ const TABLE: &[(&str, &str, [&str; 8])] = &[
         "/api/v1/agent/runs/{run}/steps/{n}/screenshot",
         ["401", "403", "403", "403", "403", "ok", "403", "403"],
     ),
+    // Issue 11: the tenant's AI endpoint (Owners only).
+    (
+        "GET",
+        "/api/v1/ai-endpoint",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "PUT",
+        "/api/v1/ai-endpoint",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "DELETE",
+        "/api/v1/ai-endpoint",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "POST",
+        "/api/v1/ai-endpoint/test",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
 ];
 
 /// Routes served outside the generated document (none today; the dashboard is not an API).
