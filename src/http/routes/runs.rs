@@ -205,8 +205,9 @@ pub async fn upload(
 ) -> Result<HttpResponse, ApiError> {
     let (run, n) = path.into_inner();
     let mut mp = g.inner;
-    let (mut image, mut masks, mut region): (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>) =
-        (None, None, None);
+    let mut image: Option<Vec<u8>> = None;
+    let mut masks: Option<Vec<u8>> = None;
+    let mut region: Option<Vec<u8>> = None;
     let mut parts = 0;
     let mut total = 0usize;
     let read = async {
