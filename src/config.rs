@@ -6,7 +6,8 @@
 //!
 //! Environment variables use `__` for nesting: `FLOWGUARD_TLS__MODE=off` sets `tls.mode`.
 //! `FLOWGUARD_AGENT_TOKEN`, `FLOWGUARD_CONFIG` and `FLOWGUARD_LOG` belong to other parts of the
-//! binary and are not settings.
+//! binary and are not settings; any other `FLOWGUARD_*` variable must name a setting, so tools
+//! around the appliance must not use the `FLOWGUARD_` prefix for their own variables.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -50,6 +51,11 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// Run lifecycle.
     pub runs: RunSettings,
+    /// Public base URL of this deployment (e.g. `https://flowguard.corp.example`); when set,
+    /// signed screenshot URLs are absolute.
+    pub public_url: Option<String>,
+    /// Screenshot settings.
+    pub screenshots: ScreenshotSettings,
     /// Logging.
     pub log: LogSettings,
     /// Where the appliance may connect at all (issue 11).
@@ -73,6 +79,8 @@ impl Default for Settings {
             store: StoreSettings::default(),
             trusted_proxies: Vec::new(),
             runs: RunSettings::default(),
+            public_url: None,
+            screenshots: ScreenshotSettings::default(),
             log: LogSettings::default(),
             egress: EgressSettings::default(),
             ai: AiSettings::default(),
@@ -212,6 +220,20 @@ impl Default for RunSettings {
         Self {
             heartbeat_timeout_secs: 300,
         }
+    }
+}
+
+/// `[screenshots]` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScreenshotSettings {
+    /// Lifetime of signed screenshot URLs in seconds (1–900; default 900 = 15 minutes).
+    pub url_ttl_secs: u64,
+}
+
+impl Default for ScreenshotSettings {
+    fn default() -> Self {
+        Self { url_ttl_secs: 900 }
     }
 }
 
@@ -445,6 +467,18 @@ impl Settings {
             return Err(ConfigError::Invalid(
                 "session lifetimes must be positive".into(),
             ));
+        }
+        if self.screenshots.url_ttl_secs == 0 || self.screenshots.url_ttl_secs > 900 {
+            return Err(ConfigError::Invalid(
+                "screenshots.url_ttl_secs must be 1..=900".into(),
+            ));
+        }
+        if let Some(u) = &self.public_url {
+            if !(u.starts_with("https://") || u.starts_with("http://")) || u.ends_with('/') {
+                return Err(ConfigError::Invalid(
+                    "public_url must be an http(s) URL without a trailing slash".into(),
+                ));
+            }
         }
         if self.store.max_open_tenants == 0 {
             return Err(ConfigError::Invalid(

@@ -243,6 +243,8 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
 
 async fn serve_async(settings: Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
+    // A stale address from an earlier run must never point scripts at a dead port.
+    let _ = std::fs::remove_file(settings.data_dir.join("listen.addr"));
     let s2 = settings.clone();
     let state = tokio::task::spawn_blocking(move || -> anyhow::Result<AppState> {
         let opened = open_data_dir(&s2, true)?;
@@ -306,6 +308,7 @@ async fn serve_async(settings: Settings) -> anyhow::Result<()> {
     });
     running.await?;
     let _ = scheduler.shutdown().await;
+    let _ = std::fs::remove_file(settings.data_dir.join("listen.addr"));
     tracing::info!("stopped");
     Ok(())
 }

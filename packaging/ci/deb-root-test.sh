@@ -108,7 +108,11 @@ dpkg)
     check "$CONF is a registered conffile" sh -c "dpkg-query -W -f='\${Conffiles}' flowguard | grep -q ' $CONF '"
     check "man page installed" test -f /usr/share/man/man1/flowguard.1.gz
     check "no master key created by the package" test ! -e "$DATA/keys/master.key"
-    check "packaged config points data_dir at $DATA" grep -Eq '^data_dir *= *"/var/lib/flowguard"' "$CONF"
+    if grep -Eq '^data_dir *= *"/var/lib/flowguard"' "$CONF"; then
+        pass "packaged config sets data_dir = \"$DATA\""
+    else
+        fail "packaged config must set data_dir = \"$DATA\" (uncommented) in packaging/flowguard.toml: otherwise init/serve use ./flowguard-data relative to the working directory"
+    fi
     if v=$(/usr/bin/flowguard --version 2>&1) && echo "$v" | grep -qF "$VERSION"; then
         pass "flowguard --version: $v"
     else

@@ -3,6 +3,7 @@
 
 pub mod flow;
 pub mod role;
+pub mod scim;
 
 pub use role::{Permission, Role};
 

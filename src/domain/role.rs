@@ -108,6 +108,8 @@ impl Role {
             P::WebhookManage => matches!(self, Owner | Admin),
             P::AgentRun => matches!(self, Agent),
             P::PlatformRead => matches!(self, PlatformAdmin),
+            P::ScimUsers => matches!(self, Scim),
+            P::ScimDiscovery => matches!(self, Scim),
             P::AiEndpointManage => matches!(self, Owner),
         }
     }
@@ -155,6 +157,10 @@ pub enum Permission {
     AgentRun,
     /// Read catalog information (tenants) as PlatformAdmin.
     PlatformRead,
+    /// Provision users over SCIM (`/scim/v2/Users`, `/.search`): SCIM tokens only.
+    ScimUsers,
+    /// Read the SCIM discovery endpoints (`ServiceProviderConfig`, `Schemas`, `ResourceTypes`).
+    ScimDiscovery,
     /// Read, set, remove and test the tenant's AI endpoint (Owners only, issue 11).
     AiEndpointManage,
 }

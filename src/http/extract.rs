@@ -122,6 +122,8 @@ pub mod perm {
         VariableWrite,
         WebhookManage,
         AgentRun,
+        ScimUsers,
+        ScimDiscovery,
         AiEndpointManage,
     );
 }

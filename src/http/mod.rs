@@ -98,6 +98,9 @@ fn path_error(_err: error::PathError, _req: &HttpRequest) -> actix_web::Error {
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let p = req.path();
+    if p == routes::scim::PREFIX || p.starts_with("/scim/") {
+        return Ok(routes::scim::fallback(&req));
+    }
     if p.starts_with("/api/")
         || p.starts_with("/scim/")
         || req.method() != actix_web::http::Method::GET

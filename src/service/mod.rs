@@ -10,6 +10,7 @@ pub mod keys;
 pub mod members;
 pub mod principal;
 pub mod runs;
+pub mod scim;
 pub mod screenshots;
 pub mod tenants;
 pub mod tokens;

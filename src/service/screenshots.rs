@@ -499,7 +499,8 @@ pub struct SignedUrl {
     pub expires_at: String,
 }
 
-/// Issue a signed URL for a step's screenshot (lifetime [`signed_url::MAX_LIFETIME_SECS`]).
+/// Issue a signed URL for a step's screenshot (lifetime `screenshots.url_ttl_secs`, at most
+/// [`signed_url::MAX_LIFETIME_SECS`]); absolute when `public_url` is configured.
 pub async fn signed_url_for(
     state: &Arc<AppState>,
     p: &Principal,

@@ -207,6 +207,21 @@ CREATE TABLE webhook_tokens (
 );
 ",
         ),
+        // SCIM 2.0 provisioning (issue 6): `email` holds `userName`, `display_name` holds
+        // `displayName`, `active` gates login; the other SCIM attributes (name parts, emails,
+        // enterprise extension …) live in `scim_attrs` as canonical JSON, and `scim_version`
+        // is the `meta.version` ETag counter. `active_unset` = 1: SCIM `active` is unassigned
+        // (and the user cannot log in).
+        M::up(
+            "
+ALTER TABLE users ADD COLUMN external_id TEXT;
+ALTER TABLE users ADD COLUMN scim_attrs TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE users ADD COLUMN scim_version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE users ADD COLUMN active_unset INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX users_external_id ON users(external_id);
+CREATE INDEX users_created ON users(created_at, id);
+",
+        ),
         // Issue 11: AI checkpoint verdicts on steps (status `error` added, so the table is
         // rebuilt: SQLite cannot alter a CHECK), and the tenant's own AI endpoint.
         M::up(

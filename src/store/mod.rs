@@ -13,6 +13,7 @@ pub mod audit;
 pub mod catalog;
 pub mod flows;
 mod migrations;
+pub mod scim;
 pub mod tenant;
 
 use std::path::{Path, PathBuf};

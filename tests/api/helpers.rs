@@ -110,6 +110,7 @@ pub async fn try_spawn(opts: Opts) -> Result<TestApp, SpawnError> {
     cmd.stdout(Stdio::from(logf.try_clone().expect("clone")))
         .stderr(Stdio::from(logf))
         .stdin(Stdio::null());
+    let _ = std::fs::remove_file(data.join("listen.addr"));
     let mut child = cmd.spawn().expect("spawn flowguard");
     let addr_file = data.join("listen.addr");
     let deadline = Instant::now() + Duration::from_secs(60);

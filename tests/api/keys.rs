@@ -20,7 +20,14 @@ async fn start_err(dir: tempfile::TempDir, config: Option<String>) -> (String, t
     .await
     {
         Ok(_) => panic!("server started but should have refused"),
-        Err(e) => (e.log, e.dir),
+        Err(e) => {
+            assert!(
+                e.msg.starts_with("exited with"),
+                "the server must exit, not hang: {}",
+                e.msg
+            );
+            (e.log, e.dir)
+        }
     }
 }
 

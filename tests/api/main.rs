@@ -11,6 +11,7 @@ mod keys;
 mod matrix;
 mod members;
 mod runs;
+mod scim;
 mod secrets;
 mod throttle;
 mod tls;

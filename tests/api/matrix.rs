@@ -151,6 +151,71 @@ const TABLE: &[(&str, &str, [&str; 8])] = &[
         "GET",
         "/api/v1/platform/tenants",
         ["401", "403", "403", "403", "403", "403", "403", "ok"],
+    ), // SCIM 2.0 (issue 6): the SCIM token only; everyone else 403, anonymous 401.
+    (
+        "GET",
+        "/scim/v2/Users",
+        ["401", "403", "403", "403", "403", "403", "ok", "403"],
+    ),
+    (
+        "POST",
+        "/scim/v2/Users",
+        ["401", "403", "403", "403", "403", "403", "ok", "403"],
+    ),
+    (
+        "POST",
+        "/scim/v2/Users/.search",
+        ["401", "403", "403", "403", "403", "403", "ok", "403"],
+    ),
+    (
+        "POST",
+        "/scim/v2/.search",
+        ["401", "403", "403", "403", "403", "403", "ok", "403"],
+    ),
+    (
+        "GET",
+        "/scim/v2/Users/{id}",
+        ["401", "403", "403", "403", "403", "403", "ok", "403"],
+    ),
+    (
+        "PUT",
+        "/scim/v2/Users/{id}",
+        ["401", "403", "403", "403", "403", "403", "ok", "403"],
+    ),
+    (
+        "PATCH",
+        "/scim/v2/Users/{id}",
+        ["401", "403", "403", "403", "403", "403", "ok", "403"],
+    ),
+    (
+        "DELETE",
+        "/scim/v2/Users/{id}",
+        ["401", "403", "403", "403", "403", "403", "ok", "403"],
+    ),
+    (
+        "GET",
+        "/scim/v2/ServiceProviderConfig",
+        ["401", "403", "403", "403", "403", "403", "ok", "403"],
+    ),
+    (
+        "GET",
+        "/scim/v2/Schemas",
+        ["401", "403", "403", "403", "403", "403", "ok", "403"],
+    ),
+    (
+        "GET",
+        "/scim/v2/Schemas/{id}",
+        ["401", "403", "403", "403", "403", "403", "ok", "403"],
+    ),
+    (
+        "GET",
+        "/scim/v2/ResourceTypes",
+        ["401", "403", "403", "403", "403", "403", "ok", "403"],
+    ),
+    (
+        "GET",
+        "/scim/v2/ResourceTypes/{id}",
+        ["401", "403", "403", "403", "403", "403", "ok", "403"],
     ),
     // Issue 3: flows, runs, agent API, screenshots, variables, webhooks.
     (
@@ -336,6 +401,12 @@ fn classify(status: u16, body: &Value) -> &'static str {
     match status {
         401 => "401",
         403 if body["code"] == "forbidden" => "403",
+        // SCIM routes answer in the SCIM error format (RFC 7644 §3.12).
+        403 if body["schemas"][0] == "urn:ietf:params:scim:api:messages:2.0:Error"
+            && body["status"] == "403" =>
+        {
+            "403"
+        }
         403 if body["code"] == "csrf_failed" => "csrf",
         _ => "ok",
     }

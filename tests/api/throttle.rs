@@ -102,7 +102,7 @@ async fn five_failures_throttle_one_address_only() {
 async fn lockout_grows_and_is_capped() {
     let app = spawn_with(Opts {
         config: Some(
-            "[login]\nmax_failures_per_pair = 2\nbase_lockout_secs = 1\nmax_lockout_secs = 2\n"
+            "[login]\nmax_failures_per_pair = 2\nbase_lockout_secs = 3\nmax_lockout_secs = 5\n"
                 .into(),
         ),
         ..Default::default()
@@ -128,7 +128,7 @@ async fn lockout_grows_and_is_capped() {
         if r.status() == 401 {
             break;
         }
-        assert!(waited < 5000, "lock did not expire");
+        assert!(waited < 15000, "lock did not expire");
     }
     // Next failure locks again, for longer but within the cap.
     let r = attempt(&app, "127.0.0.5", &tid, "admin@localhost", "x-wrong").await;
@@ -141,7 +141,8 @@ async fn lockout_grows_and_is_capped() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(ra <= 2, "{ra}");
+    // Second lock: 3 s doubled = 6 s, capped at 5 s (a loaded machine may shave a second).
+    assert!((4..=5).contains(&ra), "{ra}");
 }
 
 #[tokio::test]

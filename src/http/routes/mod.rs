@@ -11,6 +11,7 @@ mod members;
 pub(crate) mod ops;
 mod platform;
 mod runs;
+pub(crate) mod scim;
 mod tokens;
 
 use utoipa_actix_web::scope;
@@ -78,5 +79,21 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(ai_endpoint::put)
                 .service(ai_endpoint::remove)
                 .service(ai_endpoint::test),
+        )
+        .service(
+            scope::scope("/scim/v2")
+                .service(scim::list_users)
+                .service(scim::create_user)
+                .service(scim::search_users)
+                .service(scim::search_root)
+                .service(scim::get_user)
+                .service(scim::replace_user)
+                .service(scim::patch_user)
+                .service(scim::delete_user)
+                .service(scim::service_provider_config)
+                .service(scim::list_schemas)
+                .service(scim::get_schema)
+                .service(scim::list_resource_types)
+                .service(scim::get_resource_type),
         );
 }

@@ -7,9 +7,11 @@ terraform {
   required_version = ">= 1.5.0"
 
   required_providers {
+    # The module works with helm provider 2.x and 3.x; this example's provider block below
+    # uses the 2.x syntax (3.x writes `kubernetes = { ... }`).
     helm = {
       source  = "hashicorp/helm"
-      version = ">= 2.12.0, < 4.0.0"
+      version = ">= 2.12.0, < 3.0.0"
     }
     kubernetes = {
       source  = "hashicorp/kubernetes"
