@@ -66,7 +66,7 @@ pub struct Settings {
     pub screenshots: ScreenshotSettings,
     /// Logging.
     pub log: LogSettings,
-    /// Where tenants may point the appliance (LDAP servers, later AI endpoints).
+    /// Where the appliance may connect at all: LDAP directories, the AI endpoint (issue 11).
     pub egress: EgressSettings,
     /// Tenant key rotation.
     pub keys: KeySettings,
@@ -74,6 +74,8 @@ pub struct Settings {
     pub license: LicenseSettings,
     /// Background job schedules.
     pub jobs: JobsSettings,
+    /// AI endpoint for checkpoint verdicts and its rate limit (issue 11).
+    pub ai: AiSettings,
 }
 
 impl Default for Settings {
@@ -98,6 +100,7 @@ impl Default for Settings {
             keys: KeySettings::default(),
             license: LicenseSettings::default(),
             jobs: JobsSettings::default(),
+            ai: AiSettings::default(),
         }
     }
 }
@@ -270,15 +273,38 @@ impl Default for LogSettings {
     }
 }
 
-/// `[egress]` table: the operator's allow list for outbound connections (see
-/// `crate::net::egress` for the entry syntax). Empty (the default) allows nothing, so LDAP
-/// login stays off until the operator lists the directory servers.
+/// `[egress]` table: the operator's list of where the appliance may connect (AI endpoint, LDAP,
+/// ticket servers). Entry forms are described in [`crate::net::egress`]; tenants choose only
+/// within the list; link-local and cloud-metadata addresses are never reachable.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct EgressSettings {
-    /// Host names (`dc1.corp.example`, `*.corp.example`), addresses or CIDRs, each optionally
-    /// with `:port` (IPv6 in brackets when a port is given).
+    /// `host`, `host:port`, `*.domain[:port]`, `10.0.0.0/8[:port]`, `[fd00::/8]:443`.
+    /// Empty (default): nothing but the deployment's own `[ai.endpoint]`.
     pub allow: Vec<String>,
+}
+
+/// `[ai]` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AiSettings {
+    /// Per-tenant token bucket on AI-cost calls: refill rate in calls per minute (default 30).
+    pub rate_per_minute: u32,
+    /// Bucket size: calls allowed in a burst (default 10).
+    pub burst: u32,
+    /// The deployment default endpoint (`[ai.endpoint]`); none unless configured. Tenants'
+    /// Owners may override it (`PUT /api/v1/ai-endpoint`) within `egress.allow`.
+    pub endpoint: Option<AiEndpointSettings>,
+}
+
+impl Default for AiSettings {
+    fn default() -> Self {
+        Self {
+            rate_per_minute: 30,
+            burst: 10,
+            endpoint: None,
+        }
+    }
 }
 
 /// `[keys]` table: automatic rotation of tenant key sets.
@@ -329,6 +355,70 @@ impl Default for JobsSettings {
         Self {
             retention_cron: "0 15 3 * * *".into(),
         }
+    }
+}
+
+/// `[ai.endpoint]` table: the deployment default AI endpoint (see [`crate::net::ai_client`]).
+/// `Debug` never shows the key.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AiEndpointSettings {
+    /// `openai-chat` or `anthropic-messages`.
+    pub kind: String,
+    /// `https://` base URL, e.g. `https://llm.corp.example/v1`.
+    pub base_url: String,
+    /// Model name.
+    pub model: String,
+    /// API key (secret; prefer `api_key_file`).
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// File holding the API key.
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// PEM CA bundle trusted for this endpoint (instead of the built-in roots).
+    #[serde(default)]
+    pub ca_pem: Option<String>,
+    /// File holding `ca_pem`.
+    #[serde(default)]
+    pub ca_pem_file: Option<PathBuf>,
+    /// Total time for one call in ms (default 30000).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// `max_tokens` per request (default 512).
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+}
+
+impl std::fmt::Debug for AiEndpointSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AiEndpointSettings")
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[REDACTED]"))
+            .field("api_key_file", &self.api_key_file)
+            .field("ca_pem", &self.ca_pem.is_some())
+            .field("ca_pem_file", &self.ca_pem_file)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("max_tokens", &self.max_tokens)
+            .finish()
+    }
+}
+
+impl AiEndpointSettings {
+    /// The validated endpoint (files already resolved by [`Settings::load`]).
+    pub fn endpoint(
+        &self,
+    ) -> Result<crate::net::ai_client::Endpoint, crate::net::ai_client::FieldError> {
+        crate::net::ai_client::Endpoint::parse(crate::net::ai_client::EndpointInput {
+            kind: &self.kind,
+            base_url: &self.base_url,
+            model: &self.model,
+            api_key: self.api_key.as_deref(),
+            ca_pem: self.ca_pem.as_deref(),
+            timeout_ms: self.timeout_ms,
+            max_tokens: self.max_tokens,
+        })
     }
 }
 
@@ -397,6 +487,34 @@ impl Settings {
                 reason: e.kind().to_string(),
             })?;
             self.metrics.token = Some(v.trim_end_matches(['\r', '\n']).to_string());
+        }
+        if let Some(ep) = &mut self.ai.endpoint {
+            if let Some(path) = &ep.api_key_file {
+                if ep.api_key.is_some() {
+                    return Err(ConfigError::Invalid(
+                        "ai.endpoint: give api_key or api_key_file, not both".into(),
+                    ));
+                }
+                let v = std::fs::read_to_string(path).map_err(|e| ConfigError::SecretFile {
+                    key: "ai.endpoint.api_key_file",
+                    path: path.clone(),
+                    reason: e.kind().to_string(),
+                })?;
+                ep.api_key = Some(v.trim_end_matches(['\r', '\n']).to_string());
+            }
+            if let Some(path) = &ep.ca_pem_file {
+                if ep.ca_pem.is_some() {
+                    return Err(ConfigError::Invalid(
+                        "ai.endpoint: give ca_pem or ca_pem_file, not both".into(),
+                    ));
+                }
+                let v = std::fs::read_to_string(path).map_err(|e| ConfigError::SecretFile {
+                    key: "ai.endpoint.ca_pem_file",
+                    path: path.clone(),
+                    reason: e.kind().to_string(),
+                })?;
+                ep.ca_pem = Some(v);
+            }
         }
         Ok(())
     }
@@ -469,13 +587,32 @@ impl Settings {
                 "login failure limits must be positive".into(),
             ));
         }
-        crate::net::EgressPolicy::parse(&self.egress.allow).map_err(ConfigError::Invalid)?;
+        if self.ai.rate_per_minute == 0 || self.ai.burst == 0 {
+            return Err(ConfigError::Invalid(
+                "ai.rate_per_minute and ai.burst must be positive".into(),
+            ));
+        }
+        if let Some(ep) = &self.ai.endpoint {
+            ep.endpoint().map_err(|e| {
+                ConfigError::Invalid(format!("ai.endpoint.{}: {}", e.field, e.message))
+            })?;
+        }
+        self.egress_policy()?;
         Ok(())
     }
 
-    /// The parsed egress allow list (validated in `load`; an unparsable list allows nothing).
-    pub fn egress_policy(&self) -> crate::net::EgressPolicy {
-        crate::net::EgressPolicy::parse(&self.egress.allow).unwrap_or_default()
+    /// The parsed egress policy: `egress.allow` plus the deployment default AI endpoint's host
+    /// and port (allowed implicitly).
+    pub fn egress_policy(&self) -> Result<crate::net::egress::EgressPolicy, ConfigError> {
+        let implicit: Vec<(String, u16)> = self
+            .ai
+            .endpoint
+            .as_ref()
+            .and_then(|e| e.endpoint().ok())
+            .map(|e| vec![e.host_port()])
+            .unwrap_or_default();
+        crate::net::egress::EgressPolicy::new(&self.egress.allow, &implicit)
+            .map_err(ConfigError::Invalid)
     }
 
     /// The parsed listen address.
@@ -573,10 +710,18 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("ai-api.key");
+        std::fs::write(&key, "sk-example\n").unwrap();
+        let ca = dir.path().join("ai-ca.pem");
+        let ck = rcgen::generate_simple_self_signed(vec!["llm.corp.example".to_string()]).unwrap();
+        std::fs::write(&ca, ck.cert.pem()).unwrap();
         let g = dir.path().join("all.toml");
         std::fs::write(
             &g,
-            uncommented.replace("/etc/flowguard/metrics.token", "/dev/null"),
+            uncommented
+                .replace("/etc/flowguard/metrics.token", "/dev/null")
+                .replace("/etc/flowguard/ai-api.key", key.to_str().unwrap())
+                .replace("/etc/flowguard/ai-ca.pem", ca.to_str().unwrap()),
         )
         .unwrap();
         let r = Settings::load(Some(&g), &CliOverrides::default());
@@ -605,6 +750,55 @@ mod tests {
                 Settings::load(Some(&f), &CliOverrides::default()).is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn ai_endpoint_and_egress_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k");
+        std::fs::write(&key, "sk-from-file\n").unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            format!(
+                "[egress]\nallow = [\"10.0.0.0/8:443\"]\n[ai.endpoint]\nkind = \"anthropic-messages\"\nbase_url = \"https://gw.corp.example:8443\"\nmodel = \"claude\"\napi_key_file = \"{}\"\n",
+                key.display()
+            ),
+        )
+        .unwrap();
+        let s = Settings::load(Some(&f), &CliOverrides::default()).unwrap();
+        let ep = s.ai.endpoint.as_ref().unwrap();
+        assert_eq!(ep.api_key.as_deref(), Some("sk-from-file"));
+        assert!(
+            !format!("{s:?}").contains("sk-from-file"),
+            "Debug shows the key"
+        );
+        // The default endpoint's host:port is allowed implicitly.
+        let p = s.egress_policy().unwrap();
+        assert!(p
+            .filter("gw.corp.example", 8443, &["192.0.2.1".parse().unwrap()])
+            .is_ok());
+        assert!(p
+            .filter("gw.corp.example", 443, &["192.0.2.1".parse().unwrap()])
+            .is_err());
+        for (text, needle) in [
+            ("[egress]\nallow = [\"bad host\"]\n", "egress.allow[0]"),
+            (
+                "[ai.endpoint]\nkind = \"x\"\nbase_url = \"https://a.example\"\nmodel = \"m\"\n",
+                "ai.endpoint.kind",
+            ),
+            (
+                "[ai.endpoint]\nkind = \"openai-chat\"\nbase_url = \"http://a.example\"\nmodel = \"m\"\n",
+                "ai.endpoint.base_url",
+            ),
+            ("[ai]\nburst = 0\n", "ai.burst"),
+        ] {
+            std::fs::write(&f, text).unwrap();
+            let err = Settings::load(Some(&f), &CliOverrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{err}");
         }
     }
 

@@ -147,6 +147,8 @@ pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
         &o.master,
     )?);
     let metrics = Metrics::new()?;
+    let egress = Arc::new(s.egress_policy()?);
+    let ai_limiter = Arc::new(crate::service::ai_endpoint::AiLimiter::new(&s.ai));
     Ok(AppState {
         settings: s,
         master: o.master,
@@ -158,6 +160,8 @@ pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
         keys: crate::service::keys::KeyRuntime::new(crate::service::keys::Clock::from_env()),
         license: Default::default(),
         audit_signer,
+        egress,
+        ai_limiter,
     })
 }
 

@@ -117,6 +117,7 @@ impl Role {
             P::LicenseRead => matches!(self, Owner),
             P::NotificationRead => matches!(self, Owner | Admin | Tester | Viewer | PlatformAdmin),
             P::AuditKeyRead => matches!(self, Owner | PlatformAdmin),
+            P::AiEndpointManage => matches!(self, Owner),
         }
     }
 }
@@ -182,6 +183,8 @@ pub enum Permission {
     NotificationRead,
     /// Read the deployment's audit-signing public key (to verify exports).
     AuditKeyRead,
+    /// Read, set, remove and test the tenant's AI endpoint (Owners only, issue 11).
+    AiEndpointManage,
 }
 
 #[cfg(test)]

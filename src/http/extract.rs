@@ -131,6 +131,7 @@ pub mod perm {
         LicenseRead,
         NotificationRead,
         AuditKeyRead,
+        AiEndpointManage,
     );
 }
 

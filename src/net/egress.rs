@@ -1,63 +1,376 @@
-//! Outbound connections under the operator's egress list (DESIGN.md "AI endpoint": "where the
-//! appliance may connect at all … is the operator's decision").
+//! Egress discipline: the operator's `egress.allow` list decides where the appliance may open a
+//! connection at all (the AI endpoint today; LDAP and ticket servers use the same policy). Tenants
+//! choose only within it.
 //!
-//! `egress.allow` in the config file lists what tenants may point the appliance at. Entries:
+//! Entries (config `egress.allow`, strings):
 //!
-//! | entry | means |
-//! |---|---|
-//! | `dc1.corp.example` | that host name, any port |
-//! | `dc1.corp.example:636` | that host name, port 636 only |
-//! | `*.corp.example` | any name below `corp.example` (not `corp.example` itself) |
-//! | `10.20.0.0/16`, `10.20.0.0/16:636` | any address in the network (optionally one port) |
-//! | `10.20.1.5`, `10.20.1.5:389` | one address |
-//! | `[fd00::/8]:636`, `fd00::/8`, `::1` | IPv6, brackets needed only with a port |
+//! | form | example | matches |
+//! |---|---|---|
+//! | host name | `llm.corp.example` | that name, any port |
+//! | host name and port | `llm.corp.example:8443` | that name on that port |
+//! | wildcard | `*.corp.example[:port]` | any name *below* `corp.example` (not the apex) |
+//! | address or CIDR | `10.20.0.0/16`, `192.0.2.7[:port]` | resolved addresses in the network |
+//! | IPv6 | `fd00::/8`, `[fd00::/8]:443`, `[2001:db8::7]:443` | likewise |
 //!
-//! An empty list (the default) allows nothing. Whatever the list says, link-local and cloud
-//! metadata addresses (`169.254.0.0/16`, `fe80::/10`, `fd00:ec2::254`), unspecified,
-//! broadcast and multicast addresses are never reached ([`always_denied`]).
+//! The deployment's own default AI endpoint (`[ai.endpoint]`) is allowed implicitly.
 //!
-//! The check is made twice: when a tenant saves a target ([`EgressPolicy::check_target`]) and
-//! at connect time on the **resolved** addresses ([`EgressPolicy::connect`]), which connects to
-//! exactly the address it checked — a DNS answer that changes between the two (DNS rebinding)
-//! cannot reach an address the list does not allow. A host-name entry trusts the operator's
-//! DNS for that name (its addresses still pass [`always_denied`]); a tenant-chosen name not on
-//! the list is allowed only when every address it resolves to lies in an allowed network.
+//! The decision is made twice: on save by name or literal address ([`EgressPolicy::check_host`]),
+//! and at connect time on **every resolved address** ([`EgressPolicy::resolve`]), so a name that
+//! re-resolves elsewhere (DNS rebinding) cannot reach an address the list does not allow. The
+//! caller must connect only to the addresses `resolve` returned. Addresses in
+//! [`never_reachable`] ranges — unspecified, link-local (169.254.0.0/16, fe80::/10), cloud
+//! metadata (169.254.169.254, fd00:ec2::254, 100.100.100.200), multicast and broadcast,
+//! including their IPv4-mapped and NAT64 forms — are refused whatever the list says.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 
-/// One allow-list entry.
+/// What one rule matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Target {
     /// Exact host name (lowercase, no trailing dot).
     Name(String),
-    /// `*.suffix`: any name ending in `.suffix` (lowercase).
-    Wildcard(String),
-    /// A network (a single address is a /32 or /128).
+    /// `*.suffix`: names strictly below `suffix`.
+    Below(String),
+    /// Addresses in a network.
     Net(IpNet),
 }
 
+/// One parsed `egress.allow` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Rule {
+pub struct Rule {
     target: Target,
     port: Option<u16>,
 }
 
-/// The deployment's parsed egress allow list.
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyKind {
+    /// Neither the name nor any resolved address is covered by `egress.allow`.
+    NotListed,
+    /// A never-reachable address (see [`never_reachable`]).
+    Never,
+    /// The name did not resolve (at connect time; on save this counts as not listed).
+    Unresolved,
+}
+
+/// A refused connection: the host (and port) and why. The message names the host, never a
+/// credential.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct EgressDenied {
+    /// Host as given (name or address).
+    pub host: String,
+    /// Why.
+    pub kind: DenyKind,
+    /// Human explanation naming the host.
+    pub message: String,
+}
+
+/// How long a name may take to resolve.
+pub const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl EgressDenied {
+    fn not_listed(host: &str, port: u16) -> Self {
+        Self {
+            host: host.to_string(),
+            kind: DenyKind::NotListed,
+            message: format!(
+                "host `{host}` (port {port}) is not in the deployment's egress.allow list"
+            ),
+        }
+    }
+    fn never(host: &str, addr: IpAddr) -> Self {
+        let what = if host == addr.to_string() {
+            format!("`{host}`")
+        } else {
+            format!("host `{host}` resolves to {addr}, which")
+        };
+        Self {
+            host: host.to_string(),
+            kind: DenyKind::Never,
+            message: format!(
+                "{what} is an unspecified, link-local, cloud-metadata, multicast or broadcast address and is never reachable"
+            ),
+        }
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 253
+        && n.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        })
+}
+
+fn parse_port(p: &str) -> Result<u16, String> {
+    match p.parse::<u16>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("`{p}` is not a port (1-65535)")),
+    }
+}
+
+fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+        .map(|n| n.trunc())
+}
+
+impl Rule {
+    /// Parse one entry (see the module table). Errors name what is wrong.
+    pub fn parse(entry: &str) -> Result<Self, String> {
+        let e = entry.trim();
+        if e.is_empty() {
+            return Err("empty entry".into());
+        }
+        // [v6 or v6/len]:port
+        if let Some(rest) = e.strip_prefix('[') {
+            let (inner, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("`{e}`: missing `]`"))?;
+            let net = parse_net(inner)
+                .ok_or_else(|| format!("`{inner}` is not an IP address or CIDR"))?;
+            let port = match after {
+                "" => None,
+                p => {
+                    Some(parse_port(p.strip_prefix(':').ok_or_else(|| {
+                        format!("`{e}`: expected `:port` after `]`")
+                    })?)?)
+                }
+            };
+            return Ok(Rule {
+                target: Target::Net(net),
+                port,
+            });
+        }
+        // Bare IPv6 address or network (two or more colons): no port.
+        if e.matches(':').count() >= 2 {
+            let net =
+                parse_net(e).ok_or_else(|| format!("`{e}` is not an IPv6 address or CIDR"))?;
+            return Ok(Rule {
+                target: Target::Net(net),
+                port: None,
+            });
+        }
+        let (host, port) = match e.rsplit_once(':') {
+            Some((h, p)) => (h, Some(parse_port(p)?)),
+            None => (e, None),
+        };
+        if let Some(net) = parse_net(host) {
+            return Ok(Rule {
+                target: Target::Net(net),
+                port,
+            });
+        }
+        let lower = host.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(suffix) = lower.strip_prefix("*.") {
+            if !valid_name(suffix) || !suffix.contains('.') {
+                return Err(format!(
+                    "`{host}`: a wildcard needs a domain with at least two labels"
+                ));
+            }
+            return Ok(Rule {
+                target: Target::Below(suffix.to_string()),
+                port,
+            });
+        }
+        if lower.contains('/') || !valid_name(&lower) {
+            return Err(format!(
+                "`{host}` is neither a host name, a wildcard `*.domain`, an address nor a CIDR"
+            ));
+        }
+        Ok(Rule {
+            target: Target::Name(lower),
+            port,
+        })
+    }
+
+    fn port_ok(&self, port: u16) -> bool {
+        self.port.is_none_or(|p| p == port)
+    }
+
+    fn name_ok(&self, name: &str, port: u16) -> bool {
+        self.port_ok(port)
+            && match &self.target {
+                Target::Name(n) => n == name,
+                Target::Below(s) => name
+                    .strip_suffix(s.as_str())
+                    .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+                Target::Net(_) => false,
+            }
+    }
+
+    fn addr_ok(&self, addr: IpAddr, port: u16) -> bool {
+        self.port_ok(port) && matches!(&self.target, Target::Net(n) if n.contains(&canonical(addr)))
+    }
+}
+
+/// IPv4-mapped (`::ffff:a.b.c.d`) and NAT64 (`64:ff9b::a.b.c.d`) addresses as the IPv4 address
+/// they reach; everything else unchanged.
+fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let s = v6.segments();
+            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|x| *x == 0) {
+                let o = v6.octets();
+                return IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+            }
+            IpAddr::V6(v6)
+        }
+        v4 => v4,
+    }
+}
+
+/// Whether `addr` is in a range that is never reachable, whatever `egress.allow` says:
+/// 0.0.0.0/8 and `::` (unspecified), 169.254.0.0/16 and fe80::/10 (link-local, incl. the
+/// 169.254.169.254 metadata service of AWS, GCP, Azure and OCI), fd00:ec2::254 (AWS IMDS over
+/// IPv6), 100.100.100.200 (Alibaba Cloud metadata), 224.0.0.0/4 and ff00::/8 (multicast),
+/// 255.255.255.255 (broadcast) — also when written as IPv4-mapped or NAT64 IPv6.
+pub fn never_reachable(addr: IpAddr) -> bool {
+    match canonical(addr) {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            o[0] == 0
+                || (o[0] == 169 && o[1] == 254)
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4 == Ipv4Addr::new(100, 100, 100, 200)
+        }
+        IpAddr::V6(v6) => {
+            v6.is_unspecified()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.is_multicast()
+                || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+        }
+    }
+}
+
+/// The parsed allow list of one deployment (plus the implicit default AI endpoint).
 #[derive(Debug, Clone, Default)]
 pub struct EgressPolicy {
     rules: Vec<Rule>,
 }
 
-/// A target the policy refuses; names the host (never resolves to a reason that tells whether
-/// a port is open).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{host}` is not on this deployment's egress allow list (egress.allow)")]
-pub struct EgressDenied {
-    /// Host as given.
-    pub host: String,
+impl EgressPolicy {
+    /// Parse the configured entries; `implicit` are `(host, port)` pairs allowed in addition (the
+    /// deployment default AI endpoint). Errors name the entry index and the problem.
+    pub fn new(allow: &[String], implicit: &[(String, u16)]) -> Result<Self, String> {
+        let mut rules = Vec::with_capacity(allow.len() + implicit.len());
+        for (i, e) in allow.iter().enumerate() {
+            rules.push(Rule::parse(e).map_err(|m| format!("egress.allow[{i}]: {m}"))?);
+        }
+        for (host, port) in implicit {
+            let target = match parse_net(host.trim_matches(['[', ']'])) {
+                Some(n) => Target::Net(n),
+                None => Target::Name(host.trim_end_matches('.').to_ascii_lowercase()),
+            };
+            rules.push(Rule {
+                target,
+                port: Some(*port),
+            });
+        }
+        Ok(Self { rules })
+    }
+
+    /// Save-time check of a host (name or literal address) and port. A literal address must be
+    /// reachable and covered by an address rule; a name must be covered by a name rule, or else
+    /// every address it resolves to now must be covered by an address rule (see [`Self::resolve`]).
+    pub async fn check_host(&self, host: &str, port: u16) -> Result<(), EgressDenied> {
+        if let Some(ip) = literal(host) {
+            return self.check_literal(host, ip, port);
+        }
+        let name = host.trim_end_matches('.').to_ascii_lowercase();
+        if self.rules.iter().any(|r| r.name_ok(&name, port)) {
+            return Ok(());
+        }
+        if !self
+            .rules
+            .iter()
+            .any(|r| matches!(r.target, Target::Net(_)) && r.port_ok(port))
+        {
+            return Err(EgressDenied::not_listed(host, port));
+        }
+        match self.resolve(host, port).await {
+            Ok(_) => Ok(()),
+            Err(d) if d.kind == DenyKind::Unresolved => Err(EgressDenied::not_listed(host, port)),
+            Err(d) => Err(d),
+        }
+    }
+
+    /// Check a literal address (no resolution involved).
+    pub fn check_literal(&self, host: &str, ip: IpAddr, port: u16) -> Result<(), EgressDenied> {
+        if never_reachable(ip) {
+            return Err(EgressDenied::never(host, ip));
+        }
+        if self.rules.iter().any(|r| r.addr_ok(ip, port)) {
+            Ok(())
+        } else {
+            Err(EgressDenied::not_listed(host, port))
+        }
+    }
+
+    /// Decide on already-resolved addresses of `host`: refused if any is never reachable;
+    /// otherwise the addresses allowed (by a matching name rule, or an address rule containing
+    /// them). Empty result → refused.
+    pub fn filter(
+        &self,
+        host: &str,
+        port: u16,
+        addrs: &[IpAddr],
+    ) -> Result<Vec<SocketAddr>, EgressDenied> {
+        if let Some(bad) = addrs.iter().find(|a| never_reachable(**a)) {
+            return Err(EgressDenied::never(host, *bad));
+        }
+        let name = host.trim_end_matches('.').to_ascii_lowercase();
+        let by_name = literal(host).is_none() && self.rules.iter().any(|r| r.name_ok(&name, port));
+        let out: Vec<SocketAddr> = addrs
+            .iter()
+            .filter(|a| by_name || self.rules.iter().any(|r| r.addr_ok(**a, port)))
+            .map(|a| SocketAddr::new(*a, port))
+            .collect();
+        if out.is_empty() {
+            Err(EgressDenied::not_listed(host, port))
+        } else {
+            Ok(out)
+        }
+    }
+
+    /// Connect-time decision: resolve `host` (the system resolver), then [`Self::filter`]. The
+    /// caller connects only to the returned addresses.
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, EgressDenied> {
+        if let Some(ip) = literal(host) {
+            self.check_literal(host, ip, port)?;
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let addrs: Vec<IpAddr> = match tokio::time::timeout(
+            RESOLVE_TIMEOUT,
+            tokio::net::lookup_host((host, port)),
+        )
+        .await
+        {
+            Ok(Ok(it)) => it.map(|s| s.ip()).collect(),
+            _ => Vec::new(),
+        };
+        if addrs.is_empty() {
+            return Err(EgressDenied {
+                host: host.to_string(),
+                kind: DenyKind::Unresolved,
+                message: format!("host `{host}` does not resolve"),
+            });
+        }
+        self.filter(host, port, &addrs)
+    }
 }
 
 /// Connect failures, kept coarse on purpose: callers answer every variant the same way.
@@ -71,247 +384,38 @@ pub enum ConnectError {
     Unreachable,
 }
 
-fn is_host_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        })
-}
-
-fn parse_port(p: &str, entry: &str) -> Result<u16, String> {
-    match p.parse::<u16>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("egress.allow: bad port in `{entry}`")),
-    }
-}
-
-fn parse_net(s: &str, entry: &str) -> Result<IpNet, String> {
-    if let Ok(n) = s.parse::<IpNet>() {
-        return Ok(n.trunc());
-    }
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok(IpNet::from(ip));
-    }
-    Err(format!(
-        "egress.allow: `{entry}` is not a host name, address or CIDR"
-    ))
-}
-
-fn parse_entry(entry: &str) -> Result<Rule, String> {
-    let e = entry.trim();
-    if e.is_empty() {
-        return Err("egress.allow: empty entry".into());
-    }
-    if let Some(rest) = e.strip_prefix('[') {
-        let (inner, after) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("egress.allow: unclosed `[` in `{entry}`"))?;
-        let port = match after {
-            "" => None,
-            p => Some(parse_port(
-                p.strip_prefix(':')
-                    .ok_or_else(|| format!("egress.allow: bad `{entry}`"))?,
-                entry,
-            )?),
-        };
-        return Ok(Rule {
-            target: Target::Net(parse_net(inner, entry)?),
-            port,
-        });
-    }
-    let colons = e.matches(':').count();
-    if colons > 1 {
-        // Bare IPv6 address or network: no port possible.
-        return Ok(Rule {
-            target: Target::Net(parse_net(e, entry)?),
-            port: None,
-        });
-    }
-    let (host, port) = match e.split_once(':') {
-        Some((h, p)) => (h, Some(parse_port(p, entry)?)),
-        None => (e, None),
-    };
-    if host.contains('/') || host.parse::<IpAddr>().is_ok() {
-        return Ok(Rule {
-            target: Target::Net(parse_net(host, entry)?),
-            port,
-        });
-    }
-    let name = host.trim_end_matches('.').to_ascii_lowercase();
-    if let Some(suffix) = name.strip_prefix("*.") {
-        if !is_host_name(suffix) {
-            return Err(format!("egress.allow: bad wildcard `{entry}`"));
-        }
-        return Ok(Rule {
-            target: Target::Wildcard(suffix.to_string()),
-            port,
-        });
-    }
-    if !is_host_name(&name) {
-        return Err(format!(
-            "egress.allow: `{entry}` is not a host name, address or CIDR"
-        ));
-    }
-    Ok(Rule {
-        target: Target::Name(name),
-        port,
-    })
-}
-
-/// Unwrap IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) so they are judged as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
-        v4 => v4,
-    }
-}
-
-/// Addresses never reached, whatever `egress.allow` says: link-local (incl. the cloud metadata
-/// service 169.254.169.254), AWS's IPv6 metadata `fd00:ec2::254`, unspecified, broadcast and
-/// multicast.
-pub fn always_denied(ip: IpAddr) -> bool {
-    match canonical(ip) {
-        IpAddr::V4(v4) => {
-            v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.octets()[0] == 0
-        }
-        IpAddr::V6(v6) => {
-            let metadata = Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254);
-            (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6 == metadata
-                || v6.is_unspecified()
-                || v6.is_multicast()
-        }
-    }
-}
-
-fn port_ok(rule: &Rule, port: u16) -> bool {
-    rule.port.is_none_or(|p| p == port)
-}
-
-fn normalise_host(host: &str) -> String {
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .trim_end_matches('.')
-        .to_ascii_lowercase()
-}
-
 impl EgressPolicy {
-    /// Parse `egress.allow`. Errors name the bad entry.
-    pub fn parse(entries: &[String]) -> Result<Self, String> {
-        let rules = entries
-            .iter()
-            .map(|e| parse_entry(e))
-            .collect::<Result<_, _>>()?;
-        Ok(Self { rules })
-    }
-
-    /// Whether the list is empty (nothing allowed).
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-
-    fn name_allowed(&self, host: &str, port: u16) -> bool {
-        let h = normalise_host(host);
-        self.rules.iter().any(|r| {
-            port_ok(r, port)
-                && match &r.target {
-                    Target::Name(n) => *n == h,
-                    Target::Wildcard(s) => h.len() > s.len() + 1 && h.ends_with(&format!(".{s}")),
-                    Target::Net(_) => false,
-                }
-        })
-    }
-
-    fn addr_in_nets(&self, ip: IpAddr, port: u16) -> bool {
-        let ip = canonical(ip);
-        self.rules
-            .iter()
-            .any(|r| port_ok(r, port) && matches!(&r.target, Target::Net(n) if n.contains(&ip)))
-    }
-
-    /// Connect-time decision for one resolved address of `host`.
-    pub fn allows_resolved(&self, host: &str, ip: IpAddr, port: u16) -> bool {
-        !always_denied(ip) && (self.name_allowed(host, port) || self.addr_in_nets(ip, port))
-    }
-
-    /// Save-time check of a tenant-chosen `host:port`. An address literal must lie in an allowed
-    /// network; a name must be on the list, or resolve (within `timeout`) only to addresses in
-    /// allowed networks.
+    /// Save-time check of a tenant-chosen `host:port` within `timeout` (see
+    /// [`Self::check_host`]); used by the LDAP configuration.
     pub async fn check_target(
         &self,
         host: &str,
         port: u16,
-        timeout: Duration,
+        timeout: std::time::Duration,
     ) -> Result<(), EgressDenied> {
-        let denied = || EgressDenied {
-            host: host.to_string(),
-        };
-        let h = normalise_host(host);
-        if let Ok(ip) = h.parse::<IpAddr>() {
-            return if self.allows_resolved(&h, ip, port) {
-                Ok(())
-            } else {
-                Err(denied())
-            };
-        }
-        if self.name_allowed(&h, port) {
-            return Ok(());
-        }
-        if self.is_empty() {
-            return Err(denied());
-        }
-        let addrs = resolve(&h, port, timeout).await.map_err(|_| denied())?;
-        if !addrs.is_empty()
-            && addrs
-                .iter()
-                .all(|a| !always_denied(a.ip()) && self.addr_in_nets(a.ip(), port))
-        {
-            Ok(())
-        } else {
-            Err(denied())
+        match tokio::time::timeout(timeout, self.check_host(host, port)).await {
+            Ok(r) => r,
+            Err(_) => Err(EgressDenied::not_listed(host, port)),
         }
     }
 
-    /// Resolve `host`, keep only the addresses the policy allows, and connect to the first that
-    /// answers, all within `timeout`. The returned stream is connected to an address that was
-    /// checked — no second resolution happens.
+    /// Resolve `host` through the policy ([`Self::resolve`]) and connect to the first allowed
+    /// address that answers, all within `timeout`. The stream is connected to an address that
+    /// was checked — no second resolution happens (no DNS-rebinding bypass).
     pub async fn connect(
         &self,
         host: &str,
         port: u16,
-        timeout: Duration,
+        timeout: std::time::Duration,
     ) -> Result<tokio::net::TcpStream, ConnectError> {
-        let h = normalise_host(host);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         let work = async {
-            let addrs: Vec<SocketAddr> = match h.parse::<IpAddr>() {
-                Ok(ip) => vec![SocketAddr::new(ip, port)],
-                Err(_) => tokio::net::lookup_host((h.as_str(), port))
-                    .await
-                    .map_err(|_| ConnectError::Unreachable)?
-                    .collect(),
+            let addrs = match self.resolve(host, port).await {
+                Ok(a) => a,
+                Err(d) if d.kind == DenyKind::Unresolved => return Err(ConnectError::Unreachable),
+                Err(d) => return Err(ConnectError::Denied(d)),
             };
-            let allowed: Vec<SocketAddr> = addrs
-                .into_iter()
-                .filter(|a| self.allows_resolved(&h, a.ip(), port))
-                .collect();
-            if allowed.is_empty() {
-                return Err(ConnectError::Denied(EgressDenied {
-                    host: host.to_string(),
-                }));
-            }
-            for a in allowed {
+            for a in addrs {
                 if let Ok(s) = tokio::net::TcpStream::connect(a).await {
                     return Ok(s);
                 }
@@ -324,137 +428,111 @@ impl EgressPolicy {
     }
 }
 
-async fn resolve(host: &str, port: u16, timeout: Duration) -> std::io::Result<Vec<SocketAddr>> {
-    match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
-        Ok(r) => Ok(r?.collect()),
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "resolution timed out",
-        )),
-    }
+/// `host` as a literal address (`192.0.2.1`, `::1`, `[::1]`), if it is one.
+pub fn literal(host: &str) -> Option<IpAddr> {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
-
-    fn pol(e: &[&str]) -> EgressPolicy {
-        EgressPolicy::parse(&e.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
-    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
     #[test]
-    fn entry_forms() {
-        let p = pol(&[
-            "dc1.corp.example:636",
-            "*.ldap.example",
-            "10.20.0.0/16",
-            "10.30.0.5:389",
-            "[fd00::/8]:636",
-            "2001:db8::/32",
-        ]);
-        assert!(p.allows_resolved("dc1.corp.example", ip("192.0.2.1"), 636));
-        assert!(p.allows_resolved("DC1.corp.example.", ip("192.0.2.1"), 636));
-        assert!(!p.allows_resolved("dc1.corp.example", ip("192.0.2.1"), 389));
-        assert!(p.allows_resolved("a.ldap.example", ip("192.0.2.1"), 1));
-        assert!(!p.allows_resolved("ldap.example", ip("192.0.2.1"), 1));
-        assert!(!p.allows_resolved("evilldap.example", ip("192.0.2.1"), 1));
-        assert!(p.allows_resolved("x", ip("10.20.9.9"), 1234));
-        assert!(p.allows_resolved("x", ip("10.30.0.5"), 389));
-        assert!(!p.allows_resolved("x", ip("10.30.0.5"), 636));
-        assert!(p.allows_resolved("x", ip("fd12::1"), 636));
-        assert!(!p.allows_resolved("x", ip("fd12::1"), 389));
-        assert!(p.allows_resolved("x", ip("2001:db8::7"), 389));
-        assert!(!p.allows_resolved("x", ip("10.21.0.1"), 389));
-    }
-
-    #[test]
-    fn bad_entries_named() {
-        for bad in [
-            "",
-            "a b",
-            "10.0.0.0/33",
-            "host:0",
-            "host:99999",
-            "[::1",
-            "*.",
-            "-a.b",
+    fn parses_every_form() {
+        for (e, ok) in [
+            ("llm.corp.example", true),
+            ("LLM.corp.example.:8443", true),
+            ("*.corp.example", true),
+            ("*.example", false),
+            ("10.0.0.0/8", true),
+            ("10.0.0.0/8:443", true),
+            ("192.0.2.7:443", true),
+            ("[fd00::/8]:443", true),
+            ("fd00::/8", true),
+            ("[2001:db8::7]:443", true),
+            ("host:0", false),
+            ("host:99999", false),
+            ("bad host", false),
+            ("", false),
+            ("http://x", false),
         ] {
-            let e = EgressPolicy::parse(&[bad.to_string()]);
-            assert!(e.is_err(), "{bad:?} accepted");
+            assert_eq!(Rule::parse(e).is_ok(), ok, "{e}");
         }
     }
 
     #[test]
-    fn metadata_and_link_local_never_reachable() {
-        let p = pol(&["0.0.0.0/0", "::/0", "metadata.internal"]);
+    fn never_reachable_ranges_win_over_any_rule() {
+        let p = EgressPolicy::new(&["0.0.0.0/0".into(), "::/0".into()], &[]).unwrap();
         for a in [
             "169.254.169.254",
-            "169.254.0.1",
+            "169.254.1.1",
+            "0.0.0.0",
             "fe80::1",
             "fd00:ec2::254",
+            "::",
             "::ffff:169.254.169.254",
-            "0.0.0.0",
+            "64:ff9b::a9fe:a9fe",
+            "100.100.100.200",
             "255.255.255.255",
             "224.0.0.1",
-            "::",
         ] {
-            assert!(always_denied(ip(a)), "{a}");
-            assert!(!p.allows_resolved("metadata.internal", ip(a), 80), "{a}");
+            assert!(
+                p.check_literal(a, ip(a), 80).is_err(),
+                "{a} must never be reachable"
+            );
         }
-        assert!(p.allows_resolved("x", ip("192.0.2.10"), 636));
+        assert!(p.check_literal("10.1.1.1", ip("10.1.1.1"), 80).is_ok());
     }
 
     #[test]
-    fn mapped_v4_judged_as_v4() {
-        let p = pol(&["10.0.0.0/8"]);
-        assert!(p.allows_resolved("x", ip("::ffff:10.1.2.3"), 389));
-    }
-
-    #[test]
-    fn empty_list_allows_nothing() {
-        let p = pol(&[]);
-        assert!(!p.allows_resolved("localhost", ip("127.0.0.1"), 636));
-    }
-
-    #[tokio::test]
-    async fn save_time_checks() {
-        let p = pol(&["127.0.0.0/8"]);
-        let t = Duration::from_secs(2);
-        assert!(p.check_target("127.0.0.1", 636, t).await.is_ok());
-        assert!(p.check_target("10.0.0.1", 636, t).await.is_err());
-        assert!(p.check_target("169.254.169.254", 80, t).await.is_err());
-        // A name not on the list passes only through the addresses it resolves to.
-        assert!(p.check_target("localhost.invalid", 636, t).await.is_err());
-        let e = p.check_target("10.9.9.9", 1, t).await.unwrap_err();
-        assert!(e.to_string().contains("10.9.9.9"));
-    }
-
-    #[tokio::test]
-    async fn connect_checks_resolved_address() {
-        let l = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
+    fn resolved_addresses_decide() {
+        let p = EgressPolicy::new(
+            &[
+                "llm.corp.example:443".into(),
+                "10.20.0.0/16".into(),
+                "*.gw.example".into(),
+            ],
+            &[("default.example".into(), 8443)],
+        )
+        .unwrap();
+        // Allowed by name: any reachable address, but only on the listed port.
+        assert!(p
+            .filter("llm.corp.example", 443, &[ip("192.0.2.1")])
+            .is_ok());
+        assert!(p
+            .filter("llm.corp.example", 80, &[ip("192.0.2.1")])
+            .is_err());
+        // A rebinding answer pointing at metadata is refused even for a listed name.
+        let e = p
+            .filter(
+                "llm.corp.example",
+                443,
+                &[ip("192.0.2.1"), ip("169.254.169.254")],
+            )
+            .unwrap_err();
+        assert!(e.message.contains("169.254.169.254"), "{}", e.message);
+        // Not listed by name: only addresses inside a CIDR rule are kept.
+        let ok = p
+            .filter("other.example", 443, &[ip("10.20.1.1"), ip("10.99.1.1")])
             .unwrap();
-        let port = l.local_addr().unwrap().port();
-        let t = Duration::from_secs(2);
-        // Allowed by network.
-        assert!(pol(&["127.0.0.0/8"])
-            .connect("127.0.0.1", port, t)
-            .await
+        assert_eq!(ok, vec!["10.20.1.1:443".parse().unwrap()]);
+        assert!(p.filter("other.example", 443, &[ip("10.99.1.1")]).is_err());
+        // Wildcards match below the domain only; the implicit default endpoint is allowed.
+        assert!(p.filter("a.gw.example", 1, &[ip("192.0.2.9")]).is_ok());
+        assert!(p.filter("gw.example", 1, &[ip("192.0.2.9")]).is_err());
+        assert!(p.filter("xgw.example", 1, &[ip("192.0.2.9")]).is_err());
+        assert!(p
+            .filter("default.example", 8443, &[ip("192.0.2.9")])
             .is_ok());
-        // Not allowed: refused before any packet.
-        assert!(matches!(
-            pol(&["10.0.0.0/8"]).connect("127.0.0.1", port, t).await,
-            Err(ConnectError::Denied(_))
-        ));
-        // A listed name still has to resolve to a reachable, non-forbidden address.
-        assert!(pol(&["localhost"])
-            .connect("localhost", port, t)
-            .await
-            .is_ok());
+        assert!(p
+            .filter("default.example", 443, &[ip("192.0.2.9")])
+            .is_err());
     }
 }

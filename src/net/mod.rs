@@ -1,6 +1,8 @@
-//! Outbound networking: every connection the appliance opens to a customer system (LDAP today,
-//! AI endpoints and ticket servers later) goes through [`egress::EgressPolicy`].
+//! Outbound connections: every connection the appliance opens to a customer system (the LDAP
+//! directory, the AI endpoint, later ticket servers) goes through the deployment's egress policy
+//! ([`egress`]); [`ai_client`] is the client for the customer's AI endpoint.
 
+pub mod ai_client;
 pub mod egress;
 
 pub use egress::{ConnectError, EgressDenied, EgressPolicy};

@@ -92,6 +92,10 @@ fn ldap_client_key_aad(t: &TenantId, _key: &[String]) -> Vec<u8> {
     super::ldap::secret_aad(t, "client_key")
 }
 
+fn ai_key_aad(t: &TenantId, _key: &[String]) -> Vec<u8> {
+    super::ai_endpoint::key_aad(t)
+}
+
 /// The registry of sealed columns re-sealed by a rotation.
 pub const SEALED_COLUMNS: &[Sealed] = &[
     Sealed {
@@ -118,6 +122,15 @@ pub const SEALED_COLUMNS: &[Sealed] = &[
             key_columns: &["updated_by"],
         },
         aad: ldap_client_key_aad,
+    },
+    // The tenant's AI endpoint API key (issue 11): a single row as well.
+    Sealed {
+        column: SealedColumn {
+            table: "ai_endpoint",
+            column: "api_key",
+            key_columns: &["updated_by"],
+        },
+        aad: ai_key_aad,
     },
 ];
 

@@ -274,8 +274,7 @@ pub async fn put_config(
 
     let ep = cfg.endpoint().map_err(field_error)?;
     state
-        .settings
-        .egress_policy()
+        .egress
         .check_target(
             &ep.host,
             ep.port,
@@ -375,7 +374,7 @@ pub async fn test_connection(state: &Arc<AppState>, p: &Principal) -> ApiResult<
     let tid = tenant_of(p)?;
     let (cfg, secrets) = loaded(state, &tid).await?;
     let start = Instant::now();
-    let egress = state.settings.egress_policy();
+    let egress = state.egress.clone();
     let mut s = client::connect(&cfg, &secrets, &egress)
         .await
         .map_err(dir_error)?;
@@ -444,7 +443,7 @@ pub async fn dry_run(
     let tid = tenant_of(p)?;
     let username = check_username("username", username)?;
     let (cfg, secrets) = loaded(state, &tid).await?;
-    let egress = state.settings.egress_policy();
+    let egress = state.egress.clone();
     let mut s = client::connect(&cfg, &secrets, &egress)
         .await
         .map_err(dir_error)?;
@@ -553,7 +552,7 @@ pub async fn authenticate(
     if !cfg.enabled {
         return Ok(Err((Refusal::UnknownUser, None)));
     }
-    let egress = state.settings.egress_policy();
+    let egress = state.egress.clone();
     let overall = std::time::Duration::from_millis(cfg.connect_timeout_ms + 3 * cfg.op_timeout_ms);
     let work = tokio::time::timeout(overall, async {
         let mut s = client::connect(&cfg, &secrets, &egress).await?;

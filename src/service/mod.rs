@@ -1,6 +1,7 @@
 //! Use cases: permission-independent rules, audit writes and cross-store orchestration.
 //! Handlers call these after the `Require<P>` extractor has checked the route's permission.
 
+pub mod ai_endpoint;
 pub mod applications;
 pub mod audit_export;
 pub mod audit_log;
@@ -51,6 +52,10 @@ pub struct AppState {
     pub license: license::LicenseState,
     /// The deployment's audit-signing key (export trailers).
     pub audit_signer: Arc<crate::crypto::audit_signing::AuditSigner>,
+    /// Where the appliance may connect (`egress.allow` + the default AI endpoint).
+    pub egress: Arc<crate::net::egress::EgressPolicy>,
+    /// Per-tenant token bucket on AI-cost calls.
+    pub ai_limiter: Arc<ai_endpoint::AiLimiter>,
 }
 
 /// Current unix time in seconds.

@@ -17,11 +17,59 @@ use crate::crypto::token;
 use crate::domain::flow::{render_template, template_vars, Step};
 use crate::domain::{new_object_id, TenantId};
 use crate::error::{ApiError, ApiResult};
-use crate::store::flows::{self, RunRow, StepRow};
+use crate::store::flows::{self, RunRow, StepReportRow, StepRow};
 use crate::store::{catalog, StoreError};
 
 /// Reason stored on checkpoint steps until an AI endpoint is configured.
 pub const NOT_EVALUATED_REASON: &str = "no AI endpoint configured";
+/// Reason stored on a reported checkpoint step whose screenshot has not been judged yet.
+pub const AWAITING_SCREENSHOT_REASON: &str = "awaiting the checkpoint screenshot";
+
+/// The effective `(status, reason)` of step `step` from its stored row — the one rule for how
+/// an agent's report and a checkpoint verdict combine:
+///
+/// * non-checkpoint steps: what the agent reported;
+/// * a checkpoint the agent reported `failed` (it could not perform it) or `skipped`: that —
+///   a verdict never turns an agent failure into a pass;
+/// * otherwise (reported `passed`, or not reported yet) the AI decides: verdict `pass` →
+///   `passed`, `fail` → `failed`; a call without a valid verdict (invalid reply, 4xx/5xx,
+///   timeout, redirect, egress refusal) → `error` with the reason; no call yet →
+///   `not_evaluated` (reason [`AWAITING_SCREENSHOT_REASON`], or [`NOT_EVALUATED_REASON`] when
+///   no endpoint is `configured`).
+///
+/// A run is Passed only when no step is `failed`, `error` or `not_evaluated` (see [`complete`]).
+pub fn step_status(step: &Step, row: &StepRow, configured: bool) -> (String, Option<String>) {
+    let reported = row.reported_status.as_deref();
+    if !matches!(step, Step::Checkpoint { .. }) {
+        return (reported.unwrap_or("not_evaluated").to_string(), None);
+    }
+    match reported {
+        Some(s @ ("failed" | "skipped")) => (s.to_string(), None),
+        _ => match (row.verdict.as_deref(), &row.ai_call) {
+            (Some("pass"), _) => ("passed".into(), None),
+            (Some(_), _) => ("failed".into(), None),
+            (None, Some(call)) => (
+                "error".into(),
+                Some(
+                    call.error
+                        .clone()
+                        .unwrap_or_else(|| "AI evaluation failed".into()),
+                ),
+            ),
+            (None, None) => (
+                "not_evaluated".into(),
+                Some(
+                    if configured {
+                        AWAITING_SCREENSHOT_REASON
+                    } else {
+                        NOT_EVALUATED_REASON
+                    }
+                    .into(),
+                ),
+            ),
+        },
+    }
+}
 
 fn map_transition(e: StoreError) -> ApiError {
     match e {
@@ -268,6 +316,28 @@ fn agent_scope(p: &Principal) -> ApiResult<(TenantId, String, String)> {
     }
 }
 
+/// Selectors that must be masked in the screenshot of step `idx` of `steps`: the step's own
+/// ([`required_masks`]) and, for a `checkpoint` (whose image goes to the AI endpoint), every
+/// selector an earlier `fill` step typed a secret variable into.
+pub fn required_masks_at(steps: &[Step], idx: usize, secret_names: &[String]) -> Vec<String> {
+    let Some(step) = steps.get(idx) else {
+        return Vec::new();
+    };
+    let mut out = required_masks(step, secret_names);
+    if matches!(step, Step::Checkpoint { .. }) {
+        for s in &steps[..idx] {
+            if let Step::Fill { .. } = s {
+                for sel in required_masks(s, secret_names) {
+                    if !out.contains(&sel) {
+                        out.push(sel);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Selectors that must be masked in step `s`'s screenshot.
 pub fn required_masks(s: &Step, secret_names: &[String]) -> Vec<String> {
     match s {
@@ -324,8 +394,8 @@ pub async fn claim(
         };
         let mut out = Vec::with_capacity(steps.len());
         let mut masks = Vec::with_capacity(steps.len());
-        for s in &steps {
-            masks.push(required_masks(s, &secret_names));
+        for (i, s) in steps.iter().enumerate() {
+            masks.push(required_masks_at(&steps, i, &secret_names));
             let mut v = serde_json::to_value(s).map_err(ApiError::internal)?;
             if let Some(obj) = v.as_object_mut() {
                 for key in ["url", "value", "expected"] {
@@ -473,26 +543,21 @@ pub async fn report_step(
                 ApiError::invalid("index", format!("index must be 0..{}", steps.len()))
             })?;
         let secrets = variables::secret_values(&variables::resolve_blocking(&st, &t, &app)?);
-        let (status, reason) = match (&steps[idx], rep.status.as_str()) {
-            (Step::Checkpoint { .. }, "passed") | (Step::Checkpoint { .. }, "failed") => (
-                "not_evaluated".to_string(),
-                Some(NOT_EVALUATED_REASON.to_string()),
-            ),
-            (_, s) => (s.to_string(), None),
-        };
-        let row = StepRow {
+        let report = StepReportRow {
             index: rep.index,
-            status,
+            status: rep.status.clone(),
             duration_ms: rep.duration_ms,
             error: rep.error.as_deref().map(|e| variables::scrub(e, &secrets)),
             console: rep.console.as_ref().and_then(|v| scrub_json(v, &secrets)),
             network: rep.network.as_ref().and_then(|v| scrub_json(v, &secrets)),
-            reason,
-            has_screenshot: false,
         };
         let mut c = db.lock();
-        flows::put_step(&mut c, &r.id, &row).map_err(map_transition)?;
-        Ok(row)
+        let configured = super::ai_endpoint::configured(&c, &st)?;
+        let step = &steps[idx];
+        flows::record_step_report(&mut c, &r.id, &report, &|row| {
+            step_status(step, row, configured)
+        })
+        .map_err(map_transition)
     })
     .await
     .map_err(ApiError::internal)?
@@ -532,8 +597,10 @@ pub struct Complete {
     pub error: Option<String>,
 }
 
-/// Complete a run. `passed` is recorded only if every step has a result, none failed and no
-/// checkpoint is `not_evaluated`; otherwise the run is Failed with the reason.
+/// Complete a run. `passed` is recorded only if the agent reported every step, none is
+/// `failed`, and no checkpoint is `error` or `not_evaluated`; otherwise the run is Failed with
+/// the reason (`agent_reported_failure`, `step_failed:N`, `checkpoint_error:N`,
+/// `checkpoint_not_evaluated:N`, `missing_step_result:N`).
 pub async fn complete(
     state: &Arc<AppState>,
     p: &Principal,
@@ -561,15 +628,18 @@ pub async fn complete(
             ("failed", Some("agent_reported_failure".to_string()))
         } else if let Some(f) = results.iter().find(|s| s.status == "failed") {
             ("failed", Some(format!("step_failed:{}", f.index)))
+        } else if let Some(e) = results.iter().find(|s| s.status == "error") {
+            ("failed", Some(format!("checkpoint_error:{}", e.index)))
         } else if let Some(n) = results.iter().find(|s| s.status == "not_evaluated") {
             (
                 "failed",
                 Some(format!("checkpoint_not_evaluated:{}", n.index)),
             )
-        } else if results.len() < steps.len() {
-            let missing = (0..steps.len() as i64)
-                .find(|i| !results.iter().any(|s| s.index == *i))
-                .unwrap_or(0);
+        } else if let Some(missing) = (0..steps.len() as i64).find(|i| {
+            !results
+                .iter()
+                .any(|s| s.index == *i && s.reported_at.is_some())
+        }) {
             ("failed", Some(format!("missing_step_result:{missing}")))
         } else {
             ("passed", None)

@@ -20,9 +20,11 @@ use super::variables;
 use super::{keys, runs, unix_now, AppState, Principal};
 use crate::crypto::{envelope, signed_url};
 use crate::domain::flow::Step;
+use crate::domain::now_rfc3339;
 use crate::domain::{new_object_id, TenantId};
 use crate::error::{ApiError, ApiResult};
-use crate::store::flows::{self, ShotRow};
+use crate::net::ai_client::{self, Endpoint};
+use crate::store::flows::{self, AiCall, EvaluationRow, ShotRow, StepRow};
 use crate::store::StoreError;
 
 /// Largest upload (10 MiB).
@@ -62,6 +64,49 @@ fn unprocessable(code: &'static str, msg: impl Into<String>) -> ApiError {
 /// Decode `png` (bounded), paint `rects` solid black (clipped to the image) and re-encode as an
 /// RGBA8 PNG without ancillary chunks. Returns (png bytes, width, height).
 pub fn mask_png(png_bytes: &[u8], rects: &[MaskRect]) -> ApiResult<(Vec<u8>, u32, u32)> {
+    let (rgba, w, h) = mask_rgba(png_bytes, rects)?;
+    Ok((encode_rgba(&rgba, w, h)?, w, h))
+}
+
+/// Encode RGBA8 pixels (`w`×`h`) as a PNG without ancillary chunks.
+pub fn encode_rgba(rgba: &[u8], w: u32, h: u32) -> ApiResult<Vec<u8>> {
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, w, h);
+        enc.set_color(png::ColorType::Rgba);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut wr = enc.write_header().map_err(ApiError::internal)?;
+        wr.write_image_data(rgba).map_err(ApiError::internal)?;
+    }
+    Ok(out)
+}
+
+/// The pixels of `r` (clipped to the `w`×`h` image) as a new RGBA8 buffer with its size; `None`
+/// when the rectangle does not overlap the image.
+pub fn crop_rgba(
+    rgba: &[u8],
+    w: u32,
+    h: u32,
+    r: &crate::domain::flow::Region,
+) -> Option<(Vec<u8>, u32, u32)> {
+    let x0 = r.x.min(w);
+    let y0 = r.y.min(h);
+    let x1 = r.x.saturating_add(r.width).min(w);
+    let y1 = r.y.saturating_add(r.height).min(h);
+    if x1 <= x0 || y1 <= y0 {
+        return None;
+    }
+    let (cw, ch) = (x1 - x0, y1 - y0);
+    let mut out = Vec::with_capacity((cw as usize) * (ch as usize) * 4);
+    for y in y0..y1 {
+        let row = (y as usize) * (w as usize) * 4;
+        out.extend_from_slice(&rgba[row + (x0 as usize) * 4..row + (x1 as usize) * 4]);
+    }
+    Some((out, cw, ch))
+}
+
+/// Decode `png` (bounded) and paint `rects` solid black (clipped). Returns (RGBA8, width, height).
+pub fn mask_rgba(png_bytes: &[u8], rects: &[MaskRect]) -> ApiResult<(Vec<u8>, u32, u32)> {
     let bad = || unprocessable("invalid_image", "the image part is not a valid PNG").field("image");
     let mut dec = png::Decoder::new_with_limits(
         Cursor::new(png_bytes),
@@ -118,15 +163,7 @@ pub fn mask_png(png_bytes: &[u8], rects: &[MaskRect]) -> ApiResult<(Vec<u8>, u32
             }
         }
     }
-    let mut out = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut out, w, h);
-        enc.set_color(png::ColorType::Rgba);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut wr = enc.write_header().map_err(ApiError::internal)?;
-        wr.write_image_data(&rgba).map_err(ApiError::internal)?;
-    }
-    Ok((out, w, h))
+    Ok((rgba, w, h))
 }
 
 /// File of a screenshot object: `<data>/screenshots/<tenant>/<object>.fgs`.
@@ -153,9 +190,30 @@ pub struct Uploaded {
     pub width: u32,
     /// Height in pixels.
     pub height: u32,
+    /// For a `checkpoint` step judged by the AI endpoint: the step with its verdict (or the
+    /// `error` and its reason).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepRow>,
+}
+
+/// A checkpoint judgement prepared while the upload is processed: what goes to the endpoint.
+struct PendingEvaluation {
+    endpoint: Endpoint,
+    expectation: String,
+    png: Vec<u8>,
+    step: Step,
+    secrets: Vec<zeroize::Zeroizing<String>>,
 }
 
 /// Validate masks, mask, encrypt and store the screenshot of step `idx` of `run`.
+///
+/// For a `checkpoint` step with an AI endpoint configured (see [`super::ai_endpoint`]), the
+/// **masked** image — cropped to `region_json` (`{x, y, width, height}` in image pixels, as the
+/// agent measured the step's region) or else to the step's own `region` — and the expectation,
+/// with every secret variable value scrubbed, go to the endpoint; the verdict (or the error) is
+/// stored on the step and returned in `step`. That call is rate limited per tenant: 429
+/// `rate_limited` + `Retry-After` before anything is stored. A region that misses the image →
+/// 422 `invalid_region`, nothing stored.
 pub async fn upload(
     state: &Arc<AppState>,
     p: &Principal,
@@ -163,6 +221,7 @@ pub async fn upload(
     idx: i64,
     image: Vec<u8>,
     masks_json: Option<Vec<u8>>,
+    region_json: Option<Vec<u8>>,
 ) -> ApiResult<Uploaded> {
     let (t, app, token_id) = match p {
         Principal::Agent {
@@ -173,9 +232,20 @@ pub async fn upload(
         } => (tenant.clone(), application_id.clone(), token_id.clone()),
         _ => return Err(ApiError::forbidden()),
     };
+    let t0 = t.clone();
     let rects: Vec<MaskRect> = match masks_json {
         None => Vec::new(),
         Some(b) => serde_json::from_slice(&b).map_err(|_| unprocessable("invalid_masks", "masks must be a JSON list of {selector, x, y, width, height} or {selector, not_found: true}").field("masks"))?,
+    };
+    let agent_region: Option<crate::domain::flow::Region> = match region_json {
+        None => None,
+        Some(b) => Some(serde_json::from_slice(&b).map_err(|_| {
+            unprocessable(
+                "invalid_region",
+                "region must be a JSON object {x, y, width, height} of non-negative integers",
+            )
+            .field("region")
+        })?),
     };
     if rects.len() > 500 {
         return Err(unprocessable("invalid_masks", "at most 500 mask rectangles").field("masks"));
@@ -200,113 +270,235 @@ pub async fn upload(
         .map_err(ApiError::internal)?;
     let st = state.clone();
     let run = run.to_string();
-    tokio::task::spawn_blocking(move || -> ApiResult<Uploaded> {
-        let _permit = permit;
-        let db = st.tenants.get_blocking(&t)?;
-        let (r, steps) = {
-            let c = db.lock();
-            let r = match flows::run(&c, &run)? {
-                Some(r)
-                    if r.application_id == app
-                        && r.agent_token_id.as_deref() == Some(token_id.as_str()) =>
-                {
-                    r
-                }
-                _ => return Err(ApiError::not_found()),
-            };
-            if r.status != "running" {
-                return Err(ApiError::conflict(
-                    "invalid_transition",
-                    format!("the run is {}", r.status),
-                ));
-            }
-            let s = flows::version_steps(&c, &r.flow_id, r.flow_version)?;
-            let steps: Vec<Step> = serde_json::from_str(&s).map_err(ApiError::internal)?;
-            (r, steps)
-        };
-        let step = usize::try_from(idx)
-            .ok()
-            .and_then(|i| steps.get(i))
-            .ok_or_else(ApiError::not_found)?;
-        let vars = variables::resolve_blocking(&st, &t, &app)?;
-        let secret_names: Vec<String> = vars
-            .iter()
-            .filter(|v| v.secret)
-            .map(|v| v.name.clone())
-            .collect();
-        for sel in runs::required_masks(step, &secret_names) {
-            if !rects.iter().any(|r| r.selector == sel) {
-                return Err(unprocessable(
-                    "mask_missing",
-                    format!(
-                        "no rectangle (or not_found) for mask selector `{}`",
-                        crate::domain::truncate(&sel, 200)
-                    ),
-                )
-                .field("masks"));
-            }
-        }
-        let (png_out, w, h) = mask_png(&image, &rects)?;
-        drop(image);
-        // A key rotation may raise the DEK fence between sealing and recording: the store then
-        // refuses the row (`key_rotated`) and the file is sealed again under the current DEK.
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let (kv, dek) = keys::active_dek(&st, &t)?;
-            let object = new_object_id();
-            let sealed = envelope::seal(&dek, kv, &shot_aad(&t, &object), &png_out)
-                .map_err(ApiError::internal)?;
-            let path = shot_path(&st, &t, &object);
-            if let Some(dir) = path.parent() {
-                crate::store::private_dir(dir).map_err(ApiError::internal)?;
-            }
-            let tmp = path.with_extension("tmp");
-            {
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(ApiError::internal)?;
-                f.write_all(&sealed).map_err(ApiError::internal)?;
-                f.sync_all().map_err(ApiError::internal)?;
-            }
-            std::fs::rename(&tmp, &path).map_err(ApiError::internal)?;
-            let row = ShotRow {
-                id: object.clone(),
-                run_id: r.id.clone(),
-                step_index: idx,
-                key_version: i64::from(kv),
-            };
-            let res = {
-                let mut c = db.lock();
-                flows::put_screenshot(&mut c, &row, w, h, sealed.len())
-            };
-            match res {
-                Ok(old) => {
-                    if let Some(old) = old {
-                        let _ = std::fs::remove_file(shot_path(&st, &t, &old));
+    let stored = tokio::task::spawn_blocking(
+        move || -> ApiResult<(Uploaded, String, Option<PendingEvaluation>)> {
+            let _permit = permit;
+            let db = st.tenants.get_blocking(&t)?;
+            let (r, steps) = {
+                let c = db.lock();
+                let r = match flows::run(&c, &run)? {
+                    Some(r)
+                        if r.application_id == app
+                            && r.agent_token_id.as_deref() == Some(token_id.as_str()) =>
+                    {
+                        r
                     }
-                    return Ok(Uploaded {
-                        id: object,
-                        width: w,
-                        height: h,
-                    });
+                    _ => return Err(ApiError::not_found()),
+                };
+                if r.status != "running" {
+                    return Err(ApiError::conflict(
+                        "invalid_transition",
+                        format!("the run is {}", r.status),
+                    ));
                 }
-                Err(e) => {
-                    let _ = std::fs::remove_file(&path);
-                    return Err(match e {
-                        StoreError::Conflict(m) if m == "key_rotated" && attempt < 5 => continue,
-                        StoreError::Conflict(m) => ApiError::conflict("invalid_transition", m),
-                        other => other.into(),
-                    });
+                let s = flows::version_steps(&c, &r.flow_id, r.flow_version)?;
+                let steps: Vec<Step> = serde_json::from_str(&s).map_err(ApiError::internal)?;
+                (r, steps)
+            };
+            let step = usize::try_from(idx)
+                .ok()
+                .and_then(|i| steps.get(i))
+                .ok_or_else(ApiError::not_found)?;
+            let vars = variables::resolve_blocking(&st, &t, &app)?;
+            let secret_names: Vec<String> = vars
+                .iter()
+                .filter(|v| v.secret)
+                .map(|v| v.name.clone())
+                .collect();
+            let step_no = usize::try_from(idx).unwrap_or(usize::MAX);
+            for sel in runs::required_masks_at(&steps, step_no, &secret_names) {
+                if !rects.iter().any(|r| r.selector == sel) {
+                    return Err(unprocessable(
+                        "mask_missing",
+                        format!(
+                            "no rectangle (or not_found) for mask selector `{}`",
+                            crate::domain::truncate(&sel, 200)
+                        ),
+                    )
+                    .field("masks"));
                 }
             }
-        }
-    })
+            let (rgba, w, h) = mask_rgba(&image, &rects)?;
+            drop(image);
+            let pending = match step {
+                Step::Checkpoint {
+                    expectation,
+                    region,
+                } => {
+                    let crop = match agent_region.as_ref().or(region.as_ref()) {
+                        Some(r) => Some(crop_rgba(&rgba, w, h, r).ok_or_else(|| {
+                            unprocessable(
+                                "invalid_region",
+                                format!("the region does not overlap the {w}x{h} image"),
+                            )
+                            .field("region")
+                        })?),
+                        None => None,
+                    };
+                    match super::ai_endpoint::effective_blocking(&st, &t)? {
+                        Some((_, endpoint)) => {
+                            super::ai_endpoint::take_call(&st, &t)?;
+                            let png = match crop {
+                                Some((px, cw, ch)) => encode_rgba(&px, cw, ch)?,
+                                None => encode_rgba(&rgba, w, h)?,
+                            };
+                            let secrets = variables::secret_values(&vars);
+                            Some(PendingEvaluation {
+                                endpoint,
+                                expectation: variables::scrub(expectation, &secrets),
+                                png,
+                                step: step.clone(),
+                                secrets,
+                            })
+                        }
+                        None => None,
+                    }
+                }
+                _ if agent_region.is_some() => {
+                    return Err(unprocessable(
+                        "invalid_region",
+                        "only checkpoint steps take a region",
+                    )
+                    .field("region"))
+                }
+                _ => None,
+            };
+            let png_out = encode_rgba(&rgba, w, h)?;
+            drop(rgba);
+            // A key rotation may raise the DEK fence between sealing and recording: the store
+            // then refuses the row (`key_rotated`) and the file is sealed again under the
+            // current DEK.
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let (kv, dek) = keys::active_dek(&st, &t)?;
+                let object = new_object_id();
+                let sealed = envelope::seal(&dek, kv, &shot_aad(&t, &object), &png_out)
+                    .map_err(ApiError::internal)?;
+                let path = shot_path(&st, &t, &object);
+                if let Some(dir) = path.parent() {
+                    crate::store::private_dir(dir).map_err(ApiError::internal)?;
+                }
+                let tmp = path.with_extension("tmp");
+                {
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&tmp)
+                        .map_err(ApiError::internal)?;
+                    f.write_all(&sealed).map_err(ApiError::internal)?;
+                    f.sync_all().map_err(ApiError::internal)?;
+                }
+                std::fs::rename(&tmp, &path).map_err(ApiError::internal)?;
+                let row = ShotRow {
+                    id: object.clone(),
+                    run_id: r.id.clone(),
+                    step_index: idx,
+                    key_version: i64::from(kv),
+                };
+                let res = {
+                    let mut c = db.lock();
+                    flows::put_screenshot(&mut c, &row, w, h, sealed.len())
+                };
+                match res {
+                    Ok(old) => {
+                        if let Some(old) = old {
+                            let _ = std::fs::remove_file(shot_path(&st, &t, &old));
+                        }
+                        return Ok((
+                            Uploaded {
+                                id: object,
+                                width: w,
+                                height: h,
+                                step: None,
+                            },
+                            r.id,
+                            pending,
+                        ));
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&path);
+                        return Err(match e {
+                            StoreError::Conflict(m) if m == "key_rotated" && attempt < 5 => {
+                                continue
+                            }
+                            StoreError::Conflict(m) => ApiError::conflict("invalid_transition", m),
+                            other => other.into(),
+                        });
+                    }
+                }
+            }
+        },
+    )
     .await
-    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    let (mut uploaded, run_id, pending) = stored?;
+    if let Some(p) = pending {
+        uploaded.step = Some(evaluate(state, &t0, &run_id, idx, p).await?);
+    }
+    Ok(uploaded)
+}
+
+/// Ask the endpoint for the verdict and store it (or the error) on the step.
+async fn evaluate(
+    state: &Arc<AppState>,
+    t: &TenantId,
+    run_id: &str,
+    idx: i64,
+    p: PendingEvaluation,
+) -> ApiResult<StepRow> {
+    let rep =
+        ai_client::ask_verdict(state.egress.clone(), &p.endpoint, &p.expectation, &p.png).await;
+    let (verdict, outcome, error) = match &rep.result {
+        Ok(v) => (
+            Some((
+                v.verdict.clone(),
+                v.confidence,
+                variables::scrub(&v.rationale, &p.secrets),
+            )),
+            "verdict",
+            None,
+        ),
+        Err(e) => (None, e.outcome(), Some(e.reason())),
+    };
+    tracing::info!(
+        tenant = %t,
+        run = %run_id,
+        step = idx,
+        model = %rep.model,
+        outcome,
+        bytes_sent = rep.bytes_sent,
+        latency_ms = rep.latency_ms,
+        "checkpoint evaluated"
+    );
+    let ev = EvaluationRow {
+        verdict,
+        call: AiCall {
+            model: rep.model,
+            bytes_sent: rep.bytes_sent as i64,
+            latency_ms: rep.latency_ms as i64,
+            outcome: outcome.to_string(),
+            error,
+            evaluated_at: now_rfc3339(),
+        },
+    };
+    let (run_id, step) = (run_id.to_string(), p.step);
+    state
+        .tenants
+        .run(t, move |c| {
+            flows::record_step_evaluation(c, &run_id, idx, &ev, &|row| {
+                runs::step_status(&step, row, true)
+            })
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(m) => ApiError::conflict(
+                "invalid_transition",
+                format!("the run is {}", m.trim_start_matches("transition:")),
+            ),
+            other => other.into(),
+        })
 }
 
 /// A signed URL.

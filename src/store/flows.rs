@@ -488,13 +488,37 @@ pub fn fail_stale_runs(
 
 // ---------------------------------------------------------------- steps
 
-/// A reported step result.
+/// One AI call made for a checkpoint step: what was asked and how it went (never the image,
+/// the prompt or the key).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AiCall {
+    /// Model asked.
+    pub model: String,
+    /// Request bytes sent (0 when refused before sending).
+    pub bytes_sent: i64,
+    /// Milliseconds until the reply (or the failure).
+    pub latency_ms: i64,
+    /// `verdict`, `invalid_reply`, `http_error`, `timeout`, `redirect_refused`,
+    /// `egress_denied` or `connect_failed`.
+    pub outcome: String,
+    /// Why there is no verdict (absent when `outcome` is `verdict`).
+    pub error: Option<String>,
+    /// When (RFC 3339, UTC).
+    pub evaluated_at: String,
+}
+
+/// A step result: what the agent reported and, for checkpoints, the AI verdict.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StepRow {
     /// Step index (0-based).
     pub index: i64,
-    /// `passed|failed|skipped|not_evaluated`.
+    /// Effective status `passed|failed|skipped|not_evaluated|error` (for checkpoints decided
+    /// from the verdict, see `service::runs::step_status`).
     pub status: String,
+    /// What the agent reported (`passed|failed|skipped`); absent until it reports.
+    pub reported_status: Option<String>,
+    /// When the agent reported (RFC 3339); absent when only a verdict exists yet.
+    pub reported_at: Option<String>,
     /// Duration in ms.
     pub duration_ms: Option<i64>,
     /// Error (scrubbed).
@@ -505,14 +529,160 @@ pub struct StepRow {
     /// Network summary (scrubbed JSON).
     #[schema(value_type = Object)]
     pub network: Option<serde_json::Value>,
-    /// Why (e.g. `no AI endpoint configured`).
+    /// Why (e.g. `no AI endpoint configured`, `AI endpoint answered HTTP 500`).
     pub reason: Option<String>,
+    /// Checkpoint verdict `pass|fail`.
+    pub verdict: Option<String>,
+    /// Verdict confidence 0–1.
+    pub confidence: Option<f64>,
+    /// The model's rationale (secret values scrubbed).
+    pub rationale: Option<String>,
+    /// The last AI call for this step.
+    pub ai_call: Option<AiCall>,
     /// Whether a screenshot is stored.
     pub has_screenshot: bool,
 }
 
-/// Insert or replace one step result of a running run.
-pub fn put_step(c: &mut Connection, run_id: &str, s: &StepRow) -> StoreResult<()> {
+impl StepRow {
+    fn blank(index: i64) -> Self {
+        Self {
+            index,
+            status: "not_evaluated".into(),
+            reported_status: None,
+            reported_at: None,
+            duration_ms: None,
+            error: None,
+            console: None,
+            network: None,
+            reason: None,
+            verdict: None,
+            confidence: None,
+            rationale: None,
+            ai_call: None,
+            has_screenshot: false,
+        }
+    }
+}
+
+/// What the agent reported for one step (already scrubbed).
+#[derive(Debug, Clone)]
+pub struct StepReportRow {
+    /// Step index.
+    pub index: i64,
+    /// `passed|failed|skipped`.
+    pub status: String,
+    /// Duration in ms.
+    pub duration_ms: Option<i64>,
+    /// Error text.
+    pub error: Option<String>,
+    /// Console summary.
+    pub console: Option<serde_json::Value>,
+    /// Network summary.
+    pub network: Option<serde_json::Value>,
+}
+
+/// An AI evaluation to record on a step: the verdict (when valid) and the call.
+#[derive(Debug, Clone)]
+pub struct EvaluationRow {
+    /// `(verdict, confidence, rationale)` when the reply was a valid verdict.
+    pub verdict: Option<(String, f64, String)>,
+    /// The call.
+    pub call: AiCall,
+}
+
+/// Decides a step's `(status, reason)` from its merged row (the service's rule).
+pub type StepDecision<'a> = &'a dyn Fn(&StepRow) -> (String, Option<String>);
+
+const STEP_COLS: &str = "s.idx, s.status, s.reported_status, s.reported_at, s.duration_ms, s.error, s.console, s.network, s.reason,
+    s.verdict, s.confidence, s.rationale, s.ai_model, s.ai_bytes_sent, s.ai_latency_ms, s.ai_outcome, s.ai_error, s.evaluated_at,
+    EXISTS (SELECT 1 FROM screenshots x WHERE x.run_id = s.run_id AND x.step_index = s.idx)";
+
+fn step_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRow> {
+    let console: Option<String> = r.get(6)?;
+    let network: Option<String> = r.get(7)?;
+    let model: Option<String> = r.get(12)?;
+    let outcome: Option<String> = r.get(15)?;
+    let ai_call = match (model, outcome) {
+        (Some(model), Some(outcome)) => Some(AiCall {
+            model,
+            bytes_sent: r.get::<_, Option<i64>>(13)?.unwrap_or(0),
+            latency_ms: r.get::<_, Option<i64>>(14)?.unwrap_or(0),
+            outcome,
+            error: r.get(16)?,
+            evaluated_at: r.get::<_, Option<String>>(17)?.unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    Ok(StepRow {
+        index: r.get(0)?,
+        status: r.get(1)?,
+        reported_status: r.get(2)?,
+        reported_at: r.get(3)?,
+        duration_ms: r.get(4)?,
+        error: r.get(5)?,
+        console: console.and_then(|c| serde_json::from_str(&c).ok()),
+        network: network.and_then(|c| serde_json::from_str(&c).ok()),
+        reason: r.get(8)?,
+        verdict: r.get(9)?,
+        confidence: r.get(10)?,
+        rationale: r.get(11)?,
+        ai_call,
+        has_screenshot: r.get(18)?,
+    })
+}
+
+fn step_in(c: &Connection, run_id: &str, idx: i64) -> StoreResult<Option<StepRow>> {
+    Ok(c.query_row(
+        &format!("SELECT {STEP_COLS} FROM run_steps s WHERE s.run_id = ?1 AND s.idx = ?2"),
+        params![run_id, idx],
+        step_from_row,
+    )
+    .optional()?)
+}
+
+fn write_step(c: &Connection, run_id: &str, s: &StepRow) -> StoreResult<()> {
+    let call = s.ai_call.as_ref();
+    c.execute(
+        "INSERT INTO run_steps (run_id, idx, status, reported_status, reported_at, duration_ms, error, console, network, reason,
+                                verdict, confidence, rationale, ai_model, ai_bytes_sent, ai_latency_ms, ai_outcome, ai_error, evaluated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+         ON CONFLICT (run_id, idx) DO UPDATE SET status = ?3, reported_status = ?4, reported_at = ?5, duration_ms = ?6,
+             error = ?7, console = ?8, network = ?9, reason = ?10, verdict = ?11, confidence = ?12, rationale = ?13,
+             ai_model = ?14, ai_bytes_sent = ?15, ai_latency_ms = ?16, ai_outcome = ?17, ai_error = ?18, evaluated_at = ?19",
+        params![
+            run_id,
+            s.index,
+            s.status,
+            s.reported_status,
+            s.reported_at,
+            s.duration_ms,
+            s.error,
+            s.console.as_ref().map(|v| v.to_string()),
+            s.network.as_ref().map(|v| v.to_string()),
+            s.reason,
+            s.verdict,
+            s.confidence,
+            s.rationale,
+            call.map(|a| a.model.as_str()),
+            call.map(|a| a.bytes_sent),
+            call.map(|a| a.latency_ms),
+            call.map(|a| a.outcome.as_str()),
+            call.and_then(|a| a.error.as_deref()),
+            call.map(|a| a.evaluated_at.as_str()),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Read-merge-decide-write of one step of a running run in one `BEGIN IMMEDIATE` transaction
+/// (so a report and a verdict arriving together never lose each other).
+fn merge_step(
+    c: &mut Connection,
+    run_id: &str,
+    idx: i64,
+    merge: &dyn Fn(&mut StepRow),
+    decide: StepDecision<'_>,
+) -> StoreResult<StepRow> {
     let tx = write_tx(c)?;
     let st: String = tx
         .query_row("SELECT status FROM runs WHERE id = ?1", [run_id], |r| {
@@ -523,47 +693,80 @@ pub fn put_step(c: &mut Connection, run_id: &str, s: &StepRow) -> StoreResult<()
     if st != "running" {
         return Err(StoreError::Conflict(format!("transition:{st}")));
     }
-    tx.execute(
-        "INSERT INTO run_steps (run_id, idx, status, duration_ms, error, console, network, reason, reported_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-         ON CONFLICT (run_id, idx) DO UPDATE SET status = ?3, duration_ms = ?4, error = ?5, console = ?6, network = ?7, reason = ?8, reported_at = ?9",
-        params![
-            run_id,
-            s.index,
-            s.status,
-            s.duration_ms,
-            s.error,
-            s.console.as_ref().map(|v| v.to_string()),
-            s.network.as_ref().map(|v| v.to_string()),
-            s.reason,
-            now_rfc3339()
-        ],
-    )?;
+    let mut row = step_in(&tx, run_id, idx)?.unwrap_or_else(|| StepRow::blank(idx));
+    merge(&mut row);
+    let (status, reason) = decide(&row);
+    row.status = status;
+    row.reason = reason;
+    write_step(&tx, run_id, &row)?;
+    let out = step_in(&tx, run_id, idx)?.ok_or(StoreError::NotFound)?;
     tx.commit()?;
-    Ok(())
+    Ok(out)
+}
+
+/// Record the agent's report of a step of a running run (`Conflict("transition:…")` otherwise);
+/// a verdict already stored on the step is kept. Returns the step as stored.
+pub fn record_step_report(
+    c: &mut Connection,
+    run_id: &str,
+    rep: &StepReportRow,
+    decide: StepDecision<'_>,
+) -> StoreResult<StepRow> {
+    let now = now_rfc3339();
+    merge_step(
+        c,
+        run_id,
+        rep.index,
+        &|row| {
+            row.reported_status = Some(rep.status.clone());
+            row.reported_at = Some(now.clone());
+            row.duration_ms = rep.duration_ms;
+            row.error = rep.error.clone();
+            row.console = rep.console.clone();
+            row.network = rep.network.clone();
+        },
+        decide,
+    )
+}
+
+/// Record an AI evaluation on a step of a running run (replacing an earlier one; the agent's
+/// report, if any, is kept). Returns the step as stored.
+pub fn record_step_evaluation(
+    c: &mut Connection,
+    run_id: &str,
+    idx: i64,
+    ev: &EvaluationRow,
+    decide: StepDecision<'_>,
+) -> StoreResult<StepRow> {
+    merge_step(
+        c,
+        run_id,
+        idx,
+        &|row| {
+            match &ev.verdict {
+                Some((v, c, r)) => {
+                    row.verdict = Some(v.clone());
+                    row.confidence = Some(*c);
+                    row.rationale = Some(r.clone());
+                }
+                None => {
+                    row.verdict = None;
+                    row.confidence = None;
+                    row.rationale = None;
+                }
+            }
+            row.ai_call = Some(ev.call.clone());
+        },
+        decide,
+    )
 }
 
 /// Steps of a run by index.
 pub fn steps(c: &Connection, run_id: &str) -> StoreResult<Vec<StepRow>> {
-    let mut s = c.prepare(
-        "SELECT s.idx, s.status, s.duration_ms, s.error, s.console, s.network, s.reason,
-                EXISTS (SELECT 1 FROM screenshots x WHERE x.run_id = s.run_id AND x.step_index = s.idx)
-         FROM run_steps s WHERE s.run_id = ?1 ORDER BY s.idx",
-    )?;
-    let rows = s.query_map([run_id], |r| {
-        let console: Option<String> = r.get(4)?;
-        let network: Option<String> = r.get(5)?;
-        Ok(StepRow {
-            index: r.get(0)?,
-            status: r.get(1)?,
-            duration_ms: r.get(2)?,
-            error: r.get(3)?,
-            console: console.and_then(|c| serde_json::from_str(&c).ok()),
-            network: network.and_then(|c| serde_json::from_str(&c).ok()),
-            reason: r.get(6)?,
-            has_screenshot: r.get(7)?,
-        })
-    })?;
+    let mut s = c.prepare(&format!(
+        "SELECT {STEP_COLS} FROM run_steps s WHERE s.run_id = ?1 ORDER BY s.idx"
+    ))?;
+    let rows = s.query_map([run_id], step_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

@@ -292,6 +292,53 @@ INSERT INTO key_state (id, min_dek_version) VALUES (1, 0);
         ),
         // Issue 5: the purge anchor of the audit chain.
         M::up(AUDIT_ANCHOR_TABLE),
+        // Issue 11: AI checkpoint verdicts on steps (status `error` added, so the table is
+        // rebuilt: SQLite cannot alter a CHECK), and the tenant's own AI endpoint.
+        M::up(
+            "
+CREATE TABLE run_steps_v2 (
+    run_id          TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    idx             INTEGER NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('passed','failed','skipped','not_evaluated','error')),
+    reported_status TEXT CHECK (reported_status IN ('passed','failed','skipped')),
+    duration_ms     INTEGER,
+    error           TEXT,
+    console         TEXT,
+    network         TEXT,
+    reason          TEXT,
+    reported_at     TEXT,
+    verdict         TEXT CHECK (verdict IN ('pass','fail')),
+    confidence      REAL CHECK (confidence >= 0 AND confidence <= 1),
+    rationale       TEXT,
+    ai_model        TEXT,
+    ai_bytes_sent   INTEGER,
+    ai_latency_ms   INTEGER,
+    ai_outcome      TEXT,
+    ai_error        TEXT,
+    evaluated_at    TEXT,
+    PRIMARY KEY (run_id, idx)
+);
+INSERT INTO run_steps_v2 (run_id, idx, status, reported_status, duration_ms, error, console, network, reason, reported_at)
+    SELECT run_id, idx, status,
+           CASE WHEN status IN ('passed','failed','skipped') THEN status END,
+           duration_ms, error, console, network, reason, reported_at
+      FROM run_steps;
+DROP TABLE run_steps;
+ALTER TABLE run_steps_v2 RENAME TO run_steps;
+CREATE TABLE ai_endpoint (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    kind        TEXT NOT NULL CHECK (kind IN ('openai-chat','anthropic-messages')),
+    base_url    TEXT NOT NULL,
+    model       TEXT NOT NULL,
+    api_key     BLOB,
+    ca_pem      TEXT,
+    timeout_ms  INTEGER NOT NULL,
+    max_tokens  INTEGER NOT NULL,
+    updated_at  TEXT NOT NULL,
+    updated_by  TEXT NOT NULL
+);
+",
+        ),
     ])
 }
 

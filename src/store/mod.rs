@@ -8,6 +8,7 @@
 //! refused, never downgraded). Each store has one connection behind a mutex, so writes are
 //! serialised in-process; write transactions use `BEGIN IMMEDIATE`.
 
+pub mod ai;
 pub mod audit;
 pub mod catalog;
 pub mod flows;

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod agent;
+mod ai;
 mod audit;
 mod audit_export;
 mod bootstrap;

@@ -489,6 +489,27 @@ const TABLE: &[(&str, &str, [&str; 8])] = &[
         "/api/v1/notifications",
         ["401", "ok", "ok", "ok", "ok", "403", "403", "ok"],
     ),
+    // Issue 11: the tenant's AI endpoint (Owners only).
+    (
+        "GET",
+        "/api/v1/ai-endpoint",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "PUT",
+        "/api/v1/ai-endpoint",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "DELETE",
+        "/api/v1/ai-endpoint",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "POST",
+        "/api/v1/ai-endpoint/test",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
 ];
 
 /// Routes served outside the generated document (none today; the dashboard is not an API).

@@ -2,6 +2,7 @@
 //! (utoipa-actix-web collects the paths from the registration itself), and every non-public
 //! handler takes a `Require<perm::…>` guard.
 
+mod ai_endpoint;
 mod applications;
 mod audit;
 mod auth;
@@ -103,7 +104,11 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(platform::revocations)
                 .service(platform::revoke_license)
                 .service(license::tenant_license)
-                .service(license::notifications),
+                .service(license::notifications)
+                .service(ai_endpoint::get)
+                .service(ai_endpoint::put)
+                .service(ai_endpoint::remove)
+                .service(ai_endpoint::test),
         )
         .service(
             scope::scope("/scim/v2")

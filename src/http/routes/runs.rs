@@ -226,11 +226,16 @@ pub async fn complete(
 const MAX_PARTS: usize = 4;
 /// Largest `masks` part.
 const MAX_MASKS_BYTES: usize = 256 * 1024;
+/// Largest `region` part.
+const MAX_REGION_BYTES: usize = 4 * 1024;
 
-/// Upload a step's screenshot: multipart parts `image` (PNG ≤ 10 MiB) and `masks` (JSON list
-/// of `{selector, x, y, width, height}` or `{selector, not_found: true}`). Mask rectangles are
-/// painted before anything is stored; a missing rectangle → 422 and nothing stored.
-#[utoipa::path(tag = "agent", params(("run" = String, Path), ("n" = i64, Path)), responses((status = 201, body = Uploaded), (status = 413, body = crate::error::Problem), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
+/// Upload a step's screenshot: multipart parts `image` (PNG ≤ 10 MiB), `masks` (JSON list
+/// of `{selector, x, y, width, height}` or `{selector, not_found: true}`) and, for a checkpoint,
+/// optionally `region` (`{x, y, width, height}` in image pixels). Mask rectangles are painted
+/// before anything is stored; a missing rectangle → 422 and nothing stored. A checkpoint with an
+/// AI endpoint configured is judged now: the response's `step` carries the verdict or the error
+/// (429 `rate_limited` + `Retry-After` when the tenant's AI budget is spent, nothing stored).
+#[utoipa::path(tag = "agent", params(("run" = String, Path), ("n" = i64, Path)), responses((status = 201, body = Uploaded), (status = 413, body = crate::error::Problem), (status = 422, body = crate::error::Problem), (status = 429, body = crate::error::Problem)), security(("bearer" = [])))]
 #[post("/agent/runs/{run}/steps/{n}/screenshot")]
 pub async fn upload(
     state: web::Data<AppState>,
@@ -239,7 +244,9 @@ pub async fn upload(
 ) -> Result<HttpResponse, ApiError> {
     let (run, n) = path.into_inner();
     let mut mp = g.inner;
-    let (mut image, mut masks): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
+    let mut image: Option<Vec<u8>> = None;
+    let mut masks: Option<Vec<u8>> = None;
+    let mut region: Option<Vec<u8>> = None;
     let mut parts = 0;
     let mut total = 0usize;
     let read = async {
@@ -268,6 +275,7 @@ pub async fn upload(
             let cap = match name.as_str() {
                 "image" => MAX_UPLOAD_BYTES,
                 "masks" => MAX_MASKS_BYTES,
+                "region" => MAX_REGION_BYTES,
                 _ => 0,
             };
             let mut buf = Vec::new();
@@ -282,7 +290,9 @@ pub async fn upload(
                     )
                 })?;
                 total += chunk.len();
-                if buf.len() + chunk.len() > cap || total > MAX_UPLOAD_BYTES + MAX_MASKS_BYTES {
+                if buf.len() + chunk.len() > cap
+                    || total > MAX_UPLOAD_BYTES + MAX_MASKS_BYTES + MAX_REGION_BYTES
+                {
                     return Err(ApiError::new(
                         actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
                         "payload_too_large",
@@ -299,10 +309,11 @@ pub async fn upload(
             match name.as_str() {
                 "image" if image.is_none() => image = Some(buf),
                 "masks" if masks.is_none() => masks = Some(buf),
+                "region" if region.is_none() => region = Some(buf),
                 _ => {
                     return Err(ApiError::bad_request(
                         "invalid_multipart",
-                        "only one `image` and one `masks` part are accepted",
+                        "only one `image`, one `masks` and one `region` part are accepted",
                     ))
                 }
             }
@@ -320,7 +331,16 @@ pub async fn upload(
         }
     }
     let image = image.ok_or_else(|| ApiError::invalid("image", "the `image` part is required"))?;
-    let up = screenshots::upload(&state.into_inner(), &g.principal, &run, n, image, masks).await?;
+    let up = screenshots::upload(
+        &state.into_inner(),
+        &g.principal,
+        &run,
+        n,
+        image,
+        masks,
+        region,
+    )
+    .await?;
     Ok(HttpResponse::Created().json(up))
 }
 
