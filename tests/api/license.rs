@@ -434,6 +434,54 @@ async fn limits_hold_under_concurrency() {
     assert_eq!(added, 1, "exactly one add may win the last seat");
     let members = owner.json(Method::GET, "/api/v1/members", None, 200).await;
     assert_eq!(members["items"].as_array().unwrap().len(), 4);
+
+    // The same seats bind SCIM provisioning: an active user beyond them is a SCIM 403 and
+    // writes nothing; an inactive one is created, and activating it is refused too.
+    let t = owner
+        .json(
+            Method::POST,
+            "/api/v1/scim-tokens",
+            Some(json!({"name": "entra"})),
+            201,
+        )
+        .await;
+    let scim = app.bearer(t["token"].as_str().unwrap());
+    let user = |name: &str, active: bool| json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": name, "active": active});
+    let r = scim
+        .post("/scim/v2/Users", user("s1@example.com", true))
+        .await;
+    let (st, v) = problem(r).await;
+    assert_eq!(st, 403, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("plan_limit"), "{v}");
+    let r = scim
+        .post("/scim/v2/Users", user("s2@example.com", false))
+        .await;
+    let (st, v) = problem(r).await;
+    assert_eq!(st, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let r = scim
+        .client
+        .patch(format!("{}/scim/v2/Users/{id}", scim.base))
+        .bearer_auth(scim.bearer.as_ref().unwrap())
+        .header("Content-Type", "application/scim+json")
+        .body(
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                   "Operations": [{"op": "replace", "path": "active", "value": true}]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (st, v) = problem(r).await;
+    assert_eq!(st, 403, "{v}");
+    let members = owner.json(Method::GET, "/api/v1/members", None, 200).await;
+    let active = members["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["active"] == true)
+        .count();
+    assert_eq!(active, 4, "{members}");
 }
 
 /// Poll the license view until `pred` holds (bounded).
