@@ -601,7 +601,8 @@ function stepEditor(steps, readOnly) {
         if (s[name] === undefined) s[name] = kind[0];
         ctl.addEventListener('change', () => { s[name] = ctl.value; });
       } else if (kind === 'bool') {
-        ctl = h('input', { type: 'checkbox', id, checked: s[name] === undefined ? dflt : s[name] });
+        if (s[name] === undefined) s[name] = dflt;
+        ctl = h('input', { type: 'checkbox', id, checked: s[name] });
         ctl.addEventListener('change', () => { s[name] = ctl.checked; });
       } else if (kind === 'number') {
         ctl = input({ id, type: 'number', min: 0, value: s[name] === undefined ? '' : s[name], placeholder: String(dflt) });

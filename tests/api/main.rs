@@ -6,6 +6,7 @@ mod helpers;
 mod agent;
 mod audit;
 mod bootstrap;
+mod dashboard;
 mod errors;
 mod keys;
 mod ldap;
