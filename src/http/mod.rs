@@ -112,7 +112,7 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
             "no such route",
         ));
     }
-    assets::serve_index()
+    assets::serve_index(&req)
 }
 
 /// Build the application: routes, OpenAPI, middleware and error mapping.

@@ -8,6 +8,7 @@ mod ai;
 mod audit;
 mod audit_export;
 mod bootstrap;
+mod dashboard;
 mod errors;
 mod keys;
 mod ldap;

@@ -1,0 +1,902 @@
+//! The embedded dashboard (issue 9): asset caching and fallback over plain HTTP, and the real
+//! UI driven in real headless Chromium (chromiumoxide over the DevTools protocol) against the
+//! real server over its self-signed TLS. Every wait polls with a deadline; nothing sleeps for
+//! a fixed time to "let the page settle". On failure a PNG of the page is saved under the
+//! test's temp dir (kept) and its path printed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
+use chromiumoxide::cdp::browser_protocol::input::InsertTextParams;
+use chromiumoxide::cdp::browser_protocol::network::EventRequestWillBeSent;
+use chromiumoxide::cdp::browser_protocol::page::{
+    CaptureScreenshotFormat, CaptureScreenshotParams,
+};
+use chromiumoxide::cdp::js_protocol::runtime::{
+    EvaluateParams, EventConsoleApiCalled, EventExceptionThrown,
+};
+use chromiumoxide::handler::viewport::Viewport;
+use chromiumoxide::{Browser, BrowserConfig, Page};
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+/// Generous: the CI machine has 2 shared cores and several builds at once.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+type Res<T = ()> = Result<T, String>;
+
+// ------------------------------------------------------------------------------------------
+// Without a browser: caching scheme, headers, fallback.
+
+#[tokio::test]
+async fn dashboard_assets_are_versioned_cached_and_fall_back_to_index() {
+    let app = spawn_app().await;
+    let c = app.client();
+
+    let r = c.get(app.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert_eq!(h["cache-control"], "no-cache");
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+    let csp = h["content-security-policy"].to_str().unwrap().to_string();
+    for part in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+    ] {
+        assert!(csp.contains(part), "{csp}");
+    }
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
+    let etag = h["etag"].to_str().unwrap().to_string();
+    let html = r.text().await.unwrap();
+    assert_eq!(
+        html.matches("<script").count(),
+        html.matches("<script type=\"module\" src=\"/assets/")
+            .count(),
+        "no inline script: {html}"
+    );
+    for handler in ["onclick=", "onload=", "onerror=", "onsubmit=", "style="] {
+        assert!(!html.contains(handler), "inline {handler} in {html}");
+    }
+
+    // index.html references its assets with a content hash.
+    let js_ref = html
+        .split('"')
+        .find(|s| s.starts_with("/assets/app.js?v="))
+        .expect("versioned app.js reference")
+        .to_string();
+    let css_ref = html
+        .split('"')
+        .find(|s| s.starts_with("/assets/app.css?v="))
+        .expect("versioned app.css reference")
+        .to_string();
+
+    // Conditional GET of index.html → 304.
+    let r = c
+        .get(app.url("/"))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+
+    // Versioned URL → immutable; unversioned or stale → no-cache; both with ETags and 304s.
+    for (path, immutable) in [
+        (js_ref.as_str(), true),
+        (css_ref.as_str(), true),
+        ("/assets/app.js", false),
+        ("/assets/app.js?v=0000000000000000", false),
+    ] {
+        let r = c.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let cc = r.headers()["cache-control"].to_str().unwrap().to_string();
+        if immutable {
+            assert_eq!(cc, "public, max-age=31536000, immutable", "{path}");
+        } else {
+            assert_eq!(cc, "no-cache", "{path}");
+        }
+        let et = r.headers()["etag"].to_str().unwrap().to_string();
+        let r2 = c
+            .get(app.url(path))
+            .header("If-None-Match", &et)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r2.status(), 304, "{path}");
+    }
+    let r = c.get(app.url(&js_ref)).send().await.unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("javascript"));
+
+    // Client routes get index.html; API, SCIM and asset misses stay 404 problem+json.
+    for path in ["/runs/123", "/apps/x/flows", "/audit?cursor=5"] {
+        let r = c.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["cache-control"], "no-cache", "{path}");
+        assert!(
+            r.text().await.unwrap().contains("/assets/app.js?v="),
+            "{path}"
+        );
+    }
+    for path in ["/api/v1/nope", "/assets/nope.js", "/assets/index.html"] {
+        let r = c.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/problem+json"),
+            "{path}"
+        );
+    }
+    let r = c.get(app.url("/scim/v2/nope")).send().await.unwrap();
+    assert!(r.status().is_client_error(), "SCIM keeps its own errors");
+    assert!(
+        !r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"),
+        "no page for SCIM misses"
+    );
+    // Non-GET to an unknown path is not answered with the page.
+    let r = c.post(app.url("/runs/123")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+// ------------------------------------------------------------------------------------------
+// Browser harness
+
+struct Ui {
+    browser: Browser,
+    handler: tokio::task::JoinHandle<()>,
+    page: Page,
+    /// Every URL the page asked for (CDP `Network.requestWillBeSent`), across all navigations.
+    urls: Arc<Mutex<Vec<String>>>,
+    /// Console errors and uncaught exceptions (printed on failure).
+    console: Arc<Mutex<Vec<String>>>,
+    base: String,
+    shots: PathBuf,
+}
+
+fn chromium() -> PathBuf {
+    flowguard::agent::browser::find_chromium(None)
+        .expect("Chromium is needed for the dashboard tests (.ci/run installs Debian's `chromium`)")
+}
+
+impl Ui {
+    async fn launch(base: &str, dir: &Path) -> Ui {
+        let profile = dir.join("chromium-profile");
+        std::fs::create_dir_all(&profile).unwrap();
+        let config = BrowserConfig::builder()
+            .chrome_executable(chromium())
+            .user_data_dir(&profile)
+            .disable_default_args()
+            // `--headless` (the default mode of the builder) and `--no-sandbox` are added by
+            // the builder; the rest is the issue's list plus the self-signed certificate.
+            .no_sandbox()
+            .args([
+                "disable-gpu",
+                "disable-background-networking",
+                "no-first-run",
+                "no-default-browser-check",
+                "disable-component-update",
+                "disable-sync",
+                "disable-dev-shm-usage",
+                "ignore-certificate-errors",
+            ])
+            .window_size(1280, 900)
+            .viewport(Viewport {
+                width: 1280,
+                height: 900,
+                device_scale_factor: Some(1.0),
+                emulating_mobile: false,
+                is_landscape: true,
+                has_touch: false,
+            })
+            .launch_timeout(Duration::from_secs(60))
+            .request_timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let (browser, mut handler) = Browser::launch(config).await.expect("launch Chromium");
+        let handler = tokio::spawn(async move { while let Some(_e) = handler.next().await {} });
+        let page = browser.new_page("about:blank").await.expect("new page");
+        let urls = Arc::new(Mutex::new(Vec::new()));
+        let console = Arc::new(Mutex::new(Vec::new()));
+        let mut s = page
+            .event_listener::<EventRequestWillBeSent>()
+            .await
+            .unwrap();
+        let u = urls.clone();
+        tokio::spawn(async move {
+            while let Some(e) = s.next().await {
+                u.lock().push(e.request.url.clone());
+            }
+        });
+        let mut s = page
+            .event_listener::<EventConsoleApiCalled>()
+            .await
+            .unwrap();
+        let c = console.clone();
+        tokio::spawn(async move {
+            while let Some(e) = s.next().await {
+                let text: Vec<String> = e
+                    .args
+                    .iter()
+                    .map(|a| {
+                        a.value
+                            .as_ref()
+                            .map(|v| v.to_string())
+                            .or_else(|| a.description.clone())
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                c.lock()
+                    .push(format!("console.{:?}: {}", e.r#type, text.join(" ")));
+            }
+        });
+        let mut s = page.event_listener::<EventExceptionThrown>().await.unwrap();
+        let c = console.clone();
+        tokio::spawn(async move {
+            while let Some(e) = s.next().await {
+                let d = &e.exception_details;
+                c.lock().push(format!(
+                    "exception: {} {}",
+                    d.text,
+                    d.exception
+                        .as_ref()
+                        .and_then(|x| x.description.clone())
+                        .unwrap_or_default()
+                ));
+            }
+        });
+        Ui {
+            browser,
+            handler,
+            page,
+            urls,
+            console,
+            base: base.to_string(),
+            shots: dir.to_path_buf(),
+        }
+    }
+
+    async fn close(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.browser.close()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.browser.wait()).await;
+        let _ = self.browser.kill().await;
+        self.handler.abort();
+    }
+
+    async fn eval<T: DeserializeOwned>(&self, js: &str) -> Res<T> {
+        let p = EvaluateParams::builder()
+            .expression(js)
+            .return_by_value(true)
+            .await_promise(true)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let r = self
+            .page
+            .evaluate_expression(p)
+            .await
+            .map_err(|e| format!("evaluate failed: {e}\n{js}"))?;
+        r.into_value::<T>()
+            .map_err(|e| format!("unexpected value: {e}\n{js}"))
+    }
+
+    /// Poll a JS expression until it is `true`.
+    async fn wait(&self, what: &str, js: &str) -> Res {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Ok(true) = self.eval::<bool>(js).await {
+                return Ok(());
+            }
+            if Instant::now() > end {
+                return Err(format!("timed out after {DEADLINE:?} waiting for {what}"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_for(&self, sel: &str) -> Res {
+        let s = js_str(sel);
+        self.wait(
+            &format!("element {sel}"),
+            &format!("!!document.querySelector({s})"),
+        )
+        .await
+    }
+
+    async fn goto(&self, path: &str) -> Res {
+        let url = format!("{}{}", self.base, path);
+        tokio::time::timeout(DEADLINE, self.page.goto(url.as_str()))
+            .await
+            .map_err(|_| format!("navigation to {url} timed out"))?
+            .map_err(|e| format!("navigation to {url} failed: {e}"))?;
+        Ok(())
+    }
+
+    /// Click the first enabled element matching `sel` (polling until there is one).
+    async fn click(&self, sel: &str) -> Res {
+        let s = js_str(sel);
+        self.wait(
+            &format!("clickable {sel}"),
+            &format!(
+                "(() => {{ const e = document.querySelector({s}); if (!e || e.disabled) return false; e.click(); return true; }})()"
+            ),
+        )
+        .await
+    }
+
+    /// Click the enabled button or link inside `scope` whose text is exactly `text`.
+    async fn click_text(&self, scope: &str, text: &str) -> Res {
+        let (s, t) = (js_str(scope), js_str(text));
+        self.wait(
+            &format!("“{text}” in {scope}"),
+            &format!(
+                "(() => {{ const e = [...document.querySelectorAll({s} + ' button, ' + {s} + ' a')].find(b => b.textContent.trim() === {t} && !b.disabled); if (!e) return false; e.click(); return true; }})()"
+            ),
+        )
+        .await
+    }
+
+    /// Set a field's value as typing would (input + change events).
+    async fn fill(&self, sel: &str, value: &str) -> Res {
+        let (s, v) = (js_str(sel), js_str(value));
+        self.wait(
+            &format!("fillable {sel}"),
+            &format!(
+                "(() => {{ const e = document.querySelector({s}); if (!e || e.disabled) return false; e.focus(); e.value = {v}; e.dispatchEvent(new Event('input', {{bubbles: true}})); e.dispatchEvent(new Event('change', {{bubbles: true}})); return true; }})()"
+            ),
+        )
+        .await
+    }
+
+    /// Focus a field and type into it through the DevTools input domain (real key input).
+    async fn type_into(&self, sel: &str, text: &str) -> Res {
+        let s = js_str(sel);
+        self.wait(
+            &format!("focusable {sel}"),
+            &format!(
+                "(() => {{ const e = document.querySelector({s}); if (!e) return false; e.focus(); e.select && e.select(); return document.activeElement === e; }})()"
+            ),
+        )
+        .await?;
+        self.page
+            .execute(InsertTextParams::new(text))
+            .await
+            .map_err(|e| format!("typing into {sel}: {e}"))?;
+        Ok(())
+    }
+
+    async fn path(&self) -> String {
+        self.eval::<String>("location.pathname")
+            .await
+            .unwrap_or_default()
+    }
+
+    async fn heading_is(&self, text: &str) -> Res {
+        let t = js_str(text);
+        self.wait(
+            &format!("heading “{text}”"),
+            &format!("(() => {{ const h = document.querySelector('main h1'); return !!h && h.textContent.trim() === {t}; }})()"),
+        )
+        .await
+    }
+
+    async fn set_width(&self, width: i64) -> Res {
+        let p = SetDeviceMetricsOverrideParams::builder()
+            .width(width)
+            .height(900)
+            .device_scale_factor(1.0)
+            .mobile(false)
+            .build()
+            .map_err(|e| e.to_string())?;
+        self.page
+            .execute(p)
+            .await
+            .map_err(|e| format!("resize: {e}"))?;
+        Ok(())
+    }
+
+    /// Save a PNG of the page; returns its path.
+    async fn snapshot(&self, name: &str) -> Option<PathBuf> {
+        let p = CaptureScreenshotParams::builder()
+            .format(CaptureScreenshotFormat::Png)
+            .build();
+        let r = self.page.execute(p).await.ok()?;
+        use base64::Engine as _;
+        let data: &str = r.result.data.as_ref();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .ok()?;
+        let path = self.shots.join(format!("{name}.png"));
+        std::fs::write(&path, bytes).ok()?;
+        Some(path)
+    }
+}
+
+fn js_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+/// On failure: PNG of the page (kept with the temp dir), console output, server log tail, as
+/// the panic message.
+async fn fail(ui: &Ui, app: TestApp, step: &str, err: String) -> String {
+    let shot = ui.snapshot("dashboard-failure").await;
+    let console = ui.console.lock().join("\n");
+    let log = app.log_text();
+    let tail: String = log
+        .lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    let TestApp { dir, child, .. } = app;
+    drop(child);
+    let kept = dir.keep();
+    format!(
+        "dashboard step “{step}” failed: {err}\nscreenshot: {}\nkept dir: {}\n--- browser console ---\n{console}\n--- server log (tail) ---\n{tail}",
+        shot.map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(could not capture)".into()),
+        kept.display()
+    )
+}
+
+/// Run one named step; on error, save a screenshot and panic with context.
+macro_rules! step {
+    ($ui:expr, $app:expr, $name:expr, $body:expr) => {
+        match $body.await {
+            Ok(v) => v,
+            Err(e) => {
+                let msg = fail(&$ui, $app, $name, e).await;
+                panic!("{msg}")
+            }
+        }
+    };
+}
+
+fn ensure(cond: bool, msg: impl Into<String>) -> Res {
+    if cond {
+        Ok(())
+    } else {
+        Err(msg.into())
+    }
+}
+
+async fn upload_shot(app: &TestApp, token: &str, run: &str, n: usize, png: Vec<u8>, masks: Value) {
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(png)
+                .file_name("s.png")
+                .mime_str("image/png")
+                .unwrap(),
+        )
+        .text("masks", masks.to_string());
+    let r = app
+        .client()
+        .post(app.url(&format!("/api/v1/agent/runs/{run}/steps/{n}/screenshot")))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+}
+
+const VIEWER_EMAIL: &str = "viewer@example.test";
+const VIEWER_PASSWORD: &str = "viewer-password-2026";
+
+async fn sign_in(ui: &Ui, tenant: &str, email: &str, password: &str) -> Res {
+    ui.wait_for("#signin-email").await?;
+    ui.type_into("#signin-tenant", tenant).await?;
+    ui.type_into("#signin-email", email).await?;
+    ui.type_into("#signin-password", password).await?;
+    ui.click("#signin-submit").await?;
+    ui.heading_is("Applications").await
+}
+
+// ------------------------------------------------------------------------------------------
+// The journey
+
+#[tokio::test]
+async fn dashboard_owner_and_viewer_journey_in_headless_chromium() {
+    let app = spawn_app().await;
+    let tenant = app.tenant_id();
+    let owner_api = app.owner().await;
+    owner_api
+        .json(
+            Method::POST,
+            "/api/v1/members",
+            Some(json!({"email": VIEWER_EMAIL, "role": "viewer", "password": VIEWER_PASSWORD})),
+            201,
+        )
+        .await;
+    let ui = Ui::launch(&app.base, app.dir.path()).await;
+
+    // Sign in as Owner through the form.
+    step!(ui, app, "open the dashboard", async {
+        ui.goto("/").await?;
+        ui.wait_for("#signin-tenant").await?;
+        ensure(
+            ui.path().await == "/signin",
+            "anonymous visit goes to /signin",
+        )
+    });
+    step!(ui, app, "wrong password shows a readable error", async {
+        ui.type_into("#signin-tenant", &tenant).await?;
+        ui.type_into("#signin-email", "admin@localhost").await?;
+        ui.type_into("#signin-password", "not-the-password").await?;
+        ui.click("#signin-submit").await?;
+        ui.wait(
+            "sign-in error",
+            "(() => { const a = document.querySelector('form .alert.error'); return !!a && !a.hidden && a.textContent.includes('Sign-in failed'); })()",
+        )
+        .await
+    });
+    step!(
+        ui,
+        app,
+        "sign in as Owner",
+        sign_in(&ui, &tenant, "admin@localhost", &app.owner_password())
+    );
+    step!(ui, app, "owner sees owner navigation", async {
+        for text in [
+            "Audit log",
+            "Keys",
+            "Members",
+            "Tokens",
+            "LDAP",
+            "AI endpoint",
+            "License",
+        ] {
+            let t = js_str(text);
+            ui.wait(
+                &format!("nav link {text}"),
+                &format!(
+                    "[...document.querySelectorAll('#top nav a')].some(a => a.textContent === {t})"
+                ),
+            )
+            .await?;
+        }
+        ui.wait_for("p.empty").await
+    });
+
+    // Create an application through the UI.
+    step!(ui, app, "create an application", async {
+        ui.click("#app-new").await?;
+        ui.fill("#app-name", "shop").await?;
+        ui.fill("#app-base-url", "https://shop.example").await?;
+        ui.click("#app-save").await?;
+        ui.wait(
+            "the new application in the table",
+            "!!document.querySelector('#apps-table') && document.querySelector('#apps-table').textContent.includes('https://shop.example')",
+        )
+        .await
+    });
+
+    // Create a flow with a navigate and a screenshot step; the server's validation message
+    // lands at the step at fault first.
+    step!(ui, app, "open the flow editor", async {
+        ui.click_text("#top nav", "Flows").await?;
+        ui.heading_is("Flows").await?;
+        ui.click("#flow-new").await?;
+        ui.heading_is("New flow").await
+    });
+    step!(ui, app, "build the flow", async {
+        ui.fill("#flow-name", "checkout").await?;
+        ui.fill("#flow-tags", "smoke, pay").await?;
+        ui.click("#step-add").await?;
+        ui.wait_for("#step-0-url").await?;
+        ui.fill("#step-add-type", "screenshot").await?;
+        ui.click("#step-add").await?;
+        ui.wait_for("#step-1-mask").await?;
+        ui.fill("#step-1-mask", "#card").await?;
+        ui.click("#flow-save").await?;
+        ui.wait(
+            "the server's message at step 1 (url missing)",
+            "(() => { const p = document.querySelector('#step-0-error'); return !!p && !p.hidden && p.textContent.length > 0 && document.querySelector('#step-0-url').getAttribute('aria-invalid') === 'true'; })()",
+        )
+        .await?;
+        let second_ok: bool = ui
+            .eval("document.querySelector('#step-1-error').hidden")
+            .await?;
+        ensure(second_ok, "the error is shown at the step at fault only")?;
+        ui.fill("#step-0-url", "/checkout").await?;
+        ui.click("#flow-save").await?;
+        ui.heading_is("Flow: checkout").await?;
+        ui.wait(
+            "version history",
+            "document.querySelector('#flow-versions').textContent.includes('Version 1 (current)')",
+        )
+        .await
+    });
+    let app_id = owner_api
+        .json(Method::GET, "/api/v1/applications", None, 200)
+        .await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let flows = owner_api
+        .json(
+            Method::GET,
+            &format!("/api/v1/applications/{app_id}/flows"),
+            None,
+            200,
+        )
+        .await;
+    let flow = &flows["items"][0];
+    assert_eq!(flow["name"], "checkout");
+    let mut tags: Vec<&str> = flow["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    tags.sort_unstable();
+    assert_eq!(tags, ["pay", "smoke"]);
+    assert_eq!(
+        flow["steps"],
+        json!([{"type": "navigate", "url": "/checkout"}, {"type": "screenshot", "mask": ["#card"], "full_page": false}])
+    );
+
+    // Trigger a run from the flows list.
+    step!(ui, app, "run now", async {
+        ui.click_text("#top nav", "Flows").await?;
+        ui.wait_for("#flows-table").await?;
+        ui.click_text("#flows-table", "Run now").await?;
+        ui.wait(
+            "run detail",
+            "location.pathname.startsWith('/runs/') && !!document.querySelector('#run-facts')",
+        )
+        .await
+    });
+    let run_id = ui.path().await.trim_start_matches("/runs/").to_string();
+
+    // An API agent claims it, reports both steps and uploads a masked PNG.
+    let token = owner_api
+        .json(
+            Method::POST,
+            "/api/v1/agent-tokens",
+            Some(json!({"application_id": app_id, "name": "ci"})),
+            201,
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let agent = app.bearer(&token);
+    let claim = agent
+        .json(Method::POST, "/api/v1/agent/runs/claim", None, 200)
+        .await;
+    assert_eq!(claim["run_id"], run_id.as_str());
+    for i in 0..2 {
+        agent
+            .json(
+                Method::POST,
+                &format!("/api/v1/agent/runs/{run_id}/steps"),
+                Some(json!({"index": i, "status": "passed", "duration_ms": 40 + i})),
+                200,
+            )
+            .await;
+    }
+    upload_shot(
+        &app,
+        &token,
+        &run_id,
+        1,
+        crate::runs::white_png(160, 100),
+        json!([{"selector": "#card", "x": 20, "y": 10, "width": 60, "height": 30}]),
+    )
+    .await;
+    agent
+        .json(
+            Method::POST,
+            &format!("/api/v1/agent/runs/{run_id}/complete"),
+            Some(json!({"status": "passed"})),
+            200,
+        )
+        .await;
+
+    // Run detail (a full reload of a client route): statuses, durations, and the screenshot
+    // through its signed URL, masked.
+    step!(ui, app, "run detail shows the reported run", async {
+        ui.goto(&format!("/runs/{run_id}")).await?;
+        ui.wait(
+            "passed run with two passed steps",
+            "(() => { const f = document.querySelector('#run-facts'); const s = document.querySelectorAll('#run-steps .run-step .badge.s-passed'); return !!f && f.textContent.includes('passed') && s.length === 2; })()",
+        )
+        .await?;
+        ui.wait(
+            "step durations",
+            "document.querySelector('#run-steps').textContent.includes('41 ms')",
+        )
+        .await?;
+        ui.wait(
+            "the screenshot image loaded",
+            "(() => { const i = document.querySelector('#shot-1'); return !!i && i.complete && i.naturalWidth > 0; })()",
+        )
+        .await?;
+        let (src, px): (String, Vec<Vec<u8>>) = ui
+            .eval(
+                "(() => { const i = document.querySelector('#shot-1'); const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight; const x = c.getContext('2d'); x.drawImage(i, 0, 0); return [i.getAttribute('src'), [Array.from(x.getImageData(40, 20, 1, 1).data), Array.from(x.getImageData(5, 80, 1, 1).data)]]; })()",
+            )
+            .await?;
+        ensure(
+            src.starts_with("/shots/") && src.contains("sig="),
+            format!("signed URL expected, got {src}"),
+        )?;
+        ensure(
+            px[0] == [0, 0, 0, 255],
+            format!("masked pixel is {:?}", px[0]),
+        )?;
+        ensure(
+            px[1] == [255, 255, 255, 255],
+            format!("unmasked pixel is {:?}", px[1]),
+        )
+    });
+
+    // Runs list with a status filter.
+    step!(ui, app, "runs list filters by status", async {
+        ui.goto(&format!("/apps/{app_id}/runs?status=passed"))
+            .await?;
+        ui.wait(
+            "the passed run listed",
+            &format!("(() => {{ const t = document.querySelector('#runs-table'); return !!t && !!t.querySelector('tr[data-id=\"{run_id}\"]'); }})()"),
+        )
+        .await?;
+        ui.goto(&format!("/apps/{app_id}/runs?status=failed"))
+            .await?;
+        ui.wait(
+            "empty state for failed",
+            "(() => { const t = document.querySelector('#runs-table'); return !!t && t.textContent.includes('No failed runs.'); })()",
+        )
+        .await
+    });
+
+    // Audit log with rows; at 768 px nothing overflows the page width.
+    step!(ui, app, "audit page", async {
+        ui.click_text("#top nav", "Audit log").await?;
+        ui.heading_is("Audit log").await?;
+        ui.wait(
+            "audit rows",
+            "(() => { const t = document.querySelector('#audit-table'); return !!t && t.querySelectorAll('tbody tr').length >= 3 && t.textContent.includes('flow.create') && t.textContent.includes('application.create'); })()",
+        )
+        .await?;
+        ui.wait_for("#audit-export, #audit-export-note").await
+    });
+    step!(ui, app, "audit filter by action", async {
+        ui.fill("#audit-action", "flow.create").await?;
+        ui.click_text("main form", "Apply filters").await?;
+        ui.wait(
+            "only flow.create rows",
+            "(() => { const rows = [...document.querySelectorAll('#audit-table tbody tr')]; return location.search.includes('action=flow.create') && rows.length === 1 && rows[0].textContent.includes('flow.create'); })()",
+        )
+        .await
+    });
+    step!(ui, app, "768 px layout", async {
+        ui.set_width(768).await?;
+        for path in [
+            "/audit".to_string(),
+            format!("/flows/{}", flow["id"].as_str().unwrap_or("")),
+        ] {
+            ui.goto(&path).await?;
+            ui.wait_for("main h1").await?;
+            ui.wait(
+                &format!("no horizontal overflow at 768 px on {path}"),
+                "document.documentElement.scrollWidth <= 768",
+            )
+            .await?;
+        }
+        ui.set_width(1280).await
+    });
+
+    // Sign out, sign in as Viewer: no create buttons anywhere, read-only editor.
+    step!(ui, app, "sign out", async {
+        ui.click("#signout").await?;
+        ui.wait_for("#signin-email").await
+    });
+    step!(
+        ui,
+        app,
+        "sign in as Viewer",
+        sign_in(&ui, &tenant, VIEWER_EMAIL, VIEWER_PASSWORD)
+    );
+    const NO_CREATE: &str = "document.querySelectorAll('.create, #app-new, #flow-new, #run-trigger, #flow-save, #step-add, #app-save').length === 0 && ![...document.querySelectorAll('main button')].some(b => ['Edit', 'Delete', 'Run now', 'Cancel'].includes(b.textContent.trim()))";
+    step!(ui, app, "viewer: applications", async {
+        ui.wait_for("#apps-table").await?;
+        ensure(
+            ui.eval::<bool>(NO_CREATE).await?,
+            "create buttons on applications",
+        )?;
+        let nav: Vec<String> = ui
+            .eval("[...document.querySelectorAll('#top nav a')].map(a => a.textContent)")
+            .await?;
+        ensure(
+            !nav.iter().any(|t| {
+                ["Audit log", "Keys", "Members", "Tokens", "Variables"].contains(&t.as_str())
+            }),
+            format!("viewer navigation: {nav:?}"),
+        )
+    });
+    step!(ui, app, "viewer: flows", async {
+        ui.click_text("#top nav", "Flows").await?;
+        ui.wait_for("#flows-table").await?;
+        ensure(ui.eval::<bool>(NO_CREATE).await?, "create buttons on flows")
+    });
+    step!(ui, app, "viewer: runs", async {
+        ui.click_text("#top nav", "Runs").await?;
+        ui.wait_for("#runs-table tbody tr[data-id]").await?;
+        ensure(ui.eval::<bool>(NO_CREATE).await?, "create buttons on runs")
+    });
+    step!(ui, app, "viewer: read-only flow", async {
+        ui.click_text("#top nav", "Flows").await?;
+        ui.click_text("#flows-table", "checkout").await?;
+        ui.heading_is("Flow: checkout").await?;
+        ui.wait(
+            "disabled editor",
+            "document.querySelector('#flow-name').disabled && document.querySelector('#step-1-mask').disabled",
+        )
+        .await?;
+        ensure(ui.eval::<bool>(NO_CREATE).await?, "create buttons on flow")
+    });
+    step!(ui, app, "viewer: audit page refused", async {
+        ui.goto("/audit").await?;
+        ui.heading_is("Not available").await
+    });
+
+    // Nothing was requested from any host but the appliance.
+    let urls = ui.urls.lock().clone();
+    let foreign: Vec<&String> = urls
+        .iter()
+        .filter(|u| {
+            if u.starts_with("data:") || u.starts_with("about:") {
+                return false;
+            }
+            match url::Url::parse(u) {
+                Ok(p) => {
+                    !(p.scheme() == "https"
+                        && p.host_str() == Some("127.0.0.1")
+                        && p.port() == Some(app.addr.port()))
+                }
+                Err(_) => true,
+            }
+        })
+        .collect();
+    step!(ui, app, "only the appliance was contacted", async {
+        ensure(
+            urls.len() > 20,
+            format!("too few requests recorded: {urls:?}"),
+        )?;
+        ensure(
+            urls.iter().any(|u| u.contains("/shots/")),
+            "the screenshot request was recorded",
+        )?;
+        ensure(foreign.is_empty(), format!("foreign requests: {foreign:?}"))
+    });
+    step!(ui, app, "no script errors", async {
+        let c = ui.console.lock().clone();
+        let bad: Vec<&String> = c
+            .iter()
+            .filter(|l| l.starts_with("exception") || l.contains("Content Security Policy"))
+            .collect();
+        ensure(bad.is_empty(), format!("{bad:?}"))
+    });
+    ui.close().await;
+}
