@@ -57,7 +57,7 @@ fn rewrite(text: &str, versions: &HashMap<String, String>) -> String {
         out.push_str(before);
         let tail = &after[PREFIX.len()..];
         let end = tail
-            .find(|c: char| matches!(c, '"' | '\'' | ')' | '?' | '#' | ' ' | '\n' | '`'))
+            .find(['"', '\'', ')', '?', '#', ' ', '\n', '`'])
             .unwrap_or(tail.len());
         let name = &tail[..end];
         out.push_str(PREFIX);
