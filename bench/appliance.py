@@ -393,16 +393,24 @@ http {{
 def p2_api(srv, s, cfg):
     log("P2: GET 50-run list vs /healthz, 64 connections")
     hdr = [f"Cookie: {s['cookie']}"]
-    lst, hz = alternate(cfg["rounds"],
-                        lambda: wrk(srv.url(s["list_path"]), 64, cfg["secs"], headers=hdr),
-                        lambda: wrk(srv.url("/healthz"), 64, cfg["secs"]))
+    # A third, explanatory side: GET /api/v1/me (session authentication only, no list) splits the
+    # list's cost into "authenticate the session" and "read + serialise 50 runs".
+    fns = [lambda: wrk(srv.url(s["list_path"]), 64, cfg["secs"], headers=hdr),
+           lambda: wrk(srv.url("/healthz"), 64, cfg["secs"]),
+           lambda: wrk(srv.url("/api/v1/me"), 64, cfg["secs"], headers=hdr)]
+    lst, hz, me = [], [], []
+    for i in range(cfg["rounds"]):
+        for j in range(3):
+            k = (i + j) % 3
+            [lst, hz, me][k].append(fns[k]())
     out = {"connections": 64, "secs": cfg["secs"], "rounds": cfg["rounds"], "list": lst, "healthz": hz,
+           "me": me,
            "list_path": s["list_path"].replace(s["app"], "{app}"), "list_body_bytes": s["list_bytes"]}
-    for side, rows in (("list", lst), ("healthz", hz)):
+    for side, rows in (("list", lst), ("healthz", hz), ("me", me)):
         for k in ("rps", "p50_ms", "p99_ms"):
             out[f"{side}_{k}"] = med(rows, k)
     out["ratio"] = out["list_rps"] / out["healthz_rps"] if out["healthz_rps"] else None
-    out["errors"] = sum(r["non2xx"] for r in lst + hz)
+    out["errors"] = sum(r["non2xx"] for r in lst + hz + me)
     return out
 
 
@@ -521,18 +529,25 @@ def measure(args):
     work = args.work
     os.makedirs(work, exist_ok=True)
     res = {"quick": quick, "config": cfg, "nproc": NPROC}
+
+    def save():  # after every measure, so a failure later keeps what was measured
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+
     srv = Server(args.bin, os.path.join(work, "api-data"), os.path.join(work, "api-server.log"))
     try:
         s = setup_tenant(srv, cfg["runs"], *cfg["shot"])
         res["setup"] = {"upload_png_bytes": s["upload_png_bytes"], "runs": cfg["runs"]}
         res["p2"] = p2_api(srv, s, cfg)
+        save()
         res["p4"] = p4_screenshots(srv, s, cfg, work)
+        save()
         res["p5"] = p5_login(srv, s, cfg, work)
+        save()
     finally:
         srv.stop()
     res["p7"] = p7_footprint(args.bin, cfg, work, args.populate.split())
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=1)
+    save()
     log(f"wrote {args.out}")
 
 
@@ -692,7 +707,11 @@ def render(args):
         w("## Below goal")
         w("")
         for _, what in below:
-            w(f"- {what}: " + NOTES.get(what, "see the details below."))
+            extra = ""
+            if what == "API req/s ratio" and p2.get("me_rps") and p2.get("healthz_rps"):
+                extra = (f" Measured here: `/api/v1/me` runs at {p2['me_rps'] / p2['healthz_rps']:.0%} of "
+                         f"`/healthz`, and the list at {p2['list_rps'] / p2['me_rps']:.0%} of `/api/v1/me`.")
+            w(f"- {what}: " + NOTES.get(what, "see the details below.") + extra)
         w("")
     w("## Details")
     w("")
@@ -711,10 +730,15 @@ def render(args):
     w("")
     w(f"`GET {p2['list_path']}` with the Owner's session cookie ({fmt(p2['list_body_bytes'])} B JSON) vs `GET /healthz`.")
     w("")
-    w("| round | list req/s | list p50 | list p99 | healthz req/s | healthz p50 | healthz p99 |")
-    w("|---|---|---|---|---|---|---|")
-    for i, (a, b) in enumerate(zip(p2["list"], p2["healthz"])):
-        w(f"| {i + 1} | {a['rps']:,.0f} | {fmt(a['p50_ms'])} ms | {fmt(a['p99_ms'])} ms | {b['rps']:,.0f} | {fmt(b['p50_ms'])} ms | {fmt(b['p99_ms'])} ms |")
+    w("| round | list req/s | list p50 | list p99 | healthz req/s | healthz p50 | healthz p99 | /me req/s | /me p99 |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for i, (a, b, c) in enumerate(zip(p2["list"], p2["healthz"], p2["me"])):
+        w(f"| {i + 1} | {a['rps']:,.0f} | {fmt(a['p50_ms'])} ms | {fmt(a['p99_ms'])} ms | {b['rps']:,.0f} | {fmt(b['p50_ms'])} ms | {fmt(b['p99_ms'])} ms | {c['rps']:,.0f} | {fmt(c['p99_ms'])} ms |")
+    w("")
+    w(f"Decomposition (medians): `/healthz` {fmt(p2['healthz_rps'], 0)} req/s (TLS + HTTP + routing), "
+      f"`/api/v1/me` {fmt(p2['me_rps'], 0)} req/s (+ session authentication: catalog tenant lookup, "
+      f"tenant-store session and user read), list {fmt(p2['list_rps'], 0)} req/s (+ application check, "
+      "50-row query, JSON).")
     w("")
     w("### P3 audit export")
     w("")
@@ -777,8 +801,58 @@ def render(args):
     log(f"wrote {args.output}")
 
 
-# Explanations for measures below goal; filled in from profiles of this code (see BENCHMARKS.md).
-NOTES = {}
+# What the evidence says when a measure is below its goal (printed only for measures that miss).
+# Release builds strip symbols, so these rest on the decompositions measured in this run and on
+# reading the code path, not on a symbolised CPU profile.
+NOTES = {
+    "SQLCipher ingest ratio": (
+        "each step report is its own small `BEGIN IMMEDIATE` transaction, so every commit writes a "
+        "few fresh WAL frames and SQLCipher encrypts (AES-256-CBC) and authenticates (HMAC-SHA512) "
+        "each of those pages, and decrypts pages it reads back after WAL checkpoints; with one row "
+        "per commit nothing amortises that per-page cost. The cipher settings are the on-disk "
+        "format (turning off HMAC or changing the page size would weaken or break stores), so this "
+        "is not ours to fix cheaply; batching step reports per transaction would amortise it but "
+        "changes the agent API's per-step acknowledgement. Documented, not changed."),
+    "API req/s ratio": (
+        "the decomposition (P2 details) splits the cost between session authentication "
+        "(`/api/v1/me`) and the list itself. Authentication is a "
+        "catalog read (tenant exists) and a tenant-store read (session + user), each a "
+        "`spawn_blocking` hop onto a store that has exactly one connection behind a mutex "
+        "(DESIGN: writes serialised in-process); the list then takes two more hops (application "
+        "check, query). With 64 concurrent requests on 2 cores the requests queue on those "
+        "mutexes and the blocking pool context-switches. A per-store pool of read-only connections "
+        "(or caching the tenant-exists lookup) is the fix; it changes the store's concurrency "
+        "design, so it is documented here rather than done in the benchmark branch."),
+    "API p99": (
+        "the same queueing on the single connection per store (see the req/s note) sets the tail: "
+        "64 requests wait in line for four serial store hops each."),
+    "screenshot ratio": (
+        "per GET the appliance verifies the HMAC, reads the screenshot row from the tenant store, "
+        "reads and unwraps the DEK from the catalog (both single-connection stores behind mutexes), "
+        "reads the file, decrypts it with AES-256-GCM into a fresh buffer and sends it from memory; "
+        "nginx sends a file from the page cache. Caching unwrapped DEKs would save a catalog hop "
+        "but has to honour key retirement during rotation, so it is left for a keys change."),
+    "login throughput": (
+        "the hash pool is sized to the CPU count, but on this machine the same 2 cores also run "
+        "TLS for 32 clients, the session/audit writes of every login and `wrk` itself, so the "
+        "argon2id workers never get both cores to themselves."),
+    "healthz p99 during login storm": (
+        "argon2id runs on `spawn_blocking` threads, not on the async workers, but with as many "
+        "hash threads as cores plus `wrk` the OS scheduler has no idle core for the HTTP workers; "
+        "the tail is scheduler latency under full CPU saturation on 2 cores."),
+    "rekey ratio": "see the P6 table; `PRAGMA rekey` rewrites every page in one transaction.",
+    "rewrap rate": "see the P6 table; rewrap is batched per `keys.rewrap_batch` rows.",
+    "start-up 1 tenant": "start-up opens and migrates the catalog and builds the TLS config.",
+    "start-up many tenants": "start-up scans the catalog; tenant stores open lazily.",
+    "idle RSS": "the figure includes the tokio/actix worker stacks and SQLCipher page caches.",
+    "binary size": (
+        "the binary bundles the built-in agent's Chrome DevTools Protocol types "
+        "(`chromiumoxide_cdp`, by far the largest crate in the build: a 116 MB rlib), vendored "
+        "OpenSSL for SQLCipher, rustls/ring, `chrono-tz` and the LDAP client. The release profile "
+        "already strips symbols (`strip` gains nothing). Getting under 30 MB means trimming the "
+        "agent's CDP surface or moving the agent out of the appliance binary, a product decision; "
+        "documented, not changed."),
+}
 
 
 def main():

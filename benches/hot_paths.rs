@@ -137,7 +137,7 @@ fn ingest_round(s: &mut IngestStore, runs: u64, steps: i64) -> anyhow::Result<f6
 }
 
 fn ingest(quick: bool) -> anyhow::Result<()> {
-    let (rounds, runs, steps) = if quick { (1, 10, 10) } else { (7, 100, 25) };
+    let (rounds, runs, steps) = if quick { (1, 10, 10) } else { (7, 400, 25) };
     let dir = tempfile::tempdir()?;
     let key = flowguard::crypto::random_key();
     let mut enc = prepare_store(&dir.path().join("encrypted.db"), Some(&key))?;
