@@ -797,7 +797,7 @@ def render(args):
     w(f"Binary: {p7['binary_bytes']:,} B as built (release profile strips symbols); {fmt(p7['stripped_bytes'])} B after `strip`.")
     w("")
     with open(args.output, "w") as f:
-        f.write("\n".join(L) + "\n")
+        f.write("\n".join(L))
     log(f"wrote {args.output}")
 
 
