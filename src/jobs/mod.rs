@@ -9,8 +9,8 @@
 //! | `key-rotation` | `keys.rotation_cron` (default `0 17 3 * * *`, daily) | rotate tenant key sets older than `keys.rotation_days`; finish interrupted rotations |
 //! | `retention` | `jobs.retention_cron` (default `0 15 3 * * *`, daily) | purge finished runs (with their steps and screenshot files) and tenant audit rows older than the plan's retention ([`retention`]) |
 //!
-//! All also run once at start, so a tick missed while the server was down runs once (and an
-//! interrupted key rotation is finished).
+//! All also run once at start, in the background while the server already serves, so a tick
+//! missed while the server was down runs once (and an interrupted key rotation is finished).
 
 use std::sync::Arc;
 
@@ -93,7 +93,9 @@ async fn run_named(state: Arc<AppState>, name: &'static str) {
 pub async fn start(state: Arc<AppState>) -> anyhow::Result<JobScheduler> {
     let sched = JobScheduler::new().await?;
     for spec in JOBS {
-        run_named(state.clone(), spec.name).await;
+        // The catch-up pass runs in the background: with many tenants it opens every store, and
+        // serving must not wait for it (start to /readyz is measured in BENCHMARKS.md, P7).
+        tokio::spawn(run_named(state.clone(), spec.name));
         let st = state.clone();
         let name = spec.name;
         let job = Job::new_async(cron_for(&state.settings, spec).as_str(), move |_id, _l| {

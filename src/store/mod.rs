@@ -91,6 +91,29 @@ pub fn open_encrypted(
     busy_timeout_ms: u64,
     migrations: &rusqlite_migration::Migrations<'static>,
 ) -> StoreResult<Connection> {
+    open_with(path, Some(key), create, busy_timeout_ms, migrations)
+}
+
+/// Benchmark seam (issue 12, P1), never called by the product: open (creating when missing) a
+/// store with the **tenant schema** at `path`, through the same code as [`open_encrypted`]. With
+/// `Some(key)` this is exactly the production open; with `None` the `PRAGMA key` step is skipped
+/// and the file is plain SQLite with the same pragmas and migrations — the unencrypted anchor the
+/// SQLCipher cost is measured against (`benches/hot_paths.rs`). Every production path opens
+/// through [`open_encrypted`] (or the catalog/tenant wrappers), which always keys.
+///
+/// Errors: as [`open_encrypted`].
+#[doc(hidden)]
+pub fn open_tenant_schema_for_bench(path: &Path, key: Option<&Key256>) -> StoreResult<Connection> {
+    open_with(path, key, true, 5_000, &migrations::tenant())
+}
+
+fn open_with(
+    path: &Path,
+    key: Option<&Key256>,
+    create: bool,
+    busy_timeout_ms: u64,
+    migrations: &rusqlite_migration::Migrations<'static>,
+) -> StoreResult<Connection> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
@@ -110,9 +133,11 @@ pub fn open_encrypted(
     let mut conn = Connection::open_with_flags(path, flags)?;
     // Quiet SQLCipher's own logging before anything can be logged.
     let _ = conn.query_row("PRAGMA cipher_log_level = NONE", [], |_| Ok(()));
-    let hexkey =
-        zeroize::Zeroizing::new(format!("PRAGMA key = \"x'{}'\"", hex::encode(key.as_ref())));
-    conn.execute_batch(&hexkey)?;
+    if let Some(key) = key {
+        let hexkey =
+            zeroize::Zeroizing::new(format!("PRAGMA key = \"x'{}'\"", hex::encode(key.as_ref())));
+        conn.execute_batch(&hexkey)?;
+    }
     // The first read proves the key; SQLCipher answers NotADatabase for a wrong key.
     if let Err(e) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
         r.get::<_, i64>(0)

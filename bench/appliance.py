@@ -1,0 +1,900 @@
+#!/usr/bin/env python3
+"""Black-box benchmarks of the release `flowguard` binary (issue 12), driven by `bench/run`.
+
+Subcommands:
+  measure  start the real binary on loopback with temp data dirs, set up tenants, runs and a
+           screenshot through the public API, and measure P2 (API vs /healthz), P4 (signed-URL
+           screenshot vs nginx), P5 (login storm + /healthz p99) and P7 (start-up, idle RSS,
+           binary size); load from `wrk` on the same machine. Writes one JSON file.
+  render   turn the JSON files of every measure into BENCHMARKS.md.
+
+Standard library only. Every pair runs in the same invocation, rounds alternate which side goes
+first, and the reported value is the median over rounds.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+
+NPROC = os.cpu_count() or 1
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------ HTTP client
+
+CTX = ssl.create_default_context()
+CTX.check_hostname = False
+CTX.verify_mode = ssl.CERT_NONE  # throwaway self-signed certificates on loopback
+
+
+def request(addr, method, path, body=None, headers=None, ctype="application/json", timeout=60):
+    host, port = addr
+    c = http.client.HTTPSConnection(host, port, context=CTX, timeout=timeout)
+    h = dict(headers or {})
+    data = None
+    if body is not None:
+        data = body if isinstance(body, (bytes, bytearray)) else json.dumps(body).encode()
+        h["Content-Type"] = ctype
+    try:
+        c.request(method, path, body=data, headers=h)
+        r = c.getresponse()
+        payload = r.read()
+        return r.status, r.getheaders(), payload
+    finally:
+        c.close()
+
+
+def jreq(addr, method, path, body=None, headers=None, want=200, ctype="application/json"):
+    st, hdrs, payload = request(addr, method, path, body, headers, ctype)
+    if st != want:
+        raise RuntimeError(f"{method} {path}: {st} (wanted {want}): {payload[:400]!r}")
+    return (json.loads(payload) if payload else None), hdrs
+
+
+# ------------------------------------------------------------------------------ server
+
+class Server:
+    """One `flowguard serve --listen 127.0.0.1:0` on a data dir; `ready_s` = spawn → /readyz 200."""
+
+    def __init__(self, binary, data, logfile, config=None):
+        self.data = data
+        os.makedirs(data, exist_ok=True)
+        addr_file = os.path.join(data, "listen.addr")
+        if os.path.exists(addr_file):
+            os.remove(addr_file)
+        cmd = [binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", data]
+        if config:
+            cmd += ["--config", config]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWGUARD_")}
+        self.logf = open(logfile, "ab")
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=self.logf,
+                                     stdin=subprocess.DEVNULL, env=env)
+        deadline = t0 + 120
+        addr = None
+        while addr is None:
+            try:
+                with open(addr_file) as f:
+                    h, p = f.read().strip().rsplit(":", 1)
+                    addr = (h, int(p))
+            except (OSError, ValueError):
+                pass
+            self._check(deadline)
+            if addr is None:
+                time.sleep(0.002)
+        self.addr = addr
+        while True:
+            try:
+                st, _, _ = request(addr, "GET", "/readyz", timeout=5)
+                if st == 200:
+                    break
+            except OSError:
+                pass
+            self._check(deadline)
+            time.sleep(0.002)
+        self.ready_s = time.monotonic() - t0
+
+    def _check(self, deadline):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"flowguard exited with {self.proc.returncode}; log: {self.logf.name}")
+        if time.monotonic() > deadline:
+            self.stop()
+            raise RuntimeError(f"flowguard did not become ready; log: {self.logf.name}")
+
+    def rss_kib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return -1
+
+    def url(self, path):
+        return f"https://{self.addr[0]}:{self.addr[1]}{path}"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.logf.close()
+
+
+def read_creds(data):
+    creds = {}
+    with open(os.path.join(data, "initial-credentials")) as f:
+        for line in f:
+            if line.startswith("#") or " = " not in line:
+                continue
+            k, v = line.rstrip("\n").split(" = ", 1)
+            creds[k] = v
+    return creds
+
+
+# ------------------------------------------------------------------------------ wrk
+
+UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(s):
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", s.strip())
+    if not m:
+        raise ValueError(f"unparsable wrk latency {s!r}")
+    return float(m.group(1)) * UNIT[m.group(2)]
+
+
+def wrk(url, conns, secs, threads=None, headers=(), script=None):
+    """Run wrk; returns req/s, p50/p90/p99 in ms, requests, non-2xx/3xx and socket errors."""
+    threads = threads or min(NPROC, conns)
+    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{secs}s", "--latency", "--timeout", "10s"]
+    for h in headers:
+        cmd += ["-H", h]
+    if script:
+        cmd += ["-s", script]
+    cmd.append(url)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    res = {"cmd": " ".join(c if " " not in c else repr(c) for c in cmd[:-1]) + " <url>"}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    res["rps"] = float(m.group(1)) if m else 0.0
+    for pct in ("50", "90", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+(\S+)", out, re.M)
+        res[f"p{pct}_ms"] = _ms(m.group(1)) if m else None
+    m = re.search(r"(\d+) requests in", out)
+    res["requests"] = int(m.group(1)) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: (.*)", out)
+    res["socket_errors"] = m.group(1).strip() if m else ""
+    return res
+
+
+def med(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def alternate(rounds, a, b):
+    """Run `a()` and `b()` `rounds` times, alternating which goes first; lists of results."""
+    ra, rb = [], []
+    for i in range(rounds):
+        if i % 2 == 0:
+            ra.append(a())
+            rb.append(b())
+        else:
+            rb.append(b())
+            ra.append(a())
+    return ra, rb
+
+
+# ------------------------------------------------------------------------------ PNG
+
+def screenshot_png(w, h):
+    """A deterministic RGB screenshot-like PNG: flat panels, stripes and some noisy 'text' rows."""
+    rnd = 12345
+
+    def nxt():
+        nonlocal rnd
+        rnd = (rnd * 1103515245 + 12345) & 0x7FFFFFFF
+        return rnd
+
+    rows = []
+    for y in range(h):
+        if (y // 12) % 8 == 2:  # text-ish band: noisy
+            row = bytes((nxt() >> 7) & 0xFF for _ in range(w * 3))
+        else:
+            band = (y // 40) % 4
+            col = [(245, 246, 248), (32, 99, 210), (255, 255, 255), (230, 232, 236)][band]
+            row = bytes(col) * w
+        rows.append(b"\x00" + row)
+    raw = b"".join(rows)
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+
+
+def multipart(parts):
+    boundary = "fgbench" + os.urandom(8).hex()
+    out = []
+    for name, filename, ctype, data in parts:
+        disp = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        out.append(f"--{boundary}\r\nContent-Disposition: {disp}\r\nContent-Type: {ctype}\r\n\r\n".encode())
+        out.append(data)
+        out.append(b"\r\n")
+    out.append(f"--{boundary}--\r\n".encode())
+    return b"".join(out), f"multipart/form-data; boundary={boundary}"
+
+
+# ------------------------------------------------------------------------------ set-up through the API
+
+def setup_tenant(srv, runs, shot_w, shot_h):
+    """Owner session, one application, a 2-step flow, an agent token, `runs` runs (the first one
+    executed by the 'agent' with a screenshot upload). Returns what the measures need."""
+    creds = read_creds(srv.data)
+    tid = creds["tenant_id"]
+    a = srv.addr
+    me, hdrs = jreq(a, "POST", "/api/v1/auth/login",
+                    {"tenant": tid, "email": "admin@localhost", "password": creds["owner_password"]})
+    cookie = None
+    for k, v in hdrs:
+        if k.lower() == "set-cookie" and v.startswith("fg_session="):
+            cookie = v.split(";", 1)[0]
+    if not cookie:
+        raise RuntimeError("login set no fg_session cookie")
+    sh = {"Cookie": cookie, "X-CSRF-Token": me["csrf_token"]}
+    app, _ = jreq(a, "POST", "/api/v1/applications",
+                  {"name": "shop", "base_url": "https://shop.example"}, sh, 201)
+    flow, _ = jreq(a, "POST", f"/api/v1/applications/{app['id']}/flows",
+                   {"name": "checkout", "tags": ["bench"], "source": "manual",
+                    "steps": [{"type": "navigate", "url": "/"}, {"type": "screenshot"}]}, sh, 201)
+    tok, _ = jreq(a, "POST", "/api/v1/agent-tokens",
+                  {"application_id": app["id"], "name": "bench"}, sh, 201)
+    ah = {"Authorization": f"Bearer {tok['token']}"}
+    first, _ = jreq(a, "POST", f"/api/v1/flows/{flow['id']}/runs", None, sh, 201)
+    run = first["id"]
+    jreq(a, "POST", "/api/v1/agent/runs/claim", None, ah, 200)
+    for i in range(2):
+        jreq(a, "POST", f"/api/v1/agent/runs/{run}/steps",
+             {"index": i, "status": "passed", "duration_ms": 40,
+              "console": [{"level": "info", "text": "ok"}], "network": {"requests": 3}}, ah, 200)
+    png = screenshot_png(shot_w, shot_h)
+    body, ctype = multipart([("image", "s.png", "image/png", png),
+                             ("masks", None, "application/json", b"[]")])
+    jreq(a, "POST", f"/api/v1/agent/runs/{run}/steps/1/screenshot", body, ah, 201, ctype=ctype)
+    jreq(a, "POST", f"/api/v1/agent/runs/{run}/complete", {"status": "passed"}, ah, 200)
+    for _ in range(runs - 1):
+        jreq(a, "POST", f"/api/v1/flows/{flow['id']}/runs", None, sh, 201)
+    lst, _ = jreq(a, "GET", f"/api/v1/applications/{app['id']}/runs?limit={runs}", None, sh)
+    if len(lst["items"]) != runs:
+        raise RuntimeError(f"run list has {len(lst['items'])} items, wanted {runs}")
+    return {"tenant": tid, "creds": creds, "cookie": cookie, "session_headers": sh,
+            "app": app["id"], "flow": flow["id"], "run": run, "upload_png_bytes": len(png),
+            "list_path": f"/api/v1/applications/{app['id']}/runs?limit={runs}",
+            "list_bytes": len(json.dumps(lst))}
+
+
+def signed_url(srv, s):
+    su, _ = jreq(srv.addr, "GET", f"/api/v1/runs/{s['run']}/steps/1/screenshot", None, s["session_headers"])
+    return su["url"]
+
+
+# ------------------------------------------------------------------------------ nginx anchor
+
+def free_port():
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        return so.getsockname()[1]
+
+
+class Nginx:
+    """Debian nginx as a non-root process with its own temp config, TLS with a throwaway cert."""
+
+    def __init__(self, files):
+        # Its own world-traversable temp dir (the work dir may be private to the caller).
+        root = tempfile.mkdtemp(prefix="fg-bench-nginx-")
+        os.chmod(root, 0o755)
+        self.dir = root
+        www = os.path.join(root, "www")
+        tmp = os.path.join(root, "tmp")
+        os.makedirs(www, exist_ok=True)
+        os.makedirs(tmp, exist_ok=True)
+        for name, data in files.items():
+            with open(os.path.join(www, name), "wb") as f:
+                f.write(data)
+        cert, key = os.path.join(root, "cert.pem"), os.path.join(root, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
+                       check=True, capture_output=True)
+        self.port = free_port()
+        conf = os.path.join(root, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""
+worker_processes {NPROC};
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+daemon off;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    types {{ image/png png; }}
+    sendfile on;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{self.port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        root {www};
+        location / {{ add_header Cache-Control "private, no-store"; }}
+    }}
+}}
+""")
+        cmd = ["nginx", "-p", root, "-e", os.path.join(root, "error.log"), "-c", conf]
+        if os.geteuid() == 0:
+            # Never run the anchor as root: the whole tree belongs to nobody for the run.
+            subprocess.run(["chown", "-R", "nobody:nogroup", root], check=True)
+            os.chmod(root, 0o755)
+            cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] + cmd
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                st, _, _ = request(("127.0.0.1", self.port), "GET", "/" + next(iter(files)), timeout=2)
+                if st == 200:
+                    break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"nginx did not start; see {root}/error.log")
+            time.sleep(0.05)
+
+    def url(self, path):
+        return f"https://127.0.0.1:{self.port}{path}"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------ measures
+
+def p2_api(srv, s, cfg):
+    log("P2: GET 50-run list vs /healthz, 64 connections")
+    hdr = [f"Cookie: {s['cookie']}"]
+    # A third, explanatory side: GET /api/v1/me (session authentication only, no list) splits the
+    # list's cost into "authenticate the session" and "read + serialise 50 runs".
+    fns = [lambda: wrk(srv.url(s["list_path"]), 64, cfg["secs"], headers=hdr),
+           lambda: wrk(srv.url("/healthz"), 64, cfg["secs"]),
+           lambda: wrk(srv.url("/api/v1/me"), 64, cfg["secs"], headers=hdr)]
+    lst, hz, me = [], [], []
+    for i in range(cfg["rounds"]):
+        for j in range(3):
+            k = (i + j) % 3
+            [lst, hz, me][k].append(fns[k]())
+    out = {"connections": 64, "secs": cfg["secs"], "rounds": cfg["rounds"], "list": lst, "healthz": hz,
+           "me": me,
+           "list_path": s["list_path"].replace(s["app"], "{app}"), "list_body_bytes": s["list_bytes"]}
+    for side, rows in (("list", lst), ("healthz", hz), ("me", me)):
+        for k in ("rps", "p50_ms", "p99_ms"):
+            out[f"{side}_{k}"] = med(rows, k)
+    out["ratio"] = out["list_rps"] / out["healthz_rps"] if out["healthz_rps"] else None
+    out["errors"] = sum(r["non2xx"] for r in lst + hz + me)
+    return out
+
+
+def p4_screenshots(srv, s, cfg, work):
+    log("P4: signed-URL screenshot GET vs nginx serving the same bytes")
+    url = signed_url(srv, s)
+    st, hdrs, png = request(srv.addr, "GET", url)
+    if st != 200 or not png.startswith(b"\x89PNG"):
+        raise RuntimeError(f"signed URL GET gave {st}")
+    ngx = Nginx({"shot.png": png})
+    conns = cfg["shot_conns"]
+    try:
+        def ours():
+            return wrk(srv.url(signed_url(srv, s)), conns, cfg["secs"])
+
+        def theirs():
+            return wrk(ngx.url("/shot.png"), conns, cfg["secs"])
+
+        fg, nx = alternate(cfg["rounds"], ours, theirs)
+    finally:
+        ngx.stop()
+    out = {"connections": conns, "secs": cfg["secs"], "rounds": cfg["rounds"], "png_bytes": len(png),
+           "flowguard": fg, "nginx": nx, "nginx_version": nginx_version()}
+    for side, rows in (("flowguard", fg), ("nginx", nx)):
+        for k in ("rps", "p50_ms", "p99_ms"):
+            out[f"{side}_{k}"] = med(rows, k)
+    out["ratio"] = out["flowguard_rps"] / out["nginx_rps"] if out["nginx_rps"] else None
+    out["errors"] = sum(r["non2xx"] for r in fg + nx)
+    return out
+
+
+def nginx_version():
+    r = subprocess.run(["nginx", "-v"], capture_output=True, text=True)
+    return (r.stderr or r.stdout).strip()
+
+
+def p5_login(srv, s, cfg, work):
+    log("P5: login storm, 32 clients, with /healthz probes")
+    body = json.dumps({"tenant": s["tenant"], "email": "admin@localhost",
+                       "password": s["creds"]["owner_password"]})
+    script = os.path.join(work, "login.lua")
+    with open(script, "w") as f:
+        f.write('wrk.method = "POST"\n')
+        f.write(f"wrk.body = {json.dumps(body)}\n")
+        f.write('wrk.headers["Content-Type"] = "application/json"\n')
+    rounds = []
+    for _ in range(cfg["login_rounds"]):
+        secs = cfg["secs"]
+        storm = subprocess.Popen(
+            ["wrk", f"-t{min(NPROC, 32)}", "-c32", f"-d{secs}s", "--latency", "--timeout", "30s",
+             "-s", script, srv.url("/api/v1/auth/login")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1)  # let the storm saturate the hash pool first
+        probe = wrk(srv.url("/healthz"), 2, max(1, secs - 2), threads=1)
+        out, _ = storm.communicate()
+        m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        non = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+        rounds.append({"logins_per_s": float(m.group(1)) if m else 0.0,
+                       "login_non2xx": int(non.group(1)) if non else 0,
+                       "login_p99_ms": _ms(p99.group(1)) if p99 else None,
+                       "healthz_p50_ms": probe["p50_ms"], "healthz_p99_ms": probe["p99_ms"],
+                       "healthz_rps": probe["rps"]})
+    return {"clients": 32, "secs": cfg["secs"], "rounds": rounds,
+            "logins_per_s": med(rounds, "logins_per_s"),
+            "healthz_p99_ms": med(rounds, "healthz_p99_ms"),
+            "healthz_p50_ms": med(rounds, "healthz_p50_ms"),
+            "errors": sum(r["login_non2xx"] for r in rounds)}
+
+
+def p7_footprint(binary, cfg, work, populate_cmd):
+    log("P7: start-up to /readyz with 1 and N tenants, idle RSS, binary size")
+    dirs = {}
+    for label in ("one", "many"):
+        d = os.path.join(work, f"p7-{label}")
+        srv = Server(binary, d, os.path.join(work, f"p7-{label}-bootstrap.log"))
+        srv.stop()  # first start = bootstrap (keys, catalog, default tenant, certificate)
+        dirs[label] = d
+    n_extra = cfg["tenants"] - 1
+    t0 = time.monotonic()
+    r = subprocess.run(populate_cmd + ["--data-dir", dirs["many"], "--count", str(n_extra)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"populate failed: {r.stderr[-2000:]}")
+    log(f"P7: {n_extra} extra tenants created in {time.monotonic() - t0:.1f} s")
+
+    def start(label):
+        srv = Server(binary, dirs[label], os.path.join(work, f"p7-{label}.log"))
+        time.sleep(cfg["idle_secs"])
+        rss = srv.rss_kib()
+        srv.stop()
+        return {"ready_s": srv.ready_s, "rss_kib": rss}
+
+    one, many = alternate(cfg["rounds"], lambda: start("one"), lambda: start("many"))
+    size = os.path.getsize(binary)
+    stripped = None
+    if shutil.which("strip"):
+        tmp = os.path.join(work, "flowguard.stripped")
+        subprocess.run(["strip", "-o", tmp, binary], check=True)
+        stripped = os.path.getsize(tmp)
+    return {"tenants": cfg["tenants"], "rounds": cfg["rounds"], "idle_secs": cfg["idle_secs"],
+            "one": one, "many": many,
+            "ready_one_s": med(one, "ready_s"), "ready_many_s": med(many, "ready_s"),
+            "rss_one_kib": med(one, "rss_kib"), "rss_many_kib": med(many, "rss_kib"),
+            "binary_bytes": size, "stripped_bytes": stripped}
+
+
+def measure(args):
+    quick = args.quick
+    cfg = {"rounds": 1 if quick else 5, "secs": 2 if quick else 10, "runs": 50,
+           "shot_conns": 16, "login_rounds": 1 if quick else 3,
+           "shot": (320, 200) if quick else (1280, 800),
+           "tenants": 20 if quick else 1000, "idle_secs": 0.5 if quick else 3}
+    if quick:
+        cfg["rounds"] = 1
+    work = args.work
+    os.makedirs(work, exist_ok=True)
+    res = {"quick": quick, "config": cfg, "nproc": NPROC}
+
+    def save():  # after every measure, so a failure later keeps what was measured
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+
+    srv = Server(args.bin, os.path.join(work, "api-data"), os.path.join(work, "api-server.log"))
+    try:
+        s = setup_tenant(srv, cfg["runs"], *cfg["shot"])
+        res["setup"] = {"upload_png_bytes": s["upload_png_bytes"], "runs": cfg["runs"]}
+        res["p2"] = p2_api(srv, s, cfg)
+        save()
+        res["p4"] = p4_screenshots(srv, s, cfg, work)
+        save()
+        res["p5"] = p5_login(srv, s, cfg, work)
+        save()
+    finally:
+        srv.stop()
+    res["p7"] = p7_footprint(args.bin, cfg, work, args.populate.split())
+    save()
+    log(f"wrote {args.out}")
+
+
+# ------------------------------------------------------------------------------ render
+
+def bench_json(path, name):
+    """The BENCH_JSON line of a cargo bench output (or None)."""
+    if not path or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        for line in f:
+            if line.startswith("BENCH_JSON "):
+                v = json.loads(line[len("BENCH_JSON "):])
+                if v.get("bench") == name:
+                    return v
+    return None
+
+
+def parse_rotation(paths):
+    rows = []
+    for p in paths:
+        with open(p) as f:
+            t = f.read()
+        g = lambda rx: (float(m.group(1)) if (m := re.search(rx, t)) else None)  # noqa: E731
+        rows.append({"store_mib": g(r"tenant store\s+([\d.]+) MiB"),
+                     "secrets": g(r"secrets re-sealed\s+(\d+)"),
+                     "rewrap_per_s": g(r"rewrap\s+[\d.]+ s\s+→\s+([\d.]+) secrets/s"),
+                     "rekey_mibs": g(r"rekey \(PRAGMA rekey\+…\)\s+[\d.]+ s\s+→\s+([\d.]+) MiB/s"),
+                     "vacuum_mibs": g(r"VACUUM INTO \(anchor\)\s+[\d.]+ s\s+→\s+([\d.]+) MiB/s"),
+                     "ratio": g(r"rekey / anchor\s+([\d.]+)"),
+                     "total_s": g(r"whole rotation\s+([\d.]+) s")})
+    return rows
+
+
+def machine():
+    cpu = "?"
+    mem = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal"):
+                    mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return {"nproc": NPROC, "cpu": cpu, "mem": mem, "kernel": platform.release(), "load": load,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def fmt(v, nd=2):
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:,.{nd}f}"
+    return f"{v:,}"
+
+
+def verdict(ok):
+    return "meets goal" if ok else "**below goal**"
+
+
+def render(args):
+    with open(args.results) as f:
+        r = json.load(f)
+    ing = bench_json(args.hot_paths, "ingest")
+    hsh = bench_json(args.hot_paths, "hash")
+    rot = parse_rotation(args.rotation or [])
+    m = machine()
+    if args.load_before:
+        m["load"] = f"{args.load_before} (before) / {m['load']} (after)"
+    p2, p4, p5, p7 = r["p2"], r["p4"], r["p5"], r["p7"]
+    L = []
+    w = L.append
+    w("# FlowGuard benchmarks")
+    w("")
+    w("Generated by `bench/run` (issue 12); do not edit by hand. Every pair runs in one invocation,")
+    w("side by side on the same machine, rounds alternate which side goes first, and each value is")
+    w("the median over rounds. **Load generator (`wrk`) and server share the machine** (loopback,")
+    w("same cores), so absolute req/s are lower than on a dedicated box; the ratios are the measure.")
+    w("")
+    w(f"- command: `{args.command}`")
+    w(f"- commit: `{args.commit}`")
+    w(f"- machine: {m['nproc']} CPUs (`nproc`), {m['cpu']}, {m['mem']} RAM, Linux {m['kernel']}")
+    w(f"- date: {m['date']}; load average {m['load']} (machine shared with other builds)")
+    w(f"- {r['config']['rounds']} rounds of {r['config']['secs']} s per HTTP pair; wrk threads = min(nproc, connections)")
+    w("")
+    w("## Summary")
+    w("")
+    w("| # | measure | subject | anchor | ratio / value | goal | verdict |")
+    w("|---|---|---|---|---|---|---|")
+    below = []
+    if ing:
+        ok = ing["ratio"] >= 0.90
+        w(f"| P1 | step ingest (`put_step`, 1 tx/step) | SQLCipher {fmt(ing['encrypted_median'], 0)} steps/s | plain SQLite {fmt(ing['plain_median'], 0)} steps/s | {ing['ratio']:.2f} | ≥ 0.90 | {verdict(ok)} |")
+        if not ok:
+            below.append(("P1", "SQLCipher ingest ratio"))
+    ok = p2["ratio"] is not None and p2["ratio"] >= 0.50
+    okp = p2["list_p99_ms"] is not None and p2["list_p99_ms"] < 20
+    w(f"| P2 | GET 50-run list, 64 conns | {fmt(p2['list_rps'], 0)} req/s | /healthz {fmt(p2['healthz_rps'], 0)} req/s | {fmt(p2['ratio'])} | ≥ 0.50 | {verdict(ok)} |")
+    w(f"| P2 | list latency p50 / p99 | {fmt(p2['list_p50_ms'])} / {fmt(p2['list_p99_ms'])} ms | /healthz {fmt(p2['healthz_p50_ms'])} / {fmt(p2['healthz_p99_ms'])} ms | p99 {fmt(p2['list_p99_ms'])} ms | p99 < 20 ms | {verdict(okp)} |")
+    if not ok:
+        below.append(("P2", "API req/s ratio"))
+    if not okp:
+        below.append(("P2p99", "API p99"))
+    if os.path.exists(args.audit or ""):
+        w(f"| P3 | audit export | see below | `sqlite3 -csv` | see below | ≥ 0.50, RSS flat | see below |")
+    else:
+        w("| P3 | audit export | — | — | — | ≥ 0.50 | pending (audit export not yet on this branch) |")
+    ok = p4["ratio"] is not None and p4["ratio"] >= 0.60
+    w(f"| P4 | signed-URL screenshot GET ({fmt(p4['png_bytes'])} B), {p4['connections']} conns | {fmt(p4['flowguard_rps'], 0)} req/s | nginx {fmt(p4['nginx_rps'], 0)} req/s | {fmt(p4['ratio'])} | ≥ 0.60 | {verdict(ok)} |")
+    if not ok:
+        below.append(("P4", "screenshot ratio"))
+    if hsh:
+        ideal = NPROC / (hsh["hash_median_ms"] / 1000.0)
+        ratio = p5["logins_per_s"] / ideal if ideal else None
+        ok = ratio is not None and ratio >= 0.85
+        w(f"| P5 | logins/s, 32 clients | {fmt(p5['logins_per_s'], 1)} logins/s | {NPROC} cores ÷ {hsh['hash_median_ms']:.1f} ms = {ideal:.1f}/s | {fmt(ratio)} | ≥ 0.85 | {verdict(ok)} |")
+        if not ok:
+            below.append(("P5", "login throughput"))
+    ok = p5["healthz_p99_ms"] is not None and p5["healthz_p99_ms"] < 10
+    w(f"| P5 | /healthz p99 during the storm | {fmt(p5['healthz_p99_ms'])} ms | — | {fmt(p5['healthz_p99_ms'])} ms | < 10 ms | {verdict(ok)} |")
+    if not ok:
+        below.append(("P5hz", "healthz p99 during login storm"))
+    if rot:
+        rr = statistics.median([x["ratio"] for x in rot if x["ratio"] is not None])
+        rw = statistics.median([x["rewrap_per_s"] for x in rot if x["rewrap_per_s"] is not None])
+        rk = statistics.median([x["rekey_mibs"] for x in rot if x["rekey_mibs"] is not None])
+        vc = statistics.median([x["vacuum_mibs"] for x in rot if x["vacuum_mibs"] is not None])
+        w(f"| P6 | rekey ({fmt(rot[0]['store_mib'], 0)} MiB store) | {rk:.1f} MiB/s | `VACUUM INTO` {vc:.1f} MiB/s | {rr:.2f} | ≥ 0.5 | {verdict(rr >= 0.5)} |")
+        w(f"| P6 | rewrap ({fmt(int(rot[0]['secrets'] or 0))} secrets) | {rw:,.0f} secrets/s | — | {rw:,.0f}/s | ≥ 50 000/s | {verdict(rw >= 50000)} |")
+        if rr < 0.5:
+            below.append(("P6", "rekey ratio"))
+        if rw < 50000:
+            below.append(("P6rw", "rewrap rate"))
+    ok1 = p7["ready_one_s"] <= 0.3
+    okn = p7["ready_many_s"] <= 0.3
+    w(f"| P7 | start → /readyz, 1 tenant | {p7['ready_one_s']:.3f} s | — | {p7['ready_one_s']:.3f} s | ≤ 0.3 s | {verdict(ok1)} |")
+    w(f"| P7 | start → /readyz, {fmt(p7['tenants'])} tenants | {p7['ready_many_s']:.3f} s | — | {p7['ready_many_s']:.3f} s | ≤ 0.3 s | {verdict(okn)} |")
+    rss1, rssn = p7["rss_one_kib"] / 1024, p7["rss_many_kib"] / 1024
+    w(f"| P7 | idle RSS (1 / {fmt(p7['tenants'])} tenants) | {rss1:.1f} / {rssn:.1f} MiB | — | {max(rss1, rssn):.1f} MiB | ≤ 40 MiB | {verdict(max(rss1, rssn) <= 40)} |")
+    sb = (p7["stripped_bytes"] or p7["binary_bytes"]) / 1e6
+    w(f"| P7 | stripped binary size | {sb:.1f} MB | — | {sb:.1f} MB | ≤ 30 MB | {verdict(sb <= 30)} |")
+    for lbl, ok, what in (("P7a", ok1, "start-up 1 tenant"), ("P7b", okn, "start-up many tenants"),
+                          ("P7r", max(rss1, rssn) <= 40, "idle RSS"), ("P7s", sb <= 30, "binary size")):
+        if not ok:
+            below.append((lbl, what))
+    w("")
+    errs = p2["errors"] + p4["errors"] + p5["errors"]
+    w(f"Non-2xx responses during all load runs: {errs} (must be 0 for the numbers to count).")
+    w("")
+    if below:
+        w("## Below goal")
+        w("")
+        for _, what in below:
+            extra = ""
+            if what == "API req/s ratio" and p2.get("me_rps") and p2.get("healthz_rps"):
+                extra = (f" Measured here: `/api/v1/me` runs at {p2['me_rps'] / p2['healthz_rps']:.0%} of "
+                         f"`/healthz`, and the list at {p2['list_rps'] / p2['me_rps']:.0%} of `/api/v1/me`.")
+            w(f"- {what}: " + NOTES.get(what, "see the details below.") + extra)
+        w("")
+    w("## Details")
+    w("")
+    if ing:
+        w("### P1 SQLCipher cost (`cargo bench --bench hot_paths -- ingest`)")
+        w("")
+        w(f"`store::flows::put_step` (one `BEGIN IMMEDIATE` transaction per step, WAL, `synchronous = NORMAL`) "
+          f"for {ing['runs_per_round']} runs × {ing['steps_per_run']} steps per round, {ing['rounds']} rounds "
+          "alternating which store goes first; both stores opened by the same code "
+          "(`store::open_tenant_schema_for_bench`, with and without `PRAGMA key`).")
+        w("")
+        w(f"- SQLCipher rounds (steps/s): {', '.join(f'{x:,.0f}' for x in ing['encrypted_steps_per_s'])}")
+        w(f"- plain rounds (steps/s): {', '.join(f'{x:,.0f}' for x in ing['plain_steps_per_s'])}")
+        w("")
+    w("### P2 API over TLS (wrk, 64 connections)")
+    w("")
+    w(f"`GET {p2['list_path']}` with the Owner's session cookie ({fmt(p2['list_body_bytes'])} B JSON) vs `GET /healthz`.")
+    w("")
+    w("| round | list req/s | list p50 | list p99 | healthz req/s | healthz p50 | healthz p99 | /me req/s | /me p99 |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for i, (a, b, c) in enumerate(zip(p2["list"], p2["healthz"], p2["me"])):
+        w(f"| {i + 1} | {a['rps']:,.0f} | {fmt(a['p50_ms'])} ms | {fmt(a['p99_ms'])} ms | {b['rps']:,.0f} | {fmt(b['p50_ms'])} ms | {fmt(b['p99_ms'])} ms | {c['rps']:,.0f} | {fmt(c['p99_ms'])} ms |")
+    w("")
+    w(f"Decomposition (medians): `/healthz` {fmt(p2['healthz_rps'], 0)} req/s (TLS + HTTP + routing), "
+      f"`/api/v1/me` {fmt(p2['me_rps'], 0)} req/s (+ session authentication: catalog tenant lookup, "
+      f"tenant-store session and user read), list {fmt(p2['list_rps'], 0)} req/s (+ application check, "
+      "50-row query, JSON).")
+    w("")
+    w("### P3 audit export")
+    w("")
+    if os.path.exists(args.audit or ""):
+        with open(args.audit) as f:
+            w("```")
+            w(f.read().rstrip())
+            w("```")
+    else:
+        w("Pending: `benches/audit_export.rs` is not on this branch yet; `bench/run` runs "
+          "`cargo bench --bench audit_export` as soon as it is.")
+    w("")
+    w(f"### P4 screenshots ({p4['nginx_version']})")
+    w("")
+    w(f"Signed-URL `GET /shots/…` (HMAC verify + AES-256-GCM decrypt + stream) of a {fmt(p4['png_bytes'])} B PNG vs nginx "
+      f"(non-root, own temp config, TLS 1.2/1.3 with a throwaway P-256 certificate, {NPROC} workers) serving the same decrypted "
+      f"bytes; {p4['connections']} connections; a fresh signed URL each round.")
+    w("")
+    w("| round | flowguard req/s | p50 | p99 | nginx req/s | p50 | p99 |")
+    w("|---|---|---|---|---|---|---|")
+    for i, (a, b) in enumerate(zip(p4["flowguard"], p4["nginx"])):
+        w(f"| {i + 1} | {a['rps']:,.0f} | {fmt(a['p50_ms'])} ms | {fmt(a['p99_ms'])} ms | {b['rps']:,.0f} | {fmt(b['p50_ms'])} ms | {fmt(b['p99_ms'])} ms |")
+    w("")
+    w("### P5 login")
+    w("")
+    if hsh:
+        w(f"argon2id `{hsh['params']}` (the production parameters, `auth::password`), one thread: hash median "
+          f"{hsh['hash_median_ms']:.1f} ms, verify median {hsh['verify_median_ms']:.1f} ms ({hsh['samples']} samples).")
+    w(f"Storm: wrk, 32 connections, `POST /api/v1/auth/login` with valid credentials (no throttling involved: "
+      f"throttling counts failures only), {p5['secs']} s per round; /healthz probed meanwhile by a second wrk (1 thread, 2 connections).")
+    w("")
+    w("| round | logins/s | login p99 | non-2xx | /healthz p50 | /healthz p99 |")
+    w("|---|---|---|---|---|---|")
+    for i, x in enumerate(p5["rounds"]):
+        w(f"| {i + 1} | {x['logins_per_s']:.1f} | {fmt(x['login_p99_ms'])} ms | {x['login_non2xx']} | {fmt(x['healthz_p50_ms'])} ms | {fmt(x['healthz_p99_ms'])} ms |")
+    w("")
+    if rot:
+        w("### P6 key rotation (`cargo bench --bench key_rotation`)")
+        w("")
+        w("| run | store MiB | secrets | rewrap/s | rekey MiB/s | VACUUM INTO MiB/s | ratio | whole rotation |")
+        w("|---|---|---|---|---|---|---|---|")
+        for i, x in enumerate(rot):
+            w(f"| {i + 1} | {fmt(x['store_mib'], 1)} | {fmt(int(x['secrets'] or 0))} | {fmt(x['rewrap_per_s'], 0)} | {fmt(x['rekey_mibs'], 1)} | {fmt(x['vacuum_mibs'], 1)} | {fmt(x['ratio'])} | {fmt(x['total_s'], 2)} s |")
+        w("")
+    w("### P7 footprint")
+    w("")
+    w(f"Restart of an initialised data dir (first start = bootstrap, not timed), spawn → first `200` from "
+      f"`/readyz` over TLS; RSS from `/proc/<pid>/status` after {p7['idle_secs']} s idle. {fmt(p7['tenants'])} tenants "
+      "created with the library (`hot_paths populate`).")
+    w("")
+    w("| round | ready (1 tenant) | RSS (1) | ready (many) | RSS (many) |")
+    w("|---|---|---|---|---|")
+    for i, (a, b) in enumerate(zip(p7["one"], p7["many"])):
+        w(f"| {i + 1} | {a['ready_s']:.3f} s | {a['rss_kib'] / 1024:.1f} MiB | {b['ready_s']:.3f} s | {b['rss_kib'] / 1024:.1f} MiB |")
+    w("")
+    w(f"Binary: {p7['binary_bytes']:,} B as built (release profile strips symbols); {fmt(p7['stripped_bytes'])} B after `strip`.")
+    w("")
+    with open(args.output, "w") as f:
+        f.write("\n".join(L))
+    log(f"wrote {args.output}")
+
+
+# What the evidence says when a measure is below its goal (printed only for measures that miss).
+# Release builds strip symbols, so these rest on the decompositions measured in this run and on
+# reading the code path, not on a symbolised CPU profile.
+NOTES = {
+    "SQLCipher ingest ratio": (
+        "the per-round rates (P1 details) show the shape: the encrypted store starts near the goal "
+        "on an empty file and slows as it grows while the plain store stays flat. That is "
+        "consistent with SQLCipher's per-page cost on page-cache misses: every page SQLite has to "
+        "bring back into its (default 2 MiB) page cache is decrypted (AES-256-CBC) and its "
+        "HMAC-SHA512 checked, and every page written to the WAL is encrypted and MACed, where "
+        "plain SQLite copies bytes from the OS cache; each step report is one small transaction, "
+        "so nothing amortises it. Cipher settings are the on-disk format (HMAC off or a different "
+        "page size would weaken or break stores). A larger per-store `cache_size` is the cheap "
+        "lever, but it multiplies with `store.max_open_tenants` (64) against the idle-RSS goal, and "
+        "testing it needs another release build of the library, which did not fit this run; "
+        "documented, not changed."),
+    "API req/s ratio": (
+        "the decomposition (P2 details) splits the cost between session authentication "
+        "(`/api/v1/me`) and the list itself. Authentication is a "
+        "catalog read (tenant exists) and a tenant-store read (session + user), each a "
+        "`spawn_blocking` hop onto a store that has exactly one connection behind a mutex "
+        "(DESIGN: writes serialised in-process); the list then takes two more hops (application "
+        "check, query). With 64 concurrent requests on 2 cores the requests queue on those "
+        "mutexes and the blocking pool context-switches. A per-store pool of read-only connections "
+        "(or caching the tenant-exists lookup) is the fix; it changes the store's concurrency "
+        "design, so it is documented here rather than done in the benchmark branch."),
+    "API p99": (
+        "the same queueing on the single connection per store (see the req/s note) sets the tail: "
+        "64 requests wait in line for four serial store hops each."),
+    "screenshot ratio": (
+        "per GET the appliance verifies the HMAC, reads the screenshot row from the tenant store, "
+        "reads and unwraps the DEK from the catalog (both single-connection stores behind mutexes), "
+        "reads the file, decrypts it with AES-256-GCM into a fresh buffer and sends it from memory; "
+        "nginx sends a file from the page cache. Caching unwrapped DEKs would save a catalog hop "
+        "but has to honour key retirement during rotation, so it is left for a keys change."),
+    "login throughput": (
+        "the hash pool is sized to the CPU count, but on this machine the same 2 cores also run "
+        "TLS for 32 clients, the session and audit writes of every login, `wrk` itself and the "
+        "other builds sharing the VM (see the load average), so the argon2id workers never get "
+        "both cores to themselves; the anchor (cores ÷ one-thread hash time) assumes they do. Not "
+        "profiled further (release builds carry no symbols); a dedicated load-generator host "
+        "would separate the two."),
+    "healthz p99 during login storm": (
+        "argon2id runs on `spawn_blocking` threads, not on the async workers, but with as many "
+        "hash threads as cores plus `wrk` the OS scheduler has no idle core for the HTTP workers; "
+        "the tail is scheduler latency under full CPU saturation on 2 cores."),
+    "rekey ratio": "see the P6 table; `PRAGMA rekey` rewrites every page in one transaction.",
+    "rewrap rate": "see the P6 table; rewrap is batched per `keys.rewrap_batch` rows.",
+    "start-up 1 tenant": (
+        "`jobs::start` runs every registered job once, awaited, before the HTTP server starts "
+        "serving (see the many-tenants note); with one tenant that is cheap."),
+    "start-up many tenants": (
+        "the server log of the timed starts shows where the time goes: \"listening\" is logged "
+        "within milliseconds, then `jobs::start` (src/jobs/mod.rs) awaits one catch-up run of "
+        "every job (`run_named`) before the scheduler and the HTTP service start; the `schedules` "
+        "and `agent-timeouts` jobs each walk every tenant and open its SQLCipher store (the LRU "
+        "holds 64, so the 1 000 stores are opened again by the second job), about 0.85–0.9 s each "
+        "at 1 000 tenants in the log, while the key-rotation check takes ~20 ms. Ours and cheap in code (spawn the catch-up runs after the service "
+        "is up, keeping \"a missed tick runs once at start\"), but the change moves when those "
+        "runs happen relative to readiness, which tests may rely on, and it needs a release "
+        "rebuild plus the full test suite to land safely, which did not fit this run; left for a "
+        "follow-up with this measurement as its baseline."),
+    "idle RSS": "the figure includes the tokio/actix worker stacks and SQLCipher page caches.",
+    "binary size": (
+        "the binary bundles the built-in agent's Chrome DevTools Protocol types "
+        "(`chromiumoxide_cdp`, by far the largest crate in the build: a 116 MB rlib), vendored "
+        "OpenSSL for SQLCipher, rustls/ring, `chrono-tz` and the LDAP client. The release profile "
+        "already strips symbols (`strip` gains nothing). Getting under 30 MB means trimming the "
+        "agent's CDP surface or moving the agent out of the appliance binary, a product decision; "
+        "documented, not changed."),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("measure")
+    m.add_argument("--bin", required=True)
+    m.add_argument("--work", required=True)
+    m.add_argument("--out", required=True)
+    m.add_argument("--populate", required=True, help="command that adds tenants (gets --data-dir, --count)")
+    m.add_argument("--quick", action="store_true")
+    r = sub.add_parser("render")
+    r.add_argument("--results", required=True)
+    r.add_argument("--hot-paths")
+    r.add_argument("--rotation", nargs="*")
+    r.add_argument("--audit")
+    r.add_argument("--command", required=True)
+    r.add_argument("--commit", default="?")
+    r.add_argument("--load-before")
+    r.add_argument("--output", required=True)
+    a = ap.parse_args()
+    measure(a) if a.cmd == "measure" else render(a)
+
+
+if __name__ == "__main__":
+    main()
