@@ -283,6 +283,11 @@ async function render() {
   if (h1) {
     h1.tabIndex = -1;
     document.title = h1.textContent + ' — FlowGuard';
+    // Move focus to the new page's heading (screen readers announce it; Tab continues there),
+    // unless the user is typing in a field that survived the render.
+    if (!document.activeElement || document.activeElement === document.body || !main.contains(document.activeElement)) {
+      h1.focus();
+    }
   }
   if (pendingNotice) {
     main.prepend(h('div', { class: 'alert info', role: 'status', text: pendingNotice }));
@@ -300,7 +305,7 @@ async function afterSignIn() {
   state.apps = null;
   state.license = undefined;
   state.notifications = [];
-  if (state.me.kind !== 'user') return;
+  // Owners and PlatformAdmins get license warnings; other roles get an empty list.
   try {
     const n = await optional('/notifications');
     state.notifications = (n && n.items) || [];
@@ -925,6 +930,15 @@ async function pageVariables(page, p) {
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault();
       clear(box);
+      name.removeAttribute('aria-invalid');
+      if (!name.value.trim()) {
+        name.setAttribute('aria-invalid', 'true');
+        showOk(box, '');
+        box.className = 'alert error';
+        box.textContent = 'Enter a variable name (letters, digits and _, not starting with a digit).';
+        name.focus();
+        return;
+      }
       try {
         await api('PUT', '/applications/' + app.id + '/variables/' + encodeURIComponent(name.value.trim()), { value: value.value, secret: secret.checked });
         go(location.pathname, { notice: 'Variable “' + name.value.trim() + '” saved.' });
@@ -1313,7 +1327,7 @@ async function pageSso(page) {
         h('dt', { text: 'Outcome' }), h('dd', { text: r.outcome }),
         h('dt', { text: 'DN' }), h('dd', { text: r.dn || '—' }),
         h('dt', { text: 'Email' }), h('dd', { text: r.email || '—' }),
-        h('dt', { text: 'Groups' }), h('dd', { text: (r.groups || []).join('; ') || 'none' + (r.truncated ? ' (truncated)' : '') }),
+        h('dt', { text: 'Groups' }), h('dd', { text: ((r.groups || []).join('; ') || 'none') + (r.truncated ? ' (truncated)' : '') }),
         h('dt', { text: 'Matched mappings' }), h('dd', { text: (r.matched || []).map((m) => m.group_dn + ' → ' + m.role).join('; ') || 'none' }),
         h('dt', { text: 'Role' }), h('dd', { text: (r.role || 'no access') + (r.by_default ? ' (default role)' : '') })));
     } catch (e) {

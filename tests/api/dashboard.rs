@@ -537,6 +537,15 @@ async fn dashboard_owner_and_viewer_journey_in_headless_chromium() {
         ensure(
             ui.path().await == "/signin",
             "anonymous visit goes to /signin",
+        )?;
+        // `hidden` elements take no space even where a class sets `display` (the signed-out
+        // header, "Load more" without a next page).
+        let header_h: f64 = ui
+            .eval("document.querySelector('#top').getBoundingClientRect().height")
+            .await?;
+        ensure(
+            header_h == 0.0,
+            "the hidden header takes no space when signed out",
         )
     });
     step!(ui, app, "wrong password shows a readable error", async {
