@@ -624,7 +624,10 @@ function stepEditor(steps, readOnly) {
         ctl.addEventListener('input', () => {
           const n = ctl.value.split(',').map((x) => x.trim()).filter((x) => x !== '').map(Number);
           if (n.length === 4 && n.every((x) => Number.isFinite(x))) s.region = { x: n[0], y: n[1], width: n[2], height: n[3] };
-          else delete s.region;
+          else if (ctl.value.trim() === '') delete s.region;
+          // Never drop a malformed region silently: send it as typed so the server's validation
+          // message appears at this step.
+          else s.region = ctl.value;
         });
       } else {
         ctl = input({ id, value: s[name] === undefined || s[name] === null ? '' : s[name] });
@@ -1354,7 +1357,8 @@ async function pageAi(page) {
       h('dt', { text: 'Kind' }), h('dd', { text: cur.kind || '—' }),
       h('dt', { text: 'Base URL' }), h('dd', { text: cur.base_url || '—' }),
       h('dt', { text: 'Model' }), h('dd', { text: cur.model || '—' }),
-      h('dt', { text: 'API key' }), h('dd', { text: cur.api_key_set ? 'set (write-only)' : 'none' })), box);
+      h('dt', { text: 'API key' }), h('dd', { text: cur.api_key_set ? 'set (write-only)' : 'none' }),
+      h('dt', { text: 'CA certificates' }), h('dd', { text: cur.ca_pem_set ? 'custom (stored; replaces the built-in roots)' : 'built-in roots' })), box);
   const f = {
     kind: select([['openai-chat', 'OpenAI-compatible chat completions'], ['anthropic-messages', 'Anthropic Messages API']], cur.kind || 'openai-chat', { id: 'ai-kind' }),
     base_url: input({ id: 'ai-base-url', type: 'url', value: cur.source === 'tenant' ? cur.base_url || '' : '', placeholder: 'https://llm.internal.example' }),
@@ -1366,7 +1370,7 @@ async function pageAi(page) {
   };
   const labels = { kind: 'Kind', base_url: 'Base URL (https)', model: 'Model', api_key: 'API key (write-only; leave empty for none)', ca_pem: 'CA certificates (PEM, optional; replaces the built-in roots)', timeout_ms: 'Timeout (ms)', max_tokens: 'Max tokens' };
   const form = h('form', { class: 'card', novalidate: true }, h('h2', { text: 'Tenant endpoint' }),
-    h('p', { class: 'hint', text: 'Saving replaces the tenant endpoint completely; a stored key is not kept, so enter it again.' }),
+    h('p', { class: 'hint', text: 'Saving replaces the tenant endpoint completely: a stored API key and CA certificates are not kept, so enter them again.' }),
     Object.entries(f).map(([k, c]) => field(labels[k], c)),
     h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Save endpoint'),
       btn('Test endpoint', async () => {
