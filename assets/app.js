@@ -228,6 +228,13 @@ document.addEventListener('click', (ev) => {
   go(a.getAttribute('href'));
 });
 window.addEventListener('popstate', () => render());
+// Every form submission starts clean: marks from an earlier failed attempt are cleared before the
+// form's own handler runs (capture phase), so only the field the server names now is marked.
+document.addEventListener('submit', (ev) => {
+  if (ev.target instanceof HTMLFormElement) {
+    ev.target.querySelectorAll('[aria-invalid]').forEach((el) => el.removeAttribute('aria-invalid'));
+  }
+}, true);
 
 const link = (href, text, attrs) => h('a', { href, 'data-link': true, ...(attrs || {}) }, text);
 
@@ -442,9 +449,16 @@ async function pageApplications(page) {
   const list = await apps();
   const box = alertBox();
   page.append(h('h1', { text: 'Applications' }), box);
+  // At most one application form is open at a time (ids inside it are unique on the page).
+  let formSlot = null;
+  const closeForms = () => {
+    page.querySelectorAll('tr.edit-row').forEach((r) => r.remove());
+    if (formSlot) formSlot.replaceChildren();
+  };
   if (can('appWrite')) {
-    const formSlot = h('div');
+    formSlot = h('div');
     page.append(h('div', { class: 'actions' }, btn('New application', () => {
+      closeForms();
       formSlot.replaceChildren(appForm(null, async (body) => {
         const a = await api('POST', '/applications', body);
         state.apps = null;
@@ -467,8 +481,9 @@ async function pageApplications(page) {
       h('td', { class: 'row-actions' },
         link('/apps/' + a.id + '/runs', 'Runs', { on: { click: () => setApp(a.id) } }),
         can('appWrite') ? btn('Edit', () => {
+          closeForms();
           const cell = h('td', { colspan: 5 });
-          const editRow = h('tr', {}, cell);
+          const editRow = h('tr', { class: 'edit-row' }, cell);
           cell.append(appForm(a, async (body) => {
             await api('PUT', '/applications/' + a.id, body);
             state.apps = null;

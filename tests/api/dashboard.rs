@@ -599,6 +599,22 @@ async fn dashboard_owner_and_viewer_journey_in_headless_chromium() {
         )
         .await
     });
+    step!(
+        ui,
+        app,
+        "only one application form is open at a time",
+        async {
+            let forms: u32 = ui
+            .eval(
+                "(() => { const b = [...document.querySelectorAll('#apps-table button')].find(x => x.textContent.trim() === 'Edit'); b.click(); b.click(); document.querySelector('#app-new').click(); return document.querySelectorAll('#app-name').length; })()",
+            )
+            .await?;
+            ensure(
+                forms == 1,
+                "Edit twice then New application leaves exactly one form",
+            )
+        }
+    );
 
     // Create a flow with a navigate and a screenshot step; the server's validation message
     // lands at the step at fault first.
