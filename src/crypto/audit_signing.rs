@@ -221,16 +221,26 @@ pub fn public_key_pem(public: &[u8]) -> String {
     format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n")
 }
 
-/// Parse an SPKI PEM Ed25519 public key into its 32 raw bytes.
-pub fn parse_public_key_pem(pem: &str) -> Result<Vec<u8>, String> {
-    let body: String = pem
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with("-----") && !l.is_empty())
-        .collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .map_err(|_| "public key is not PEM".to_string())?;
+/// Parse the audit-signing public key as published: either the SPKI PEM
+/// (`-----BEGIN PUBLIC KEY-----`, RFC 8410 §4) or the whole JSON document of
+/// `GET /api/v1/audit/signing-key` (its `public_key_pem` member). Returns the 32 key bytes.
+/// Errors say which of the two shapes was expected and what is wrong.
+pub fn parse_public_key_pem(text: &str) -> Result<Vec<u8>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::SubjectPublicKeyInfoDer;
+    let from_json = serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| {
+            v.get("public_key_pem")
+                .and_then(|p| p.as_str())
+                .map(str::to_string)
+        });
+    let pem = from_json.as_deref().unwrap_or(text);
+    let der = SubjectPublicKeyInfoDer::from_pem_slice(pem.as_bytes()).map_err(|_| {
+        "public key is neither an SPKI PEM nor the JSON of GET /api/v1/audit/signing-key"
+            .to_string()
+    })?;
+    let der: &[u8] = der.as_ref();
     if der.len() != 44 || der[..12] != SPKI_PREFIX {
         return Err("public key is not an Ed25519 SubjectPublicKeyInfo".into());
     }
@@ -261,5 +271,19 @@ mod tests {
         assert!(!verify(&pk, b"hellp", &sig));
         let other = MasterKey::from_bytes(zeroize::Zeroizing::new([8u8; 32]), d.path().join("m"));
         assert!(AuditSigner::load_or_create(d.path(), &other).is_err());
+    }
+
+    #[test]
+    fn public_key_accepted_as_pem_or_as_the_signing_key_document() {
+        let d = tempfile::tempdir().unwrap();
+        let mk = MasterKey::from_bytes(zeroize::Zeroizing::new([7u8; 32]), d.path().join("m"));
+        let a = AuditSigner::load_or_create(d.path(), &mk).unwrap();
+        let doc = serde_json::json!({"algorithm": "Ed25519", "public_key_pem": a.public_key_pem()});
+        assert_eq!(
+            parse_public_key_pem(&doc.to_string()).unwrap(),
+            a.public_key().to_vec()
+        );
+        assert!(parse_public_key_pem("not a key").is_err());
+        assert!(parse_public_key_pem("{\"public_key_pem\": 1}").is_err());
     }
 }
