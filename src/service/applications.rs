@@ -188,13 +188,6 @@ pub async fn delete(
         .tenants
         .run(&t, move |c| tenant::delete_application(c, &id, &ev))
         .await?;
-    for shot in shots {
-        let path = super::screenshots::shot_path(state, &t, &shot);
-        if let Err(e) = std::fs::remove_file(&path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(error = %e.kind(), "application delete: screenshot file not removed");
-            }
-        }
-    }
+    super::screenshots::remove_files(state, &t, &shots);
     Ok(())
 }

@@ -58,6 +58,17 @@ pub struct AppState {
     pub ai_limiter: Arc<ai_endpoint::AiLimiter>,
 }
 
+/// The actor recorded in audit rows written by background job `job` (`job:<name>`, role
+/// `system`).
+pub fn job_actor(job: &str) -> crate::audit::Actor {
+    crate::audit::Actor {
+        email: Some(format!("job:{job}")),
+        role: Some("system".into()),
+        client_ip: None,
+        user_agent: None,
+    }
+}
+
 /// Current unix time in seconds.
 pub fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()

@@ -14,7 +14,7 @@
 use serde::Serialize;
 
 use super::{screenshots, unix_now, AppState};
-use crate::audit::{Actor, NewAuditEvent};
+use crate::audit::NewAuditEvent;
 use crate::domain::{Plan, TenantId};
 use crate::store::{audit, catalog, flows};
 
@@ -38,15 +38,6 @@ pub struct TenantPurge {
     /// Failure, if the purge of this tenant failed (the others still run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-}
-
-fn job_actor() -> Actor {
-    Actor {
-        email: Some("job:retention".into()),
-        role: Some("system".into()),
-        client_ip: None,
-        user_agent: None,
-    }
 }
 
 /// Run the retention purge as of `as_of` (unix seconds; the scheduler passes now). Blocking.
@@ -107,14 +98,18 @@ fn purge_tenant(
     // in between leaves only unreachable ciphertext files, never a row pointing at no file).
     let tx = crate::store::write_tx(&mut c).map_err(|e| e.to_string())?;
     let purged = flows::purge_runs_in(&tx, cutoff).map_err(|e| e.to_string())?;
-    let mut ev = NewAuditEvent::new(&job_actor(), "audit.purge", Some("audit".to_string()))
-        .details(serde_json::json!({
-            "cutoff": cutoff,
-            "retention_days": ent.retention_days,
-            "plan": ent.plan,
-            "purged_runs": purged.runs,
-            "purged_screenshots": purged.screenshots.len(),
-        }));
+    let mut ev = NewAuditEvent::new(
+        &super::job_actor("retention"),
+        "audit.purge",
+        Some("audit".to_string()),
+    )
+    .details(serde_json::json!({
+        "cutoff": cutoff,
+        "retention_days": ent.retention_days,
+        "plan": ent.plan,
+        "purged_runs": purged.runs,
+        "purged_screenshots": purged.screenshots.len(),
+    }));
     match audit::purge_in(&tx, cutoff, &ev).map_err(|e| e.to_string())? {
         Some(p) => report.purged_rows = p.rows,
         None if purged.runs > 0 => {
@@ -130,14 +125,7 @@ fn purge_tenant(
     drop(c);
     report.purged_runs = purged.runs;
     report.purged_screenshots = purged.screenshots.len() as u64;
-    for shot in &purged.screenshots {
-        let path = screenshots::shot_path(state, &tid, shot);
-        if let Err(e) = std::fs::remove_file(&path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(tenant = %tenant, error = %e.kind(), "retention: screenshot file not removed");
-            }
-        }
-    }
+    screenshots::remove_files(state, &tid, &purged.screenshots);
     if report.purged_rows + report.purged_runs > 0 {
         tracing::info!(tenant = %tenant, rows = report.purged_rows, runs = report.purged_runs, "retention: purged");
     }

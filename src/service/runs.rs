@@ -665,15 +665,6 @@ pub async fn complete(
 
 // ---------------------------------------------------------------- jobs
 
-fn system_actor(job: &str) -> Actor {
-    Actor {
-        email: Some(format!("job:{job}")),
-        role: Some("system".into()),
-        client_ip: None,
-        user_agent: None,
-    }
-}
-
 fn all_tenants(state: &AppState) -> Vec<TenantId> {
     let rows = {
         let c = state.catalog.db().lock();
@@ -694,7 +685,7 @@ pub fn fail_stale_runs_blocking(state: &AppState) -> usize {
             let mut c = db.lock();
             flows::fail_stale_runs(&mut c, cutoff, &|id| {
                 NewAuditEvent::new(
-                    &system_actor("agent-timeouts"),
+                    &super::job_actor("agent-timeouts"),
                     "run.timeout",
                     Some(format!("run:{id}")),
                 )
@@ -736,7 +727,7 @@ pub fn queue_scheduled_blocking(state: &AppState) -> usize {
                 }
                 let id = new_object_id();
                 let ev = NewAuditEvent::new(
-                    &system_actor("schedules"),
+                    &super::job_actor("schedules"),
                     "run.trigger",
                     Some(format!("run:{id}")),
                 )

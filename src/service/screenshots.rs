@@ -176,6 +176,19 @@ pub(crate) fn shot_path(state: &AppState, t: &TenantId, object: &str) -> PathBuf
         .join(format!("{object}.fgs"))
 }
 
+/// Remove the encrypted files of deleted screenshot objects (after their rows were deleted and
+/// committed). A file already gone is fine; other failures are logged (an orphaned ciphertext
+/// file is unreadable without its row and key version, never a leak of plaintext).
+pub(crate) fn remove_files(state: &AppState, t: &TenantId, objects: &[String]) {
+    for object in objects {
+        if let Err(e) = std::fs::remove_file(shot_path(state, t, object)) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(tenant = %t, error = %e.kind(), "screenshot file not removed");
+            }
+        }
+    }
+}
+
 /// AAD of a screenshot file: tenant, `screenshots`, object id.
 pub(crate) fn shot_aad(t: &TenantId, object: &str) -> Vec<u8> {
     envelope::aad(&[t.as_str(), "screenshots", object])

@@ -1042,23 +1042,37 @@ pub struct PurgedRuns {
 /// time, were queued) before `cutoff` (RFC 3339 UTC, millisecond form), with their steps and
 /// screenshot rows, inside the caller's transaction. Queued and running runs stay.
 pub fn purge_runs_in(tx: &rusqlite::Transaction<'_>, cutoff: &str) -> StoreResult<PurgedRuns> {
-    const OLD: &str = "SELECT id FROM runs WHERE status IN ('passed','failed','cancelled')
-         AND coalesce(finished_at, queued_at) < ?1";
+    delete_runs_in(
+        tx,
+        "status IN ('passed','failed','cancelled') AND coalesce(finished_at, queued_at) < ?1",
+        cutoff,
+    )
+}
+
+/// Delete the runs matching `filter` (an SQL condition on `runs` with one parameter `?1`) with
+/// their steps and screenshot rows, inside the caller's transaction; returns what went. The one
+/// place runs are deleted (retention, application deletion).
+pub(crate) fn delete_runs_in(
+    tx: &rusqlite::Transaction<'_>,
+    filter: &str,
+    param: &str,
+) -> StoreResult<PurgedRuns> {
+    let runs = format!("SELECT id FROM runs WHERE {filter}");
     let screenshots = {
         let mut st = tx.prepare(&format!(
-            "SELECT id FROM screenshots WHERE run_id IN ({OLD})"
+            "SELECT id FROM screenshots WHERE run_id IN ({runs})"
         ))?;
-        let rows = st.query_map([cutoff], |r| r.get::<_, String>(0))?;
+        let rows = st.query_map([param], |r| r.get::<_, String>(0))?;
         rows.collect::<Result<Vec<_>, _>>()?
     };
     tx.execute(
-        &format!("DELETE FROM screenshots WHERE run_id IN ({OLD})"),
-        [cutoff],
+        &format!("DELETE FROM screenshots WHERE run_id IN ({runs})"),
+        [param],
     )?;
     tx.execute(
-        &format!("DELETE FROM run_steps WHERE run_id IN ({OLD})"),
-        [cutoff],
+        &format!("DELETE FROM run_steps WHERE run_id IN ({runs})"),
+        [param],
     )?;
-    let runs = tx.execute(&format!("DELETE FROM runs WHERE id IN ({OLD})"), [cutoff])? as u64;
+    let runs = tx.execute(&format!("DELETE FROM runs WHERE {filter}"), [param])? as u64;
     Ok(PurgedRuns { runs, screenshots })
 }

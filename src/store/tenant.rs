@@ -550,22 +550,7 @@ pub fn delete_application(
     ev: &NewAuditEvent,
 ) -> StoreResult<Vec<String>> {
     let tx = write_tx(c)?;
-    let shots = {
-        let mut st = tx.prepare(
-            "SELECT s.id FROM screenshots s JOIN runs r ON r.id = s.run_id WHERE r.application_id = ?1",
-        )?;
-        let rows = st.query_map([id], |r| r.get::<_, String>(0))?;
-        rows.collect::<Result<Vec<_>, _>>()?
-    };
-    tx.execute(
-        "DELETE FROM screenshots WHERE run_id IN (SELECT id FROM runs WHERE application_id = ?1)",
-        [id],
-    )?;
-    tx.execute(
-        "DELETE FROM run_steps WHERE run_id IN (SELECT id FROM runs WHERE application_id = ?1)",
-        [id],
-    )?;
-    tx.execute("DELETE FROM runs WHERE application_id = ?1", [id])?;
+    let shots = super::flows::delete_runs_in(&tx, "application_id = ?1", id)?.screenshots;
     let n = tx.execute("DELETE FROM applications WHERE id = ?1", [id])?;
     if n == 0 {
         return Err(StoreError::NotFound);
