@@ -6,7 +6,8 @@
 //!
 //! Run: `cargo bench --bench audit_export` (needs the `sqlite3` CLI: `apt-get install sqlite3`).
 //! `FG_BENCH_ROWS=100000,1000000` picks the sizes. Each (size, format) gets a fresh server
-//! process so its `VmHWM` (peak resident set) is that export's alone.
+//! process so its `VmHWM` (peak resident set) is that export's alone. `FG_BENCH_KEEP=1` keeps
+//! each prepared data dir (path printed on stderr) for profiling a server on it by hand.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -254,6 +255,10 @@ async fn main() {
         let dir = tempfile::tempdir().expect("tmp");
         eprintln!("preparing {n} rows …");
         let (data, tid, plain) = prepare(dir.path(), n);
+        if std::env::var_os("FG_BENCH_KEEP").is_some() {
+            eprintln!("  kept: {} (tenant {tid})", dir.path().display());
+            std::mem::forget(dir);
+        }
         let base = sqlite3_baseline(&plain);
         for format in ["ndjson", "csv"] {
             let (secs, bytes, rss) = export_once(&data, &tid, format).await;

@@ -20,7 +20,7 @@ use crate::crypto::token::{self, TokenKind};
 use crate::domain::{Role, TenantId};
 use crate::error::{ApiError, ApiResult};
 use crate::store::catalog::{self, FailureState};
-use crate::store::tenant;
+use crate::store::tenant::{self, Admitted};
 
 /// Which credentials a login may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,7 +282,10 @@ pub async fn login(
     }
 
     // A suspended tenant: the right credentials get told so, and no session.
-    if tenant_row.as_ref().is_some_and(|t| t.status == "suspended") {
+    if tenant_row
+        .as_ref()
+        .is_some_and(|t| t.status == catalog::TENANT_SUSPENDED)
+    {
         return Err(tenant_suspended());
     }
     // Success: forget this pair's failures, open a session.
@@ -526,43 +529,50 @@ pub async fn session_principal(
             let Ok(tid) = TenantId::parse(scope) else {
                 return Ok(None);
             };
-            if !tenant_exists(state, &tid).await? {
+            // The lookup is a read (inline when the store is free); the rare writes — ending an
+            // expired session, moving `last_seen` at most every 15 s — go off the executor.
+            let key = sh.clone();
+            let found = state
+                .tenants
+                .read_admitted(&tid, move |c| {
+                    let Some(s) = tenant::session(c, &key)? else {
+                        return Ok(None);
+                    };
+                    let u = tenant::user_by_id(c, &s.subject_id)?;
+                    Ok(Some((s, u)))
+                })
+                .await?;
+            let Some((s, user)) = admitted(found)?.flatten() else {
+                return Ok(None);
+            };
+            if expired(&s) {
+                state
+                    .tenants
+                    .run(&tid, move |c| tenant::delete_session(c, &sh))
+                    .await?;
                 return Ok(None);
             }
-            let t2 = tid.clone();
-            state
-                .tenants
-                .run(&tid, move |c| {
-                    let Some(s) = tenant::session(c, &sh)? else {
-                        return Ok(None);
-                    };
-                    if expired(&s) {
-                        tenant::delete_session(c, &sh)?;
-                        return Ok(None);
-                    }
-                    let Some(u) = tenant::user_by_id(c, &s.subject_id)? else {
-                        return Ok(None);
-                    };
-                    if !u.active {
-                        return Ok(None);
-                    }
-                    let Ok(role) = Role::parse_member(&u.role) else {
-                        return Ok(None);
-                    };
-                    if now - s.last_seen >= 15 {
-                        tenant::touch_session(c, &sh, now)?;
-                    }
-                    Ok(Some(Principal::User {
-                        tenant: t2,
-                        user_id: u.id,
-                        email: u.email,
-                        role,
-                        session_hash: sh,
-                        csrf_hash: s.csrf_hash,
-                    }))
-                })
-                .await
-                .map_err(Into::into)
+            let Some(u) = user.filter(|u| u.active) else {
+                return Ok(None);
+            };
+            let Ok(role) = Role::parse_member(&u.role) else {
+                return Ok(None);
+            };
+            if now - s.last_seen >= 15 {
+                let key = sh.clone();
+                state
+                    .tenants
+                    .run(&tid, move |c| tenant::touch_session(c, &key, now))
+                    .await?;
+            }
+            Ok(Some(Principal::User {
+                tenant: tid,
+                user_id: u.id,
+                email: u.email,
+                role,
+                session_hash: sh,
+                csrf_hash: s.csrf_hash,
+            }))
         }
         TokenKind::PlatformSession if scope == "catalog" => state
             .catalog
@@ -593,17 +603,13 @@ pub async fn session_principal(
     }
 }
 
-/// Whether the tenant exists; a suspended tenant → 403 `tenant_suspended`.
-async fn tenant_exists(state: &Arc<AppState>, tid: &TenantId) -> ApiResult<bool> {
-    let id = tid.as_str().to_string();
-    let row = state
-        .catalog
-        .run(move |c| Ok(catalog::find_tenant(c, &id)?.filter(|t| t.id == id)))
-        .await?;
-    match row {
-        Some(t) if t.status == "suspended" => Err(tenant_suspended()),
-        Some(_) => Ok(true),
-        None => Ok(false),
+/// A credential naming an unknown tenant authenticates nobody (`None`); a suspended tenant →
+/// 403 `tenant_suspended`.
+fn admitted<R>(a: Admitted<R>) -> ApiResult<Option<R>> {
+    match a {
+        Admitted::Unknown => Ok(None),
+        Admitted::Suspended => Err(tenant_suspended()),
+        Admitted::Ran(r) => Ok(Some(r)),
     }
 }
 
@@ -629,16 +635,13 @@ pub async fn bearer_principal(state: &Arc<AppState>, bearer: &str) -> ApiResult<
     let Ok(tid) = TenantId::parse(scope) else {
         return Ok(None);
     };
-    if !tenant_exists(state, &tid).await? {
-        return Ok(None);
-    }
     let h = token::token_hash(bearer);
     let t2 = tid.clone();
-    let row = state
+    let found = state
         .tenants
-        .run(&tid, move |c| tenant::active_token_by_hash(c, &h))
+        .read_admitted(&tid, move |c| tenant::active_token_by_hash(c, &h))
         .await?;
-    Ok(match row {
+    Ok(match admitted(found)?.flatten() {
         Some(r) if r.kind == want => match r.kind.as_str() {
             "agent" => r.application_id.map(|app| Principal::Agent {
                 tenant: t2,

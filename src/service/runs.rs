@@ -220,20 +220,15 @@ pub async fn list(
         ),
         None => None,
     };
-    let a = app.to_string();
-    if state
-        .tenants
-        .run(&t, move |c| crate::store::tenant::application(c, &a))
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::not_found());
-    }
     let limit = limit.clamp(1, 200);
     let a = app.to_string();
+    // The application check and the query in one bounded read (≤ 200 rows, index order).
     let rows = state
         .tenants
-        .run(&t, move |c| {
+        .read(&t, move |c| {
+            if crate::store::tenant::application(c, &a)?.is_none() {
+                return Ok(None);
+            }
             flows::list_runs(
                 c,
                 &a,
@@ -241,8 +236,10 @@ pub async fn list(
                 before.as_ref().map(|(x, y)| (x.as_str(), y.as_str())),
                 limit,
             )
+            .map(Some)
         })
-        .await?;
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     let next = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| format!("{}|{}", r.queued_at, r.id)))
         .flatten();

@@ -16,6 +16,9 @@ use crate::domain::now_rfc3339;
 /// File name of the catalog inside the data dir.
 pub const CATALOG_FILE: &str = "catalog.db";
 
+/// `tenants.status` of a suspended tenant (its users and tokens are refused; data is kept).
+pub const TENANT_SUSPENDED: &str = "suspended";
+
 /// A tenant as the catalog knows it.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct TenantRow {
@@ -75,6 +78,7 @@ pub struct FailureState {
 pub struct Catalog {
     db: Db,
     path: PathBuf,
+    busy_ms: u64,
 }
 
 impl Catalog {
@@ -102,6 +106,7 @@ impl Catalog {
         Ok(Self {
             db: Arc::new(Mutex::new(conn)),
             path,
+            busy_ms,
         })
     }
 
@@ -122,6 +127,21 @@ impl Catalog {
         R: Send + 'static,
     {
         super::run(&self.db, f).await
+    }
+
+    /// Run the short, bounded read `f` (see [`super::read`]): inline when the connection is
+    /// free, else off the executor.
+    pub async fn read<F, R>(&self, f: F) -> StoreResult<R>
+    where
+        F: Fn(&Connection) -> StoreResult<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        super::read(&self.db, self.busy_ms, f).await
+    }
+
+    /// Busy timeout of catalog connections (ms).
+    pub fn busy_ms(&self) -> u64 {
+        self.busy_ms
     }
 }
 
@@ -160,6 +180,16 @@ fn tenant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TenantRow> {
         created_at: r.get(4)?,
         status: r.get(5)?,
     })
+}
+
+/// The tenant with exactly this id (the per-request lookup: a cached statement on the primary
+/// key; [`find_tenant`] also matches names).
+pub fn tenant_by_id(c: &Connection, id: &str) -> StoreResult<Option<TenantRow>> {
+    Ok(c.prepare_cached(
+        "SELECT id, name, region, plan, created_at, status FROM tenants WHERE id = ?1",
+    )?
+    .query_row([id], tenant_from_row)
+    .optional()?)
 }
 
 /// Find a tenant by id or (case-insensitive) unique name.

@@ -346,16 +346,40 @@ pub fn list_runs(
     before: Option<(&str, &str)>,
     limit: u32,
 ) -> StoreResult<Vec<RunRow>> {
-    let mut s = c.prepare(&format!(
-        "SELECT {RUN_COLS} FROM runs WHERE application_id = ?1 AND (?2 IS NULL OR status = ?2)
-           AND (?3 IS NULL OR (queued_at, id) < (?3, ?4))
-         ORDER BY queued_at DESC, id DESC LIMIT ?5"
-    ))?;
-    let rows = s.query_map(
-        params![app, status, before.map(|b| b.0), before.map(|b| b.1), limit],
-        run_from_row,
-    )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    // One statement per shape, so each is answered in index order (`runs_app_queued`,
+    // `runs_app_status`) without sorting; `?2 IS NULL OR …` forms defeat the index.
+    let sql = format!(
+        "SELECT {RUN_COLS} FROM runs WHERE application_id = ?1{}{}
+         ORDER BY queued_at DESC, id DESC LIMIT ?5",
+        if status.is_some() {
+            " AND status = ?2"
+        } else {
+            ""
+        },
+        if before.is_some() {
+            " AND (queued_at, id) < (?3, ?4)"
+        } else {
+            ""
+        },
+    );
+    let mut s = c.prepare_cached(&sql)?;
+    let mut bind =
+        |i: usize, v: &dyn rusqlite::ToSql| -> StoreResult<()> { Ok(s.raw_bind_parameter(i, v)?) };
+    bind(1, &app)?;
+    if let Some(st) = status {
+        bind(2, &st)?;
+    }
+    if let Some((q, id)) = before {
+        bind(3, &q)?;
+        bind(4, &id)?;
+    }
+    bind(5, &limit)?;
+    let mut rows = s.raw_query();
+    let mut out = Vec::with_capacity(limit as usize);
+    while let Some(r) = rows.next()? {
+        out.push(run_from_row(r)?);
+    }
+    Ok(out)
 }
 
 /// Atomically claim the oldest queued run of `app` for `token`: `BEGIN IMMEDIATE` plus a single

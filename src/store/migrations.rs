@@ -339,6 +339,17 @@ CREATE TABLE ai_endpoint (
 );
 ",
         ),
+        // Issue 12 (P2): run lists page newest first by (queued_at, id). The old index put
+        // `status` before `queued_at`, so an unfiltered page sorted every run of the application
+        // in a temporary B-tree on each request; these two serve each list shape (and the
+        // claim's oldest-queued lookup) in index order.
+        M::up(
+            "
+CREATE INDEX runs_app_queued ON runs(application_id, queued_at, id);
+DROP INDEX runs_app_status;
+CREATE INDEX runs_app_status ON runs(application_id, status, queued_at, id);
+",
+        ),
     ])
 }
 

@@ -219,12 +219,12 @@ pub async fn me(
             tenant, user_id, ..
         } => state
             .tenants
-            .run(&tenant, move |c| tenant::user_by_id(c, &user_id))
+            .read(&tenant, move |c| tenant::user_by_id(c, &user_id))
             .await?
             .is_some_and(|u| u.must_change_password),
         Principal::Platform { admin_id, .. } => state
             .catalog
-            .run(move |c| catalog::platform_admin_by_id(c, &admin_id))
+            .read(move |c| catalog::platform_admin_by_id(c, &admin_id))
             .await?
             .is_some_and(|a| a.must_change_password),
         _ => false,
