@@ -48,6 +48,15 @@ impl Chain {
         }
     }
 
+    /// The chain's store connection (blocking: may open a tenant store). Call from a blocking
+    /// thread only.
+    fn db_blocking(&self, state: &AppState) -> StoreResult<crate::store::Db> {
+        match self {
+            Chain::Tenant(t) => state.tenants.get_blocking(t),
+            Chain::Catalog => Ok(state.catalog.db().clone()),
+        }
+    }
+
     async fn append(&self, state: &AppState, ev: NewAuditEvent) -> StoreResult<()> {
         match self {
             Chain::Tenant(t) => {
@@ -164,36 +173,45 @@ pub async fn export(
 
     let (tx, rx) = mpsc::channel::<Result<Bytes, String>>(CHANNEL_CHUNKS);
     let st = state.clone();
-    tokio::spawn(async move {
-        let mut w = ExportWriter::new(req.format, req.profile, req.from.clone(), req.to.clone());
-        let fail = |e: String| -> String {
+    // One blocking producer reads a page (holding the store lock for that page only), formats
+    // and hashes it, and hands the chunk over; the response side encrypts and sends meanwhile,
+    // so reading and TLS overlap on two cores (issue 12 P3). `blocking_send` waits while the
+    // channel is full: a slow client slows the producer.
+    let produce = move || {
+        let fail = |e: String| -> Result<Bytes, String> {
             tracing::error!(error = %e, "audit export aborted mid-stream; no trailer written");
-            e
+            Err(e)
         };
+        let mut w = ExportWriter::new(req.format, req.profile, req.from.clone(), req.to.clone());
         match w.header() {
             Ok(h) if !h.is_empty() => {
-                if tx.send(Ok(Bytes::from(h))).await.is_err() {
+                if tx.blocking_send(Ok(Bytes::from(h))).is_err() {
                     return;
                 }
             }
             Ok(_) => {}
             Err(e) => {
-                let _ = tx.send(Err(fail(e.to_string()))).await;
+                let _ = tx.blocking_send(fail(e.to_string()));
                 return;
             }
         }
         let mut after = 0i64;
         loop {
-            let (from, to) = (req.from.clone(), req.to.clone());
-            let page: Result<_, StoreError> = chain
-                .run(&st, move |c| {
-                    audit::page_asc_export(c, from.as_deref(), to.as_deref(), after, max, PAGE_ROWS)
-                })
-                .await;
+            let page: Result<_, StoreError> = chain.db_blocking(&st).and_then(|db| {
+                let c = db.lock();
+                audit::page_asc_export(
+                    &c,
+                    req.from.as_deref(),
+                    req.to.as_deref(),
+                    after,
+                    max,
+                    PAGE_ROWS,
+                )
+            });
             let page = match page {
                 Ok(p) => p,
                 Err(e) => {
-                    let _ = tx.send(Err(fail(e.to_string()))).await;
+                    let _ = tx.blocking_send(fail(e.to_string()));
                     return;
                 }
             };
@@ -203,36 +221,45 @@ pub async fn export(
             for r in &page {
                 if injected_fault(w.count()) {
                     // Deliver what was produced, then fail like a broken cursor would.
-                    let _ = tx.send(Ok(Bytes::from(chunk))).await;
-                    let _ = tx.send(Err(fail("injected fault".into()))).await;
+                    let _ = tx.blocking_send(Ok(Bytes::from(chunk)));
+                    let _ = tx.blocking_send(fail("injected fault".into()));
                     return;
                 }
-                match w.row_into(r, &mut chunk) {
-                    Ok(()) => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(fail(e.to_string()))).await;
-                        return;
-                    }
+                if let Err(e) = w.row_into(r, &mut chunk) {
+                    let _ = tx.blocking_send(fail(e.to_string()));
+                    return;
                 }
             }
-            if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
+            if tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
                 return; // client went away
             }
         }
         let out = match w.finish(&st.audit_signer) {
             Ok(b) => Ok(Bytes::from(b)),
-            Err(e) => Err(fail(e.to_string())),
+            Err(e) => fail(e.to_string()),
         };
-        let _ = tx.send(out).await;
-    });
-    Ok(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| {
-            // An error ends the body without the final chunk: the client sees truncation.
-            let item = item
-                .map_err(|_| actix_web::error::ErrorInternalServerError("audit export aborted"));
-            (item, rx)
-        })
-    }))
+        let _ = tx.blocking_send(out);
+    };
+    // The producer starts on the body's second poll: the first one answers "not ready", so the
+    // server flushes the status line and headers before any row exists — a failure in the first
+    // rows still reaches the client as `200` + a body that ends without the trailer.
+    let start: Option<Box<dyn FnOnce() + Send>> = Some(Box::new(produce));
+    Ok(futures_util::stream::unfold(
+        (start, rx),
+        |(mut start, mut rx)| async move {
+            if let Some(p) = start.take() {
+                tokio::task::yield_now().await;
+                tokio::task::spawn_blocking(p);
+            }
+            rx.recv().await.map(|item| {
+                // An error ends the body without the final chunk: the client sees truncation.
+                let item = item.map_err(|_| {
+                    actix_web::error::ErrorInternalServerError("audit export aborted")
+                });
+                (item, (start, rx))
+            })
+        },
+    ))
 }
 
 /// The tenant a tenant principal belongs to.
