@@ -66,6 +66,14 @@ fn prepare_store(
     key: Option<&flowguard::crypto::Key256>,
 ) -> anyhow::Result<IngestStore> {
     let mut conn = flowguard::store::open_tenant_schema_for_bench(path, key)?;
+    // Experiment knob (not used by bench/run): FG_BENCH_CACHE_KIB=N sets `PRAGMA cache_size = -N`
+    // on both stores, to see how much of the SQLCipher cost is page-cache misses.
+    if let Some(kib) = std::env::var("FG_BENCH_CACHE_KIB")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+    {
+        conn.execute_batch(&format!("PRAGMA cache_size = -{kib}"))?;
+    }
     let actor = actor();
     let now = flowguard::domain::now_rfc3339();
     let app = ApplicationRow {

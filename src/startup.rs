@@ -134,13 +134,16 @@ pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<DataDirLock> {
 
 /// Build the shared state.
 pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
-    let tenants = Arc::new(TenantStores::new(
-        &s.data_dir,
-        o.master.clone(),
-        o.catalog.clone(),
-        s.store.max_open_tenants,
-        s.store.busy_timeout_ms,
-    ));
+    let tenants = Arc::new(
+        TenantStores::new(
+            &s.data_dir,
+            o.master.clone(),
+            o.catalog.clone(),
+            s.store.max_open_tenants,
+            s.store.busy_timeout_ms,
+        )
+        .with_page_cache_kib(s.store.page_cache_kib),
+    );
     let passwords = Passwords::new(s.login.hash_concurrency)?;
     let audit_signer = Arc::new(crate::crypto::audit_signing::AuditSigner::load_or_create(
         &s.data_dir,

@@ -656,23 +656,25 @@ fn step_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRow> {
 }
 
 fn step_in(c: &Connection, run_id: &str, idx: i64) -> StoreResult<Option<StepRow>> {
-    Ok(c.query_row(
-        &format!("SELECT {STEP_COLS} FROM run_steps s WHERE s.run_id = ?1 AND s.idx = ?2"),
-        params![run_id, idx],
-        step_from_row,
-    )
+    Ok(c.prepare_cached(&format!(
+        "SELECT {STEP_COLS} FROM run_steps s WHERE s.run_id = ?1 AND s.idx = ?2"
+    ))?
+    .query_row(params![run_id, idx], step_from_row)
     .optional()?)
 }
 
 fn write_step(c: &Connection, run_id: &str, s: &StepRow) -> StoreResult<()> {
     let call = s.ai_call.as_ref();
-    c.execute(
+    // Cached: one statement per step report (issue 12 P1 profile: SQL parsing was ~10%).
+    c.prepare_cached(
         "INSERT INTO run_steps (run_id, idx, status, reported_status, reported_at, duration_ms, error, console, network, reason,
                                 verdict, confidence, rationale, ai_model, ai_bytes_sent, ai_latency_ms, ai_outcome, ai_error, evaluated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
          ON CONFLICT (run_id, idx) DO UPDATE SET status = ?3, reported_status = ?4, reported_at = ?5, duration_ms = ?6,
              error = ?7, console = ?8, network = ?9, reason = ?10, verdict = ?11, confidence = ?12, rationale = ?13,
              ai_model = ?14, ai_bytes_sent = ?15, ai_latency_ms = ?16, ai_outcome = ?17, ai_error = ?18, evaluated_at = ?19",
+    )?
+    .execute(
         params![
             run_id,
             s.index,
@@ -709,9 +711,8 @@ fn merge_step(
 ) -> StoreResult<StepRow> {
     let tx = write_tx(c)?;
     let st: String = tx
-        .query_row("SELECT status FROM runs WHERE id = ?1", [run_id], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT status FROM runs WHERE id = ?1")?
+        .query_row([run_id], |r| r.get(0))
         .optional()?
         .ok_or(StoreError::NotFound)?;
     if st != "running" {

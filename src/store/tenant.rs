@@ -29,6 +29,7 @@ pub struct TenantStores {
     master: Arc<MasterKey>,
     catalog: Catalog,
     busy_ms: u64,
+    page_cache_kib: u32,
     cache: Mutex<OpenStores>,
 }
 
@@ -76,11 +77,23 @@ impl TenantStores {
             master,
             catalog,
             busy_ms,
+            page_cache_kib: 2000,
             cache: Mutex::new(OpenStores {
                 lru: LruCache::new(cap),
                 live: HashMap::new(),
             }),
         }
+    }
+
+    /// Page cache bound of every store opened from now on, in KiB (`store.page_cache_kib`).
+    pub fn with_page_cache_kib(mut self, kib: u32) -> Self {
+        self.page_cache_kib = kib;
+        self
+    }
+
+    fn sized(&self, c: Connection) -> StoreResult<Connection> {
+        c.execute_batch(&format!("PRAGMA cache_size = -{}", self.page_cache_kib))?;
+        Ok(c)
     }
 
     /// File of one tenant store.
@@ -102,7 +115,13 @@ impl TenantStores {
                 "store for {t} already exists"
             )));
         }
-        open_encrypted(&path, key, true, self.busy_ms, &migrations::tenant())
+        self.sized(open_encrypted(
+            &path,
+            key,
+            true,
+            self.busy_ms,
+            &migrations::tenant(),
+        )?)
     }
 
     /// Get the open store of a tenant, opening it (blocking) when it is not cached. The store is
@@ -141,7 +160,7 @@ impl TenantStores {
             let key = keyring::unwrap(&self.master, t.as_str(), version, KeyPurpose::Db, &wrapped)
                 .map_err(|e| StoreError::Key(e.to_string()))?;
             match open_encrypted(path, &key, false, self.busy_ms, &migrations::tenant()) {
-                Ok(c) => return Ok(c),
+                Ok(c) => return self.sized(c),
                 Err(StoreError::WrongKey(p)) => last = StoreError::WrongKey(p),
                 Err(e) => return Err(e),
             }
@@ -161,16 +180,16 @@ impl TenantStores {
         let path = self.path_of(t);
         let mig = migrations::tenant();
         if let Ok(fresh) = open_encrypted(&path, new, false, self.busy_ms, &mig) {
-            *conn = fresh;
+            *conn = self.sized(fresh)?;
             return Ok(());
         }
         match super::rekey_verified(&conn, &path, old, new, self.busy_ms, &mig)? {
             super::Rekeyed::Done(fresh) => {
-                *conn = fresh;
+                *conn = self.sized(fresh)?;
                 Ok(())
             }
             super::Rekeyed::NotDone(fresh) => {
-                *conn = fresh;
+                *conn = self.sized(fresh)?;
                 Err(StoreError::Key("rekey did not take effect".into()))
             }
         }
