@@ -678,7 +678,7 @@ pub fn fail_stale_runs_blocking(state: &AppState) -> usize {
     let cutoff = unix_now() - state.settings.runs.heartbeat_timeout_secs as i64;
     let mut n = 0;
     for t in all_tenants(state) {
-        let res = state.tenants.get_blocking(&t).and_then(|db| {
+        let res = state.tenants.for_pass(&t, |db| {
             let mut c = db.lock();
             flows::fail_stale_runs(&mut c, cutoff, &|id| {
                 NewAuditEvent::new(
@@ -705,7 +705,7 @@ pub fn queue_scheduled_blocking(state: &AppState) -> usize {
     let now = chrono::Utc::now();
     let mut n = 0;
     for t in all_tenants(state) {
-        let res = state.tenants.get_blocking(&t).and_then(|db| {
+        let res = state.tenants.for_pass(&t, |db| {
             let mut c = db.lock();
             let mut queued = 0;
             for (flow, cron, tz, anchor) in flows::scheduled_flows(&c)? {

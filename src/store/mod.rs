@@ -6,7 +6,9 @@
 //! `journal_mode = WAL`, `foreign_keys = ON`, `synchronous = NORMAL`, and the embedded
 //! migrations (rusqlite_migration, version in `user_version`; a store newer than this binary is
 //! refused, never downgraded). Each store has one connection behind a mutex, so writes are
-//! serialised in-process; write transactions use `BEGIN IMMEDIATE`.
+//! serialised in-process; write transactions use `BEGIN IMMEDIATE`. Work runs off the async
+//! executor ([`run`]) except short, bounded per-request reads ([`read`], [`try_read_now`]), which
+//! run inline when the connection is free and never wait on the executor for a lock.
 
 pub mod ai;
 pub mod audit;
