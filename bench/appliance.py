@@ -887,11 +887,17 @@ NOTES = {
         "nginx sends a file from the page cache. Caching unwrapped DEKs would save a catalog hop "
         "but has to honour key retirement during rotation, so it is left for a keys change."),
     "login throughput": (
-        "the hash pool is sized to the CPU count, but on this machine the same 2 cores also run "
-        "TLS for 32 clients, the session and audit writes of every login, `wrk` itself and "
-        "whatever else shares the VM (see the load average), so the argon2id workers never get "
-        "both cores to themselves; the anchor (cores ÷ one-thread hash time) assumes they do. A "
-        "dedicated load-generator host would separate the two; not changed."),
+        "profile of the server during the storm (`perf record`, profiling build, 2026-11-29 "
+        "22:23 UTC): 46% of the server's CPU is the kernel zeroing fresh pages "
+        "(`clear_page_erms` under page faults) and only 34% is argon2id's compression "
+        "(`compress_avx2`). Every hash allocates its 19 MiB block array anew — above glibc's mmap "
+        "threshold, so it is mapped, faulted in page by page and unmapped each time — on whichever "
+        "blocking-pool thread runs it (the process's RSS also climbed to 1.2 GB of retained "
+        "arenas during the storm). The single-thread anchor pays that too, but two hashes at once "
+        "fault against one kernel. Ours to fix, not done in this stop: hash on a fixed pool of "
+        "`login.hash_concurrency` threads that each keep one block array "
+        "(argon2's `hash_password_into_with_memory`, verifying the stored PHC output in constant "
+        "time) — no page faults after warm-up and a bounded resident cost of 19 MiB per thread."),
     "healthz p99 during login storm": (
         "argon2id runs on `spawn_blocking` threads, not on the async workers, but with as many "
         "hash threads as cores plus `wrk` the OS scheduler has no idle core for the HTTP workers; "
