@@ -888,16 +888,16 @@ NOTES = {
         "but has to honour key retirement during rotation, so it is left for a keys change."),
     "login throughput": (
         "profile of the server during the storm (`perf record`, profiling build, 2026-11-29 "
-        "22:23 UTC): 46% of the server's CPU is the kernel zeroing fresh pages "
-        "(`clear_page_erms` under page faults) and only 34% is argon2id's compression "
-        "(`compress_avx2`). Every hash allocates its 19 MiB block array anew — above glibc's mmap "
-        "threshold, so it is mapped, faulted in page by page and unmapped each time — on whichever "
-        "blocking-pool thread runs it (the process's RSS also climbed to 1.2 GB of retained "
-        "arenas during the storm). The single-thread anchor pays that too, but two hashes at once "
-        "fault against one kernel. Ours to fix, not done in this stop: hash on a fixed pool of "
-        "`login.hash_concurrency` threads that each keep one block array "
-        "(argon2's `hash_password_into_with_memory`, verifying the stored PHC output in constant "
-        "time) — no page faults after warm-up and a bounded resident cost of 19 MiB per thread."),
+        "22:23 UTC, before the fix below): 46% of the server's CPU was the kernel zeroing fresh "
+        "pages (`clear_page_erms` under page faults) against 34% in argon2id's compression: every "
+        "verification allocated its 19 MiB block array anew on whichever blocking-pool thread ran "
+        "it, and glibc kept those arenas (the server's RSS reached 2.6–3.9 GB after a few storms). "
+        "Fixed: logins hash on `login.hash_concurrency` dedicated threads (nice 10) that each keep "
+        "one block array (argon2's `hash_password_into_with_memory`, output compared in constant "
+        "time, array zeroised after use) — RSS after storms 92 MiB. Logins/s did not move in the "
+        "A/B of that fix (within this VM's noise; the single-thread hash time itself varied from "
+        "19 to 39 ms over the session), so the remaining gap to cores ÷ hash time is the 2 shared "
+        "cores: TLS and the session and audit writes of every login, and `wrk`."),
     "healthz p99 during login storm": (
         "argon2id runs on `spawn_blocking` threads, not on the async workers, but with as many "
         "hash threads as cores plus `wrk` the OS scheduler has no idle core for the HTTP workers; "

@@ -1,5 +1,5 @@
 //! argon2id password hashing with the OWASP Password Storage Cheat Sheet parameters
-//! (m = 19 MiB = 19456 KiB, t = 2, p = 1; RFC 9106 §4), computed in `spawn_blocking` behind a
+//! (m = 19 MiB = 19456 KiB, t = 2, p = 1; RFC 9106 §4), computed on dedicated threads behind a
 //! semaphore so a login burst never stalls the executor (cases R11).
 //!
 //! Stored PHC strings are checked against a parameter [floor, ceiling] before verification, so a
@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
@@ -75,7 +75,21 @@ pub fn acceptable_phc(phc: &str) -> bool {
         && (P_COST..=MAX_P_COST).contains(&p.p_cost())
 }
 
+thread_local! {
+    /// Set on the dedicated hashing threads only: they keep one argon2 block array between
+    /// verifications (any other thread allocates per call, so no stray 19 MiB stays behind).
+    static KEEP_BLOCKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static BLOCKS: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Verify synchronously; false for a mismatch or an unacceptable stored hash.
+///
+/// Computes argon2id with the stored hash's own parameters (checked against the floor and
+/// ceiling first) and salt, then compares the output with the stored one in constant time
+/// (`crypto::ct_eq`) — what `PasswordVerifier::verify_password` does, but into a block array the
+/// hashing thread keeps (`hash_password_into_with_memory`): allocating a fresh 19 MiB array per
+/// login meant a page fault per 4 KiB page, and the kernel zeroing those pages was 46% of the
+/// server's CPU in a login storm (issue 12 P5 profile). The array is zeroised after every use.
 pub fn verify_blocking(password: &str, phc: &str) -> bool {
     if !acceptable_phc(phc) {
         return false;
@@ -83,11 +97,43 @@ pub fn verify_blocking(password: &str, phc: &str) -> bool {
     let Ok(h) = PasswordHash::new(phc) else {
         return false;
     };
-    // verify_password uses the parameters of the stored hash (checked above) and compares the
-    // output in constant time.
-    Argon2::default()
-        .verify_password(password.as_bytes(), &h)
-        .is_ok()
+    let (Some(salt), Some(expected)) = (h.salt, h.hash) else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(&h) else {
+        return false;
+    };
+    let Ok(version) = Version::try_from(h.version.unwrap_or(0x13)) else {
+        return false;
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    let argon = Argon2::new(Algorithm::Argon2id, version, params);
+    let mut out = Zeroizing::new(vec![0u8; expected.len()]);
+    let mut run = |mem: &mut [argon2::Block]| {
+        let ok = argon
+            .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut *mem)
+            .is_ok();
+        for b in mem.iter_mut() {
+            *b = argon2::Block::default();
+        }
+        ok
+    };
+    let computed = if KEEP_BLOCKS.with(|k| k.get()) {
+        BLOCKS.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.len() < blocks {
+                m.resize(blocks, argon2::Block::default());
+            }
+            run(&mut m[..blocks])
+        })
+    } else {
+        run(&mut vec![argon2::Block::default(); blocks])
+    };
+    computed && crate::crypto::ct_eq(&out, expected.as_bytes())
 }
 
 /// Generate a random one-time password: 24 chars from an unambiguous alphabet (~137 bits).
@@ -100,10 +146,54 @@ pub fn random_password() -> String {
         .collect()
 }
 
+/// Nice value of the hashing threads (Linux `setpriority`, per thread): argon2id work yields the
+/// CPU to the HTTP workers (nice 0) whenever they have something to do, so a login storm does
+/// not stretch every other request's latency, while idle cores still go to hashing
+/// (issue 12 P5: `/healthz` p99 during 32 concurrent logins).
+pub const HASH_THREAD_NICE: i32 = 10;
+
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// `n` dedicated hashing threads at [`HASH_THREAD_NICE`], fed through a channel. Dedicated
+/// because a thread's nice value cannot be lowered again without privilege, so lowering it on
+/// tokio's shared blocking pool would slow every later store task on that thread. The threads
+/// end when the last sender is dropped.
+fn hash_workers(n: usize) -> Result<std::sync::mpsc::SyncSender<HashJob>, PasswordError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<HashJob>(n);
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    for i in 0..n {
+        let rx = rx.clone();
+        std::thread::Builder::new()
+            .name(format!("argon2-{i}"))
+            .spawn(move || {
+                if let Err(e) = rustix::process::setpriority_process(None, HASH_THREAD_NICE) {
+                    tracing::debug!(error = %e, "hashing thread keeps the default priority");
+                }
+                KEEP_BLOCKS.with(|k| k.set(true));
+                loop {
+                    let job = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        // A panicking job must not take the thread with it.
+                        Ok(job) => {
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                        }
+                        Err(_) => return,
+                    }
+                }
+            })
+            .map_err(|e| PasswordError::Internal(e.to_string()))?;
+    }
+    Ok(tx)
+}
+
 /// The hashing service shared by request handlers.
 #[derive(Clone)]
 pub struct Passwords {
     sem: Arc<Semaphore>,
+    workers: std::sync::mpsc::SyncSender<HashJob>,
     dummy: Arc<String>,
 }
 
@@ -120,6 +210,7 @@ impl Passwords {
         let dummy = hash_blocking(&random_password())?;
         Ok(Self {
             sem: Arc::new(Semaphore::new(n)),
+            workers: hash_workers(n)?,
             dummy: Arc::new(dummy),
         })
     }
@@ -132,14 +223,18 @@ impl Passwords {
             .await
             .map_err(|_| PasswordError::Busy)?
             .map_err(|e| PasswordError::Internal(e.to_string()))?;
-        let r = tokio::task::spawn_blocking(move || {
-            let r = f();
-            drop(permit);
-            r
-        })
-        .await
-        .map_err(|e| PasswordError::Internal(e.to_string()))?;
-        Ok(r)
+        // At most `n` jobs are in flight (one per permit) and the channel holds `n`, so the
+        // send never blocks the executor.
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.workers
+            .try_send(Box::new(move || {
+                let _ = done.send(f());
+                drop(permit);
+            }))
+            .map_err(|e| PasswordError::Internal(e.to_string()))?;
+        result
+            .await
+            .map_err(|e| PasswordError::Internal(e.to_string()))
     }
 
     /// Hash a new password off the executor.
@@ -174,6 +269,58 @@ impl Passwords {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verification_agrees_with_the_library_verifier() {
+        use argon2::password_hash::PasswordVerifier as _;
+        let h = hash_blocking("correct horse battery").unwrap();
+        let parsed = PasswordHash::new(&h).unwrap();
+        for (pw, want) in [
+            ("correct horse battery", true),
+            ("correct horse batterY", false),
+            ("", false),
+        ] {
+            let lib = Argon2::default()
+                .verify_password(pw.as_bytes(), &parsed)
+                .is_ok();
+            assert_eq!(lib, want, "{pw}");
+            assert_eq!(verify_blocking(pw, &h), want, "{pw}");
+        }
+        // A stored hash whose output was altered never verifies.
+        let mut bad = h.clone();
+        let last = bad.pop().unwrap();
+        bad.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(!verify_blocking("correct horse battery", &bad));
+    }
+
+    #[tokio::test]
+    async fn pool_threads_verify_repeatedly_with_kept_memory() {
+        let p = Passwords::new(1).unwrap();
+        let h = hash_blocking("correct horse battery").unwrap();
+        for _ in 0..3 {
+            let ok = p
+                .verify(
+                    Zeroizing::new("correct horse battery".into()),
+                    Some(h.clone()),
+                )
+                .await
+                .unwrap();
+            assert!(ok);
+            let wrong = p
+                .verify(
+                    Zeroizing::new("wrong horse battery".into()),
+                    Some(h.clone()),
+                )
+                .await
+                .unwrap();
+            assert!(!wrong);
+        }
+        // Unknown user: the dummy costs the same and is always false.
+        assert!(!p
+            .verify(Zeroizing::new("anything".into()), None)
+            .await
+            .unwrap());
+    }
 
     #[test]
     fn owasp_parameters_and_roundtrip() {
