@@ -1,44 +1,171 @@
-//! One API error type rendered as `application/problem+json` (RFC 9457) with a stable machine
-//! `code`, after meilisearch's error-code table. The internal cause is logged, never sent.
+//! The error vocabulary shared by services, jobs and the CLI: one [`ErrorCode`] per stable
+//! machine code, and [`ApiError`], the error every use case returns. Nothing here knows HTTP:
+//! `http::problem` holds the one table that maps each code to its status, title and problem type
+//! and renders the RFC 9457 `application/problem+json` body (after meilisearch's
+//! `make_error_codes!`). The internal cause of an `internal` error is logged, never sent.
 
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
-use serde::Serialize;
-use utoipa::ToSchema;
+/// Declares [`ErrorCode`]: `Variant => "wire_code"`, with a doc line each.
+macro_rules! error_codes {
+    ($( $(#[doc = $doc:literal])+ $variant:ident => $code:literal, )+) => {
+        /// A stable machine code of an error (the problem's `code` member). A few wire codes have
+        /// two variants because they are answered with two statuses (see `http::problem`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $( $(#[doc = $doc])+ $variant, )+
+        }
 
-/// Problem details body (RFC 9457 §3.1) plus FlowGuard's `code` and `field` members.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Problem {
-    /// URI reference naming the problem type: `https://flowguard.dev/problems/<code>`.
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// Short human summary of the problem type.
-    pub title: String,
-    /// HTTP status code.
-    pub status: u16,
-    /// Human explanation of this occurrence (never a secret or an internal cause).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// Stable machine code, e.g. `validation_failed`, `plan_limit`, `not_found`.
-    pub code: String,
-    /// The request field at fault (JSON pointer-ish name such as `email`), when one is.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    /// The license feature a `feature_not_licensed` problem is about (e.g. `audit.export`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub feature: Option<String>,
+        impl ErrorCode {
+            /// Every code, in declaration order (for the code table, the OpenAPI document and
+            /// the README check).
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),+];
+
+            /// The wire code, e.g. `validation_failed`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $code,)+ }
+            }
+        }
+    };
 }
 
-/// An error answered to an API client.
+error_codes! {
+    /// A field is invalid (its name in `field`).
+    ValidationFailed => "validation_failed",
+    /// The request body is not JSON.
+    MalformedJson => "malformed_json",
+    /// The body is larger than the route accepts.
+    PayloadTooLarge => "payload_too_large",
+    /// The body's media type is not the one the route accepts.
+    UnsupportedMediaType => "unsupported_media_type",
+    /// The query string does not parse.
+    InvalidQuery => "invalid_query",
+    /// A pagination cursor does not parse or is not this list's.
+    InvalidCursor => "invalid_cursor",
+    /// A time range is invalid (`from` after `to`, too long).
+    InvalidRange => "invalid_range",
+    /// A timestamp is not RFC 3339.
+    InvalidTimestamp => "invalid_timestamp",
+    /// An export format is unknown.
+    InvalidFormat => "invalid_format",
+    /// An export profile is unknown.
+    InvalidProfile => "invalid_profile",
+    /// A multipart body is malformed or carries unexpected parts.
+    InvalidMultipart => "invalid_multipart",
+    /// A multipart body has too many parts.
+    TooManyParts => "too_many_parts",
+    /// An uploaded image is not a valid PNG.
+    InvalidImage => "invalid_image",
+    /// An image is larger than the decoder accepts.
+    ImageDimensionsExceeded => "image_dimensions_exceeded",
+    /// Mask rectangles are malformed.
+    InvalidMasks => "invalid_masks",
+    /// A checkpoint region is malformed.
+    InvalidRegion => "invalid_region",
+    /// A mask selector listed by the step has no rectangle.
+    MaskMissing => "mask_missing",
+    /// A password is longer than accepted.
+    PasswordTooLong => "password_too_long",
+    /// No credentials, or invalid ones.
+    Unauthenticated => "unauthenticated",
+    /// Login refused; one body for unknown user and wrong password.
+    InvalidCredentials => "invalid_credentials",
+    /// The current password given with a password change is wrong (403).
+    WrongCurrentPassword => "invalid_credentials",
+    /// A logout without a session.
+    NoSession => "no_session",
+    /// The caller's role lacks the permission.
+    Forbidden => "forbidden",
+    /// A cookie-authenticated unsafe request without the session's `X-CSRF-Token`.
+    CsrfFailed => "csrf_failed",
+    /// Only an Owner may grant or touch the Owner role.
+    OwnerRequired => "owner_required",
+    /// The tenant is suspended.
+    TenantSuspended => "tenant_suspended",
+    /// A signed URL's signature is missing, altered or expired.
+    InvalidSignature => "invalid_signature",
+    /// A limit of the plan (applications, seats) is reached.
+    PlanLimit => "plan_limit",
+    /// The license does not allow this plan.
+    PlanNotLicensed => "plan_not_licensed",
+    /// The license does not allow this region.
+    RegionNotLicensed => "region_not_licensed",
+    /// The license lacks the feature named in `feature`.
+    FeatureNotLicensed => "feature_not_licensed",
+    /// No such resource (or another tenant's).
+    NotFound => "not_found",
+    /// A route names a region no deployment serves (404).
+    UnknownRegionRoute => "unknown_region",
+    /// A field names a region that is not configured (422).
+    UnknownRegion => "unknown_region",
+    /// The request belongs to another region (421 with `X-FlowGuard-Region-Endpoint`).
+    MisdirectedRequest => "misdirected_request",
+    /// An upload took too long.
+    RequestTimeout => "request_timeout",
+    /// A name is already used.
+    NameTaken => "name_taken",
+    /// A member with this e-mail exists.
+    MemberExists => "member_exists",
+    /// The last active Owner cannot be removed or demoted.
+    LastOwner => "last_owner",
+    /// A tenant with this id exists.
+    TenantExists => "tenant_exists",
+    /// The object is not in a state that allows the change.
+    InvalidTransition => "invalid_transition",
+    /// The token or license is already revoked.
+    AlreadyRevoked => "already_revoked",
+    /// A key rotation of the tenant is already running.
+    RotationInProgress => "rotation_in_progress",
+    /// The account has no local password.
+    NotLocalAccount => "not_local_account",
+    /// LDAP is not configured for the tenant.
+    LdapNotConfigured => "ldap_not_configured",
+    /// No AI endpoint is configured for the tenant.
+    AiEndpointNotConfigured => "ai_endpoint_not_configured",
+    /// A host is not allowed by the deployment's `egress.allow`.
+    EgressDenied => "egress_denied",
+    /// A directory URL is not LDAPS and StartTLS is off.
+    TlsRequired => "tls_required",
+    /// No license is installed.
+    LicenseMissing => "license_missing",
+    /// A license token does not parse.
+    LicenseMalformed => "license_malformed",
+    /// A license signature does not verify.
+    LicenseBadSignature => "license_bad_signature",
+    /// A license's claims break the shape rules.
+    LicenseInvalidClaims => "license_invalid_claims",
+    /// A license has expired.
+    LicenseExpired => "license_expired",
+    /// A license is not yet valid.
+    LicenseNotYetValid => "license_not_yet_valid",
+    /// A license is revoked.
+    LicenseRevoked => "license_revoked",
+    /// A license could not be signed.
+    LicenseSigningFailed => "license_signing_failed",
+    /// Too many failed login attempts (with `Retry-After`).
+    TooManyAttempts => "too_many_attempts",
+    /// Too many AI-cost calls (with `Retry-After`).
+    RateLimited => "rate_limited",
+    /// The directory refused the service account bind.
+    LdapServiceBindFailed => "ldap_service_bind_failed",
+    /// The directory answered with an unexpected error.
+    LdapError => "ldap_error",
+    /// The directory is unreachable (with `Retry-After`).
+    LdapUnavailable => "ldap_unavailable",
+    /// The server is busy (with `Retry-After`).
+    Busy => "busy",
+    /// The server is not ready to serve.
+    NotReady => "not_ready",
+    /// An internal error (the cause is logged, never sent).
+    Internal => "internal",
+}
+
+/// An error answered to an API client: a code, a human detail and optional members. Built by
+/// services; rendered by `http::problem`.
 #[derive(Debug, thiserror::Error)]
-#[error("{code}: {detail}")]
+#[error("{}: {detail}", code.as_str())]
 pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
     /// Stable machine code.
-    pub code: &'static str,
-    /// Message shown to the client.
+    pub code: ErrorCode,
+    /// Message shown to the client (never a secret or an internal cause).
     pub detail: String,
     /// Field at fault.
     pub field: Option<String>,
@@ -59,10 +186,9 @@ pub struct ProblemExtra {
 }
 
 impl ApiError {
-    /// A new error.
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+    /// A new error with `code` and the client-facing `detail`.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
         Self {
-            status,
             code,
             detail: detail.into(),
             field: None,
@@ -88,128 +214,60 @@ impl ApiError {
             .as_ref()
             .and_then(|e| e.region_endpoint.as_deref())
     }
+    /// The license feature of a `feature_not_licensed`, if any.
+    pub fn feature(&self) -> Option<&str> {
+        self.extra.as_ref().and_then(|e| e.feature.as_deref())
+    }
     /// Attach the field at fault.
     pub fn field(mut self, f: impl Into<String>) -> Self {
         self.field = Some(f.into());
         self
     }
-    /// 400 `validation_failed` for a field (use 422 for semantically invalid values).
+    /// Attach `Retry-After` seconds (at least 1).
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
+    }
+    /// `validation_failed` for `field`.
     pub fn invalid(field: &str, detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-            detail,
-        )
-        .field(field)
+        Self::new(ErrorCode::ValidationFailed, detail).field(field)
     }
-    /// 400 `bad_request`.
-    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, detail)
-    }
-    /// 401 `unauthenticated`.
+    /// `unauthenticated`.
     pub fn unauthenticated() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "authentication required",
-        )
+        Self::new(ErrorCode::Unauthenticated, "authentication required")
     }
-    /// 401 `invalid_credentials` — same body for unknown user and wrong password.
+    /// `invalid_credentials` — same body for unknown user and wrong password.
     pub fn invalid_credentials() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
-            "invalid credentials",
-        )
+        Self::new(ErrorCode::InvalidCredentials, "invalid credentials")
     }
-    /// 403 `forbidden`.
+    /// `forbidden`.
     pub fn forbidden() -> Self {
-        Self::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "not allowed for this role",
-        )
+        Self::new(ErrorCode::Forbidden, "not allowed for this role")
     }
-    /// 404 `not_found`.
+    /// `not_found`.
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+        Self::new(ErrorCode::NotFound, "no such resource")
     }
-    /// 409 `conflict`.
-    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, detail)
-    }
-    /// 429 `too_many_attempts` with `Retry-After`.
+    /// `too_many_attempts` with `Retry-After`.
     pub fn throttled(retry_after: u64) -> Self {
-        let mut e = Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_attempts",
+        Self::new(
+            ErrorCode::TooManyAttempts,
             "too many failed attempts; try again later",
-        );
-        e.retry_after = Some(retry_after.max(1));
-        e
+        )
+        .retry_after(retry_after)
     }
-    /// 503 `busy` with `Retry-After`.
+    /// `busy` with `Retry-After`.
     pub fn busy(retry_after: u64) -> Self {
-        let mut e = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "server busy; retry later",
-        );
-        e.retry_after = Some(retry_after.max(1));
-        e
+        Self::new(ErrorCode::Busy, "server busy; retry later").retry_after(retry_after)
     }
-    /// 500 `internal`: logs `cause` (which must not contain secrets) and hides it from the client.
+    /// `internal`: logs `cause` (which must not contain secrets) and hides it from the client.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
-    }
-
-    fn title(&self) -> &'static str {
-        self.status.canonical_reason().unwrap_or("Error")
-    }
-
-    /// The RFC 9457 body.
-    pub fn problem(&self) -> Problem {
-        Problem {
-            type_: format!("https://flowguard.dev/problems/{}", self.code),
-            title: self.title().to_string(),
-            status: self.status.as_u16(),
-            detail: Some(self.detail.clone()),
-            code: self.code.to_string(),
-            field: self.field.clone(),
-            feature: self.extra.as_ref().and_then(|e| e.feature.clone()),
-        }
+        Self::new(ErrorCode::Internal, "internal error")
     }
 }
 
-impl ResponseError for ApiError {
-    fn status_code(&self) -> StatusCode {
-        self.status
-    }
-    fn error_response(&self) -> HttpResponse {
-        let mut b = HttpResponse::build(self.status);
-        b.insert_header((
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        ));
-        if let Some(s) = self.retry_after {
-            b.insert_header((header::RETRY_AFTER, s.to_string()));
-        }
-        if let Some(url) = self.region_endpoint() {
-            if let Ok(v) = HeaderValue::from_str(url) {
-                b.insert_header((crate::http::residency::ENDPOINT_HEADER, v));
-            }
-            b.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
-        }
-        b.json(self.problem())
-    }
-}
-
-/// Store-level errors mapped onto API errors. Busy databases surface as 503 + `Retry-After`.
+/// Store-level errors mapped onto API errors. Busy databases surface as `busy` + `Retry-After`.
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         use crate::store::StoreError;
@@ -221,5 +279,5 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-/// Shorthand result for handlers and services.
+/// Shorthand result for services, jobs and the CLI.
 pub type ApiResult<T> = Result<T, ApiError>;

@@ -18,6 +18,7 @@ pub mod error;
 pub mod fault;
 pub mod http;
 pub mod jobs;
+pub mod metrics;
 pub mod net;
 pub mod service;
 pub mod startup;

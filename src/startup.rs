@@ -16,7 +16,7 @@ use crate::auth::{password, Passwords};
 use crate::config::{Settings, TlsMode};
 use crate::crypto::MasterKey;
 use crate::crypto::MasterKeyError;
-use crate::http::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::service::tenants::{self, Created};
 use crate::service::AppState;
 use crate::store::{Catalog, StoreError, TenantStores};
@@ -371,7 +371,7 @@ async fn serve_async(settings: Settings) -> anyhow::Result<()> {
                         "SIGHUP: license reloaded"
                     ),
                     Err(e) => tracing::warn!(
-                        code = e.code,
+                        code = e.code.as_str(),
                         reason = %e.detail,
                         "SIGHUP: license not reloaded; the current license stays"
                     ),

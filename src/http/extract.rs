@@ -11,13 +11,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix_web::dev::Payload;
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::Method;
 use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 
 use crate::crypto::{ct_eq, token};
 use crate::domain::Permission;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::service::{auth, AppState, ClientInfo, Principal};
 
 /// Name of the session cookie.
@@ -193,9 +193,7 @@ pub async fn check<P: perm::PermMarker>(req: &HttpRequest) -> Result<Principal, 
             if presented.is_empty()
                 || !ct_eq(token::token_hash(presented).as_bytes(), expected.as_bytes())
             {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "csrf_failed",
+                return Err(ApiError::new(ErrorCode::CsrfFailed,
                     "missing or wrong X-CSRF-Token",
                 ));
             }

@@ -3,7 +3,7 @@
 
 pub mod assets;
 pub mod extract;
-pub mod metrics;
+pub mod problem;
 pub mod residency;
 pub mod routes;
 
@@ -16,7 +16,7 @@ use actix_web::{error, web, App, HttpRequest, HttpResponse};
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::service::AppState;
 
 /// Largest accepted request body (JSON), 1 MiB; larger → 413 `payload_too_large`.
@@ -26,7 +26,7 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "FlowGuard Appliance API", description = "Self-hosted FlowGuard: errors are application/problem+json (RFC 9457) with a stable `code`."),
-    components(schemas(crate::error::Problem)),
+    components(schemas(crate::http::problem::Problem)),
     modifiers(&SecuritySchemes)
 )]
 pub struct ApiDoc;
@@ -52,23 +52,17 @@ impl utoipa::Modify for SecuritySchemes {
 fn json_error(err: error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
     let e = match &err {
         error::JsonPayloadError::Overflow { .. }
-        | error::JsonPayloadError::OverflowKnownLength { .. } => ApiError::new(
-            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+        | error::JsonPayloadError::OverflowKnownLength { .. } => ApiError::new(ErrorCode::PayloadTooLarge,
             "request body exceeds 1 MiB",
         ),
-        error::JsonPayloadError::ContentType => ApiError::new(
-            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+        error::JsonPayloadError::ContentType => ApiError::new(ErrorCode::UnsupportedMediaType,
             "expected Content-Type: application/json",
         ),
         error::JsonPayloadError::Deserialize(d) if d.is_data() => {
             // Type or missing-field errors: name the field when serde says which.
             let msg = d.to_string();
             let field = msg.split('`').nth(1).map(str::to_string);
-            let mut e = ApiError::new(
-                actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
+            let mut e = ApiError::new(ErrorCode::ValidationFailed,
                 format!(
                     "invalid request body: {}",
                     crate::domain::truncate(&msg, 200)
@@ -77,14 +71,13 @@ fn json_error(err: error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Er
             e.field = field;
             e
         }
-        _ => ApiError::bad_request("malformed_json", "request body is not valid JSON"),
+        _ => ApiError::new(ErrorCode::MalformedJson, "request body is not valid JSON"),
     };
     e.into()
 }
 
 fn query_error(err: error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    ApiError::bad_request(
-        "invalid_query",
+    ApiError::new(ErrorCode::InvalidQuery,
         format!(
             "invalid query string: {}",
             crate::domain::truncate(&err.to_string(), 200)
@@ -106,9 +99,7 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
         || p.starts_with("/scim/")
         || req.method() != actix_web::http::Method::GET
     {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::NOT_FOUND,
-            "not_found",
+        return Err(ApiError::new(ErrorCode::NotFound,
             "no such route",
         ));
     }
@@ -132,6 +123,8 @@ pub fn create_app(
         .openapi(ApiDoc::openapi())
         .configure(routes::configure)
         .split_for_parts();
+    let mut api = api;
+    problem::document_errors(&mut api);
     let api_json = api.to_pretty_json().unwrap_or_default();
     let tls_on = state.settings.tls.mode == crate::config::TlsMode::On;
     let metrics = state.metrics.clone();

@@ -15,59 +15,20 @@
 //! region and are always looked up locally.
 
 use actix_web::http::header;
-use actix_web::http::StatusCode;
 use actix_web::HttpRequest;
 
 use crate::config::Settings;
 use crate::crypto::token::{self, TokenKind};
-use crate::domain::{Region, TenantId};
+use crate::domain::TenantId;
 use crate::error::ApiError;
+use crate::service::region::check_tenant;
+pub use crate::service::region::check_tenant_ref;
 use crate::http::extract::SESSION_COOKIE;
 
 /// Response header naming the right region's endpoint.
 pub const ENDPOINT_HEADER: &str = "X-FlowGuard-Region-Endpoint";
 /// Request header naming the tenant a request is about.
 pub const TENANT_HEADER: &str = "X-FlowGuard-Tenant";
-
-/// Public endpoint of `region` from `[regions]`.
-pub fn endpoint_of<'a>(s: &'a Settings, region: &Region) -> Option<&'a str> {
-    s.regions.get(region.as_str()).map(String::as_str)
-}
-
-/// The 421 problem for a tenant living in `region`, served at `url`.
-pub fn misdirected(region: &Region, url: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::MISDIRECTED_REQUEST,
-        "misdirected_request",
-        format!("this tenant lives in region `{region}`; send the request to {url}"),
-    )
-    .with_region_endpoint(url)
-}
-
-/// Decide for one tenant id: `Ok` when it lives here, 421 when another known region serves
-/// it, 404 `unknown_region` otherwise.
-pub fn check_tenant(s: &Settings, t: &TenantId) -> Result<(), ApiError> {
-    let region = t.region();
-    if region == s.region() {
-        return Ok(());
-    }
-    match endpoint_of(s, &region) {
-        Some(url) => Err(misdirected(&region, url)),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_region",
-            format!("no deployment serves region `{region}`"),
-        )),
-    }
-}
-
-/// Decide for a tenant reference that may be an id or a name: names are local.
-pub fn check_tenant_ref(s: &Settings, r: &str) -> Result<(), ApiError> {
-    match TenantId::parse(r.trim()) {
-        Ok(t) => check_tenant(s, &t),
-        Err(_) => Ok(()),
-    }
-}
 
 fn token_tenant(t: &str) -> Option<TenantId> {
     match token::parse_token(t)? {
@@ -123,6 +84,7 @@ pub fn check_request(req: &HttpRequest, s: &Settings) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
 
     fn settings() -> Settings {
         let mut s = Settings {
@@ -140,10 +102,10 @@ mod tests {
         assert!(check_tenant_ref(&s, "eus-abcd12").is_ok());
         assert!(check_tenant_ref(&s, "default").is_ok());
         let e = check_tenant_ref(&s, "weu-abcd12").unwrap_err();
-        assert_eq!(e.status, StatusCode::MISDIRECTED_REQUEST);
+        assert_eq!(e.code, ErrorCode::MisdirectedRequest);
         assert_eq!(e.region_endpoint(), Some("https://weu.example"));
         let e = check_tenant_ref(&s, "apac-abcd12").unwrap_err();
-        assert_eq!(e.status, StatusCode::NOT_FOUND);
-        assert_eq!(e.code, "unknown_region");
+        assert_eq!(e.code, ErrorCode::UnknownRegionRoute);
+        assert_eq!(crate::http::problem::status_of(&e).as_u16(), 404);
     }
 }

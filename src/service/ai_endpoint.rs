@@ -13,7 +13,6 @@
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use actix_web::http::StatusCode;
 use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
@@ -25,7 +24,7 @@ use crate::audit::NewAuditEvent;
 use crate::config::AiSettings;
 use crate::crypto::envelope;
 use crate::domain::{now_rfc3339, TenantId};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::net::ai_client::{self, CallReport, Endpoint, EndpointInput, Verdict};
 use crate::store::ai::{self as store, AiEndpointRow};
 use crate::store::{StoreError, StoreResult};
@@ -64,9 +63,7 @@ impl AiLimiter {
 /// Take one AI-cost call from the tenant's bucket, or 429 `rate_limited` with `Retry-After`.
 pub fn take_call(state: &AppState, t: &TenantId) -> ApiResult<()> {
     state.ai_limiter.take(t).map_err(|secs| {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+        let mut e = ApiError::new(ErrorCode::RateLimited,
             "too many AI calls for this tenant; retry later",
         );
         e.retry_after = Some(secs);
@@ -265,7 +262,7 @@ pub async fn put(
     .map_err(|e| ApiError::invalid(e.field, e.message))?;
     let (host, port) = ep.host_port();
     state.egress.check_host(&host, port).await.map_err(|d| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "egress_denied", d.message)
+        ApiError::new(ErrorCode::EgressDenied, d.message)
             .field("base_url")
     })?;
     let ev = NewAuditEvent::new(
@@ -390,8 +387,7 @@ pub async fn test(
         .await
         .map_err(ApiError::internal)??;
     let Some((source, ep)) = eff else {
-        return Err(ApiError::conflict(
-            "ai_endpoint_not_configured",
+        return Err(ApiError::new(ErrorCode::AiEndpointNotConfigured,
             "no AI endpoint is configured for this tenant or deployment",
         ));
     };

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::{AppState, ClientInfo, Principal};
 use crate::audit::NewAuditEvent;
 use crate::domain::{new_object_id, now_rfc3339};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::tenant::{self, ApplicationRow};
 use crate::store::StoreError;
 
@@ -73,13 +73,11 @@ use super::principal::tenant_of;
 
 fn map_conflict(e: StoreError) -> ApiError {
     match e {
-        StoreError::Conflict(m) if m == "plan_limit" => ApiError::new(
-            actix_web::http::StatusCode::FORBIDDEN,
-            "plan_limit",
+        StoreError::Conflict(m) if m == "plan_limit" => ApiError::new(ErrorCode::PlanLimit,
             "the license in force allows no more applications for this tenant",
         ),
         StoreError::Conflict(_) => {
-            ApiError::conflict("name_taken", "an application with this name exists").field("name")
+            ApiError::new(ErrorCode::NameTaken, "an application with this name exists").field("name")
         }
         other => other.into(),
     }

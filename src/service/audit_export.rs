@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use actix_web::web::Bytes;
 use futures_util::Stream;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -159,7 +158,7 @@ pub async fn export(
     chain: Chain,
     req: ExportRequest,
     client: &ClientInfo,
-) -> ApiResult<impl Stream<Item = Result<Bytes, actix_web::Error>>> {
+) -> ApiResult<impl Stream<Item = Result<Vec<u8>, ExportAborted>>> {
     let max = chain.run(state, |c| audit::max_seq(c)).await?;
     let ev = NewAuditEvent::new(&p.actor(client), "audit.export", Some("audit".to_string()))
         .details(serde_json::json!({
@@ -171,21 +170,21 @@ pub async fn export(
         }));
     chain.append(state, ev).await?;
 
-    let (tx, rx) = mpsc::channel::<Result<Bytes, String>>(CHANNEL_CHUNKS);
+    let (tx, rx) = mpsc::channel::<Result<Vec<u8>, String>>(CHANNEL_CHUNKS);
     let st = state.clone();
     // One blocking producer reads a page (holding the store lock for that page only), formats
     // and hashes it, and hands the chunk over; the response side encrypts and sends meanwhile,
     // so reading and TLS overlap on two cores (issue 12 P3). `blocking_send` waits while the
     // channel is full: a slow client slows the producer.
     let produce = move || {
-        let fail = |e: String| -> Result<Bytes, String> {
+        let fail = |e: String| -> Result<Vec<u8>, String> {
             tracing::error!(error = %e, "audit export aborted mid-stream; no trailer written");
             Err(e)
         };
         let mut w = ExportWriter::new(req.format, req.profile, req.from.clone(), req.to.clone());
         match w.header() {
             Ok(h) if !h.is_empty() => {
-                if tx.blocking_send(Ok(Bytes::from(h))).is_err() {
+                if tx.blocking_send(Ok(h.into())).is_err() {
                     return;
                 }
             }
@@ -221,7 +220,7 @@ pub async fn export(
             for r in &page {
                 if injected_fault(w.count()) {
                     // Deliver what was produced, then fail like a broken cursor would.
-                    let _ = tx.blocking_send(Ok(Bytes::from(chunk)));
+                    let _ = tx.blocking_send(Ok(chunk));
                     let _ = tx.blocking_send(fail("injected fault".into()));
                     return;
                 }
@@ -230,12 +229,12 @@ pub async fn export(
                     return;
                 }
             }
-            if tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
+            if tx.blocking_send(Ok(chunk)).is_err() {
                 return; // client went away
             }
         }
         let out = match w.finish(&st.audit_signer) {
-            Ok(b) => Ok(Bytes::from(b)),
+            Ok(b) => Ok(b.into()),
             Err(e) => fail(e.to_string()),
         };
         let _ = tx.blocking_send(out);
@@ -253,14 +252,17 @@ pub async fn export(
             }
             rx.recv().await.map(|item| {
                 // An error ends the body without the final chunk: the client sees truncation.
-                let item = item.map_err(|_| {
-                    actix_web::error::ErrorInternalServerError("audit export aborted")
-                });
+                let item = item.map_err(|_| ExportAborted);
                 (item, (start, rx))
             })
         },
     ))
 }
+
+/// An export stream ended early (the cause is logged); the body ends without its trailer.
+#[derive(Debug, thiserror::Error)]
+#[error("audit export aborted")]
+pub struct ExportAborted;
 
 /// The tenant a tenant principal belongs to.
 pub fn tenant_chain(p: &Principal) -> ApiResult<Chain> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{AppState, Principal};
 use crate::audit::AuditRecord;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::audit::{self, AuditQuery};
 
 /// Default and maximum page sizes.
@@ -21,8 +21,7 @@ pub fn parse_ts(field: &str, v: &str) -> ApiResult<String> {
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         })
         .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_timestamp",
+            ApiError::new(ErrorCode::InvalidTimestamp,
                 format!("{field} must be an RFC 3339 timestamp"),
             )
             .field(field)
@@ -39,7 +38,7 @@ pub async fn list(
     if let (Some(f), Some(to)) = (&q.from, &q.to) {
         if f > to {
             return Err(
-                ApiError::bad_request("invalid_range", "from must not be after to").field("from"),
+                ApiError::new(ErrorCode::InvalidRange, "from must not be after to").field("from"),
             );
         }
     }
@@ -60,7 +59,7 @@ pub async fn list_catalog(
     if let (Some(f), Some(to)) = (&q.from, &q.to) {
         if f > to {
             return Err(
-                ApiError::bad_request("invalid_range", "from must not be after to").field("from"),
+                ApiError::new(ErrorCode::InvalidRange, "from must not be after to").field("from"),
             );
         }
     }

@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use actix_web::http::StatusCode;
 use zeroize::Zeroizing;
 
 use super::{unix_now, AppState, ClientInfo, Principal};
@@ -18,7 +17,7 @@ use crate::audit::NewAuditEvent;
 use crate::auth::password::{self, PasswordError};
 use crate::crypto::token::{self, TokenKind};
 use crate::domain::{Role, TenantId};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::catalog::{self, FailureState};
 use crate::store::tenant::{self, Admitted};
 
@@ -139,7 +138,7 @@ pub async fn login(
 ) -> ApiResult<LoginOutcome> {
     if input.password.len() > password::MAX_PASSWORD_BYTES {
         return Err(
-            ApiError::bad_request("password_too_long", "password longer than 1024 bytes")
+            ApiError::new(ErrorCode::PasswordTooLong, "password longer than 1024 bytes")
                 .field("password"),
         );
     }
@@ -461,7 +460,7 @@ async fn ldap_login(
     let auth = match super::ldap::authenticate(state, &tid, &login, &password).await {
         Ok(r) => r,
         Err(e) => {
-            if e.code == "ldap_unavailable" {
+            if e.code == ErrorCode::LdapUnavailable {
                 let ev = NewAuditEvent::new(
                     &a.client.anonymous_actor(Some(a.account.clone())),
                     "login.failure",
@@ -615,9 +614,7 @@ fn admitted<R>(a: Admitted<R>) -> ApiResult<Option<R>> {
 
 /// 403 `tenant_suspended`: the tenant exists but a PlatformAdmin suspended it.
 pub fn tenant_suspended() -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "tenant_suspended",
+    ApiError::new(ErrorCode::TenantSuspended,
         "this tenant is suspended; contact the platform administrator",
     )
 }
@@ -690,9 +687,7 @@ pub async fn logout(state: &Arc<AppState>, p: &Principal, client: &ClientInfo) -
                 .await?
         }
         _ => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "no_session",
+            return Err(ApiError::new(ErrorCode::NoSession,
                 "token callers have no session",
             ))
         }
@@ -710,7 +705,7 @@ pub async fn change_password(
 ) -> ApiResult<()> {
     if current.len() > password::MAX_PASSWORD_BYTES {
         return Err(
-            ApiError::bad_request("password_too_long", "password longer than 1024 bytes")
+            ApiError::new(ErrorCode::PasswordTooLong, "password longer than 1024 bytes")
                 .field("current_password"),
         );
     }
@@ -731,16 +726,12 @@ pub async fn change_password(
         _ => return Err(ApiError::forbidden()),
     };
     if stored.is_none() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_local_account",
+        return Err(ApiError::new(ErrorCode::NotLocalAccount,
             "this account has no local password",
         ));
     }
     if !state.passwords.verify(current, stored).await? {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "invalid_credentials",
+        return Err(ApiError::new(ErrorCode::WrongCurrentPassword,
             "current password is wrong",
         )
         .field("current_password"));

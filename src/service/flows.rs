@@ -4,14 +4,13 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use actix_web::http::StatusCode;
 
 use super::{unix_now, AppState, ClientInfo, Principal};
 use crate::audit::NewAuditEvent;
 use crate::crypto::token;
 use crate::domain::flow::FlowDef;
 use crate::domain::{new_object_id, now_rfc3339};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::flows::{self, FlowRow, NewVersion, WebhookRow};
 use crate::store::StoreError;
 
@@ -19,9 +18,7 @@ pub use super::principal::tenant_of;
 
 fn parse_def(body: &serde_json::Value) -> ApiResult<FlowDef> {
     FlowDef::parse(body).map_err(|e| {
-        let mut err = ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
+        let mut err = ApiError::new(ErrorCode::ValidationFailed,
             e.message,
         );
         if !e.field.is_empty() {

@@ -60,7 +60,7 @@ use crate::config::Settings;
 use crate::crypto::keyring::{self, KeyPurpose, TenantKeySet};
 use crate::crypto::{envelope, Key256, MasterKey, MasterKeyError};
 use crate::domain::TenantId;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::fault;
 use crate::store::tenant::{self, SealedColumn};
 use crate::store::{catalog, Catalog, StoreError, StoreResult};
@@ -480,8 +480,7 @@ pub enum RotationError {
 impl From<RotationError> for ApiError {
     fn from(e: RotationError) -> Self {
         match e {
-            RotationError::InProgress => ApiError::conflict(
-                "rotation_in_progress",
+            RotationError::InProgress => ApiError::new(ErrorCode::RotationInProgress,
                 "a key rotation of this tenant is already running",
             ),
             RotationError::Store(s) => s.into(),

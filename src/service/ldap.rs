@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
@@ -25,7 +24,7 @@ use crate::crypto::keyring::{self, KeyPurpose};
 use crate::crypto::token::{self, TokenKind};
 use crate::crypto::{ct_eq, envelope, Key256};
 use crate::domain::{Email, Role, TenantId};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::ldap::{self as st, ConfigRow, DirectoryUser, NewSession, Provisioned};
 use crate::store::{catalog, StoreError};
 
@@ -38,15 +37,13 @@ pub const MAX_USERNAME_BYTES: usize = 256;
 use super::principal::tenant_of;
 
 fn field_error(e: FieldError) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code, e.detail).field(e.field)
+    ApiError::new(e.code, e.detail).field(e.field)
 }
 
 /// 503 `ldap_unavailable`: the directory could not be reached over a verified TLS session, or
 /// did not answer in time. Deliberately one message for every cause.
 pub fn unavailable() -> ApiError {
-    let mut e = ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "ldap_unavailable",
+    let mut e = ApiError::new(ErrorCode::LdapUnavailable,
         "the directory is unavailable; try again later (local accounts can still log in)",
     );
     e.retry_after = Some(5);
@@ -54,9 +51,7 @@ pub fn unavailable() -> ApiError {
 }
 
 fn not_configured() -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "ldap_not_configured",
+    ApiError::new(ErrorCode::LdapNotConfigured,
         "LDAP is not configured for this tenant (PUT /api/v1/sso/ldap)",
     )
 }
@@ -64,28 +59,20 @@ fn not_configured() -> ApiError {
 fn dir_error(e: DirError) -> ApiError {
     match e {
         DirError::Unavailable | DirError::Timeout => unavailable(),
-        DirError::Egress(d) => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "egress_denied",
+        DirError::Egress(d) => ApiError::new(ErrorCode::EgressDenied,
             d.to_string(),
         )
         .field("url"),
-        DirError::ServiceBind(rc) => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "ldap_service_bind_failed",
+        DirError::ServiceBind(rc) => ApiError::new(ErrorCode::LdapServiceBindFailed,
             format!("the directory refused the service account bind (LDAP result code {rc}); check bind_dn and bind_password"),
         )
         .field("bind_dn"),
-        DirError::TlsConfig(m) => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
+        DirError::TlsConfig(m) => ApiError::new(ErrorCode::ValidationFailed,
             m,
         ),
         DirError::Protocol(m) => {
             tracing::warn!(error = %m, "LDAP protocol error");
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "ldap_error",
+            ApiError::new(ErrorCode::LdapError,
                 "the directory answered with an unexpected error",
             )
         }
@@ -282,9 +269,7 @@ pub async fn put_config(
         )
         .await
         .map_err(|d| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "egress_denied",
+            ApiError::new(ErrorCode::EgressDenied,
                 d.to_string(),
             )
             .field("url")

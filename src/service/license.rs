@@ -15,7 +15,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use actix_web::http::StatusCode;
 use parking_lot::RwLock;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -24,7 +23,7 @@ use super::{unix_now, AppState, ClientInfo, Principal};
 use crate::audit::{Actor, NewAuditEvent};
 use crate::crypto::license::{self, rfc3339, LicenseClaims, LicenseError, SignedLicense};
 use crate::domain::{now_rfc3339, Entitlements, Plan, Role, TenantId};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::catalog::{self, RevocationRow};
 use crate::store::{Catalog, StoreError};
 
@@ -131,7 +130,16 @@ fn entitlements_from(l: &LicenseClaims, tenant_plan: Plan) -> Entitlements {
 
 /// Map a refusal to a 422 problem whose `code` names the reason and whose detail says it.
 pub fn refusal(e: &LicenseError) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string())
+    let code = match e {
+        LicenseError::Malformed(_) => ErrorCode::LicenseMalformed,
+        LicenseError::BadSignature => ErrorCode::LicenseBadSignature,
+        LicenseError::InvalidClaims(_) => ErrorCode::LicenseInvalidClaims,
+        LicenseError::Expired { .. } => ErrorCode::LicenseExpired,
+        LicenseError::NotYetValid { .. } => ErrorCode::LicenseNotYetValid,
+        LicenseError::Revoked(_) => ErrorCode::LicenseRevoked,
+        LicenseError::Signing(_) => ErrorCode::LicenseSigningFailed,
+    };
+    ApiError::new(code, e.to_string())
 }
 
 /// Fully verify a token at `now`: signature, shape, validity period, revocation list.
@@ -446,9 +454,7 @@ pub async fn reload(state: &Arc<AppState>, actor: &Actor) -> ApiResult<LicenseVi
     let token = match tokio::fs::read_to_string(&path).await {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "license_missing",
+            return Err(ApiError::new(ErrorCode::LicenseMissing,
                 "there is no license file to reload",
             ))
         }
@@ -535,8 +541,7 @@ pub async fn revoke(
         })
         .await
         .map_err(|e| match e {
-            StoreError::Conflict(_) => ApiError::conflict(
-                "already_revoked",
+            StoreError::Conflict(_) => ApiError::new(ErrorCode::AlreadyRevoked,
                 "this license id is already on the revocation list",
             )
             .field("license_id"),
@@ -579,9 +584,7 @@ pub async fn require_feature(state: &Arc<AppState>, t: &TenantId, feature: &str)
 
 /// The problem answered by the feature gate.
 pub fn feature_not_licensed(feature: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "feature_not_licensed",
+    ApiError::new(ErrorCode::FeatureNotLicensed,
         format!("the license in force does not include the feature `{feature}`"),
     )
     .with_feature(feature)

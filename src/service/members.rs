@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 use super::{AppState, ClientInfo, Principal};
 use crate::audit::NewAuditEvent;
 use crate::domain::{new_object_id, now_rfc3339, Email, Role, TenantId};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::tenant::{self, UserRow};
 use crate::store::StoreError;
 
@@ -17,17 +17,15 @@ use super::principal::tenant_of;
 
 fn map_owner_conflict(e: StoreError) -> ApiError {
     match e {
-        StoreError::Conflict(m) if m == "user_limit" => ApiError::new(
-            actix_web::http::StatusCode::FORBIDDEN,
-            "plan_limit",
+        StoreError::Conflict(m) if m == "user_limit" => ApiError::new(ErrorCode::PlanLimit,
             "the license in force allows no more users for this tenant",
         ),
         StoreError::Conflict(m) if m == "last_owner" => {
-            ApiError::conflict("last_owner", "the last Owner cannot be removed or demoted")
+            ApiError::new(ErrorCode::LastOwner, "the last Owner cannot be removed or demoted")
                 .field("role")
         }
         StoreError::Conflict(_) => {
-            ApiError::conflict("member_exists", "a member with this email exists").field("email")
+            ApiError::new(ErrorCode::MemberExists, "a member with this email exists").field("email")
         }
         other => other.into(),
     }
@@ -52,9 +50,7 @@ pub async fn add(
     let email = Email::parse(email).map_err(|e| ApiError::invalid("email", e.0))?;
     let role = Role::parse_member(role).map_err(|e| ApiError::invalid("role", e.0))?;
     if role == Role::Owner && p.role() != Role::Owner {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::FORBIDDEN,
-            "owner_required",
+        return Err(ApiError::new(ErrorCode::OwnerRequired,
             "only an Owner may grant the Owner role",
         )
         .field("role"));
@@ -116,9 +112,7 @@ pub async fn change_role(
     let current = load(state, &t, id).await?;
     let touches_owner = new_role == Role::Owner || current.role == Role::Owner.as_str();
     if touches_owner && p.role() != Role::Owner {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::FORBIDDEN,
-            "owner_required",
+        return Err(ApiError::new(ErrorCode::OwnerRequired,
             "only an Owner may change the Owner role",
         )
         .field("role"));
@@ -155,9 +149,7 @@ pub async fn remove(
     let t = tenant_of(p)?;
     let current = load(state, &t, id).await?;
     if current.role == Role::Owner.as_str() && p.role() != Role::Owner {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::FORBIDDEN,
-            "owner_required",
+        return Err(ApiError::new(ErrorCode::OwnerRequired,
             "only an Owner may remove an Owner",
         ));
     }

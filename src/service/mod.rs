@@ -13,6 +13,7 @@ pub mod license;
 pub mod members;
 pub mod platform;
 pub mod principal;
+pub mod region;
 pub mod retention;
 pub mod runs;
 pub mod scim;
@@ -43,7 +44,7 @@ pub struct AppState {
     /// Password hashing service.
     pub passwords: Passwords,
     /// Prometheus metrics.
-    pub metrics: crate::http::metrics::Metrics,
+    pub metrics: crate::metrics::Metrics,
     /// Concurrent image decodes (screenshot uploads), bounding memory (cases R03).
     pub image_slots: Arc<tokio::sync::Semaphore>,
     /// Key lifecycle: clock and running rotations (issue 4).

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use actix_web::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -13,7 +12,7 @@ use crate::audit::NewAuditEvent;
 use crate::auth::password;
 use crate::domain::plan::FEATURE_REGIONS;
 use crate::domain::{Plan, Region, TenantId, TenantName};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::service::tenants::{self, BootstrapError};
 use crate::store::catalog::{self, TenantRow};
 
@@ -48,9 +47,7 @@ fn check_plan_licensed(state: &AppState, plan: Plan) -> ApiResult<()> {
         .map(|l| l.plan)
         .unwrap_or(Plan::Free);
     if plan > ceiling {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "plan_not_licensed",
+        return Err(ApiError::new(ErrorCode::PlanNotLicensed,
             format!("the license in force allows plans up to `{ceiling}`, not `{plan}`"),
         )
         .field("plan"));
@@ -88,11 +85,9 @@ pub async fn create(
     };
     if region != here {
         return Err(
-            match crate::http::residency::endpoint_of(&state.settings, &region) {
-                Some(url) => crate::http::residency::misdirected(&region, url),
-                None => ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "unknown_region",
+            match super::region::endpoint_of(&state.settings, &region) {
+                Some(url) => super::region::misdirected(&region, url),
+                None => ApiError::new(ErrorCode::UnknownRegion,
                     format!("region `{region}` is not configured"),
                 )
                 .field("region"),
@@ -115,9 +110,7 @@ pub async fn create(
     }
     if let Some(l) = &lic {
         if !l.regions.is_empty() && !l.regions.iter().any(|r| r == region.as_str()) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "region_not_licensed",
+            return Err(ApiError::new(ErrorCode::RegionNotLicensed,
                 format!("the license does not allow tenants in region `{region}`"),
             )
             .field("region"));
@@ -138,10 +131,10 @@ pub async fn create(
     .map_err(ApiError::internal)?
     .map_err(|e| match e {
         BootstrapError::Invalid(m) if m.contains("already exists") => {
-            ApiError::conflict("tenant_exists", "a tenant with this name exists").field("name")
+            ApiError::new(ErrorCode::TenantExists, "a tenant with this name exists").field("name")
         }
         BootstrapError::Store(crate::store::StoreError::Conflict(_)) => {
-            ApiError::conflict("tenant_exists", "a tenant with this name exists").field("name")
+            ApiError::new(ErrorCode::TenantExists, "a tenant with this name exists").field("name")
         }
         BootstrapError::Invalid(m) => ApiError::invalid("name", m),
         BootstrapError::Store(s) => s.into(),

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use actix_web::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
@@ -16,7 +15,7 @@ use crate::audit::{Actor, NewAuditEvent};
 use crate::crypto::token;
 use crate::domain::flow::{render_template, template_vars, Step};
 use crate::domain::{new_object_id, TenantId};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::flows::{self, RunRow, StepReportRow, StepRow};
 use crate::store::{catalog, StoreError};
 
@@ -73,8 +72,7 @@ pub fn step_status(step: &Step, row: &StepRow, configured: bool) -> (String, Opt
 
 fn map_transition(e: StoreError) -> ApiError {
     match e {
-        StoreError::Conflict(m) if m.starts_with("transition:") => ApiError::conflict(
-            "invalid_transition",
+        StoreError::Conflict(m) if m.starts_with("transition:") => ApiError::new(ErrorCode::InvalidTransition,
             format!(
                 "the run is {}; this transition is not allowed",
                 m.trim_start_matches("transition:")
@@ -123,7 +121,7 @@ pub async fn trigger_webhook(
     secret: &str,
     client: &ClientInfo,
 ) -> ApiResult<RunRow> {
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "unknown trigger token");
+    let not_found = || ApiError::new(ErrorCode::NotFound, "unknown trigger token");
     let rest = secret.strip_prefix("fgw_").ok_or_else(not_found)?;
     let (tenant, s) = rest.split_once('_').ok_or_else(not_found)?;
     if s.len() != 43 {
@@ -203,8 +201,7 @@ pub async fn list(
     let t = super::flows::tenant_of(p)?;
     if let Some(s) = &status {
         if !["queued", "running", "passed", "failed", "cancelled"].contains(&s.as_str()) {
-            return Err(ApiError::bad_request(
-                "invalid_query",
+            return Err(ApiError::new(ErrorCode::InvalidQuery,
                 "status must be queued, running, passed, failed or cancelled",
             )
             .field("status"));
@@ -215,7 +212,7 @@ pub async fn list(
             c.split_once('|')
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .ok_or_else(|| {
-                    ApiError::bad_request("invalid_cursor", "cursor is not valid").field("cursor")
+                    ApiError::new(ErrorCode::InvalidCursor, "cursor is not valid").field("cursor")
                 })?,
         ),
         None => None,
@@ -573,8 +570,7 @@ pub async fn heartbeat(state: &Arc<AppState>, p: &Principal, run: &str) -> ApiRe
                 Err(_) => return Ok(Err(ApiError::not_found())),
             };
             if !flows::heartbeat(c, &r.id, now)? {
-                return Ok(Err(ApiError::conflict(
-                    "invalid_transition",
+                return Ok(Err(ApiError::new(ErrorCode::InvalidTransition,
                     format!("the run is {}", r.status),
                 )));
             }

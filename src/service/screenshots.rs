@@ -12,7 +12,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use actix_web::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -22,7 +21,7 @@ use crate::crypto::{envelope, signed_url};
 use crate::domain::flow::Step;
 use crate::domain::now_rfc3339;
 use crate::domain::{new_object_id, TenantId};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::net::ai_client::{self, Endpoint};
 use crate::store::flows::{self, AiCall, EvaluationRow, ShotRow, StepRow};
 use crate::store::StoreError;
@@ -57,8 +56,8 @@ pub struct MaskRect {
     pub not_found: bool,
 }
 
-fn unprocessable(code: &'static str, msg: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, msg)
+fn unprocessable(code: ErrorCode, msg: impl Into<String>) -> ApiError {
+    ApiError::new(code, msg)
 }
 
 /// Decode `png` (bounded), paint `rects` solid black (clipped to the image) and re-encode as an
@@ -107,7 +106,7 @@ pub fn crop_rgba(
 
 /// Decode `png` (bounded) and paint `rects` solid black (clipped). Returns (RGBA8, width, height).
 pub fn mask_rgba(png_bytes: &[u8], rects: &[MaskRect]) -> ApiResult<(Vec<u8>, u32, u32)> {
-    let bad = || unprocessable("invalid_image", "the image part is not a valid PNG").field("image");
+    let bad = || unprocessable(ErrorCode::InvalidImage, "the image part is not a valid PNG").field("image");
     let mut dec = png::Decoder::new_with_limits(
         Cursor::new(png_bytes),
         png::Limits {
@@ -123,8 +122,7 @@ pub fn mask_rgba(png_bytes: &[u8], rects: &[MaskRect]) -> ApiResult<(Vec<u8>, u3
     };
     if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE || u64::from(w) * u64::from(h) > MAX_PIXELS
     {
-        return Err(unprocessable(
-            "image_dimensions_exceeded",
+        return Err(unprocessable(ErrorCode::ImageDimensionsExceeded,
             format!("image is {w}x{h}; at most {MAX_SIDE} per side and {MAX_PIXELS} pixels"),
         )
         .field("image"));
@@ -248,25 +246,23 @@ pub async fn upload(
     let t0 = t.clone();
     let rects: Vec<MaskRect> = match masks_json {
         None => Vec::new(),
-        Some(b) => serde_json::from_slice(&b).map_err(|_| unprocessable("invalid_masks", "masks must be a JSON list of {selector, x, y, width, height} or {selector, not_found: true}").field("masks"))?,
+        Some(b) => serde_json::from_slice(&b).map_err(|_| unprocessable(ErrorCode::InvalidMasks, "masks must be a JSON list of {selector, x, y, width, height} or {selector, not_found: true}").field("masks"))?,
     };
     let agent_region: Option<crate::domain::flow::Region> = match region_json {
         None => None,
         Some(b) => Some(serde_json::from_slice(&b).map_err(|_| {
-            unprocessable(
-                "invalid_region",
+            unprocessable(ErrorCode::InvalidRegion,
                 "region must be a JSON object {x, y, width, height} of non-negative integers",
             )
             .field("region")
         })?),
     };
     if rects.len() > 500 {
-        return Err(unprocessable("invalid_masks", "at most 500 mask rectangles").field("masks"));
+        return Err(unprocessable(ErrorCode::InvalidMasks, "at most 500 mask rectangles").field("masks"));
     }
     for r in &rects {
         if !r.not_found && (r.width <= 0 || r.height <= 0) {
-            return Err(unprocessable(
-                "invalid_masks",
+            return Err(unprocessable(ErrorCode::InvalidMasks,
                 format!(
                     "rectangle for `{}` has no area",
                     crate::domain::truncate(&r.selector, 100)
@@ -299,8 +295,7 @@ pub async fn upload(
                     _ => return Err(ApiError::not_found()),
                 };
                 if r.status != "running" {
-                    return Err(ApiError::conflict(
-                        "invalid_transition",
+                    return Err(ApiError::new(ErrorCode::InvalidTransition,
                         format!("the run is {}", r.status),
                     ));
                 }
@@ -321,8 +316,7 @@ pub async fn upload(
             let step_no = usize::try_from(idx).unwrap_or(usize::MAX);
             for sel in runs::required_masks_at(&steps, step_no, &secret_names) {
                 if !rects.iter().any(|r| r.selector == sel) {
-                    return Err(unprocessable(
-                        "mask_missing",
+                    return Err(unprocessable(ErrorCode::MaskMissing,
                         format!(
                             "no rectangle (or not_found) for mask selector `{}`",
                             crate::domain::truncate(&sel, 200)
@@ -340,8 +334,7 @@ pub async fn upload(
                 } => {
                     let crop = match agent_region.as_ref().or(region.as_ref()) {
                         Some(r) => Some(crop_rgba(&rgba, w, h, r).ok_or_else(|| {
-                            unprocessable(
-                                "invalid_region",
+                            unprocessable(ErrorCode::InvalidRegion,
                                 format!("the region does not overlap the {w}x{h} image"),
                             )
                             .field("region")
@@ -368,8 +361,7 @@ pub async fn upload(
                     }
                 }
                 _ if agent_region.is_some() => {
-                    return Err(unprocessable(
-                        "invalid_region",
+                    return Err(unprocessable(ErrorCode::InvalidRegion,
                         "only checkpoint steps take a region",
                     )
                     .field("region"))
@@ -436,7 +428,7 @@ pub async fn upload(
                             StoreError::Conflict(m) if m == "key_rotated" && attempt < 5 => {
                                 continue
                             }
-                            StoreError::Conflict(m) => ApiError::conflict("invalid_transition", m),
+                            StoreError::Conflict(m) => ApiError::new(ErrorCode::InvalidTransition, m),
                             other => other.into(),
                         });
                     }
@@ -506,8 +498,7 @@ async fn evaluate(
         })
         .await
         .map_err(|e| match e {
-            StoreError::Conflict(m) => ApiError::conflict(
-                "invalid_transition",
+            StoreError::Conflict(m) => ApiError::new(ErrorCode::InvalidTransition,
                 format!("the run is {}", m.trim_start_matches("transition:")),
             ),
             other => other.into(),
@@ -591,9 +582,7 @@ pub async fn fetch_signed(
     query: &str,
 ) -> ApiResult<Vec<u8>> {
     let denied = || {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "invalid_signature",
+        ApiError::new(ErrorCode::InvalidSignature,
             "invalid or expired link",
         )
     };

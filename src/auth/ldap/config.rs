@@ -1,6 +1,7 @@
 //! The per-tenant LDAP configuration: the body of `PUT /api/v1/sso/ldap`, its validation, the
 //! stored (non-secret) form, and the view returned to Owners (never a secret).
 
+use crate::error::ErrorCode;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
@@ -32,14 +33,14 @@ pub struct FieldError {
     /// Human explanation.
     pub detail: String,
     /// Stable code (`validation_failed`, `tls_required`).
-    pub code: &'static str,
+    pub code: ErrorCode,
 }
 
 fn bad(field: impl Into<String>, detail: impl Into<String>) -> FieldError {
     FieldError {
         field: field.into(),
         detail: detail.into(),
-        code: "validation_failed",
+        code: ErrorCode::ValidationFailed,
     }
 }
 
@@ -246,7 +247,7 @@ pub fn parse_endpoint(url: &str, starttls: bool) -> Result<Endpoint, FieldError>
                 return Err(FieldError {
                     field: "url".into(),
                     detail: "a directory connection without TLS is refused: use ldaps:// or set starttls: true".into(),
-                    code: "tls_required",
+                    code: ErrorCode::TlsRequired,
                 });
             }
             "ldap"
@@ -586,7 +587,7 @@ mod tests {
     #[test]
     fn plaintext_ldap_refused() {
         let e = parse_endpoint("ldap://dc1.corp.example:389", false).unwrap_err();
-        assert_eq!(e.code, "tls_required");
+        assert_eq!(e.code.as_str(), "tls_required");
         assert_eq!(e.field, "url");
         assert!(parse_endpoint("ldap://dc1.corp.example", true).is_ok());
         assert_eq!(

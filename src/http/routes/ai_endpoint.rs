@@ -21,7 +21,7 @@ pub async fn get(
 /// Set the tenant's endpoint (full replacement; audited `ai_endpoint.set`). 422 naming the field
 /// for invalid values, 422 `egress_denied` (field `base_url`, naming the host) when the host is
 /// outside the deployment's `egress.allow` or is a link-local/metadata address.
-#[utoipa::path(tag = "ai", request_body = AiEndpointBody, responses((status = 200, body = AiEndpointView), (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "ai", request_body = AiEndpointBody, responses((status = 200, body = AiEndpointView), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[put("/ai-endpoint")]
 pub async fn put(
     state: web::Data<AppState>,
@@ -34,7 +34,7 @@ pub async fn put(
 
 /// Remove the tenant's endpoint (the deployment default applies again, if any); 404 when the
 /// tenant has none. Audited `ai_endpoint.delete`.
-#[utoipa::path(tag = "ai", responses((status = 204), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "ai", responses((status = 204), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[delete("/ai-endpoint")]
 pub async fn remove(
     state: web::Data<AppState>,
@@ -48,7 +48,7 @@ pub async fn remove(
 /// Check the effective endpoint with a probe image: 200 with `ok` and the outcome; 409
 /// `ai_endpoint_not_configured` when there is none; 429 `rate_limited` when the tenant's AI
 /// budget is spent. Audited `ai_endpoint.test`.
-#[utoipa::path(tag = "ai", responses((status = 200, body = TestResult), (status = 409, body = crate::error::Problem), (status = 429, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "ai", responses((status = 200, body = TestResult), (status = 409, body = crate::http::problem::Problem), (status = 429, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/ai-endpoint/test")]
 pub async fn test(
     state: web::Data<AppState>,

@@ -42,7 +42,7 @@ pub async fn list(
 }
 
 /// Create an application (Free plan: at most 1 → 403 `plan_limit`).
-#[utoipa::path(tag = "applications", request_body = ApplicationBody, responses((status = 201, body = ApplicationRow), (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "applications", request_body = ApplicationBody, responses((status = 201, body = ApplicationRow), (status = 403, body = crate::http::problem::Problem), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/applications")]
 pub async fn create(
     state: web::Data<AppState>,
@@ -58,7 +58,7 @@ pub async fn create(
 }
 
 /// Read one application.
-#[utoipa::path(tag = "applications", params(("id" = String, Path)), responses((status = 200, body = ApplicationRow), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "applications", params(("id" = String, Path)), responses((status = 200, body = ApplicationRow), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[get("/applications/{id}")]
 pub async fn get(
     state: web::Data<AppState>,
@@ -69,7 +69,7 @@ pub async fn get(
 }
 
 /// Replace an application's fields.
-#[utoipa::path(tag = "applications", params(("id" = String, Path)), request_body = ApplicationBody, responses((status = 200, body = ApplicationRow), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "applications", params(("id" = String, Path)), request_body = ApplicationBody, responses((status = 200, body = ApplicationRow), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[put("/applications/{id}")]
 pub async fn update(
     state: web::Data<AppState>,
@@ -84,7 +84,7 @@ pub async fn update(
 }
 
 /// Delete an application and its agent tokens.
-#[utoipa::path(tag = "applications", params(("id" = String, Path)), responses((status = 204), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "applications", params(("id" = String, Path)), responses((status = 204), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[delete("/applications/{id}")]
 pub async fn delete(
     state: web::Data<AppState>,

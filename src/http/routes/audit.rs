@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::audit::export::{Format, Profile};
 use crate::audit::AuditRecord;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::http::extract::{perm, Guarded, Require};
 use crate::service::audit_export::{self as exp, Chain, ExportRequest, VerifyReport};
 use crate::service::audit_log::{self as svc, parse_ts, DEFAULT_LIMIT};
@@ -42,7 +42,7 @@ pub struct AuditPage {
 }
 
 /// Read the tenant audit trail.
-#[utoipa::path(tag = "audit", params(AuditParams), responses((status = 200, body = AuditPage), (status = 400, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "audit", params(AuditParams), responses((status = 200, body = AuditPage), (status = 400, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[get("/audit")]
 pub async fn list(
     state: web::Data<AppState>,
@@ -52,7 +52,7 @@ pub async fn list(
     let before_seq = match &q.cursor {
         None => None,
         Some(c) => Some(c.parse::<i64>().map_err(|_| {
-            ApiError::bad_request("invalid_cursor", "cursor is not valid").field("cursor")
+            ApiError::new(ErrorCode::InvalidCursor, "cursor is not valid").field("cursor")
         })?),
     };
     let query = AuditQuery {
@@ -88,7 +88,7 @@ fn export_request(q: ExportParams) -> Result<ExportRequest, ApiError> {
         "ndjson" => Format::Ndjson,
         _ => {
             return Err(
-                ApiError::bad_request("invalid_format", "format must be csv or ndjson")
+                ApiError::new(ErrorCode::InvalidFormat, "format must be csv or ndjson")
                     .field("format"),
             )
         }
@@ -96,8 +96,7 @@ fn export_request(q: ExportParams) -> Result<ExportRequest, ApiError> {
     let profile = match (format, q.profile.as_deref()) {
         (Format::Ndjson, None) => Profile::None,
         (Format::Ndjson, Some(_)) => {
-            return Err(ApiError::bad_request(
-                "invalid_profile",
+            return Err(ApiError::new(ErrorCode::InvalidProfile,
                 "profile applies to format=csv only (NDJSON is always raw)",
             )
             .field("profile"))
@@ -105,8 +104,7 @@ fn export_request(q: ExportParams) -> Result<ExportRequest, ApiError> {
         (Format::Csv, None | Some("spreadsheet")) => Profile::Spreadsheet,
         (Format::Csv, Some("machine")) => Profile::Machine,
         (Format::Csv, Some(_)) => {
-            return Err(ApiError::bad_request(
-                "invalid_profile",
+            return Err(ApiError::new(ErrorCode::InvalidProfile,
                 "profile must be spreadsheet or machine",
             )
             .field("profile"))
@@ -117,7 +115,7 @@ fn export_request(q: ExportParams) -> Result<ExportRequest, ApiError> {
     if let (Some(f), Some(t)) = (&from, &to) {
         if f > t {
             return Err(
-                ApiError::bad_request("invalid_range", "from must not be after to").field("from"),
+                ApiError::new(ErrorCode::InvalidRange, "from must not be after to").field("from"),
             );
         }
     }
@@ -132,8 +130,11 @@ fn export_request(q: ExportParams) -> Result<ExportRequest, ApiError> {
 fn export_response(
     req: &ExportRequest,
     scope: &str,
-    body: impl futures_util::Stream<Item = Result<actix_web::web::Bytes, actix_web::Error>> + 'static,
+    body: impl futures_util::Stream<Item = Result<Vec<u8>, exp::ExportAborted>> + 'static,
 ) -> HttpResponse {
+    use futures_util::TryStreamExt;
+    // An error ends the body without the final chunk: the client sees the truncation.
+    let body = body.map_ok(actix_web::web::Bytes::from);
     let (ct, ext) = match req.format {
         Format::Csv => ("text/csv; charset=utf-8; header=present", "csv"),
         Format::Ndjson => ("application/x-ndjson", "ndjson"),
@@ -154,7 +155,7 @@ fn export_response(
 /// `feature_not_licensed`); bad or reversed `from`/`to` → 400.
 #[utoipa::path(tag = "audit", params(ExportParams), responses(
     (status = 200, description = "CSV or NDJSON stream ending with the signed trailer", content_type = "text/csv"),
-    (status = 400, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    (status = 400, body = crate::http::problem::Problem), (status = 403, body = crate::http::problem::Problem)),
     security(("session" = [])))]
 #[get("/audit/export")]
 pub async fn export(
@@ -217,7 +218,7 @@ pub async fn signing_key(
 }
 
 /// Read the catalog audit trail (PlatformAdmin; kept for the life of the deployment).
-#[utoipa::path(tag = "platform", params(AuditParams), responses((status = 200, body = AuditPage), (status = 400, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "platform", params(AuditParams), responses((status = 200, body = AuditPage), (status = 400, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[get("/platform/audit")]
 pub async fn platform_list(
     state: web::Data<AppState>,
@@ -227,7 +228,7 @@ pub async fn platform_list(
     let before_seq = match &q.cursor {
         None => None,
         Some(c) => Some(c.parse::<i64>().map_err(|_| {
-            ApiError::bad_request("invalid_cursor", "cursor is not valid").field("cursor")
+            ApiError::new(ErrorCode::InvalidCursor, "cursor is not valid").field("cursor")
         })?),
     };
     let query = AuditQuery {
@@ -245,7 +246,7 @@ pub async fn platform_list(
 /// Export the catalog audit trail (PlatformAdmin; needs `audit.export` in the license in force).
 #[utoipa::path(tag = "platform", params(ExportParams), responses(
     (status = 200, description = "CSV or NDJSON stream ending with the signed trailer", content_type = "text/csv"),
-    (status = 400, body = crate::error::Problem), (status = 403, body = crate::error::Problem)),
+    (status = 400, body = crate::http::problem::Problem), (status = 403, body = crate::http::problem::Problem)),
     security(("session" = [])))]
 #[get("/platform/audit/export")]
 pub async fn platform_export(

@@ -119,8 +119,8 @@ fn me_view(p: &Principal, must_change: bool) -> MeView {
 /// after repeated failures from one address; 400 for a password over 1024 bytes; 503
 /// `ldap_unavailable` when a directory login cannot reach the directory.
 #[utoipa::path(tag = "auth", request_body = LoginRequest, responses(
-    (status = 200, body = LoginResponse), (status = 401, body = crate::error::Problem),
-    (status = 429, body = crate::error::Problem), (status = 503, body = crate::error::Problem)))]
+    (status = 200, body = LoginResponse), (status = 401, body = crate::http::problem::Problem),
+    (status = 429, body = crate::http::problem::Problem), (status = 503, body = crate::http::problem::Problem)))]
 #[post("/auth/login")]
 pub async fn login(
     state: web::Data<AppState>,
@@ -165,8 +165,8 @@ fn logged_in(state: &AppState, out: auth::LoginOutcome) -> HttpResponse {
 /// `ldap_unavailable` when the directory cannot be reached over TLS or is slow; 429 after
 /// repeated failures.
 #[utoipa::path(tag = "auth", request_body = LdapLoginRequest, responses(
-    (status = 200, body = LoginResponse), (status = 401, body = crate::error::Problem),
-    (status = 429, body = crate::error::Problem), (status = 503, body = crate::error::Problem)))]
+    (status = 200, body = LoginResponse), (status = 401, body = crate::http::problem::Problem),
+    (status = 429, body = crate::http::problem::Problem), (status = 503, body = crate::http::problem::Problem)))]
 #[post("/auth/ldap/login")]
 pub async fn ldap_login(
     state: web::Data<AppState>,
@@ -194,7 +194,7 @@ pub async fn ldap_login(
 }
 
 /// End the current session.
-#[utoipa::path(tag = "auth", responses((status = 204), (status = 401, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "auth", responses((status = 204), (status = 401, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/auth/logout")]
 pub async fn logout(
     state: web::Data<AppState>,
@@ -208,7 +208,7 @@ pub async fn logout(
 }
 
 /// The caller.
-#[utoipa::path(tag = "auth", responses((status = 200, body = MeView), (status = 401, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "auth", responses((status = 200, body = MeView), (status = 401, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[get("/me")]
 pub async fn me(
     state: web::Data<AppState>,
@@ -245,7 +245,7 @@ pub struct ChangePassword {
 }
 
 /// Change one's own local password; other sessions end.
-#[utoipa::path(tag = "auth", request_body = ChangePassword, responses((status = 204), (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "auth", request_body = ChangePassword, responses((status = 204), (status = 403, body = crate::http::problem::Problem), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/me/password")]
 pub async fn change_password(
     state: web::Data<AppState>,

@@ -44,7 +44,7 @@ pub struct FlowFilter {
 }
 
 /// Create a flow (version 1).
-#[utoipa::path(tag = "flows", params(("app" = String, Path)), request_body = FlowBody, responses((status = 201, body = FlowRow), (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "flows", params(("app" = String, Path)), request_body = FlowBody, responses((status = 201, body = FlowRow), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/applications/{app}/flows")]
 pub async fn create(
     state: web::Data<AppState>,
@@ -77,7 +77,7 @@ pub async fn list(
 }
 
 /// Read a flow at its current version.
-#[utoipa::path(tag = "flows", params(("flow" = String, Path)), responses((status = 200, body = FlowRow), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "flows", params(("flow" = String, Path)), responses((status = 200, body = FlowRow), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[get("/flows/{flow}")]
 pub async fn get(
     state: web::Data<AppState>,
@@ -88,7 +88,7 @@ pub async fn get(
 }
 
 /// Read an old (immutable) version.
-#[utoipa::path(tag = "flows", params(("flow" = String, Path), ("n" = i64, Path)), responses((status = 200, body = FlowRow), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "flows", params(("flow" = String, Path), ("n" = i64, Path)), responses((status = 200, body = FlowRow), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[get("/flows/{flow}/versions/{n}")]
 pub async fn version(
     state: web::Data<AppState>,
@@ -100,7 +100,7 @@ pub async fn version(
 }
 
 /// Save a new version.
-#[utoipa::path(tag = "flows", params(("flow" = String, Path)), request_body = FlowBody, responses((status = 200, body = FlowRow), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "flows", params(("flow" = String, Path)), request_body = FlowBody, responses((status = 200, body = FlowRow), (status = 404, body = crate::http::problem::Problem), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[put("/flows/{flow}")]
 pub async fn update(
     state: web::Data<AppState>,
@@ -113,7 +113,7 @@ pub async fn update(
 }
 
 /// Delete a flow (its runs stay readable).
-#[utoipa::path(tag = "flows", params(("flow" = String, Path)), responses((status = 204), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "flows", params(("flow" = String, Path)), responses((status = 204), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[delete("/flows/{flow}")]
 pub async fn remove(
     state: web::Data<AppState>,
@@ -136,7 +136,7 @@ pub struct ScheduleBody {
 }
 
 /// Set a flow's schedule. A tick missed while the server was down runs once at start.
-#[utoipa::path(tag = "flows", params(("flow" = String, Path)), request_body = ScheduleBody, responses((status = 200, body = FlowRow), (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "flows", params(("flow" = String, Path)), request_body = ScheduleBody, responses((status = 200, body = FlowRow), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[put("/flows/{flow}/schedule")]
 pub async fn set_schedule(
     state: web::Data<AppState>,
@@ -229,7 +229,7 @@ pub async fn list_webhooks(
 }
 
 /// Revoke a webhook token.
-#[utoipa::path(tag = "flows", params(("flow" = String, Path), ("id" = String, Path)), responses((status = 204), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "flows", params(("flow" = String, Path), ("id" = String, Path)), responses((status = 204), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[delete("/flows/{flow}/webhook-tokens/{id}")]
 pub async fn revoke_webhook(
     state: web::Data<AppState>,
@@ -275,7 +275,7 @@ pub async fn list_variables(
 }
 
 /// Read one variable.
-#[utoipa::path(tag = "variables", params(("app" = String, Path), ("name" = String, Path)), responses((status = 200, body = VariableView), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "variables", params(("app" = String, Path), ("name" = String, Path)), responses((status = 200, body = VariableView), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[get("/applications/{app}/variables/{name}")]
 pub async fn get_variable(
     state: web::Data<AppState>,
@@ -288,7 +288,7 @@ pub async fn get_variable(
 }
 
 /// Set a variable.
-#[utoipa::path(tag = "variables", params(("app" = String, Path), ("name" = String, Path)), request_body = VariableBody, responses((status = 200, body = VariableView), (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "variables", params(("app" = String, Path), ("name" = String, Path)), request_body = VariableBody, responses((status = 200, body = VariableView), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[put("/applications/{app}/variables/{name}")]
 pub async fn put_variable(
     state: web::Data<AppState>,
@@ -313,7 +313,7 @@ pub async fn put_variable(
 }
 
 /// Delete a variable.
-#[utoipa::path(tag = "variables", params(("app" = String, Path), ("name" = String, Path)), responses((status = 204), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "variables", params(("app" = String, Path), ("name" = String, Path)), responses((status = 204), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[delete("/applications/{app}/variables/{name}")]
 pub async fn delete_variable(
     state: web::Data<AppState>,

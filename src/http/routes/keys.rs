@@ -23,7 +23,7 @@ pub async fn status(
 /// re-encrypt screenshots → retire the old version), or finish an interrupted rotation. Answers
 /// when the rotation is complete; requests are served throughout. Any request body is ignored.
 /// 409 `rotation_in_progress` while another rotation of the tenant runs.
-#[utoipa::path(tag = "keys", responses((status = 200, body = Rotated), (status = 409, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "keys", responses((status = 200, body = Rotated), (status = 409, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/keys/rotate")]
 pub async fn rotate(
     state: web::Data<AppState>,

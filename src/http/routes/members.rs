@@ -52,7 +52,7 @@ pub async fn list(
 }
 
 /// Add a local member.
-#[utoipa::path(tag = "members", request_body = AddMember, responses((status = 201, body = UserRow), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "members", request_body = AddMember, responses((status = 201, body = UserRow), (status = 409, body = crate::http::problem::Problem), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/members")]
 pub async fn add(
     state: web::Data<AppState>,
@@ -73,7 +73,7 @@ pub async fn add(
 }
 
 /// Change a member's role (the last Owner cannot be demoted: 409 `last_owner`).
-#[utoipa::path(tag = "members", params(("id" = String, Path)), request_body = ChangeRole, responses((status = 200, body = UserRow), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "members", params(("id" = String, Path)), request_body = ChangeRole, responses((status = 200, body = UserRow), (status = 404, body = crate::http::problem::Problem), (status = 409, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[patch("/members/{id}")]
 pub async fn change_role(
     state: web::Data<AppState>,
@@ -94,7 +94,7 @@ pub async fn change_role(
 }
 
 /// Remove a member (the last Owner cannot be removed: 409 `last_owner`).
-#[utoipa::path(tag = "members", params(("id" = String, Path)), responses((status = 204), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "members", params(("id" = String, Path)), responses((status = 204), (status = 404, body = crate::http::problem::Problem), (status = 409, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[delete("/members/{id}")]
 pub async fn remove(
     state: web::Data<AppState>,

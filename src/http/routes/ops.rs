@@ -5,7 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::crypto::ct_eq;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::service::AppState;
 
 /// Liveness: the process answers.
@@ -16,7 +16,7 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// Readiness: the catalog opens and answers a query.
-#[utoipa::path(tag = "operations", responses((status = 200, description = "ready"), (status = 503, description = "not ready", body = crate::error::Problem)))]
+#[utoipa::path(tag = "operations", responses((status = 200, description = "ready"), (status = 503, description = "not ready", body = crate::http::problem::Problem)))]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let ok = state
@@ -27,9 +27,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         Ok(_) => Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            Err(ApiError::new(
-                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
+            Err(ApiError::new(ErrorCode::NotReady,
                 "catalog unavailable",
             ))
         }
@@ -56,7 +54,7 @@ pub async fn version(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Prometheus text exposition. Disabled → 404; non-loopback peers need the metrics token.
-#[utoipa::path(tag = "operations", responses((status = 200, description = "text/plain; version=0.0.4"), (status = 404, body = crate::error::Problem)))]
+#[utoipa::path(tag = "operations", responses((status = 200, description = "text/plain; version=0.0.4"), (status = 404, body = crate::http::problem::Problem)))]
 #[get("/metrics")]
 pub async fn metrics(
     req: HttpRequest,

@@ -12,7 +12,7 @@ use actix_web::{get, post, put, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::http::extract::{perm, Guarded, Require};
 use crate::service::license::{self as lic, LicenseView};
 use crate::service::platform::{self as svc, CreatedTenant, NewTenant};
@@ -56,9 +56,9 @@ pub struct CreateTenantBody {
 
 /// Create a tenant, pinned to its region forever, with one Owner.
 #[utoipa::path(tag = "platform", request_body = CreateTenantBody, responses(
-    (status = 201, body = CreatedTenant), (status = 403, body = crate::error::Problem),
-    (status = 409, body = crate::error::Problem), (status = 421, body = crate::error::Problem),
-    (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+    (status = 201, body = CreatedTenant), (status = 403, body = crate::http::problem::Problem),
+    (status = 409, body = crate::http::problem::Problem), (status = 421, body = crate::http::problem::Problem),
+    (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/platform/tenants")]
 pub async fn create_tenant(
     state: web::Data<AppState>,
@@ -87,7 +87,7 @@ pub async fn create_tenant(
 }
 
 /// Read one tenant (catalog data only).
-#[utoipa::path(tag = "platform", params(("id" = String, Path)), responses((status = 200, body = TenantRow), (status = 404, body = crate::error::Problem), (status = 421, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "platform", params(("id" = String, Path)), responses((status = 200, body = TenantRow), (status = 404, body = crate::http::problem::Problem), (status = 421, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[get("/platform/tenants/{id}")]
 pub async fn get_tenant(
     state: web::Data<AppState>,
@@ -98,7 +98,7 @@ pub async fn get_tenant(
 }
 
 /// Suspend a tenant: its users and tokens are refused (403 `tenant_suspended`); data is kept.
-#[utoipa::path(tag = "platform", params(("id" = String, Path)), responses((status = 200, body = TenantRow), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "platform", params(("id" = String, Path)), responses((status = 200, body = TenantRow), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/platform/tenants/{id}/suspend")]
 pub async fn suspend_tenant(
     state: web::Data<AppState>,
@@ -111,7 +111,7 @@ pub async fn suspend_tenant(
 }
 
 /// Resume a suspended tenant.
-#[utoipa::path(tag = "platform", params(("id" = String, Path)), responses((status = 200, body = TenantRow), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "platform", params(("id" = String, Path)), responses((status = 200, body = TenantRow), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/platform/tenants/{id}/resume")]
 pub async fn resume_tenant(
     state: web::Data<AppState>,
@@ -132,7 +132,7 @@ pub struct PlanBody {
 }
 
 /// Assign a tenant's plan (up to the license's plan).
-#[utoipa::path(tag = "platform", params(("id" = String, Path)), request_body = PlanBody, responses((status = 200, body = TenantRow), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "platform", params(("id" = String, Path)), request_body = PlanBody, responses((status = 200, body = TenantRow), (status = 403, body = crate::http::problem::Problem), (status = 404, body = crate::http::problem::Problem), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[put("/platform/tenants/{id}/plan")]
 pub async fn set_plan(
     state: web::Data<AppState>,
@@ -166,8 +166,8 @@ pub async fn license(
 /// Refused licenses → 422 with a code naming the reason (`license_bad_signature`,
 /// `license_expired`, `license_not_yet_valid`, `license_revoked`, `license_malformed`, …).
 #[utoipa::path(tag = "platform", request_body(content = String, content_type = "application/jwt"), responses(
-    (status = 200, body = LicenseView), (status = 415, body = crate::error::Problem),
-    (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+    (status = 200, body = LicenseView), (status = 415, body = crate::http::problem::Problem),
+    (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/platform/license")]
 pub async fn install_license(
     state: web::Data<AppState>,
@@ -182,9 +182,7 @@ pub async fn install_license(
         .unwrap_or("");
     let essence = ct.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case("application/jwt") {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+        return Err(ApiError::new(ErrorCode::UnsupportedMediaType,
             "expected Content-Type: application/jwt with the license token as the body",
         ));
     }
@@ -204,7 +202,7 @@ pub async fn install_license(
 }
 
 /// Re-read the configured license file without a restart (SIGHUP does the same).
-#[utoipa::path(tag = "platform", responses((status = 200, body = LicenseView), (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "platform", responses((status = 200, body = LicenseView), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/platform/license/reload")]
 pub async fn reload_license(
     state: web::Data<AppState>,
@@ -245,7 +243,7 @@ pub struct RevokeBody {
 }
 
 /// Revoke a license id: a revoked license stops counting at once (Free limits apply).
-#[utoipa::path(tag = "platform", request_body = RevokeBody, responses((status = 201, body = RevocationRow), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "platform", request_body = RevokeBody, responses((status = 201, body = RevocationRow), (status = 409, body = crate::http::problem::Problem), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/platform/license/revocations")]
 pub async fn revoke_license(
     state: web::Data<AppState>,

@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::http::extract::{perm, Guarded, Require};
 use crate::service::runs::{self as svc, Claim, Complete, RunDetail, StepReport};
 use crate::service::screenshots::{self, SignedUrl, Uploaded, MAX_UPLOAD_BYTES};
@@ -15,7 +15,7 @@ use crate::service::{AppState, ClientInfo};
 use crate::store::flows::{RunRow, StepRow};
 
 /// Queue a manual run of a flow's current version.
-#[utoipa::path(tag = "runs", params(("flow" = String, Path)), responses((status = 201, body = RunRow), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "runs", params(("flow" = String, Path)), responses((status = 201, body = RunRow), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/flows/{flow}/runs")]
 pub async fn trigger(
     state: web::Data<AppState>,
@@ -30,7 +30,7 @@ pub async fn trigger(
 }
 
 /// Queue a run through a flow's webhook trigger token (no session; the token is the credential).
-#[utoipa::path(tag = "runs", params(("token" = String, Path)), responses((status = 201, body = RunRow), (status = 404, body = crate::error::Problem)))]
+#[utoipa::path(tag = "runs", params(("token" = String, Path)), responses((status = 201, body = RunRow), (status = 404, body = crate::http::problem::Problem)))]
 #[post("/hooks/runs/{token}")]
 pub async fn webhook(
     state: web::Data<AppState>,
@@ -42,7 +42,7 @@ pub async fn webhook(
 }
 
 /// Cancel a queued or running run (else 409 `invalid_transition`).
-#[utoipa::path(tag = "runs", params(("run" = String, Path)), responses((status = 200, body = RunRow), (status = 409, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "runs", params(("run" = String, Path)), responses((status = 200, body = RunRow), (status = 409, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/runs/{run}/cancel")]
 pub async fn cancel(
     state: web::Data<AppState>,
@@ -97,7 +97,7 @@ pub async fn list(
 }
 
 /// A run with its steps.
-#[utoipa::path(tag = "runs", params(("run" = String, Path)), responses((status = 200, body = RunDetail), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "runs", params(("run" = String, Path)), responses((status = 200, body = RunDetail), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[get("/runs/{run}")]
 pub async fn get(
     state: web::Data<AppState>,
@@ -108,7 +108,7 @@ pub async fn get(
 }
 
 /// A signed URL (≤ 15 minutes) for a step's screenshot.
-#[utoipa::path(tag = "runs", params(("run" = String, Path), ("n" = i64, Path)), responses((status = 200, body = SignedUrl), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "runs", params(("run" = String, Path), ("n" = i64, Path)), responses((status = 200, body = SignedUrl), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[get("/runs/{run}/steps/{n}/screenshot")]
 pub async fn screenshot_url(
     state: web::Data<AppState>,
@@ -147,7 +147,7 @@ pub async fn claim(
 
 /// Queue a run of a flow of the agent's own application (`flowguard agent run --flow ID
 /// --wait`); another application's flow → 404.
-#[utoipa::path(tag = "agent", params(("flow" = String, Path)), responses((status = 201, body = RunRow), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
+#[utoipa::path(tag = "agent", params(("flow" = String, Path)), responses((status = 201, body = RunRow), (status = 404, body = crate::http::problem::Problem)), security(("bearer" = [])))]
 #[post("/agent/flows/{flow}/runs")]
 pub async fn agent_trigger(
     state: web::Data<AppState>,
@@ -162,7 +162,7 @@ pub async fn agent_trigger(
 }
 
 /// A run of the agent's application (status, reason, error), to follow it to its verdict.
-#[utoipa::path(tag = "agent", params(("run" = String, Path)), responses((status = 200, body = RunRow), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
+#[utoipa::path(tag = "agent", params(("run" = String, Path)), responses((status = 200, body = RunRow), (status = 404, body = crate::http::problem::Problem)), security(("bearer" = [])))]
 #[get("/agent/runs/{run}")]
 pub async fn agent_get(
     state: web::Data<AppState>,
@@ -173,7 +173,7 @@ pub async fn agent_get(
 }
 
 /// Report one step result (secret values are scrubbed before storage).
-#[utoipa::path(tag = "agent", params(("run" = String, Path)), request_body = StepReport, responses((status = 200, body = StepRow), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)), security(("bearer" = [])))]
+#[utoipa::path(tag = "agent", params(("run" = String, Path)), request_body = StepReport, responses((status = 200, body = StepRow), (status = 404, body = crate::http::problem::Problem), (status = 409, body = crate::http::problem::Problem)), security(("bearer" = [])))]
 #[post("/agent/runs/{run}/steps")]
 pub async fn report_step(
     state: web::Data<AppState>,
@@ -192,7 +192,7 @@ pub async fn report_step(
 }
 
 /// Heartbeat (a running run without one for 5 minutes fails with `agent_timeout`).
-#[utoipa::path(tag = "agent", params(("run" = String, Path)), responses((status = 204), (status = 409, body = crate::error::Problem)), security(("bearer" = [])))]
+#[utoipa::path(tag = "agent", params(("run" = String, Path)), responses((status = 204), (status = 409, body = crate::http::problem::Problem)), security(("bearer" = [])))]
 #[post("/agent/runs/{run}/heartbeat")]
 pub async fn heartbeat(
     state: web::Data<AppState>,
@@ -204,7 +204,7 @@ pub async fn heartbeat(
 }
 
 /// Complete a run; Passed only when every step passed or was skipped and no checkpoint is unevaluated.
-#[utoipa::path(tag = "agent", params(("run" = String, Path)), request_body = Complete, responses((status = 200, body = RunRow), (status = 409, body = crate::error::Problem)), security(("bearer" = [])))]
+#[utoipa::path(tag = "agent", params(("run" = String, Path)), request_body = Complete, responses((status = 200, body = RunRow), (status = 409, body = crate::http::problem::Problem)), security(("bearer" = [])))]
 #[post("/agent/runs/{run}/complete")]
 pub async fn complete(
     state: web::Data<AppState>,
@@ -235,7 +235,7 @@ const MAX_REGION_BYTES: usize = 4 * 1024;
 /// before anything is stored; a missing rectangle → 422 and nothing stored. A checkpoint with an
 /// AI endpoint configured is judged now: the response's `step` carries the verdict or the error
 /// (429 `rate_limited` + `Retry-After` when the tenant's AI budget is spent, nothing stored).
-#[utoipa::path(tag = "agent", params(("run" = String, Path), ("n" = i64, Path)), responses((status = 201, body = Uploaded), (status = 413, body = crate::error::Problem), (status = 422, body = crate::error::Problem), (status = 429, body = crate::error::Problem)), security(("bearer" = [])))]
+#[utoipa::path(tag = "agent", params(("run" = String, Path), ("n" = i64, Path)), responses((status = 201, body = Uploaded), (status = 413, body = crate::http::problem::Problem), (status = 422, body = crate::http::problem::Problem), (status = 429, body = crate::http::problem::Problem)), security(("bearer" = [])))]
 #[post("/agent/runs/{run}/steps/{n}/screenshot")]
 pub async fn upload(
     state: web::Data<AppState>,
@@ -252,8 +252,7 @@ pub async fn upload(
     let read = async {
         while let Some(field) = mp.next().await {
             let mut field = field.map_err(|e| {
-                ApiError::bad_request(
-                    "invalid_multipart",
+                ApiError::new(ErrorCode::InvalidMultipart,
                     format!(
                         "malformed multipart body: {}",
                         crate::domain::truncate(&e.to_string(), 120)
@@ -262,8 +261,7 @@ pub async fn upload(
             })?;
             parts += 1;
             if parts > MAX_PARTS {
-                return Err(ApiError::bad_request(
-                    "too_many_parts",
+                return Err(ApiError::new(ErrorCode::TooManyParts,
                     format!("at most {MAX_PARTS} parts"),
                 ));
             }
@@ -281,8 +279,7 @@ pub async fn upload(
             let mut buf = Vec::new();
             while let Some(chunk) = field.next().await {
                 let chunk = chunk.map_err(|e| {
-                    ApiError::bad_request(
-                        "invalid_multipart",
+                    ApiError::new(ErrorCode::InvalidMultipart,
                         format!(
                             "malformed multipart body: {}",
                             crate::domain::truncate(&e.to_string(), 120)
@@ -293,9 +290,7 @@ pub async fn upload(
                 if buf.len() + chunk.len() > cap
                     || total > MAX_UPLOAD_BYTES + MAX_MASKS_BYTES + MAX_REGION_BYTES
                 {
-                    return Err(ApiError::new(
-                        actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
+                    return Err(ApiError::new(ErrorCode::PayloadTooLarge,
                         "the image may be at most 10 MiB",
                     )
                     .field(if name.is_empty() {
@@ -311,8 +306,7 @@ pub async fn upload(
                 "masks" if masks.is_none() => masks = Some(buf),
                 "region" if region.is_none() => region = Some(buf),
                 _ => {
-                    return Err(ApiError::bad_request(
-                        "invalid_multipart",
+                    return Err(ApiError::new(ErrorCode::InvalidMultipart,
                         "only one `image`, one `masks` and one `region` part are accepted",
                     ))
                 }
@@ -323,9 +317,7 @@ pub async fn upload(
     match tokio::time::timeout(std::time::Duration::from_secs(120), read).await {
         Ok(r) => r?,
         Err(_) => {
-            return Err(ApiError::new(
-                actix_web::http::StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
+            return Err(ApiError::new(ErrorCode::RequestTimeout,
                 "upload took too long",
             ))
         }
@@ -346,7 +338,7 @@ pub async fn upload(
 
 /// Serve a signed screenshot URL (no session). Any bad, altered, cross-object or expired
 /// signature → the same 403 and no bytes.
-#[utoipa::path(tag = "runs", params(("tenant" = String, Path), ("object" = String, Path), ("exp" = u64, Query), ("kid" = String, Query), ("sig" = String, Query)), responses((status = 200, content_type = "image/png"), (status = 403, body = crate::error::Problem)))]
+#[utoipa::path(tag = "runs", params(("tenant" = String, Path), ("object" = String, Path), ("exp" = u64, Query), ("kid" = String, Query), ("sig" = String, Query)), responses((status = 200, content_type = "image/png"), (status = 403, body = crate::http::problem::Problem)))]
 #[get("/shots/{tenant}/{object}.png")]
 pub async fn shot(
     state: web::Data<AppState>,

@@ -75,7 +75,7 @@ impl ResponseError for ScimError {
 /// A guard failure (401/403/503 …) in the SCIM error format.
 fn from_api(e: ApiError) -> ScimError {
     ScimError {
-        status: e.status.as_u16(),
+        status: crate::http::problem::status_of(&e).as_u16(),
         scim_type: None,
         detail: e.detail,
         retry_after: e.retry_after,

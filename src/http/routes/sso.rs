@@ -13,7 +13,7 @@ use crate::service::{AppState, ClientInfo};
 
 /// Read the LDAP configuration. Secrets are never returned (`bind_password_set`,
 /// `client_key_set`); 404 when none is saved.
-#[utoipa::path(tag = "sso", responses((status = 200, body = LdapConfigView), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "sso", responses((status = 200, body = LdapConfigView), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[get("/sso/ldap")]
 pub async fn get_ldap(
     state: web::Data<AppState>,
@@ -25,7 +25,7 @@ pub async fn get_ldap(
 /// Save the LDAP configuration (audited as `sso.config_change`). A URL without TLS is refused
 /// (422 `tls_required`), so is a server outside the egress list (422 `egress_denied`).
 #[utoipa::path(tag = "sso", request_body = LdapConfigInput, responses(
-    (status = 200, body = LdapConfigView), (status = 422, body = crate::error::Problem)),
+    (status = 200, body = LdapConfigView), (status = 422, body = crate::http::problem::Problem)),
     security(("session" = [])))]
 #[put("/sso/ldap")]
 pub async fn put_ldap(
@@ -54,8 +54,8 @@ pub struct DryRunRequest {
 /// Show the DN found, the groups resolved and the role a login would get — without logging
 /// anyone in and without a password.
 #[utoipa::path(tag = "sso", request_body = DryRunRequest, responses(
-    (status = 200, body = DryRunReport), (status = 409, body = crate::error::Problem),
-    (status = 503, body = crate::error::Problem)), security(("session" = [])))]
+    (status = 200, body = DryRunReport), (status = 409, body = crate::http::problem::Problem),
+    (status = 503, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/sso/ldap/test")]
 pub async fn dry_run(
     state: web::Data<AppState>,
@@ -67,8 +67,8 @@ pub async fn dry_run(
 
 /// Check the saved configuration's TLS connection and service bind.
 #[utoipa::path(tag = "sso", responses(
-    (status = 200, body = ConnectionReport), (status = 409, body = crate::error::Problem),
-    (status = 502, body = crate::error::Problem), (status = 503, body = crate::error::Problem)),
+    (status = 200, body = ConnectionReport), (status = 409, body = crate::http::problem::Problem),
+    (status = 502, body = crate::http::problem::Problem), (status = 503, body = crate::http::problem::Problem)),
     security(("session" = [])))]
 #[post("/sso/ldap/test-connection")]
 pub async fn test_connection(

@@ -59,7 +59,7 @@ pub async fn list_agent(
 }
 
 /// Create an agent token for one application.
-#[utoipa::path(tag = "tokens", request_body = CreateAgentToken, responses((status = 201, body = CreatedToken), (status = 422, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "tokens", request_body = CreateAgentToken, responses((status = 201, body = CreatedToken), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/agent-tokens")]
 pub async fn create_agent(
     state: web::Data<AppState>,
@@ -80,7 +80,7 @@ pub async fn create_agent(
 }
 
 /// Revoke an agent token.
-#[utoipa::path(tag = "tokens", params(("id" = String, Path)), responses((status = 204), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "tokens", params(("id" = String, Path)), responses((status = 204), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[delete("/agent-tokens/{id}")]
 pub async fn revoke_agent(
     state: web::Data<AppState>,
@@ -133,7 +133,7 @@ pub async fn create_scim(
 }
 
 /// Revoke a SCIM token.
-#[utoipa::path(tag = "tokens", params(("id" = String, Path)), responses((status = 204), (status = 404, body = crate::error::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "tokens", params(("id" = String, Path)), responses((status = 204), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[delete("/scim-tokens/{id}")]
 pub async fn revoke_scim(
     state: web::Data<AppState>,
