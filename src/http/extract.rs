@@ -193,7 +193,8 @@ pub async fn check<P: perm::PermMarker>(req: &HttpRequest) -> Result<Principal, 
             if presented.is_empty()
                 || !ct_eq(token::token_hash(presented).as_bytes(), expected.as_bytes())
             {
-                return Err(ApiError::new(ErrorCode::CsrfFailed,
+                return Err(ApiError::new(
+                    ErrorCode::CsrfFailed,
                     "missing or wrong X-CSRF-Token",
                 ));
             }

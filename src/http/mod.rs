@@ -52,17 +52,19 @@ impl utoipa::Modify for SecuritySchemes {
 fn json_error(err: error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
     let e = match &err {
         error::JsonPayloadError::Overflow { .. }
-        | error::JsonPayloadError::OverflowKnownLength { .. } => ApiError::new(ErrorCode::PayloadTooLarge,
-            "request body exceeds 1 MiB",
-        ),
-        error::JsonPayloadError::ContentType => ApiError::new(ErrorCode::UnsupportedMediaType,
+        | error::JsonPayloadError::OverflowKnownLength { .. } => {
+            ApiError::new(ErrorCode::PayloadTooLarge, "request body exceeds 1 MiB")
+        }
+        error::JsonPayloadError::ContentType => ApiError::new(
+            ErrorCode::UnsupportedMediaType,
             "expected Content-Type: application/json",
         ),
         error::JsonPayloadError::Deserialize(d) if d.is_data() => {
             // Type or missing-field errors: name the field when serde says which.
             let msg = d.to_string();
             let field = msg.split('`').nth(1).map(str::to_string);
-            let mut e = ApiError::new(ErrorCode::ValidationFailed,
+            let mut e = ApiError::new(
+                ErrorCode::ValidationFailed,
                 format!(
                     "invalid request body: {}",
                     crate::domain::truncate(&msg, 200)
@@ -77,7 +79,8 @@ fn json_error(err: error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Er
 }
 
 fn query_error(err: error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    ApiError::new(ErrorCode::InvalidQuery,
+    ApiError::new(
+        ErrorCode::InvalidQuery,
         format!(
             "invalid query string: {}",
             crate::domain::truncate(&err.to_string(), 200)
@@ -99,9 +102,7 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
         || p.starts_with("/scim/")
         || req.method() != actix_web::http::Method::GET
     {
-        return Err(ApiError::new(ErrorCode::NotFound,
-            "no such route",
-        ));
+        return Err(ApiError::new(ErrorCode::NotFound, "no such route"));
     }
     assets::serve_index(&req)
 }

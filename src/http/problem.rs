@@ -163,10 +163,7 @@ impl ResponseError for ApiError {
     }
     fn error_response(&self) -> HttpResponse {
         let mut b = HttpResponse::build(status_of(self));
-        b.insert_header((
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(PROBLEM_JSON),
-        ));
+        b.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
         if let Some(s) = self.retry_after {
             b.insert_header((header::RETRY_AFTER, s.to_string()));
         }
@@ -278,8 +275,8 @@ mod tests {
             ));
         }
         println!("{printed}");
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-            .unwrap();
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
         let section = readme
             .split("\n## Error codes\n")
             .nth(1)
@@ -293,7 +290,10 @@ mod tests {
             }
             let code = cells[1].trim_matches('`').to_string();
             let status: u16 = cells[2].parse().expect("status column is a number");
-            assert!(listed.insert((code.clone(), status)), "listed twice: {code} {status}");
+            assert!(
+                listed.insert((code.clone(), status)),
+                "listed twice: {code} {status}"
+            );
         }
         let table: std::collections::BTreeSet<(String, u16)> = TABLE
             .iter()
@@ -301,7 +301,13 @@ mod tests {
             .collect();
         let missing: Vec<_> = table.difference(&listed).collect();
         let extra: Vec<_> = listed.difference(&table).collect();
-        assert!(missing.is_empty(), "codes missing from the README: {missing:?}");
-        assert!(extra.is_empty(), "README lists codes the table lacks: {extra:?}");
+        assert!(
+            missing.is_empty(),
+            "codes missing from the README: {missing:?}"
+        );
+        assert!(
+            extra.is_empty(),
+            "README lists codes the table lacks: {extra:?}"
+        );
     }
 }

@@ -21,9 +21,9 @@ use crate::config::Settings;
 use crate::crypto::token::{self, TokenKind};
 use crate::domain::TenantId;
 use crate::error::ApiError;
+use crate::http::extract::SESSION_COOKIE;
 use crate::service::region::check_tenant;
 pub use crate::service::region::check_tenant_ref;
-use crate::http::extract::SESSION_COOKIE;
 
 /// Response header naming the right region's endpoint.
 pub const ENDPOINT_HEADER: &str = "X-FlowGuard-Region-Endpoint";

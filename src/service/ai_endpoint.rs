@@ -63,7 +63,8 @@ impl AiLimiter {
 /// Take one AI-cost call from the tenant's bucket, or 429 `rate_limited` with `Retry-After`.
 pub fn take_call(state: &AppState, t: &TenantId) -> ApiResult<()> {
     state.ai_limiter.take(t).map_err(|secs| {
-        let mut e = ApiError::new(ErrorCode::RateLimited,
+        let mut e = ApiError::new(
+            ErrorCode::RateLimited,
             "too many AI calls for this tenant; retry later",
         );
         e.retry_after = Some(secs);
@@ -261,10 +262,11 @@ pub async fn put(
     })
     .map_err(|e| ApiError::invalid(e.field, e.message))?;
     let (host, port) = ep.host_port();
-    state.egress.check_host(&host, port).await.map_err(|d| {
-        ApiError::new(ErrorCode::EgressDenied, d.message)
-            .field("base_url")
-    })?;
+    state
+        .egress
+        .check_host(&host, port)
+        .await
+        .map_err(|d| ApiError::new(ErrorCode::EgressDenied, d.message).field("base_url"))?;
     let ev = NewAuditEvent::new(
         &p.actor(client),
         "ai_endpoint.set",
@@ -387,7 +389,8 @@ pub async fn test(
         .await
         .map_err(ApiError::internal)??;
     let Some((source, ep)) = eff else {
-        return Err(ApiError::new(ErrorCode::AiEndpointNotConfigured,
+        return Err(ApiError::new(
+            ErrorCode::AiEndpointNotConfigured,
             "no AI endpoint is configured for this tenant or deployment",
         ));
     };

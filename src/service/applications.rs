@@ -73,11 +73,13 @@ use super::principal::tenant_of;
 
 fn map_conflict(e: StoreError) -> ApiError {
     match e {
-        StoreError::Conflict(m) if m == "plan_limit" => ApiError::new(ErrorCode::PlanLimit,
+        StoreError::Conflict(m) if m == "plan_limit" => ApiError::new(
+            ErrorCode::PlanLimit,
             "the license in force allows no more applications for this tenant",
         ),
         StoreError::Conflict(_) => {
-            ApiError::new(ErrorCode::NameTaken, "an application with this name exists").field("name")
+            ApiError::new(ErrorCode::NameTaken, "an application with this name exists")
+                .field("name")
         }
         other => other.into(),
     }

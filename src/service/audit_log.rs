@@ -21,7 +21,8 @@ pub fn parse_ts(field: &str, v: &str) -> ApiResult<String> {
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         })
         .map_err(|_| {
-            ApiError::new(ErrorCode::InvalidTimestamp,
+            ApiError::new(
+                ErrorCode::InvalidTimestamp,
                 format!("{field} must be an RFC 3339 timestamp"),
             )
             .field(field)

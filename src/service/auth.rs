@@ -137,10 +137,11 @@ pub async fn login(
     client: &ClientInfo,
 ) -> ApiResult<LoginOutcome> {
     if input.password.len() > password::MAX_PASSWORD_BYTES {
-        return Err(
-            ApiError::new(ErrorCode::PasswordTooLong, "password longer than 1024 bytes")
-                .field("password"),
-        );
+        return Err(ApiError::new(
+            ErrorCode::PasswordTooLong,
+            "password longer than 1024 bytes",
+        )
+        .field("password"));
     }
     let account = input.email.trim().to_lowercase();
     if account.is_empty() {
@@ -614,7 +615,8 @@ fn admitted<R>(a: Admitted<R>) -> ApiResult<Option<R>> {
 
 /// 403 `tenant_suspended`: the tenant exists but a PlatformAdmin suspended it.
 pub fn tenant_suspended() -> ApiError {
-    ApiError::new(ErrorCode::TenantSuspended,
+    ApiError::new(
+        ErrorCode::TenantSuspended,
         "this tenant is suspended; contact the platform administrator",
     )
 }
@@ -687,7 +689,8 @@ pub async fn logout(state: &Arc<AppState>, p: &Principal, client: &ClientInfo) -
                 .await?
         }
         _ => {
-            return Err(ApiError::new(ErrorCode::NoSession,
+            return Err(ApiError::new(
+                ErrorCode::NoSession,
                 "token callers have no session",
             ))
         }
@@ -704,10 +707,11 @@ pub async fn change_password(
     client: &ClientInfo,
 ) -> ApiResult<()> {
     if current.len() > password::MAX_PASSWORD_BYTES {
-        return Err(
-            ApiError::new(ErrorCode::PasswordTooLong, "password longer than 1024 bytes")
-                .field("current_password"),
-        );
+        return Err(ApiError::new(
+            ErrorCode::PasswordTooLong,
+            "password longer than 1024 bytes",
+        )
+        .field("current_password"));
     }
     super::tenants::check_new_password(&new).map_err(|m| ApiError::invalid("new_password", m))?;
     let stored = match p.clone() {
@@ -726,15 +730,16 @@ pub async fn change_password(
         _ => return Err(ApiError::forbidden()),
     };
     if stored.is_none() {
-        return Err(ApiError::new(ErrorCode::NotLocalAccount,
+        return Err(ApiError::new(
+            ErrorCode::NotLocalAccount,
             "this account has no local password",
         ));
     }
     if !state.passwords.verify(current, stored).await? {
-        return Err(ApiError::new(ErrorCode::WrongCurrentPassword,
-            "current password is wrong",
-        )
-        .field("current_password"));
+        return Err(
+            ApiError::new(ErrorCode::WrongCurrentPassword, "current password is wrong")
+                .field("current_password"),
+        );
     }
     let hash = state.passwords.hash(new).await?;
     let ev = NewAuditEvent::new(

@@ -4,7 +4,6 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-
 use super::{unix_now, AppState, ClientInfo, Principal};
 use crate::audit::NewAuditEvent;
 use crate::crypto::token;
@@ -18,9 +17,7 @@ pub use super::principal::tenant_of;
 
 fn parse_def(body: &serde_json::Value) -> ApiResult<FlowDef> {
     FlowDef::parse(body).map_err(|e| {
-        let mut err = ApiError::new(ErrorCode::ValidationFailed,
-            e.message,
-        );
+        let mut err = ApiError::new(ErrorCode::ValidationFailed, e.message);
         if !e.field.is_empty() {
             err = err.field(e.field);
         }

@@ -480,7 +480,8 @@ pub enum RotationError {
 impl From<RotationError> for ApiError {
     fn from(e: RotationError) -> Self {
         match e {
-            RotationError::InProgress => ApiError::new(ErrorCode::RotationInProgress,
+            RotationError::InProgress => ApiError::new(
+                ErrorCode::RotationInProgress,
                 "a key rotation of this tenant is already running",
             ),
             RotationError::Store(s) => s.into(),

@@ -43,7 +43,8 @@ fn field_error(e: FieldError) -> ApiError {
 /// 503 `ldap_unavailable`: the directory could not be reached over a verified TLS session, or
 /// did not answer in time. Deliberately one message for every cause.
 pub fn unavailable() -> ApiError {
-    let mut e = ApiError::new(ErrorCode::LdapUnavailable,
+    let mut e = ApiError::new(
+        ErrorCode::LdapUnavailable,
         "the directory is unavailable; try again later (local accounts can still log in)",
     );
     e.retry_after = Some(5);
@@ -51,7 +52,8 @@ pub fn unavailable() -> ApiError {
 }
 
 fn not_configured() -> ApiError {
-    ApiError::new(ErrorCode::LdapNotConfigured,
+    ApiError::new(
+        ErrorCode::LdapNotConfigured,
         "LDAP is not configured for this tenant (PUT /api/v1/sso/ldap)",
     )
 }
@@ -268,12 +270,7 @@ pub async fn put_config(
             std::time::Duration::from_millis(cfg.connect_timeout_ms),
         )
         .await
-        .map_err(|d| {
-            ApiError::new(ErrorCode::EgressDenied,
-                d.to_string(),
-            )
-            .field("url")
-        })?;
+        .map_err(|d| ApiError::new(ErrorCode::EgressDenied, d.to_string()).field("url"))?;
 
     let changed = changed_fields(previous.as_ref().map(|(c, _)| c), &cfg);
     if changed.is_empty() && !bind_changed && !key_changed {

@@ -454,7 +454,8 @@ pub async fn reload(state: &Arc<AppState>, actor: &Actor) -> ApiResult<LicenseVi
     let token = match tokio::fs::read_to_string(&path).await {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::new(ErrorCode::LicenseMissing,
+            return Err(ApiError::new(
+                ErrorCode::LicenseMissing,
                 "there is no license file to reload",
             ))
         }
@@ -541,7 +542,8 @@ pub async fn revoke(
         })
         .await
         .map_err(|e| match e {
-            StoreError::Conflict(_) => ApiError::new(ErrorCode::AlreadyRevoked,
+            StoreError::Conflict(_) => ApiError::new(
+                ErrorCode::AlreadyRevoked,
                 "this license id is already on the revocation list",
             )
             .field("license_id"),
@@ -584,7 +586,8 @@ pub async fn require_feature(state: &Arc<AppState>, t: &TenantId, feature: &str)
 
 /// The problem answered by the feature gate.
 pub fn feature_not_licensed(feature: &str) -> ApiError {
-    ApiError::new(ErrorCode::FeatureNotLicensed,
+    ApiError::new(
+        ErrorCode::FeatureNotLicensed,
         format!("the license in force does not include the feature `{feature}`"),
     )
     .with_feature(feature)

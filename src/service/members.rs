@@ -17,13 +17,15 @@ use super::principal::tenant_of;
 
 fn map_owner_conflict(e: StoreError) -> ApiError {
     match e {
-        StoreError::Conflict(m) if m == "user_limit" => ApiError::new(ErrorCode::PlanLimit,
+        StoreError::Conflict(m) if m == "user_limit" => ApiError::new(
+            ErrorCode::PlanLimit,
             "the license in force allows no more users for this tenant",
         ),
-        StoreError::Conflict(m) if m == "last_owner" => {
-            ApiError::new(ErrorCode::LastOwner, "the last Owner cannot be removed or demoted")
-                .field("role")
-        }
+        StoreError::Conflict(m) if m == "last_owner" => ApiError::new(
+            ErrorCode::LastOwner,
+            "the last Owner cannot be removed or demoted",
+        )
+        .field("role"),
         StoreError::Conflict(_) => {
             ApiError::new(ErrorCode::MemberExists, "a member with this email exists").field("email")
         }
@@ -50,7 +52,8 @@ pub async fn add(
     let email = Email::parse(email).map_err(|e| ApiError::invalid("email", e.0))?;
     let role = Role::parse_member(role).map_err(|e| ApiError::invalid("role", e.0))?;
     if role == Role::Owner && p.role() != Role::Owner {
-        return Err(ApiError::new(ErrorCode::OwnerRequired,
+        return Err(ApiError::new(
+            ErrorCode::OwnerRequired,
             "only an Owner may grant the Owner role",
         )
         .field("role"));
@@ -112,7 +115,8 @@ pub async fn change_role(
     let current = load(state, &t, id).await?;
     let touches_owner = new_role == Role::Owner || current.role == Role::Owner.as_str();
     if touches_owner && p.role() != Role::Owner {
-        return Err(ApiError::new(ErrorCode::OwnerRequired,
+        return Err(ApiError::new(
+            ErrorCode::OwnerRequired,
             "only an Owner may change the Owner role",
         )
         .field("role"));
@@ -149,7 +153,8 @@ pub async fn remove(
     let t = tenant_of(p)?;
     let current = load(state, &t, id).await?;
     if current.role == Role::Owner.as_str() && p.role() != Role::Owner {
-        return Err(ApiError::new(ErrorCode::OwnerRequired,
+        return Err(ApiError::new(
+            ErrorCode::OwnerRequired,
             "only an Owner may remove an Owner",
         ));
     }

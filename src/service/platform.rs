@@ -47,7 +47,8 @@ fn check_plan_licensed(state: &AppState, plan: Plan) -> ApiResult<()> {
         .map(|l| l.plan)
         .unwrap_or(Plan::Free);
     if plan > ceiling {
-        return Err(ApiError::new(ErrorCode::PlanNotLicensed,
+        return Err(ApiError::new(
+            ErrorCode::PlanNotLicensed,
             format!("the license in force allows plans up to `{ceiling}`, not `{plan}`"),
         )
         .field("plan"));
@@ -84,15 +85,14 @@ pub async fn create(
         Some(r) => Region::parse(r).map_err(|e| ApiError::invalid("region", e.0))?,
     };
     if region != here {
-        return Err(
-            match super::region::endpoint_of(&state.settings, &region) {
-                Some(url) => super::region::misdirected(&region, url),
-                None => ApiError::new(ErrorCode::UnknownRegion,
-                    format!("region `{region}` is not configured"),
-                )
-                .field("region"),
-            },
-        );
+        return Err(match super::region::endpoint_of(&state.settings, &region) {
+            Some(url) => super::region::misdirected(&region, url),
+            None => ApiError::new(
+                ErrorCode::UnknownRegion,
+                format!("region `{region}` is not configured"),
+            )
+            .field("region"),
+        });
     }
     let plan = match input.plan.as_deref() {
         None => Plan::Free,
@@ -110,7 +110,8 @@ pub async fn create(
     }
     if let Some(l) = &lic {
         if !l.regions.is_empty() && !l.regions.iter().any(|r| r == region.as_str()) {
-            return Err(ApiError::new(ErrorCode::RegionNotLicensed,
+            return Err(ApiError::new(
+                ErrorCode::RegionNotLicensed,
                 format!("the license does not allow tenants in region `{region}`"),
             )
             .field("region"));

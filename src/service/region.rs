@@ -14,7 +14,8 @@ pub fn endpoint_of<'a>(s: &'a Settings, region: &Region) -> Option<&'a str> {
 
 /// The 421 problem for a tenant living in `region`, served at `url`.
 pub fn misdirected(region: &Region, url: &str) -> ApiError {
-    ApiError::new(ErrorCode::MisdirectedRequest,
+    ApiError::new(
+        ErrorCode::MisdirectedRequest,
         format!("this tenant lives in region `{region}`; send the request to {url}"),
     )
     .with_region_endpoint(url)
@@ -29,7 +30,8 @@ pub fn check_tenant(s: &Settings, t: &TenantId) -> Result<(), ApiError> {
     }
     match endpoint_of(s, &region) {
         Some(url) => Err(misdirected(&region, url)),
-        None => Err(ApiError::new(ErrorCode::UnknownRegionRoute,
+        None => Err(ApiError::new(
+            ErrorCode::UnknownRegionRoute,
             format!("no deployment serves region `{region}`"),
         )),
     }

@@ -72,7 +72,8 @@ pub fn step_status(step: &Step, row: &StepRow, configured: bool) -> (String, Opt
 
 fn map_transition(e: StoreError) -> ApiError {
     match e {
-        StoreError::Conflict(m) if m.starts_with("transition:") => ApiError::new(ErrorCode::InvalidTransition,
+        StoreError::Conflict(m) if m.starts_with("transition:") => ApiError::new(
+            ErrorCode::InvalidTransition,
             format!(
                 "the run is {}; this transition is not allowed",
                 m.trim_start_matches("transition:")
@@ -201,7 +202,8 @@ pub async fn list(
     let t = super::flows::tenant_of(p)?;
     if let Some(s) = &status {
         if !["queued", "running", "passed", "failed", "cancelled"].contains(&s.as_str()) {
-            return Err(ApiError::new(ErrorCode::InvalidQuery,
+            return Err(ApiError::new(
+                ErrorCode::InvalidQuery,
                 "status must be queued, running, passed, failed or cancelled",
             )
             .field("status"));
@@ -570,7 +572,8 @@ pub async fn heartbeat(state: &Arc<AppState>, p: &Principal, run: &str) -> ApiRe
                 Err(_) => return Ok(Err(ApiError::not_found())),
             };
             if !flows::heartbeat(c, &r.id, now)? {
-                return Ok(Err(ApiError::new(ErrorCode::InvalidTransition,
+                return Ok(Err(ApiError::new(
+                    ErrorCode::InvalidTransition,
                     format!("the run is {}", r.status),
                 )));
             }

@@ -123,7 +123,10 @@ async fn max_users(state: &Arc<AppState>, t: &TenantId) -> Result<Option<u32>, S
         .await
         .map(|e| e.max_users)
         .map_err(|e| {
-            tracing::error!(code = e.code.as_str(), "SCIM: cannot read the tenant's entitlements");
+            tracing::error!(
+                code = e.code.as_str(),
+                "SCIM: cannot read the tenant's entitlements"
+            );
             ScimError::internal()
         })
 }

@@ -106,7 +106,9 @@ pub fn crop_rgba(
 
 /// Decode `png` (bounded) and paint `rects` solid black (clipped). Returns (RGBA8, width, height).
 pub fn mask_rgba(png_bytes: &[u8], rects: &[MaskRect]) -> ApiResult<(Vec<u8>, u32, u32)> {
-    let bad = || unprocessable(ErrorCode::InvalidImage, "the image part is not a valid PNG").field("image");
+    let bad = || {
+        unprocessable(ErrorCode::InvalidImage, "the image part is not a valid PNG").field("image")
+    };
     let mut dec = png::Decoder::new_with_limits(
         Cursor::new(png_bytes),
         png::Limits {
@@ -122,7 +124,8 @@ pub fn mask_rgba(png_bytes: &[u8], rects: &[MaskRect]) -> ApiResult<(Vec<u8>, u3
     };
     if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE || u64::from(w) * u64::from(h) > MAX_PIXELS
     {
-        return Err(unprocessable(ErrorCode::ImageDimensionsExceeded,
+        return Err(unprocessable(
+            ErrorCode::ImageDimensionsExceeded,
             format!("image is {w}x{h}; at most {MAX_SIDE} per side and {MAX_PIXELS} pixels"),
         )
         .field("image"));
@@ -251,18 +254,22 @@ pub async fn upload(
     let agent_region: Option<crate::domain::flow::Region> = match region_json {
         None => None,
         Some(b) => Some(serde_json::from_slice(&b).map_err(|_| {
-            unprocessable(ErrorCode::InvalidRegion,
+            unprocessable(
+                ErrorCode::InvalidRegion,
                 "region must be a JSON object {x, y, width, height} of non-negative integers",
             )
             .field("region")
         })?),
     };
     if rects.len() > 500 {
-        return Err(unprocessable(ErrorCode::InvalidMasks, "at most 500 mask rectangles").field("masks"));
+        return Err(
+            unprocessable(ErrorCode::InvalidMasks, "at most 500 mask rectangles").field("masks"),
+        );
     }
     for r in &rects {
         if !r.not_found && (r.width <= 0 || r.height <= 0) {
-            return Err(unprocessable(ErrorCode::InvalidMasks,
+            return Err(unprocessable(
+                ErrorCode::InvalidMasks,
                 format!(
                     "rectangle for `{}` has no area",
                     crate::domain::truncate(&r.selector, 100)
@@ -295,7 +302,8 @@ pub async fn upload(
                     _ => return Err(ApiError::not_found()),
                 };
                 if r.status != "running" {
-                    return Err(ApiError::new(ErrorCode::InvalidTransition,
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidTransition,
                         format!("the run is {}", r.status),
                     ));
                 }
@@ -316,7 +324,8 @@ pub async fn upload(
             let step_no = usize::try_from(idx).unwrap_or(usize::MAX);
             for sel in runs::required_masks_at(&steps, step_no, &secret_names) {
                 if !rects.iter().any(|r| r.selector == sel) {
-                    return Err(unprocessable(ErrorCode::MaskMissing,
+                    return Err(unprocessable(
+                        ErrorCode::MaskMissing,
                         format!(
                             "no rectangle (or not_found) for mask selector `{}`",
                             crate::domain::truncate(&sel, 200)
@@ -334,7 +343,8 @@ pub async fn upload(
                 } => {
                     let crop = match agent_region.as_ref().or(region.as_ref()) {
                         Some(r) => Some(crop_rgba(&rgba, w, h, r).ok_or_else(|| {
-                            unprocessable(ErrorCode::InvalidRegion,
+                            unprocessable(
+                                ErrorCode::InvalidRegion,
                                 format!("the region does not overlap the {w}x{h} image"),
                             )
                             .field("region")
@@ -361,7 +371,8 @@ pub async fn upload(
                     }
                 }
                 _ if agent_region.is_some() => {
-                    return Err(unprocessable(ErrorCode::InvalidRegion,
+                    return Err(unprocessable(
+                        ErrorCode::InvalidRegion,
                         "only checkpoint steps take a region",
                     )
                     .field("region"))
@@ -428,7 +439,9 @@ pub async fn upload(
                             StoreError::Conflict(m) if m == "key_rotated" && attempt < 5 => {
                                 continue
                             }
-                            StoreError::Conflict(m) => ApiError::new(ErrorCode::InvalidTransition, m),
+                            StoreError::Conflict(m) => {
+                                ApiError::new(ErrorCode::InvalidTransition, m)
+                            }
                             other => other.into(),
                         });
                     }
@@ -498,7 +511,8 @@ async fn evaluate(
         })
         .await
         .map_err(|e| match e {
-            StoreError::Conflict(m) => ApiError::new(ErrorCode::InvalidTransition,
+            StoreError::Conflict(m) => ApiError::new(
+                ErrorCode::InvalidTransition,
                 format!("the run is {}", m.trim_start_matches("transition:")),
             ),
             other => other.into(),
@@ -581,11 +595,7 @@ pub async fn fetch_signed(
     object: &str,
     query: &str,
 ) -> ApiResult<Vec<u8>> {
-    let denied = || {
-        ApiError::new(ErrorCode::InvalidSignature,
-            "invalid or expired link",
-        )
-    };
+    let denied = || ApiError::new(ErrorCode::InvalidSignature, "invalid or expired link");
     let now = unix_now() as u64;
     if !signed_url::verify(&state.master, tenant, object, query, now) {
         return Err(denied());

@@ -96,7 +96,8 @@ fn export_request(q: ExportParams) -> Result<ExportRequest, ApiError> {
     let profile = match (format, q.profile.as_deref()) {
         (Format::Ndjson, None) => Profile::None,
         (Format::Ndjson, Some(_)) => {
-            return Err(ApiError::new(ErrorCode::InvalidProfile,
+            return Err(ApiError::new(
+                ErrorCode::InvalidProfile,
                 "profile applies to format=csv only (NDJSON is always raw)",
             )
             .field("profile"))
@@ -104,7 +105,8 @@ fn export_request(q: ExportParams) -> Result<ExportRequest, ApiError> {
         (Format::Csv, None | Some("spreadsheet")) => Profile::Spreadsheet,
         (Format::Csv, Some("machine")) => Profile::Machine,
         (Format::Csv, Some(_)) => {
-            return Err(ApiError::new(ErrorCode::InvalidProfile,
+            return Err(ApiError::new(
+                ErrorCode::InvalidProfile,
                 "profile must be spreadsheet or machine",
             )
             .field("profile"))

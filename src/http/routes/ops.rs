@@ -27,9 +27,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         Ok(_) => Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            Err(ApiError::new(ErrorCode::NotReady,
-                "catalog unavailable",
-            ))
+            Err(ApiError::new(ErrorCode::NotReady, "catalog unavailable"))
         }
     }
 }

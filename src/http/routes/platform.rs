@@ -182,7 +182,8 @@ pub async fn install_license(
         .unwrap_or("");
     let essence = ct.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case("application/jwt") {
-        return Err(ApiError::new(ErrorCode::UnsupportedMediaType,
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
             "expected Content-Type: application/jwt with the license token as the body",
         ));
     }

@@ -252,7 +252,8 @@ pub async fn upload(
     let read = async {
         while let Some(field) = mp.next().await {
             let mut field = field.map_err(|e| {
-                ApiError::new(ErrorCode::InvalidMultipart,
+                ApiError::new(
+                    ErrorCode::InvalidMultipart,
                     format!(
                         "malformed multipart body: {}",
                         crate::domain::truncate(&e.to_string(), 120)
@@ -261,7 +262,8 @@ pub async fn upload(
             })?;
             parts += 1;
             if parts > MAX_PARTS {
-                return Err(ApiError::new(ErrorCode::TooManyParts,
+                return Err(ApiError::new(
+                    ErrorCode::TooManyParts,
                     format!("at most {MAX_PARTS} parts"),
                 ));
             }
@@ -279,7 +281,8 @@ pub async fn upload(
             let mut buf = Vec::new();
             while let Some(chunk) = field.next().await {
                 let chunk = chunk.map_err(|e| {
-                    ApiError::new(ErrorCode::InvalidMultipart,
+                    ApiError::new(
+                        ErrorCode::InvalidMultipart,
                         format!(
                             "malformed multipart body: {}",
                             crate::domain::truncate(&e.to_string(), 120)
@@ -290,7 +293,8 @@ pub async fn upload(
                 if buf.len() + chunk.len() > cap
                     || total > MAX_UPLOAD_BYTES + MAX_MASKS_BYTES + MAX_REGION_BYTES
                 {
-                    return Err(ApiError::new(ErrorCode::PayloadTooLarge,
+                    return Err(ApiError::new(
+                        ErrorCode::PayloadTooLarge,
                         "the image may be at most 10 MiB",
                     )
                     .field(if name.is_empty() {
@@ -306,7 +310,8 @@ pub async fn upload(
                 "masks" if masks.is_none() => masks = Some(buf),
                 "region" if region.is_none() => region = Some(buf),
                 _ => {
-                    return Err(ApiError::new(ErrorCode::InvalidMultipart,
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidMultipart,
                         "only one `image`, one `masks` and one `region` part are accepted",
                     ))
                 }
@@ -317,7 +322,8 @@ pub async fn upload(
     match tokio::time::timeout(std::time::Duration::from_secs(120), read).await {
         Ok(r) => r?,
         Err(_) => {
-            return Err(ApiError::new(ErrorCode::RequestTimeout,
+            return Err(ApiError::new(
+                ErrorCode::RequestTimeout,
                 "upload took too long",
             ))
         }
