@@ -12,13 +12,14 @@ use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::http::Method;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 
 use crate::crypto::{ct_eq, token};
 use crate::domain::Permission;
 use crate::error::{ApiError, ErrorCode};
-use crate::service::{auth, AppState, ClientInfo, Principal};
+use crate::service::principal::Authorization;
+use crate::service::{auth, AppState, Caller, ClientInfo, Credentials, Principal, TenantCtx};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "fg_session";
@@ -85,7 +86,34 @@ impl FromRequest for ClientInfo {
     }
 }
 
-/// Marker types naming permissions, one per [`Permission`] variant.
+/// How much of a context a permission's routes get: [`TenantScope`] (the caller's tenant,
+/// resolved once) or [`AnyScope`] (routes open to tenant members and PlatformAdmins alike).
+pub trait Scope: 'static {
+    /// What the guard hands the handler.
+    type Ctx;
+    /// Build the context of an authorised principal.
+    fn ctx(p: Principal, client: ClientInfo) -> Result<Self::Ctx, ApiError>;
+}
+
+/// Tenant routes: the handler gets a [`TenantCtx`].
+pub struct TenantScope;
+impl Scope for TenantScope {
+    type Ctx = TenantCtx;
+    fn ctx(p: Principal, client: ClientInfo) -> Result<TenantCtx, ApiError> {
+        TenantCtx::of(p, client)
+    }
+}
+
+/// Routes open to more than one kind of principal: the handler gets a [`Caller`].
+pub struct AnyScope;
+impl Scope for AnyScope {
+    type Ctx = Caller;
+    fn ctx(principal: Principal, client: ClientInfo) -> Result<Caller, ApiError> {
+        Ok(Caller { principal, client })
+    }
+}
+
+/// Marker types naming permissions, one per [`Permission`] variant, each with its [`Scope`].
 pub mod perm {
     use crate::domain::Permission;
 
@@ -93,19 +121,23 @@ pub mod perm {
     pub trait PermMarker: 'static {
         /// The permission.
         const P: Permission;
+        /// The context its routes get.
+        type Scope: super::Scope;
     }
 
     macro_rules! perms {
-        ($($n:ident),* $(,)?) => {$(
+        ($scope:ident: $($n:ident),* $(,)?) => {$(
             #[doc = concat!("Type-level `Permission::", stringify!($n), "`.")]
             pub struct $n;
-            impl PermMarker for $n { const P: Permission = Permission::$n; }
+            impl PermMarker for $n {
+                const P: Permission = Permission::$n;
+                type Scope = super::$scope;
+            }
         )*};
     }
+    // Held only by tenant roles (checked by `tenant_permissions_are_never_platform_admins`).
     perms!(
-        SelfRead,
-        SelfPassword,
-        ApplicationRead,
+        TenantScope: ApplicationRead,
         ApplicationWrite,
         MemberRead,
         MemberWrite,
@@ -113,7 +145,6 @@ pub mod perm {
         ScimTokenManage,
         AuditRead,
         AgentSelf,
-        PlatformRead,
         FlowRead,
         FlowWrite,
         RunRead,
@@ -127,12 +158,25 @@ pub mod perm {
         SsoManage,
         KeyRead,
         KeyRotate,
-        PlatformWrite,
         LicenseRead,
-        NotificationRead,
-        AuditKeyRead,
         AiEndpointManage,
     );
+    perms!(
+        AnyScope: SelfRead,
+        SelfPassword,
+        PlatformRead,
+        PlatformWrite,
+        NotificationRead,
+        AuditKeyRead,
+    );
+}
+
+/// The credentials the residency middleware parsed for this request.
+fn credentials(req: &HttpRequest) -> Result<Credentials, ApiError> {
+    req.extensions()
+        .get::<Credentials>()
+        .cloned()
+        .ok_or_else(|| ApiError::internal("request credentials were not parsed"))
 }
 
 /// Authenticate the request: Bearer service token, else the session cookie.
@@ -140,19 +184,17 @@ pub async fn authenticate(
     req: &HttpRequest,
     state: &Arc<AppState>,
 ) -> Result<Option<Principal>, ApiError> {
-    if let Some(h) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
-        let v = h.to_str().map_err(|_| ApiError::unauthenticated())?;
-        let bearer = v
-            .strip_prefix("Bearer ")
-            .ok_or_else(ApiError::unauthenticated)?;
-        return match auth::bearer_principal(state, bearer.trim()).await? {
+    let creds = credentials(req)?;
+    match &creds.authorization {
+        Some(Authorization::Invalid) => Err(ApiError::unauthenticated()),
+        Some(Authorization::Bearer(t)) => match auth::bearer_principal(state, t).await? {
             Some(p) => Ok(Some(p)),
             None => Err(ApiError::unauthenticated()),
-        };
-    }
-    match req.cookie(SESSION_COOKIE) {
-        Some(c) => auth::session_principal(state, c.value()).await,
-        None => Ok(None),
+        },
+        None => match &creds.session {
+            Some(t) => auth::session_principal(state, t).await,
+            None => Ok(None),
+        },
     }
 }
 
@@ -160,10 +202,13 @@ fn is_safe(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// Guard: an authenticated principal holding `P`.
+/// The context a guard for `P` hands its handler.
+pub type Ctx<P> = <<P as perm::PermMarker>::Scope as Scope>::Ctx;
+
+/// Guard: an authenticated principal holding `P`, as the context of `P`'s scope.
 pub struct Require<P: perm::PermMarker> {
-    /// The caller.
-    pub principal: Principal,
+    /// The caller (a [`TenantCtx`] for tenant permissions, a [`Caller`] otherwise).
+    pub ctx: Ctx<P>,
     _p: PhantomData<P>,
 }
 
@@ -203,6 +248,13 @@ pub async fn check<P: perm::PermMarker>(req: &HttpRequest) -> Result<Principal, 
     Ok(principal)
 }
 
+/// [`check`], then the context of `P`'s scope.
+pub async fn guard<P: perm::PermMarker>(req: &HttpRequest) -> Result<Ctx<P>, ApiError> {
+    let principal = check::<P>(req).await?;
+    let client = client_info(req, &*state(req)?);
+    <P::Scope as Scope>::ctx(principal, client)
+}
+
 impl<P: perm::PermMarker> FromRequest for Require<P> {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
@@ -211,7 +263,7 @@ impl<P: perm::PermMarker> FromRequest for Require<P> {
         let req = req.clone();
         Box::pin(async move {
             Ok(Self {
-                principal: check::<P>(&req).await?,
+                ctx: guard::<P>(&req).await?,
                 _p: PhantomData,
             })
         })
@@ -222,8 +274,8 @@ impl<P: perm::PermMarker> FromRequest for Require<P> {
 /// authentication and authorisation succeeded, so an anonymous or unauthorised caller never
 /// gets body-validation feedback (actix polls sibling extractors concurrently).
 pub struct Guarded<P: perm::PermMarker, T> {
-    /// The caller.
-    pub principal: Principal,
+    /// The caller (as in [`Require`]).
+    pub ctx: Ctx<P>,
     /// The inner extractor's value.
     pub inner: T,
     _p: PhantomData<P>,
@@ -240,15 +292,54 @@ where
         let req = req.clone();
         let mut payload = payload.take();
         Box::pin(async move {
-            let principal = check::<P>(&req).await?;
+            let ctx = guard::<P>(&req).await?;
             let inner = T::from_request(&req, &mut payload)
                 .await
                 .map_err(Into::into)?;
             Ok(Self {
-                principal,
+                ctx,
                 inner,
                 _p: PhantomData,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::perm::*;
+    use crate::domain::Role;
+
+    fn platform_admin_lacks<P: PermMarker<Scope = super::TenantScope>>() {
+        assert!(!Role::PlatformAdmin.allows(P::P), "{:?}", P::P);
+    }
+
+    /// A tenant-scoped guard can always resolve the tenant: no permission of a tenant route is
+    /// held by the one role without a tenant.
+    #[test]
+    fn tenant_permissions_are_never_platform_admins() {
+        platform_admin_lacks::<ApplicationRead>();
+        platform_admin_lacks::<ApplicationWrite>();
+        platform_admin_lacks::<MemberRead>();
+        platform_admin_lacks::<MemberWrite>();
+        platform_admin_lacks::<AgentTokenManage>();
+        platform_admin_lacks::<ScimTokenManage>();
+        platform_admin_lacks::<AuditRead>();
+        platform_admin_lacks::<AgentSelf>();
+        platform_admin_lacks::<FlowRead>();
+        platform_admin_lacks::<FlowWrite>();
+        platform_admin_lacks::<RunRead>();
+        platform_admin_lacks::<RunTrigger>();
+        platform_admin_lacks::<VariableRead>();
+        platform_admin_lacks::<VariableWrite>();
+        platform_admin_lacks::<WebhookManage>();
+        platform_admin_lacks::<AgentRun>();
+        platform_admin_lacks::<ScimUsers>();
+        platform_admin_lacks::<ScimDiscovery>();
+        platform_admin_lacks::<SsoManage>();
+        platform_admin_lacks::<KeyRead>();
+        platform_admin_lacks::<KeyRotate>();
+        platform_admin_lacks::<LicenseRead>();
+        platform_admin_lacks::<AiEndpointManage>();
     }
 }

@@ -142,11 +142,14 @@ pub fn create_app(
         // and is counted) and before routing, extractors and authentication.
         .wrap_fn(move |req, srv| {
             use futures_util::future::{ready, Either, FutureExt};
-            match residency::check_request(req.request(), &settings) {
-                Ok(()) => Either::Left(
+            // The credentials are parsed once, here, and handed to the guards.
+            let creds = residency::credentials(req.request());
+            match residency::check_request(req.request(), &settings, &creds) {
+                Ok(()) => Either::Left({
+                    actix_web::HttpMessage::extensions_mut(&req).insert(creds);
                     actix_web::dev::Service::call(srv, req)
-                        .map(|r| r.map(ServiceResponse::map_into_left_body)),
-                ),
+                        .map(|r| r.map(ServiceResponse::map_into_left_body))
+                }),
                 Err(e) => {
                     let res = req.into_response(actix_web::ResponseError::error_response(&e));
                     Either::Right(ready(Ok(res.map_into_right_body())))

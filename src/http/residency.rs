@@ -18,10 +18,9 @@ use actix_web::http::header;
 use actix_web::HttpRequest;
 
 use crate::config::Settings;
-use crate::crypto::token::{self, TokenKind};
-use crate::domain::TenantId;
 use crate::error::ApiError;
 use crate::http::extract::SESSION_COOKIE;
+use crate::service::principal::{Authorization, Credentials, PresentedToken};
 use crate::service::region::check_tenant;
 pub use crate::service::region::check_tenant_ref;
 
@@ -30,37 +29,33 @@ pub const ENDPOINT_HEADER: &str = "X-FlowGuard-Region-Endpoint";
 /// Request header naming the tenant a request is about.
 pub const TENANT_HEADER: &str = "X-FlowGuard-Tenant";
 
-fn token_tenant(t: &str) -> Option<TenantId> {
-    match token::parse_token(t)? {
-        (TokenKind::Agent | TokenKind::Scim | TokenKind::UserSession, scope) => {
-            TenantId::parse(scope).ok()
+/// Parse the request's credentials once: the `Authorization` header and the session cookie.
+/// The result is checked here and handed to the authentication extractor.
+pub fn credentials(req: &HttpRequest) -> Credentials {
+    let authorization = req.headers().get(header::AUTHORIZATION).map(|h| {
+        match h.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
+            Some(b) => Authorization::Bearer(PresentedToken::parse(b.trim())),
+            None => Authorization::Invalid,
         }
-        (TokenKind::PlatformSession, _) => None,
+    });
+    let session = req
+        .cookie(SESSION_COOKIE)
+        .map(|c| PresentedToken::parse(c.value()));
+    Credentials {
+        authorization,
+        session,
     }
 }
 
-/// Check every tenant reference the request carries (see the module docs).
-pub fn check_request(req: &HttpRequest, s: &Settings) -> Result<(), ApiError> {
+/// Check every tenant reference the request carries (see the module docs); `creds` are the
+/// request's parsed [`credentials`].
+pub fn check_request(req: &HttpRequest, s: &Settings, creds: &Credentials) -> Result<(), ApiError> {
     let path = req.path();
     if matches!(path, "/healthz" | "/readyz" | "/metrics") {
         return Ok(());
     }
-    if let Some(v) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        if let Some(t) = v
-            .strip_prefix("Bearer ")
-            .and_then(|b| token_tenant(b.trim()))
-        {
-            check_tenant(s, &t)?;
-        }
-    }
-    if let Some(c) = req.cookie(SESSION_COOKIE) {
-        if let Some(t) = token_tenant(c.value()) {
-            check_tenant(s, &t)?;
-        }
+    for t in creds.tenants() {
+        check_tenant(s, t)?;
     }
     for v in req.headers().get_all(TENANT_HEADER) {
         if let Ok(v) = v.to_str() {

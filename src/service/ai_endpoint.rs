@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
-use super::{keys, AppState, ClientInfo, Principal};
+use super::{keys, AppState, TenantCtx};
 use crate::audit::NewAuditEvent;
 use crate::config::AiSettings;
 use crate::crypto::envelope;
@@ -198,8 +198,8 @@ fn view_of(source: Source, e: Option<&Endpoint>, row: Option<&AiEndpointRow>) ->
 }
 
 /// The effective endpoint of the caller's tenant.
-pub async fn get(state: &Arc<AppState>, p: &Principal) -> ApiResult<AiEndpointView> {
-    let t = super::flows::tenant_of(p)?;
+pub async fn get(state: &Arc<AppState>, ctx: &TenantCtx) -> ApiResult<AiEndpointView> {
+    let t = ctx.tenant.clone();
     let st = state.clone();
     tokio::task::spawn_blocking(move || -> ApiResult<AiEndpointView> {
         let db = st.tenants.get_blocking(&t)?;
@@ -246,11 +246,10 @@ pub struct AiEndpointBody {
 /// `ai_endpoint.set`; details name kind, URL, model and limits, never the key).
 pub async fn put(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     body: AiEndpointBody,
-    client: &ClientInfo,
 ) -> ApiResult<AiEndpointView> {
-    let t = super::flows::tenant_of(p)?;
+    let t = ctx.tenant.clone();
     let ep = Endpoint::parse(EndpointInput {
         kind: &body.kind,
         base_url: &body.base_url,
@@ -268,7 +267,7 @@ pub async fn put(
         .await
         .map_err(|d| ApiError::new(ErrorCode::EgressDenied, d.message).field("base_url"))?;
     let ev = NewAuditEvent::new(
-        &p.actor(client),
+        &ctx.actor(),
         "ai_endpoint.set",
         Some("ai-endpoint".to_string()),
     )
@@ -282,7 +281,7 @@ pub async fn put(
         "max_tokens": ep.max_tokens,
     }));
     let st = state.clone();
-    let by = p.actor_name();
+    let by = ctx.principal.actor_name();
     tokio::task::spawn_blocking(move || -> ApiResult<AiEndpointView> {
         let api_key = match &ep.api_key {
             Some(k) => {
@@ -318,10 +317,10 @@ pub async fn put(
 
 /// Remove the tenant's endpoint (the deployment default, if any, applies again); 404 when the
 /// tenant has none. Audited `ai_endpoint.delete`.
-pub async fn delete(state: &Arc<AppState>, p: &Principal, client: &ClientInfo) -> ApiResult<()> {
-    let t = super::flows::tenant_of(p)?;
+pub async fn delete(state: &Arc<AppState>, ctx: &TenantCtx) -> ApiResult<()> {
+    let t = ctx.tenant.clone();
     let ev = NewAuditEvent::new(
-        &p.actor(client),
+        &ctx.actor(),
         "ai_endpoint.delete",
         Some("ai-endpoint".to_string()),
     );
@@ -378,12 +377,8 @@ fn probe_png() -> ApiResult<Vec<u8>> {
 /// Ask the effective endpoint for a verdict on a 64×64 white probe image (an AI-cost call: rate
 /// limited). 409 `ai_endpoint_not_configured` when there is none. Audited `ai_endpoint.test`
 /// with the outcome.
-pub async fn test(
-    state: &Arc<AppState>,
-    p: &Principal,
-    client: &ClientInfo,
-) -> ApiResult<TestResult> {
-    let t = super::flows::tenant_of(p)?;
+pub async fn test(state: &Arc<AppState>, ctx: &TenantCtx) -> ApiResult<TestResult> {
+    let t = ctx.tenant.clone();
     let (st, t2) = (state.clone(), t.clone());
     let eff = tokio::task::spawn_blocking(move || effective_blocking(&st, &t2))
         .await
@@ -399,7 +394,7 @@ pub async fn test(
         ai_client::ask_verdict(state.egress.clone(), &ep, PROBE_EXPECTATION, &probe_png()?).await;
     let out = test_result(source, rep);
     let ev = NewAuditEvent::new(
-        &p.actor(client),
+        &ctx.actor(),
         "ai_endpoint.test",
         Some("ai-endpoint".to_string()),
     )

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::{AppState, ClientInfo, Principal};
+use super::{AppState, TenantCtx};
 use crate::audit::NewAuditEvent;
 use crate::domain::{new_object_id, now_rfc3339};
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -69,8 +69,6 @@ impl ApplicationInput {
     }
 }
 
-use super::principal::tenant_of;
-
 fn map_conflict(e: StoreError) -> ApiError {
     match e {
         StoreError::Conflict(m) if m == "plan_limit" => ApiError::new(
@@ -86,8 +84,8 @@ fn map_conflict(e: StoreError) -> ApiError {
 }
 
 /// List.
-pub async fn list(state: &Arc<AppState>, p: &Principal) -> ApiResult<Vec<ApplicationRow>> {
-    let t = tenant_of(p)?;
+pub async fn list(state: &Arc<AppState>, ctx: &TenantCtx) -> ApiResult<Vec<ApplicationRow>> {
+    let t = ctx.tenant.clone();
     Ok(state
         .tenants
         .run(&t, |c| tenant::list_applications(c))
@@ -95,8 +93,8 @@ pub async fn list(state: &Arc<AppState>, p: &Principal) -> ApiResult<Vec<Applica
 }
 
 /// Read one; another tenant's id is simply not found here (404).
-pub async fn get(state: &Arc<AppState>, p: &Principal, id: &str) -> ApiResult<ApplicationRow> {
-    let t = tenant_of(p)?;
+pub async fn get(state: &Arc<AppState>, ctx: &TenantCtx, id: &str) -> ApiResult<ApplicationRow> {
+    let t = ctx.tenant.clone();
     let id = id.to_string();
     state
         .tenants
@@ -108,11 +106,10 @@ pub async fn get(state: &Arc<AppState>, p: &Principal, id: &str) -> ApiResult<Ap
 /// Create.
 pub async fn create(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     input: ApplicationInput,
-    client: &ClientInfo,
 ) -> ApiResult<ApplicationRow> {
-    let t = tenant_of(p)?;
+    let t = ctx.tenant.clone();
     let max = super::license::tenant_entitlements(state, &t)
         .await?
         .max_applications;
@@ -126,7 +123,7 @@ pub async fn create(
         updated_at: now,
     };
     let ev = NewAuditEvent::new(
-        &p.actor(client),
+        &ctx.actor(),
         "application.create",
         Some(format!("application:{}", row.id)),
     )
@@ -143,20 +140,19 @@ pub async fn create(
 /// Replace fields.
 pub async fn update(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     id: &str,
     input: ApplicationInput,
-    client: &ClientInfo,
 ) -> ApiResult<ApplicationRow> {
-    let t = tenant_of(p)?;
-    let mut row = get(state, p, id).await?;
+    let t = ctx.tenant.clone();
+    let mut row = get(state, ctx, id).await?;
     let before =
         serde_json::json!({"name": row.name, "base_url": row.base_url, "repo_url": row.repo_url});
     row.name = input.name;
     row.base_url = input.base_url;
     row.repo_url = input.repo_url;
     row.updated_at = now_rfc3339();
-    let ev = NewAuditEvent::new(&p.actor(client), "application.update", Some(format!("application:{}", row.id)))
+    let ev = NewAuditEvent::new(&ctx.actor(), "application.update", Some(format!("application:{}", row.id)))
         .details(serde_json::json!({"before": before, "after": {"name": row.name, "base_url": row.base_url, "repo_url": row.repo_url}}));
     let r2 = row.clone();
     state
@@ -169,16 +165,11 @@ pub async fn update(
 
 /// Delete, with everything under it: flows and their versions, runs, steps, screenshots (rows
 /// and encrypted files), variables, webhook and agent tokens.
-pub async fn delete(
-    state: &Arc<AppState>,
-    p: &Principal,
-    id: &str,
-    client: &ClientInfo,
-) -> ApiResult<()> {
-    let t = tenant_of(p)?;
-    let row = get(state, p, id).await?;
+pub async fn delete(state: &Arc<AppState>, ctx: &TenantCtx, id: &str) -> ApiResult<()> {
+    let t = ctx.tenant.clone();
+    let row = get(state, ctx, id).await?;
     let ev = NewAuditEvent::new(
-        &p.actor(client),
+        &ctx.actor(),
         "application.delete",
         Some(format!("application:{}", row.id)),
     )

@@ -12,12 +12,12 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
-use super::{AppState, ClientInfo, Principal};
+use super::{AppState, TenantCtx};
 use crate::audit::export::{ExportWriter, Format, Profile};
-use crate::audit::{verify_chain, BadRow, ChainState, NewAuditEvent};
+use crate::audit::{verify_chain, Actor, BadRow, ChainState, NewAuditEvent};
 use crate::domain::plan::FEATURE_AUDIT_EXPORT;
 use crate::domain::TenantId;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::store::{audit, catalog, tenant, StoreError, StoreResult};
 
 /// Rows per store page.
@@ -154,20 +154,20 @@ pub async fn require_export_feature(state: &Arc<AppState>, chain: &Chain) -> Api
 /// trailer, or with an error (no trailer, connection aborted) if reading fails mid-way.
 pub async fn export(
     state: &Arc<AppState>,
-    p: &Principal,
+    actor: &Actor,
     chain: Chain,
     req: ExportRequest,
-    client: &ClientInfo,
 ) -> ApiResult<impl Stream<Item = Result<Vec<u8>, ExportAborted>>> {
     let max = chain.run(state, |c| audit::max_seq(c)).await?;
-    let ev = NewAuditEvent::new(&p.actor(client), "audit.export", Some("audit".to_string()))
-        .details(serde_json::json!({
+    let ev = NewAuditEvent::new(actor, "audit.export", Some("audit".to_string())).details(
+        serde_json::json!({
             "format": req.format,
             "profile": req.profile.as_str(),
             "from": req.from,
             "to": req.to,
             "up_to_seq": max,
-        }));
+        }),
+    );
     chain.append(state, ev).await?;
 
     let (tx, rx) = mpsc::channel::<Result<Vec<u8>, String>>(CHANNEL_CHUNKS);
@@ -264,12 +264,9 @@ pub async fn export(
 #[error("audit export aborted")]
 pub struct ExportAborted;
 
-/// The tenant a tenant principal belongs to.
-pub fn tenant_chain(p: &Principal) -> ApiResult<Chain> {
-    p.tenant()
-        .cloned()
-        .map(Chain::Tenant)
-        .ok_or_else(ApiError::forbidden)
+/// The audit chain of the caller's tenant.
+pub fn tenant_chain(ctx: &TenantCtx) -> Chain {
+    Chain::Tenant(ctx.tenant.clone())
 }
 
 /// Test builds only (`test-faults`): fail the export once `rows` rows were written when

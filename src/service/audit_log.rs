@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{AppState, Principal};
+use super::{AppState, TenantCtx};
 use crate::audit::AuditRecord;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::audit::{self, AuditQuery};
@@ -32,10 +32,10 @@ pub fn parse_ts(field: &str, v: &str) -> ApiResult<String> {
 /// One page, newest first, plus the cursor for the next page.
 pub async fn list(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     mut q: AuditQuery,
 ) -> ApiResult<(Vec<AuditRecord>, Option<String>)> {
-    let t = p.tenant().cloned().ok_or_else(ApiError::forbidden)?;
+    let t = ctx.tenant.clone();
     if let (Some(f), Some(to)) = (&q.from, &q.to) {
         if f > to {
             return Err(

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::{unix_now, AppState, ClientInfo, Principal};
+use super::principal::PresentedToken;
+use super::{unix_now, AppState, Caller, ClientInfo, Principal};
 use crate::audit::NewAuditEvent;
 use crate::auth::password::{self, PasswordError};
 use crate::crypto::token::{self, TokenKind};
@@ -513,12 +514,12 @@ async fn ldap_login(
 /// Authenticate a session cookie value. Expired (idle or absolute) sessions are deleted.
 pub async fn session_principal(
     state: &Arc<AppState>,
-    cookie: &str,
+    cookie: &PresentedToken,
 ) -> ApiResult<Option<Principal>> {
-    let Some((kind, scope)) = token::parse_token(cookie) else {
+    let (Some(kind), Some(scope)) = (cookie.kind, cookie.scope.as_deref()) else {
         return Ok(None);
     };
-    let sh = token::token_hash(cookie);
+    let sh = token::token_hash(&cookie.raw);
     let now = unix_now();
     let idle = i64::from(state.settings.session.idle_minutes) * 60;
     let abs = i64::from(state.settings.session.absolute_hours) * 3600;
@@ -526,7 +527,7 @@ pub async fn session_principal(
         move |s: &catalog::SessionRow| now - s.last_seen > idle || now - s.created_at > abs;
     match kind {
         TokenKind::UserSession => {
-            let Ok(tid) = TenantId::parse(scope) else {
+            let Some(tid) = cookie.tenant.clone() else {
                 return Ok(None);
             };
             // The lookup is a read (inline when the store is free); the rare writes — ending an
@@ -622,19 +623,19 @@ pub fn tenant_suspended() -> ApiError {
 }
 
 /// Authenticate a bearer service token (agent or SCIM).
-pub async fn bearer_principal(state: &Arc<AppState>, bearer: &str) -> ApiResult<Option<Principal>> {
-    let Some((kind, scope)) = token::parse_token(bearer) else {
-        return Ok(None);
-    };
-    let want = match kind {
-        TokenKind::Agent => "agent",
-        TokenKind::Scim => "scim",
+pub async fn bearer_principal(
+    state: &Arc<AppState>,
+    bearer: &PresentedToken,
+) -> ApiResult<Option<Principal>> {
+    let want = match bearer.kind {
+        Some(TokenKind::Agent) => "agent",
+        Some(TokenKind::Scim) => "scim",
         _ => return Ok(None),
     };
-    let Ok(tid) = TenantId::parse(scope) else {
+    let Some(tid) = bearer.tenant.clone() else {
         return Ok(None);
     };
-    let h = token::token_hash(bearer);
+    let h = token::token_hash(&bearer.raw);
     let t2 = tid.clone();
     let found = state
         .tenants
@@ -659,13 +660,13 @@ pub async fn bearer_principal(state: &Arc<AppState>, bearer: &str) -> ApiResult<
 }
 
 /// End the caller's session (audited as `logout`).
-pub async fn logout(state: &Arc<AppState>, p: &Principal, client: &ClientInfo) -> ApiResult<()> {
+pub async fn logout(state: &Arc<AppState>, ctx: &Caller) -> ApiResult<()> {
     let ev = NewAuditEvent::new(
-        &p.actor(client),
+        &ctx.actor(),
         "logout",
-        Some(format!("session:{}", p.actor_name())),
+        Some(format!("session:{}", ctx.principal.actor_name())),
     );
-    match p.clone() {
+    match ctx.principal.clone() {
         Principal::User {
             tenant,
             session_hash,
@@ -701,10 +702,9 @@ pub async fn logout(state: &Arc<AppState>, p: &Principal, client: &ClientInfo) -
 /// Change the caller's own local password; other sessions of the caller end.
 pub async fn change_password(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &Caller,
     current: Zeroizing<String>,
     new: Zeroizing<String>,
-    client: &ClientInfo,
 ) -> ApiResult<()> {
     if current.len() > password::MAX_PASSWORD_BYTES {
         return Err(ApiError::new(
@@ -714,7 +714,7 @@ pub async fn change_password(
         .field("current_password"));
     }
     super::tenants::check_new_password(&new).map_err(|m| ApiError::invalid("new_password", m))?;
-    let stored = match p.clone() {
+    let stored = match ctx.principal.clone() {
         Principal::User {
             tenant, user_id, ..
         } => state
@@ -743,11 +743,11 @@ pub async fn change_password(
     }
     let hash = state.passwords.hash(new).await?;
     let ev = NewAuditEvent::new(
-        &p.actor(client),
+        &ctx.actor(),
         "user.password_change",
-        Some(format!("member:{}", p.actor_name())),
+        Some(format!("member:{}", ctx.principal.actor_name())),
     );
-    match p.clone() {
+    match ctx.principal.clone() {
         Principal::User {
             tenant,
             user_id,

@@ -4,7 +4,7 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use super::{unix_now, AppState, ClientInfo, Principal};
+use super::{unix_now, AppState, TenantCtx};
 use crate::audit::NewAuditEvent;
 use crate::crypto::token;
 use crate::domain::flow::FlowDef;
@@ -12,8 +12,6 @@ use crate::domain::{new_object_id, now_rfc3339};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::flows::{self, FlowRow, NewVersion, WebhookRow};
 use crate::store::StoreError;
-
-pub use super::principal::tenant_of;
 
 fn parse_def(body: &serde_json::Value) -> ApiResult<FlowDef> {
     FlowDef::parse(body).map_err(|e| {
@@ -45,18 +43,17 @@ fn encode(d: &FlowDef) -> ApiResult<Encoded> {
 /// Create a flow under an application (404 if the application is not in this tenant).
 pub async fn create(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     app: &str,
     body: &serde_json::Value,
-    client: &ClientInfo,
 ) -> ApiResult<FlowRow> {
-    let t = tenant_of(p)?;
+    let t = ctx.tenant.clone();
     let def = parse_def(body)?;
     let enc = encode(&def)?;
     let id = new_object_id();
-    let ev = NewAuditEvent::new(&p.actor(client), "flow.create", Some(format!("flow:{id}")))
+    let ev = NewAuditEvent::new(&ctx.actor(), "flow.create", Some(format!("flow:{id}")))
         .details(serde_json::json!({"name": def.name, "application_id": app, "version": 1, "steps": def.steps.len()}));
-    let (app, by, id2) = (app.to_string(), p.actor_name(), id.clone());
+    let (app, by, id2) = (app.to_string(), ctx.principal.actor_name(), id.clone());
     let name = def.name.clone();
     state
         .tenants
@@ -71,17 +68,17 @@ pub async fn create(
             flows::insert_flow(c, &id2, &app, &v, &ev)
         })
         .await?;
-    get(state, p, &id, None).await
+    get(state, ctx, &id, None).await
 }
 
 /// Read a flow at its current version or at `version`.
 pub async fn get(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     id: &str,
     version: Option<i64>,
 ) -> ApiResult<FlowRow> {
-    let t = tenant_of(p)?;
+    let t = ctx.tenant.clone();
     let id = id.to_string();
     state
         .tenants
@@ -93,11 +90,11 @@ pub async fn get(
 /// List live flows of an application, optionally by tag.
 pub async fn list(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     app: &str,
     tag: Option<String>,
 ) -> ApiResult<Vec<FlowRow>> {
-    let t = tenant_of(p)?;
+    let t = ctx.tenant.clone();
     let app = app.to_string();
     let exists = {
         let a = app.clone();
@@ -119,18 +116,17 @@ pub async fn list(
 /// Save a new immutable version.
 pub async fn update(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     id: &str,
     body: &serde_json::Value,
-    client: &ClientInfo,
 ) -> ApiResult<FlowRow> {
-    let t = tenant_of(p)?;
+    let t = ctx.tenant.clone();
     let def = parse_def(body)?;
     let enc = encode(&def)?;
-    let cur = get(state, p, id, None).await?;
-    let ev = NewAuditEvent::new(&p.actor(client), "flow.update", Some(format!("flow:{id}")))
+    let cur = get(state, ctx, id, None).await?;
+    let ev = NewAuditEvent::new(&ctx.actor(), "flow.update", Some(format!("flow:{id}")))
         .details(serde_json::json!({"name": def.name, "from_version": cur.current_version, "steps": def.steps.len()}));
-    let (by, id2, name) = (p.actor_name(), id.to_string(), def.name.clone());
+    let (by, id2, name) = (ctx.principal.actor_name(), id.to_string(), def.name.clone());
     state
         .tenants
         .run(&t, move |c| {
@@ -144,19 +140,14 @@ pub async fn update(
             flows::insert_version(c, &id2, &v, &ev)
         })
         .await?;
-    get(state, p, id, None).await
+    get(state, ctx, id, None).await
 }
 
 /// Delete (soft: versions stay readable through runs; webhook tokens are revoked).
-pub async fn delete(
-    state: &Arc<AppState>,
-    p: &Principal,
-    id: &str,
-    client: &ClientInfo,
-) -> ApiResult<()> {
-    let t = tenant_of(p)?;
-    let cur = get(state, p, id, None).await?;
-    let ev = NewAuditEvent::new(&p.actor(client), "flow.delete", Some(format!("flow:{id}")))
+pub async fn delete(state: &Arc<AppState>, ctx: &TenantCtx, id: &str) -> ApiResult<()> {
+    let t = ctx.tenant.clone();
+    let cur = get(state, ctx, id, None).await?;
+    let ev = NewAuditEvent::new(&ctx.actor(), "flow.delete", Some(format!("flow:{id}")))
         .details(serde_json::json!({"name": cur.name}));
     let id = id.to_string();
     state
@@ -180,16 +171,15 @@ pub fn parse_schedule(cron: &str, tz: &str) -> ApiResult<(croner::Cron, chrono_t
 /// Set (`Some`) or clear (`None`) a flow's schedule. Ticks are counted from now.
 pub async fn set_schedule(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     id: &str,
     sched: Option<(String, String)>,
-    client: &ClientInfo,
 ) -> ApiResult<FlowRow> {
-    let t = tenant_of(p)?;
+    let t = ctx.tenant.clone();
     if let Some((cron, tz)) = &sched {
         parse_schedule(cron, tz)?;
     }
-    let ev = NewAuditEvent::new(&p.actor(client), "flow.schedule", Some(format!("flow:{id}")))
+    let ev = NewAuditEvent::new(&ctx.actor(), "flow.schedule", Some(format!("flow:{id}")))
         .details(serde_json::json!({"cron": sched.as_ref().map(|s| &s.0), "timezone": sched.as_ref().map(|s| &s.1)}));
     let id2 = id.to_string();
     let now = unix_now();
@@ -200,18 +190,17 @@ pub async fn set_schedule(
             flows::set_schedule(c, &id2, s, now, &ev)
         })
         .await?;
-    get(state, p, id, None).await
+    get(state, ctx, id, None).await
 }
 
 /// Create a webhook trigger token (`fgw_<tenant>_…`, shown once) for a flow.
 pub async fn create_webhook(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     flow: &str,
     name: &str,
-    client: &ClientInfo,
 ) -> ApiResult<(WebhookRow, String)> {
-    let t = tenant_of(p)?;
+    let t = ctx.tenant.clone();
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::invalid("name", "name must be 1-100 characters"));
@@ -223,11 +212,11 @@ pub async fn create_webhook(
         name: name.to_string(),
         prefix: secret.chars().take(secret.len() - 37).collect(),
         created_at: now_rfc3339(),
-        created_by: p.actor_name(),
+        created_by: ctx.principal.actor_name(),
         revoked_at: None,
     };
     let ev = NewAuditEvent::new(
-        &p.actor(client),
+        &ctx.actor(),
         "webhook_token.create",
         Some(format!("webhook_token:{}", row.id)),
     )
@@ -243,11 +232,11 @@ pub async fn create_webhook(
 /// List a flow's webhook tokens.
 pub async fn list_webhooks(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     flow: &str,
 ) -> ApiResult<Vec<WebhookRow>> {
-    let t = tenant_of(p)?;
-    get(state, p, flow, None).await?;
+    let t = ctx.tenant.clone();
+    get(state, ctx, flow, None).await?;
     let f = flow.to_string();
     Ok(state
         .tenants
@@ -258,14 +247,13 @@ pub async fn list_webhooks(
 /// Revoke a webhook token.
 pub async fn revoke_webhook(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     flow: &str,
     id: &str,
-    client: &ClientInfo,
 ) -> ApiResult<()> {
-    let t = tenant_of(p)?;
+    let t = ctx.tenant.clone();
     let ev = NewAuditEvent::new(
-        &p.actor(client),
+        &ctx.actor(),
         "webhook_token.revoke",
         Some(format!("webhook_token:{id}")),
     )

@@ -54,7 +54,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{screenshots, variables, AppState, ClientInfo, Principal};
+use super::{screenshots, variables, AppState, TenantCtx};
 use crate::audit::{Actor, NewAuditEvent};
 use crate::config::Settings;
 use crate::crypto::keyring::{self, KeyPurpose, TenantKeySet};
@@ -389,8 +389,8 @@ pub fn build_status(
 }
 
 /// `GET /api/v1/keys`: the caller's tenant's key sets.
-pub async fn status(state: &Arc<AppState>, p: &Principal) -> ApiResult<KeyStatus> {
-    let t = super::flows::tenant_of(p)?;
+pub async fn status(state: &Arc<AppState>, ctx: &TenantCtx) -> ApiResult<KeyStatus> {
+    let t = ctx.tenant.clone();
     let st = state.clone();
     Ok(
         tokio::task::spawn_blocking(move || status_blocking(&st, &t))
@@ -850,13 +850,9 @@ pub struct Rotated {
 
 /// `POST /api/v1/keys/rotate`: rotate the caller's tenant now (or finish an interrupted
 /// rotation). Runs to completion even if the client disconnects.
-pub async fn rotate_now(
-    state: &Arc<AppState>,
-    p: &Principal,
-    client: &ClientInfo,
-) -> ApiResult<Rotated> {
-    let t = super::flows::tenant_of(p)?;
-    let actor = p.actor(client);
+pub async fn rotate_now(state: &Arc<AppState>, ctx: &TenantCtx) -> ApiResult<Rotated> {
+    let t = ctx.tenant.clone();
+    let actor = ctx.actor();
     let st = state.clone();
     tokio::task::spawn_blocking(move || -> ApiResult<Rotated> {
         let rotation = rotate_tenant_blocking(&st, &t, &actor, &|_| {})?;

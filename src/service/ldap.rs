@@ -13,7 +13,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
-use super::{unix_now, AppState, ClientInfo, Principal};
+use super::{unix_now, AppState, ClientInfo, Principal, TenantCtx};
 use crate::audit::NewAuditEvent;
 use crate::auth::ldap::config::{role_name, FieldError, RoleMapping};
 use crate::auth::ldap::{
@@ -33,8 +33,6 @@ const COL_BIND_PASSWORD: &str = "bind_password";
 const COL_CLIENT_KEY: &str = "client_key";
 /// Longest accepted login name (bytes).
 pub const MAX_USERNAME_BYTES: usize = 256;
-
-use super::principal::tenant_of;
 
 fn field_error(e: FieldError) -> ApiError {
     ApiError::new(e.code, e.detail).field(e.field)
@@ -168,8 +166,8 @@ pub async fn enabled(state: &Arc<AppState>, tid: &TenantId) -> ApiResult<bool> {
 // ---------------------------------------------------------------- configuration
 
 /// The current configuration (secrets reported as set/unset only); 404 when none.
-pub async fn get_config(state: &Arc<AppState>, p: &Principal) -> ApiResult<LdapConfigView> {
-    let tid = tenant_of(p)?;
+pub async fn get_config(state: &Arc<AppState>, ctx: &TenantCtx) -> ApiResult<LdapConfigView> {
+    let tid = ctx.tenant.clone();
     let (cfg, row) = load_row(state, &tid)
         .await?
         .ok_or_else(ApiError::not_found)?;
@@ -202,11 +200,10 @@ fn changed_fields(old: Option<&LdapConfig>, new: &LdapConfig) -> Vec<String> {
 /// that changes nothing writes nothing.
 pub async fn put_config(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     input: LdapConfigInput,
-    client: &ClientInfo,
 ) -> ApiResult<LdapConfigView> {
-    let tid = tenant_of(p)?;
+    let tid = ctx.tenant.clone();
     let cfg = input.validate().map_err(field_error)?;
     let previous = load_row(state, &tid).await?;
     let prev_secrets = match &previous {
@@ -296,10 +293,10 @@ pub async fn put_config(
         bind_password: bind_ct,
         client_key: key_ct,
         updated_at: now.clone(),
-        updated_by: p.actor_name(),
+        updated_by: ctx.principal.actor_name(),
     };
     let ev = NewAuditEvent::new(
-        &p.actor(client),
+        &ctx.actor(),
         "sso.config_change",
         Some("sso:ldap".to_string()),
     )
@@ -352,8 +349,11 @@ async fn loaded(state: &Arc<AppState>, tid: &TenantId) -> ApiResult<(LdapConfig,
 }
 
 /// Check TLS and the service bind of the saved configuration (Owner). Nothing is written.
-pub async fn test_connection(state: &Arc<AppState>, p: &Principal) -> ApiResult<ConnectionReport> {
-    let tid = tenant_of(p)?;
+pub async fn test_connection(
+    state: &Arc<AppState>,
+    ctx: &TenantCtx,
+) -> ApiResult<ConnectionReport> {
+    let tid = ctx.tenant.clone();
     let (cfg, secrets) = loaded(state, &tid).await?;
     let start = Instant::now();
     let egress = state.egress.clone();
@@ -419,10 +419,10 @@ fn check_username(field: &str, u: &str) -> ApiResult<String> {
 /// Show what a login of `username` would give (Owner), without logging anyone in.
 pub async fn dry_run(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     username: &str,
 ) -> ApiResult<DryRunReport> {
-    let tid = tenant_of(p)?;
+    let tid = ctx.tenant.clone();
     let username = check_username("username", username)?;
     let (cfg, secrets) = loaded(state, &tid).await?;
     let egress = state.egress.clone();

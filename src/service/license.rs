@@ -19,7 +19,7 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{unix_now, AppState, ClientInfo, Principal};
+use super::{unix_now, AppState, Caller};
 use crate::audit::{Actor, NewAuditEvent};
 use crate::crypto::license::{self, rfc3339, LicenseClaims, LicenseError, SignedLicense};
 use crate::domain::{now_rfc3339, Entitlements, Plan, Role, TenantId};
@@ -384,15 +384,10 @@ pub fn install_offline(
 
 /// Install a license presented to the API: verify, write the license file, activate, audit
 /// `license.install` — all or nothing. Refusals are 422 with a code naming the reason.
-pub async fn install(
-    state: &Arc<AppState>,
-    p: &Principal,
-    token: String,
-    client: &ClientInfo,
-) -> ApiResult<LicenseView> {
+pub async fn install(state: &Arc<AppState>, ctx: &Caller, token: String) -> ApiResult<LicenseView> {
     let s = verify_for_install(&token, unix_now(), |id| state.license.is_revoked(id))
         .map_err(|e| refusal(&e))?;
-    activate(state, s, &token, "license.install", &p.actor(client)).await?;
+    activate(state, s, &token, "license.install", &ctx.actor()).await?;
     Ok(view(state))
 }
 
@@ -494,10 +489,9 @@ pub fn signal_actor() -> Actor {
 /// counting at once. 422 for a malformed id, 409 `already_revoked` for a listed one.
 pub async fn revoke(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &Caller,
     license_id: &str,
     reason: Option<&str>,
-    client: &ClientInfo,
 ) -> ApiResult<RevocationRow> {
     let id = license_id.trim();
     if id.is_empty() || id.chars().count() > 128 || id.chars().any(char::is_control) {
@@ -519,14 +513,14 @@ pub async fn revoke(
         license_id: id.to_string(),
         reason: reason.map(str::to_string),
         revoked_at: now_rfc3339(),
-        revoked_by: p.actor_name(),
+        revoked_by: ctx.principal.actor_name(),
     };
     let was_active = state
         .license
         .installed()
         .is_some_and(|s| s.claims.jti == row.license_id);
     let ev = NewAuditEvent::new(
-        &p.actor(client),
+        &ctx.actor(),
         "license.revoke",
         Some(format!("license:{}", row.license_id)),
     )
@@ -608,9 +602,9 @@ pub struct Notification {
 
 /// Notifications for the caller: license warnings for Owners and PlatformAdmins (from
 /// [`EXPIRY_WARNING_DAYS`] days before expiry, and once it has lapsed); nothing for other roles.
-pub fn notifications(state: &AppState, p: &Principal) -> Vec<Notification> {
+pub fn notifications(state: &AppState, ctx: &Caller) -> Vec<Notification> {
     let mut out = Vec::new();
-    if !matches!(p.role(), Role::Owner | Role::PlatformAdmin) {
+    if !matches!(ctx.principal.role(), Role::Owner | Role::PlatformAdmin) {
         return out;
     }
     let now = unix_now();

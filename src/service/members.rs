@@ -6,14 +6,12 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::{AppState, ClientInfo, Principal};
+use super::{AppState, TenantCtx};
 use crate::audit::NewAuditEvent;
 use crate::domain::{new_object_id, now_rfc3339, Email, Role, TenantId};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::tenant::{self, UserRow};
 use crate::store::StoreError;
-
-use super::principal::tenant_of;
 
 fn map_owner_conflict(e: StoreError) -> ApiError {
     match e {
@@ -34,24 +32,23 @@ fn map_owner_conflict(e: StoreError) -> ApiError {
 }
 
 /// All members.
-pub async fn list(state: &Arc<AppState>, p: &Principal) -> ApiResult<Vec<UserRow>> {
-    let t = tenant_of(p)?;
+pub async fn list(state: &Arc<AppState>, ctx: &TenantCtx) -> ApiResult<Vec<UserRow>> {
+    let t = ctx.tenant.clone();
     Ok(state.tenants.run(&t, |c| tenant::list_users(c)).await?)
 }
 
 /// Add a local member.
 pub async fn add(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     email: &str,
     role: &str,
     password: Zeroizing<String>,
-    client: &ClientInfo,
 ) -> ApiResult<UserRow> {
-    let t = tenant_of(p)?;
+    let t = ctx.tenant.clone();
     let email = Email::parse(email).map_err(|e| ApiError::invalid("email", e.0))?;
     let role = Role::parse_member(role).map_err(|e| ApiError::invalid("role", e.0))?;
-    if role == Role::Owner && p.role() != Role::Owner {
+    if role == Role::Owner && ctx.principal.role() != Role::Owner {
         return Err(ApiError::new(
             ErrorCode::OwnerRequired,
             "only an Owner may grant the Owner role",
@@ -74,7 +71,7 @@ pub async fn add(
         password_hash: Some(hash),
     };
     let ev = NewAuditEvent::new(
-        &p.actor(client),
+        &ctx.actor(),
         "member.add",
         Some(format!("member:{}", row.email)),
     )
@@ -105,16 +102,15 @@ async fn load(state: &Arc<AppState>, t: &TenantId, id: &str) -> ApiResult<UserRo
 /// Change a member's role.
 pub async fn change_role(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     id: &str,
     role: &str,
-    client: &ClientInfo,
 ) -> ApiResult<UserRow> {
-    let t = tenant_of(p)?;
+    let t = ctx.tenant.clone();
     let new_role = Role::parse_member(role).map_err(|e| ApiError::invalid("role", e.0))?;
     let current = load(state, &t, id).await?;
     let touches_owner = new_role == Role::Owner || current.role == Role::Owner.as_str();
-    if touches_owner && p.role() != Role::Owner {
+    if touches_owner && ctx.principal.role() != Role::Owner {
         return Err(ApiError::new(
             ErrorCode::OwnerRequired,
             "only an Owner may change the Owner role",
@@ -125,7 +121,7 @@ pub async fn change_role(
         return Ok(current);
     }
     let ev = NewAuditEvent::new(
-        &p.actor(client),
+        &ctx.actor(),
         "member.role_change",
         Some(format!("member:{}", current.email)),
     )
@@ -144,22 +140,17 @@ pub async fn change_role(
 }
 
 /// Remove a member.
-pub async fn remove(
-    state: &Arc<AppState>,
-    p: &Principal,
-    id: &str,
-    client: &ClientInfo,
-) -> ApiResult<()> {
-    let t = tenant_of(p)?;
+pub async fn remove(state: &Arc<AppState>, ctx: &TenantCtx, id: &str) -> ApiResult<()> {
+    let t = ctx.tenant.clone();
     let current = load(state, &t, id).await?;
-    if current.role == Role::Owner.as_str() && p.role() != Role::Owner {
+    if current.role == Role::Owner.as_str() && ctx.principal.role() != Role::Owner {
         return Err(ApiError::new(
             ErrorCode::OwnerRequired,
             "only an Owner may remove an Owner",
         ));
     }
     let ev = NewAuditEvent::new(
-        &p.actor(client),
+        &ctx.actor(),
         "member.remove",
         Some(format!("member:{}", current.email)),
     )

@@ -24,7 +24,7 @@ pub mod variables;
 
 use std::sync::Arc;
 
-pub use principal::{ClientInfo, Principal};
+pub use principal::{Caller, ClientInfo, Credentials, Principal, TenantCtx};
 
 use crate::auth::Passwords;
 use crate::config::Settings;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{unix_now, AppState, ClientInfo, Principal};
+use super::{unix_now, AppState, Caller};
 use crate::audit::NewAuditEvent;
 use crate::auth::password;
 use crate::domain::plan::FEATURE_REGIONS;
@@ -66,9 +66,8 @@ fn parse_plan(s: &str) -> ApiResult<Plan> {
 /// needs the `regions` feature (403 `feature_not_licensed`).
 pub async fn create(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &Caller,
     input: NewTenant,
-    client: &ClientInfo,
 ) -> ApiResult<CreatedTenant> {
     let name = TenantName::parse(&input.name).map_err(|e| ApiError::invalid("name", e.0))?;
     if TenantId::parse(name.as_str()).is_ok() {
@@ -121,7 +120,7 @@ pub async fn create(
 
     let pw = zeroize::Zeroizing::new(password::random_password());
     let hash = state.passwords.hash(pw.clone()).await?;
-    let actor = p.actor(client);
+    let actor = ctx.actor();
     let st = state.clone();
     let (name_s, email_s) = (name.as_str().to_string(), email.as_str().to_string());
     let a2 = actor.clone();
@@ -142,7 +141,7 @@ pub async fn create(
         other => ApiError::internal(other),
     })?;
     if plan != Plan::Free {
-        set_plan(state, p, tid.as_str(), plan.as_str(), client).await?;
+        set_plan(state, ctx, tid.as_str(), plan.as_str()).await?;
     }
     let tenant = get(state, tid.as_str()).await?;
     Ok(CreatedTenant {
@@ -171,10 +170,9 @@ pub async fn get(state: &Arc<AppState>, id: &str) -> ApiResult<TenantRow> {
 /// is returned unchanged with no audit row.
 pub async fn set_suspended(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &Caller,
     id: &str,
     suspended: bool,
-    client: &ClientInfo,
 ) -> ApiResult<TenantRow> {
     let t = get(state, id).await?;
     let (status, action) = if suspended {
@@ -183,7 +181,7 @@ pub async fn set_suspended(
         ("active", "tenant.resume")
     };
     if t.status != status {
-        let ev = NewAuditEvent::new(&p.actor(client), action, Some(format!("tenant:{}", t.id)))
+        let ev = NewAuditEvent::new(&ctx.actor(), action, Some(format!("tenant:{}", t.id)))
             .details(serde_json::json!({"name": t.name, "from": t.status, "to": status}));
         let tid = t.id.clone();
         state
@@ -198,17 +196,16 @@ pub async fn set_suspended(
 /// audit row.
 pub async fn set_plan(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &Caller,
     id: &str,
     plan: &str,
-    client: &ClientInfo,
 ) -> ApiResult<TenantRow> {
     let plan = parse_plan(plan)?;
     let t = get(state, id).await?;
     check_plan_licensed(state, plan)?;
     if t.plan != plan.as_str() {
         let ev = NewAuditEvent::new(
-            &p.actor(client),
+            &ctx.actor(),
             "tenant.plan_change",
             Some(format!("tenant:{}", t.id)),
         )

@@ -3,7 +3,10 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use zeroize::Zeroizing;
+
 use crate::audit::Actor;
+use crate::crypto::token::{self, TokenKind};
 use crate::domain::{Role, TenantId};
 use crate::error::{ApiError, ApiResult};
 
@@ -148,7 +151,136 @@ pub struct MeView {
     pub must_change_password: bool,
 }
 
-/// The tenant of a tenant principal; a PlatformAdmin (no tenant) gets 403 `forbidden`.
-pub fn tenant_of(p: &Principal) -> ApiResult<TenantId> {
-    p.tenant().cloned().ok_or_else(ApiError::forbidden)
+/// A token a request presented, parsed once (by the residency middleware) into its kind and the
+/// tenant its prefix names (`fga_<tenant>_…`, `fgs_<tenant>_…`, `fgu_<tenant>_…`; `fgp_catalog_…`
+/// names none). A value that does not have a token's shape keeps `kind: None` and authenticates
+/// nobody.
+#[derive(Clone)]
+pub struct PresentedToken {
+    /// The token as sent (a secret: never logged).
+    pub raw: Zeroizing<String>,
+    /// Its kind, when it has a token's shape.
+    pub kind: Option<TokenKind>,
+    /// The scope after the prefix (`<tenant>` or `catalog`), when it has a token's shape.
+    pub scope: Option<String>,
+    /// The tenant it names, for tenant token kinds with a valid tenant id.
+    pub tenant: Option<TenantId>,
+}
+
+impl PresentedToken {
+    /// Parse `raw` (see [`token::parse_token`]).
+    pub fn parse(raw: &str) -> Self {
+        let parsed = token::parse_token(raw);
+        let tenant = match parsed {
+            Some((TokenKind::Agent | TokenKind::Scim | TokenKind::UserSession, scope)) => {
+                TenantId::parse(scope).ok()
+            }
+            _ => None,
+        };
+        Self {
+            raw: Zeroizing::new(raw.to_string()),
+            kind: parsed.map(|(k, _)| k),
+            scope: parsed.map(|(_, s)| s.to_string()),
+            tenant,
+        }
+    }
+}
+
+impl std::fmt::Debug for PresentedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PresentedToken")
+            .field("kind", &self.kind)
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `Authorization` carried.
+#[derive(Debug, Clone)]
+pub enum Authorization {
+    /// `Bearer <token>`.
+    Bearer(PresentedToken),
+    /// Any other scheme or an undecodable value (authenticates nobody: 401).
+    Invalid,
+}
+
+/// The credentials of one request, parsed once by the residency middleware (which decides the
+/// region from their tenants) and handed to the authentication extractor through the request's
+/// extensions. A bearer token wins over the session cookie.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// The `Authorization` header, if any.
+    pub authorization: Option<Authorization>,
+    /// The session cookie (`fg_session`), if any.
+    pub session: Option<PresentedToken>,
+}
+
+impl Credentials {
+    /// Every tenant the credentials name (bearer first, then the session cookie).
+    pub fn tenants(&self) -> impl Iterator<Item = &TenantId> {
+        let bearer = match &self.authorization {
+            Some(Authorization::Bearer(t)) => t.tenant.as_ref(),
+            _ => None,
+        };
+        bearer
+            .into_iter()
+            .chain(self.session.as_ref().and_then(|t| t.tenant.as_ref()))
+    }
+}
+
+/// An authenticated caller of a route open to more than one kind of principal (a tenant member
+/// or a PlatformAdmin), with the client's address.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who.
+    pub principal: Principal,
+    /// From where.
+    pub client: ClientInfo,
+}
+
+impl Caller {
+    /// Audit actor.
+    pub fn actor(&self) -> Actor {
+        self.principal.actor(&self.client)
+    }
+}
+
+/// An authenticated caller of a tenant route: the tenant, resolved once from the credential by
+/// the route's guard (a PlatformAdmin never holds a tenant permission), the principal and the
+/// client's address.
+#[derive(Debug, Clone)]
+pub struct TenantCtx {
+    /// The caller's tenant.
+    pub tenant: TenantId,
+    /// Who (never `Principal::Platform`).
+    pub principal: Principal,
+    /// From where.
+    pub client: ClientInfo,
+}
+
+impl TenantCtx {
+    /// The context of a tenant principal; a PlatformAdmin (no tenant) gets 403 `forbidden`.
+    pub fn of(principal: Principal, client: ClientInfo) -> ApiResult<Self> {
+        let tenant = principal
+            .tenant()
+            .cloned()
+            .ok_or_else(ApiError::forbidden)?;
+        Ok(Self {
+            tenant,
+            principal,
+            client,
+        })
+    }
+    /// Audit actor.
+    pub fn actor(&self) -> Actor {
+        self.principal.actor(&self.client)
+    }
+    /// Name recorded as the audit actor.
+    pub fn actor_name(&self) -> String {
+        self.principal.actor_name()
+    }
+    /// The caller's role.
+    pub fn role(&self) -> Role {
+        self.principal.role()
+    }
 }

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
 use super::variables::{self, Resolved};
-use super::{unix_now, AppState, ClientInfo, Principal};
+use super::{unix_now, AppState, ClientInfo, Principal, TenantCtx};
 use crate::audit::{Actor, NewAuditEvent};
 use crate::crypto::token;
 use crate::domain::flow::{render_template, template_vars, Step};
@@ -96,17 +96,12 @@ pub struct RunDetail {
 }
 
 /// Queue a manual run of a flow.
-pub async fn trigger(
-    state: &Arc<AppState>,
-    p: &Principal,
-    flow: &str,
-    client: &ClientInfo,
-) -> ApiResult<RunRow> {
-    let t = super::flows::tenant_of(p)?;
+pub async fn trigger(state: &Arc<AppState>, ctx: &TenantCtx, flow: &str) -> ApiResult<RunRow> {
+    let t = ctx.tenant.clone();
     let id = new_object_id();
-    let ev = NewAuditEvent::new(&p.actor(client), "run.trigger", Some(format!("run:{id}")))
+    let ev = NewAuditEvent::new(&ctx.actor(), "run.trigger", Some(format!("run:{id}")))
         .details(serde_json::json!({"flow_id": flow, "trigger": "manual"}));
-    let (f, by) = (flow.to_string(), p.actor_name());
+    let (f, by) = (flow.to_string(), ctx.principal.actor_name());
     Ok(state
         .tenants
         .run(&t, move |c| {
@@ -164,14 +159,9 @@ pub async fn trigger_webhook(
 }
 
 /// Cancel a queued or running run.
-pub async fn cancel(
-    state: &Arc<AppState>,
-    p: &Principal,
-    run: &str,
-    client: &ClientInfo,
-) -> ApiResult<RunRow> {
-    let t = super::flows::tenant_of(p)?;
-    let ev = NewAuditEvent::new(&p.actor(client), "run.cancel", Some(format!("run:{run}")));
+pub async fn cancel(state: &Arc<AppState>, ctx: &TenantCtx, run: &str) -> ApiResult<RunRow> {
+    let t = ctx.tenant.clone();
+    let ev = NewAuditEvent::new(&ctx.actor(), "run.cancel", Some(format!("run:{run}")));
     let r = run.to_string();
     state
         .tenants
@@ -193,13 +183,13 @@ pub async fn cancel(
 /// Runs of an application, newest first; `cursor` is the last row's `queued_at|id`.
 pub async fn list(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     app: &str,
     status: Option<String>,
     cursor: Option<String>,
     limit: u32,
 ) -> ApiResult<(Vec<RunRow>, Option<String>)> {
-    let t = super::flows::tenant_of(p)?;
+    let t = ctx.tenant.clone();
     if let Some(s) = &status {
         if !["queued", "running", "passed", "failed", "cancelled"].contains(&s.as_str()) {
             return Err(ApiError::new(
@@ -246,8 +236,8 @@ pub async fn list(
 }
 
 /// A run with its steps.
-pub async fn get(state: &Arc<AppState>, p: &Principal, run: &str) -> ApiResult<RunDetail> {
-    let t = super::flows::tenant_of(p)?;
+pub async fn get(state: &Arc<AppState>, ctx: &TenantCtx, run: &str) -> ApiResult<RunDetail> {
+    let t = ctx.tenant.clone();
     let r = run.to_string();
     state
         .tenants
@@ -300,14 +290,13 @@ pub struct Claim {
     pub mask_required: Vec<Vec<String>>,
 }
 
-fn agent_scope(p: &Principal) -> ApiResult<(TenantId, String, String)> {
-    match p {
+fn agent_scope(ctx: &TenantCtx) -> ApiResult<(TenantId, String, String)> {
+    match &ctx.principal {
         Principal::Agent {
-            tenant,
             application_id,
             token_id,
             ..
-        } => Ok((tenant.clone(), application_id.clone(), token_id.clone())),
+        } => Ok((ctx.tenant.clone(), application_id.clone(), token_id.clone())),
         _ => Err(ApiError::forbidden()),
     }
 }
@@ -354,10 +343,10 @@ pub fn required_masks(s: &Step, secret_names: &[String]) -> Vec<String> {
 /// queued run of the application (None when nothing matching is queued).
 pub async fn claim(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     only: Option<String>,
 ) -> ApiResult<Option<Claim>> {
-    let (t, app, token_id) = agent_scope(p)?;
+    let (t, app, token_id) = agent_scope(ctx)?;
     let now = unix_now();
     let st = state.clone();
     tokio::task::spawn_blocking(move || -> ApiResult<Option<Claim>> {
@@ -422,15 +411,14 @@ pub async fn claim(
 /// another application (or tenant) → 404.
 pub async fn trigger_as_agent(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     flow: &str,
-    client: &ClientInfo,
 ) -> ApiResult<RunRow> {
-    let (t, app, _) = agent_scope(p)?;
+    let (t, app, _) = agent_scope(ctx)?;
     let id = new_object_id();
-    let ev = NewAuditEvent::new(&p.actor(client), "run.trigger", Some(format!("run:{id}")))
+    let ev = NewAuditEvent::new(&ctx.actor(), "run.trigger", Some(format!("run:{id}")))
         .details(serde_json::json!({"flow_id": flow, "trigger": "manual", "via": "agent"}));
-    let (f, by) = (flow.to_string(), p.actor_name());
+    let (f, by) = (flow.to_string(), ctx.principal.actor_name());
     Ok(state
         .tenants
         .run(&t, move |c| {
@@ -444,8 +432,8 @@ pub async fn trigger_as_agent(
 }
 
 /// A run of the agent's application (any agent's), for following a run to its verdict.
-pub async fn get_as_agent(state: &Arc<AppState>, p: &Principal, run: &str) -> ApiResult<RunRow> {
-    let (t, app, _) = agent_scope(p)?;
+pub async fn get_as_agent(state: &Arc<AppState>, ctx: &TenantCtx, run: &str) -> ApiResult<RunRow> {
+    let (t, app, _) = agent_scope(ctx)?;
     let run = run.to_string();
     state
         .tenants
@@ -505,11 +493,11 @@ fn scrub_json(v: &serde_json::Value, secrets: &[Zeroizing<String>]) -> Option<se
 /// Record a step result (secret values scrubbed from every text field).
 pub async fn report_step(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     run: &str,
     rep: StepReport,
 ) -> ApiResult<StepRow> {
-    let (t, app, token_id) = agent_scope(p)?;
+    let (t, app, token_id) = agent_scope(ctx)?;
     if !["passed", "failed", "skipped"].contains(&rep.status.as_str()) {
         return Err(ApiError::invalid(
             "status",
@@ -560,8 +548,8 @@ pub async fn report_step(
 }
 
 /// Heartbeat of a running run.
-pub async fn heartbeat(state: &Arc<AppState>, p: &Principal, run: &str) -> ApiResult<()> {
-    let (t, app, token_id) = agent_scope(p)?;
+pub async fn heartbeat(state: &Arc<AppState>, ctx: &TenantCtx, run: &str) -> ApiResult<()> {
+    let (t, app, token_id) = agent_scope(ctx)?;
     let run = run.to_string();
     let now = unix_now();
     state
@@ -599,11 +587,11 @@ pub struct Complete {
 /// `checkpoint_not_evaluated:N`, `missing_step_result:N`).
 pub async fn complete(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     run: &str,
     body: Complete,
 ) -> ApiResult<RunRow> {
-    let (t, app, token_id) = agent_scope(p)?;
+    let (t, app, token_id) = agent_scope(ctx)?;
     if !["passed", "failed"].contains(&body.status.as_str()) {
         return Err(ApiError::invalid(
             "status",
@@ -612,7 +600,7 @@ pub async fn complete(
     }
     let st = state.clone();
     let run = run.to_string();
-    let actor = p.actor(&ClientInfo::default());
+    let actor = ctx.principal.actor(&ClientInfo::default());
     tokio::task::spawn_blocking(move || -> ApiResult<RunRow> {
         let secrets = variables::secret_values(&variables::resolve_blocking(&st, &t, &app)?);
         let db = st.tenants.get_blocking(&t)?;

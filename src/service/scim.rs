@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::{AppState, ClientInfo, Principal};
+use super::{AppState, TenantCtx};
 use crate::audit::NewAuditEvent;
 use crate::domain::scim::filter::{compile_str, matches, Compiled};
 use crate::domain::scim::patch;
@@ -109,12 +109,6 @@ impl IfMatch {
             }
         }
     }
-}
-
-fn tenant_of(p: &Principal) -> Result<TenantId, ScimError> {
-    p.tenant()
-        .cloned()
-        .ok_or_else(|| ScimError::new(403, "not allowed for this role"))
 }
 
 /// The license's active-user limit for the tenant (None = unlimited).
@@ -224,11 +218,11 @@ fn render_row(row: &ScimUserRow, base: &str) -> Result<Map<String, Value>, ScimE
 /// anything unsupported, before any data is read), then page. `totalResults` counts every match.
 pub async fn list(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     q: Query,
     base: &str,
 ) -> Result<Page, ScimError> {
-    let t = tenant_of(p)?;
+    let t = ctx.tenant.clone();
     let compiled: Option<Compiled> = match q.filter.as_deref().map(str::trim) {
         Some(f) if !f.is_empty() => Some(compile_str(f)?),
         Some(_) => return Err(ScimError::invalid_filter("the filter is empty")),
@@ -281,11 +275,11 @@ async fn load(state: &Arc<AppState>, t: &TenantId, id: &str) -> Result<ScimUserR
 /// `GET /Users/{id}`.
 pub async fn get(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     id: &str,
     base: &str,
 ) -> Result<Rendered, ScimError> {
-    let t = tenant_of(p)?;
+    let t = ctx.tenant.clone();
     let row = load(state, &t, id).await?;
     Ok(Rendered {
         doc: render_row(&row, base)?,
@@ -297,12 +291,11 @@ pub async fn get(
 /// 409 `uniqueness`. Role Viewer, source `scim`, `active` true unless the body says otherwise.
 pub async fn create(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     body: &Value,
     base: &str,
-    client: &ClientInfo,
 ) -> Result<Rendered, ScimError> {
-    let t = tenant_of(p)?;
+    let t = ctx.tenant.clone();
     let mut attrs = resource::from_body(body)?;
     attrs.entry("active").or_insert(Value::Bool(true));
     let now = now_rfc3339();
@@ -322,7 +315,7 @@ pub async fn create(
     };
     apply_attrs(&mut row, &attrs)?;
     let ev = NewAuditEvent::new(
-        &p.actor(client),
+        &ctx.actor(),
         "user.created",
         Some(format!("member:{}", row.user_name)),
     )
@@ -397,13 +390,12 @@ fn changed_names(old: &Attrs, new: &Attrs) -> Vec<String> {
 #[allow(clippy::too_many_arguments)]
 async fn write(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     t: &TenantId,
     row: ScimUserRow,
     new: Attrs,
     if_match: Option<&IfMatch>,
     base: &str,
-    client: &ClientInfo,
 ) -> Result<Rendered, ScimError> {
     if if_match.is_some_and(|m| !m.allows(row.version)) {
         return Err(ScimError::precondition_failed());
@@ -422,7 +414,7 @@ async fn write(
     next.updated_at = now_rfc3339();
     let was_active = row.active && !row.active_unset;
     let now_active = next.active && !next.active_unset;
-    let actor = p.actor(client);
+    let actor = ctx.actor();
     let target = Some(format!("member:{}", next.user_name));
     let mut events = Vec::new();
     let others: Vec<&String> = changed.iter().filter(|c| *c != "active").collect();
@@ -475,14 +467,13 @@ async fn write(
 #[allow(clippy::too_many_arguments)]
 pub async fn replace(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     id: &str,
     body: &Value,
     if_match: Option<&IfMatch>,
     base: &str,
-    client: &ClientInfo,
 ) -> Result<Rendered, ScimError> {
-    let t = tenant_of(p)?;
+    let t = ctx.tenant.clone();
     let given = resource::from_body(body)?;
     let mut attempt = 0;
     loop {
@@ -491,7 +482,7 @@ pub async fn replace(
         if !new.contains_key("active") && !row.active_unset {
             new.insert("active".into(), Value::Bool(row.active));
         }
-        match write(state, p, &t, row, new, if_match, base, client).await {
+        match write(state, ctx, &t, row, new, if_match, base).await {
             Err(e) if raced(&e, if_match, &mut attempt) => continue,
             other => return other,
         }
@@ -508,14 +499,13 @@ fn raced(e: &ScimError, if_match: Option<&IfMatch>, attempt: &mut u32) -> bool {
 #[allow(clippy::too_many_arguments)]
 pub async fn modify(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     id: &str,
     body: &Value,
     if_match: Option<&IfMatch>,
     base: &str,
-    client: &ClientInfo,
 ) -> Result<Rendered, ScimError> {
-    let t = tenant_of(p)?;
+    let t = ctx.tenant.clone();
     let ops = patch::parse(body)?;
     let mut attempt = 0;
     loop {
@@ -524,7 +514,7 @@ pub async fn modify(
             return Err(ScimError::precondition_failed());
         }
         let new = patch::apply(&to_attrs(&row)?, &ops)?;
-        match write(state, p, &t, row, new, if_match, base, client).await {
+        match write(state, ctx, &t, row, new, if_match, base).await {
             Err(e) if raced(&e, if_match, &mut attempt) => continue,
             other => return other,
         }
@@ -534,18 +524,17 @@ pub async fn modify(
 /// `DELETE /Users/{id}` (RFC 7644 §3.6): the user and their sessions are gone; later reads 404.
 pub async fn delete(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     id: &str,
     if_match: Option<&IfMatch>,
-    client: &ClientInfo,
 ) -> Result<(), ScimError> {
-    let t = tenant_of(p)?;
+    let t = ctx.tenant.clone();
     let row = load(state, &t, id).await?;
     if if_match.is_some_and(|m| !m.allows(row.version)) {
         return Err(ScimError::precondition_failed());
     }
     let ev = NewAuditEvent::new(
-        &p.actor(client),
+        &ctx.actor(),
         "user.deleted",
         Some(format!("member:{}", row.user_name)),
     )

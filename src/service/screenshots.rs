@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::variables;
-use super::{keys, runs, unix_now, AppState, Principal};
+use super::{keys, runs, unix_now, AppState, Principal, TenantCtx};
 use crate::crypto::{envelope, signed_url};
 use crate::domain::flow::Step;
 use crate::domain::now_rfc3339;
@@ -230,14 +230,14 @@ struct PendingEvaluation {
 /// 422 `invalid_region`, nothing stored.
 pub async fn upload(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     run: &str,
     idx: i64,
     image: Vec<u8>,
     masks_json: Option<Vec<u8>>,
     region_json: Option<Vec<u8>>,
 ) -> ApiResult<Uploaded> {
-    let (t, app, token_id) = match p {
+    let (t, app, token_id) = match &ctx.principal {
         Principal::Agent {
             tenant,
             application_id,
@@ -531,11 +531,11 @@ pub struct SignedUrl {
 /// Issue a signed URL for a step's screenshot (lifetime [`signed_url::MAX_LIFETIME_SECS`]).
 pub async fn signed_url_for(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     run: &str,
     idx: i64,
 ) -> ApiResult<SignedUrl> {
-    let t = super::flows::tenant_of(p)?;
+    let t = ctx.tenant.clone();
     let r = run.to_string();
     let shot = state
         .tenants

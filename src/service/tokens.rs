@@ -3,15 +3,13 @@
 
 use std::sync::Arc;
 
-use super::{AppState, ClientInfo, Principal};
+use super::{AppState, TenantCtx};
 use crate::audit::NewAuditEvent;
 use crate::crypto::token::{self, TokenKind};
 use crate::domain::{new_object_id, now_rfc3339};
 use crate::error::{ApiError, ApiResult};
 use crate::store::tenant::{self, ServiceTokenRow};
 use crate::store::StoreError;
-
-use super::principal::tenant_of;
 
 fn kind_name(k: TokenKind) -> &'static str {
     if k == TokenKind::Agent {
@@ -33,10 +31,10 @@ fn action(k: TokenKind, verb: &str) -> &'static str {
 /// List tokens of a kind (no secrets).
 pub async fn list(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     kind: TokenKind,
 ) -> ApiResult<Vec<ServiceTokenRow>> {
-    let t = tenant_of(p)?;
+    let t = ctx.tenant.clone();
     let k = kind_name(kind);
     Ok(state
         .tenants
@@ -47,13 +45,12 @@ pub async fn list(
 /// Create a token; returns the row and the secret (shown once).
 pub async fn create(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     kind: TokenKind,
     name: &str,
     application_id: Option<&str>,
-    client: &ClientInfo,
 ) -> ApiResult<(ServiceTokenRow, String)> {
-    let t = tenant_of(p)?;
+    let t = ctx.tenant.clone();
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::invalid(
@@ -76,11 +73,11 @@ pub async fn create(
         name: name.into(),
         prefix,
         created_at: now_rfc3339(),
-        created_by: p.actor_name(),
+        created_by: ctx.principal.actor_name(),
         revoked_at: None,
         token_hash: token::token_hash(&secret),
     };
-    let ev = NewAuditEvent::new(&p.actor(client), action(kind, "create"), Some(format!("{}_token:{}", row.kind, row.id)))
+    let ev = NewAuditEvent::new(&ctx.actor(), action(kind, "create"), Some(format!("{}_token:{}", row.kind, row.id)))
         .details(serde_json::json!({"name": row.name, "application_id": row.application_id, "prefix": row.prefix}));
     let r2 = row.clone();
     state
@@ -97,15 +94,14 @@ pub async fn create(
 /// Revoke a token by id.
 pub async fn revoke(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     kind: TokenKind,
     id: &str,
-    client: &ClientInfo,
 ) -> ApiResult<()> {
-    let t = tenant_of(p)?;
+    let t = ctx.tenant.clone();
     let k = kind_name(kind);
     let ev = NewAuditEvent::new(
-        &p.actor(client),
+        &ctx.actor(),
         action(kind, "revoke"),
         Some(format!("{k}_token:{id}")),
     );

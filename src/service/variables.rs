@@ -8,7 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
-use super::{keys, AppState, ClientInfo, Principal};
+use super::{keys, AppState, TenantCtx};
 use crate::audit::NewAuditEvent;
 use crate::crypto::envelope;
 use crate::domain::flow::valid_variable_name;
@@ -136,8 +136,12 @@ async fn check_app(state: &Arc<AppState>, t: &TenantId, app: &str) -> ApiResult<
 }
 
 /// List variables.
-pub async fn list(state: &Arc<AppState>, p: &Principal, app: &str) -> ApiResult<Vec<VariableView>> {
-    let t = super::flows::tenant_of(p)?;
+pub async fn list(
+    state: &Arc<AppState>,
+    ctx: &TenantCtx,
+    app: &str,
+) -> ApiResult<Vec<VariableView>> {
+    let t = ctx.tenant.clone();
     check_app(state, &t, app).await?;
     let a = app.to_string();
     Ok(state
@@ -152,11 +156,11 @@ pub async fn list(state: &Arc<AppState>, p: &Principal, app: &str) -> ApiResult<
 /// Read one variable.
 pub async fn get(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     app: &str,
     name: &str,
 ) -> ApiResult<VariableView> {
-    list(state, p, app)
+    list(state, ctx, app)
         .await?
         .into_iter()
         .find(|v| v.name == name)
@@ -166,14 +170,13 @@ pub async fn get(
 /// Set a variable.
 pub async fn put(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     app: &str,
     name: &str,
     value: Zeroizing<String>,
     secret: bool,
-    client: &ClientInfo,
 ) -> ApiResult<VariableView> {
-    let t = super::flows::tenant_of(p)?;
+    let t = ctx.tenant.clone();
     if !valid_variable_name(name) {
         return Err(ApiError::invalid(
             "name",
@@ -185,7 +188,7 @@ pub async fn put(
     }
     check_app(state, &t, app).await?;
     let ev = NewAuditEvent::new(
-        &p.actor(client),
+        &ctx.actor(),
         "variable.set",
         Some(format!("variable:{app}/{name}")),
     )
@@ -234,15 +237,14 @@ pub async fn put(
 /// Delete a variable.
 pub async fn delete(
     state: &Arc<AppState>,
-    p: &Principal,
+    ctx: &TenantCtx,
     app: &str,
     name: &str,
-    client: &ClientInfo,
 ) -> ApiResult<()> {
-    let t = super::flows::tenant_of(p)?;
+    let t = ctx.tenant.clone();
     check_app(state, &t, app).await?;
     let ev = NewAuditEvent::new(
-        &p.actor(client),
+        &ctx.actor(),
         "variable.delete",
         Some(format!("variable:{app}/{name}")),
     )

@@ -5,7 +5,7 @@ use actix_web::{delete, get, post, put, web, HttpResponse};
 use crate::error::ApiError;
 use crate::http::extract::{perm, Guarded, Require};
 use crate::service::ai_endpoint::{self as svc, AiEndpointBody, AiEndpointView, TestResult};
-use crate::service::{AppState, ClientInfo};
+use crate::service::AppState;
 
 /// The effective endpoint: the tenant's own, else the deployment default, else `source: none`.
 /// The API key is never returned (`api_key_set` only).
@@ -15,7 +15,7 @@ pub async fn get(
     state: web::Data<AppState>,
     g: Require<perm::AiEndpointManage>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc::get(&state.into_inner(), &g.principal).await?))
+    Ok(HttpResponse::Ok().json(svc::get(&state.into_inner(), &g.ctx).await?))
 }
 
 /// Set the tenant's endpoint (full replacement; audited `ai_endpoint.set`). 422 naming the field
@@ -25,11 +25,10 @@ pub async fn get(
 #[put("/ai-endpoint")]
 pub async fn put(
     state: web::Data<AppState>,
-    client: ClientInfo,
     g: Guarded<perm::AiEndpointManage, web::Json<AiEndpointBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let body = g.inner.into_inner();
-    Ok(HttpResponse::Ok().json(svc::put(&state.into_inner(), &g.principal, body, &client).await?))
+    Ok(HttpResponse::Ok().json(svc::put(&state.into_inner(), &g.ctx, body).await?))
 }
 
 /// Remove the tenant's endpoint (the deployment default applies again, if any); 404 when the
@@ -38,10 +37,9 @@ pub async fn put(
 #[delete("/ai-endpoint")]
 pub async fn remove(
     state: web::Data<AppState>,
-    client: ClientInfo,
     g: Require<perm::AiEndpointManage>,
 ) -> Result<HttpResponse, ApiError> {
-    svc::delete(&state.into_inner(), &g.principal, &client).await?;
+    svc::delete(&state.into_inner(), &g.ctx).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -52,8 +50,7 @@ pub async fn remove(
 #[post("/ai-endpoint/test")]
 pub async fn test(
     state: web::Data<AppState>,
-    client: ClientInfo,
     g: Require<perm::AiEndpointManage>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc::test(&state.into_inner(), &g.principal, &client).await?))
+    Ok(HttpResponse::Ok().json(svc::test(&state.into_inner(), &g.ctx).await?))
 }

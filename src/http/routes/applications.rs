@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use crate::error::ApiError;
 use crate::http::extract::{perm, Guarded, Require};
 use crate::service::applications::{self as svc, ApplicationInput};
-use crate::service::{AppState, ClientInfo};
+use crate::service::AppState;
 use crate::store::tenant::ApplicationRow;
 
 /// Create/replace body.
@@ -37,7 +37,7 @@ pub async fn list(
     state: web::Data<AppState>,
     g: Require<perm::ApplicationRead>,
 ) -> Result<HttpResponse, ApiError> {
-    let items = svc::list(&state.into_inner(), &g.principal).await?;
+    let items = svc::list(&state.into_inner(), &g.ctx).await?;
     Ok(HttpResponse::Ok().json(ApplicationList { items }))
 }
 
@@ -46,12 +46,11 @@ pub async fn list(
 #[post("/applications")]
 pub async fn create(
     state: web::Data<AppState>,
-    client: ClientInfo,
     g: Guarded<perm::ApplicationWrite, web::Json<ApplicationBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let body = &g.inner;
     let input = ApplicationInput::parse(&body.name, &body.base_url, body.repo_url.as_deref())?;
-    let row = svc::create(&state.into_inner(), &g.principal, input, &client).await?;
+    let row = svc::create(&state.into_inner(), &g.ctx, input).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/applications/{}", row.id)))
         .json(row))
@@ -65,7 +64,7 @@ pub async fn get(
     g: Require<perm::ApplicationRead>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc::get(&state.into_inner(), &g.principal, &id).await?))
+    Ok(HttpResponse::Ok().json(svc::get(&state.into_inner(), &g.ctx, &id).await?))
 }
 
 /// Replace an application's fields.
@@ -73,14 +72,12 @@ pub async fn get(
 #[put("/applications/{id}")]
 pub async fn update(
     state: web::Data<AppState>,
-    client: ClientInfo,
     id: web::Path<String>,
     g: Guarded<perm::ApplicationWrite, web::Json<ApplicationBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let body = &g.inner;
     let input = ApplicationInput::parse(&body.name, &body.base_url, body.repo_url.as_deref())?;
-    Ok(HttpResponse::Ok()
-        .json(svc::update(&state.into_inner(), &g.principal, &id, input, &client).await?))
+    Ok(HttpResponse::Ok().json(svc::update(&state.into_inner(), &g.ctx, &id, input).await?))
 }
 
 /// Delete an application and its agent tokens.
@@ -89,9 +86,8 @@ pub async fn update(
 pub async fn delete(
     state: web::Data<AppState>,
     g: Require<perm::ApplicationWrite>,
-    client: ClientInfo,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    svc::delete(&state.into_inner(), &g.principal, &id, &client).await?;
+    svc::delete(&state.into_inner(), &g.ctx, &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

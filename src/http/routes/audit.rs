@@ -11,7 +11,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::http::extract::{perm, Guarded, Require};
 use crate::service::audit_export::{self as exp, Chain, ExportRequest, VerifyReport};
 use crate::service::audit_log::{self as svc, parse_ts, DEFAULT_LIMIT};
-use crate::service::{AppState, ClientInfo};
+use crate::service::AppState;
 use crate::store::audit::AuditQuery;
 
 /// Query parameters.
@@ -63,7 +63,7 @@ pub async fn list(
         before_seq,
         limit: q.limit.unwrap_or(DEFAULT_LIMIT),
     };
-    let (items, next_cursor) = svc::list(&state.into_inner(), &g.principal, query).await?;
+    let (items, next_cursor) = svc::list(&state.into_inner(), &g.ctx, query).await?;
     Ok(HttpResponse::Ok().json(AuditPage { items, next_cursor }))
 }
 
@@ -162,19 +162,14 @@ fn export_response(
 #[get("/audit/export")]
 pub async fn export(
     state: web::Data<AppState>,
-    client: ClientInfo,
     g: Guarded<perm::AuditRead, web::Query<ExportParams>>,
 ) -> Result<HttpResponse, ApiError> {
     let state = state.into_inner();
-    let chain = exp::tenant_chain(&g.principal)?;
+    let chain = exp::tenant_chain(&g.ctx);
     exp::require_export_feature(&state, &chain).await?;
     let req = export_request(g.inner.into_inner())?;
-    let scope = g
-        .principal
-        .tenant()
-        .map(|t| t.to_string())
-        .unwrap_or_default();
-    let body = exp::export(&state, &g.principal, chain, req.clone(), &client).await?;
+    let scope = g.ctx.tenant.to_string();
+    let body = exp::export(&state, &g.ctx.actor(), chain, req.clone()).await?;
     Ok(export_response(&req, &scope, body))
 }
 
@@ -185,7 +180,7 @@ pub async fn verify(
     state: web::Data<AppState>,
     g: Require<perm::AuditRead>,
 ) -> Result<HttpResponse, ApiError> {
-    let chain = exp::tenant_chain(&g.principal)?;
+    let chain = exp::tenant_chain(&g.ctx);
     Ok(HttpResponse::Ok().json(exp::verify(&state, &chain).await?))
 }
 
@@ -253,13 +248,12 @@ pub async fn platform_list(
 #[get("/platform/audit/export")]
 pub async fn platform_export(
     state: web::Data<AppState>,
-    client: ClientInfo,
     g: Guarded<perm::PlatformRead, web::Query<ExportParams>>,
 ) -> Result<HttpResponse, ApiError> {
     let state = state.into_inner();
     exp::require_export_feature(&state, &Chain::Catalog).await?;
     let req = export_request(g.inner.into_inner())?;
-    let body = exp::export(&state, &g.principal, Chain::Catalog, req.clone(), &client).await?;
+    let body = exp::export(&state, &g.ctx.actor(), Chain::Catalog, req.clone()).await?;
     Ok(export_response(&req, "catalog", body))
 }
 

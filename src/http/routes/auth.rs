@@ -199,9 +199,8 @@ pub async fn ldap_login(
 pub async fn logout(
     state: web::Data<AppState>,
     g: Require<perm::SelfRead>,
-    client: ClientInfo,
 ) -> Result<HttpResponse, ApiError> {
-    auth::logout(&state.into_inner(), &g.principal, &client).await?;
+    auth::logout(&state.into_inner(), &g.ctx).await?;
     let mut gone = session_cookie(String::new(), 0);
     gone.make_removal();
     Ok(HttpResponse::NoContent().cookie(gone).finish())
@@ -214,7 +213,7 @@ pub async fn me(
     state: web::Data<AppState>,
     g: Require<perm::SelfRead>,
 ) -> Result<HttpResponse, ApiError> {
-    let must_change = match g.principal.clone() {
+    let must_change = match g.ctx.principal.clone() {
         Principal::User {
             tenant, user_id, ..
         } => state
@@ -229,7 +228,7 @@ pub async fn me(
             .is_some_and(|a| a.must_change_password),
         _ => false,
     };
-    Ok(HttpResponse::Ok().json(me_view(&g.principal, must_change)))
+    Ok(HttpResponse::Ok().json(me_view(&g.ctx.principal, must_change)))
 }
 
 /// Password change body.
@@ -249,16 +248,14 @@ pub struct ChangePassword {
 #[post("/me/password")]
 pub async fn change_password(
     state: web::Data<AppState>,
-    client: ClientInfo,
     g: Guarded<perm::SelfPassword, web::Json<ChangePassword>>,
 ) -> Result<HttpResponse, ApiError> {
     let b = g.inner.into_inner();
     auth::change_password(
         &state.into_inner(),
-        &g.principal,
+        &g.ctx,
         b.current_password,
         b.new_password,
-        &client,
     )
     .await?;
     Ok(HttpResponse::NoContent().finish())

@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 use crate::error::ApiError;
 use crate::http::extract::{perm, Guarded, Require};
 use crate::service::variables::VariableView;
-use crate::service::{flows as svc, variables, AppState, ClientInfo};
+use crate::service::{flows as svc, variables, AppState};
 use crate::store::flows::{FlowRow, WebhookRow};
 
 /// Flow body: `{name, tags, source, steps}`; each step an object with `type` and its options.
@@ -48,11 +48,10 @@ pub struct FlowFilter {
 #[post("/applications/{app}/flows")]
 pub async fn create(
     state: web::Data<AppState>,
-    client: ClientInfo,
     app: web::Path<String>,
     g: Guarded<perm::FlowWrite, web::Json<serde_json::Value>>,
 ) -> Result<HttpResponse, ApiError> {
-    let f = svc::create(&state.into_inner(), &g.principal, &app, &g.inner, &client).await?;
+    let f = svc::create(&state.into_inner(), &g.ctx, &app, &g.inner).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/flows/{}", f.id)))
         .json(f))
@@ -66,13 +65,7 @@ pub async fn list(
     app: web::Path<String>,
     g: Guarded<perm::FlowRead, web::Query<FlowFilter>>,
 ) -> Result<HttpResponse, ApiError> {
-    let items = svc::list(
-        &state.into_inner(),
-        &g.principal,
-        &app,
-        g.inner.into_inner().tag,
-    )
-    .await?;
+    let items = svc::list(&state.into_inner(), &g.ctx, &app, g.inner.into_inner().tag).await?;
     Ok(HttpResponse::Ok().json(FlowList { items }))
 }
 
@@ -84,7 +77,7 @@ pub async fn get(
     g: Require<perm::FlowRead>,
     flow: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc::get(&state.into_inner(), &g.principal, &flow, None).await?))
+    Ok(HttpResponse::Ok().json(svc::get(&state.into_inner(), &g.ctx, &flow, None).await?))
 }
 
 /// Read an old (immutable) version.
@@ -96,7 +89,7 @@ pub async fn version(
     path: web::Path<(String, i64)>,
 ) -> Result<HttpResponse, ApiError> {
     let (flow, n) = path.into_inner();
-    Ok(HttpResponse::Ok().json(svc::get(&state.into_inner(), &g.principal, &flow, Some(n)).await?))
+    Ok(HttpResponse::Ok().json(svc::get(&state.into_inner(), &g.ctx, &flow, Some(n)).await?))
 }
 
 /// Save a new version.
@@ -104,12 +97,10 @@ pub async fn version(
 #[put("/flows/{flow}")]
 pub async fn update(
     state: web::Data<AppState>,
-    client: ClientInfo,
     flow: web::Path<String>,
     g: Guarded<perm::FlowWrite, web::Json<serde_json::Value>>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok()
-        .json(svc::update(&state.into_inner(), &g.principal, &flow, &g.inner, &client).await?))
+    Ok(HttpResponse::Ok().json(svc::update(&state.into_inner(), &g.ctx, &flow, &g.inner).await?))
 }
 
 /// Delete a flow (its runs stay readable).
@@ -117,11 +108,10 @@ pub async fn update(
 #[delete("/flows/{flow}")]
 pub async fn remove(
     state: web::Data<AppState>,
-    client: ClientInfo,
     g: Require<perm::FlowWrite>,
     flow: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    svc::delete(&state.into_inner(), &g.principal, &flow, &client).await?;
+    svc::delete(&state.into_inner(), &g.ctx, &flow).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -140,7 +130,6 @@ pub struct ScheduleBody {
 #[put("/flows/{flow}/schedule")]
 pub async fn set_schedule(
     state: web::Data<AppState>,
-    client: ClientInfo,
     flow: web::Path<String>,
     g: Guarded<perm::FlowWrite, web::Json<ScheduleBody>>,
 ) -> Result<HttpResponse, ApiError> {
@@ -148,10 +137,9 @@ pub async fn set_schedule(
     Ok(HttpResponse::Ok().json(
         svc::set_schedule(
             &state.into_inner(),
-            &g.principal,
+            &g.ctx,
             &flow,
             Some((b.cron, b.timezone)),
-            &client,
         )
         .await?,
     ))
@@ -162,12 +150,10 @@ pub async fn set_schedule(
 #[delete("/flows/{flow}/schedule")]
 pub async fn clear_schedule(
     state: web::Data<AppState>,
-    client: ClientInfo,
     g: Require<perm::FlowWrite>,
     flow: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok()
-        .json(svc::set_schedule(&state.into_inner(), &g.principal, &flow, None, &client).await?))
+    Ok(HttpResponse::Ok().json(svc::set_schedule(&state.into_inner(), &g.ctx, &flow, None).await?))
 }
 
 /// Webhook-token body.
@@ -200,18 +186,11 @@ pub struct WebhookList {
 #[post("/flows/{flow}/webhook-tokens")]
 pub async fn create_webhook(
     state: web::Data<AppState>,
-    client: ClientInfo,
     flow: web::Path<String>,
     g: Guarded<perm::WebhookManage, web::Json<WebhookBody>>,
 ) -> Result<HttpResponse, ApiError> {
-    let (meta, token) = svc::create_webhook(
-        &state.into_inner(),
-        &g.principal,
-        &flow,
-        &g.inner.name,
-        &client,
-    )
-    .await?;
+    let (meta, token) =
+        svc::create_webhook(&state.into_inner(), &g.ctx, &flow, &g.inner.name).await?;
     Ok(HttpResponse::Created().json(CreatedWebhook { meta, token }))
 }
 
@@ -224,7 +203,7 @@ pub async fn list_webhooks(
     flow: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(WebhookList {
-        items: svc::list_webhooks(&state.into_inner(), &g.principal, &flow).await?,
+        items: svc::list_webhooks(&state.into_inner(), &g.ctx, &flow).await?,
     }))
 }
 
@@ -233,12 +212,11 @@ pub async fn list_webhooks(
 #[delete("/flows/{flow}/webhook-tokens/{id}")]
 pub async fn revoke_webhook(
     state: web::Data<AppState>,
-    client: ClientInfo,
     g: Require<perm::WebhookManage>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (flow, id) = path.into_inner();
-    svc::revoke_webhook(&state.into_inner(), &g.principal, &flow, &id, &client).await?;
+    svc::revoke_webhook(&state.into_inner(), &g.ctx, &flow, &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -270,7 +248,7 @@ pub async fn list_variables(
     app: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(VariableList {
-        items: variables::list(&state.into_inner(), &g.principal, &app).await?,
+        items: variables::list(&state.into_inner(), &g.ctx, &app).await?,
     }))
 }
 
@@ -283,8 +261,7 @@ pub async fn get_variable(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (app, name) = path.into_inner();
-    Ok(HttpResponse::Ok()
-        .json(variables::get(&state.into_inner(), &g.principal, &app, &name).await?))
+    Ok(HttpResponse::Ok().json(variables::get(&state.into_inner(), &g.ctx, &app, &name).await?))
 }
 
 /// Set a variable.
@@ -292,24 +269,13 @@ pub async fn get_variable(
 #[put("/applications/{app}/variables/{name}")]
 pub async fn put_variable(
     state: web::Data<AppState>,
-    client: ClientInfo,
     path: web::Path<(String, String)>,
     g: Guarded<perm::VariableWrite, web::Json<VariableBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let (app, name) = path.into_inner();
     let b = g.inner.into_inner();
-    Ok(HttpResponse::Ok().json(
-        variables::put(
-            &state.into_inner(),
-            &g.principal,
-            &app,
-            &name,
-            b.value,
-            b.secret,
-            &client,
-        )
-        .await?,
-    ))
+    Ok(HttpResponse::Ok()
+        .json(variables::put(&state.into_inner(), &g.ctx, &app, &name, b.value, b.secret).await?))
 }
 
 /// Delete a variable.
@@ -317,11 +283,10 @@ pub async fn put_variable(
 #[delete("/applications/{app}/variables/{name}")]
 pub async fn delete_variable(
     state: web::Data<AppState>,
-    client: ClientInfo,
     g: Require<perm::VariableWrite>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (app, name) = path.into_inner();
-    variables::delete(&state.into_inner(), &g.principal, &app, &name, &client).await?;
+    variables::delete(&state.into_inner(), &g.ctx, &app, &name).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -6,7 +6,7 @@ use actix_web::{get, post, web, HttpResponse};
 use crate::error::ApiError;
 use crate::http::extract::{perm, Require};
 use crate::service::keys::{self as svc, KeyStatus, Rotated};
-use crate::service::{AppState, ClientInfo};
+use crate::service::AppState;
 
 /// The tenant's key sets: versions (state, created, retired), the active and any pending
 /// version, and when the next automatic rotation is due (`keys.rotation_days`).
@@ -16,7 +16,7 @@ pub async fn status(
     state: web::Data<AppState>,
     g: Require<perm::KeyRead>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc::status(&state.into_inner(), &g.principal).await?))
+    Ok(HttpResponse::Ok().json(svc::status(&state.into_inner(), &g.ctx).await?))
 }
 
 /// Rotate the tenant's key set now (new version → re-seal secrets → SQLCipher rekey →
@@ -27,8 +27,7 @@ pub async fn status(
 #[post("/keys/rotate")]
 pub async fn rotate(
     state: web::Data<AppState>,
-    client: ClientInfo,
     g: Require<perm::KeyRotate>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc::rotate_now(&state.into_inner(), &g.principal, &client).await?))
+    Ok(HttpResponse::Ok().json(svc::rotate_now(&state.into_inner(), &g.ctx).await?))
 }

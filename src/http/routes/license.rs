@@ -35,12 +35,7 @@ pub async fn tenant_license(
     g: Require<perm::LicenseRead>,
 ) -> Result<HttpResponse, ApiError> {
     let state = state.into_inner();
-    let t = g
-        .principal
-        .tenant()
-        .cloned()
-        .ok_or_else(ApiError::forbidden)?;
-    let entitlements = lic::tenant_entitlements(&state, &t).await?;
+    let entitlements = lic::tenant_entitlements(&state, &g.ctx.tenant).await?;
     let v = lic::view(&state);
     Ok(HttpResponse::Ok().json(TenantLicense {
         status: v.status,
@@ -66,6 +61,6 @@ pub async fn notifications(
     g: Require<perm::NotificationRead>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(NotificationList {
-        items: lic::notifications(&state, &g.principal),
+        items: lic::notifications(&state, &g.ctx),
     }))
 }

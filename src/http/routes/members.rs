@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 
 use crate::error::ApiError;
 use crate::http::extract::{perm, Guarded, Require};
-use crate::service::{members as svc, AppState, ClientInfo};
+use crate::service::{members as svc, AppState};
 use crate::store::tenant::UserRow;
 
 /// Add-member body: a local account with an initial password (12–1024 bytes) that the member
@@ -47,7 +47,7 @@ pub async fn list(
     g: Require<perm::MemberRead>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(MemberList {
-        items: svc::list(&state.into_inner(), &g.principal).await?,
+        items: svc::list(&state.into_inner(), &g.ctx).await?,
     }))
 }
 
@@ -56,19 +56,10 @@ pub async fn list(
 #[post("/members")]
 pub async fn add(
     state: web::Data<AppState>,
-    client: ClientInfo,
     g: Guarded<perm::MemberWrite, web::Json<AddMember>>,
 ) -> Result<HttpResponse, ApiError> {
     let b = g.inner.into_inner();
-    let row = svc::add(
-        &state.into_inner(),
-        &g.principal,
-        &b.email,
-        &b.role,
-        b.password,
-        &client,
-    )
-    .await?;
+    let row = svc::add(&state.into_inner(), &g.ctx, &b.email, &b.role, b.password).await?;
     Ok(HttpResponse::Created().json(row))
 }
 
@@ -77,20 +68,11 @@ pub async fn add(
 #[patch("/members/{id}")]
 pub async fn change_role(
     state: web::Data<AppState>,
-    client: ClientInfo,
     id: web::Path<String>,
     g: Guarded<perm::MemberWrite, web::Json<ChangeRole>>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(
-        svc::change_role(
-            &state.into_inner(),
-            &g.principal,
-            &id,
-            &g.inner.role,
-            &client,
-        )
-        .await?,
-    ))
+    Ok(HttpResponse::Ok()
+        .json(svc::change_role(&state.into_inner(), &g.ctx, &id, &g.inner.role).await?))
 }
 
 /// Remove a member (the last Owner cannot be removed: 409 `last_owner`).
@@ -99,9 +81,8 @@ pub async fn change_role(
 pub async fn remove(
     state: web::Data<AppState>,
     g: Require<perm::MemberWrite>,
-    client: ClientInfo,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    svc::remove(&state.into_inner(), &g.principal, &id, &client).await?;
+    svc::remove(&state.into_inner(), &g.ctx, &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -16,7 +16,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::http::extract::{perm, Guarded, Require};
 use crate::service::license::{self as lic, LicenseView};
 use crate::service::platform::{self as svc, CreatedTenant, NewTenant};
-use crate::service::{AppState, ClientInfo};
+use crate::service::AppState;
 use crate::store::catalog::{RevocationRow, TenantRow};
 
 /// Tenants page.
@@ -62,20 +62,18 @@ pub struct CreateTenantBody {
 #[post("/platform/tenants")]
 pub async fn create_tenant(
     state: web::Data<AppState>,
-    client: ClientInfo,
     g: Guarded<perm::PlatformWrite, web::Json<CreateTenantBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let b = g.inner.into_inner();
     let created = svc::create(
         &state.into_inner(),
-        &g.principal,
+        &g.ctx,
         NewTenant {
             name: b.name,
             owner_email: b.owner_email,
             region: b.region,
             plan: b.plan,
         },
-        &client,
     )
     .await?;
     Ok(HttpResponse::Created()
@@ -103,11 +101,9 @@ pub async fn get_tenant(
 pub async fn suspend_tenant(
     state: web::Data<AppState>,
     g: Require<perm::PlatformWrite>,
-    client: ClientInfo,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok()
-        .json(svc::set_suspended(&state.into_inner(), &g.principal, &id, true, &client).await?))
+    Ok(HttpResponse::Ok().json(svc::set_suspended(&state.into_inner(), &g.ctx, &id, true).await?))
 }
 
 /// Resume a suspended tenant.
@@ -116,11 +112,9 @@ pub async fn suspend_tenant(
 pub async fn resume_tenant(
     state: web::Data<AppState>,
     g: Require<perm::PlatformWrite>,
-    client: ClientInfo,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok()
-        .json(svc::set_suspended(&state.into_inner(), &g.principal, &id, false, &client).await?))
+    Ok(HttpResponse::Ok().json(svc::set_suspended(&state.into_inner(), &g.ctx, &id, false).await?))
 }
 
 /// Body of `PUT /api/v1/platform/tenants/{id}/plan`.
@@ -136,20 +130,11 @@ pub struct PlanBody {
 #[put("/platform/tenants/{id}/plan")]
 pub async fn set_plan(
     state: web::Data<AppState>,
-    client: ClientInfo,
     id: web::Path<String>,
     g: Guarded<perm::PlatformWrite, web::Json<PlanBody>>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(
-        svc::set_plan(
-            &state.into_inner(),
-            &g.principal,
-            &id,
-            &g.inner.plan,
-            &client,
-        )
-        .await?,
-    ))
+    Ok(HttpResponse::Ok()
+        .json(svc::set_plan(&state.into_inner(), &g.ctx, &id, &g.inner.plan).await?))
 }
 
 /// The installed license, its status and the entitlements it gives.
@@ -172,7 +157,6 @@ pub async fn license(
 pub async fn install_license(
     state: web::Data<AppState>,
     req: HttpRequest,
-    client: ClientInfo,
     g: Guarded<perm::PlatformWrite, web::Bytes>,
 ) -> Result<HttpResponse, ApiError> {
     let ct = req
@@ -192,13 +176,7 @@ pub async fn install_license(
             "body is not UTF-8".into(),
         ))
     })?;
-    let v = lic::install(
-        &state.into_inner(),
-        &g.principal,
-        token.trim().to_string(),
-        &client,
-    )
-    .await?;
+    let v = lic::install(&state.into_inner(), &g.ctx, token.trim().to_string()).await?;
     Ok(HttpResponse::Ok().json(v))
 }
 
@@ -208,9 +186,8 @@ pub async fn install_license(
 pub async fn reload_license(
     state: web::Data<AppState>,
     g: Require<perm::PlatformWrite>,
-    client: ClientInfo,
 ) -> Result<HttpResponse, ApiError> {
-    let v = lic::reload(&state.into_inner(), &g.principal.actor(&client)).await?;
+    let v = lic::reload(&state.into_inner(), &g.ctx.actor()).await?;
     Ok(HttpResponse::Ok().json(v))
 }
 
@@ -248,15 +225,13 @@ pub struct RevokeBody {
 #[post("/platform/license/revocations")]
 pub async fn revoke_license(
     state: web::Data<AppState>,
-    client: ClientInfo,
     g: Guarded<perm::PlatformWrite, web::Json<RevokeBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let row = lic::revoke(
         &state.into_inner(),
-        &g.principal,
+        &g.ctx,
         &g.inner.license_id,
         g.inner.reason.as_deref(),
-        &client,
     )
     .await?;
     Ok(HttpResponse::Created().json(row))

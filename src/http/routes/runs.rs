@@ -19,11 +19,10 @@ use crate::store::flows::{RunRow, StepRow};
 #[post("/flows/{flow}/runs")]
 pub async fn trigger(
     state: web::Data<AppState>,
-    client: ClientInfo,
     g: Require<perm::RunTrigger>,
     flow: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let r = svc::trigger(&state.into_inner(), &g.principal, &flow, &client).await?;
+    let r = svc::trigger(&state.into_inner(), &g.ctx, &flow).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/runs/{}", r.id)))
         .json(r))
@@ -46,12 +45,10 @@ pub async fn webhook(
 #[post("/runs/{run}/cancel")]
 pub async fn cancel(
     state: web::Data<AppState>,
-    client: ClientInfo,
     g: Require<perm::RunTrigger>,
     run: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok()
-        .json(svc::cancel(&state.into_inner(), &g.principal, &run, &client).await?))
+    Ok(HttpResponse::Ok().json(svc::cancel(&state.into_inner(), &g.ctx, &run).await?))
 }
 
 /// Run list filters.
@@ -86,7 +83,7 @@ pub async fn list(
     let q = g.inner.into_inner();
     let (items, next_cursor) = svc::list(
         &state.into_inner(),
-        &g.principal,
+        &g.ctx,
         &app,
         q.status,
         q.cursor,
@@ -104,7 +101,7 @@ pub async fn get(
     g: Require<perm::RunRead>,
     run: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc::get(&state.into_inner(), &g.principal, &run).await?))
+    Ok(HttpResponse::Ok().json(svc::get(&state.into_inner(), &g.ctx, &run).await?))
 }
 
 /// A signed URL (≤ 15 minutes) for a step's screenshot.
@@ -117,7 +114,7 @@ pub async fn screenshot_url(
 ) -> Result<HttpResponse, ApiError> {
     let (run, n) = path.into_inner();
     Ok(HttpResponse::Ok()
-        .json(screenshots::signed_url_for(&state.into_inner(), &g.principal, &run, n).await?))
+        .json(screenshots::signed_url_for(&state.into_inner(), &g.ctx, &run, n).await?))
 }
 
 /// Claim filter.
@@ -137,12 +134,10 @@ pub async fn claim(
     g: Guarded<perm::AgentRun, web::Query<ClaimQuery>>,
 ) -> Result<HttpResponse, ApiError> {
     let only = g.inner.into_inner().run;
-    Ok(
-        match svc::claim(&state.into_inner(), &g.principal, only).await? {
-            Some(c) => HttpResponse::Ok().json(c),
-            None => HttpResponse::NoContent().finish(),
-        },
-    )
+    Ok(match svc::claim(&state.into_inner(), &g.ctx, only).await? {
+        Some(c) => HttpResponse::Ok().json(c),
+        None => HttpResponse::NoContent().finish(),
+    })
 }
 
 /// Queue a run of a flow of the agent's own application (`flowguard agent run --flow ID
@@ -151,11 +146,10 @@ pub async fn claim(
 #[post("/agent/flows/{flow}/runs")]
 pub async fn agent_trigger(
     state: web::Data<AppState>,
-    client: ClientInfo,
     g: Require<perm::AgentRun>,
     flow: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let r = svc::trigger_as_agent(&state.into_inner(), &g.principal, &flow, &client).await?;
+    let r = svc::trigger_as_agent(&state.into_inner(), &g.ctx, &flow).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/agent/runs/{}", r.id)))
         .json(r))
@@ -169,7 +163,7 @@ pub async fn agent_get(
     g: Require<perm::AgentRun>,
     run: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc::get_as_agent(&state.into_inner(), &g.principal, &run).await?))
+    Ok(HttpResponse::Ok().json(svc::get_as_agent(&state.into_inner(), &g.ctx, &run).await?))
 }
 
 /// Report one step result (secret values are scrubbed before storage).
@@ -180,15 +174,8 @@ pub async fn report_step(
     run: web::Path<String>,
     g: Guarded<perm::AgentRun, web::Json<StepReport>>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(
-        svc::report_step(
-            &state.into_inner(),
-            &g.principal,
-            &run,
-            g.inner.into_inner(),
-        )
-        .await?,
-    ))
+    Ok(HttpResponse::Ok()
+        .json(svc::report_step(&state.into_inner(), &g.ctx, &run, g.inner.into_inner()).await?))
 }
 
 /// Heartbeat (a running run without one for 5 minutes fails with `agent_timeout`).
@@ -199,7 +186,7 @@ pub async fn heartbeat(
     g: Require<perm::AgentRun>,
     run: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    svc::heartbeat(&state.into_inner(), &g.principal, &run).await?;
+    svc::heartbeat(&state.into_inner(), &g.ctx, &run).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -211,15 +198,8 @@ pub async fn complete(
     run: web::Path<String>,
     g: Guarded<perm::AgentRun, web::Json<Complete>>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(
-        svc::complete(
-            &state.into_inner(),
-            &g.principal,
-            &run,
-            g.inner.into_inner(),
-        )
-        .await?,
-    ))
+    Ok(HttpResponse::Ok()
+        .json(svc::complete(&state.into_inner(), &g.ctx, &run, g.inner.into_inner()).await?))
 }
 
 /// Most parts in one upload (`image`, `masks`).
@@ -329,16 +309,8 @@ pub async fn upload(
         }
     }
     let image = image.ok_or_else(|| ApiError::invalid("image", "the `image` part is required"))?;
-    let up = screenshots::upload(
-        &state.into_inner(),
-        &g.principal,
-        &run,
-        n,
-        image,
-        masks,
-        region,
-    )
-    .await?;
+    let up =
+        screenshots::upload(&state.into_inner(), &g.ctx, &run, n, image, masks, region).await?;
     Ok(HttpResponse::Created().json(up))
 }
 

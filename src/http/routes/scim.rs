@@ -37,7 +37,7 @@ use crate::domain::scim::{ScimError, ENTERPRISE_USER, ERROR, LIST_RESPONSE, SEAR
 use crate::error::ApiError;
 use crate::http::extract::{self, perm};
 use crate::service::scim::{self as svc, IfMatch, Page, Query, Rendered};
-use crate::service::{AppState, ClientInfo, Principal};
+use crate::service::AppState;
 
 /// `application/scim+json` (RFC 7644 §8.1).
 pub const SCIM_JSON: &str = "application/scim+json";
@@ -123,18 +123,18 @@ fn base_url(req: &HttpRequest, state: &AppState) -> String {
 
 /// The caller of a SCIM route, authorised for `P`, with the response base URL.
 pub struct ScimCall<P: perm::PermMarker> {
-    /// The SCIM token.
-    pub principal: Principal,
+    /// The SCIM token's context.
+    pub ctx: extract::Ctx<P>,
     /// `https://<host>/scim/v2`.
     pub base: String,
     _p: PhantomData<P>,
 }
 
 async fn call<P: perm::PermMarker>(req: &HttpRequest) -> Result<ScimCall<P>, ScimError> {
-    let principal = extract::check::<P>(req).await.map_err(from_api)?;
+    let ctx = extract::guard::<P>(req).await.map_err(from_api)?;
     let state = extract::state(req).map_err(from_api)?;
     Ok(ScimCall {
-        principal,
+        ctx,
         base: base_url(req, &state),
         _p: PhantomData,
     })
@@ -404,7 +404,7 @@ pub async fn list_users(
     g: ScimCall<perm::ScimUsers>,
 ) -> Result<HttpResponse, ScimError> {
     let q = list_query(&req)?;
-    let page = svc::list(&state.into_inner(), &g.principal, q, &g.base).await?;
+    let page = svc::list(&state.into_inner(), &g.ctx, q, &g.base).await?;
     Ok(page_response(&req, page))
 }
 
@@ -417,7 +417,7 @@ pub async fn search_users(
     g: ScimBody<perm::ScimUsers>,
 ) -> Result<HttpResponse, ScimError> {
     let q = search_query(&g.body)?;
-    let page = svc::list(&state.into_inner(), &g.call.principal, q, &g.call.base).await?;
+    let page = svc::list(&state.into_inner(), &g.call.ctx, q, &g.call.base).await?;
     Ok(page_response(&req, page))
 }
 
@@ -430,7 +430,7 @@ pub async fn search_root(
     g: ScimBody<perm::ScimUsers>,
 ) -> Result<HttpResponse, ScimError> {
     let q = search_query(&g.body)?;
-    let page = svc::list(&state.into_inner(), &g.call.principal, q, &g.call.base).await?;
+    let page = svc::list(&state.into_inner(), &g.call.ctx, q, &g.call.base).await?;
     Ok(page_response(&req, page))
 }
 
@@ -440,18 +440,10 @@ pub async fn search_root(
 pub async fn create_user(
     state: web::Data<AppState>,
     req: HttpRequest,
-    client: ClientInfo,
     g: ScimBody<perm::ScimUsers>,
 ) -> Result<HttpResponse, ScimError> {
     let (inc, exc) = query_selection(&req)?;
-    let r = svc::create(
-        &state.into_inner(),
-        &g.call.principal,
-        &g.body,
-        &g.call.base,
-        &client,
-    )
-    .await?;
+    let r = svc::create(&state.into_inner(), &g.call.ctx, &g.body, &g.call.base).await?;
     let doc = crate::domain::scim::resource::project(r.doc.clone(), &inc, &exc);
     Ok(respond_resource(&req, StatusCode::CREATED, &r, doc))
 }
@@ -466,7 +458,7 @@ pub async fn get_user(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ScimError> {
     let (inc, exc) = query_selection(&req)?;
-    let r = svc::get(&state.into_inner(), &g.principal, &id, &g.base).await?;
+    let r = svc::get(&state.into_inner(), &g.ctx, &id, &g.base).await?;
     let current = etag(r.version);
     let not_modified = req
         .headers()
@@ -489,7 +481,6 @@ pub async fn get_user(
 pub async fn replace_user(
     state: web::Data<AppState>,
     req: HttpRequest,
-    client: ClientInfo,
     id: web::Path<String>,
     g: ScimBody<perm::ScimUsers>,
 ) -> Result<HttpResponse, ScimError> {
@@ -497,12 +488,11 @@ pub async fn replace_user(
     let im = if_match(&req);
     let r = svc::replace(
         &state.into_inner(),
-        &g.call.principal,
+        &g.call.ctx,
         &id,
         &g.body,
         im.as_ref(),
         &g.call.base,
-        &client,
     )
     .await?;
     let doc = crate::domain::scim::resource::project(r.doc.clone(), &inc, &exc);
@@ -515,7 +505,6 @@ pub async fn replace_user(
 pub async fn patch_user(
     state: web::Data<AppState>,
     req: HttpRequest,
-    client: ClientInfo,
     id: web::Path<String>,
     g: ScimBody<perm::ScimUsers>,
 ) -> Result<HttpResponse, ScimError> {
@@ -523,12 +512,11 @@ pub async fn patch_user(
     let im = if_match(&req);
     let r = svc::modify(
         &state.into_inner(),
-        &g.call.principal,
+        &g.call.ctx,
         &id,
         &g.body,
         im.as_ref(),
         &g.call.base,
-        &client,
     )
     .await?;
     let doc = crate::domain::scim::resource::project(r.doc.clone(), &inc, &exc);
@@ -541,12 +529,11 @@ pub async fn patch_user(
 pub async fn delete_user(
     state: web::Data<AppState>,
     req: HttpRequest,
-    client: ClientInfo,
     g: ScimCall<perm::ScimUsers>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ScimError> {
     let im = if_match(&req);
-    svc::delete(&state.into_inner(), &g.principal, &id, im.as_ref(), &client).await?;
+    svc::delete(&state.into_inner(), &g.ctx, &id, im.as_ref()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

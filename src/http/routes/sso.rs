@@ -9,7 +9,7 @@ use crate::auth::ldap::{LdapConfigInput, LdapConfigView};
 use crate::error::ApiError;
 use crate::http::extract::{perm, Guarded, Require};
 use crate::service::ldap::{self as svc, ConnectionReport, DryRunReport};
-use crate::service::{AppState, ClientInfo};
+use crate::service::AppState;
 
 /// Read the LDAP configuration. Secrets are never returned (`bind_password_set`,
 /// `client_key_set`); 404 when none is saved.
@@ -19,7 +19,7 @@ pub async fn get_ldap(
     state: web::Data<AppState>,
     g: Require<perm::SsoManage>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc::get_config(&state.into_inner(), &g.principal).await?))
+    Ok(HttpResponse::Ok().json(svc::get_config(&state.into_inner(), &g.ctx).await?))
 }
 
 /// Save the LDAP configuration (audited as `sso.config_change`). A URL without TLS is refused
@@ -30,16 +30,9 @@ pub async fn get_ldap(
 #[put("/sso/ldap")]
 pub async fn put_ldap(
     state: web::Data<AppState>,
-    client: ClientInfo,
     g: Guarded<perm::SsoManage, web::Json<LdapConfigInput>>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = svc::put_config(
-        &state.into_inner(),
-        &g.principal,
-        g.inner.into_inner(),
-        &client,
-    )
-    .await?;
+    let view = svc::put_config(&state.into_inner(), &g.ctx, g.inner.into_inner()).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -61,7 +54,7 @@ pub async fn dry_run(
     state: web::Data<AppState>,
     g: Guarded<perm::SsoManage, web::Json<DryRunRequest>>,
 ) -> Result<HttpResponse, ApiError> {
-    let r = svc::dry_run(&state.into_inner(), &g.principal, &g.inner.username).await?;
+    let r = svc::dry_run(&state.into_inner(), &g.ctx, &g.inner.username).await?;
     Ok(HttpResponse::Ok().json(r))
 }
 
@@ -75,5 +68,5 @@ pub async fn test_connection(
     state: web::Data<AppState>,
     g: Require<perm::SsoManage>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc::test_connection(&state.into_inner(), &g.principal).await?))
+    Ok(HttpResponse::Ok().json(svc::test_connection(&state.into_inner(), &g.ctx).await?))
 }

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use crate::crypto::token::TokenKind;
 use crate::error::ApiError;
 use crate::http::extract::{perm, Guarded, Require};
-use crate::service::{tokens as svc, AppState, ClientInfo, Principal};
+use crate::service::{tokens as svc, AppState, Principal};
 use crate::store::tenant::ServiceTokenRow;
 
 /// Agent-token body.
@@ -54,7 +54,7 @@ pub async fn list_agent(
     g: Require<perm::AgentTokenManage>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(TokenList {
-        items: svc::list(&state.into_inner(), &g.principal, TokenKind::Agent).await?,
+        items: svc::list(&state.into_inner(), &g.ctx, TokenKind::Agent).await?,
     }))
 }
 
@@ -63,17 +63,15 @@ pub async fn list_agent(
 #[post("/agent-tokens")]
 pub async fn create_agent(
     state: web::Data<AppState>,
-    client: ClientInfo,
     g: Guarded<perm::AgentTokenManage, web::Json<CreateAgentToken>>,
 ) -> Result<HttpResponse, ApiError> {
     let body = &g.inner;
     let (meta, token) = svc::create(
         &state.into_inner(),
-        &g.principal,
+        &g.ctx,
         TokenKind::Agent,
         &body.name,
         Some(&body.application_id),
-        &client,
     )
     .await?;
     Ok(HttpResponse::Created().json(CreatedToken { meta, token }))
@@ -85,17 +83,9 @@ pub async fn create_agent(
 pub async fn revoke_agent(
     state: web::Data<AppState>,
     g: Require<perm::AgentTokenManage>,
-    client: ClientInfo,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    svc::revoke(
-        &state.into_inner(),
-        &g.principal,
-        TokenKind::Agent,
-        &id,
-        &client,
-    )
-    .await?;
+    svc::revoke(&state.into_inner(), &g.ctx, TokenKind::Agent, &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -107,7 +97,7 @@ pub async fn list_scim(
     g: Require<perm::ScimTokenManage>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(TokenList {
-        items: svc::list(&state.into_inner(), &g.principal, TokenKind::Scim).await?,
+        items: svc::list(&state.into_inner(), &g.ctx, TokenKind::Scim).await?,
     }))
 }
 
@@ -116,17 +106,15 @@ pub async fn list_scim(
 #[post("/scim-tokens")]
 pub async fn create_scim(
     state: web::Data<AppState>,
-    client: ClientInfo,
     g: Guarded<perm::ScimTokenManage, web::Json<CreateScimToken>>,
 ) -> Result<HttpResponse, ApiError> {
     let body = &g.inner;
     let (meta, token) = svc::create(
         &state.into_inner(),
-        &g.principal,
+        &g.ctx,
         TokenKind::Scim,
         &body.name,
         None,
-        &client,
     )
     .await?;
     Ok(HttpResponse::Created().json(CreatedToken { meta, token }))
@@ -138,17 +126,9 @@ pub async fn create_scim(
 pub async fn revoke_scim(
     state: web::Data<AppState>,
     g: Require<perm::ScimTokenManage>,
-    client: ClientInfo,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    svc::revoke(
-        &state.into_inner(),
-        &g.principal,
-        TokenKind::Scim,
-        &id,
-        &client,
-    )
-    .await?;
+    svc::revoke(&state.into_inner(), &g.ctx, TokenKind::Scim, &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -167,14 +147,13 @@ pub struct AgentScope {
 #[utoipa::path(tag = "agent", responses((status = 200, body = AgentScope)), security(("bearer" = [])))]
 #[get("/agent/whoami")]
 pub async fn agent_whoami(g: Require<perm::AgentSelf>) -> Result<HttpResponse, ApiError> {
-    match g.principal {
+    match g.ctx.principal {
         Principal::Agent {
-            tenant,
             application_id,
             name,
             ..
         } => Ok(HttpResponse::Ok().json(AgentScope {
-            tenant_id: tenant.to_string(),
+            tenant_id: g.ctx.tenant.to_string(),
             application_id,
             name,
         })),
