@@ -412,7 +412,7 @@ pub async fn test(
     }));
     state
         .tenants
-        .run(&t, move |c| crate::store::tenant::append_audit(c, &ev))
+        .run(&t, move |c| crate::store::audit::append_audit(c, &ev))
         .await?;
     Ok(out)
 }

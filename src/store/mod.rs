@@ -9,15 +9,45 @@
 //! serialised in-process; write transactions use `BEGIN IMMEDIATE`. Work runs off the async
 //! executor ([`run`]) except short, bounded per-request reads ([`read`], [`try_read_now`]), which
 //! run inline when the connection is free and never wait on the executor for a lock.
+//!
+//! Layout: this file holds the shared plumbing (opening, errors, [`run`]/[`read`], [`write_tx`],
+//! and the row types two files share); [`pool`] the tenant-store LRU; `migrations` the schema;
+//! [`audit`] the `audit` table of both stores; then one file per aggregate, each owning the
+//! tables its module doc names — catalog: [`catalog`]; tenant store: [`users`], [`sessions`],
+//! [`applications`], [`tokens`], [`flows`], [`runs`], [`screenshots`], [`variables`],
+//! [`webhooks`], [`fence`], [`ai`], [`ldap`], [`scim`].
+//!
+//! Imports between store files (nothing else; in particular no two files import each other):
+//! - any file → items of this module, [`audit`] (append inside the caller's transaction),
+//!   `migrations`;
+//! - [`pool`] → [`catalog`] (tenant admission and the keys that open a tenant store);
+//! - [`runs`], [`applications`] → [`cascade`]: deleting runs with their steps and screenshot rows
+//!   (retention, application deletion) is one function there, so neither imports the other;
+//! - [`screenshots`], [`variables`] → [`fence`]: the DEK-fence check inside their write
+//!   transaction ([`ShotRow`] is defined here so that [`fence`] needs nothing back);
+//! - [`ldap`], [`scim`] → [`users`]: directory and SCIM provisioning find and create members and
+//!   apply the active-user limit;
+//! - [`catalog`] → [`sessions`]: [`sessions::SessionRow`] is the row of both `sessions` and the
+//!   catalog's `platform_sessions`.
 
 pub mod ai;
+pub mod applications;
 pub mod audit;
+pub mod cascade;
 pub mod catalog;
+pub mod fence;
 pub mod flows;
 pub mod ldap;
 mod migrations;
+pub mod pool;
+pub mod runs;
 pub mod scim;
-pub mod tenant;
+pub mod screenshots;
+pub mod sessions;
+pub mod tokens;
+pub mod users;
+pub mod variables;
+pub mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,7 +58,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use crate::crypto::Key256;
 
 pub use catalog::Catalog;
-pub use tenant::TenantStores;
+pub use pool::TenantStores;
 
 /// A store connection shared between tasks.
 pub type Db = Arc<Mutex<Connection>>;
@@ -83,6 +113,22 @@ impl From<rusqlite::Error> for StoreError {
 
 /// Result alias for store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Screenshot metadata (a row of the tenant store's `screenshots` table, see `screenshots.rs`).
+/// Defined here rather than in `screenshots.rs` because the rotation fence (`fence.rs`) reads the
+/// same rows and `screenshots.rs` calls the fence: keeping the type in either file would make the
+/// two import each other.
+#[derive(Debug, Clone)]
+pub struct ShotRow {
+    /// Object id (file name).
+    pub id: String,
+    /// Run.
+    pub run_id: String,
+    /// Step index.
+    pub step_index: i64,
+    /// DEK version that sealed the file.
+    pub key_version: i64,
+}
 
 /// Open (creating when `create`) a SQLCipher file with a raw key, prove the key, set pragmas and
 /// run `migrations`.
