@@ -6,7 +6,7 @@
 
 use super::StoreResult;
 
-/// What [`delete_runs_in`] (and so `runs::purge_runs_in`) deleted.
+/// What `delete_runs_in` deleted (as returned by `runs::purge_runs_in`).
 #[derive(Debug, Default)]
 pub struct PurgedRuns {
     /// Runs deleted (their steps went with them).

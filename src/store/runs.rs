@@ -1,6 +1,6 @@
 //! Tenant-store SQL for runs: tables `runs` (queue, claim, transitions, heartbeat, stale runs,
 //! retention purge) and `run_steps` (agent step reports, AI evaluations and the AI call record).
-//! Runs are deleted only through [`super::cascade::delete_runs_in`], which also removes their
+//! Runs are deleted only through `cascade::delete_runs_in`, which also removes their
 //! steps and screenshot rows. Write paths use `BEGIN IMMEDIATE` and append their audit row in the
 //! same transaction.
 
