@@ -22,8 +22,9 @@ use std::time::Instant;
 
 use flowguard::audit::{Actor, NewAuditEvent};
 use flowguard::config::{CliOverrides, Settings};
-use flowguard::store::flows::{self, NewVersion, StepReportRow};
-use flowguard::store::tenant::{self, ApplicationRow};
+use flowguard::store::applications::{self, ApplicationRow};
+use flowguard::store::flows::{self, NewVersion};
+use flowguard::store::runs::{self, StepReportRow};
 use rusqlite::Connection;
 use serde_json::json;
 
@@ -84,7 +85,7 @@ fn prepare_store(
         created_at: now.clone(),
         updated_at: now,
     };
-    tenant::insert_application(
+    applications::insert_application(
         &mut conn,
         &app,
         None,
@@ -113,8 +114,8 @@ fn ingest_round(s: &mut IngestStore, runs: u64, steps: i64) -> anyhow::Result<f6
     for _ in 0..runs {
         let id = format!("run-{:08}", s.runs);
         s.runs += 1;
-        flows::queue_run(&mut s.conn, &id, "flow-bench", "manual", "bench", None)?;
-        flows::claim_run(&mut s.conn, "app-bench", "tok-bench", 0)?;
+        runs::queue_run(&mut s.conn, &id, "flow-bench", "manual", "bench", None)?;
+        runs::claim_run(&mut s.conn, "app-bench", "tok-bench", 0)?;
         ids.push(id);
     }
     let console = json!([
@@ -137,7 +138,7 @@ fn ingest_round(s: &mut IngestStore, runs: u64, steps: i64) -> anyhow::Result<f6
             };
             // The same store call the agent-report route makes (status decided like a
             // non-checkpoint step: as reported).
-            flows::record_step_report(&mut s.conn, id, &row, &|r| {
+            runs::record_step_report(&mut s.conn, id, &row, &|r| {
                 (r.reported_status.clone().unwrap_or_default(), None)
             })?;
             n += 1;

@@ -22,8 +22,8 @@ use flowguard::config::{CliOverrides, Settings};
 use flowguard::crypto::envelope;
 use flowguard::domain::TenantId;
 use flowguard::service::keys::{self, Phase};
-use flowguard::store::flows::{self, VariableRow};
-use flowguard::store::tenant::{self, ApplicationRow};
+use flowguard::store::applications::{self, ApplicationRow};
+use flowguard::store::variables::{self, VariableRow};
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -77,7 +77,7 @@ fn main() -> anyhow::Result<()> {
             created_at: now.clone(),
             updated_at: now.clone(),
         };
-        tenant::insert_application(&mut db.lock(), &row, None, &ev("application.create"))?;
+        applications::insert_application(&mut db.lock(), &row, None, &ev("application.create"))?;
     }
 
     eprintln!("setup: {secrets} secret variables …");
@@ -94,7 +94,7 @@ fn main() -> anyhow::Result<()> {
             ciphertext: Some(ct),
             updated_at: now.clone(),
         };
-        flows::put_variable(&mut db.lock(), "app-secrets", &row, &ev("variable.set"))?;
+        variables::put_variable(&mut db.lock(), "app-secrets", &row, &ev("variable.set"))?;
     }
     eprintln!(
         "setup: secrets in {:.1?}; filler to {store_mib} MiB …",
@@ -119,7 +119,7 @@ fn main() -> anyhow::Result<()> {
                 ciphertext: None,
                 updated_at: now.clone(),
             };
-            flows::put_variable(&mut db.lock(), "app-filler", &row, &ev("variable.set"))?;
+            variables::put_variable(&mut db.lock(), "app-filler", &row, &ev("variable.set"))?;
             k += 1;
         }
     }

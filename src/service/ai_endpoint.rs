@@ -406,7 +406,7 @@ pub async fn test(state: &Arc<AppState>, ctx: &TenantCtx) -> ApiResult<TestResul
     }));
     state
         .tenants
-        .run(&t, move |c| crate::store::tenant::append_audit(c, &ev))
+        .run(&t, move |c| crate::store::audit::append_audit(c, &ev))
         .await?;
     Ok(out)
 }

@@ -9,7 +9,7 @@ use super::{AppState, TenantCtx};
 use crate::audit::NewAuditEvent;
 use crate::domain::{new_object_id, now_rfc3339};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::store::tenant::{self, ApplicationRow};
+use crate::store::applications::{self, ApplicationRow};
 use crate::store::StoreError;
 
 /// Validated application fields.
@@ -88,7 +88,7 @@ pub async fn list(state: &Arc<AppState>, ctx: &TenantCtx) -> ApiResult<Vec<Appli
     let t = ctx.tenant.clone();
     Ok(state
         .tenants
-        .run(&t, |c| tenant::list_applications(c))
+        .run(&t, |c| applications::list_applications(c))
         .await?)
 }
 
@@ -98,7 +98,7 @@ pub async fn get(state: &Arc<AppState>, ctx: &TenantCtx, id: &str) -> ApiResult<
     let id = id.to_string();
     state
         .tenants
-        .run(&t, move |c| tenant::application(c, &id))
+        .run(&t, move |c| applications::application(c, &id))
         .await?
         .ok_or_else(ApiError::not_found)
 }
@@ -131,7 +131,9 @@ pub async fn create(
     let r2 = row.clone();
     state
         .tenants
-        .run(&t, move |c| tenant::insert_application(c, &r2, max, &ev))
+        .run(&t, move |c| {
+            applications::insert_application(c, &r2, max, &ev)
+        })
         .await
         .map_err(map_conflict)?;
     Ok(row)
@@ -157,7 +159,7 @@ pub async fn update(
     let r2 = row.clone();
     state
         .tenants
-        .run(&t, move |c| tenant::update_application(c, &r2, &ev))
+        .run(&t, move |c| applications::update_application(c, &r2, &ev))
         .await
         .map_err(map_conflict)?;
     Ok(row)
@@ -177,7 +179,7 @@ pub async fn delete(state: &Arc<AppState>, ctx: &TenantCtx, id: &str) -> ApiResu
     let id = row.id.clone();
     let shots = state
         .tenants
-        .run(&t, move |c| tenant::delete_application(c, &id, &ev))
+        .run(&t, move |c| applications::delete_application(c, &id, &ev))
         .await?;
     super::screenshots::remove_files(state, &t, &shots);
     Ok(())

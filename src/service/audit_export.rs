@@ -18,7 +18,7 @@ use crate::audit::{verify_chain, Actor, BadRow, ChainState, NewAuditEvent};
 use crate::domain::plan::FEATURE_AUDIT_EXPORT;
 use crate::domain::TenantId;
 use crate::error::ApiResult;
-use crate::store::{audit, catalog, tenant, StoreError, StoreResult};
+use crate::store::{audit, catalog, StoreError, StoreResult};
 
 /// Rows per store page.
 pub const PAGE_ROWS: u32 = 500;
@@ -61,7 +61,7 @@ impl Chain {
             Chain::Tenant(t) => {
                 state
                     .tenants
-                    .run(t, move |c| tenant::append_audit(c, &ev))
+                    .run(t, move |c| audit::append_audit(c, &ev))
                     .await
             }
             Chain::Catalog => {

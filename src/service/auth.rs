@@ -20,7 +20,8 @@ use crate::crypto::token::{self, TokenKind};
 use crate::domain::{Role, TenantId};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::catalog::{self, FailureState};
-use crate::store::tenant::{self, Admitted};
+use crate::store::pool::Admitted;
+use crate::store::{audit, sessions, tokens, users};
 
 /// Which credentials a login may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,7 +202,7 @@ pub async fn login(
 
     // Look up the credential.
     enum Subject {
-        User(tenant::UserRow, TenantId),
+        User(users::UserRow, TenantId),
         Admin(catalog::PlatformAdminRow),
         Nobody(Option<TenantId>),
     }
@@ -225,7 +226,7 @@ pub async fn login(
                 LoginMode::Any => {
                     state
                         .tenants
-                        .run(&tid, move |c| tenant::user_by_email(c, &a))
+                        .run(&tid, move |c| users::user_by_email(c, &a))
                         .await?
                 }
                 LoginMode::DirectoryOnly => None,
@@ -320,8 +321,8 @@ pub async fn login(
             state
                 .tenants
                 .run(&tid, move |c| {
-                    tenant::insert_session(c, &sh, &uid, &ch, now)?;
-                    tenant::append_audit(c, &ev)
+                    sessions::insert_session(c, &sh, &uid, &ch, now)?;
+                    audit::append_audit(c, &ev)
                 })
                 .await?;
             Ok(LoginOutcome {
@@ -424,7 +425,7 @@ async fn record_failed(
                 .tenants
                 .run(&t, move |c| {
                     for ev in &events {
-                        tenant::append_audit(c, ev)?;
+                        audit::append_audit(c, ev)?;
                     }
                     Ok(())
                 })
@@ -471,7 +472,7 @@ async fn ldap_login(
                 .details(why("directory_unavailable"));
                 state
                     .tenants
-                    .run(&tid, move |c| tenant::append_audit(c, &ev))
+                    .run(&tid, move |c| audit::append_audit(c, &ev))
                     .await?;
             }
             return Err(e);
@@ -524,7 +525,7 @@ pub async fn session_principal(
     let idle = i64::from(state.settings.session.idle_minutes) * 60;
     let abs = i64::from(state.settings.session.absolute_hours) * 3600;
     let expired =
-        move |s: &catalog::SessionRow| now - s.last_seen > idle || now - s.created_at > abs;
+        move |s: &sessions::SessionRow| now - s.last_seen > idle || now - s.created_at > abs;
     match kind {
         TokenKind::UserSession => {
             let Some(tid) = cookie.tenant.clone() else {
@@ -536,10 +537,10 @@ pub async fn session_principal(
             let found = state
                 .tenants
                 .read_admitted(&tid, move |c| {
-                    let Some(s) = tenant::session(c, &key)? else {
+                    let Some(s) = sessions::session(c, &key)? else {
                         return Ok(None);
                     };
-                    let u = tenant::user_by_id(c, &s.subject_id)?;
+                    let u = users::user_by_id(c, &s.subject_id)?;
                     Ok(Some((s, u)))
                 })
                 .await?;
@@ -549,7 +550,7 @@ pub async fn session_principal(
             if expired(&s) {
                 state
                     .tenants
-                    .run(&tid, move |c| tenant::delete_session(c, &sh))
+                    .run(&tid, move |c| sessions::delete_session(c, &sh))
                     .await?;
                 return Ok(None);
             }
@@ -563,7 +564,7 @@ pub async fn session_principal(
                 let key = sh.clone();
                 state
                     .tenants
-                    .run(&tid, move |c| tenant::touch_session(c, &key, now))
+                    .run(&tid, move |c| sessions::touch_session(c, &key, now))
                     .await?;
             }
             Ok(Some(Principal::User {
@@ -639,7 +640,7 @@ pub async fn bearer_principal(
     let t2 = tid.clone();
     let found = state
         .tenants
-        .read_admitted(&tid, move |c| tenant::active_token_by_hash(c, &h))
+        .read_admitted(&tid, move |c| tokens::active_token_by_hash(c, &h))
         .await?;
     Ok(match admitted(found)?.flatten() {
         Some(r) if r.kind == want => match r.kind.as_str() {
@@ -675,8 +676,8 @@ pub async fn logout(state: &Arc<AppState>, ctx: &Caller) -> ApiResult<()> {
             state
                 .tenants
                 .run(&tenant, move |c| {
-                    tenant::delete_session(c, &session_hash)?;
-                    tenant::append_audit(c, &ev)
+                    sessions::delete_session(c, &session_hash)?;
+                    audit::append_audit(c, &ev)
                 })
                 .await?
         }
@@ -719,7 +720,7 @@ pub async fn change_password(
             tenant, user_id, ..
         } => state
             .tenants
-            .run(&tenant, move |c| tenant::user_by_id(c, &user_id))
+            .run(&tenant, move |c| users::user_by_id(c, &user_id))
             .await?
             .and_then(|u| u.password_hash),
         Principal::Platform { admin_id, .. } => state
@@ -757,7 +758,7 @@ pub async fn change_password(
             state
                 .tenants
                 .run(&tenant, move |c| {
-                    tenant::set_user_password(c, &user_id, &hash, &session_hash, &ev)
+                    users::set_user_password(c, &user_id, &hash, &session_hash, &ev)
                 })
                 .await?
         }

@@ -10,7 +10,8 @@ use crate::crypto::token;
 use crate::domain::flow::FlowDef;
 use crate::domain::{new_object_id, now_rfc3339};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::store::flows::{self, FlowRow, NewVersion, WebhookRow};
+use crate::store::flows::{self, FlowRow, NewVersion};
+use crate::store::webhooks::{self, WebhookRow};
 use crate::store::StoreError;
 
 fn parse_def(body: &serde_json::Value) -> ApiResult<FlowDef> {
@@ -100,7 +101,7 @@ pub async fn list(
         let a = app.clone();
         state
             .tenants
-            .run(&t, move |c| crate::store::tenant::application(c, &a))
+            .run(&t, move |c| crate::store::applications::application(c, &a))
             .await?
             .is_some()
     };
@@ -224,7 +225,7 @@ pub async fn create_webhook(
     let (r2, h) = (row.clone(), token::token_hash(&secret));
     state
         .tenants
-        .run(&t, move |c| flows::insert_webhook(c, &r2, &h, &ev))
+        .run(&t, move |c| webhooks::insert_webhook(c, &r2, &h, &ev))
         .await?;
     Ok((row, secret))
 }
@@ -240,7 +241,7 @@ pub async fn list_webhooks(
     let f = flow.to_string();
     Ok(state
         .tenants
-        .run(&t, move |c| flows::webhooks(c, &f))
+        .run(&t, move |c| webhooks::webhooks(c, &f))
         .await?)
 }
 
@@ -261,7 +262,7 @@ pub async fn revoke_webhook(
     let (f, i) = (flow.to_string(), id.to_string());
     state
         .tenants
-        .run(&t, move |c| flows::revoke_webhook(c, &f, &i, &ev))
+        .run(&t, move |c| webhooks::revoke_webhook(c, &f, &i, &ev))
         .await
         .map_err(|e| match e {
             StoreError::NotFound => ApiError::not_found(),

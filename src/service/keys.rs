@@ -62,7 +62,7 @@ use crate::crypto::{envelope, Key256, MasterKey, MasterKeyError};
 use crate::domain::TenantId;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::fault;
-use crate::store::tenant::{self, SealedColumn};
+use crate::store::fence::{self, SealedColumn};
 use crate::store::{catalog, Catalog, StoreError, StoreResult};
 
 /// Actor of rotations started by the `key-rotation` job.
@@ -557,7 +557,7 @@ pub fn rotate_tenant_blocking(
         .details(serde_json::json!({"from_version": from, "to_version": to, "step": "started"}));
     {
         let mut c = db.lock();
-        tenant::raise_dek_fence(&mut c, to, &ev)?;
+        fence::raise_dek_fence(&mut c, to, &ev)?;
     }
     drop(db);
     fault::point("rotation:after_fence");
@@ -617,8 +617,8 @@ pub fn rotate_tenant_blocking(
     let (left, shots_left) = {
         let c = db.lock();
         (
-            tenant::sealed_below(&c, to)?,
-            tenant::count_screenshots_below(&c, to)?,
+            fence::sealed_below(&c, to)?,
+            fence::count_screenshots_below(&c, to)?,
         )
     };
     drop(db);
@@ -685,7 +685,7 @@ pub fn reseal_secrets(
     let mut total = 0u64;
     for s in SEALED_COLUMNS {
         let c = db.lock();
-        total += u64::try_from(tenant::count_sealed(&c, &s.column)?).unwrap_or(0);
+        total += u64::try_from(fence::count_sealed(&c, &s.column)?).unwrap_or(0);
     }
     let batch = state.settings.keys.rewrap_batch;
     let (mut done, mut changed_total, mut first) = (0u64, 0u64, true);
@@ -699,7 +699,7 @@ pub fn reseal_secrets(
         loop {
             let (scanned, changed, last) = {
                 let mut c = db.lock();
-                tenant::reseal_batch(&mut c, &s.column, after, batch, |key, sealed| {
+                fence::reseal_batch(&mut c, &s.column, after, batch, |key, sealed| {
                     let v = envelope::key_version(sealed).map_err(key_err)?;
                     if v >= to {
                         return Ok(None);
@@ -773,7 +773,7 @@ fn reseal_screenshots(
     let db = state.tenants.get_blocking(t)?;
     let total = {
         let c = db.lock();
-        u64::try_from(tenant::count_screenshots_below(&c, to)?).unwrap_or(0)
+        u64::try_from(fence::count_screenshots_below(&c, to)?).unwrap_or(0)
     };
     let (mut done, mut resealed) = (0u64, 0u64);
     progress(Progress {
@@ -784,7 +784,7 @@ fn reseal_screenshots(
     loop {
         let rows = {
             let c = db.lock();
-            tenant::screenshots_below(&c, to, 100)?
+            fence::screenshots_below(&c, to, 100)?
         };
         if rows.is_empty() {
             break;
@@ -819,7 +819,7 @@ fn reseal_screenshots(
             }
             let exists = {
                 let c = db.lock();
-                tenant::set_screenshot_version(&c, &r.id, to)?
+                fence::set_screenshot_version(&c, &r.id, to)?
             };
             if !exists {
                 // Replaced or deleted meanwhile: do not leave a re-created orphan behind.

@@ -10,7 +10,7 @@ use super::{AppState, TenantCtx};
 use crate::audit::NewAuditEvent;
 use crate::domain::{new_object_id, now_rfc3339, Email, Role, TenantId};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::store::tenant::{self, UserRow};
+use crate::store::users::{self, UserRow};
 use crate::store::StoreError;
 
 fn map_owner_conflict(e: StoreError) -> ApiError {
@@ -34,7 +34,7 @@ fn map_owner_conflict(e: StoreError) -> ApiError {
 /// All members.
 pub async fn list(state: &Arc<AppState>, ctx: &TenantCtx) -> ApiResult<Vec<UserRow>> {
     let t = ctx.tenant.clone();
-    Ok(state.tenants.run(&t, |c| tenant::list_users(c)).await?)
+    Ok(state.tenants.run(&t, |c| users::list_users(c)).await?)
 }
 
 /// Add a local member.
@@ -83,7 +83,7 @@ pub async fn add(
     state
         .tenants
         .run(&t, move |c| {
-            tenant::insert_user_within(c, &r2, max, Some(&ev))
+            users::insert_user_within(c, &r2, max, Some(&ev))
         })
         .await
         .map_err(map_owner_conflict)?;
@@ -94,7 +94,7 @@ async fn load(state: &Arc<AppState>, t: &TenantId, id: &str) -> ApiResult<UserRo
     let id = id.to_string();
     state
         .tenants
-        .run(t, move |c| tenant::user_by_id(c, &id))
+        .run(t, move |c| users::user_by_id(c, &id))
         .await?
         .ok_or_else(ApiError::not_found)
 }
@@ -132,7 +132,7 @@ pub async fn change_role(
     state
         .tenants
         .run(&t, move |c| {
-            tenant::set_user_role(c, &uid, new_role.as_str(), &ev)
+            users::set_user_role(c, &uid, new_role.as_str(), &ev)
         })
         .await
         .map_err(map_owner_conflict)?;
@@ -158,7 +158,7 @@ pub async fn remove(state: &Arc<AppState>, ctx: &TenantCtx, id: &str) -> ApiResu
     let uid = current.id.clone();
     state
         .tenants
-        .run(&t, move |c| tenant::delete_user(c, &uid, &ev))
+        .run(&t, move |c| users::delete_user(c, &uid, &ev))
         .await
         .map_err(map_owner_conflict)?;
     Ok(())

@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::{screenshots, unix_now, AppState};
 use crate::audit::NewAuditEvent;
 use crate::domain::{Plan, TenantId};
-use crate::store::{audit, catalog, flows};
+use crate::store::{audit, catalog, runs};
 
 /// One tenant's purge report (printed by `flowguard jobs run retention`).
 #[derive(Debug, Serialize)]
@@ -97,7 +97,7 @@ fn purge_tenant(
     // Runs and audit rows go in one transaction; the screenshot files after the commit (a crash
     // in between leaves only unreachable ciphertext files, never a row pointing at no file).
     let tx = crate::store::write_tx(&mut c).map_err(|e| e.to_string())?;
-    let purged = flows::purge_runs_in(&tx, cutoff).map_err(|e| e.to_string())?;
+    let purged = runs::purge_runs_in(&tx, cutoff).map_err(|e| e.to_string())?;
     let mut ev = NewAuditEvent::new(
         &super::job_actor("retention"),
         "audit.purge",

@@ -16,8 +16,8 @@ use crate::crypto::token;
 use crate::domain::flow::{render_template, template_vars, Step};
 use crate::domain::{new_object_id, TenantId};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::store::flows::{self, RunRow, StepReportRow, StepRow};
-use crate::store::{catalog, StoreError};
+use crate::store::runs::{self, RunRow, StepReportRow, StepRow};
+use crate::store::{catalog, flows, webhooks, StoreError};
 
 /// Reason stored on checkpoint steps until an AI endpoint is configured.
 pub const NOT_EVALUATED_REASON: &str = "no AI endpoint configured";
@@ -105,7 +105,7 @@ pub async fn trigger(state: &Arc<AppState>, ctx: &TenantCtx, flow: &str) -> ApiR
     Ok(state
         .tenants
         .run(&t, move |c| {
-            flows::queue_run(c, &id, &f, "manual", &by, Some(&ev))
+            runs::queue_run(c, &id, &f, "manual", &by, Some(&ev))
         })
         .await?)
 }
@@ -136,7 +136,7 @@ pub async fn trigger_webhook(
     let h = token::token_hash(secret);
     let (wid, flow) = state
         .tenants
-        .run(&t, move |c| flows::webhook_flow(c, &h))
+        .run(&t, move |c| webhooks::webhook_flow(c, &h))
         .await?
         .ok_or_else(not_found)?;
     let id = new_object_id();
@@ -153,7 +153,7 @@ pub async fn trigger_webhook(
     Ok(state
         .tenants
         .run(&t, move |c| {
-            flows::queue_run(c, &id, &flow, "webhook", &by, Some(&ev))
+            runs::queue_run(c, &id, &flow, "webhook", &by, Some(&ev))
         })
         .await?)
 }
@@ -166,7 +166,7 @@ pub async fn cancel(state: &Arc<AppState>, ctx: &TenantCtx, run: &str) -> ApiRes
     state
         .tenants
         .run(&t, move |c| {
-            flows::transition(
+            runs::transition(
                 c,
                 &r,
                 &["queued", "running"],
@@ -215,10 +215,10 @@ pub async fn list(
     let rows = state
         .tenants
         .read(&t, move |c| {
-            if crate::store::tenant::application(c, &a)?.is_none() {
+            if crate::store::applications::application(c, &a)?.is_none() {
                 return Ok(None);
             }
-            flows::list_runs(
+            runs::list_runs(
                 c,
                 &a,
                 status.as_deref(),
@@ -242,10 +242,10 @@ pub async fn get(state: &Arc<AppState>, ctx: &TenantCtx, run: &str) -> ApiResult
     state
         .tenants
         .run(&t, move |c| {
-            let Some(run) = flows::run(c, &r)? else {
+            let Some(run) = runs::run(c, &r)? else {
                 return Ok(None);
             };
-            let steps = flows::steps(c, &r)?;
+            let steps = runs::steps(c, &r)?;
             let step_count = pinned_steps(c, &run.flow_id, run.flow_version)
                 .map(|s| s.len())
                 .unwrap_or(0);
@@ -354,13 +354,13 @@ pub async fn claim(
         let (run, base_url, steps) = {
             let mut c = db.lock();
             let claimed = match &only {
-                Some(id) => flows::claim_run_id(&mut c, &app, id, &token_id, now)?,
-                None => flows::claim_run(&mut c, &app, &token_id, now)?,
+                Some(id) => runs::claim_run_id(&mut c, &app, id, &token_id, now)?,
+                None => runs::claim_run(&mut c, &app, &token_id, now)?,
             };
             let Some(run) = claimed else {
                 return Ok(None);
             };
-            let base = crate::store::tenant::application(&c, &app)?
+            let base = crate::store::applications::application(&c, &app)?
                 .map(|a| a.base_url)
                 .unwrap_or_default();
             let steps = pinned_steps(&c, &run.flow_id, run.flow_version)?;
@@ -426,7 +426,7 @@ pub async fn trigger_as_agent(
                 Some(row) if row.application_id == app => {}
                 _ => return Err(StoreError::NotFound),
             }
-            flows::queue_run(c, &id, &f, "manual", &by, Some(&ev))
+            runs::queue_run(c, &id, &f, "manual", &by, Some(&ev))
         })
         .await?)
 }
@@ -438,7 +438,7 @@ pub async fn get_as_agent(state: &Arc<AppState>, ctx: &TenantCtx, run: &str) -> 
     state
         .tenants
         .run(&t, move |c| {
-            Ok(flows::run(c, &run)?.filter(|r| r.application_id == app))
+            Ok(runs::run(c, &run)?.filter(|r| r.application_id == app))
         })
         .await?
         .ok_or_else(ApiError::not_found)
@@ -475,7 +475,7 @@ fn owned_run(
     app: &str,
     token_id: &str,
 ) -> Result<RunRow, ApiError> {
-    match flows::run(c, run)? {
+    match runs::run(c, run)? {
         Some(r) if r.application_id == app && r.agent_token_id.as_deref() == Some(token_id) => {
             Ok(r)
         }
@@ -538,7 +538,7 @@ pub async fn report_step(
         let mut c = db.lock();
         let configured = super::ai_endpoint::configured(&c, &st)?;
         let step = &steps[idx];
-        flows::record_step_report(&mut c, &r.id, &report, &|row| {
+        runs::record_step_report(&mut c, &r.id, &report, &|row| {
             step_status(step, row, configured)
         })
         .map_err(map_transition)
@@ -559,7 +559,7 @@ pub async fn heartbeat(state: &Arc<AppState>, ctx: &TenantCtx, run: &str) -> Api
                 Ok(r) => r,
                 Err(_) => return Ok(Err(ApiError::not_found())),
             };
-            if !flows::heartbeat(c, &r.id, now)? {
+            if !runs::heartbeat(c, &r.id, now)? {
                 return Ok(Err(ApiError::new(
                     ErrorCode::InvalidTransition,
                     format!("the run is {}", r.status),
@@ -607,7 +607,7 @@ pub async fn complete(
         let mut c = db.lock();
         let r = owned_run(&c, &run, &app, &token_id)?;
         let steps = pinned_steps(&c, &r.flow_id, r.flow_version)?;
-        let results = flows::steps(&c, &r.id)?;
+        let results = runs::steps(&c, &r.id)?;
         let (final_status, reason) = if body.status == "failed" {
             ("failed", Some("agent_reported_failure".to_string()))
         } else if let Some(f) = results.iter().find(|s| s.status == "failed") {
@@ -632,7 +632,7 @@ pub async fn complete(
         let ev = NewAuditEvent::new(&actor, "run.complete", Some(format!("run:{}", r.id))).details(
             serde_json::json!({"reported": body.status, "status": final_status, "reason": reason}),
         );
-        flows::transition(
+        runs::transition(
             &mut c,
             &r.id,
             &["running"],
@@ -667,7 +667,7 @@ pub fn fail_stale_runs_blocking(state: &AppState) -> usize {
     for t in all_tenants(state) {
         let res = state.tenants.for_pass(&t, |db| {
             let mut c = db.lock();
-            flows::fail_stale_runs(&mut c, cutoff, &|id| {
+            runs::fail_stale_runs(&mut c, cutoff, &|id| {
                 NewAuditEvent::new(
                     &super::job_actor("agent-timeouts"),
                     "run.timeout",
@@ -716,7 +716,7 @@ pub fn queue_scheduled_blocking(state: &AppState) -> usize {
                     Some(format!("run:{id}")),
                 )
                 .details(serde_json::json!({"flow_id": flow, "trigger": "schedule"}));
-                let tx_ok = flows::queue_run(&mut c, &id, &flow, "schedule", "schedule", Some(&ev));
+                let tx_ok = runs::queue_run(&mut c, &id, &flow, "schedule", "schedule", Some(&ev));
                 // Advance the anchor whether or not the flow still exists, so ticks never pile up.
                 flows::advance_schedule(&c, &flow, now.timestamp())?;
                 if tx_ok.is_ok() {

@@ -23,8 +23,10 @@ use crate::domain::now_rfc3339;
 use crate::domain::{new_object_id, TenantId};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::net::ai_client::{self, Endpoint};
-use crate::store::flows::{self, AiCall, EvaluationRow, ShotRow, StepRow};
-use crate::store::StoreError;
+use crate::store::flows;
+use crate::store::runs::{AiCall, EvaluationRow, StepRow};
+use crate::store::screenshots;
+use crate::store::{ShotRow, StoreError};
 
 /// Largest upload (10 MiB).
 pub const MAX_UPLOAD_BYTES: usize = 10 * 1024 * 1024;
@@ -292,7 +294,7 @@ pub async fn upload(
             let db = st.tenants.get_blocking(&t)?;
             let (r, steps) = {
                 let c = db.lock();
-                let r = match flows::run(&c, &run)? {
+                let r = match crate::store::runs::run(&c, &run)? {
                     Some(r)
                         if r.application_id == app
                             && r.agent_token_id.as_deref() == Some(token_id.as_str()) =>
@@ -415,7 +417,7 @@ pub async fn upload(
                 };
                 let res = {
                     let mut c = db.lock();
-                    flows::put_screenshot(&mut c, &row, w, h, sealed.len())
+                    screenshots::put_screenshot(&mut c, &row, w, h, sealed.len())
                 };
                 match res {
                     Ok(old) => {
@@ -505,7 +507,7 @@ async fn evaluate(
     state
         .tenants
         .run(t, move |c| {
-            flows::record_step_evaluation(c, &run_id, idx, &ev, &|row| {
+            crate::store::runs::record_step_evaluation(c, &run_id, idx, &ev, &|row| {
                 runs::step_status(&step, row, true)
             })
         })
@@ -539,7 +541,7 @@ pub async fn signed_url_for(
     let r = run.to_string();
     let shot = state
         .tenants
-        .run(&t, move |c| flows::screenshot_of(c, &r, idx))
+        .run(&t, move |c| screenshots::screenshot_of(c, &r, idx))
         .await?
         .ok_or_else(ApiError::not_found)?;
     let exp = unix_now() as u64 + signed_url::MAX_LIFETIME_SECS;
@@ -563,7 +565,7 @@ pub fn decrypt_blocking(
     let db = state.tenants.get_blocking(t)?;
     let shot = {
         let c = db.lock();
-        flows::screenshot(&c, object)?
+        screenshots::screenshot(&c, object)?
     };
     let Some(shot) = shot else {
         return Ok(None);

@@ -13,7 +13,7 @@ use crate::crypto::keyring::{self, KeyPurpose, TenantKeySet};
 use crate::domain::{new_object_id, now_rfc3339, Email, Role, TenantId, TenantName};
 use crate::service::AppState;
 use crate::store::catalog::{self, PlatformAdminRow, TenantRow};
-use crate::store::tenant::{self, UserRow};
+use crate::store::users::{self, UserRow};
 use crate::store::{Catalog, StoreError};
 
 /// Failures while creating tenants or admins.
@@ -118,7 +118,7 @@ pub fn create_tenant(
             Some(format!("member:{}", email.as_str())),
         )
         .details(serde_json::json!({"role": "owner", "source": "bootstrap"}));
-        tenant::insert_user(&mut conn, &owner, Some(&ev))?;
+        users::insert_user(&mut conn, &owner, Some(&ev))?;
     }
     let row = TenantRow {
         id: id.as_str().into(),

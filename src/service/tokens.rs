@@ -8,7 +8,7 @@ use crate::audit::NewAuditEvent;
 use crate::crypto::token::{self, TokenKind};
 use crate::domain::{new_object_id, now_rfc3339};
 use crate::error::{ApiError, ApiResult};
-use crate::store::tenant::{self, ServiceTokenRow};
+use crate::store::tokens::{self, ServiceTokenRow};
 use crate::store::StoreError;
 
 fn kind_name(k: TokenKind) -> &'static str {
@@ -38,7 +38,7 @@ pub async fn list(
     let k = kind_name(kind);
     Ok(state
         .tenants
-        .run(&t, move |c| tenant::list_tokens(c, k))
+        .run(&t, move |c| tokens::list_tokens(c, k))
         .await?)
 }
 
@@ -82,7 +82,7 @@ pub async fn create(
     let r2 = row.clone();
     state
         .tenants
-        .run(&t, move |c| tenant::insert_token(c, &r2, &ev))
+        .run(&t, move |c| tokens::insert_token(c, &r2, &ev))
         .await
         .map_err(|e| match e {
             StoreError::NotFound => ApiError::invalid("application_id", "no such application"),
@@ -108,7 +108,7 @@ pub async fn revoke(
     let id = id.to_string();
     state
         .tenants
-        .run(&t, move |c| tenant::revoke_token(c, &id, k, &ev))
+        .run(&t, move |c| tokens::revoke_token(c, &id, k, &ev))
         .await?;
     Ok(())
 }

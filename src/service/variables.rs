@@ -14,7 +14,7 @@ use crate::crypto::envelope;
 use crate::domain::flow::valid_variable_name;
 use crate::domain::{now_rfc3339, TenantId};
 use crate::error::{ApiError, ApiResult};
-use crate::store::flows::{self, VariableRow};
+use crate::store::variables::{self, VariableRow};
 use crate::store::{StoreError, StoreResult};
 
 /// Largest variable value (bytes).
@@ -79,7 +79,7 @@ fn resolve_once(state: &AppState, t: &TenantId, app: &str) -> StoreResult<Vec<Re
     let db = state.tenants.get_blocking(t)?;
     let rows = {
         let c = db.lock();
-        flows::variables(&c, app)?
+        variables::variables(&c, app)?
     };
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
@@ -129,7 +129,7 @@ async fn check_app(state: &Arc<AppState>, t: &TenantId, app: &str) -> ApiResult<
     let a = app.to_string();
     state
         .tenants
-        .run(t, move |c| crate::store::tenant::application(c, &a))
+        .run(t, move |c| crate::store::applications::application(c, &a))
         .await?
         .ok_or_else(ApiError::not_found)?;
     Ok(())
@@ -146,7 +146,7 @@ pub async fn list(
     let a = app.to_string();
     Ok(state
         .tenants
-        .run(&t, move |c| flows::variables(c, &a))
+        .run(&t, move |c| variables::variables(c, &a))
         .await?
         .into_iter()
         .map(view)
@@ -223,7 +223,7 @@ pub async fn put(
         let (app3, r2, ev2) = (app.to_string(), row.clone(), ev.clone());
         match state
             .tenants
-            .run(&t, move |c| flows::put_variable(c, &app3, &r2, &ev2))
+            .run(&t, move |c| variables::put_variable(c, &app3, &r2, &ev2))
             .await
         {
             Ok(()) => break row,
@@ -252,7 +252,7 @@ pub async fn delete(
     let (a, n) = (app.to_string(), name.to_string());
     state
         .tenants
-        .run(&t, move |c| flows::delete_variable(c, &a, &n, &ev))
+        .run(&t, move |c| variables::delete_variable(c, &a, &n, &ev))
         .await?;
     Ok(())
 }

@@ -184,6 +184,15 @@ pub fn anchor(conn: &rusqlite::Connection) -> StoreResult<Option<(i64, String)>>
         .optional()?)
 }
 
+/// Append an audit row on its own (e.g. `login.failure`), in a tenant store. (The catalog's
+/// equivalent is `catalog::append_audit`.)
+pub fn append_audit(c: &mut rusqlite::Connection, ev: &NewAuditEvent) -> StoreResult<()> {
+    let tx = super::write_tx(c)?;
+    append(&tx, ev)?;
+    tx.commit()?;
+    Ok(())
+}
+
 /// What a purge removed.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Purged {

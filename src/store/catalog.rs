@@ -7,6 +7,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::sessions::SessionRow;
 use super::{audit, migrations, open_encrypted, write_tx, Db, StoreError, StoreResult};
 use crate::audit::NewAuditEvent;
 use crate::crypto::keyring::{KeyPurpose, WrappedKey};
@@ -47,19 +48,6 @@ pub struct PlatformAdminRow {
     pub password_hash: String,
     /// Must change the one-time password.
     pub must_change_password: bool,
-}
-
-/// A stored session (catalog or tenant): owner id, CSRF digest and unix-second timestamps.
-#[derive(Debug, Clone)]
-pub struct SessionRow {
-    /// User or admin id.
-    pub subject_id: String,
-    /// SHA-256 of the CSRF token.
-    pub csrf_hash: String,
-    /// Created (unix seconds).
-    pub created_at: i64,
-    /// Last use (unix seconds).
-    pub last_seen: i64,
 }
 
 /// Login-failure counter state for one key.

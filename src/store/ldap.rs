@@ -4,7 +4,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::tenant::{self, UserRow};
+use super::users::{self, UserRow};
 use super::{audit, write_tx, StoreError, StoreResult};
 use crate::audit::NewAuditEvent;
 
@@ -125,7 +125,7 @@ pub fn user_by_dn_key(c: &Connection, dn_key: &str) -> StoreResult<Option<UserRo
         )
         .optional()?;
     match id {
-        Some(id) => tenant::user_by_id(c, &id),
+        Some(id) => users::user_by_id(c, &id),
         None => Ok(None),
     }
 }
@@ -147,7 +147,7 @@ where
     let tx = write_tx(c)?;
     let now = crate::domain::now_rfc3339();
     let linked = user_by_dn_key(&tx, &d.dn_key)?;
-    let by_email = tenant::user_by_email(&tx, &d.email)?;
+    let by_email = users::user_by_email(&tx, &d.email)?;
     let existing = match (linked, by_email) {
         (Some(u), Some(other)) if other.id != u.id => return Ok(Provisioned::EmailConflict),
         (Some(u), _) => Some(u),
@@ -185,7 +185,7 @@ where
             (updated, Some(prev))
         }
         None => {
-            match tenant::check_user_limit(&tx, max_users) {
+            match users::check_user_limit(&tx, max_users) {
                 Err(StoreError::Conflict(_)) => return Ok(Provisioned::UserLimit),
                 other => other?,
             }
@@ -274,7 +274,7 @@ mod tests {
             updated_at: now,
             password_hash: Some("$argon2id$x".into()),
         };
-        tenant::insert_user(c, &u, None).unwrap();
+        users::insert_user(c, &u, None).unwrap();
         u
     }
 
@@ -332,7 +332,7 @@ mod tests {
             panic!("not provisioned")
         };
         assert_eq!(u3.id, user.id);
-        assert_eq!(tenant::list_users(&c).unwrap().len(), 2);
+        assert_eq!(users::list_users(&c).unwrap().len(), 2);
     }
 
     #[test]
@@ -341,7 +341,7 @@ mod tests {
         local(&mut c, "owner@x", "owner", true);
         let d = dir_user("uid=m,dc=x", "owner@x", "owner");
         assert!(matches!(login(&mut c, &d, 1), Provisioned::EmailConflict));
-        assert_eq!(tenant::list_users(&c).unwrap().len(), 1);
+        assert_eq!(users::list_users(&c).unwrap().len(), 1);
 
         let d = dir_user("uid=b,dc=x", "b@x", "viewer");
         let Provisioned::Ok { user, .. } = login(&mut c, &d, 2) else {
@@ -367,7 +367,7 @@ mod tests {
         assert!(matches!(login(&mut c, &d, 1), Provisioned::Ok { .. }));
         let d = dir_user("uid=o,dc=x", "o@x", "viewer");
         assert!(matches!(login(&mut c, &d, 2), Provisioned::LastOwner));
-        assert_eq!(tenant::count_active_owners(&c).unwrap(), 1);
+        assert_eq!(users::count_active_owners(&c).unwrap(), 1);
     }
 
     #[test]

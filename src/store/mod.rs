@@ -9,15 +9,46 @@
 //! serialised in-process; write transactions use `BEGIN IMMEDIATE`. Work runs off the async
 //! executor ([`run`]) except short, bounded per-request reads ([`read`], [`try_read_now`]), which
 //! run inline when the connection is free and never wait on the executor for a lock.
+//!
+//! Layout: this file holds the shared plumbing (opening, errors, [`run`]/[`read`], [`write_tx`],
+//! and the row types two files share); [`pool`] the tenant-store LRU; `migrations` the schema;
+//! [`audit`] the `audit` table of both stores; then one file per aggregate, each owning the
+//! tables its module doc names — catalog: [`catalog`]; tenant store: [`users`], [`sessions`],
+//! [`applications`], [`tokens`], [`flows`], [`runs`], [`screenshots`], [`variables`],
+//! [`webhooks`], [`fence`], [`ai`], [`ldap`], [`scim`].
+//!
+//! Imports between store files (nothing else, so no two files import each other; checked by the
+//! unit test `store_files_import_each_other_only_along_the_documented_map` below):
+//! - any file → items of this module, [`audit`] (append inside the caller's transaction),
+//!   `migrations`;
+//! - [`pool`] → [`catalog`] (tenant admission and the keys that open a tenant store);
+//! - [`runs`], [`applications`] → [`cascade`]: deleting runs with their steps and screenshot rows
+//!   (retention, application deletion) is one function there, so neither imports the other;
+//! - [`screenshots`], [`variables`] → [`fence`]: the DEK-fence check inside their write
+//!   transaction ([`ShotRow`] is defined here so that [`fence`] needs nothing back);
+//! - [`ldap`], [`scim`] → [`users`]: directory and SCIM provisioning find and create members and
+//!   apply the active-user limit;
+//! - [`catalog`] → [`sessions`]: [`sessions::SessionRow`] is the row of both `sessions` and the
+//!   catalog's `platform_sessions`.
 
 pub mod ai;
+pub mod applications;
 pub mod audit;
+pub mod cascade;
 pub mod catalog;
+pub mod fence;
 pub mod flows;
 pub mod ldap;
 mod migrations;
+pub mod pool;
+pub mod runs;
 pub mod scim;
-pub mod tenant;
+pub mod screenshots;
+pub mod sessions;
+pub mod tokens;
+pub mod users;
+pub mod variables;
+pub mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,7 +59,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use crate::crypto::Key256;
 
 pub use catalog::Catalog;
-pub use tenant::TenantStores;
+pub use pool::TenantStores;
 
 /// A store connection shared between tasks.
 pub type Db = Arc<Mutex<Connection>>;
@@ -83,6 +114,22 @@ impl From<rusqlite::Error> for StoreError {
 
 /// Result alias for store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Screenshot metadata (a row of the tenant store's `screenshots` table, see `screenshots.rs`).
+/// Defined here rather than in `screenshots.rs` because the rotation fence (`fence.rs`) reads the
+/// same rows and `screenshots.rs` calls the fence: keeping the type in either file would make the
+/// two import each other.
+#[derive(Debug, Clone)]
+pub struct ShotRow {
+    /// Object id (file name).
+    pub id: String,
+    /// Run.
+    pub run_id: String,
+    /// Step index.
+    pub step_index: i64,
+    /// DEK version that sealed the file.
+    pub key_version: i64,
+}
 
 /// Open (creating when `create`) a SQLCipher file with a raw key, prove the key, set pragmas and
 /// run `migrations`.
@@ -373,5 +420,103 @@ mod tests {
         // WAL: the reader sees the last committed state, not the open write.
         assert_eq!(r.unwrap().unwrap(), 0);
         assert_eq!(busy_ms(&db.lock()), 5000);
+    }
+
+    /// The store files another store file may import (besides this module, `audit` and
+    /// `migrations`, which every file may use) — the map in the module doc.
+    const ALLOWED: &[(&str, &[&str])] = &[
+        ("pool", &["catalog"]),
+        ("runs", &["cascade"]),
+        ("applications", &["cascade"]),
+        ("screenshots", &["fence"]),
+        ("variables", &["fence"]),
+        ("ldap", &["users"]),
+        ("scim", &["users"]),
+        ("catalog", &["sessions"]),
+    ];
+
+    /// Store files named right after `super::` (`super::super::` inside the file's
+    /// `#[cfg(test)]` module) or `crate::store::`, or inside the `{…}` group that follows, in the
+    /// code (not the comments) of `src`.
+    fn store_refs(src: &str, files: &[String]) -> std::collections::BTreeSet<String> {
+        let code: String = src
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let tests_from = code.find("#[cfg(test)]").unwrap_or(code.len());
+        let mut out = std::collections::BTreeSet::new();
+        for pat in ["super::", "crate::store::"] {
+            for (i, _) in code.match_indices(pat) {
+                if code[..i].ends_with("::") {
+                    continue;
+                }
+                let mut rest = &code[i..];
+                let mut supers = 0;
+                while let Some(r) = rest.strip_prefix("super::") {
+                    rest = r;
+                    supers += 1;
+                }
+                let wanted = if i < tests_from { 1 } else { 2 };
+                if pat == "super::" && supers != wanted {
+                    continue;
+                }
+                rest = rest.strip_prefix("crate::store::").unwrap_or(rest);
+                let names: Vec<&str> = match rest.strip_prefix('{') {
+                    Some(group) => group
+                        .split('}')
+                        .next()
+                        .unwrap_or("")
+                        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                        .collect(),
+                    None => rest
+                        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                        .take(1)
+                        .collect(),
+                };
+                for name in names {
+                    if files.iter().any(|f| f == name) {
+                        out.insert(name.to_string());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn store_files_import_each_other_only_along_the_documented_map() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| {
+                let p = e.unwrap().path();
+                (p.extension()? == "rs").then(|| p.file_stem()?.to_str().map(String::from))?
+            })
+            .filter(|f| f != "mod")
+            .collect();
+        files.sort();
+        let mut bad = Vec::new();
+        for f in &files {
+            let src = std::fs::read_to_string(dir.join(format!("{f}.rs"))).unwrap();
+            let allowed = ALLOWED
+                .iter()
+                .find(|(from, _)| from == f)
+                .map_or(&[][..], |(_, to)| *to);
+            for to in store_refs(&src, &files) {
+                if to != *f
+                    && to != "audit"
+                    && to != "migrations"
+                    && !allowed.contains(&to.as_str())
+                {
+                    bad.push(format!("{f} -> {to}"));
+                }
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "store files import each other outside the map: {bad:?}; allowed (besides audit, \
+             migrations and store/mod.rs): {ALLOWED:?}"
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{audit, write_tx, StoreError, StoreResult};
+use super::{audit, users, write_tx, StoreError, StoreResult};
 use crate::audit::NewAuditEvent;
 
 /// A user as SCIM sees it.
@@ -95,7 +95,7 @@ pub fn insert_user(
 ) -> StoreResult<()> {
     let tx = write_tx(c)?;
     if u.active {
-        super::tenant::check_user_limit(&tx, max_users)?;
+        users::check_user_limit(&tx, max_users)?;
     }
     tx.execute(
         "INSERT INTO users (id, email, display_name, role, password_hash, source, active, must_change_password,
@@ -141,7 +141,7 @@ pub fn update_user(
             })
             .optional()?;
         if was_active == Some(false) {
-            super::tenant::check_user_limit(&tx, max_users)?;
+            users::check_user_limit(&tx, max_users)?;
         }
     }
     let n = tx.execute(

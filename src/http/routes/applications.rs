@@ -8,7 +8,7 @@ use crate::error::ApiError;
 use crate::http::extract::{perm, Guarded, Require};
 use crate::service::applications::{self as svc, ApplicationInput};
 use crate::service::AppState;
-use crate::store::tenant::ApplicationRow;
+use crate::store::applications::ApplicationRow;
 
 /// Create/replace body.
 #[derive(Deserialize, ToSchema)]

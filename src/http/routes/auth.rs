@@ -11,7 +11,7 @@ use crate::error::ApiError;
 use crate::http::extract::{perm, Guarded, Require, SESSION_COOKIE};
 use crate::service::principal::MeView;
 use crate::service::{auth, AppState, ClientInfo, Principal};
-use crate::store::{catalog, tenant};
+use crate::store::{catalog, users};
 
 /// Login body. `tenant` is the tenant id or its unique name; absent or null logs a
 /// PlatformAdmin in to the catalog. The login name goes in `email` or its synonym `username`
@@ -218,7 +218,7 @@ pub async fn me(
             tenant, user_id, ..
         } => state
             .tenants
-            .read(&tenant, move |c| tenant::user_by_id(c, &user_id))
+            .read(&tenant, move |c| users::user_by_id(c, &user_id))
             .await?
             .is_some_and(|u| u.must_change_password),
         Principal::Platform { admin_id, .. } => state

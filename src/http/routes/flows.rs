@@ -10,7 +10,8 @@ use crate::error::ApiError;
 use crate::http::extract::{perm, Guarded, Require};
 use crate::service::variables::VariableView;
 use crate::service::{flows as svc, variables, AppState};
-use crate::store::flows::{FlowRow, WebhookRow};
+use crate::store::flows::FlowRow;
+use crate::store::webhooks::WebhookRow;
 
 /// Flow body: `{name, tags, source, steps}`; each step an object with `type` and its options.
 #[derive(Deserialize, Serialize, ToSchema)]

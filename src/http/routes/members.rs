@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 use crate::error::ApiError;
 use crate::http::extract::{perm, Guarded, Require};
 use crate::service::{members as svc, AppState};
-use crate::store::tenant::UserRow;
+use crate::store::users::UserRow;
 
 /// Add-member body: a local account with an initial password (12–1024 bytes) that the member
 /// must change.

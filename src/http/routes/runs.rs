@@ -12,7 +12,7 @@ use crate::http::extract::{perm, Guarded, Require};
 use crate::service::runs::{self as svc, Claim, Complete, RunDetail, StepReport};
 use crate::service::screenshots::{self, SignedUrl, Uploaded, MAX_UPLOAD_BYTES};
 use crate::service::{AppState, ClientInfo};
-use crate::store::flows::{RunRow, StepRow};
+use crate::store::runs::{RunRow, StepRow};
 
 /// Queue a manual run of a flow's current version.
 #[utoipa::path(tag = "runs", params(("flow" = String, Path)), responses((status = 201, body = RunRow), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]

@@ -9,7 +9,7 @@ use crate::crypto::token::TokenKind;
 use crate::error::ApiError;
 use crate::http::extract::{perm, Guarded, Require};
 use crate::service::{tokens as svc, AppState, Principal};
-use crate::store::tenant::ServiceTokenRow;
+use crate::store::tokens::ServiceTokenRow;
 
 /// Agent-token body.
 #[derive(Deserialize, ToSchema)]

@@ -1,0 +1,321 @@
+//! Per-tenant stores (`<data>/tenants/<tenant_id>.db`), each a SQLCipher file opened with the
+//! tenant's own raw key, opened lazily and held in a bounded LRU (after meilisearch's
+//! `IndexMapper`): [`TenantStores`] (the cache, re-keying, and the `run`/`read`/`read_admitted`
+//! plumbing every tenant request goes through) and [`Admitted`]. Owns no table; it reads the
+//! catalog (`tenants`, `tenant_keys`) to find and admit a tenant's store, which is why it is the
+//! one store module that imports `catalog`.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+
+use lru::LruCache;
+use parking_lot::Mutex;
+use rusqlite::Connection;
+
+use super::catalog;
+use super::{migrations, open_encrypted, Catalog, Db, StoreError, StoreResult};
+use crate::crypto::keyring::{self, KeyPurpose};
+use crate::crypto::{Key256, MasterKey};
+use crate::domain::TenantId;
+
+/// The tenant stores of one deployment.
+///
+/// At most one connection per tenant store is live in the process: a handle evicted from the
+/// LRU while a task still holds it is found again (through `live`) instead of a second
+/// connection being opened, so writes stay serialised and a re-key (see
+/// [`TenantStores::rekey_blocking`]) can hold the only connection.
+pub struct TenantStores {
+    dir: PathBuf,
+    master: Arc<MasterKey>,
+    catalog: Catalog,
+    busy_ms: u64,
+    page_cache_kib: u32,
+    cache: Mutex<OpenStores>,
+}
+
+struct OpenStores {
+    lru: LruCache<TenantId, Db>,
+    live: HashMap<TenantId, Weak<Mutex<Connection>>>,
+}
+
+impl OpenStores {
+    fn find(&mut self, t: &TenantId) -> Option<Db> {
+        if let Some(db) = self.lru.get(t) {
+            return Some(db.clone());
+        }
+        let db = self.live.get(t).and_then(Weak::upgrade)?;
+        self.lru.put(t.clone(), db.clone());
+        Some(db)
+    }
+
+    fn insert(&mut self, t: &TenantId, db: &Db) {
+        self.lru.put(t.clone(), db.clone());
+        if self.live.len() >= 2 * self.lru.cap().get() {
+            self.live.retain(|_, w| w.strong_count() > 0);
+        }
+        self.live.insert(t.clone(), Arc::downgrade(db));
+    }
+}
+
+impl TenantStores {
+    /// Directory of tenant stores under `data_dir`.
+    pub fn dir_in(data_dir: &Path) -> PathBuf {
+        data_dir.join("tenants")
+    }
+
+    /// Set up the cache; nothing is opened yet.
+    pub fn new(
+        data_dir: &Path,
+        master: Arc<MasterKey>,
+        catalog: Catalog,
+        max_open: usize,
+        busy_ms: u64,
+    ) -> Self {
+        let cap = NonZeroUsize::new(max_open).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            dir: Self::dir_in(data_dir),
+            master,
+            catalog,
+            busy_ms,
+            page_cache_kib: 2000,
+            cache: Mutex::new(OpenStores {
+                lru: LruCache::new(cap),
+                live: HashMap::new(),
+            }),
+        }
+    }
+
+    /// Page cache bound of every store opened from now on, in KiB (`store.page_cache_kib`).
+    pub fn with_page_cache_kib(mut self, kib: u32) -> Self {
+        self.page_cache_kib = kib;
+        self
+    }
+
+    fn sized(&self, c: Connection) -> StoreResult<Connection> {
+        c.execute_batch(&format!("PRAGMA cache_size = -{}", self.page_cache_kib))?;
+        Ok(c)
+    }
+
+    /// File of one tenant store.
+    pub fn path_of(&self, t: &TenantId) -> PathBuf {
+        self.dir.join(format!("{}.db", t.as_str()))
+    }
+
+    /// Number of stores currently open.
+    pub fn open_count(&self) -> usize {
+        self.cache.lock().lru.len()
+    }
+
+    /// Create a tenant store file with `key` (used when creating a tenant).
+    pub fn create_file(&self, t: &TenantId, key: &Key256) -> StoreResult<Connection> {
+        super::private_dir(&self.dir)?;
+        let path = self.path_of(t);
+        if path.exists() {
+            return Err(StoreError::Conflict(format!(
+                "store for {t} already exists"
+            )));
+        }
+        self.sized(open_encrypted(
+            &path,
+            key,
+            true,
+            self.busy_ms,
+            &migrations::tenant(),
+        )?)
+    }
+
+    /// Get the open store of a tenant, opening it (blocking) when it is not cached. The store is
+    /// opened with the tenant's active database key or, when that fails (a rotation crashed after
+    /// its `PRAGMA rekey` committed), with a pending one: at every instant the file is under one
+    /// of the keys the catalog holds.
+    pub fn get_blocking(&self, t: &TenantId) -> StoreResult<Db> {
+        if let Some(db) = self.cache.lock().find(t) {
+            return Ok(db);
+        }
+        let path = self.path_of(t);
+        if !path.is_file() {
+            return Err(StoreError::NotFound);
+        }
+        let conn = self.open_with_catalog_keys(t, &path)?;
+        let db: Db = Arc::new(Mutex::new(conn));
+        let mut cache = self.cache.lock();
+        // Another task may have opened it meanwhile; keep the first.
+        if let Some(existing) = cache.find(t) {
+            return Ok(existing);
+        }
+        cache.insert(t, &db);
+        Ok(db)
+    }
+
+    /// Run `f` on a tenant's store for a background pass over every tenant (blocking). A store
+    /// the pass had to open is dropped from the LRU again afterwards, so a job walking 1,000
+    /// tenants does not leave 64 stores (SQLCipher connections with their page caches) open
+    /// that no request asked for (issue 12 P7, idle RSS). A request that found the store
+    /// meanwhile keeps its handle (the `live` map still finds it), so there is still at most one
+    /// connection per store.
+    pub fn for_pass<R>(
+        &self,
+        t: &TenantId,
+        f: impl FnOnce(&Db) -> StoreResult<R>,
+    ) -> StoreResult<R> {
+        let was_open = self.cache.lock().lru.contains(t);
+        let db = self.get_blocking(t)?;
+        let r = f(&db);
+        if !was_open {
+            self.cache.lock().lru.pop(t);
+        }
+        r
+    }
+
+    fn open_with_catalog_keys(&self, t: &TenantId, path: &Path) -> StoreResult<Connection> {
+        let candidates = {
+            let c = self.catalog.db().lock();
+            catalog::usable_keys(&c, t.as_str(), KeyPurpose::Db)?
+        };
+        if candidates.is_empty() {
+            return Err(StoreError::NotFound);
+        }
+        let mut last = StoreError::WrongKey(path.to_path_buf());
+        for (version, wrapped) in candidates {
+            let key = keyring::unwrap(&self.master, t.as_str(), version, KeyPurpose::Db, &wrapped)
+                .map_err(|e| StoreError::Key(e.to_string()))?;
+            match open_encrypted(path, &key, false, self.busy_ms, &migrations::tenant()) {
+                Ok(c) => return self.sized(c),
+                Err(StoreError::WrongKey(p)) => last = StoreError::WrongKey(p),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// Re-key a tenant store from `old` to `new` (SQLCipher `PRAGMA rekey`) while holding its
+    /// only connection, so requests for the tenant wait and none sees a half-switched handle.
+    /// The outcome is proven with fresh connections (`new` opens, `old` does not) and the cached
+    /// connection is **replaced** by a fresh one on the key that opens the file. When the store
+    /// already opens with `new` (a crashed rotation that committed its rekey) nothing is
+    /// re-encrypted. Returns `Key("rekey did not take effect")` when the file is still under `old`.
+    pub fn rekey_blocking(&self, t: &TenantId, old: &Key256, new: &Key256) -> StoreResult<()> {
+        let db = self.get_blocking(t)?;
+        let mut conn = db.lock();
+        let path = self.path_of(t);
+        let mig = migrations::tenant();
+        if let Ok(fresh) = open_encrypted(&path, new, false, self.busy_ms, &mig) {
+            *conn = self.sized(fresh)?;
+            return Ok(());
+        }
+        match super::rekey_verified(&conn, &path, old, new, self.busy_ms, &mig)? {
+            super::Rekeyed::Done(fresh) => {
+                *conn = self.sized(fresh)?;
+                Ok(())
+            }
+            super::Rekeyed::NotDone(fresh) => {
+                *conn = self.sized(fresh)?;
+                Err(StoreError::Key("rekey did not take effect".into()))
+            }
+        }
+    }
+
+    /// Run the short, bounded read `f` on the store of a tenant the catalog knows and has not
+    /// suspended — the authentication of every tenant request. The catalog row and `f` are read
+    /// on the calling task when both connections are free and the store is already open
+    /// ([`super::try_read_now`]; issue 12 P2 measured each `spawn_blocking` hop), otherwise in
+    /// **one** blocking task. The catalog lock is released before the tenant store is locked;
+    /// the store is not opened for an unknown or suspended tenant.
+    pub async fn read_admitted<F, R>(
+        self: &Arc<Self>,
+        t: &TenantId,
+        f: F,
+    ) -> StoreResult<Admitted<R>>
+    where
+        F: Fn(&Connection) -> StoreResult<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let open = self.cache.lock().find(t);
+        if let Some(db) = open {
+            let busy = self.catalog.busy_ms();
+            if let Some(row) = super::try_read_now(self.catalog.db(), busy, &|c| {
+                catalog::tenant_by_id(c, t.as_str())
+            }) {
+                if let Some(a) = Admitted::refused(row?) {
+                    return Ok(a);
+                }
+                if let Some(r) = super::try_read_now(&db, self.busy_ms, &f) {
+                    return r.map(Admitted::Ran);
+                }
+            }
+        }
+        let me = self.clone();
+        let t = t.clone();
+        tokio::task::spawn_blocking(move || {
+            let row = {
+                let c = me.catalog.db().lock();
+                catalog::tenant_by_id(&c, t.as_str())?
+            };
+            if let Some(a) = Admitted::refused(row) {
+                return Ok(a);
+            }
+            let db = me.get_blocking(&t)?;
+            let c = db.lock();
+            f(&c).map(Admitted::Ran)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Run the short, bounded read `f` on a tenant's store: on the calling task when the store
+    /// is open and its connection free ([`super::try_read_now`]), else off the executor.
+    pub async fn read<F, R>(self: &Arc<Self>, t: &TenantId, f: F) -> StoreResult<R>
+    where
+        F: Fn(&Connection) -> StoreResult<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let open = self.cache.lock().find(t);
+        if let Some(db) = open {
+            if let Some(r) = super::try_read_now(&db, self.busy_ms, &f) {
+                return r;
+            }
+        }
+        self.run(t, move |c| f(c)).await
+    }
+
+    /// Run `f` on a tenant's store off the executor.
+    pub async fn run<F, R>(self: &Arc<Self>, t: &TenantId, f: F) -> StoreResult<R>
+    where
+        F: FnOnce(&mut Connection) -> StoreResult<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let me = self.clone();
+        let t = t.clone();
+        tokio::task::spawn_blocking(move || {
+            let db = me.get_blocking(&t)?;
+            let mut c = db.lock();
+            f(&mut c)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+/// What [`TenantStores::read_admitted`] found in the catalog.
+#[derive(Debug)]
+pub enum Admitted<R> {
+    /// No tenant has this id.
+    Unknown,
+    /// The tenant exists but is suspended.
+    Suspended,
+    /// The tenant is active; the closure's result.
+    Ran(R),
+}
+
+impl<R> Admitted<R> {
+    /// The refusal for a catalog row (`None` = the tenant is active).
+    fn refused(row: Option<catalog::TenantRow>) -> Option<Self> {
+        match row {
+            None => Some(Admitted::Unknown),
+            Some(r) if r.status == catalog::TENANT_SUSPENDED => Some(Admitted::Suspended),
+            Some(_) => None,
+        }
+    }
+}
