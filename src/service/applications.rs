@@ -10,7 +10,7 @@ use crate::audit::NewAuditEvent;
 use crate::domain::{new_object_id, now_rfc3339};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::applications::{self, ApplicationRow};
-use crate::store::StoreError;
+use crate::store::{Conflict, StoreError};
 
 /// Validated application fields.
 #[derive(Debug, Clone)]
@@ -71,11 +71,11 @@ impl ApplicationInput {
 
 fn map_conflict(e: StoreError) -> ApiError {
     match e {
-        StoreError::Conflict(m) if m == "plan_limit" => ApiError::new(
+        StoreError::Conflict(Conflict::PlanLimit) => ApiError::new(
             ErrorCode::PlanLimit,
             "the license in force allows no more applications for this tenant",
         ),
-        StoreError::Conflict(_) => {
+        StoreError::Conflict(Conflict::Constraint(_)) => {
             ApiError::new(ErrorCode::NameTaken, "an application with this name exists")
                 .field("name")
         }

@@ -63,7 +63,7 @@ use crate::domain::TenantId;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::fault;
 use crate::store::fence::{self, SealedColumn};
-use crate::store::{catalog, Catalog, StoreError, StoreResult};
+use crate::store::{catalog, Catalog, Conflict, StoreError, StoreResult};
 
 /// Actor of rotations started by the `key-rotation` job.
 pub const SCHEDULER_ACTOR: &str = "system:scheduler";
@@ -540,7 +540,9 @@ pub fn rotate_tenant_blocking(
             catalog::insert_pending_keys(&mut c, t.as_str(), to, &w_db, &w_dek, &now)
         };
         match res {
-            Err(StoreError::Conflict(_)) => return Err(RotationError::InProgress),
+            Err(StoreError::Conflict(Conflict::RotationPending | Conflict::StaleVersion)) => {
+                return Err(RotationError::InProgress)
+            }
             other => other?,
         }
         fault::point("rotation:after_pending");

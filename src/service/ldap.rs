@@ -26,7 +26,7 @@ use crate::crypto::{ct_eq, envelope, Key256};
 use crate::domain::{Email, Role, TenantId};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::ldap::{self as st, ConfigRow, DirectoryUser, NewSession, Provisioned};
-use crate::store::{catalog, StoreError};
+use crate::store::{catalog, Conflict, StoreError};
 
 /// Column names used in the envelope AAD.
 const COL_BIND_PASSWORD: &str = "bind_password";
@@ -670,7 +670,7 @@ pub async fn provision(
     let res = match res {
         Ok(r) => r,
         // Two first logins of one entry racing: the loser's insert hits a unique index.
-        Err(StoreError::Conflict(_)) => Provisioned::EmailConflict,
+        Err(StoreError::Conflict(Conflict::Constraint(_))) => Provisioned::EmailConflict,
         Err(e) => return Err(e.into()),
     };
     Ok(match res {

@@ -25,7 +25,7 @@ use crate::crypto::license::{self, rfc3339, LicenseClaims, LicenseError, SignedL
 use crate::domain::{now_rfc3339, Entitlements, Plan, Role, TenantId};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::catalog::{self, RevocationRow};
-use crate::store::{Catalog, StoreError};
+use crate::store::{Catalog, Conflict, StoreError};
 
 /// Days before expiry from which Owners and PlatformAdmins are warned.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
@@ -536,7 +536,7 @@ pub async fn revoke(
         })
         .await
         .map_err(|e| match e {
-            StoreError::Conflict(_) => ApiError::new(
+            StoreError::Conflict(Conflict::Constraint(_)) => ApiError::new(
                 ErrorCode::AlreadyRevoked,
                 "this license id is already on the revocation list",
             )

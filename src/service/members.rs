@@ -11,20 +11,20 @@ use crate::audit::NewAuditEvent;
 use crate::domain::{new_object_id, now_rfc3339, Email, Role, TenantId};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::users::{self, UserRow};
-use crate::store::StoreError;
+use crate::store::{Conflict, StoreError};
 
 fn map_owner_conflict(e: StoreError) -> ApiError {
     match e {
-        StoreError::Conflict(m) if m == "user_limit" => ApiError::new(
+        StoreError::Conflict(Conflict::UserLimit) => ApiError::new(
             ErrorCode::PlanLimit,
             "the license in force allows no more users for this tenant",
         ),
-        StoreError::Conflict(m) if m == "last_owner" => ApiError::new(
+        StoreError::Conflict(Conflict::LastOwner) => ApiError::new(
             ErrorCode::LastOwner,
             "the last Owner cannot be removed or demoted",
         )
         .field("role"),
-        StoreError::Conflict(_) => {
+        StoreError::Conflict(Conflict::Constraint(_)) => {
             ApiError::new(ErrorCode::MemberExists, "a member with this email exists").field("email")
         }
         other => other.into(),

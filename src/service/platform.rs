@@ -133,7 +133,9 @@ pub async fn create(
         BootstrapError::Invalid(m) if m.contains("already exists") => {
             ApiError::new(ErrorCode::TenantExists, "a tenant with this name exists").field("name")
         }
-        BootstrapError::Store(crate::store::StoreError::Conflict(_)) => {
+        BootstrapError::Store(crate::store::StoreError::Conflict(
+            crate::store::Conflict::Constraint(_) | crate::store::Conflict::StoreExists,
+        )) => {
             ApiError::new(ErrorCode::TenantExists, "a tenant with this name exists").field("name")
         }
         BootstrapError::Invalid(m) => ApiError::invalid("name", m),

@@ -17,7 +17,7 @@ use crate::domain::flow::{render_template, template_vars, Step};
 use crate::domain::{new_object_id, TenantId};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::runs::{self, RunRow, StepReportRow, StepRow};
-use crate::store::{catalog, flows, webhooks, StoreError};
+use crate::store::{catalog, flows, webhooks, Conflict, StoreError};
 
 /// Reason stored on checkpoint steps until an AI endpoint is configured.
 pub const NOT_EVALUATED_REASON: &str = "no AI endpoint configured";
@@ -72,12 +72,9 @@ pub fn step_status(step: &Step, row: &StepRow, configured: bool) -> (String, Opt
 
 fn map_transition(e: StoreError) -> ApiError {
     match e {
-        StoreError::Conflict(m) if m.starts_with("transition:") => ApiError::new(
+        StoreError::Conflict(Conflict::Transition(st)) => ApiError::new(
             ErrorCode::InvalidTransition,
-            format!(
-                "the run is {}; this transition is not allowed",
-                m.trim_start_matches("transition:")
-            ),
+            format!("the run is {st}; this transition is not allowed"),
         ),
         other => other.into(),
     }

@@ -24,7 +24,7 @@ use crate::domain::scim::resource::{self, Attrs, MetaInfo, Selected};
 use crate::domain::scim::{ScimError, ENTERPRISE_USER};
 use crate::domain::{new_object_id, now_rfc3339, Role, TenantId};
 use crate::store::scim::{self as store, ScimUserRow};
-use crate::store::StoreError;
+use crate::store::{Conflict, StoreError};
 
 /// Largest page; also `ServiceProviderConfig.filter.maxResults`. A request without `count`
 /// gets this many.
@@ -133,12 +133,12 @@ pub fn store_error(e: StoreError) -> ScimError {
             ..ScimError::new(503, "server busy; retry later")
         },
         StoreError::NotFound => ScimError::not_found("no such user"),
-        StoreError::Conflict(m) if m == "last_owner" => ScimError::new(
+        StoreError::Conflict(Conflict::LastOwner) => ScimError::new(
             409,
             "the last active Owner of the tenant cannot be deactivated or deleted",
         ),
-        StoreError::Conflict(m) if m == "version" => ScimError::precondition_failed(),
-        StoreError::Conflict(m) if m == "user_limit" => ScimError::new(
+        StoreError::Conflict(Conflict::Version) => ScimError::precondition_failed(),
+        StoreError::Conflict(Conflict::UserLimit) => ScimError::new(
             403,
             "plan_limit: the license's active-user limit is reached",
         ),

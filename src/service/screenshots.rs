@@ -26,7 +26,7 @@ use crate::net::ai_client::{self, Endpoint};
 use crate::store::flows;
 use crate::store::runs::{AiCall, EvaluationRow, StepRow};
 use crate::store::screenshots;
-use crate::store::{ShotRow, StoreError};
+use crate::store::{Conflict, ShotRow, StoreError};
 
 /// Largest upload (10 MiB).
 pub const MAX_UPLOAD_BYTES: usize = 10 * 1024 * 1024;
@@ -438,12 +438,11 @@ pub async fn upload(
                     Err(e) => {
                         let _ = std::fs::remove_file(&path);
                         return Err(match e {
-                            StoreError::Conflict(m) if m == "key_rotated" && attempt < 5 => {
-                                continue
-                            }
-                            StoreError::Conflict(m) => {
-                                ApiError::new(ErrorCode::InvalidTransition, m)
-                            }
+                            StoreError::Conflict(Conflict::KeyRotated) if attempt < 5 => continue,
+                            StoreError::Conflict(Conflict::Transition(st)) => ApiError::new(
+                                ErrorCode::InvalidTransition,
+                                format!("the run is {st}"),
+                            ),
                             other => other.into(),
                         });
                     }
@@ -513,10 +512,9 @@ async fn evaluate(
         })
         .await
         .map_err(|e| match e {
-            StoreError::Conflict(m) => ApiError::new(
-                ErrorCode::InvalidTransition,
-                format!("the run is {}", m.trim_start_matches("transition:")),
-            ),
+            StoreError::Conflict(Conflict::Transition(st)) => {
+                ApiError::new(ErrorCode::InvalidTransition, format!("the run is {st}"))
+            }
             other => other.into(),
         })
 }

@@ -15,7 +15,7 @@ use crate::domain::flow::valid_variable_name;
 use crate::domain::{now_rfc3339, TenantId};
 use crate::error::{ApiError, ApiResult};
 use crate::store::variables::{self, VariableRow};
-use crate::store::{StoreError, StoreResult};
+use crate::store::{Conflict, StoreError, StoreResult};
 
 /// Largest variable value (bytes).
 pub const MAX_VALUE_BYTES: usize = 16 * 1024;
@@ -227,7 +227,7 @@ pub async fn put(
             .await
         {
             Ok(()) => break row,
-            Err(StoreError::Conflict(m)) if m == "key_rotated" && attempt < 5 => continue,
+            Err(StoreError::Conflict(Conflict::KeyRotated)) if attempt < 5 => continue,
             Err(e) => return Err(e.into()),
         }
     };

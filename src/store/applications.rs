@@ -4,7 +4,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{audit, cascade, write_tx, StoreError, StoreResult};
+use super::{audit, cascade, write_tx, Conflict, StoreError, StoreResult};
 use crate::audit::NewAuditEvent;
 
 /// An application under test.
@@ -49,7 +49,7 @@ pub fn insert_application(
     if let Some(max) = max {
         let n: i64 = tx.query_row("SELECT count(*) FROM applications", [], |r| r.get(0))?;
         if n >= i64::from(max) {
-            return Err(StoreError::Conflict("plan_limit".into()));
+            return Err(StoreError::Conflict(Conflict::PlanLimit));
         }
     }
     tx.execute(

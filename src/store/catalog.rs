@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::sessions::SessionRow;
-use super::{audit, migrations, open_encrypted, write_tx, Db, StoreError, StoreResult};
+use super::{audit, migrations, open_encrypted, write_tx, Conflict, Db, StoreError, StoreResult};
 use crate::audit::NewAuditEvent;
 use crate::crypto::keyring::{KeyPurpose, WrappedKey};
 use crate::crypto::MasterKey;
@@ -528,10 +528,10 @@ pub fn insert_pending_keys(
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         if pending > 0 {
-            return Err(StoreError::Conflict("rotation_pending".into()));
+            return Err(StoreError::Conflict(Conflict::RotationPending));
         }
         if max.is_some_and(|m| m >= version) {
-            return Err(StoreError::Conflict("stale_version".into()));
+            return Err(StoreError::Conflict(Conflict::StaleVersion));
         }
         for (purpose, w) in [(KeyPurpose::Db, db_key), (KeyPurpose::Dek, dek)] {
             tx.execute(
@@ -566,7 +566,7 @@ pub fn activate_db_key(
             |r| r.get(0),
         )?;
         if !active {
-            return Err(StoreError::Conflict("no_such_version".into()));
+            return Err(StoreError::Conflict(Conflict::NoSuchVersion));
         }
         retire_below(&tx, tenant, KeyPurpose::Db, version, now)?;
         tx.commit()?;
@@ -608,7 +608,7 @@ pub fn finish_rotation(
             |r| r.get(0),
         )?;
         if !db_active {
-            return Err(StoreError::Conflict("db_key_not_active".into()));
+            return Err(StoreError::Conflict(Conflict::DbKeyNotActive));
         }
         tx.execute(
             "UPDATE tenant_keys SET state = 'active'
@@ -828,7 +828,7 @@ pub fn swap_staged_wraps(c: &mut Connection, kek: &str, ev: &NewAuditEvent) -> S
             |r| r.get(0),
         )?;
         if unstaged > 0 {
-            return Err(StoreError::Conflict("unstaged_keys".into()));
+            return Err(StoreError::Conflict(Conflict::UnstagedKeys));
         }
         let n = tx.execute(
             "UPDATE tenant_keys SET nonce = next_nonce, wrapped = next_wrapped,

@@ -7,7 +7,7 @@
 
 use rusqlite::{params, Connection};
 
-use super::{audit, write_tx, ShotRow, StoreError, StoreResult};
+use super::{audit, write_tx, Conflict, ShotRow, StoreError, StoreResult};
 use crate::audit::NewAuditEvent;
 
 /// The key-version fence: the lowest DEK version a new ciphertext may carry.
@@ -39,7 +39,7 @@ pub fn raise_dek_fence(c: &mut Connection, version: u32, ev: &NewAuditEvent) -> 
 /// has raised the fence above it (`Conflict("key_rotated")`; the caller re-seals and retries).
 pub fn check_dek_fence(tx: &Connection, version: u32) -> StoreResult<()> {
     if version < dek_fence(tx)? {
-        return Err(StoreError::Conflict("key_rotated".into()));
+        return Err(StoreError::Conflict(Conflict::KeyRotated));
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::users::{self, UserRow};
-use super::{audit, write_tx, StoreError, StoreResult};
+use super::{audit, write_tx, Conflict, StoreError, StoreResult};
 use crate::audit::NewAuditEvent;
 
 /// Table name used in the envelope AAD of the secrets below.
@@ -186,7 +186,9 @@ where
         }
         None => {
             match users::check_user_limit(&tx, max_users) {
-                Err(StoreError::Conflict(_)) => return Ok(Provisioned::UserLimit),
+                Err(StoreError::Conflict(Conflict::UserLimit)) => {
+                    return Ok(Provisioned::UserLimit)
+                }
                 other => other?,
             }
             let u = UserRow {

@@ -76,9 +76,9 @@ pub enum StoreError {
     /// A row that must exist does not.
     #[error("not found")]
     NotFound,
-    /// A uniqueness rule was violated (the caller maps this to 409).
-    #[error("constraint violated: {0}")]
-    Conflict(String),
+    /// A store rule refused the write (the service maps each kind to its own code).
+    #[error("conflict: {0}")]
+    Conflict(Conflict),
     /// Schema version newer than this binary, or a migration failed.
     #[error("migration: {0}")]
     Migration(String),
@@ -103,13 +103,58 @@ impl From<rusqlite::Error> for StoreError {
             rusqlite::Error::SqliteFailure(f, msg) => match f.code {
                 ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Busy,
                 ErrorCode::ConstraintViolation => {
-                    StoreError::Conflict(msg.clone().unwrap_or_default())
+                    StoreError::Conflict(Conflict::Constraint(msg.clone().unwrap_or_default()))
                 }
                 _ => StoreError::Sqlite(e),
             },
             _ => StoreError::Sqlite(e),
         }
     }
+}
+
+/// Why a store refused a write: typed, so services match on the kind, never on text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    /// A SQLite constraint (unique index, foreign key, check) refused the row; the text is
+    /// SQLite's (for logs only).
+    #[error("constraint violated: {0}")]
+    Constraint(String),
+    /// The license's `max_users` is reached.
+    #[error("user limit reached")]
+    UserLimit,
+    /// The license's `max_applications` is reached.
+    #[error("application limit reached")]
+    PlanLimit,
+    /// The change would leave the tenant without an active Owner.
+    #[error("last owner")]
+    LastOwner,
+    /// The row changed since the caller read it (SCIM `If-Match` / version check).
+    #[error("version mismatch")]
+    Version,
+    /// The run is in state `.0`, which does not allow the change.
+    #[error("the run is {0}")]
+    Transition(String),
+    /// A sealed value was sealed under a DEK version below the rotation fence: seal again.
+    #[error("key rotated")]
+    KeyRotated,
+    /// The tenant already has a pending key version (a rotation is running).
+    #[error("rotation pending")]
+    RotationPending,
+    /// A new key version is not above every existing one.
+    #[error("stale key version")]
+    StaleVersion,
+    /// The key version does not exist.
+    #[error("no such key version")]
+    NoSuchVersion,
+    /// The database key version to retire against is not the active one.
+    #[error("database key not active")]
+    DbKeyNotActive,
+    /// A key with material has no staging for the new master key.
+    #[error("unstaged keys")]
+    UnstagedKeys,
+    /// A tenant store file already exists.
+    #[error("store file exists")]
+    StoreExists,
 }
 
 /// Result alias for store operations.

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use rusqlite::Connection;
 
 use super::catalog;
-use super::{migrations, open_encrypted, Catalog, Db, StoreError, StoreResult};
+use super::{migrations, open_encrypted, Catalog, Conflict, Db, StoreError, StoreResult};
 use crate::crypto::keyring::{self, KeyPurpose};
 use crate::crypto::{Key256, MasterKey};
 use crate::domain::TenantId;
@@ -113,9 +113,7 @@ impl TenantStores {
         super::private_dir(&self.dir)?;
         let path = self.path_of(t);
         if path.exists() {
-            return Err(StoreError::Conflict(format!(
-                "store for {t} already exists"
-            )));
+            return Err(StoreError::Conflict(Conflict::StoreExists));
         }
         self.sized(open_encrypted(
             &path,

@@ -9,7 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::cascade::{self, PurgedRuns};
-use super::{audit, write_tx, StoreError, StoreResult};
+use super::{audit, write_tx, Conflict, StoreError, StoreResult};
 use crate::audit::NewAuditEvent;
 use crate::domain::now_rfc3339;
 
@@ -230,7 +230,7 @@ pub fn transition(
         .optional()?
         .ok_or(StoreError::NotFound)?;
     if !from.contains(&cur.as_str()) {
-        return Err(StoreError::Conflict(format!("transition:{cur}")));
+        return Err(StoreError::Conflict(Conflict::Transition(cur.to_string())));
     }
     tx.execute(
         "UPDATE runs SET status = ?2, reason = ?3, error = ?4, finished_at = ?5 WHERE id = ?1",
@@ -488,7 +488,7 @@ fn merge_step(
         .optional()?
         .ok_or(StoreError::NotFound)?;
     if st != "running" {
-        return Err(StoreError::Conflict(format!("transition:{st}")));
+        return Err(StoreError::Conflict(Conflict::Transition(st.to_string())));
     }
     let mut row = step_in(&tx, run_id, idx)?.unwrap_or_else(|| StepRow::blank(idx));
     merge(&mut row);

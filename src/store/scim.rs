@@ -4,7 +4,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{audit, users, write_tx, StoreError, StoreResult};
+use super::{audit, users, write_tx, Conflict, StoreError, StoreResult};
 use crate::audit::NewAuditEvent;
 
 /// A user as SCIM sees it.
@@ -79,7 +79,7 @@ fn owners_left(tx: &rusqlite::Transaction<'_>) -> StoreResult<()> {
         |r| r.get(0),
     )?;
     if owners == 0 {
-        return Err(StoreError::Conflict("last_owner".into()));
+        return Err(StoreError::Conflict(Conflict::LastOwner));
     }
     Ok(())
 }
@@ -168,7 +168,7 @@ pub fn update_user(
             |r| r.get(0),
         )?;
         return Err(if exists {
-            StoreError::Conflict("version".into())
+            StoreError::Conflict(Conflict::Version)
         } else {
             StoreError::NotFound
         });
@@ -203,7 +203,7 @@ pub fn delete_user(
             |r| r.get(0),
         )?;
         return Err(if exists {
-            StoreError::Conflict("version".into())
+            StoreError::Conflict(Conflict::Version)
         } else {
             StoreError::NotFound
         });

@@ -5,7 +5,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{fence, write_tx, ShotRow, StoreError, StoreResult};
+use super::{fence, write_tx, Conflict, ShotRow, StoreError, StoreResult};
 use crate::domain::now_rfc3339;
 
 /// Record a screenshot (replacing an earlier one of the same step); returns the replaced id.
@@ -25,7 +25,7 @@ pub fn put_screenshot(
         .optional()?
         .ok_or(StoreError::NotFound)?;
     if st != "running" {
-        return Err(StoreError::Conflict(format!("transition:{st}")));
+        return Err(StoreError::Conflict(Conflict::Transition(st.to_string())));
     }
     fence::check_dek_fence(&tx, u32::try_from(s.key_version).unwrap_or(0))?;
     let old: Option<String> = tx

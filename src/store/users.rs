@@ -5,7 +5,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{audit, write_tx, StoreError, StoreResult};
+use super::{audit, write_tx, Conflict, StoreError, StoreResult};
 use crate::audit::NewAuditEvent;
 
 /// A tenant member.
@@ -91,7 +91,7 @@ pub fn check_user_limit(c: &Connection, max_users: Option<u32>) -> StoreResult<(
             r.get(0)
         })?;
         if n >= i64::from(max) {
-            return Err(StoreError::Conflict("user_limit".into()));
+            return Err(StoreError::Conflict(Conflict::UserLimit));
         }
     }
     Ok(())
@@ -151,7 +151,7 @@ pub fn set_user_role(
         |r| r.get(0),
     )?;
     if owners == 0 {
-        return Err(StoreError::Conflict("last_owner".into()));
+        return Err(StoreError::Conflict(Conflict::LastOwner));
     }
     audit::append(&tx, ev)?;
     tx.commit()?;
@@ -171,7 +171,7 @@ pub fn delete_user(c: &mut Connection, id: &str, ev: &NewAuditEvent) -> StoreRes
         |r| r.get(0),
     )?;
     if owners == 0 {
-        return Err(StoreError::Conflict("last_owner".into()));
+        return Err(StoreError::Conflict(Conflict::LastOwner));
     }
     audit::append(&tx, ev)?;
     tx.commit()?;
