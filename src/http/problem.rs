@@ -216,7 +216,9 @@ pub fn document_errors(api: &mut utoipa::openapi::OpenApi) {
             (status.to_string(), resp)
         })
         .collect();
-    for item in api.paths.paths.values_mut() {
+    let scim_error = scim_error_response();
+    for (path, item) in api.paths.paths.iter_mut() {
+        let scim = path.starts_with(SCIM_PREFIX);
         let ops = [
             &mut item.get,
             &mut item.put,
@@ -229,9 +231,85 @@ pub fn document_errors(api: &mut utoipa::openapi::OpenApi) {
         ];
         for op in ops.into_iter().flatten() {
             for (status, resp) in &responses {
-                op.responses
-                    .responses
-                    .insert(status.clone(), resp.clone().into());
+                // SCIM answers its errors in its own format (RFC 7644 §3.12); the residency
+                // check in front of it answers 421 as problem+json.
+                let resp = if scim && status != "421" {
+                    scim_error.clone()
+                } else {
+                    resp.clone()
+                };
+                op.responses.responses.insert(status.clone(), resp.into());
+            }
+            if scim {
+                for extra in SCIM_ONLY_STATUSES {
+                    op.responses
+                        .responses
+                        .insert(extra.to_string(), scim_error.clone().into());
+                }
+            }
+            document_bodies(path, scim, op);
+        }
+    }
+}
+
+/// Mount point of the SCIM service (its operations answer `application/scim+json`).
+const SCIM_PREFIX: &str = "/scim/v2";
+/// Statuses only SCIM answers: 405 (method not allowed on a SCIM path) and 412 (`If-Match`).
+const SCIM_ONLY_STATUSES: [&str; 2] = ["405", "412"];
+
+/// The SCIM error response (RFC 7644 §3.12): `application/scim+json` with `schemas`, `status`
+/// (a string), `detail` and an optional `scimType`.
+fn scim_error_response() -> utoipa::openapi::Response {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{ContentBuilder, ResponseBuilder};
+    let schema = ObjectBuilder::new()
+        .property(
+            "schemas",
+            utoipa::openapi::schema::ArrayBuilder::new()
+                .items(ObjectBuilder::new().schema_type(Type::String)),
+        )
+        .property("status", ObjectBuilder::new().schema_type(Type::String))
+        .property("detail", ObjectBuilder::new().schema_type(Type::String))
+        .property("scimType", ObjectBuilder::new().schema_type(Type::String))
+        .required("schemas")
+        .required("status")
+        .build();
+    ResponseBuilder::new()
+        .description("SCIM error (RFC 7644 §3.12)")
+        .content(
+            "application/scim+json",
+            ContentBuilder::new().schema(Some(schema)).build(),
+        )
+        .build()
+}
+
+/// Give success responses declared without a body the media type they are sent with: SCIM
+/// resources (`application/scim+json`), `/healthz` and `/readyz` (`application/json`) and
+/// `/metrics` (Prometheus text).
+fn document_bodies(path: &str, scim: bool, op: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{ContentBuilder, RefOr};
+    let media = match path {
+        _ if scim => "application/scim+json",
+        "/healthz" | "/readyz" => "application/json",
+        "/metrics" => "text/plain",
+        _ => return,
+    };
+    for (status, resp) in op.responses.responses.iter_mut() {
+        if !status.starts_with('2') || status == "204" {
+            continue;
+        }
+        if let RefOr::T(r) = resp {
+            if r.content.is_empty() {
+                let schema = if media == "text/plain" {
+                    ObjectBuilder::new().schema_type(Type::String)
+                } else {
+                    ObjectBuilder::new().schema_type(Type::Object)
+                };
+                r.content.insert(
+                    media.to_string(),
+                    ContentBuilder::new().schema(Some(schema)).build(),
+                );
             }
         }
     }
