@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::audit::{Actor, NewAuditEvent};
+use crate::audit::NewAuditEvent;
 use crate::auth::password;
 use crate::config::{CliOverrides, Settings};
 use crate::service::tenants::{self, Created};
@@ -522,8 +522,7 @@ fn license_issue(settings: Settings, record: bool, a: IssueArgs) -> anyhow::Resu
             "expires_at": license::rfc3339(claims.exp),
             "signed_by": if a.dev { "dev" } else { "vendor" },
         }));
-        let mut c = opened.catalog.db().lock();
-        crate::store::catalog::append_audit(&mut c, &ev)?;
+        crate::service::host::record_catalog_event(&opened.catalog, &ev)?;
     }
     println!("{token}");
     Ok(())
@@ -566,11 +565,8 @@ fn audit_verify(settings: Settings, tenant: Option<&str>, catalog: bool) -> anyh
         Chain::Catalog
     } else {
         let r = tenant.unwrap_or_default().to_string();
-        let row = {
-            let c = opened.catalog.db().lock();
-            crate::store::catalog::find_tenant(&c, &r)?
-        }
-        .ok_or_else(|| anyhow::anyhow!("--tenant: no tenant `{r}`"))?;
+        let row = crate::service::host::find_tenant(&opened.catalog, &r)?
+            .ok_or_else(|| anyhow::anyhow!("--tenant: no tenant `{r}`"))?;
         Chain::Tenant(crate::domain::TenantId::parse(&row.id)?)
     };
     let settings = std::sync::Arc::new(settings);
@@ -629,7 +625,7 @@ fn jobs_retention(settings: Settings, as_of: Option<&str>) -> anyhow::Result<()>
 }
 
 fn init(settings: Settings, a: InitArgs) -> anyhow::Result<()> {
-    if crate::store::Catalog::path_in(&settings.data_dir).exists() {
+    if crate::service::host::is_initialised(&settings) {
         anyhow::bail!(
             "{} is already initialised; refusing to re-initialise",
             settings.data_dir.display()
@@ -703,18 +699,7 @@ fn init(settings: Settings, a: InitArgs) -> anyhow::Result<()> {
 fn unlock(settings: Settings, email: &str, tenant: Option<&str>) -> anyhow::Result<()> {
     let account = email.trim().to_lowercase();
     let opened = startup::open_data_dir(&settings, false)?;
-    let actor = Actor {
-        email: Some("host-cli".into()),
-        role: Some("operator".into()),
-        client_ip: None,
-        user_agent: None,
-    };
-    let ev = NewAuditEvent::new(&actor, "login.unlock", Some(format!("account:{account}")))
-        .details(serde_json::json!({"tenant": tenant}));
-    let n = {
-        let mut c = opened.catalog.db().lock();
-        crate::store::catalog::unlock_account(&mut c, &account, tenant, &ev)?
-    };
+    let n = crate::service::host::unlock_account(&opened.catalog, &account, tenant)?;
     println!("cleared {n} lockout counter(s) for {account}");
     Ok(())
 }
@@ -735,12 +720,7 @@ fn tenant_create(
     let opened = startup::open_data_dir(&settings, false)?;
     let settings = std::sync::Arc::new(settings);
     let state = startup::build_state(settings.clone(), opened)?;
-    let actor = Actor {
-        email: Some("host-cli".into()),
-        role: Some("operator".into()),
-        client_ip: None,
-        user_agent: None,
-    };
+    let actor = host_actor();
     let tid = tenants::create_tenant(
         &state,
         name,
@@ -770,10 +750,7 @@ fn tenant_create(
 
 fn tenant_list(settings: Settings, json: bool) -> anyhow::Result<()> {
     let opened = startup::open_data_dir(&settings, false)?;
-    let rows = {
-        let c = opened.catalog.db().lock();
-        crate::store::catalog::list_tenants(&c)?
-    };
+    let rows = crate::service::host::list_tenants(&opened.catalog)?;
     if json {
         println!("{}", serde_json::to_string(&rows)?);
     } else {
@@ -784,14 +761,7 @@ fn tenant_list(settings: Settings, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn host_actor() -> Actor {
-    Actor {
-        email: Some("host-cli".into()),
-        role: Some("operator".into()),
-        client_ip: None,
-        user_agent: None,
-    }
-}
+use crate::service::host::host_actor;
 
 fn progress_bar(prefix: String) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(1);
@@ -812,25 +782,17 @@ fn keys(settings: Settings, action: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Status { tenant, json } => {
             let opened = startup::open_data_dir(&settings, false)?;
             let clock = svc::Clock::from_env();
-            let rows = {
-                let c = opened.catalog.db().lock();
-                let tenants = match &tenant {
-                    Some(t) => vec![crate::store::catalog::find_tenant(&c, t)?
-                        .ok_or_else(|| anyhow::anyhow!("--tenant: no tenant `{t}`"))?],
-                    None => crate::store::catalog::list_tenants(&c)?,
-                };
-                let mut out = Vec::new();
-                for t in tenants {
-                    let keys = crate::store::catalog::tenant_keys(&c, &t.id)?;
-                    out.push(svc::build_status(
-                        &t.id,
-                        &keys,
-                        settings.keys.rotation_days,
-                        clock.now(),
-                    ));
-                }
-                out
+            let tenants = match &tenant {
+                Some(t) => vec![crate::service::host::find_tenant(&opened.catalog, t)?
+                    .ok_or_else(|| anyhow::anyhow!("--tenant: no tenant `{t}`"))?],
+                None => crate::service::host::list_tenants(&opened.catalog)?,
             };
+            let rows = crate::service::host::key_status(
+                &opened.catalog,
+                &tenants,
+                settings.keys.rotation_days,
+                clock.now(),
+            )?;
             if json {
                 println!("{}", serde_json::to_string(&rows)?);
             } else {
@@ -860,14 +822,11 @@ fn keys(settings: Settings, action: KeysCommand) -> anyhow::Result<()> {
             let _lock = startup::lock_data_dir(&settings.data_dir)?;
             let opened = startup::open_data_dir(&settings, false)?;
             let state = startup::build_state(std::sync::Arc::new(settings), opened)?;
-            let tenants = {
-                let c = state.catalog.db().lock();
-                match (&tenant, all) {
-                    (Some(t), _) => vec![crate::store::catalog::find_tenant(&c, t)?
-                        .ok_or_else(|| anyhow::anyhow!("--tenant: no tenant `{t}`"))?],
-                    (None, true) => crate::store::catalog::list_tenants(&c)?,
-                    (None, false) => anyhow::bail!("name a tenant with --tenant ID, or use --all"),
-                }
+            let tenants = match (&tenant, all) {
+                (Some(t), _) => vec![crate::service::host::find_tenant(&state.catalog, t)?
+                    .ok_or_else(|| anyhow::anyhow!("--tenant: no tenant `{t}`"))?],
+                (None, true) => crate::service::host::list_tenants(&state.catalog)?,
+                (None, false) => anyhow::bail!("name a tenant with --tenant ID, or use --all"),
             };
             let actor = host_actor();
             let mut failed = 0;

@@ -38,7 +38,7 @@ impl Chain {
     /// Run `f` on the chain's store connection (off the executor).
     pub async fn run<F, R>(&self, state: &AppState, f: F) -> StoreResult<R>
     where
-        F: FnOnce(&mut rusqlite::Connection) -> StoreResult<R> + Send + 'static,
+        F: FnOnce(&mut crate::store::Conn) -> StoreResult<R> + Send + 'static,
         R: Send + 'static,
     {
         match self {

@@ -86,7 +86,7 @@ struct Recorded {
 }
 
 fn record_failure(
-    c: &rusqlite::Connection,
+    c: &crate::store::Conn,
     st: &crate::config::LoginSettings,
     pk: &str,
     account: &str,

@@ -7,6 +7,7 @@ pub mod audit_export;
 pub mod audit_log;
 pub mod auth;
 pub mod flows;
+pub mod host;
 pub mod keys;
 pub mod ldap;
 pub mod license;

@@ -256,11 +256,7 @@ pub async fn get(state: &Arc<AppState>, ctx: &TenantCtx, run: &str) -> ApiResult
         .ok_or_else(ApiError::not_found)
 }
 
-fn pinned_steps(
-    c: &rusqlite::Connection,
-    flow: &str,
-    version: i64,
-) -> Result<Vec<Step>, StoreError> {
+fn pinned_steps(c: &crate::store::Conn, flow: &str, version: i64) -> Result<Vec<Step>, StoreError> {
     let s = flows::version_steps(c, flow, version)?;
     serde_json::from_str(&s)
         .map_err(|e| StoreError::Migration(format!("stored steps unreadable: {e}")))
@@ -467,7 +463,7 @@ pub struct StepReport {
 
 /// Load a run the agent owns: same application and claimed by this token; else 404.
 fn owned_run(
-    c: &rusqlite::Connection,
+    c: &crate::store::Conn,
     run: &str,
     app: &str,
     token_id: &str,

@@ -61,6 +61,11 @@ use crate::crypto::Key256;
 pub use catalog::Catalog;
 pub use pool::TenantStores;
 
+/// The connection a store function hands to the closure it runs ([`Catalog::run`],
+/// [`TenantStores::run`], …), inside which services call store functions. Services name this
+/// alias, never `rusqlite`: the connection's lifetime and locking stay the store's.
+pub type Conn = Connection;
+
 /// A store connection shared between tasks.
 pub type Db = Arc<Mutex<Connection>>;
 
