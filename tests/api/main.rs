@@ -5,6 +5,7 @@ mod helpers;
 
 mod agent;
 mod ai;
+mod architecture;
 mod audit;
 mod audit_export;
 mod bootstrap;
