@@ -20,7 +20,8 @@ pub const CATALOG_FILE: &str = "catalog.db";
 /// `tenants.status` of a suspended tenant (its users and tokens are refused; data is kept).
 pub const TENANT_SUSPENDED: &str = "suspended";
 
-/// A tenant as the catalog knows it.
+/// A tenant as the catalog knows it. Serialize only for `flowguard tenant list --json`; the
+/// API sends `http::routes::platform::Tenant`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TenantRow {
     /// Tenant id (`<region>-<random>`).
