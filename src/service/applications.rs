@@ -9,7 +9,8 @@ use super::{AppState, TenantCtx};
 use crate::audit::NewAuditEvent;
 use crate::domain::{new_object_id, now_rfc3339};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::store::applications::{self, ApplicationRow};
+use crate::store::applications;
+pub use crate::store::applications::ApplicationRow;
 use crate::store::{Conflict, StoreError};
 
 /// Validated application fields.

@@ -184,7 +184,7 @@ pub async fn export(
         let mut w = ExportWriter::new(req.format, req.profile, req.from.clone(), req.to.clone());
         match w.header() {
             Ok(h) if !h.is_empty() => {
-                if tx.blocking_send(Ok(h.into())).is_err() {
+                if tx.blocking_send(Ok(h)).is_err() {
                     return;
                 }
             }
@@ -234,7 +234,7 @@ pub async fn export(
             }
         }
         let out = match w.finish(&st.audit_signer) {
-            Ok(b) => Ok(b.into()),
+            Ok(b) => Ok(b),
             Err(e) => fail(e.to_string()),
         };
         let _ = tx.blocking_send(out);

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use super::{AppState, TenantCtx};
 use crate::audit::AuditRecord;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::store::audit::{self, AuditQuery};
+use crate::store::audit;
+pub use crate::store::audit::AuditQuery;
 
 /// Default and maximum page sizes.
 pub const DEFAULT_LIMIT: u32 = 100;

@@ -660,6 +660,26 @@ pub async fn bearer_principal(
     })
 }
 
+/// Whether the caller still has to change a one-time password (`GET /api/v1/me`): a member or
+/// PlatformAdmin whose row says so; token principals never.
+pub async fn must_change_password(state: &Arc<AppState>, ctx: &Caller) -> ApiResult<bool> {
+    Ok(match ctx.principal.clone() {
+        Principal::User {
+            tenant, user_id, ..
+        } => state
+            .tenants
+            .read(&tenant, move |c| users::user_by_id(c, &user_id))
+            .await?
+            .is_some_and(|u| u.must_change_password),
+        Principal::Platform { admin_id, .. } => state
+            .catalog
+            .read(move |c| catalog::platform_admin_by_id(c, &admin_id))
+            .await?
+            .is_some_and(|a| a.must_change_password),
+        _ => false,
+    })
+}
+
 /// End the caller's session (audited as `logout`).
 pub async fn logout(state: &Arc<AppState>, ctx: &Caller) -> ApiResult<()> {
     let ev = NewAuditEvent::new(

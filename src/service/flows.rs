@@ -10,8 +10,10 @@ use crate::crypto::token;
 use crate::domain::flow::FlowDef;
 use crate::domain::{new_object_id, now_rfc3339};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::store::flows::{self, FlowRow, NewVersion};
-use crate::store::webhooks::{self, WebhookRow};
+pub use crate::store::flows::FlowRow;
+use crate::store::flows::{self, NewVersion};
+use crate::store::webhooks;
+pub use crate::store::webhooks::WebhookRow;
 use crate::store::StoreError;
 
 fn parse_def(body: &serde_json::Value) -> ApiResult<FlowDef> {

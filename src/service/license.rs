@@ -24,7 +24,8 @@ use crate::audit::{Actor, NewAuditEvent};
 use crate::crypto::license::{self, rfc3339, LicenseClaims, LicenseError, SignedLicense};
 use crate::domain::{now_rfc3339, Entitlements, Plan, Role, TenantId};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::store::catalog::{self, RevocationRow};
+use crate::store::catalog;
+pub use crate::store::catalog::RevocationRow;
 use crate::store::{Catalog, Conflict, StoreError};
 
 /// Days before expiry from which Owners and PlatformAdmins are warned.

@@ -10,7 +10,8 @@ use super::{AppState, TenantCtx};
 use crate::audit::NewAuditEvent;
 use crate::domain::{new_object_id, now_rfc3339, Email, Role, TenantId};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::store::users::{self, UserRow};
+use crate::store::users;
+pub use crate::store::users::UserRow;
 use crate::store::{Conflict, StoreError};
 
 fn map_owner_conflict(e: StoreError) -> ApiError {

@@ -4,9 +4,6 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
-use utoipa::ToSchema;
-
 use super::{unix_now, AppState, Caller};
 use crate::audit::NewAuditEvent;
 use crate::auth::password;
@@ -14,7 +11,8 @@ use crate::domain::plan::FEATURE_REGIONS;
 use crate::domain::{Plan, Region, TenantId, TenantName};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::service::tenants::{self, BootstrapError};
-use crate::store::catalog::{self, TenantRow};
+use crate::store::catalog;
+pub use crate::store::catalog::TenantRow;
 
 /// Input of `POST /api/v1/platform/tenants`.
 pub struct NewTenant {
@@ -29,7 +27,7 @@ pub struct NewTenant {
 }
 
 /// A created tenant with its Owner's one-time password (shown once).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug)]
 pub struct CreatedTenant {
     /// The tenant.
     pub tenant: TenantRow,
@@ -151,6 +149,17 @@ pub async fn create(
         owner_email: email.as_str().to_string(),
         owner_password: pw.to_string(),
     })
+}
+
+/// Why the appliance is not ready: the catalog did not answer (the cause, for the log only).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct NotReady(#[from] crate::store::StoreError);
+
+/// Readiness: the catalog opens and answers a query.
+pub async fn ready(state: &AppState) -> Result<(), NotReady> {
+    state.catalog.run(|c| catalog::ready_check(c)).await?;
+    Ok(())
 }
 
 /// All tenants.

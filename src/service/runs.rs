@@ -16,7 +16,8 @@ use crate::crypto::token;
 use crate::domain::flow::{render_template, template_vars, Step};
 use crate::domain::{new_object_id, TenantId};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::store::runs::{self, RunRow, StepReportRow, StepRow};
+use crate::store::runs::{self, StepReportRow};
+pub use crate::store::runs::{RunRow, StepRow};
 use crate::store::{catalog, flows, webhooks, Conflict, StoreError};
 
 /// Reason stored on checkpoint steps until an AI endpoint is configured.
@@ -81,10 +82,9 @@ fn map_transition(e: StoreError) -> ApiError {
 }
 
 /// A run with its step results.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug)]
 pub struct RunDetail {
     /// The run.
-    #[serde(flatten)]
     pub run: RunRow,
     /// Step results by index.
     pub steps: Vec<StepRow>,

@@ -198,7 +198,7 @@ pub(crate) fn shot_aad(t: &TenantId, object: &str) -> Vec<u8> {
 }
 
 /// Upload result.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug)]
 pub struct Uploaded {
     /// Stored object id.
     pub id: String,
@@ -208,7 +208,6 @@ pub struct Uploaded {
     pub height: u32,
     /// For a `checkpoint` step judged by the AI endpoint: the step with its verdict (or the
     /// `error` and its reason).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<StepRow>,
 }
 

@@ -8,7 +8,8 @@ use crate::audit::NewAuditEvent;
 use crate::crypto::token::{self, TokenKind};
 use crate::domain::{new_object_id, now_rfc3339};
 use crate::error::{ApiError, ApiResult};
-use crate::store::tokens::{self, ServiceTokenRow};
+use crate::store::tokens;
+pub use crate::store::tokens::ServiceTokenRow;
 use crate::store::StoreError;
 
 fn kind_name(k: TokenKind) -> &'static str {

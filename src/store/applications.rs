@@ -8,7 +8,7 @@ use super::{audit, cascade, write_tx, Conflict, StoreError, StoreResult};
 use crate::audit::NewAuditEvent;
 
 /// An application under test.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct ApplicationRow {
     /// Id (UUID).
     pub id: String,

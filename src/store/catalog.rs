@@ -20,8 +20,9 @@ pub const CATALOG_FILE: &str = "catalog.db";
 /// `tenants.status` of a suspended tenant (its users and tokens are refused; data is kept).
 pub const TENANT_SUSPENDED: &str = "suspended";
 
-/// A tenant as the catalog knows it.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+/// A tenant as the catalog knows it. Serialize only for `flowguard tenant list --json`; the
+/// API sends `http::routes::platform::Tenant`.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct TenantRow {
     /// Tenant id (`<region>-<random>`).
     pub id: String,
@@ -189,6 +190,12 @@ pub fn find_tenant(c: &Connection, id_or_name: &str) -> StoreResult<Option<Tenan
         tenant_from_row,
     )
     .optional()?)
+}
+
+/// Readiness probe: the catalog answers a query (`SELECT count(*) FROM tenants`).
+pub fn ready_check(c: &Connection) -> StoreResult<()> {
+    c.query_row("SELECT count(*) FROM tenants", [], |r| r.get::<_, i64>(0))?;
+    Ok(())
 }
 
 /// All tenants, oldest first.
@@ -710,7 +717,7 @@ pub fn set_tenant_plan(
 }
 
 /// An entry of the license revocation list.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct RevocationRow {
     /// The revoked license id (`jti`).
     pub license_id: String,

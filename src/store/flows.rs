@@ -4,15 +4,13 @@
 //! transaction.
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::{audit, write_tx, StoreError, StoreResult};
 use crate::audit::NewAuditEvent;
 use crate::domain::now_rfc3339;
 
 /// One flow version as stored.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct FlowRow {
     /// Flow id.
     pub id: String,
@@ -29,7 +27,6 @@ pub struct FlowRow {
     /// `manual|recorded|ai|imported`.
     pub source: String,
     /// Steps (JSON objects with `type`).
-    #[schema(value_type = Vec<Object>)]
     pub steps: serde_json::Value,
     /// Cron schedule (if any).
     pub schedule: Option<Schedule>,
@@ -40,7 +37,7 @@ pub struct FlowRow {
 }
 
 /// A flow's schedule.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Schedule {
     /// Cron expression (5 or 6 fields).
     pub cron: String,

@@ -5,8 +5,6 @@
 //! same transaction.
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::cascade::{self, PurgedRuns};
 use super::{audit, write_tx, Conflict, StoreError, StoreResult};
@@ -14,7 +12,7 @@ use crate::audit::NewAuditEvent;
 use crate::domain::now_rfc3339;
 
 /// A run.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct RunRow {
     /// Run id.
     pub id: String,
@@ -41,7 +39,6 @@ pub struct RunRow {
     /// Finished.
     pub finished_at: Option<String>,
     /// Agent token that claimed it.
-    #[serde(skip)]
     pub agent_token_id: Option<String>,
 }
 
@@ -286,7 +283,7 @@ pub fn fail_stale_runs(
 
 /// One AI call made for a checkpoint step: what was asked and how it went (never the image,
 /// the prompt or the key).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct AiCall {
     /// Model asked.
     pub model: String,
@@ -304,7 +301,7 @@ pub struct AiCall {
 }
 
 /// A step result: what the agent reported and, for checkpoints, the AI verdict.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct StepRow {
     /// Step index (0-based).
     pub index: i64,
@@ -320,10 +317,8 @@ pub struct StepRow {
     /// Error (scrubbed).
     pub error: Option<String>,
     /// Console summary (scrubbed JSON).
-    #[schema(value_type = Object)]
     pub console: Option<serde_json::Value>,
     /// Network summary (scrubbed JSON).
-    #[schema(value_type = Object)]
     pub network: Option<serde_json::Value>,
     /// Why (e.g. `no AI endpoint configured`, `AI endpoint answered HTTP 500`).
     pub reason: Option<String>,

@@ -7,7 +7,7 @@ use super::{audit, write_tx, StoreError, StoreResult};
 use crate::audit::NewAuditEvent;
 
 /// An agent or SCIM token (never the secret itself).
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct ServiceTokenRow {
     /// Id (UUID).
     pub id: String,
@@ -26,7 +26,6 @@ pub struct ServiceTokenRow {
     /// Revocation time, if revoked.
     pub revoked_at: Option<String>,
     /// SHA-256 of the token; never serialised.
-    #[serde(skip)]
     pub token_hash: String,
 }
 

@@ -9,7 +9,7 @@ use super::{audit, write_tx, Conflict, StoreError, StoreResult};
 use crate::audit::NewAuditEvent;
 
 /// A tenant member.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct UserRow {
     /// Id (UUID).
     pub id: String,
@@ -30,7 +30,6 @@ pub struct UserRow {
     /// Updated (RFC 3339).
     pub updated_at: String,
     /// PHC hash; never serialised.
-    #[serde(skip)]
     pub password_hash: Option<String>,
 }
 

@@ -2,15 +2,13 @@
 //! never the secret), each bound to a live flow.
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::{audit, write_tx, StoreError, StoreResult};
 use crate::audit::NewAuditEvent;
 use crate::domain::now_rfc3339;
 
 /// A webhook trigger token (never the secret).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct WebhookRow {
     /// Id.
     pub id: String,

@@ -6,9 +6,39 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::http::extract::{perm, Guarded, Require};
-use crate::service::applications::{self as svc, ApplicationInput};
+use crate::service::applications::{self as svc, ApplicationInput, ApplicationRow};
 use crate::service::AppState;
-use crate::store::applications::ApplicationRow;
+
+/// An application under test.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ApplicationRow)]
+pub struct Application {
+    /// Id (UUID).
+    pub id: String,
+    /// Unique name (case-insensitive).
+    pub name: String,
+    /// Base URL of the app under test.
+    pub base_url: String,
+    /// Source repository URL.
+    pub repo_url: Option<String>,
+    /// Created (RFC 3339).
+    pub created_at: String,
+    /// Updated (RFC 3339).
+    pub updated_at: String,
+}
+
+impl From<ApplicationRow> for Application {
+    fn from(r: ApplicationRow) -> Self {
+        Self {
+            id: r.id,
+            name: r.name,
+            base_url: r.base_url,
+            repo_url: r.repo_url,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
 
 /// Create/replace body.
 #[derive(Deserialize, ToSchema)]
@@ -27,7 +57,7 @@ pub struct ApplicationBody {
 #[derive(Serialize, ToSchema)]
 pub struct ApplicationList {
     /// Items.
-    pub items: Vec<ApplicationRow>,
+    pub items: Vec<Application>,
 }
 
 /// List applications.
@@ -38,11 +68,13 @@ pub async fn list(
     g: Require<perm::ApplicationRead>,
 ) -> Result<HttpResponse, ApiError> {
     let items = svc::list(&state.into_inner(), &g.ctx).await?;
-    Ok(HttpResponse::Ok().json(ApplicationList { items }))
+    Ok(HttpResponse::Ok().json(ApplicationList {
+        items: items.into_iter().map(Application::from).collect(),
+    }))
 }
 
 /// Create an application (Free plan: at most 1 → 403 `plan_limit`).
-#[utoipa::path(tag = "applications", request_body = ApplicationBody, responses((status = 201, body = ApplicationRow), (status = 403, body = crate::http::problem::Problem), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "applications", request_body = ApplicationBody, responses((status = 201, body = Application), (status = 403, body = crate::http::problem::Problem), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/applications")]
 pub async fn create(
     state: web::Data<AppState>,
@@ -53,22 +85,23 @@ pub async fn create(
     let row = svc::create(&state.into_inner(), &g.ctx, input).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/applications/{}", row.id)))
-        .json(row))
+        .json(Application::from(row)))
 }
 
 /// Read one application.
-#[utoipa::path(tag = "applications", params(("id" = String, Path)), responses((status = 200, body = ApplicationRow), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "applications", params(("id" = String, Path)), responses((status = 200, body = Application), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[get("/applications/{id}")]
 pub async fn get(
     state: web::Data<AppState>,
     g: Require<perm::ApplicationRead>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc::get(&state.into_inner(), &g.ctx, &id).await?))
+    let row = svc::get(&state.into_inner(), &g.ctx, &id).await?;
+    Ok(HttpResponse::Ok().json(Application::from(row)))
 }
 
 /// Replace an application's fields.
-#[utoipa::path(tag = "applications", params(("id" = String, Path)), request_body = ApplicationBody, responses((status = 200, body = ApplicationRow), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "applications", params(("id" = String, Path)), request_body = ApplicationBody, responses((status = 200, body = Application), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[put("/applications/{id}")]
 pub async fn update(
     state: web::Data<AppState>,
@@ -77,7 +110,8 @@ pub async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let body = &g.inner;
     let input = ApplicationInput::parse(&body.name, &body.base_url, body.repo_url.as_deref())?;
-    Ok(HttpResponse::Ok().json(svc::update(&state.into_inner(), &g.ctx, &id, input).await?))
+    let row = svc::update(&state.into_inner(), &g.ctx, &id, input).await?;
+    Ok(HttpResponse::Ok().json(Application::from(row)))
 }
 
 /// Delete an application and its agent tokens.

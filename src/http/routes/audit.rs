@@ -10,9 +10,8 @@ use crate::audit::AuditRecord;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::extract::{perm, Guarded, Require};
 use crate::service::audit_export::{self as exp, Chain, ExportRequest, VerifyReport};
-use crate::service::audit_log::{self as svc, parse_ts, DEFAULT_LIMIT};
+use crate::service::audit_log::{self as svc, parse_ts, AuditQuery, DEFAULT_LIMIT};
 use crate::service::AppState;
-use crate::store::audit::AuditQuery;
 
 /// Query parameters.
 #[derive(Deserialize, IntoParams)]

@@ -11,7 +11,6 @@ use crate::error::ApiError;
 use crate::http::extract::{perm, Guarded, Require, SESSION_COOKIE};
 use crate::service::principal::MeView;
 use crate::service::{auth, AppState, ClientInfo, Principal};
-use crate::store::{catalog, users};
 
 /// Login body. `tenant` is the tenant id or its unique name; absent or null logs a
 /// PlatformAdmin in to the catalog. The login name goes in `email` or its synonym `username`
@@ -213,21 +212,7 @@ pub async fn me(
     state: web::Data<AppState>,
     g: Require<perm::SelfRead>,
 ) -> Result<HttpResponse, ApiError> {
-    let must_change = match g.ctx.principal.clone() {
-        Principal::User {
-            tenant, user_id, ..
-        } => state
-            .tenants
-            .read(&tenant, move |c| users::user_by_id(c, &user_id))
-            .await?
-            .is_some_and(|u| u.must_change_password),
-        Principal::Platform { admin_id, .. } => state
-            .catalog
-            .read(move |c| catalog::platform_admin_by_id(c, &admin_id))
-            .await?
-            .is_some_and(|a| a.must_change_password),
-        _ => false,
-    };
+    let must_change = auth::must_change_password(&state.into_inner(), &g.ctx).await?;
     Ok(HttpResponse::Ok().json(me_view(&g.ctx.principal, must_change)))
 }
 

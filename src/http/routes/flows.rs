@@ -8,10 +8,102 @@ use zeroize::Zeroizing;
 
 use crate::error::ApiError;
 use crate::http::extract::{perm, Guarded, Require};
+use crate::service::flows::{self as svc, FlowRow, WebhookRow};
 use crate::service::variables::VariableView;
-use crate::service::{flows as svc, variables, AppState};
-use crate::store::flows::FlowRow;
-use crate::store::webhooks::WebhookRow;
+use crate::service::{variables, AppState};
+
+/// One flow version as stored.
+#[derive(Serialize, ToSchema)]
+#[schema(as = FlowRow)]
+pub struct Flow {
+    /// Flow id.
+    pub id: String,
+    /// Application.
+    pub application_id: String,
+    /// This version number (1-based).
+    pub version: i64,
+    /// Latest version of the flow.
+    pub current_version: i64,
+    /// Name.
+    pub name: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// `manual|recorded|ai|imported`.
+    pub source: String,
+    /// Steps (JSON objects with `type`).
+    #[schema(value_type = Vec<Object>)]
+    pub steps: serde_json::Value,
+    /// Cron schedule (if any).
+    pub schedule: Option<Schedule>,
+    /// When this version was saved.
+    pub created_at: String,
+    /// Who saved this version.
+    pub created_by: String,
+}
+
+/// A flow's schedule.
+#[derive(Serialize, ToSchema)]
+pub struct Schedule {
+    /// Cron expression (5 or 6 fields).
+    pub cron: String,
+    /// IANA timezone.
+    pub timezone: String,
+}
+
+impl From<FlowRow> for Flow {
+    fn from(r: FlowRow) -> Self {
+        Self {
+            id: r.id,
+            application_id: r.application_id,
+            version: r.version,
+            current_version: r.current_version,
+            name: r.name,
+            tags: r.tags,
+            source: r.source,
+            steps: r.steps,
+            schedule: r.schedule.map(|s| Schedule {
+                cron: s.cron,
+                timezone: s.timezone,
+            }),
+            created_at: r.created_at,
+            created_by: r.created_by,
+        }
+    }
+}
+
+/// A webhook trigger token (never the secret).
+#[derive(Serialize, ToSchema)]
+#[schema(as = WebhookRow)]
+pub struct Webhook {
+    /// Id.
+    pub id: String,
+    /// Flow it triggers.
+    pub flow_id: String,
+    /// Label.
+    pub name: String,
+    /// Visible prefix.
+    pub prefix: String,
+    /// Created.
+    pub created_at: String,
+    /// Creator.
+    pub created_by: String,
+    /// Revoked at.
+    pub revoked_at: Option<String>,
+}
+
+impl From<WebhookRow> for Webhook {
+    fn from(r: WebhookRow) -> Self {
+        Self {
+            id: r.id,
+            flow_id: r.flow_id,
+            name: r.name,
+            prefix: r.prefix,
+            created_at: r.created_at,
+            created_by: r.created_by,
+            revoked_at: r.revoked_at,
+        }
+    }
+}
 
 /// Flow body: `{name, tags, source, steps}`; each step an object with `type` and its options.
 #[derive(Deserialize, Serialize, ToSchema)]
@@ -33,7 +125,7 @@ pub struct FlowBody {
 #[derive(Serialize, ToSchema)]
 pub struct FlowList {
     /// Flows at their current version.
-    pub items: Vec<FlowRow>,
+    pub items: Vec<Flow>,
 }
 
 /// Flow list filter.
@@ -45,7 +137,7 @@ pub struct FlowFilter {
 }
 
 /// Create a flow (version 1).
-#[utoipa::path(tag = "flows", params(("app" = String, Path)), request_body = FlowBody, responses((status = 201, body = FlowRow), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "flows", params(("app" = String, Path)), request_body = FlowBody, responses((status = 201, body = Flow), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/applications/{app}/flows")]
 pub async fn create(
     state: web::Data<AppState>,
@@ -55,7 +147,7 @@ pub async fn create(
     let f = svc::create(&state.into_inner(), &g.ctx, &app, &g.inner).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/flows/{}", f.id)))
-        .json(f))
+        .json(Flow::from(f)))
 }
 
 /// List an application's flows, optionally by tag.
@@ -67,22 +159,25 @@ pub async fn list(
     g: Guarded<perm::FlowRead, web::Query<FlowFilter>>,
 ) -> Result<HttpResponse, ApiError> {
     let items = svc::list(&state.into_inner(), &g.ctx, &app, g.inner.into_inner().tag).await?;
-    Ok(HttpResponse::Ok().json(FlowList { items }))
+    Ok(HttpResponse::Ok().json(FlowList {
+        items: items.into_iter().map(Flow::from).collect(),
+    }))
 }
 
 /// Read a flow at its current version.
-#[utoipa::path(tag = "flows", params(("flow" = String, Path)), responses((status = 200, body = FlowRow), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "flows", params(("flow" = String, Path)), responses((status = 200, body = Flow), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[get("/flows/{flow}")]
 pub async fn get(
     state: web::Data<AppState>,
     g: Require<perm::FlowRead>,
     flow: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc::get(&state.into_inner(), &g.ctx, &flow, None).await?))
+    let f = svc::get(&state.into_inner(), &g.ctx, &flow, None).await?;
+    Ok(HttpResponse::Ok().json(Flow::from(f)))
 }
 
 /// Read an old (immutable) version.
-#[utoipa::path(tag = "flows", params(("flow" = String, Path), ("n" = i64, Path)), responses((status = 200, body = FlowRow), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "flows", params(("flow" = String, Path), ("n" = i64, Path)), responses((status = 200, body = Flow), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[get("/flows/{flow}/versions/{n}")]
 pub async fn version(
     state: web::Data<AppState>,
@@ -90,18 +185,20 @@ pub async fn version(
     path: web::Path<(String, i64)>,
 ) -> Result<HttpResponse, ApiError> {
     let (flow, n) = path.into_inner();
-    Ok(HttpResponse::Ok().json(svc::get(&state.into_inner(), &g.ctx, &flow, Some(n)).await?))
+    let f = svc::get(&state.into_inner(), &g.ctx, &flow, Some(n)).await?;
+    Ok(HttpResponse::Ok().json(Flow::from(f)))
 }
 
 /// Save a new version.
-#[utoipa::path(tag = "flows", params(("flow" = String, Path)), request_body = FlowBody, responses((status = 200, body = FlowRow), (status = 404, body = crate::http::problem::Problem), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "flows", params(("flow" = String, Path)), request_body = FlowBody, responses((status = 200, body = Flow), (status = 404, body = crate::http::problem::Problem), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[put("/flows/{flow}")]
 pub async fn update(
     state: web::Data<AppState>,
     flow: web::Path<String>,
     g: Guarded<perm::FlowWrite, web::Json<serde_json::Value>>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc::update(&state.into_inner(), &g.ctx, &flow, &g.inner).await?))
+    let f = svc::update(&state.into_inner(), &g.ctx, &flow, &g.inner).await?;
+    Ok(HttpResponse::Ok().json(Flow::from(f)))
 }
 
 /// Delete a flow (its runs stay readable).
@@ -127,7 +224,7 @@ pub struct ScheduleBody {
 }
 
 /// Set a flow's schedule. A tick missed while the server was down runs once at start.
-#[utoipa::path(tag = "flows", params(("flow" = String, Path)), request_body = ScheduleBody, responses((status = 200, body = FlowRow), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "flows", params(("flow" = String, Path)), request_body = ScheduleBody, responses((status = 200, body = Flow), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[put("/flows/{flow}/schedule")]
 pub async fn set_schedule(
     state: web::Data<AppState>,
@@ -135,26 +232,26 @@ pub async fn set_schedule(
     g: Guarded<perm::FlowWrite, web::Json<ScheduleBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let b = g.inner.into_inner();
-    Ok(HttpResponse::Ok().json(
-        svc::set_schedule(
-            &state.into_inner(),
-            &g.ctx,
-            &flow,
-            Some((b.cron, b.timezone)),
-        )
-        .await?,
-    ))
+    let f = svc::set_schedule(
+        &state.into_inner(),
+        &g.ctx,
+        &flow,
+        Some((b.cron, b.timezone)),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(Flow::from(f)))
 }
 
 /// Remove a flow's schedule.
-#[utoipa::path(tag = "flows", params(("flow" = String, Path)), responses((status = 200, body = FlowRow)), security(("session" = [])))]
+#[utoipa::path(tag = "flows", params(("flow" = String, Path)), responses((status = 200, body = Flow)), security(("session" = [])))]
 #[delete("/flows/{flow}/schedule")]
 pub async fn clear_schedule(
     state: web::Data<AppState>,
     g: Require<perm::FlowWrite>,
     flow: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc::set_schedule(&state.into_inner(), &g.ctx, &flow, None).await?))
+    let f = svc::set_schedule(&state.into_inner(), &g.ctx, &flow, None).await?;
+    Ok(HttpResponse::Ok().json(Flow::from(f)))
 }
 
 /// Webhook-token body.
@@ -170,7 +267,7 @@ pub struct WebhookBody {
 pub struct CreatedWebhook {
     /// Metadata.
     #[serde(flatten)]
-    pub meta: WebhookRow,
+    pub meta: Webhook,
     /// The trigger secret `fgw_<tenant>_…`.
     pub token: String,
 }
@@ -179,7 +276,7 @@ pub struct CreatedWebhook {
 #[derive(Serialize, ToSchema)]
 pub struct WebhookList {
     /// Items.
-    pub items: Vec<WebhookRow>,
+    pub items: Vec<Webhook>,
 }
 
 /// Create a webhook trigger token for a flow (post-deploy triggers).
@@ -192,7 +289,10 @@ pub async fn create_webhook(
 ) -> Result<HttpResponse, ApiError> {
     let (meta, token) =
         svc::create_webhook(&state.into_inner(), &g.ctx, &flow, &g.inner.name).await?;
-    Ok(HttpResponse::Created().json(CreatedWebhook { meta, token }))
+    Ok(HttpResponse::Created().json(CreatedWebhook {
+        meta: meta.into(),
+        token,
+    }))
 }
 
 /// List a flow's webhook tokens.
@@ -203,8 +303,9 @@ pub async fn list_webhooks(
     g: Require<perm::WebhookManage>,
     flow: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let items = svc::list_webhooks(&state.into_inner(), &g.ctx, &flow).await?;
     Ok(HttpResponse::Ok().json(WebhookList {
-        items: svc::list_webhooks(&state.into_inner(), &g.ctx, &flow).await?,
+        items: items.into_iter().map(Webhook::from).collect(),
     }))
 }
 

@@ -7,8 +7,48 @@ use zeroize::Zeroizing;
 
 use crate::error::ApiError;
 use crate::http::extract::{perm, Guarded, Require};
-use crate::service::{members as svc, AppState};
-use crate::store::users::UserRow;
+use crate::service::members::{self as svc, UserRow};
+use crate::service::AppState;
+
+/// A tenant member.
+#[derive(Serialize, ToSchema)]
+#[schema(as = UserRow)]
+pub struct Member {
+    /// Id (UUID).
+    pub id: String,
+    /// Normalised email.
+    pub email: String,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// `owner|admin|tester|viewer`.
+    pub role: String,
+    /// `local`, `ldap` or `scim`.
+    pub source: String,
+    /// May log in.
+    pub active: bool,
+    /// The one-time password must be changed.
+    pub must_change_password: bool,
+    /// Created (RFC 3339).
+    pub created_at: String,
+    /// Updated (RFC 3339).
+    pub updated_at: String,
+}
+
+impl From<UserRow> for Member {
+    fn from(r: UserRow) -> Self {
+        Self {
+            id: r.id,
+            email: r.email,
+            display_name: r.display_name,
+            role: r.role,
+            source: r.source,
+            active: r.active,
+            must_change_password: r.must_change_password,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
 
 /// Add-member body: a local account with an initial password (12–1024 bytes) that the member
 /// must change.
@@ -36,7 +76,7 @@ pub struct ChangeRole {
 #[derive(Serialize, ToSchema)]
 pub struct MemberList {
     /// Items.
-    pub items: Vec<UserRow>,
+    pub items: Vec<Member>,
 }
 
 /// List members.
@@ -46,13 +86,14 @@ pub async fn list(
     state: web::Data<AppState>,
     g: Require<perm::MemberRead>,
 ) -> Result<HttpResponse, ApiError> {
+    let items = svc::list(&state.into_inner(), &g.ctx).await?;
     Ok(HttpResponse::Ok().json(MemberList {
-        items: svc::list(&state.into_inner(), &g.ctx).await?,
+        items: items.into_iter().map(Member::from).collect(),
     }))
 }
 
 /// Add a local member.
-#[utoipa::path(tag = "members", request_body = AddMember, responses((status = 201, body = UserRow), (status = 409, body = crate::http::problem::Problem), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "members", request_body = AddMember, responses((status = 201, body = Member), (status = 409, body = crate::http::problem::Problem), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/members")]
 pub async fn add(
     state: web::Data<AppState>,
@@ -60,19 +101,19 @@ pub async fn add(
 ) -> Result<HttpResponse, ApiError> {
     let b = g.inner.into_inner();
     let row = svc::add(&state.into_inner(), &g.ctx, &b.email, &b.role, b.password).await?;
-    Ok(HttpResponse::Created().json(row))
+    Ok(HttpResponse::Created().json(Member::from(row)))
 }
 
 /// Change a member's role (the last Owner cannot be demoted: 409 `last_owner`).
-#[utoipa::path(tag = "members", params(("id" = String, Path)), request_body = ChangeRole, responses((status = 200, body = UserRow), (status = 404, body = crate::http::problem::Problem), (status = 409, body = crate::http::problem::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "members", params(("id" = String, Path)), request_body = ChangeRole, responses((status = 200, body = Member), (status = 404, body = crate::http::problem::Problem), (status = 409, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[patch("/members/{id}")]
 pub async fn change_role(
     state: web::Data<AppState>,
     id: web::Path<String>,
     g: Guarded<perm::MemberWrite, web::Json<ChangeRole>>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok()
-        .json(svc::change_role(&state.into_inner(), &g.ctx, &id, &g.inner.role).await?))
+    let row = svc::change_role(&state.into_inner(), &g.ctx, &id, &g.inner.role).await?;
+    Ok(HttpResponse::Ok().json(Member::from(row)))
 }
 
 /// Remove a member (the last Owner cannot be removed: 409 `last_owner`).

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use crate::crypto::ct_eq;
 use crate::error::{ApiError, ErrorCode};
-use crate::service::AppState;
+use crate::service::{platform, AppState};
 
 /// Liveness: the process answers.
 #[utoipa::path(tag = "operations", responses((status = 200, description = "alive")))]
@@ -19,12 +19,8 @@ pub async fn healthz() -> HttpResponse {
 #[utoipa::path(tag = "operations", responses((status = 200, description = "ready"), (status = 503, description = "not ready", body = crate::http::problem::Problem)))]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let ok = state
-        .catalog
-        .run(|c| Ok(c.query_row("SELECT count(*) FROM tenants", [], |r| r.get::<_, i64>(0))?))
-        .await;
-    match ok {
-        Ok(_) => Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))),
+    match platform::ready(&state).await {
+        Ok(()) => Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             Err(ApiError::new(ErrorCode::NotReady, "catalog unavailable"))

@@ -14,16 +14,92 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::http::extract::{perm, Guarded, Require};
-use crate::service::license::{self as lic, LicenseView};
-use crate::service::platform::{self as svc, CreatedTenant, NewTenant};
+use crate::service::license::{self as lic, LicenseView, RevocationRow};
+use crate::service::platform::{self as svc, NewTenant, TenantRow};
 use crate::service::AppState;
-use crate::store::catalog::{RevocationRow, TenantRow};
+
+/// A tenant as the catalog knows it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = TenantRow)]
+pub struct Tenant {
+    /// Tenant id (`<region>-<random>`).
+    pub id: String,
+    /// Unique display name.
+    pub name: String,
+    /// Home region.
+    pub region: String,
+    /// Plan: `free|pro|business|enterprise`.
+    pub plan: String,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// `active` or `suspended` (a suspended tenant's users and tokens are refused; data is kept).
+    pub status: String,
+}
+
+impl From<TenantRow> for Tenant {
+    fn from(r: TenantRow) -> Self {
+        Self {
+            id: r.id,
+            name: r.name,
+            region: r.region,
+            plan: r.plan,
+            created_at: r.created_at,
+            status: r.status,
+        }
+    }
+}
+
+/// A created tenant with its Owner's one-time password (shown once).
+#[derive(Serialize, ToSchema)]
+pub struct CreatedTenant {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// Owner email.
+    pub owner_email: String,
+    /// One-time Owner password; it must be changed at first login.
+    pub owner_password: String,
+}
+
+impl From<svc::CreatedTenant> for CreatedTenant {
+    fn from(c: svc::CreatedTenant) -> Self {
+        Self {
+            tenant: c.tenant.into(),
+            owner_email: c.owner_email,
+            owner_password: c.owner_password,
+        }
+    }
+}
+
+/// An entry of the license revocation list.
+#[derive(Serialize, ToSchema)]
+#[schema(as = RevocationRow)]
+pub struct Revocation {
+    /// The revoked license id (`jti`).
+    pub license_id: String,
+    /// Free-text reason given by the PlatformAdmin.
+    pub reason: Option<String>,
+    /// When (RFC 3339).
+    pub revoked_at: String,
+    /// Who (email, or `host-cli`).
+    pub revoked_by: String,
+}
+
+impl From<RevocationRow> for Revocation {
+    fn from(r: RevocationRow) -> Self {
+        Self {
+            license_id: r.license_id,
+            reason: r.reason,
+            revoked_at: r.revoked_at,
+            revoked_by: r.revoked_by,
+        }
+    }
+}
 
 /// Tenants page.
 #[derive(Serialize, ToSchema)]
 pub struct TenantList {
     /// Tenants of this deployment.
-    pub items: Vec<TenantRow>,
+    pub items: Vec<Tenant>,
 }
 
 /// List the deployment's tenants (catalog data only).
@@ -34,7 +110,9 @@ pub async fn tenants(
     _g: Require<perm::PlatformRead>,
 ) -> Result<HttpResponse, ApiError> {
     let items = svc::list(&state.into_inner()).await?;
-    Ok(HttpResponse::Ok().json(TenantList { items }))
+    Ok(HttpResponse::Ok().json(TenantList {
+        items: items.into_iter().map(Tenant::from).collect(),
+    }))
 }
 
 /// Body of `POST /api/v1/platform/tenants`.
@@ -81,40 +159,43 @@ pub async fn create_tenant(
             header::LOCATION,
             format!("/api/v1/platform/tenants/{}", created.tenant.id),
         ))
-        .json(created))
+        .json(CreatedTenant::from(created)))
 }
 
 /// Read one tenant (catalog data only).
-#[utoipa::path(tag = "platform", params(("id" = String, Path)), responses((status = 200, body = TenantRow), (status = 404, body = crate::http::problem::Problem), (status = 421, body = crate::http::problem::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "platform", params(("id" = String, Path)), responses((status = 200, body = Tenant), (status = 404, body = crate::http::problem::Problem), (status = 421, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[get("/platform/tenants/{id}")]
 pub async fn get_tenant(
     state: web::Data<AppState>,
     _g: Require<perm::PlatformRead>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc::get(&state.into_inner(), &id).await?))
+    let t = svc::get(&state.into_inner(), &id).await?;
+    Ok(HttpResponse::Ok().json(Tenant::from(t)))
 }
 
 /// Suspend a tenant: its users and tokens are refused (403 `tenant_suspended`); data is kept.
-#[utoipa::path(tag = "platform", params(("id" = String, Path)), responses((status = 200, body = TenantRow), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "platform", params(("id" = String, Path)), responses((status = 200, body = Tenant), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/platform/tenants/{id}/suspend")]
 pub async fn suspend_tenant(
     state: web::Data<AppState>,
     g: Require<perm::PlatformWrite>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc::set_suspended(&state.into_inner(), &g.ctx, &id, true).await?))
+    let t = svc::set_suspended(&state.into_inner(), &g.ctx, &id, true).await?;
+    Ok(HttpResponse::Ok().json(Tenant::from(t)))
 }
 
 /// Resume a suspended tenant.
-#[utoipa::path(tag = "platform", params(("id" = String, Path)), responses((status = 200, body = TenantRow), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "platform", params(("id" = String, Path)), responses((status = 200, body = Tenant), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/platform/tenants/{id}/resume")]
 pub async fn resume_tenant(
     state: web::Data<AppState>,
     g: Require<perm::PlatformWrite>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc::set_suspended(&state.into_inner(), &g.ctx, &id, false).await?))
+    let t = svc::set_suspended(&state.into_inner(), &g.ctx, &id, false).await?;
+    Ok(HttpResponse::Ok().json(Tenant::from(t)))
 }
 
 /// Body of `PUT /api/v1/platform/tenants/{id}/plan`.
@@ -126,15 +207,15 @@ pub struct PlanBody {
 }
 
 /// Assign a tenant's plan (up to the license's plan).
-#[utoipa::path(tag = "platform", params(("id" = String, Path)), request_body = PlanBody, responses((status = 200, body = TenantRow), (status = 403, body = crate::http::problem::Problem), (status = 404, body = crate::http::problem::Problem), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "platform", params(("id" = String, Path)), request_body = PlanBody, responses((status = 200, body = Tenant), (status = 403, body = crate::http::problem::Problem), (status = 404, body = crate::http::problem::Problem), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[put("/platform/tenants/{id}/plan")]
 pub async fn set_plan(
     state: web::Data<AppState>,
     id: web::Path<String>,
     g: Guarded<perm::PlatformWrite, web::Json<PlanBody>>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok()
-        .json(svc::set_plan(&state.into_inner(), &g.ctx, &id, &g.inner.plan).await?))
+    let t = svc::set_plan(&state.into_inner(), &g.ctx, &id, &g.inner.plan).await?;
+    Ok(HttpResponse::Ok().json(Tenant::from(t)))
 }
 
 /// The installed license, its status and the entitlements it gives.
@@ -195,7 +276,7 @@ pub async fn reload_license(
 #[derive(Serialize, ToSchema)]
 pub struct RevocationList {
     /// Revoked license ids.
-    pub items: Vec<RevocationRow>,
+    pub items: Vec<Revocation>,
 }
 
 /// The license revocation list.
@@ -206,7 +287,9 @@ pub async fn revocations(
     _g: Require<perm::PlatformRead>,
 ) -> Result<HttpResponse, ApiError> {
     let items = lic::revocations(&state.into_inner()).await?;
-    Ok(HttpResponse::Ok().json(RevocationList { items }))
+    Ok(HttpResponse::Ok().json(RevocationList {
+        items: items.into_iter().map(Revocation::from).collect(),
+    }))
 }
 
 /// Body of `POST /api/v1/platform/license/revocations`.
@@ -221,7 +304,7 @@ pub struct RevokeBody {
 }
 
 /// Revoke a license id: a revoked license stops counting at once (Free limits apply).
-#[utoipa::path(tag = "platform", request_body = RevokeBody, responses((status = 201, body = RevocationRow), (status = 409, body = crate::http::problem::Problem), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "platform", request_body = RevokeBody, responses((status = 201, body = Revocation), (status = 409, body = crate::http::problem::Problem), (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/platform/license/revocations")]
 pub async fn revoke_license(
     state: web::Data<AppState>,
@@ -234,5 +317,5 @@ pub async fn revoke_license(
         g.inner.reason.as_deref(),
     )
     .await?;
-    Ok(HttpResponse::Created().json(row))
+    Ok(HttpResponse::Created().json(Revocation::from(row)))
 }

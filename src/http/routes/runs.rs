@@ -9,13 +9,193 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::http::extract::{perm, Guarded, Require};
-use crate::service::runs::{self as svc, Claim, Complete, RunDetail, StepReport};
-use crate::service::screenshots::{self, SignedUrl, Uploaded, MAX_UPLOAD_BYTES};
+use crate::service::runs::{self as svc, Claim, Complete, RunRow, StepReport, StepRow};
+use crate::service::screenshots::{self, SignedUrl, MAX_UPLOAD_BYTES};
 use crate::service::{AppState, ClientInfo};
-use crate::store::runs::{RunRow, StepRow};
+
+/// A run.
+#[derive(Serialize, ToSchema)]
+#[schema(as = RunRow)]
+pub struct Run {
+    /// Run id.
+    pub id: String,
+    /// Flow.
+    pub flow_id: String,
+    /// Application.
+    pub application_id: String,
+    /// Pinned flow version.
+    pub flow_version: i64,
+    /// `queued|running|passed|failed|cancelled`.
+    pub status: String,
+    /// `manual|schedule|webhook`.
+    pub trigger: String,
+    /// Who or what triggered it.
+    pub triggered_by: Option<String>,
+    /// Machine reason for the final status (e.g. `agent_timeout`, `step_failed`).
+    pub reason: Option<String>,
+    /// Error text (secrets scrubbed).
+    pub error: Option<String>,
+    /// Queued (RFC 3339).
+    pub queued_at: String,
+    /// Claimed.
+    pub started_at: Option<String>,
+    /// Finished.
+    pub finished_at: Option<String>,
+}
+
+impl From<RunRow> for Run {
+    fn from(r: RunRow) -> Self {
+        Self {
+            id: r.id,
+            flow_id: r.flow_id,
+            application_id: r.application_id,
+            flow_version: r.flow_version,
+            status: r.status,
+            trigger: r.trigger,
+            triggered_by: r.triggered_by,
+            reason: r.reason,
+            error: r.error,
+            queued_at: r.queued_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        }
+    }
+}
+
+/// One AI call made for a checkpoint step: what was asked and how it went (never the image,
+/// the prompt or the key).
+#[derive(Serialize, ToSchema)]
+pub struct AiCall {
+    /// Model asked.
+    pub model: String,
+    /// Request bytes sent (0 when refused before sending).
+    pub bytes_sent: i64,
+    /// Milliseconds until the reply (or the failure).
+    pub latency_ms: i64,
+    /// `verdict`, `invalid_reply`, `http_error`, `timeout`, `redirect_refused`,
+    /// `egress_denied` or `connect_failed`.
+    pub outcome: String,
+    /// Why there is no verdict (absent when `outcome` is `verdict`).
+    pub error: Option<String>,
+    /// When (RFC 3339, UTC).
+    pub evaluated_at: String,
+}
+
+/// A step result: what the agent reported and, for checkpoints, the AI verdict.
+#[derive(Serialize, ToSchema)]
+#[schema(as = StepRow)]
+pub struct StepResult {
+    /// Step index (0-based).
+    pub index: i64,
+    /// Effective status `passed|failed|skipped|not_evaluated|error` (for checkpoints decided
+    /// from the verdict, see `service::runs::step_status`).
+    pub status: String,
+    /// What the agent reported (`passed|failed|skipped`); absent until it reports.
+    pub reported_status: Option<String>,
+    /// When the agent reported (RFC 3339); absent when only a verdict exists yet.
+    pub reported_at: Option<String>,
+    /// Duration in ms.
+    pub duration_ms: Option<i64>,
+    /// Error (scrubbed).
+    pub error: Option<String>,
+    /// Console summary (scrubbed JSON).
+    #[schema(value_type = Object)]
+    pub console: Option<serde_json::Value>,
+    /// Network summary (scrubbed JSON).
+    #[schema(value_type = Object)]
+    pub network: Option<serde_json::Value>,
+    /// Why (e.g. `no AI endpoint configured`, `AI endpoint answered HTTP 500`).
+    pub reason: Option<String>,
+    /// Checkpoint verdict `pass|fail`.
+    pub verdict: Option<String>,
+    /// Verdict confidence 0–1.
+    pub confidence: Option<f64>,
+    /// The model's rationale (secret values scrubbed).
+    pub rationale: Option<String>,
+    /// The last AI call for this step.
+    pub ai_call: Option<AiCall>,
+    /// Whether a screenshot is stored.
+    pub has_screenshot: bool,
+}
+
+impl From<StepRow> for StepResult {
+    fn from(r: StepRow) -> Self {
+        Self {
+            index: r.index,
+            status: r.status,
+            reported_status: r.reported_status,
+            reported_at: r.reported_at,
+            duration_ms: r.duration_ms,
+            error: r.error,
+            console: r.console,
+            network: r.network,
+            reason: r.reason,
+            verdict: r.verdict,
+            confidence: r.confidence,
+            rationale: r.rationale,
+            ai_call: r.ai_call.map(|c| AiCall {
+                model: c.model,
+                bytes_sent: c.bytes_sent,
+                latency_ms: c.latency_ms,
+                outcome: c.outcome,
+                error: c.error,
+                evaluated_at: c.evaluated_at,
+            }),
+            has_screenshot: r.has_screenshot,
+        }
+    }
+}
+
+/// A run with its step results.
+#[derive(Serialize, ToSchema)]
+pub struct RunDetail {
+    /// The run.
+    #[serde(flatten)]
+    pub run: Run,
+    /// Step results by index.
+    pub steps: Vec<StepResult>,
+    /// Number of steps in the pinned flow version.
+    pub step_count: usize,
+}
+
+impl From<svc::RunDetail> for RunDetail {
+    fn from(d: svc::RunDetail) -> Self {
+        Self {
+            run: d.run.into(),
+            steps: d.steps.into_iter().map(StepResult::from).collect(),
+            step_count: d.step_count,
+        }
+    }
+}
+
+/// Upload result.
+#[derive(Serialize, ToSchema)]
+pub struct Uploaded {
+    /// Stored object id.
+    pub id: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// For a `checkpoint` step judged by the AI endpoint: the step with its verdict (or the
+    /// `error` and its reason).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepResult>,
+}
+
+impl From<screenshots::Uploaded> for Uploaded {
+    fn from(u: screenshots::Uploaded) -> Self {
+        Self {
+            id: u.id,
+            width: u.width,
+            height: u.height,
+            step: u.step.map(StepResult::from),
+        }
+    }
+}
 
 /// Queue a manual run of a flow's current version.
-#[utoipa::path(tag = "runs", params(("flow" = String, Path)), responses((status = 201, body = RunRow), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "runs", params(("flow" = String, Path)), responses((status = 201, body = Run), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/flows/{flow}/runs")]
 pub async fn trigger(
     state: web::Data<AppState>,
@@ -25,11 +205,11 @@ pub async fn trigger(
     let r = svc::trigger(&state.into_inner(), &g.ctx, &flow).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/runs/{}", r.id)))
-        .json(r))
+        .json(Run::from(r)))
 }
 
 /// Queue a run through a flow's webhook trigger token (no session; the token is the credential).
-#[utoipa::path(tag = "runs", params(("token" = String, Path)), responses((status = 201, body = RunRow), (status = 404, body = crate::http::problem::Problem)))]
+#[utoipa::path(tag = "runs", params(("token" = String, Path)), responses((status = 201, body = Run), (status = 404, body = crate::http::problem::Problem)))]
 #[post("/hooks/runs/{token}")]
 pub async fn webhook(
     state: web::Data<AppState>,
@@ -37,18 +217,19 @@ pub async fn webhook(
     token: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let r = svc::trigger_webhook(&state.into_inner(), &token, &client).await?;
-    Ok(HttpResponse::Created().json(r))
+    Ok(HttpResponse::Created().json(Run::from(r)))
 }
 
 /// Cancel a queued or running run (else 409 `invalid_transition`).
-#[utoipa::path(tag = "runs", params(("run" = String, Path)), responses((status = 200, body = RunRow), (status = 409, body = crate::http::problem::Problem)), security(("session" = [])))]
+#[utoipa::path(tag = "runs", params(("run" = String, Path)), responses((status = 200, body = Run), (status = 409, body = crate::http::problem::Problem)), security(("session" = [])))]
 #[post("/runs/{run}/cancel")]
 pub async fn cancel(
     state: web::Data<AppState>,
     g: Require<perm::RunTrigger>,
     run: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc::cancel(&state.into_inner(), &g.ctx, &run).await?))
+    let r = svc::cancel(&state.into_inner(), &g.ctx, &run).await?;
+    Ok(HttpResponse::Ok().json(Run::from(r)))
 }
 
 /// Run list filters.
@@ -67,7 +248,7 @@ pub struct RunFilter {
 #[derive(Serialize, ToSchema)]
 pub struct RunPage {
     /// Runs.
-    pub items: Vec<RunRow>,
+    pub items: Vec<Run>,
     /// Cursor for the next page.
     pub next_cursor: Option<String>,
 }
@@ -90,7 +271,10 @@ pub async fn list(
         q.limit.unwrap_or(50),
     )
     .await?;
-    Ok(HttpResponse::Ok().json(RunPage { items, next_cursor }))
+    Ok(HttpResponse::Ok().json(RunPage {
+        items: items.into_iter().map(Run::from).collect(),
+        next_cursor,
+    }))
 }
 
 /// A run with its steps.
@@ -101,7 +285,8 @@ pub async fn get(
     g: Require<perm::RunRead>,
     run: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc::get(&state.into_inner(), &g.ctx, &run).await?))
+    let d = svc::get(&state.into_inner(), &g.ctx, &run).await?;
+    Ok(HttpResponse::Ok().json(RunDetail::from(d)))
 }
 
 /// A signed URL (≤ 15 minutes) for a step's screenshot.
@@ -142,7 +327,7 @@ pub async fn claim(
 
 /// Queue a run of a flow of the agent's own application (`flowguard agent run --flow ID
 /// --wait`); another application's flow → 404.
-#[utoipa::path(tag = "agent", params(("flow" = String, Path)), responses((status = 201, body = RunRow), (status = 404, body = crate::http::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(tag = "agent", params(("flow" = String, Path)), responses((status = 201, body = Run), (status = 404, body = crate::http::problem::Problem)), security(("bearer" = [])))]
 #[post("/agent/flows/{flow}/runs")]
 pub async fn agent_trigger(
     state: web::Data<AppState>,
@@ -152,30 +337,31 @@ pub async fn agent_trigger(
     let r = svc::trigger_as_agent(&state.into_inner(), &g.ctx, &flow).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/agent/runs/{}", r.id)))
-        .json(r))
+        .json(Run::from(r)))
 }
 
 /// A run of the agent's application (status, reason, error), to follow it to its verdict.
-#[utoipa::path(tag = "agent", params(("run" = String, Path)), responses((status = 200, body = RunRow), (status = 404, body = crate::http::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(tag = "agent", params(("run" = String, Path)), responses((status = 200, body = Run), (status = 404, body = crate::http::problem::Problem)), security(("bearer" = [])))]
 #[get("/agent/runs/{run}")]
 pub async fn agent_get(
     state: web::Data<AppState>,
     g: Require<perm::AgentRun>,
     run: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc::get_as_agent(&state.into_inner(), &g.ctx, &run).await?))
+    let r = svc::get_as_agent(&state.into_inner(), &g.ctx, &run).await?;
+    Ok(HttpResponse::Ok().json(Run::from(r)))
 }
 
 /// Report one step result (secret values are scrubbed before storage).
-#[utoipa::path(tag = "agent", params(("run" = String, Path)), request_body = StepReport, responses((status = 200, body = StepRow), (status = 404, body = crate::http::problem::Problem), (status = 409, body = crate::http::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(tag = "agent", params(("run" = String, Path)), request_body = StepReport, responses((status = 200, body = StepResult), (status = 404, body = crate::http::problem::Problem), (status = 409, body = crate::http::problem::Problem)), security(("bearer" = [])))]
 #[post("/agent/runs/{run}/steps")]
 pub async fn report_step(
     state: web::Data<AppState>,
     run: web::Path<String>,
     g: Guarded<perm::AgentRun, web::Json<StepReport>>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok()
-        .json(svc::report_step(&state.into_inner(), &g.ctx, &run, g.inner.into_inner()).await?))
+    let step = svc::report_step(&state.into_inner(), &g.ctx, &run, g.inner.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(StepResult::from(step)))
 }
 
 /// Heartbeat (a running run without one for 5 minutes fails with `agent_timeout`).
@@ -191,15 +377,15 @@ pub async fn heartbeat(
 }
 
 /// Complete a run; Passed only when every step passed or was skipped and no checkpoint is unevaluated.
-#[utoipa::path(tag = "agent", params(("run" = String, Path)), request_body = Complete, responses((status = 200, body = RunRow), (status = 409, body = crate::http::problem::Problem)), security(("bearer" = [])))]
+#[utoipa::path(tag = "agent", params(("run" = String, Path)), request_body = Complete, responses((status = 200, body = Run), (status = 409, body = crate::http::problem::Problem)), security(("bearer" = [])))]
 #[post("/agent/runs/{run}/complete")]
 pub async fn complete(
     state: web::Data<AppState>,
     run: web::Path<String>,
     g: Guarded<perm::AgentRun, web::Json<Complete>>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok()
-        .json(svc::complete(&state.into_inner(), &g.ctx, &run, g.inner.into_inner()).await?))
+    let r = svc::complete(&state.into_inner(), &g.ctx, &run, g.inner.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(Run::from(r)))
 }
 
 /// Most parts in one upload (`image`, `masks`).
@@ -311,7 +497,7 @@ pub async fn upload(
     let image = image.ok_or_else(|| ApiError::invalid("image", "the `image` part is required"))?;
     let up =
         screenshots::upload(&state.into_inner(), &g.ctx, &run, n, image, masks, region).await?;
-    Ok(HttpResponse::Created().json(up))
+    Ok(HttpResponse::Created().json(Uploaded::from(up)))
 }
 
 /// Serve a signed screenshot URL (no session). Any bad, altered, cross-object or expired

@@ -8,8 +8,45 @@ use utoipa::ToSchema;
 use crate::crypto::token::TokenKind;
 use crate::error::ApiError;
 use crate::http::extract::{perm, Guarded, Require};
-use crate::service::{tokens as svc, AppState, Principal};
-use crate::store::tokens::ServiceTokenRow;
+use crate::service::tokens::{self as svc, ServiceTokenRow};
+use crate::service::{AppState, Principal};
+
+/// An agent or SCIM token (never the secret itself).
+#[derive(Serialize, ToSchema)]
+#[schema(as = ServiceTokenRow)]
+pub struct ServiceToken {
+    /// Id (UUID).
+    pub id: String,
+    /// `agent` or `scim`.
+    pub kind: String,
+    /// Application an agent token is scoped to.
+    pub application_id: Option<String>,
+    /// Label.
+    pub name: String,
+    /// Visible prefix, e.g. `fga_eus-7k2m9q_AbC…` (first chars only).
+    pub prefix: String,
+    /// Created (RFC 3339).
+    pub created_at: String,
+    /// Creator email.
+    pub created_by: String,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<String>,
+}
+
+impl From<ServiceTokenRow> for ServiceToken {
+    fn from(r: ServiceTokenRow) -> Self {
+        Self {
+            id: r.id,
+            kind: r.kind,
+            application_id: r.application_id,
+            name: r.name,
+            prefix: r.prefix,
+            created_at: r.created_at,
+            created_by: r.created_by,
+            revoked_at: r.revoked_at,
+        }
+    }
+}
 
 /// Agent-token body.
 #[derive(Deserialize, ToSchema)]
@@ -34,7 +71,7 @@ pub struct CreateScimToken {
 pub struct CreatedToken {
     /// Metadata.
     #[serde(flatten)]
-    pub meta: ServiceTokenRow,
+    pub meta: ServiceToken,
     /// The bearer secret (`fga_<tenant>_…` or `fgs_<tenant>_…`); stored only as SHA-256.
     pub token: String,
 }
@@ -43,7 +80,7 @@ pub struct CreatedToken {
 #[derive(Serialize, ToSchema)]
 pub struct TokenList {
     /// Items (no secrets).
-    pub items: Vec<ServiceTokenRow>,
+    pub items: Vec<ServiceToken>,
 }
 
 /// List agent tokens.
@@ -53,8 +90,9 @@ pub async fn list_agent(
     state: web::Data<AppState>,
     g: Require<perm::AgentTokenManage>,
 ) -> Result<HttpResponse, ApiError> {
+    let items = svc::list(&state.into_inner(), &g.ctx, TokenKind::Agent).await?;
     Ok(HttpResponse::Ok().json(TokenList {
-        items: svc::list(&state.into_inner(), &g.ctx, TokenKind::Agent).await?,
+        items: items.into_iter().map(ServiceToken::from).collect(),
     }))
 }
 
@@ -74,7 +112,10 @@ pub async fn create_agent(
         Some(&body.application_id),
     )
     .await?;
-    Ok(HttpResponse::Created().json(CreatedToken { meta, token }))
+    Ok(HttpResponse::Created().json(CreatedToken {
+        meta: meta.into(),
+        token,
+    }))
 }
 
 /// Revoke an agent token.
@@ -96,8 +137,9 @@ pub async fn list_scim(
     state: web::Data<AppState>,
     g: Require<perm::ScimTokenManage>,
 ) -> Result<HttpResponse, ApiError> {
+    let items = svc::list(&state.into_inner(), &g.ctx, TokenKind::Scim).await?;
     Ok(HttpResponse::Ok().json(TokenList {
-        items: svc::list(&state.into_inner(), &g.ctx, TokenKind::Scim).await?,
+        items: items.into_iter().map(ServiceToken::from).collect(),
     }))
 }
 
@@ -117,7 +159,10 @@ pub async fn create_scim(
         None,
     )
     .await?;
-    Ok(HttpResponse::Created().json(CreatedToken { meta, token }))
+    Ok(HttpResponse::Created().json(CreatedToken {
+        meta: meta.into(),
+        token,
+    }))
 }
 
 /// Revoke a SCIM token.
