@@ -146,7 +146,7 @@ pub fn effective_blocking(
 }
 
 /// Whether `t` has an endpoint (its own or the deployment's), without decrypting anything.
-pub fn configured(c: &rusqlite::Connection, state: &AppState) -> StoreResult<bool> {
+pub fn configured(c: &crate::store::Conn, state: &AppState) -> StoreResult<bool> {
     Ok(state.settings.ai.endpoint.is_some() || store::ai_endpoint(c)?.is_some())
 }
 
