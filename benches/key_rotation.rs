@@ -22,6 +22,7 @@ use flowguard::config::{CliOverrides, Settings};
 use flowguard::crypto::envelope;
 use flowguard::domain::TenantId;
 use flowguard::service::keys::{self, Phase};
+use flowguard::service::sealing;
 use flowguard::store::applications::{self, ApplicationRow};
 use flowguard::store::variables::{self, VariableRow};
 
@@ -82,7 +83,7 @@ fn main() -> anyhow::Result<()> {
 
     eprintln!("setup: {secrets} secret variables …");
     let t0 = Instant::now();
-    let (v, dek) = keys::active_dek(&state, &t)?;
+    let (v, dek) = sealing::active_dek(&state, &t)?;
     for i in 0..secrets {
         let name = format!("s{i}");
         let aad = envelope::aad(&[t.as_str(), "variables", "app-secrets", &name]);

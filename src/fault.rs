@@ -5,6 +5,10 @@
 //! that a multi-step operation (key rotation, master key rotation) survives a crash between any
 //! two of its steps. Names are `<operation>:<boundary>`, e.g. `rotation:after_rekey`; see
 //! `service::keys` for the list.
+//!
+//! `FLOWGUARD_FAULT_PAUSE=name=ms[,name=ms…]` makes [`pause`]`(name)` sleep that long instead,
+//! widening a race window so a test can hit it (`sealing:before_write`, see
+//! `service::sealing`).
 
 /// Stop the process here with SIGKILL when `FLOWGUARD_FAULT` names `name` (debug builds only).
 pub fn point(name: &str) {
@@ -13,6 +17,24 @@ pub fn point(name: &str) {
         eprintln!("flowguard: failpoint {name} reached: SIGKILL");
         let _ =
             rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+}
+
+/// Sleep here for the milliseconds `FLOWGUARD_FAULT_PAUSE` gives `name` (`name=ms`, comma
+/// separated; debug builds only). Blocks the thread: call it only off the async executor.
+pub fn pause(name: &str) {
+    #[cfg(debug_assertions)]
+    if let Ok(v) = std::env::var("FLOWGUARD_FAULT_PAUSE") {
+        let ms = v
+            .split(',')
+            .filter_map(|p| p.split_once('='))
+            .find(|(n, _)| n.trim() == name)
+            .and_then(|(_, ms)| ms.trim().parse::<u64>().ok());
+        if let Some(ms) = ms {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
     }
     #[cfg(not(debug_assertions))]
     let _ = name;

@@ -3,8 +3,10 @@
 //! is no built-in default and no fallback: with neither, checkpoints stay `not_evaluated`; when
 //! the chosen endpoint fails, the step is `error`.
 //!
-//! The tenant's API key is envelope-encrypted under the tenant DEK (AES-256-GCM, AAD = tenant,
-//! `ai_endpoint`, `1`, `api_key`), never returned, logged or audited. A tenant endpoint must lie
+//! The tenant's API key is envelope-encrypted under the tenant DEK through [`super::sealing`]
+//! (column [`sealing::AI_API_KEY`]: AES-256-GCM, AAD = tenant, `ai_endpoint`, `1`, `api_key`;
+//! the write is fence-checked against a concurrent key rotation), never returned, logged or
+//! audited. A tenant endpoint must lie
 //! within the operator's `egress.allow` (checked on save, 422 `egress_denied` naming the host, and
 //! again on every connection by [`crate::net::egress`]). AI-cost calls (checkpoint evaluations
 //! and endpoint tests) pass a per-tenant token bucket (`ai.rate_per_minute`, `ai.burst`); beyond
@@ -19,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
-use super::{keys, AppState, TenantCtx};
+use super::sealing::{self, Plain};
+use super::{AppState, TenantCtx};
 use crate::audit::NewAuditEvent;
 use crate::config::AiSettings;
-use crate::crypto::envelope;
 use crate::domain::{now_rfc3339, TenantId};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::net::ai_client::{self, CallReport, Endpoint, EndpointInput, Verdict};
@@ -94,18 +96,10 @@ impl Source {
     }
 }
 
-/// AAD of the sealed API key: tenant, `ai_endpoint`, row 1, `api_key`.
-pub(crate) fn key_aad(t: &TenantId) -> Vec<u8> {
-    envelope::aad(&[t.as_str(), "ai_endpoint", "1", "api_key"])
-}
-
 fn row_endpoint(state: &AppState, t: &TenantId, r: &AiEndpointRow) -> StoreResult<Endpoint> {
     let key = match &r.api_key {
         Some(ct) => {
-            let v = envelope::key_version(ct).map_err(|e| StoreError::Key(e.to_string()))?;
-            let dek = keys::dek_version(state, t, v)?;
-            let pt = envelope::open(&dek, &key_aad(t), ct)
-                .map_err(|e| StoreError::Key(e.to_string()))?;
+            let pt = sealing::open(state, t, &sealing::AI_API_KEY, &[], ct)?;
             Some(Zeroizing::new(String::from_utf8_lossy(&pt).into_owned()))
         }
         None => None,
@@ -123,18 +117,22 @@ fn row_endpoint(state: &AppState, t: &TenantId, r: &AiEndpointRow) -> StoreResul
 }
 
 /// The endpoint that judges `t`'s checkpoints (key decrypted), and where it comes from; `None`
-/// when neither the tenant nor the deployment configured one (blocking).
+/// when neither the tenant nor the deployment configured one (blocking). The row is read again
+/// when a key rotation retired its DEK between the read and the key lookup.
 pub fn effective_blocking(
     state: &AppState,
     t: &TenantId,
 ) -> StoreResult<Option<(Source, Endpoint)>> {
-    let db = state.tenants.get_blocking(t)?;
-    let row = {
-        let c = db.lock();
-        store::ai_endpoint(&c)?
-    };
-    if let Some(r) = row {
-        return Ok(Some((Source::Tenant, row_endpoint(state, t, &r)?)));
+    let tenant = sealing::reread(|| {
+        let db = state.tenants.get_blocking(t)?;
+        let row = {
+            let c = db.lock();
+            store::ai_endpoint(&c)?
+        };
+        row.map(|r| row_endpoint(state, t, &r)).transpose()
+    })?;
+    if let Some(e) = tenant {
+        return Ok(Some((Source::Tenant, e)));
     }
     Ok(state
         .settings
@@ -280,39 +278,38 @@ pub async fn put(
         "timeout_ms": ep.timeout_ms,
         "max_tokens": ep.max_tokens,
     }));
-    let st = state.clone();
     let by = ctx.principal.actor_name();
-    tokio::task::spawn_blocking(move || -> ApiResult<AiEndpointView> {
-        let api_key = match &ep.api_key {
-            Some(k) => {
-                let (v, dek) = keys::active_dek(&st, &t)?;
-                Some(
-                    envelope::seal(&dek, v, &key_aad(&t), k.as_bytes())
-                        .map_err(ApiError::internal)?,
-                )
-            }
-            None => None,
-        };
+    // Sealed and written through the sealing module: the store checks the rotation fence and a
+    // key sealed under a DEK the rotation is retiring is sealed again under the new one.
+    let values: Vec<Plain> = ep
+        .api_key
+        .iter()
+        .map(|k| Plain::column(&t, &sealing::AI_API_KEY, &[], k.as_bytes()))
+        .collect();
+    let row = sealing::write_sealed(state, &t, values, |_, cts| {
         let row = AiEndpointRow {
             kind: ep.kind.as_str().to_string(),
             base_url: ep.base_url.to_string(),
             model: ep.model.clone(),
-            api_key,
+            api_key: cts.into_iter().next(),
             ca_pem: ep.ca_pem.clone(),
             timeout_ms: ep.timeout_ms as i64,
             max_tokens: i64::from(ep.max_tokens),
             updated_at: now_rfc3339(),
-            updated_by: by,
+            updated_by: by.clone(),
         };
-        let db = st.tenants.get_blocking(&t)?;
-        {
-            let mut c = db.lock();
-            store::put_ai_endpoint(&mut c, &row, &ev)?;
+        let (r2, ev) = (row.clone(), ev.clone());
+        let tenants = state.tenants.clone();
+        let t = t.clone();
+        async move {
+            tenants
+                .run(&t, move |c| store::put_ai_endpoint(c, &r2, &ev))
+                .await?;
+            Ok(row)
         }
-        Ok(view_of(Source::Tenant, Some(&ep), Some(&row)))
     })
-    .await
-    .map_err(ApiError::internal)?
+    .await?;
+    Ok(view_of(Source::Tenant, Some(&ep), Some(&row)))
 }
 
 /// Remove the tenant's endpoint (the deployment default, if any, applies again); 404 when the

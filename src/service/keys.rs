@@ -12,9 +12,11 @@
 //!    in the catalog, fsynced. From now on new ciphertexts are sealed under DEK `n`.
 //! 2. **fence** — the tenant store's `key_state.min_dek_version` is raised to `n` (with the
 //!    tenant audit row `key.rotate`), so a write still carrying an older DEK version is refused
-//!    (`key_rotated`) and re-sealed by its service: the rewrap cannot miss a concurrent write.
-//! 3. **rewrap** — every registered sealed column ([`SEALED_COLUMNS`]) is re-sealed under DEK
-//!    `n` in batches of `keys.rewrap_batch` rows, one store transaction per batch.
+//!    (`key_rotated`) and re-sealed by [`super::sealing::write_sealed`]: the rewrap cannot miss a
+//!    concurrent write.
+//! 3. **rewrap** — every registered sealed column ([`SEALED_COLUMNS`], owned by
+//!    `service::sealing` with its AAD recipe) is re-sealed under DEK `n` in batches of
+//!    `keys.rewrap_batch` rows, one store transaction per batch.
 //! 4. **rekey** — `PRAGMA rekey` of the tenant store to database key `n`, holding its only
 //!    connection; proven by opening the file afresh with `n` (must work) and `v` (must fail);
 //!    the cached connection is replaced. Then database key `n` becomes active and `v`'s is retired
@@ -44,7 +46,7 @@
 //! (`<data>/keys/rotate-master.pending`, no secrets) tells the operator to rerun the command,
 //! which resumes. Tenant stores are not touched: their database keys do not change.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -54,85 +56,20 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{screenshots, variables, AppState, TenantCtx};
+use super::sealing::{Resealer, SEALED_COLUMNS};
+use super::{screenshots, AppState, TenantCtx};
 use crate::audit::{Actor, NewAuditEvent};
 use crate::config::Settings;
 use crate::crypto::keyring::{self, KeyPurpose, TenantKeySet};
-use crate::crypto::{envelope, Key256, MasterKey, MasterKeyError};
+use crate::crypto::{Key256, MasterKey, MasterKeyError};
 use crate::domain::TenantId;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::fault;
-use crate::store::fence::{self, SealedColumn};
+use crate::store::fence;
 use crate::store::{catalog, Catalog, Conflict, StoreError, StoreResult};
 
 /// Actor of rotations started by the `key-rotation` job.
 pub const SCHEDULER_ACTOR: &str = "system:scheduler";
-
-/// An envelope-encrypted column of the tenant store and how its AAD is built from the row's key
-/// columns. **Every** column holding `envelope` ciphertexts must be listed here, or a rotation
-/// refuses to retire the old DEK (the retire step scans every column for older ciphertexts).
-#[derive(Debug, Clone, Copy)]
-pub struct Sealed {
-    /// Where the ciphertexts live.
-    pub column: SealedColumn,
-    /// AAD from the key column values (in [`SealedColumn::key_columns`] order).
-    pub aad: fn(&TenantId, &[String]) -> Vec<u8>,
-}
-
-fn variable_aad(t: &TenantId, key: &[String]) -> Vec<u8> {
-    let part = |i: usize| key.get(i).map(String::as_str).unwrap_or("");
-    variables::aad(t, part(0), part(1))
-}
-
-fn ldap_bind_aad(t: &TenantId, _key: &[String]) -> Vec<u8> {
-    super::ldap::secret_aad(t, "bind_password")
-}
-
-fn ldap_client_key_aad(t: &TenantId, _key: &[String]) -> Vec<u8> {
-    super::ldap::secret_aad(t, "client_key")
-}
-
-fn ai_key_aad(t: &TenantId, _key: &[String]) -> Vec<u8> {
-    super::ai_endpoint::key_aad(t)
-}
-
-/// The registry of sealed columns re-sealed by a rotation.
-pub const SEALED_COLUMNS: &[Sealed] = &[
-    Sealed {
-        column: SealedColumn {
-            table: "variables",
-            column: "ciphertext",
-            key_columns: &["application_id", "name"],
-        },
-        aad: variable_aad,
-    },
-    // The LDAP configuration is a single row; its AAD names the row constant, not a column value.
-    Sealed {
-        column: SealedColumn {
-            table: "ldap_config",
-            column: "bind_password",
-            key_columns: &["updated_by"],
-        },
-        aad: ldap_bind_aad,
-    },
-    Sealed {
-        column: SealedColumn {
-            table: "ldap_config",
-            column: "client_key",
-            key_columns: &["updated_by"],
-        },
-        aad: ldap_client_key_aad,
-    },
-    // The tenant's AI endpoint API key (issue 11): a single row as well.
-    Sealed {
-        column: SealedColumn {
-            table: "ai_endpoint",
-            column: "api_key",
-            key_columns: &["updated_by"],
-        },
-        aad: ai_key_aad,
-    },
-];
 
 /// The clock key ages are measured with. Release builds use the system clock; debug builds
 /// honour `FLOWGUARD_TEST_CLOCK_FILE` (a file holding an RFC 3339 instant, re-read on every
@@ -218,41 +155,6 @@ impl Drop for Claim<'_> {
 
 fn key_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Key(e.to_string())
-}
-
-/// The DEK new ciphertexts are sealed with, and its version: the pending version while a
-/// rotation runs, else the active one (blocking; call from a blocking thread).
-pub fn active_dek(state: &AppState, t: &TenantId) -> StoreResult<(u32, Key256)> {
-    let (v, w) = {
-        let c = state.catalog.db().lock();
-        catalog::sealing_dek(&c, t.as_str())?
-    };
-    let k = keyring::unwrap(&state.master, t.as_str(), v, KeyPurpose::Dek, &w).map_err(key_err)?;
-    Ok((v, k))
-}
-
-/// The DEK of a given version while it is pending or active (a retired DEK is destroyed:
-/// `NotFound`). Blocking.
-pub fn dek_version(state: &AppState, t: &TenantId, version: u32) -> StoreResult<Key256> {
-    let w = {
-        let c = state.catalog.db().lock();
-        catalog::key_version(&c, t.as_str(), KeyPurpose::Dek, version)?
-    };
-    keyring::unwrap(&state.master, t.as_str(), version, KeyPurpose::Dek, &w).map_err(key_err)
-}
-
-fn usable_deks(state: &AppState, t: &TenantId) -> StoreResult<HashMap<u32, Key256>> {
-    let rows = {
-        let c = state.catalog.db().lock();
-        catalog::usable_keys(&c, t.as_str(), KeyPurpose::Dek)?
-    };
-    rows.into_iter()
-        .map(|(v, w)| {
-            keyring::unwrap(&state.master, t.as_str(), v, KeyPurpose::Dek, &w)
-                .map(|k| (v, k))
-                .map_err(key_err)
-        })
-        .collect()
 }
 
 fn db_key(state: &AppState, t: &TenantId, version: u32) -> StoreResult<Key256> {
@@ -679,10 +581,7 @@ pub fn reseal_secrets(
     to: u32,
     progress: &dyn Fn(Progress),
 ) -> Result<u64, RotationError> {
-    let deks = usable_deks(state, t)?;
-    let new = deks
-        .get(&to)
-        .ok_or_else(|| StoreError::Key(format!("DEK version {to} is not usable")))?;
+    let resealer = Resealer::new(state, t, to)?;
     let db = state.tenants.get_blocking(t)?;
     let mut total = 0u64;
     for s in SEALED_COLUMNS {
@@ -702,24 +601,7 @@ pub fn reseal_secrets(
             let (scanned, changed, last) = {
                 let mut c = db.lock();
                 fence::reseal_batch(&mut c, &s.column, after, batch, |key, sealed| {
-                    let v = envelope::key_version(sealed).map_err(key_err)?;
-                    if v >= to {
-                        return Ok(None);
-                    }
-                    let old = deks.get(&v).ok_or_else(|| {
-                        StoreError::Key(format!(
-                            "{}.{} holds a ciphertext under DEK version {v}, which is not usable",
-                            s.column.table, s.column.column
-                        ))
-                    })?;
-                    let aad = (s.aad)(t, key);
-                    let pt = envelope::open(old, &aad, sealed).map_err(|_| {
-                        StoreError::Key(format!(
-                            "a ciphertext in {}.{} does not decrypt",
-                            s.column.table, s.column.column
-                        ))
-                    })?;
-                    Ok(Some(envelope::seal(new, to, &aad, &pt).map_err(key_err)?))
+                    resealer.column(s, key, sealed)
                 })?
             };
             if scanned == 0 {
@@ -768,10 +650,7 @@ fn reseal_screenshots(
     to: u32,
     progress: &dyn Fn(Progress),
 ) -> Result<u64, RotationError> {
-    let deks = usable_deks(state, t)?;
-    let new = deks
-        .get(&to)
-        .ok_or_else(|| StoreError::Key(format!("DEK version {to} is not usable")))?;
+    let resealer = Resealer::new(state, t, to)?;
     let db = state.tenants.get_blocking(t)?;
     let total = {
         let c = db.lock();
@@ -795,21 +674,7 @@ fn reseal_screenshots(
             let path = screenshots::shot_path(state, t, &r.id);
             match std::fs::read(&path) {
                 Ok(data) => {
-                    let v = envelope::key_version(&data).map_err(|_| {
-                        StoreError::Key(format!("screenshot {} is not an envelope", r.id))
-                    })?;
-                    if v < to {
-                        let old = deks.get(&v).ok_or_else(|| {
-                            StoreError::Key(format!(
-                                "screenshot {} is under DEK version {v}, which is not usable",
-                                r.id
-                            ))
-                        })?;
-                        let aad = screenshots::shot_aad(t, &r.id);
-                        let pt = envelope::open(old, &aad, &data).map_err(|_| {
-                            StoreError::Key(format!("screenshot {} does not decrypt", r.id))
-                        })?;
-                        let sealed = envelope::seal(new, to, &aad, &pt).map_err(key_err)?;
+                    if let Some(sealed) = resealer.screenshot(&r.id, &data)? {
                         write_file_atomically(&path, &sealed).map_err(StoreError::Io)?;
                         resealed += 1;
                     }

@@ -2,9 +2,10 @@
 //! audited as `sso.config_change`), the connection test, the mapping dry run, and the LDAP
 //! branch of login (search-then-bind, group → role, member provisioning, session, audit).
 //!
-//! Secrets: the bind password and client key are sealed with the tenant DEK
-//! (`crypto::envelope`, AAD = tenant, `ldap_config`, `1`, column) and never leave this module
-//! except to the directory.
+//! Secrets: the bind password and client key are sealed with the tenant DEK through
+//! [`super::sealing`] (columns [`sealing::LDAP_BIND_PASSWORD`], [`sealing::LDAP_CLIENT_KEY`]:
+//! AAD = tenant, `ldap_config`, `1`, column; the write is fence-checked against a concurrent key
+//! rotation) and never leave this module except to the directory.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +14,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
+use super::sealing::{self, Plain};
 use super::{unix_now, AppState, ClientInfo, Principal, TenantCtx};
 use crate::audit::NewAuditEvent;
 use crate::auth::ldap::config::{role_name, FieldError, RoleMapping};
@@ -20,17 +22,13 @@ use crate::auth::ldap::{
     self as dir, client, dn, mapping, DirError, LdapConfig, LdapConfigInput, LdapConfigView,
     Lookup, Secrets,
 };
-use crate::crypto::keyring::{self, KeyPurpose};
+use crate::crypto::ct_eq;
 use crate::crypto::token::{self, TokenKind};
-use crate::crypto::{ct_eq, envelope, Key256};
 use crate::domain::{Email, Role, TenantId};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::ldap::{self as st, ConfigRow, DirectoryUser, NewSession, Provisioned};
-use crate::store::{catalog, Conflict, StoreError};
+use crate::store::{Conflict, StoreError, StoreResult};
 
-/// Column names used in the envelope AAD.
-const COL_BIND_PASSWORD: &str = "bind_password";
-const COL_CLIENT_KEY: &str = "client_key";
 /// Longest accepted login name (bytes).
 pub const MAX_USERNAME_BYTES: usize = 256;
 
@@ -81,56 +79,6 @@ fn dir_error(e: DirError) -> ApiError {
 
 // ---------------------------------------------------------------- keys and secrets
 
-/// Unwrap the tenant DEK: the active one (`None`) or a given version.
-async fn dek(
-    state: &Arc<AppState>,
-    tid: &TenantId,
-    version: Option<u32>,
-) -> ApiResult<(u32, Key256)> {
-    let t = tid.as_str().to_string();
-    let (v, wrapped) = state
-        .catalog
-        .run(move |c| match version {
-            None => catalog::active_key(c, &t, KeyPurpose::Dek),
-            Some(v) => catalog::key_version(c, &t, KeyPurpose::Dek, v).map(|w| (v, w)),
-        })
-        .await?;
-    let key = keyring::unwrap(&state.master, tid.as_str(), v, KeyPurpose::Dek, &wrapped)
-        .map_err(ApiError::internal)?;
-    Ok((v, key))
-}
-
-/// AAD of an LDAP configuration secret (`bind_password`, `client_key`).
-pub fn secret_aad(tid: &TenantId, column: &str) -> Vec<u8> {
-    envelope::aad(&[tid.as_str(), st::CONFIG_TABLE, st::CONFIG_ROW, column])
-}
-
-async fn open_secret(
-    state: &Arc<AppState>,
-    tid: &TenantId,
-    column: &str,
-    ct: &[u8],
-) -> ApiResult<Zeroizing<String>> {
-    let v = envelope::key_version(ct).map_err(ApiError::internal)?;
-    let (_, key) = dek(state, tid, Some(v)).await?;
-    let aad = secret_aad(tid, column);
-    let pt = envelope::open(&key, &aad, ct).map_err(ApiError::internal)?;
-    let s =
-        String::from_utf8(pt.to_vec()).map_err(|_| ApiError::internal("secret is not UTF-8"))?;
-    Ok(Zeroizing::new(s))
-}
-
-fn seal_secret(
-    tid: &TenantId,
-    version: u32,
-    key: &Key256,
-    column: &str,
-    value: &str,
-) -> ApiResult<Vec<u8>> {
-    let aad = secret_aad(tid, column);
-    envelope::seal(key, version, &aad, value.as_bytes()).map_err(ApiError::internal)
-}
-
 /// The stored configuration, not decrypted.
 async fn load_row(
     state: &Arc<AppState>,
@@ -146,16 +94,65 @@ async fn load_row(
     }
 }
 
-async fn secrets_of(state: &Arc<AppState>, tid: &TenantId, row: &ConfigRow) -> ApiResult<Secrets> {
-    let bind_password = open_secret(state, tid, COL_BIND_PASSWORD, &row.bind_password).await?;
-    let client_key_pem = match &row.client_key {
-        Some(ct) => Some(open_secret(state, tid, COL_CLIENT_KEY, ct).await?),
-        None => None,
-    };
-    Ok(Secrets {
-        bind_password,
-        client_key_pem,
+fn open_string(
+    state: &AppState,
+    tid: &TenantId,
+    col: &sealing::Sealed,
+    ct: &[u8],
+) -> StoreResult<Zeroizing<String>> {
+    let pt = sealing::open(state, tid, col, &[], ct)?;
+    let s = String::from_utf8(pt.to_vec())
+        .map_err(|_| StoreError::Key(format!("{} is not UTF-8", col.name())))?;
+    Ok(Zeroizing::new(s))
+}
+
+/// The stored configuration row with its secrets opened (blocking); read again when a key
+/// rotation retired the DEK of the row between the read and the key lookup.
+fn load_secrets_blocking(
+    state: &AppState,
+    tid: &TenantId,
+) -> StoreResult<Option<(ConfigRow, Secrets)>> {
+    sealing::reread(|| {
+        let db = state.tenants.get_blocking(tid)?;
+        let row = {
+            let c = db.lock();
+            st::config(&c)?
+        };
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let bind_password =
+            open_string(state, tid, &sealing::LDAP_BIND_PASSWORD, &row.bind_password)?;
+        let client_key_pem = match &row.client_key {
+            Some(ct) => Some(open_string(state, tid, &sealing::LDAP_CLIENT_KEY, ct)?),
+            None => None,
+        };
+        Ok(Some((
+            row,
+            Secrets {
+                bind_password,
+                client_key_pem,
+            },
+        )))
     })
+}
+
+/// The stored configuration with its secrets in clear.
+async fn load_with_secrets(
+    state: &Arc<AppState>,
+    tid: &TenantId,
+) -> ApiResult<Option<(LdapConfig, ConfigRow, Secrets)>> {
+    let (st, t) = (state.clone(), tid.clone());
+    let loaded = tokio::task::spawn_blocking(move || load_secrets_blocking(&st, &t))
+        .await
+        .map_err(ApiError::internal)??;
+    match loaded {
+        None => Ok(None),
+        Some((row, secrets)) => {
+            let cfg: LdapConfig = serde_json::from_str(&row.config).map_err(ApiError::internal)?;
+            Ok(Some((cfg, row, secrets)))
+        }
+    }
 }
 
 /// Whether LDAP login is on for a tenant.
@@ -205,10 +202,9 @@ pub async fn put_config(
 ) -> ApiResult<LdapConfigView> {
     let tid = ctx.tenant.clone();
     let cfg = input.validate().map_err(field_error)?;
-    let previous = load_row(state, &tid).await?;
-    let prev_secrets = match &previous {
-        Some((_, row)) => Some(secrets_of(state, &tid, row).await?),
-        None => None,
+    let (previous, prev_secrets) = match load_with_secrets(state, &tid).await? {
+        Some((cfg, row, secrets)) => (Some((cfg, row)), Some(secrets)),
+        None => (None, None),
     };
     let same_target = previous.as_ref().is_some_and(|(o, _)| {
         o.url == cfg.url && o.starttls == cfg.starttls && o.ca_pem == cfg.ca_pem
@@ -281,20 +277,6 @@ pub async fn put_config(
         }
     }
 
-    let (version, key) = dek(state, &tid, None).await?;
-    let bind_ct = seal_secret(&tid, version, &key, COL_BIND_PASSWORD, &bind_password)?;
-    let key_ct = match &client_key {
-        Some(k) => Some(seal_secret(&tid, version, &key, COL_CLIENT_KEY, k)?),
-        None => None,
-    };
-    let now = crate::domain::now_rfc3339();
-    let row = ConfigRow {
-        config: serde_json::to_string(&cfg).map_err(ApiError::internal)?,
-        bind_password: bind_ct,
-        client_key: key_ct,
-        updated_at: now.clone(),
-        updated_by: ctx.principal.actor_name(),
-    };
     let ev = NewAuditEvent::new(
         &ctx.actor(),
         "sso.config_change",
@@ -312,11 +294,45 @@ pub async fn put_config(
         "role_mapping_count": cfg.role_mapping.len(),
         "default_role": cfg.default_role.map(role_name),
     }));
-    let r2 = row.clone();
-    state
-        .tenants
-        .run(&tid, move |c| st::put_config(c, &r2, &ev))
-        .await?;
+    // Sealed (both secrets under one DEK version) and written through the sealing module: the
+    // store checks the rotation fence and secrets sealed under a DEK the rotation is retiring
+    // are sealed again under the new one.
+    let mut values = vec![Plain::column(
+        &tid,
+        &sealing::LDAP_BIND_PASSWORD,
+        &[],
+        bind_password.as_bytes(),
+    )];
+    if let Some(k) = &client_key {
+        values.push(Plain::column(
+            &tid,
+            &sealing::LDAP_CLIENT_KEY,
+            &[],
+            k.as_bytes(),
+        ));
+    }
+    let config = serde_json::to_string(&cfg).map_err(ApiError::internal)?;
+    let by = ctx.principal.actor_name();
+    let row = sealing::write_sealed(state, &tid, values, |_, cts| {
+        let mut cts = cts.into_iter();
+        let row = ConfigRow {
+            config: config.clone(),
+            bind_password: cts.next().unwrap_or_default(),
+            client_key: cts.next(),
+            updated_at: crate::domain::now_rfc3339(),
+            updated_by: by.clone(),
+        };
+        let (r2, ev) = (row.clone(), ev.clone());
+        let tenants = state.tenants.clone();
+        let t = tid.clone();
+        async move {
+            tenants
+                .run(&t, move |c| st::put_config(c, &r2, &ev))
+                .await?;
+            Ok(row)
+        }
+    })
+    .await?;
     Ok(LdapConfigView::new(
         &cfg,
         row.client_key.is_some(),
@@ -343,8 +359,9 @@ pub struct ConnectionReport {
 }
 
 async fn loaded(state: &Arc<AppState>, tid: &TenantId) -> ApiResult<(LdapConfig, Secrets)> {
-    let (cfg, row) = load_row(state, tid).await?.ok_or_else(not_configured)?;
-    let secrets = secrets_of(state, tid, &row).await?;
+    let (cfg, _, secrets) = load_with_secrets(state, tid)
+        .await?
+        .ok_or_else(not_configured)?;
     Ok((cfg, secrets))
 }
 

@@ -19,6 +19,7 @@ pub mod retention;
 pub mod runs;
 pub mod scim;
 pub mod screenshots;
+pub mod sealing;
 pub mod tenants;
 pub mod tokens;
 pub mod variables;

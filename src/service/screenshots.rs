@@ -1,6 +1,7 @@
-//! Screenshots: masked **before any byte reaches disk**, encrypted with the tenant DEK
-//! (AES-256-GCM, AAD = tenant + object id), stored under `<data>/screenshots/<tenant>/` (0600),
-//! and served only through 15-minute signed URLs.
+//! Screenshots: masked **before any byte reaches disk**, encrypted with the tenant DEK through
+//! [`super::sealing`] (AES-256-GCM, AAD = tenant + object id, [`sealing::screenshot_aad`];
+//! fence-checked against a concurrent key rotation), stored under
+//! `<data>/screenshots/<tenant>/` (0600), and served only through 15-minute signed URLs.
 //!
 //! Decoding defends against decompression bombs (shared/cases/uploads-and-storage.md R03): the
 //! IHDR dimensions are checked against [`MAX_SIDE`] and [`MAX_PIXELS`] before any pixel buffer is
@@ -15,9 +16,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::sealing::{self, Plain};
 use super::variables;
-use super::{keys, runs, unix_now, AppState, Principal, TenantCtx};
-use crate::crypto::{envelope, signed_url};
+use super::{runs, unix_now, AppState, Principal, TenantCtx};
+use crate::crypto::signed_url;
 use crate::domain::flow::Step;
 use crate::domain::now_rfc3339;
 use crate::domain::{new_object_id, TenantId};
@@ -190,11 +192,6 @@ pub(crate) fn remove_files(state: &AppState, t: &TenantId, objects: &[String]) {
             }
         }
     }
-}
-
-/// AAD of a screenshot file: tenant, `screenshots`, object id.
-pub(crate) fn shot_aad(t: &TenantId, object: &str) -> Vec<u8> {
-    envelope::aad(&[t.as_str(), "screenshots", object])
 }
 
 /// Upload result.
@@ -382,19 +379,16 @@ pub async fn upload(
             };
             let png_out = encode_rgba(&rgba, w, h)?;
             drop(rgba);
-            // A key rotation may raise the DEK fence between sealing and recording: the store
-            // then refuses the row (`key_rotated`) and the file is sealed again under the
-            // current DEK.
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let (kv, dek) = keys::active_dek(&st, &t)?;
-                let object = new_object_id();
-                let sealed = envelope::seal(&dek, kv, &shot_aad(&t, &object), &png_out)
-                    .map_err(ApiError::internal)?;
-                let path = shot_path(&st, &t, &object);
+            // Sealed and recorded through the sealing module: when a key rotation raises the
+            // DEK fence between sealing and recording, the store refuses the row
+            // (`key_rotated`), the file is removed and sealed again under the current DEK.
+            let object = new_object_id();
+            let path = shot_path(&st, &t, &object);
+            let plain = [Plain::screenshot(&t, &object, png_out)];
+            let res = sealing::write_sealed_blocking(&st, &t, &plain, |kv, sealed| {
+                let sealed = sealed.into_iter().next().unwrap_or_default();
                 if let Some(dir) = path.parent() {
-                    crate::store::private_dir(dir).map_err(ApiError::internal)?;
+                    crate::store::private_dir(dir)?;
                 }
                 let tmp = path.with_extension("tmp");
                 {
@@ -402,12 +396,11 @@ pub async fn upload(
                         .write(true)
                         .create_new(true)
                         .mode(0o600)
-                        .open(&tmp)
-                        .map_err(ApiError::internal)?;
-                    f.write_all(&sealed).map_err(ApiError::internal)?;
-                    f.sync_all().map_err(ApiError::internal)?;
+                        .open(&tmp)?;
+                    f.write_all(&sealed)?;
+                    f.sync_all()?;
                 }
-                std::fs::rename(&tmp, &path).map_err(ApiError::internal)?;
+                std::fs::rename(&tmp, &path)?;
                 let row = ShotRow {
                     id: object.clone(),
                     run_id: r.id.clone(),
@@ -418,34 +411,32 @@ pub async fn upload(
                     let mut c = db.lock();
                     screenshots::put_screenshot(&mut c, &row, w, h, sealed.len())
                 };
-                match res {
-                    Ok(old) => {
-                        if let Some(old) = old {
-                            let _ = std::fs::remove_file(shot_path(&st, &t, &old));
-                        }
-                        return Ok((
-                            Uploaded {
-                                id: object,
-                                width: w,
-                                height: h,
-                                step: None,
-                            },
-                            r.id,
-                            pending,
-                        ));
-                    }
-                    Err(e) => {
-                        let _ = std::fs::remove_file(&path);
-                        return Err(match e {
-                            StoreError::Conflict(Conflict::KeyRotated) if attempt < 5 => continue,
-                            StoreError::Conflict(Conflict::Transition(st)) => ApiError::new(
-                                ErrorCode::InvalidTransition,
-                                format!("the run is {st}"),
-                            ),
-                            other => other.into(),
-                        });
-                    }
+                if res.is_err() {
+                    let _ = std::fs::remove_file(&path);
                 }
+                res
+            });
+            match res {
+                Ok(old) => {
+                    if let Some(old) = old {
+                        let _ = std::fs::remove_file(shot_path(&st, &t, &old));
+                    }
+                    Ok((
+                        Uploaded {
+                            id: object,
+                            width: w,
+                            height: h,
+                            step: None,
+                        },
+                        r.id,
+                        pending,
+                    ))
+                }
+                Err(StoreError::Conflict(Conflict::Transition(st))) => Err(ApiError::new(
+                    ErrorCode::InvalidTransition,
+                    format!("the run is {st}"),
+                )),
+                Err(e) => Err(e.into()),
             }
         },
     )
@@ -575,15 +566,11 @@ pub fn decrypt_blocking(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let v = envelope::key_version(&data).map_err(|e| StoreError::Key(e.to_string()))?;
-        let dek = match keys::dek_version(state, t, v) {
-            Ok(k) => k,
+        return match sealing::open_screenshot(state, t, &shot.id, &data) {
+            Ok(png) => Ok(Some(png)),
             Err(StoreError::NotFound) if attempt < 3 => continue,
-            Err(e) => return Err(e),
+            Err(e) => Err(e),
         };
-        return envelope::open(&dek, &shot_aad(t, &shot.id), &data)
-            .map(Some)
-            .map_err(|e| StoreError::Key(e.to_string()));
     }
 }
 

@@ -1,6 +1,7 @@
 //! Per-application variables, plain or secret. Secret values are envelope-encrypted under the
-//! tenant DEK (AES-256-GCM, AAD = tenant + application + name), write-only through the API
-//! (reads show `set: true`), never logged, and audit rows name the variable, never the value.
+//! tenant DEK through [`super::sealing`] (column [`sealing::VARIABLE`]: AES-256-GCM, AAD =
+//! tenant + application + name), write-only through the API (reads show `set: true`), never
+//! logged, and audit rows name the variable, never the value.
 
 use std::sync::Arc;
 
@@ -8,14 +9,14 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
-use super::{keys, AppState, TenantCtx};
+use super::sealing::{self, Plain};
+use super::{AppState, TenantCtx};
 use crate::audit::NewAuditEvent;
-use crate::crypto::envelope;
 use crate::domain::flow::valid_variable_name;
 use crate::domain::{now_rfc3339, TenantId};
 use crate::error::{ApiError, ApiResult};
 use crate::store::variables::{self, VariableRow};
-use crate::store::{Conflict, StoreError, StoreResult};
+use crate::store::StoreResult;
 
 /// Largest variable value (bytes).
 pub const MAX_VALUE_BYTES: usize = 16 * 1024;
@@ -46,11 +47,6 @@ fn view(v: VariableRow) -> VariableView {
     }
 }
 
-/// AAD of a secret variable's ciphertext: tenant, `variables`, application id, name.
-pub(crate) fn aad(t: &TenantId, app: &str, name: &str) -> Vec<u8> {
-    envelope::aad(&[t.as_str(), "variables", app, name])
-}
-
 /// A resolved variable (secret values in clear; zeroed on drop).
 pub struct Resolved {
     /// Name.
@@ -65,14 +61,7 @@ pub struct Resolved {
 /// ciphertext between reading the row and fetching the key (the row was re-sealed meanwhile):
 /// the rows are then read again, up to three times.
 pub fn resolve_blocking(state: &AppState, t: &TenantId, app: &str) -> StoreResult<Vec<Resolved>> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match resolve_once(state, t, app) {
-            Err(StoreError::NotFound | StoreError::Key(_)) if attempt < 3 => continue,
-            other => return other,
-        }
-    }
+    sealing::reread(|| resolve_once(state, t, app))
 }
 
 fn resolve_once(state: &AppState, t: &TenantId, app: &str) -> StoreResult<Vec<Resolved>> {
@@ -85,10 +74,7 @@ fn resolve_once(state: &AppState, t: &TenantId, app: &str) -> StoreResult<Vec<Re
     for r in rows {
         let value = match (r.secret, r.ciphertext, r.value) {
             (true, Some(ct), _) => {
-                let v = envelope::key_version(&ct).map_err(|e| StoreError::Key(e.to_string()))?;
-                let dek = keys::dek_version(state, t, v)?;
-                let pt = envelope::open(&dek, &aad(t, app, &r.name), &ct)
-                    .map_err(|e| StoreError::Key(e.to_string()))?;
+                let pt = sealing::open(state, t, &sealing::VARIABLE, &[app, &r.name], &ct)?;
                 Zeroizing::new(String::from_utf8_lossy(&pt).into_owned())
             }
             (false, _, Some(v)) => Zeroizing::new(v),
@@ -193,44 +179,38 @@ pub async fn put(
         Some(format!("variable:{app}/{name}")),
     )
     .details(serde_json::json!({"application_id": app, "name": name, "secret": secret}));
-    // A key rotation may raise the DEK fence between sealing and committing: the store then
-    // refuses the write (`key_rotated`) and it is sealed again under the current DEK.
-    let mut attempt = 0;
-    let row = loop {
-        attempt += 1;
-        let st = state.clone();
-        let (t2, app2, name2, value2) =
-            (t.clone(), app.to_string(), name.to_string(), value.clone());
-        let row = tokio::task::spawn_blocking(move || -> StoreResult<VariableRow> {
-            let (ciphertext, plain) = if secret {
-                let (v, dek) = keys::active_dek(&st, &t2)?;
-                let ct = envelope::seal(&dek, v, &aad(&t2, &app2, &name2), value2.as_bytes())
-                    .map_err(|e| StoreError::Key(e.to_string()))?;
-                (Some(ct), None)
-            } else {
-                (None, Some(value2.to_string()))
-            };
-            Ok(VariableRow {
-                name: name2,
-                secret,
-                value: plain,
-                ciphertext,
-                updated_at: now_rfc3339(),
-            })
-        })
-        .await
-        .map_err(ApiError::internal)??;
-        let (app3, r2, ev2) = (app.to_string(), row.clone(), ev.clone());
-        match state
-            .tenants
-            .run(&t, move |c| variables::put_variable(c, &app3, &r2, &ev2))
-            .await
-        {
-            Ok(()) => break row,
-            Err(StoreError::Conflict(Conflict::KeyRotated)) if attempt < 5 => continue,
-            Err(e) => return Err(e.into()),
-        }
+    // Sealed and written through the sealing module: when a key rotation raises the DEK fence
+    // between sealing and committing, the store refuses the write (`key_rotated`) and the value
+    // is sealed again under the current DEK.
+    let values = if secret {
+        vec![Plain::column(
+            &t,
+            &sealing::VARIABLE,
+            &[app, name],
+            value.as_bytes(),
+        )]
+    } else {
+        Vec::new()
     };
+    let row = sealing::write_sealed(state, &t, values, |_, cts| {
+        let row = VariableRow {
+            name: name.to_string(),
+            secret,
+            value: (!secret).then(|| value.to_string()),
+            ciphertext: cts.into_iter().next(),
+            updated_at: now_rfc3339(),
+        };
+        let (app, r2, ev) = (app.to_string(), row.clone(), ev.clone());
+        let tenants = state.tenants.clone();
+        let t = t.clone();
+        async move {
+            tenants
+                .run(&t, move |c| variables::put_variable(c, &app, &r2, &ev))
+                .await?;
+            Ok(row)
+        }
+    })
+    .await?;
     Ok(view(row))
 }
 

@@ -1,9 +1,10 @@
 //! Tenant-store SQL for the tenant's own AI endpoint (one row, `id = 1`). The API key is held
-//! only as an envelope ciphertext (sealed by the service under the tenant DEK).
+//! only as an envelope ciphertext (sealed by the service under the tenant DEK); storing it checks
+//! the DEK fence ([`super::fence::check_sealed_fence`]) in the same transaction.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{audit, write_tx, StoreResult};
+use super::{audit, fence, write_tx, StoreResult};
 use crate::audit::NewAuditEvent;
 
 /// The tenant's AI endpoint as stored.
@@ -52,13 +53,18 @@ pub fn ai_endpoint(c: &Connection) -> StoreResult<Option<AiEndpointRow>> {
     .optional()?)
 }
 
-/// Replace the tenant's endpoint; audited in the same transaction.
+/// Replace the tenant's endpoint; audited in the same transaction. An API key sealed under a
+/// DEK version below the rotation fence → `Conflict::KeyRotated` (seal it again under the
+/// current DEK and retry; `service::sealing::write_sealed` does).
 pub fn put_ai_endpoint(
     c: &mut Connection,
     e: &AiEndpointRow,
     ev: &NewAuditEvent,
 ) -> StoreResult<()> {
     let tx = write_tx(c)?;
+    if let Some(ct) = &e.api_key {
+        fence::check_sealed_fence(&tx, ct)?;
+    }
     tx.execute(
         "INSERT INTO ai_endpoint (id, kind, base_url, model, api_key, ca_pem, timeout_ms, max_tokens, updated_at, updated_by)
          VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)

@@ -1,9 +1,11 @@
 //! The DEK rotation fence and re-sealing (issue 4), tenant store: table `key_state` (the fence,
 //! `min_dek_version`), the generic sealed-column helpers used to re-seal envelope ciphertexts
 //! under a new DEK ([`SealedColumn`], [`reseal_batch`], [`count_sealed`], [`sealed_below`]) and
-//! the `screenshots.key_version` bookkeeping of the same rotation. Write paths that store a
-//! ciphertext (`screenshots.rs`, `variables.rs`) call [`check_dek_fence`] inside their own
-//! transaction. Imports no other aggregate file ([`ShotRow`] lives in `store/mod.rs`).
+//! the `screenshots.key_version` bookkeeping of the same rotation. Every write path that stores
+//! a ciphertext (`variables.rs`, `ldap.rs`, `ai.rs`: [`check_sealed_fence`]; `screenshots.rs`:
+//! [`check_dek_fence`]) checks the fence inside its own transaction; the services reach them
+//! through `service::sealing::write_sealed`, which re-seals and retries on `key_rotated`.
+//! Imports no other aggregate file ([`ShotRow`] lives in `store/mod.rs`).
 
 use rusqlite::{params, Connection};
 
@@ -42,6 +44,14 @@ pub fn check_dek_fence(tx: &Connection, version: u32) -> StoreResult<()> {
         return Err(StoreError::Conflict(Conflict::KeyRotated));
     }
     Ok(())
+}
+
+/// Inside a write transaction: [`check_dek_fence`] for the DEK version recorded in the header of
+/// an envelope ciphertext about to be stored (`Key` when it is not an envelope).
+pub fn check_sealed_fence(tx: &Connection, ciphertext: &[u8]) -> StoreResult<()> {
+    let v = crate::crypto::envelope::key_version(ciphertext)
+        .map_err(|e| StoreError::Key(e.to_string()))?;
+    check_dek_fence(tx, v)
 }
 
 /// An envelope-encrypted column of the tenant store: its table, the column, and the key columns

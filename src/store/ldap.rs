@@ -1,11 +1,11 @@
 //! Tenant-store SQL for directory login: the tenant's LDAP configuration (one row; secrets as
-//! envelope ciphertexts) and the link between a directory entry and a tenant member
-//! (`ldap_identities`), plus the login-time provisioning transaction.
+//! envelope ciphertexts, fence-checked on write) and the link between a directory entry and a
+//! tenant member (`ldap_identities`), plus the login-time provisioning transaction.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::users::{self, UserRow};
-use super::{audit, write_tx, Conflict, StoreError, StoreResult};
+use super::{audit, fence, write_tx, Conflict, StoreError, StoreResult};
 use crate::audit::NewAuditEvent;
 
 /// Table name used in the envelope AAD of the secrets below.
@@ -46,9 +46,15 @@ pub fn config(c: &Connection) -> StoreResult<Option<ConfigRow>> {
     .optional()?)
 }
 
-/// Replace the configuration row and audit, in one transaction.
+/// Replace the configuration row and audit, in one transaction. A secret sealed under a DEK
+/// version below the rotation fence → `Conflict::KeyRotated` (seal again under the current DEK
+/// and retry; `service::sealing::write_sealed` does).
 pub fn put_config(c: &mut Connection, row: &ConfigRow, ev: &NewAuditEvent) -> StoreResult<()> {
     let tx = write_tx(c)?;
+    fence::check_sealed_fence(&tx, &row.bind_password)?;
+    if let Some(ct) = &row.client_key {
+        fence::check_sealed_fence(&tx, ct)?;
+    }
     tx.execute(
         "INSERT INTO ldap_config (id, config, bind_password, client_key, updated_at, updated_by)
          VALUES (1, ?1, ?2, ?3, ?4, ?5)

@@ -1,6 +1,6 @@
 //! Tenant-store SQL for application variables: table `variables` (plain values, and secret values
 //! only as envelope ciphertexts). Storing a secret checks the DEK fence
-//! ([`super::fence::check_dek_fence`]) in the same transaction.
+//! ([`super::fence::check_sealed_fence`]) in the same transaction.
 
 use rusqlite::{params, Connection};
 
@@ -40,9 +40,7 @@ pub fn put_variable(
         return Err(StoreError::NotFound);
     }
     if let Some(ct) = &v.ciphertext {
-        let kv =
-            crate::crypto::envelope::key_version(ct).map_err(|e| StoreError::Key(e.to_string()))?;
-        fence::check_dek_fence(&tx, kv)?;
+        fence::check_sealed_fence(&tx, ct)?;
     }
     tx.execute(
         "INSERT INTO variables (application_id, name, secret, value, ciphertext, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
