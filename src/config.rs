@@ -26,8 +26,10 @@ const NON_SETTING_ENV: &[&str] = &[
     "CONFIG",
     "LOG",
     "LOG_FORMAT",
-    // Debug-build test hooks (issue 4): failpoints and the test clock; ignored by release builds.
+    // Debug-build test hooks (issue 4): failpoints, failpoint pauses and the test clock; ignored
+    // by release builds.
     "FAULT",
+    "FAULT_PAUSE",
     "TEST_CLOCK_FILE",
 ];
 

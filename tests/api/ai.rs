@@ -37,14 +37,14 @@ enum Mode {
 
 /// One request the fake endpoint received.
 #[derive(Clone, Debug)]
-struct Seen {
+pub(crate) struct Seen {
     path: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
 
 impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
@@ -61,10 +61,10 @@ struct FakeState {
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
-/// A customer AI endpoint on 127.0.0.1 over HTTPS.
-struct Fake {
-    addr: SocketAddr,
-    cert_pem: String,
+/// A customer AI endpoint on 127.0.0.1 over HTTPS (also used by `rotation.rs`).
+pub(crate) struct Fake {
+    pub(crate) addr: SocketAddr,
+    pub(crate) cert_pem: String,
     state: FakeState,
 }
 
@@ -72,10 +72,10 @@ impl Fake {
     fn set(&self, m: Mode) {
         *self.state.mode.lock().unwrap() = m;
     }
-    fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().unwrap().clone()
     }
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("https://{}{}", self.addr, path)
     }
 }
@@ -127,7 +127,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, st: web::Data<FakeState>) ->
 }
 
 /// Start a fake endpoint on 127.0.0.1:0 (its own thread and actix system).
-fn start_fake() -> Fake {
+pub(crate) fn start_fake() -> Fake {
     let ck =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
             .unwrap();

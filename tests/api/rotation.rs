@@ -1054,3 +1054,414 @@ async fn restart_dir(dir: tempfile::TempDir) -> TestApp {
     })
     .await
 }
+
+// ---------------------------------------------------------------- sealed writes racing rotations
+
+/// Rounds of the race below (one rotation each).
+const RACE_ROUNDS: u64 = 30;
+/// Pause between sealing a value and its store write (debug failpoint `sealing:before_write`):
+/// long enough that a value sealed just before a rotation records its pending key reaches the
+/// store after the rotation raised the fence — and, were the store write not fence-checked,
+/// after the rotation's rewrap had passed its column.
+const RACE_PAUSE_MS: u64 = 20;
+/// The secret variable the race writes.
+const RACED_VAR: &str = "raced";
+
+/// One writer of the race: each writes one sealed value over the API, again and again.
+#[derive(Debug, Clone, Copy)]
+enum Writer {
+    /// `PUT /api/v1/applications/{app}/variables/raced` (secret): `variables.ciphertext`.
+    Variable,
+    /// `PUT /api/v1/ai-endpoint` with an `api_key`: `ai_endpoint.api_key`.
+    AiKey,
+    /// `PUT /api/v1/sso/ldap` with a new `bind_password` (and the client key):
+    /// `ldap_config.bind_password` and `ldap_config.client_key`.
+    Ldap,
+    /// A screenshot upload replacing step 3's: the sealed file.
+    Shot,
+}
+
+/// What the race writes to.
+struct RaceCtx {
+    app_id: String,
+    run: String,
+    ai_url: String,
+    ai_ca: String,
+    /// `PUT /api/v1/sso/ldap` body; `bind_password` is replaced on every write.
+    ldap: Value,
+}
+
+/// The last value the server acknowledged for each sealed value.
+#[derive(Debug, Default)]
+struct Acked {
+    variable: String,
+    ai_key: String,
+    ldap_bind: String,
+    /// Object id of step 3's screenshot.
+    shot: String,
+}
+
+impl Acked {
+    fn set(&mut self, w: Writer, v: String) {
+        match w {
+            Writer::Variable => self.variable = v,
+            Writer::AiKey => self.ai_key = v,
+            Writer::Ldap => self.ldap_bind = v,
+            Writer::Shot => self.shot = v,
+        }
+    }
+}
+
+async fn expect_status(r: reqwest::Response, want: u16, what: &str) -> Result<Value, String> {
+    let st = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    if st == want {
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    } else {
+        Err(format!("{what} → {st} {text}"))
+    }
+}
+
+/// One write by `w` of a value tagged `tag`; the value (for a screenshot, its object id) once
+/// acknowledged.
+async fn race_write(w: Writer, s: &Session, cx: &RaceCtx, tag: &str) -> Result<String, String> {
+    match w {
+        Writer::Variable => {
+            let value = format!("var-{tag}");
+            let r = s
+                .req(
+                    Method::PUT,
+                    &format!("/api/v1/applications/{}/variables/{RACED_VAR}", cx.app_id),
+                    Some(json!({"value": value, "secret": true})),
+                )
+                .await;
+            expect_status(r, 200, "PUT variable").await.map(|_| value)
+        }
+        Writer::AiKey => {
+            let key = format!("sk-{tag}");
+            let body = json!({"kind": "openai-chat", "base_url": cx.ai_url, "model": "race-model",
+                "api_key": key, "ca_pem": cx.ai_ca});
+            let r = s.req(Method::PUT, "/api/v1/ai-endpoint", Some(body)).await;
+            expect_status(r, 200, "PUT ai-endpoint").await.map(|_| key)
+        }
+        Writer::Ldap => {
+            let pw = format!("svc-{tag}");
+            let mut body = cx.ldap.clone();
+            body["bind_password"] = json!(pw);
+            let r = s.req(Method::PUT, "/api/v1/sso/ldap", Some(body)).await;
+            expect_status(r, 200, "PUT sso/ldap").await.map(|_| pw)
+        }
+        Writer::Shot => {
+            let r = upload_shot(s, &cx.run, 3).await;
+            let v = expect_status(r, 201, "upload screenshot").await?;
+            Ok(v["id"].as_str().unwrap_or_default().to_string())
+        }
+    }
+}
+
+/// Open the data dir with the library (the server is idle between rounds) and prove that no
+/// value is left under a retired key: no rotation is pending, the fence stands at the active DEK
+/// version, no cell of the store nor any screenshot is sealed below it, and every sealed value
+/// the race writes is sealed under the active DEK, opens, and is the last acknowledged write.
+fn verify_sealed_offline(
+    data: &Path,
+    tenant: &str,
+    cx: &RaceCtx,
+    acked: &Acked,
+    client_key_pem: &str,
+    round: u64,
+) -> u32 {
+    use flowguard::config::{CliOverrides, Settings};
+    use flowguard::crypto::envelope;
+    use flowguard::domain::TenantId;
+    use flowguard::service::sealing::{self, Sealed};
+    use flowguard::store::{ai, fence, ldap, variables};
+    let settings = Settings::load(
+        None,
+        &CliOverrides {
+            data_dir: Some(data.to_path_buf()),
+            listen: None,
+        },
+    )
+    .unwrap();
+    let opened = flowguard::startup::open_data_dir(&settings, false).expect("catalog opens");
+    let state = flowguard::startup::build_state(Arc::new(settings), opened).unwrap();
+    let t = TenantId::parse(tenant).unwrap();
+    let keys = flowguard::service::keys::status_blocking(&state, &t).unwrap();
+    assert!(
+        keys.pending_version.is_none(),
+        "round {round}: a rotation is unfinished: {keys:?}"
+    );
+    let active = keys.active_version.expect("an active key set");
+    let db = state.tenants.get_blocking(&t).expect("tenant store opens");
+    let (fence_v, below, shots_below, var, ai_row, ldap_row, shot) = {
+        let c = db.lock();
+        (
+            fence::dek_fence(&c).unwrap(),
+            fence::sealed_below(&c, active).unwrap(),
+            fence::count_screenshots_below(&c, active).unwrap(),
+            variables::variables(&c, &cx.app_id)
+                .unwrap()
+                .into_iter()
+                .find(|v| v.name == RACED_VAR)
+                .expect("the raced variable"),
+            ai::ai_endpoint(&c).unwrap().expect("the AI endpoint"),
+            ldap::config(&c).unwrap().expect("the LDAP configuration"),
+            flowguard::store::screenshots::screenshot_of(&c, &cx.run, 3)
+                .unwrap()
+                .expect("step 3's screenshot"),
+        )
+    };
+    drop(db);
+    assert_eq!(fence_v, active, "round {round}: fence below the active DEK");
+    assert!(
+        below.is_empty() && shots_below == 0,
+        "round {round}: values under a retired DEK: {below:?}, {shots_below} screenshot(s)"
+    );
+    let check = |what: &str, col: &Sealed, key: &[&str], ct: &[u8], want: &str| {
+        let v = envelope::key_version(ct).unwrap();
+        assert!(
+            v >= fence_v && v == active,
+            "round {round}: {what} is sealed under DEK v{v} (fence v{fence_v}, active v{active})"
+        );
+        let pt = sealing::open(&state, &t, col, key, ct)
+            .unwrap_or_else(|e| panic!("round {round}: {what} does not open: {e}"));
+        assert_eq!(
+            std::str::from_utf8(&pt).unwrap(),
+            want,
+            "round {round}: {what} is not the last acknowledged write"
+        );
+    };
+    check(
+        "the secret variable",
+        &sealing::VARIABLE,
+        &[&cx.app_id, RACED_VAR],
+        var.ciphertext.as_deref().expect("sealed"),
+        &acked.variable,
+    );
+    check(
+        "the AI API key",
+        &sealing::AI_API_KEY,
+        &[],
+        ai_row.api_key.as_deref().expect("an API key"),
+        &acked.ai_key,
+    );
+    check(
+        "the LDAP bind password",
+        &sealing::LDAP_BIND_PASSWORD,
+        &[],
+        &ldap_row.bind_password,
+        &acked.ldap_bind,
+    );
+    check(
+        "the LDAP client key",
+        &sealing::LDAP_CLIENT_KEY,
+        &[],
+        ldap_row.client_key.as_deref().expect("a client key"),
+        client_key_pem,
+    );
+    assert_eq!(
+        shot.id, acked.shot,
+        "round {round}: step 3's screenshot is not the last acknowledged upload"
+    );
+    assert_eq!(
+        shot.key_version,
+        i64::from(active),
+        "round {round}: screenshot row"
+    );
+    let file = std::fs::read(
+        data.join("screenshots")
+            .join(tenant)
+            .join(format!("{}.fgs", shot.id)),
+    )
+    .unwrap();
+    assert_eq!(
+        envelope::key_version(&file).unwrap(),
+        active,
+        "round {round}: screenshot file"
+    );
+    let png = flowguard::service::screenshots::decrypt_blocking(&state, &t, &shot.id)
+        .unwrap()
+        .expect("the screenshot file");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+    // And the variable resolves the way a claim resolves it for an agent.
+    let resolved = flowguard::service::variables::resolve_blocking(&state, &t, &cx.app_id)
+        .expect("every secret decrypts");
+    let got = resolved.iter().find(|r| r.name == RACED_VAR).unwrap();
+    assert_eq!(got.value.as_str(), acked.variable, "round {round}");
+    active
+}
+
+/// Sealing in one place: writes to every sealed value — a secret variable, the AI endpoint API
+/// key, the LDAP bind password and client key, a screenshot file — race a key rotation, round
+/// after round, each write paused between sealing and storing. After every round no value is
+/// left under a retired key: each is sealed under the active DEK (at or above the fence), opens,
+/// and is the last acknowledged write; every rotation succeeds. Afterwards the server itself
+/// uses the values: the AI endpoint test sends the last key, the LDAP service account binds
+/// with the last password, the screenshot serves.
+#[tokio::test]
+async fn writes_to_every_sealed_value_racing_rotations_never_end_under_a_retired_key() {
+    let started = Instant::now();
+    let fake = crate::ai::start_fake();
+    let pki = crate::ldap_support::Pki::new();
+    let slapd = crate::ldap_support::Slapd::start(&pki, true);
+    let app = spawn_with(Opts {
+        config: Some(
+            "[egress]\nallow = [\"localhost\", \"127.0.0.0/8\"]\n[ai]\nrate_per_minute = 600\nburst = 100\n"
+                .into(),
+        ),
+        env: vec![
+            (
+                "FLOWGUARD_FAULT_PAUSE".into(),
+                format!("sealing:before_write={RACE_PAUSE_MS}"),
+            ),
+            (
+                "FLOWGUARD_LOG".into(),
+                "info,flowguard::service::sealing=debug".into(),
+            ),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let tid = app.tenant_id();
+    let fx = seed(&app, 0, 1).await;
+    let client = rcgen::generate_simple_self_signed(vec!["flowguard-client".to_string()]).unwrap();
+    let client_key_pem = client.key_pair.serialize_pem();
+    let cx = Arc::new(RaceCtx {
+        app_id: fx.app_id.clone(),
+        run: fx.shots[0].0.clone(),
+        ai_url: fake.url("/v1"),
+        ai_ca: fake.cert_pem.clone(),
+        ldap: crate::ldap_support::config_body(
+            &slapd.ldaps_url(),
+            &pki.ca_pem,
+            json!({"client_cert_pem": client.cert.pem(), "client_key_pem": client_key_pem}),
+        ),
+    });
+    let owner = app.owner().await;
+    let writers = [
+        (Writer::Variable, Arc::new(app.owner().await)),
+        (Writer::AiKey, Arc::new(app.owner().await)),
+        (Writer::Ldap, Arc::new(app.owner().await)),
+        (Writer::Shot, Arc::new(app.bearer(&fx.agent_token))),
+    ];
+    // Every value exists before the first rotation.
+    let mut acked = Acked::default();
+    for (w, s) in &writers {
+        let v = race_write(*w, s, &cx, "r0").await.unwrap();
+        acked.set(*w, v);
+    }
+    let mut writes = 0u64;
+    for round in 1..=RACE_ROUNDS {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for (w, s) in &writers {
+            let (w, s, cx, stop) = (*w, s.clone(), cx.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let (mut last, mut errors, mut k) = (None, Vec::new(), 0u64);
+                loop {
+                    k += 1;
+                    match race_write(w, &s, &cx, &format!("r{round}-{k}")).await {
+                        Ok(v) => last = Some(v),
+                        Err(e) => errors.push(format!("round {round}, {w:?} write {k}: {e}")),
+                    }
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                }
+                (w, last, errors, k)
+            }));
+        }
+        // Start the rotation at a different phase of the writers' seal → write cycle each round.
+        tokio::time::sleep(Duration::from_millis(1 + (round * 7) % RACE_PAUSE_MS)).await;
+        let r = owner.req(Method::POST, "/api/v1/keys/rotate", None).await;
+        let st = r.status().as_u16();
+        let body = r.text().await.unwrap_or_default();
+        stop.store(true, Ordering::SeqCst);
+        let mut failures = Vec::new();
+        for t in tasks {
+            let (w, last, errors, k) = t.await.unwrap();
+            failures.extend(errors);
+            if let Some(v) = last {
+                acked.set(w, v);
+            }
+            writes += k;
+        }
+        assert_eq!(
+            st,
+            200,
+            "round {round}: the rotation failed: {body}\n{}",
+            app.log_text()
+                .lines()
+                .filter(|l| l.contains("remain") || l.contains("ERROR"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let rotated: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(rotated["rotation"]["to_version"], round + 1, "{rotated}");
+        assert!(
+            failures.is_empty(),
+            "writes failed while rotating:\n{}",
+            failures.join("\n")
+        );
+        let active = verify_sealed_offline(&app.data, &tid, &cx, &acked, &client_key_pem, round);
+        assert_eq!(u64::from(active), round + 1);
+    }
+
+    // The server's own view: one active key set, every older one retired …
+    assert_versions(&keys_status(&owner).await, RACE_ROUNDS + 1);
+    // … the AI endpoint authenticates with the last acknowledged key …
+    let t = owner
+        .json(Method::POST, "/api/v1/ai-endpoint/test", None, 200)
+        .await;
+    assert_eq!(t["ok"], true, "{t}");
+    let seen = fake.seen();
+    assert_eq!(
+        seen.last().and_then(|s| s.header("authorization")),
+        Some(format!("Bearer {}", acked.ai_key).as_str())
+    );
+    // … the directory accepts the last acknowledged bind password (and only that one) …
+    slapd.ldap_modify(
+        &format!(
+            "dn: {}\nchangetype: modify\nreplace: userPassword\nuserPassword: {}\n",
+            crate::ldap_support::SVC_DN,
+            acked.ldap_bind
+        ),
+        false,
+    );
+    let c = owner
+        .json(Method::POST, "/api/v1/sso/ldap/test-connection", None, 200)
+        .await;
+    assert_eq!(c["service_bind"], true, "{c}");
+    // … and the screenshot serves.
+    let u = owner
+        .json(
+            Method::GET,
+            &format!("/api/v1/runs/{}/steps/3/screenshot", cx.run),
+            None,
+            200,
+        )
+        .await;
+    let img = app
+        .client()
+        .get(app.url(u["url"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(img.status(), 200);
+    assert!(img.bytes().await.unwrap().starts_with(b"\x89PNG"));
+    // The race was real: writes sealed under a DEK a rotation was retiring were refused by the
+    // fence and sealed again.
+    let resealed = app
+        .log_text()
+        .matches("key rotated while writing; sealing again")
+        .count();
+    assert!(
+        resealed > 0,
+        "no write ever met the fence in {RACE_ROUNDS} rounds"
+    );
+    eprintln!(
+        "{RACE_ROUNDS} rotations raced by {writes} sealed writes ({resealed} refused by the fence and sealed again) in {:.1?}",
+        started.elapsed()
+    );
+}
