@@ -24,8 +24,9 @@
 //! - [`pool`] → [`catalog`] (tenant admission and the keys that open a tenant store);
 //! - [`runs`], [`applications`] → [`cascade`]: deleting runs with their steps and screenshot rows
 //!   (retention, application deletion) is one function there, so neither imports the other;
-//! - [`screenshots`], [`variables`] → [`fence`]: the DEK-fence check inside their write
-//!   transaction ([`ShotRow`] is defined here so that [`fence`] needs nothing back);
+//! - [`screenshots`], [`variables`], [`ldap`], [`ai`] → [`fence`]: the DEK-fence check inside
+//!   their write transaction, for every sealed value they store ([`ShotRow`] is defined here so
+//!   that [`fence`] needs nothing back);
 //! - [`ldap`], [`scim`] → [`users`]: directory and SCIM provisioning find and create members and
 //!   apply the active-user limit;
 //! - [`catalog`] → [`sessions`]: [`sessions::SessionRow`] is the row of both `sessions` and the
@@ -480,7 +481,8 @@ mod tests {
         ("applications", &["cascade"]),
         ("screenshots", &["fence"]),
         ("variables", &["fence"]),
-        ("ldap", &["users"]),
+        ("ai", &["fence"]),
+        ("ldap", &["users", "fence"]),
         ("scim", &["users"]),
         ("catalog", &["sessions"]),
     ];
