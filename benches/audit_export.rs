@@ -108,7 +108,8 @@ fn prepare(root: &Path, n: u64) -> (PathBuf, String, PathBuf) {
     {
         let ev = NewAuditEvent::new(&actor, "tenant.plan_change", Some(format!("tenant:{tid}")));
         let mut c = state.catalog.db().lock();
-        catalog::set_tenant_plan(&mut c, &tid, "pro", &ev).expect("plan");
+        let id = flowguard::domain::TenantId::parse(&tid).expect("tenant id");
+        catalog::set_tenant_plan(&mut c, &id, "pro", &ev).expect("plan");
     }
     let t = TenantId::parse(&tid).expect("tid");
     let db = state.tenants.get_blocking(&t).expect("store");

@@ -567,7 +567,7 @@ fn audit_verify(settings: Settings, tenant: Option<&str>, catalog: bool) -> anyh
         let r = tenant.unwrap_or_default().to_string();
         let row = crate::service::host::find_tenant(&opened.catalog, &r)?
             .ok_or_else(|| anyhow::anyhow!("--tenant: no tenant `{r}`"))?;
-        Chain::Tenant(crate::domain::TenantId::parse(&row.id)?)
+        Chain::Tenant(row.id)
     };
     let settings = std::sync::Arc::new(settings);
     let state = startup::build_state(settings, opened)?;
@@ -831,9 +831,8 @@ fn keys(settings: Settings, action: KeysCommand) -> anyhow::Result<()> {
             let actor = host_actor();
             let mut failed = 0;
             for row in tenants {
-                let t = crate::domain::TenantId::parse(&row.id)
-                    .map_err(|e| anyhow::anyhow!("tenant id {}: {e}", row.id))?;
-                let bar = progress_bar(row.id.clone());
+                let t = row.id.clone();
+                let bar = progress_bar(row.id.to_string());
                 let res = svc::rotate_tenant_blocking(&state, &t, &actor, &|p| {
                     bar.set_message(p.phase.as_str());
                     bar.set_length(p.total.max(1));

@@ -96,12 +96,12 @@ pub fn stage_rewrap(
     let Some(w) = read_wrapped(&path)? else {
         return Ok(());
     };
-    if keyring::unwrap(new, WRAP_SCOPE, 1, KeyPurpose::Dek, &w).is_ok() {
+    if keyring::unwrap_scoped(new, WRAP_SCOPE, 1, KeyPurpose::Dek, &w).is_ok() {
         return Ok(());
     }
-    let seed = keyring::unwrap(old, WRAP_SCOPE, 1, KeyPurpose::Dek, &w)
+    let seed = keyring::unwrap_scoped(old, WRAP_SCOPE, 1, KeyPurpose::Dek, &w)
         .map_err(|_| SigningKeyError::Unwrap(path.clone()))?;
-    let next = keyring::wrap(new, WRAP_SCOPE, 1, KeyPurpose::Dek, &seed)
+    let next = keyring::wrap_scoped(new, WRAP_SCOPE, 1, KeyPurpose::Dek, &seed)
         .map_err(|_| SigningKeyError::Unwrap(path.clone()))?;
     write_synced(&next_path(&path), &next)
 }
@@ -126,7 +126,7 @@ pub fn finish_rewrap(data_dir: &Path, key: &MasterKey) -> Result<(), SigningKeyE
     }
     match read_wrapped(&path)? {
         None => Ok(()),
-        Some(w) => keyring::unwrap(key, WRAP_SCOPE, 1, KeyPurpose::Dek, &w)
+        Some(w) => keyring::unwrap_scoped(key, WRAP_SCOPE, 1, KeyPurpose::Dek, &w)
             .map(|_| ())
             .map_err(|_| SigningKeyError::Unwrap(path.clone())),
     }
@@ -158,13 +158,13 @@ impl AuditSigner {
                     nonce: bytes[..12].to_vec(),
                     ciphertext: bytes[12..].to_vec(),
                 };
-                keyring::unwrap(master, WRAP_SCOPE, 1, KeyPurpose::Dek, &w)
+                keyring::unwrap_scoped(master, WRAP_SCOPE, 1, KeyPurpose::Dek, &w)
                     .map_err(|_| SigningKeyError::Unwrap(path.clone()))?
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut seed = zeroize::Zeroizing::new([0u8; 32]);
                 rand::rngs::OsRng.fill_bytes(seed.as_mut());
-                let w = keyring::wrap(master, WRAP_SCOPE, 1, KeyPurpose::Dek, &seed)
+                let w = keyring::wrap_scoped(master, WRAP_SCOPE, 1, KeyPurpose::Dek, &seed)
                     .map_err(|_| SigningKeyError::Unwrap(path.clone()))?;
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(io)?;

@@ -6,6 +6,7 @@
 //! AAD = `flowguard/keywrap/v1|<tenant>|<version>|<purpose>`, so a wrapped key cannot be moved to
 //! another tenant, version or purpose.
 
+use crate::domain::TenantId;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use rand::RngCore;
@@ -82,8 +83,33 @@ fn aad(tenant: &str, version: u32, purpose: KeyPurpose) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Wrap `key` under the master key.
+/// Wrap tenant `tenant`'s key `version`/`purpose` under the master key (AES-256-GCM, AAD
+/// `flowguard/keywrap/v1|<tenant>|<version>|<purpose>`).
 pub fn wrap(
+    master: &MasterKey,
+    tenant: &TenantId,
+    version: u32,
+    purpose: KeyPurpose,
+    key: &[u8; 32],
+) -> Result<WrappedKey, UnwrapError> {
+    wrap_scoped(master, tenant.as_str(), version, purpose, key)
+}
+
+/// Unwrap tenant `tenant`'s key; fails on a wrong master key or any change of nonce,
+/// ciphertext or AAD.
+pub fn unwrap(
+    master: &MasterKey,
+    tenant: &TenantId,
+    version: u32,
+    purpose: KeyPurpose,
+    w: &WrappedKey,
+) -> Result<Key256, UnwrapError> {
+    unwrap_scoped(master, tenant.as_str(), version, purpose, w)
+}
+
+/// [`wrap`] for a key whose AAD scope is not a tenant id (the deployment's audit-signing key,
+/// `audit-signing`) or a scope read back from the catalog as stored (master-key rotation).
+pub fn wrap_scoped(
     master: &MasterKey,
     tenant: &str,
     version: u32,
@@ -109,8 +135,8 @@ pub fn wrap(
     })
 }
 
-/// Unwrap a key; fails on a wrong master key or any change of nonce, ciphertext or AAD.
-pub fn unwrap(
+/// [`unwrap`] for a scope that is not a [`TenantId`] (see [`wrap_scoped`]).
+pub fn unwrap_scoped(
     master: &MasterKey,
     tenant: &str,
     version: u32,
@@ -153,14 +179,14 @@ mod tests {
     fn wrap_roundtrip_and_binding() {
         let m = mk();
         let k = crate::crypto::random_key();
-        let w = wrap(&m, "eus-abcdef", 1, KeyPurpose::Db, &k).unwrap();
+        let w = wrap_scoped(&m, "eus-abcdef", 1, KeyPurpose::Db, &k).unwrap();
         assert_eq!(
-            *unwrap(&m, "eus-abcdef", 1, KeyPurpose::Db, &w).unwrap(),
+            *unwrap_scoped(&m, "eus-abcdef", 1, KeyPurpose::Db, &w).unwrap(),
             *k
         );
-        assert!(unwrap(&m, "eus-zzzzzz", 1, KeyPurpose::Db, &w).is_err());
-        assert!(unwrap(&m, "eus-abcdef", 2, KeyPurpose::Db, &w).is_err());
-        assert!(unwrap(&m, "eus-abcdef", 1, KeyPurpose::Dek, &w).is_err());
-        assert!(unwrap(&mk(), "eus-abcdef", 1, KeyPurpose::Db, &w).is_err());
+        assert!(unwrap_scoped(&m, "eus-zzzzzz", 1, KeyPurpose::Db, &w).is_err());
+        assert!(unwrap_scoped(&m, "eus-abcdef", 2, KeyPurpose::Db, &w).is_err());
+        assert!(unwrap_scoped(&m, "eus-abcdef", 1, KeyPurpose::Dek, &w).is_err());
+        assert!(unwrap_scoped(&mk(), "eus-abcdef", 1, KeyPurpose::Db, &w).is_err());
     }
 }

@@ -16,6 +16,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::MasterKey;
+use crate::domain::TenantId;
 
 /// Longest lifetime of a signed URL (15 minutes).
 pub const MAX_LIFETIME_SECS: u64 = 900;
@@ -38,9 +39,9 @@ fn message(tenant: &str, object: &str, exp: u64, kid: &str) -> String {
 }
 
 /// Sign; returns the path with query.
-pub fn sign(master: &MasterKey, tenant: &str, object: &str, exp: u64) -> Option<String> {
+pub fn sign(master: &MasterKey, tenant: &TenantId, object: &str, exp: u64) -> Option<String> {
     let mut mac = key_for(master, CURRENT_KID)?;
-    mac.update(message(tenant, object, exp, CURRENT_KID).as_bytes());
+    mac.update(message(tenant.as_str(), object, exp, CURRENT_KID).as_bytes());
     let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
     Some(format!(
         "/shots/{tenant}/{object}.png?exp={exp}&kid={CURRENT_KID}&sig={sig}"
@@ -106,7 +107,7 @@ mod tests {
     fn c12_windows() {
         let m = MasterKey::from_bytes(crate::crypto::random_key(), "mem".into());
         let t = 1_800_000_000u64;
-        let url = sign(&m, "eus-abc123", "obj1", t + 900).unwrap();
+        let url = sign(&m, &TenantId::parse("eus-abc123").unwrap(), "obj1", t + 900).unwrap();
         assert!(verify(&m, "eus-abc123", "obj1", q(&url), t + 899));
         assert!(!verify(&m, "eus-abc123", "obj1", q(&url), t + 900));
         assert!(!verify(&m, "eus-abc123", "obj1", q(&url), t + 901));
@@ -116,7 +117,13 @@ mod tests {
         assert!(!verify(&m, "eus-abc123", "obj2", q(&url), t));
         assert!(!verify(&m, "eus-zzz999", "obj1", q(&url), t));
         // too long a lifetime, even if correctly signed
-        let long = sign(&m, "eus-abc123", "obj1", t + 86_400).unwrap();
+        let long = sign(
+            &m,
+            &TenantId::parse("eus-abc123").unwrap(),
+            "obj1",
+            t + 86_400,
+        )
+        .unwrap();
         assert!(!verify(&m, "eus-abc123", "obj1", q(&long), t));
         // malformed exp, duplicates, altered exp
         let sig = q(&url).split("sig=").nth(1).unwrap();

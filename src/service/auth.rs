@@ -182,7 +182,7 @@ pub async fn login(
                 };
                 let scope = t
                     .as_ref()
-                    .map(|t| t.id.clone())
+                    .map(|t| t.id.to_string())
                     .or(tref)
                     .unwrap_or_else(|| "catalog".into());
                 let pair = catalog::failure_state(c, "pair", &pair_key(&scope, &account, &ip))?;
@@ -196,7 +196,7 @@ pub async fn login(
     }
     let scope = tenant_row
         .as_ref()
-        .map(|t| t.id.clone())
+        .map(|t| t.id.to_string())
         .or_else(|| tenant_ref.clone())
         .unwrap_or_else(|| "catalog".into());
 
@@ -220,7 +220,7 @@ pub async fn login(
         }
         (Some(_), None) => Subject::Nobody(None),
         (Some(_), Some(t)) => {
-            let tid = TenantId::parse(&t.id).map_err(ApiError::internal)?;
+            let tid = t.id.clone();
             let a = account.clone();
             let local = match input.mode {
                 LoginMode::Any => {

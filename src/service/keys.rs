@@ -160,9 +160,9 @@ fn key_err(e: impl std::fmt::Display) -> StoreError {
 fn db_key(state: &AppState, t: &TenantId, version: u32) -> StoreResult<Key256> {
     let w = {
         let c = state.catalog.db().lock();
-        catalog::key_version(&c, t.as_str(), KeyPurpose::Db, version)?
+        catalog::key_version(&c, t, KeyPurpose::Db, version)?
     };
-    keyring::unwrap(&state.master, t.as_str(), version, KeyPurpose::Db, &w).map_err(key_err)
+    keyring::unwrap(&state.master, t, version, KeyPurpose::Db, &w).map_err(key_err)
 }
 
 // ---------------------------------------------------------------- status
@@ -209,10 +209,10 @@ pub struct KeyStatus {
 pub fn status_blocking(state: &AppState, t: &TenantId) -> StoreResult<KeyStatus> {
     let rows = {
         let c = state.catalog.db().lock();
-        catalog::tenant_keys(&c, t.as_str())?
+        catalog::tenant_keys(&c, t)?
     };
     Ok(build_status(
-        t.as_str(),
+        t,
         &rows,
         state.settings.keys.rotation_days,
         state.keys.clock.now(),
@@ -221,7 +221,7 @@ pub fn status_blocking(state: &AppState, t: &TenantId) -> StoreResult<KeyStatus>
 
 /// Build a status from catalog rows (shared by the API and the CLI).
 pub fn build_status(
-    tenant: &str,
+    tenant: &TenantId,
     rows: &[catalog::TenantKeyRow],
     rotation_days: u32,
     now: DateTime<Utc>,
@@ -403,7 +403,7 @@ pub fn rotate_tenant_blocking(
     let _claim = state.keys.claim(t).ok_or(RotationError::InProgress)?;
     let rows = {
         let c = state.catalog.db().lock();
-        catalog::tenant_keys(&c, t.as_str())?
+        catalog::tenant_keys(&c, t)?
     };
     let from = rows
         .iter()
@@ -432,14 +432,14 @@ pub fn rotate_tenant_blocking(
     });
     if !resumed {
         let set = TenantKeySet::generate(to);
-        let w_db = keyring::wrap(&state.master, t.as_str(), to, KeyPurpose::Db, &set.db_key)
-            .map_err(key_err)?;
-        let w_dek = keyring::wrap(&state.master, t.as_str(), to, KeyPurpose::Dek, &set.dek)
-            .map_err(key_err)?;
+        let w_db =
+            keyring::wrap(&state.master, t, to, KeyPurpose::Db, &set.db_key).map_err(key_err)?;
+        let w_dek =
+            keyring::wrap(&state.master, t, to, KeyPurpose::Dek, &set.dek).map_err(key_err)?;
         let now = state.keys.clock.now_rfc3339();
         let res = {
             let mut c = state.catalog.db().lock();
-            catalog::insert_pending_keys(&mut c, t.as_str(), to, &w_db, &w_dek, &now)
+            catalog::insert_pending_keys(&mut c, t, to, &w_db, &w_dek, &now)
         };
         match res {
             Err(StoreError::Conflict(Conflict::RotationPending | Conflict::StaleVersion)) => {
@@ -473,7 +473,7 @@ pub fn rotate_tenant_blocking(
     // 4. rekey
     let db_rows = {
         let c = state.catalog.db().lock();
-        catalog::tenant_keys(&c, t.as_str())?
+        catalog::tenant_keys(&c, t)?
     };
     let db_pending = db_rows
         .iter()
@@ -497,7 +497,7 @@ pub fn rotate_tenant_blocking(
         let now = state.keys.clock.now_rfc3339();
         {
             let mut c = state.catalog.db().lock();
-            catalog::activate_db_key(&mut c, t.as_str(), to, &now)?;
+            catalog::activate_db_key(&mut c, t, to, &now)?;
         }
         fault::point("rotation:after_db_key");
         progress(Progress {
@@ -550,7 +550,7 @@ pub fn rotate_tenant_blocking(
     let now = state.keys.clock.now_rfc3339();
     {
         let mut c = state.catalog.db().lock();
-        catalog::finish_rotation(&mut c, t.as_str(), to, &now, &ev)?;
+        catalog::finish_rotation(&mut c, t, to, &now, &ev)?;
     }
     fault::point("rotation:after_retire");
     progress(Progress {
@@ -758,9 +758,7 @@ pub fn rotation_job_blocking(state: &AppState) -> usize {
     let actor = scheduler_actor();
     let mut rotated = 0;
     for row in tenants {
-        let Ok(t) = TenantId::parse(&row.id) else {
-            continue;
-        };
+        let t = row.id;
         match status_blocking(state, &t) {
             Ok(s) if s.rotation_due => {}
             Ok(_) => continue,
@@ -912,14 +910,14 @@ pub fn rotate_master_blocking(
             let total = rows.len() as u64;
             let mut staged = Vec::with_capacity(rows.len());
             for (i, r) in rows.into_iter().enumerate() {
-                let k = keyring::unwrap(&old, &r.tenant, r.version, r.purpose, &r.wrapped)
+                let k = keyring::unwrap_scoped(&old, &r.tenant, r.version, r.purpose, &r.wrapped)
                     .map_err(|_| MasterRotationError::Unwrap {
-                        tenant: r.tenant.clone(),
-                        version: r.version,
-                        purpose: r.purpose.as_str(),
-                        which: "current",
-                    })?;
-                let w = keyring::wrap(&new, &r.tenant, r.version, r.purpose, &k)
+                    tenant: r.tenant.clone(),
+                    version: r.version,
+                    purpose: r.purpose.as_str(),
+                    which: "current",
+                })?;
+                let w = keyring::wrap_scoped(&new, &r.tenant, r.version, r.purpose, &k)
                     .map_err(|e| MasterRotationError::Io(e.to_string()))?;
                 staged.push(catalog::KeyMaterialRow { wrapped: w, ..r });
                 progress(i as u64 + 1, total);
@@ -951,14 +949,14 @@ pub fn rotate_master_blocking(
         catalog::staged_wraps(&c, &kek)?
     };
     for r in &staged {
-        keyring::unwrap(&new, &r.tenant, r.version, r.purpose, &r.wrapped).map_err(|_| {
-            MasterRotationError::Unwrap {
+        keyring::unwrap_scoped(&new, &r.tenant, r.version, r.purpose, &r.wrapped).map_err(
+            |_| MasterRotationError::Unwrap {
                 tenant: r.tenant.clone(),
                 version: r.version,
                 purpose: r.purpose.as_str(),
                 which: "new",
-            }
-        })?;
+            },
+        )?;
     }
     let ev = NewAuditEvent::new(actor, "key.rotate_master", Some("catalog".to_string())).details(
         serde_json::json!({"old_kek_id": old.kek_id(), "new_kek_id": kek, "keys_rewrapped": staged.len(), "resumed": resumed}),
@@ -994,7 +992,7 @@ fn verify_all(
         catalog::key_material(&c)?
     };
     for r in rows {
-        keyring::unwrap(key, &r.tenant, r.version, r.purpose, &r.wrapped).map_err(|_| {
+        keyring::unwrap_scoped(key, &r.tenant, r.version, r.purpose, &r.wrapped).map_err(|_| {
             MasterRotationError::Unwrap {
                 tenant: r.tenant.clone(),
                 version: r.version,

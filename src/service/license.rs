@@ -559,7 +559,7 @@ pub async fn tenant_plan(state: &Arc<AppState>, t: &TenantId) -> ApiResult<Plan>
         .catalog
         .run(move |c| catalog::find_tenant(c, &id))
         .await?
-        .filter(|r| r.id == t.as_str())
+        .filter(|r| &r.id == t)
         .ok_or_else(ApiError::not_found)?;
     Plan::parse(&row.plan).map_err(ApiError::internal)
 }

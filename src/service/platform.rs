@@ -172,7 +172,7 @@ pub async fn get(state: &Arc<AppState>, id: &str) -> ApiResult<TenantRow> {
     let id = id.to_string();
     state
         .catalog
-        .run(move |c| Ok(catalog::find_tenant(c, &id)?.filter(|t| t.id == id)))
+        .run(move |c| Ok(catalog::find_tenant(c, &id)?.filter(|t| t.id.as_str() == id)))
         .await?
         .ok_or_else(ApiError::not_found)
 }

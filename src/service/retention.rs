@@ -63,7 +63,7 @@ pub fn retention_blocking(state: &AppState, as_of: i64) -> Vec<TenantPurge> {
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut report = TenantPurge {
-            tenant_id: t.id.clone(),
+            tenant_id: t.id.to_string(),
             plan: ent.plan,
             retention_days: ent.retention_days,
             cutoff: cutoff.clone(),
@@ -83,15 +83,14 @@ pub fn retention_blocking(state: &AppState, as_of: i64) -> Vec<TenantPurge> {
 
 fn purge_tenant(
     state: &AppState,
-    tenant: &str,
+    tenant: &TenantId,
     cutoff: &str,
     ent: &crate::domain::Entitlements,
     report: &mut TenantPurge,
 ) -> Result<(), String> {
-    let tid = TenantId::parse(tenant).map_err(|e| e.to_string())?;
     let db = state
         .tenants
-        .get_blocking(&tid)
+        .get_blocking(tenant)
         .map_err(|e| e.to_string())?;
     let mut c = db.lock();
     // Runs and audit rows go in one transaction; the screenshot files after the commit (a crash
@@ -125,7 +124,7 @@ fn purge_tenant(
     drop(c);
     report.purged_runs = purged.runs;
     report.purged_screenshots = purged.screenshots.len() as u64;
-    screenshots::remove_files(state, &tid, &purged.screenshots);
+    screenshots::remove_files(state, tenant, &purged.screenshots);
     if report.purged_rows + report.purged_runs > 0 {
         tracing::info!(tenant = %tenant, rows = report.purged_rows, runs = report.purged_runs, "retention: purged");
     }

@@ -126,7 +126,7 @@ pub async fn trigger_webhook(
         .catalog
         .run(move |c| catalog::find_tenant(c, &tid))
         .await?
-        .is_none_or(|r| r.id != t.as_str())
+        .is_none_or(|r| r.id != t)
     {
         return Err(not_found());
     }
@@ -647,9 +647,7 @@ fn all_tenants(state: &AppState) -> Vec<TenantId> {
         let c = state.catalog.db().lock();
         catalog::list_tenants(&c).unwrap_or_default()
     };
-    rows.into_iter()
-        .filter_map(|r| TenantId::parse(&r.id).ok())
-        .collect()
+    rows.into_iter().map(|r| r.id).collect()
 }
 
 /// Fail running runs whose agent sent no heartbeat for `runs.heartbeat_timeout_secs` (blocking).

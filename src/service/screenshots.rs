@@ -533,7 +533,7 @@ pub async fn signed_url_for(
         .await?
         .ok_or_else(ApiError::not_found)?;
     let exp = unix_now() as u64 + signed_url::MAX_LIFETIME_SECS;
-    let url = signed_url::sign(&state.master, t.as_str(), &shot.id, exp)
+    let url = signed_url::sign(&state.master, &t, &shot.id, exp)
         .ok_or_else(|| ApiError::internal("signing failed"))?;
     let expires_at = chrono::DateTime::from_timestamp(exp as i64, 0)
         .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))

@@ -180,9 +180,9 @@ fn key_err(e: impl std::fmt::Display) -> StoreError {
 pub fn active_dek(state: &AppState, t: &TenantId) -> StoreResult<(u32, Key256)> {
     let (v, w) = {
         let c = state.catalog.db().lock();
-        catalog::sealing_dek(&c, t.as_str())?
+        catalog::sealing_dek(&c, t)?
     };
-    let k = keyring::unwrap(&state.master, t.as_str(), v, KeyPurpose::Dek, &w).map_err(key_err)?;
+    let k = keyring::unwrap(&state.master, t, v, KeyPurpose::Dek, &w).map_err(key_err)?;
     Ok((v, k))
 }
 
@@ -191,19 +191,19 @@ pub fn active_dek(state: &AppState, t: &TenantId) -> StoreResult<(u32, Key256)> 
 pub fn dek_version(state: &AppState, t: &TenantId, version: u32) -> StoreResult<Key256> {
     let w = {
         let c = state.catalog.db().lock();
-        catalog::key_version(&c, t.as_str(), KeyPurpose::Dek, version)?
+        catalog::key_version(&c, t, KeyPurpose::Dek, version)?
     };
-    keyring::unwrap(&state.master, t.as_str(), version, KeyPurpose::Dek, &w).map_err(key_err)
+    keyring::unwrap(&state.master, t, version, KeyPurpose::Dek, &w).map_err(key_err)
 }
 
 fn usable_deks(state: &AppState, t: &TenantId) -> StoreResult<HashMap<u32, Key256>> {
     let rows = {
         let c = state.catalog.db().lock();
-        catalog::usable_keys(&c, t.as_str(), KeyPurpose::Dek)?
+        catalog::usable_keys(&c, t, KeyPurpose::Dek)?
     };
     rows.into_iter()
         .map(|(v, w)| {
-            keyring::unwrap(&state.master, t.as_str(), v, KeyPurpose::Dek, &w)
+            keyring::unwrap(&state.master, t, v, KeyPurpose::Dek, &w)
                 .map(|k| (v, k))
                 .map_err(key_err)
         })

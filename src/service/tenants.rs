@@ -91,7 +91,7 @@ pub fn create_tenant(
     let id = TenantId::generate(region);
     let keys = TenantKeySet::generate(1);
     let wrap = |p: KeyPurpose, k: &[u8; 32]| {
-        keyring::wrap(master, id.as_str(), keys.version, p, k)
+        keyring::wrap(master, &id, keys.version, p, k)
             .map_err(|e| BootstrapError::Invalid(e.to_string()))
     };
     let w_db = wrap(KeyPurpose::Db, &keys.db_key)?;
@@ -121,7 +121,7 @@ pub fn create_tenant(
         users::insert_user(&mut conn, &owner, Some(&ev))?;
     }
     let row = TenantRow {
-        id: id.as_str().into(),
+        id: id.clone(),
         name: name.as_str().into(),
         region: region.as_str().into(),
         plan: "free".into(),

@@ -12,7 +12,7 @@ use super::{audit, migrations, open_encrypted, write_tx, Conflict, Db, StoreErro
 use crate::audit::NewAuditEvent;
 use crate::crypto::keyring::{KeyPurpose, WrappedKey};
 use crate::crypto::MasterKey;
-use crate::domain::now_rfc3339;
+use crate::domain::{now_rfc3339, TenantId};
 
 /// File name of the catalog inside the data dir.
 pub const CATALOG_FILE: &str = "catalog.db";
@@ -25,7 +25,7 @@ pub const TENANT_SUSPENDED: &str = "suspended";
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TenantRow {
     /// Tenant id (`<region>-<random>`).
-    pub id: String,
+    pub id: TenantId,
     /// Unique display name.
     pub name: String,
     /// Home region.
@@ -146,13 +146,13 @@ pub fn insert_tenant(
     let tx = write_tx(c)?;
     tx.execute(
         "INSERT INTO tenants (id, name, region, plan, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![t.id, t.name, t.region, t.plan, t.created_at],
+        params![t.id.as_str(), t.name, t.region, t.plan, t.created_at],
     )?;
     for (purpose, w) in [(KeyPurpose::Db, db_key), (KeyPurpose::Dek, dek)] {
         tx.execute(
             "INSERT INTO tenant_keys (tenant_id, version, purpose, nonce, wrapped, state, created_at)
              VALUES (?1, 1, ?2, ?3, ?4, 'active', ?5)",
-            params![t.id, purpose.as_str(), w.nonce, w.ciphertext, t.created_at],
+            params![t.id.as_str(), purpose.as_str(), w.nonce, w.ciphertext, t.created_at],
         )?;
     }
     audit::append(&tx, ev)?;
@@ -160,9 +160,21 @@ pub fn insert_tenant(
     Ok(())
 }
 
+/// Parse a stored tenant id (a row that does not hold a valid id is a corrupt store).
+fn tenant_id_at(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<TenantId> {
+    let raw: String = r.get(idx)?;
+    TenantId::parse(&raw).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Text,
+            format!("stored tenant id: {}", e.0).into(),
+        )
+    })
+}
+
 fn tenant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TenantRow> {
     Ok(TenantRow {
-        id: r.get(0)?,
+        id: tenant_id_at(r, 0)?,
         name: r.get(1)?,
         region: r.get(2)?,
         plan: r.get(3)?,
@@ -173,11 +185,11 @@ fn tenant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TenantRow> {
 
 /// The tenant with exactly this id (the per-request lookup: a cached statement on the primary
 /// key; [`find_tenant`] also matches names).
-pub fn tenant_by_id(c: &Connection, id: &str) -> StoreResult<Option<TenantRow>> {
+pub fn tenant_by_id(c: &Connection, id: &TenantId) -> StoreResult<Option<TenantRow>> {
     Ok(c.prepare_cached(
         "SELECT id, name, region, plan, created_at, status FROM tenants WHERE id = ?1",
     )?
-    .query_row([id], tenant_from_row)
+    .query_row([id.as_str()], tenant_from_row)
     .optional()?)
 }
 
@@ -215,14 +227,14 @@ pub fn has_tenants(c: &Connection) -> StoreResult<bool> {
 /// The active wrapped key of `purpose` for a tenant, with its version.
 pub fn active_key(
     c: &Connection,
-    tenant: &str,
+    tenant: &TenantId,
     purpose: KeyPurpose,
 ) -> StoreResult<(u32, WrappedKey)> {
     c.query_row(
         "SELECT version, nonce, wrapped FROM tenant_keys
          WHERE tenant_id = ?1 AND purpose = ?2 AND state = 'active'
          ORDER BY version DESC LIMIT 1",
-        params![tenant, purpose.as_str()],
+        params![tenant.as_str(), purpose.as_str()],
         |r| {
             Ok((
                 r.get(0)?,
@@ -240,13 +252,13 @@ pub fn active_key(
 /// (a retired key's material is destroyed: `NotFound`).
 pub fn key_version(
     c: &Connection,
-    tenant: &str,
+    tenant: &TenantId,
     purpose: KeyPurpose,
     version: u32,
 ) -> StoreResult<WrappedKey> {
     c.query_row(
         "SELECT nonce, wrapped FROM tenant_keys WHERE tenant_id = ?1 AND purpose = ?2 AND version = ?3 AND state <> 'retired'",
-        params![tenant, purpose.as_str(), version],
+        params![tenant.as_str(), purpose.as_str(), version],
         |r| Ok(WrappedKey { nonce: r.get(0)?, ciphertext: r.get(1)? }),
     )
     .map_err(StoreError::from)
@@ -453,12 +465,12 @@ pub struct TenantKeyRow {
 }
 
 /// Every key row of a tenant, by version then purpose.
-pub fn tenant_keys(c: &Connection, tenant: &str) -> StoreResult<Vec<TenantKeyRow>> {
+pub fn tenant_keys(c: &Connection, tenant: &TenantId) -> StoreResult<Vec<TenantKeyRow>> {
     let mut s = c.prepare(
         "SELECT version, purpose, state, created_at, retired_at FROM tenant_keys
          WHERE tenant_id = ?1 ORDER BY version, purpose",
     )?;
-    let rows = s.query_map([tenant], |r| {
+    let rows = s.query_map([tenant.as_str()], |r| {
         Ok(TenantKeyRow {
             version: r.get(0)?,
             purpose: r.get(1)?,
@@ -475,7 +487,7 @@ pub fn tenant_keys(c: &Connection, tenant: &str) -> StoreResult<Vec<TenantKeyRow
 /// these at every instant.
 pub fn usable_keys(
     c: &Connection,
-    tenant: &str,
+    tenant: &TenantId,
     purpose: KeyPurpose,
 ) -> StoreResult<Vec<(u32, WrappedKey)>> {
     let mut s = c.prepare(
@@ -483,7 +495,7 @@ pub fn usable_keys(
          WHERE tenant_id = ?1 AND purpose = ?2 AND state IN ('active', 'pending')
          ORDER BY state = 'active' DESC, version DESC",
     )?;
-    let rows = s.query_map(params![tenant, purpose.as_str()], |r| {
+    let rows = s.query_map(params![tenant.as_str(), purpose.as_str()], |r| {
         Ok((
             r.get(0)?,
             WrappedKey {
@@ -497,12 +509,12 @@ pub fn usable_keys(
 
 /// The DEK new ciphertexts are sealed with: the pending version during a rotation, else the
 /// active one.
-pub fn sealing_dek(c: &Connection, tenant: &str) -> StoreResult<(u32, WrappedKey)> {
+pub fn sealing_dek(c: &Connection, tenant: &TenantId) -> StoreResult<(u32, WrappedKey)> {
     c.query_row(
         "SELECT version, nonce, wrapped FROM tenant_keys
          WHERE tenant_id = ?1 AND purpose = 'dek' AND state IN ('active', 'pending')
          ORDER BY version DESC LIMIT 1",
-        [tenant],
+        [tenant.as_str()],
         |r| {
             Ok((
                 r.get(0)?,
@@ -521,7 +533,7 @@ pub fn sealing_dek(c: &Connection, tenant: &str) -> StoreResult<(u32, WrappedKey
 /// `Conflict("stale_version")` when `version` is not above every existing one.
 pub fn insert_pending_keys(
     c: &mut Connection,
-    tenant: &str,
+    tenant: &TenantId,
     version: u32,
     db_key: &WrappedKey,
     dek: &WrappedKey,
@@ -531,7 +543,7 @@ pub fn insert_pending_keys(
         let tx = write_tx(c)?;
         let (pending, max): (i64, Option<u32>) = tx.query_row(
             "SELECT count(*) FILTER (WHERE state = 'pending'), max(version) FROM tenant_keys WHERE tenant_id = ?1",
-            [tenant],
+            [tenant.as_str()],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         if pending > 0 {
@@ -544,7 +556,7 @@ pub fn insert_pending_keys(
             tx.execute(
                 "INSERT INTO tenant_keys (tenant_id, version, purpose, nonce, wrapped, state, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
-                params![tenant, version, purpose.as_str(), w.nonce, w.ciphertext, created_at],
+                params![tenant.as_str(), version, purpose.as_str(), w.nonce, w.ciphertext, created_at],
             )?;
         }
         tx.commit()?;
@@ -556,7 +568,7 @@ pub fn insert_pending_keys(
 /// retire every older database key, destroying its wrapped material (fsynced). Idempotent.
 pub fn activate_db_key(
     c: &mut Connection,
-    tenant: &str,
+    tenant: &TenantId,
     version: u32,
     now: &str,
 ) -> StoreResult<()> {
@@ -565,11 +577,11 @@ pub fn activate_db_key(
         tx.execute(
             "UPDATE tenant_keys SET state = 'active'
              WHERE tenant_id = ?1 AND purpose = 'db' AND version = ?2 AND state = 'pending'",
-            params![tenant, version],
+            params![tenant.as_str(), version],
         )?;
         let active: bool = tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM tenant_keys WHERE tenant_id = ?1 AND purpose = 'db' AND version = ?2 AND state = 'active')",
-            params![tenant, version],
+            params![tenant.as_str(), version],
             |r| r.get(0),
         )?;
         if !active {
@@ -583,7 +595,7 @@ pub fn activate_db_key(
 
 fn retire_below(
     tx: &Connection,
-    tenant: &str,
+    tenant: &TenantId,
     purpose: KeyPurpose,
     version: u32,
     now: &str,
@@ -592,7 +604,7 @@ fn retire_below(
         "UPDATE tenant_keys SET state = 'retired', nonce = X'', wrapped = X'', next_nonce = NULL,
                 next_wrapped = NULL, next_kek = NULL, retired_at = ?4
          WHERE tenant_id = ?1 AND purpose = ?2 AND version < ?3 AND state <> 'retired'",
-        params![tenant, purpose.as_str(), version, now],
+        params![tenant.as_str(), purpose.as_str(), version, now],
     )?)
 }
 
@@ -602,7 +614,7 @@ fn retire_below(
 /// (`Conflict("db_key_not_active")`). Returns how many old DEK versions were retired.
 pub fn finish_rotation(
     c: &mut Connection,
-    tenant: &str,
+    tenant: &TenantId,
     version: u32,
     now: &str,
     ev: &NewAuditEvent,
@@ -611,7 +623,7 @@ pub fn finish_rotation(
         let tx = write_tx(c)?;
         let db_active: bool = tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM tenant_keys WHERE tenant_id = ?1 AND purpose = 'db' AND version = ?2 AND state = 'active')",
-            params![tenant, version],
+            params![tenant.as_str(), version],
             |r| r.get(0),
         )?;
         if !db_active {
@@ -620,7 +632,7 @@ pub fn finish_rotation(
         tx.execute(
             "UPDATE tenant_keys SET state = 'active'
              WHERE tenant_id = ?1 AND purpose = 'dek' AND version = ?2 AND state = 'pending'",
-            params![tenant, version],
+            params![tenant.as_str(), version],
         )?;
         let n = retire_below(&tx, tenant, KeyPurpose::Dek, version, now)?;
         audit::append(&tx, ev)?;
@@ -679,14 +691,14 @@ pub fn key_material(c: &Connection) -> StoreResult<Vec<KeyMaterialRow>> {
 /// writes nothing) when the tenant does not exist or already has that status.
 pub fn set_tenant_status(
     c: &mut Connection,
-    id: &str,
+    id: &TenantId,
     status: &str,
     ev: &NewAuditEvent,
 ) -> StoreResult<bool> {
     let tx = write_tx(c)?;
     let n = tx.execute(
         "UPDATE tenants SET status = ?2, status_changed_at = ?3 WHERE id = ?1 AND status <> ?2",
-        params![id, status, now_rfc3339()],
+        params![id.as_str(), status, now_rfc3339()],
     )?;
     if n == 0 {
         return Ok(false);
@@ -699,14 +711,14 @@ pub fn set_tenant_status(
 /// Assign a tenant's plan with its catalog audit row. Returns false when the tenant is unknown.
 pub fn set_tenant_plan(
     c: &mut Connection,
-    id: &str,
+    id: &TenantId,
     plan: &str,
     ev: &NewAuditEvent,
 ) -> StoreResult<bool> {
     let tx = write_tx(c)?;
     let n = tx.execute(
         "UPDATE tenants SET plan = ?2 WHERE id = ?1",
-        params![id, plan],
+        params![id.as_str(), plan],
     )?;
     if n == 0 {
         return Ok(false);

@@ -170,14 +170,14 @@ impl TenantStores {
     fn open_with_catalog_keys(&self, t: &TenantId, path: &Path) -> StoreResult<Connection> {
         let candidates = {
             let c = self.catalog.db().lock();
-            catalog::usable_keys(&c, t.as_str(), KeyPurpose::Db)?
+            catalog::usable_keys(&c, t, KeyPurpose::Db)?
         };
         if candidates.is_empty() {
             return Err(StoreError::NotFound);
         }
         let mut last = StoreError::WrongKey(path.to_path_buf());
         for (version, wrapped) in candidates {
-            let key = keyring::unwrap(&self.master, t.as_str(), version, KeyPurpose::Db, &wrapped)
+            let key = keyring::unwrap(&self.master, t, version, KeyPurpose::Db, &wrapped)
                 .map_err(|e| StoreError::Key(e.to_string()))?;
             match open_encrypted(path, &key, false, self.busy_ms, &migrations::tenant()) {
                 Ok(c) => return self.sized(c),
@@ -233,9 +233,9 @@ impl TenantStores {
         let open = self.cache.lock().find(t);
         if let Some(db) = open {
             let busy = self.catalog.busy_ms();
-            if let Some(row) = super::try_read_now(self.catalog.db(), busy, &|c| {
-                catalog::tenant_by_id(c, t.as_str())
-            }) {
+            if let Some(row) =
+                super::try_read_now(self.catalog.db(), busy, &|c| catalog::tenant_by_id(c, t))
+            {
                 if let Some(a) = Admitted::refused(row?) {
                     return Ok(a);
                 }
@@ -249,7 +249,7 @@ impl TenantStores {
         tokio::task::spawn_blocking(move || {
             let row = {
                 let c = me.catalog.db().lock();
-                catalog::tenant_by_id(&c, t.as_str())?
+                catalog::tenant_by_id(&c, &t)?
             };
             if let Some(a) = Admitted::refused(row) {
                 return Ok(a);

@@ -163,8 +163,8 @@ fn store_cannot_be_opened_with_another_tenants_key() {
     }
     let key_of = |t: &TenantId| {
         let c = state.catalog.db().lock();
-        let (v, w) = catalog::active_key(&c, t.as_str(), KeyPurpose::Db).unwrap();
-        keyring::unwrap(&state.master, t.as_str(), v, KeyPurpose::Db, &w).unwrap()
+        let (v, w) = catalog::active_key(&c, t, KeyPurpose::Db).unwrap();
+        keyring::unwrap(&state.master, t, v, KeyPurpose::Db, &w).unwrap()
     };
     let (ka, kb) = (key_of(&ids[0]), key_of(&ids[1]));
     assert_ne!(*ka, *kb, "each tenant has its own key");

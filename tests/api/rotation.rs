@@ -173,7 +173,7 @@ fn rotation_pending(data: &Path, tenant: &str) -> bool {
     .unwrap();
     let opened = flowguard::startup::open_data_dir(&settings, false).unwrap();
     let c = opened.catalog.db().lock();
-    flowguard::store::catalog::tenant_keys(&c, tenant)
+    flowguard::store::catalog::tenant_keys(&c, &flowguard::domain::TenantId::parse(tenant).unwrap())
         .unwrap()
         .iter()
         .any(|k| k.state == "pending")

@@ -39,7 +39,7 @@ pub struct Tenant {
 impl From<TenantRow> for Tenant {
     fn from(r: TenantRow) -> Self {
         Self {
-            id: r.id,
+            id: r.id.to_string(),
             name: r.name,
             region: r.region,
             plan: r.plan,
