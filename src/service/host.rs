@@ -28,20 +28,17 @@ pub fn is_initialised(settings: &Settings) -> bool {
 /// Append `ev` to the catalog audit chain on its own (for actions taken offline, e.g.
 /// `license issue --record`).
 pub fn record_catalog_event(cat: &Catalog, ev: &NewAuditEvent) -> StoreResult<()> {
-    let mut c = cat.db().lock();
-    catalog::append_audit(&mut c, ev)
+    cat.blocking(|c| catalog::append_audit(c, ev))
 }
 
 /// The tenant named by id or (case-insensitive) name, if any.
 pub fn find_tenant(cat: &Catalog, id_or_name: &str) -> StoreResult<Option<TenantRow>> {
-    let c = cat.db().lock();
-    catalog::find_tenant(&c, id_or_name)
+    cat.blocking(|c| catalog::find_tenant(c, id_or_name))
 }
 
 /// Every tenant, oldest first.
 pub fn list_tenants(cat: &Catalog) -> StoreResult<Vec<TenantRow>> {
-    let c = cat.db().lock();
-    catalog::list_tenants(&c)
+    cat.blocking(|c| catalog::list_tenants(c))
 }
 
 /// Clear the login lockout counters of `account` (optionally of one tenant), audited as
@@ -53,8 +50,7 @@ pub fn unlock_account(cat: &Catalog, account: &str, tenant: Option<&str>) -> Sto
         Some(format!("account:{account}")),
     )
     .details(serde_json::json!({"tenant": tenant}));
-    let mut c = cat.db().lock();
-    catalog::unlock_account(&mut c, account, tenant, &ev)
+    cat.blocking(|c| catalog::unlock_account(c, account, tenant, &ev))
 }
 
 /// Key status of `tenants` (as `flowguard keys status` shows it) at `now`.
@@ -64,11 +60,12 @@ pub fn key_status(
     rotation_days: u32,
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<KeyStatus>> {
-    let c = cat.db().lock();
-    let mut out = Vec::with_capacity(tenants.len());
-    for t in tenants {
-        let rows = catalog::tenant_keys(&c, &t.id)?;
-        out.push(keys::build_status(&t.id, &rows, rotation_days, now));
-    }
-    Ok(out)
+    cat.blocking(|c| {
+        let mut out = Vec::with_capacity(tenants.len());
+        for t in tenants {
+            let rows = catalog::tenant_keys(c, &t.id)?;
+            out.push(keys::build_status(&t.id, &rows, rotation_days, now));
+        }
+        Ok(out)
+    })
 }

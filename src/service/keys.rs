@@ -158,10 +158,9 @@ fn key_err(e: impl std::fmt::Display) -> StoreError {
 }
 
 fn db_key(state: &AppState, t: &TenantId, version: u32) -> StoreResult<Key256> {
-    let w = {
-        let c = state.catalog.db().lock();
-        catalog::key_version(&c, t, KeyPurpose::Db, version)?
-    };
+    let w = state
+        .catalog
+        .blocking(|c| catalog::key_version(c, t, KeyPurpose::Db, version))?;
     keyring::unwrap(&state.master, t, version, KeyPurpose::Db, &w).map_err(key_err)
 }
 
@@ -207,10 +206,7 @@ pub struct KeyStatus {
 
 /// A tenant's key status (blocking).
 pub fn status_blocking(state: &AppState, t: &TenantId) -> StoreResult<KeyStatus> {
-    let rows = {
-        let c = state.catalog.db().lock();
-        catalog::tenant_keys(&c, t)?
-    };
+    let rows = state.catalog.blocking(|c| catalog::tenant_keys(c, t))?;
     Ok(build_status(
         t,
         &rows,
@@ -401,10 +397,7 @@ pub fn rotate_tenant_blocking(
     progress: &dyn Fn(Progress),
 ) -> Result<RotationReport, RotationError> {
     let _claim = state.keys.claim(t).ok_or(RotationError::InProgress)?;
-    let rows = {
-        let c = state.catalog.db().lock();
-        catalog::tenant_keys(&c, t)?
-    };
+    let rows = state.catalog.blocking(|c| catalog::tenant_keys(c, t))?;
     let from = rows
         .iter()
         .filter(|r| r.purpose == "dek" && r.state == "active")
@@ -437,10 +430,9 @@ pub fn rotate_tenant_blocking(
         let w_dek =
             keyring::wrap(&state.master, t, to, KeyPurpose::Dek, &set.dek).map_err(key_err)?;
         let now = state.keys.clock.now_rfc3339();
-        let res = {
-            let mut c = state.catalog.db().lock();
-            catalog::insert_pending_keys(&mut c, t, to, &w_db, &w_dek, &now)
-        };
+        let res = state
+            .catalog
+            .blocking(|c| catalog::insert_pending_keys(c, t, to, &w_db, &w_dek, &now));
         match res {
             Err(StoreError::Conflict(Conflict::RotationPending | Conflict::StaleVersion)) => {
                 return Err(RotationError::InProgress)
@@ -471,10 +463,7 @@ pub fn rotate_tenant_blocking(
     fault::point("rotation:after_rewrap");
 
     // 4. rekey
-    let db_rows = {
-        let c = state.catalog.db().lock();
-        catalog::tenant_keys(&c, t)?
-    };
+    let db_rows = state.catalog.blocking(|c| catalog::tenant_keys(c, t))?;
     let db_pending = db_rows
         .iter()
         .any(|r| r.purpose == "db" && r.version == to && r.state == "pending");
@@ -495,10 +484,9 @@ pub fn rotate_tenant_blocking(
         state.tenants.rekey_blocking(t, &old, &new)?;
         fault::point("rotation:after_rekey");
         let now = state.keys.clock.now_rfc3339();
-        {
-            let mut c = state.catalog.db().lock();
-            catalog::activate_db_key(&mut c, t, to, &now)?;
-        }
+        state
+            .catalog
+            .blocking(|c| catalog::activate_db_key(c, t, to, &now))?;
         fault::point("rotation:after_db_key");
         progress(Progress {
             phase: Phase::Rekey,
@@ -548,10 +536,9 @@ pub fn rotate_tenant_blocking(
         }),
     );
     let now = state.keys.clock.now_rfc3339();
-    {
-        let mut c = state.catalog.db().lock();
-        catalog::finish_rotation(&mut c, t, to, &now, &ev)?;
-    }
+    state
+        .catalog
+        .blocking(|c| catalog::finish_rotation(c, t, to, &now, &ev))?;
     fault::point("rotation:after_retire");
     progress(Progress {
         phase: Phase::Retire,
@@ -744,10 +731,7 @@ pub fn scheduler_actor() -> Actor {
 /// `keys.rotation_days` old by [`KeyRuntime::clock`], and finish any interrupted rotation.
 /// Returns how many tenants were rotated; failures are logged and retried on the next run.
 pub fn rotation_job_blocking(state: &AppState) -> usize {
-    let tenants = {
-        let c = state.catalog.db().lock();
-        catalog::list_tenants(&c)
-    };
+    let tenants = state.catalog.blocking(|c| catalog::list_tenants(c));
     let tenants = match tenants {
         Ok(t) => t,
         Err(e) => {
@@ -903,10 +887,7 @@ pub fn rotate_master_blocking(
             write_marker(data_dir, &old, &new).map_err(|e| {
                 MasterRotationError::Io(format!("cannot write the rotation marker: {e}"))
             })?;
-            let rows = {
-                let c = cat.db().lock();
-                catalog::key_material(&c)?
-            };
+            let rows = cat.blocking(|c| catalog::key_material(c))?;
             let total = rows.len() as u64;
             let mut staged = Vec::with_capacity(rows.len());
             for (i, r) in rows.into_iter().enumerate() {
@@ -922,10 +903,7 @@ pub fn rotate_master_blocking(
                 staged.push(catalog::KeyMaterialRow { wrapped: w, ..r });
                 progress(i as u64 + 1, total);
             }
-            {
-                let mut c = cat.db().lock();
-                catalog::stage_next_wraps(&mut c, &kek, &staged)?;
-            }
+            cat.blocking(|c| catalog::stage_next_wraps(c, &kek, &staged))?;
             // The audit-signing key (issue 5) is wrapped under the master key too.
             crate::crypto::audit_signing::stage_rewrap(data_dir, &old, &new)
                 .map_err(|e| MasterRotationError::Io(e.to_string()))?;
@@ -944,10 +922,7 @@ pub fn rotate_master_blocking(
         Err(e) => return Err(e.into()),
     };
     // The catalog is under the new key: check the staged material, then switch it in.
-    let staged = {
-        let c = cat.db().lock();
-        catalog::staged_wraps(&c, &kek)?
-    };
+    let staged = cat.blocking(|c| catalog::staged_wraps(c, &kek))?;
     for r in &staged {
         keyring::unwrap_scoped(&new, &r.tenant, r.version, r.purpose, &r.wrapped).map_err(
             |_| MasterRotationError::Unwrap {
@@ -961,10 +936,7 @@ pub fn rotate_master_blocking(
     let ev = NewAuditEvent::new(actor, "key.rotate_master", Some("catalog".to_string())).details(
         serde_json::json!({"old_kek_id": old.kek_id(), "new_kek_id": kek, "keys_rewrapped": staged.len(), "resumed": resumed}),
     );
-    let switched = {
-        let mut c = cat.db().lock();
-        catalog::swap_staged_wraps(&mut c, &kek, &ev)?
-    };
+    let switched = cat.blocking(|c| catalog::swap_staged_wraps(c, &kek, &ev))?;
     fault::point("master:after_swap");
     verify_all(&cat, &new, "new")?;
     crate::crypto::audit_signing::finish_rewrap(data_dir, &new)
@@ -987,10 +959,7 @@ fn verify_all(
     key: &MasterKey,
     which: &'static str,
 ) -> Result<(), MasterRotationError> {
-    let rows = {
-        let c = cat.db().lock();
-        catalog::key_material(&c)?
-    };
+    let rows = cat.blocking(|c| catalog::key_material(c))?;
     for r in rows {
         keyring::unwrap_scoped(key, &r.tenant, r.version, r.purpose, &r.wrapped).map_err(|_| {
             MasterRotationError::Unwrap {

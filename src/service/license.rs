@@ -366,10 +366,8 @@ pub fn install_offline(
         Some(format!("license:{}", s.claims.jti)),
     )
     .details(details(&s));
-    let res = {
-        let mut c = catalog.db().lock();
-        catalog::append_audit_with(&mut c, &ev, || std::fs::rename(&tmp, path))
-    };
+    let res =
+        catalog.blocking(|c| catalog::append_audit_with(c, &ev, || std::fs::rename(&tmp, path)));
     match res {
         Ok(Ok(())) => Ok(s),
         Ok(Err(e)) => {

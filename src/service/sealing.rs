@@ -178,10 +178,7 @@ fn key_err(e: impl std::fmt::Display) -> StoreError {
 /// rotation runs, else the active one (blocking). `NotFound` for a tenant without keys; `Key`
 /// when the wrapped key does not unwrap.
 pub fn active_dek(state: &AppState, t: &TenantId) -> StoreResult<(u32, Key256)> {
-    let (v, w) = {
-        let c = state.catalog.db().lock();
-        catalog::sealing_dek(&c, t)?
-    };
+    let (v, w) = state.catalog.blocking(|c| catalog::sealing_dek(c, t))?;
     let k = keyring::unwrap(&state.master, t, v, KeyPurpose::Dek, &w).map_err(key_err)?;
     Ok((v, k))
 }
@@ -189,18 +186,16 @@ pub fn active_dek(state: &AppState, t: &TenantId) -> StoreResult<(u32, Key256)> 
 /// The DEK of `version` while it is pending or active (blocking). A retired DEK is destroyed:
 /// `NotFound` (the value was re-sealed meanwhile; read it again); `Key` when it does not unwrap.
 pub fn dek_version(state: &AppState, t: &TenantId, version: u32) -> StoreResult<Key256> {
-    let w = {
-        let c = state.catalog.db().lock();
-        catalog::key_version(&c, t, KeyPurpose::Dek, version)?
-    };
+    let w = state
+        .catalog
+        .blocking(|c| catalog::key_version(c, t, KeyPurpose::Dek, version))?;
     keyring::unwrap(&state.master, t, version, KeyPurpose::Dek, &w).map_err(key_err)
 }
 
 fn usable_deks(state: &AppState, t: &TenantId) -> StoreResult<HashMap<u32, Key256>> {
-    let rows = {
-        let c = state.catalog.db().lock();
-        catalog::usable_keys(&c, t, KeyPurpose::Dek)?
-    };
+    let rows = state
+        .catalog
+        .blocking(|c| catalog::usable_keys(c, t, KeyPurpose::Dek))?;
     rows.into_iter()
         .map(|(v, w)| {
             keyring::unwrap(&state.master, t, v, KeyPurpose::Dek, &w)

@@ -131,10 +131,7 @@ pub fn create_tenant(
     let ev = NewAuditEvent::new(&actor, "tenant.create", Some(format!("tenant:{}", id))).details(
         serde_json::json!({"name": name.as_str(), "region": region.as_str(), "plan": "free"}),
     );
-    let res = {
-        let mut c = catalog.db().lock();
-        catalog::insert_tenant(&mut c, &row, &w_db, &w_dek, &ev)
-    };
+    let res = catalog.blocking(|c| catalog::insert_tenant(c, &row, &w_db, &w_dek, &ev));
     if let Err(e) = res {
         let _ = std::fs::remove_file(stores.path_of(&id));
         return Err(e.into());

@@ -129,6 +129,14 @@ impl Catalog {
     }
 
     /// Busy timeout of catalog connections (ms).
+    /// Run `f` on the catalog connection on the calling thread, holding the connection's lock
+    /// for `f` only: for code that already runs off the async executor (key rotation, jobs, the
+    /// CLI). Async callers use [`Catalog::run`] / [`Catalog::read`].
+    pub fn blocking<R>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<R>) -> StoreResult<R> {
+        let mut c = self.db.lock();
+        f(&mut c)
+    }
+
     pub fn busy_ms(&self) -> u64 {
         self.busy_ms
     }
