@@ -117,18 +117,8 @@ fn verify_offline(
     app_id: &str,
     secrets: &BTreeMap<String, String>,
 ) -> usize {
-    use flowguard::config::{CliOverrides, Settings};
     use flowguard::domain::TenantId;
-    let settings = Settings::load(
-        None,
-        &CliOverrides {
-            data_dir: Some(data.to_path_buf()),
-            listen: None,
-        },
-    )
-    .unwrap();
-    let opened = flowguard::startup::open_data_dir(&settings, false).expect("catalog opens");
-    let state = flowguard::startup::build_state(Arc::new(settings), opened).unwrap();
+    let state = offline_state(data);
     let t = TenantId::parse(tenant).unwrap();
     state.tenants.get_blocking(&t).expect("tenant store opens");
     let resolved = flowguard::service::variables::resolve_blocking(&state, &t, app_id)
@@ -1171,21 +1161,11 @@ fn verify_sealed_offline(
     client_key_pem: &str,
     round: u64,
 ) -> u32 {
-    use flowguard::config::{CliOverrides, Settings};
     use flowguard::crypto::envelope;
     use flowguard::domain::TenantId;
     use flowguard::service::sealing::{self, Sealed};
     use flowguard::store::{ai, fence, ldap, variables};
-    let settings = Settings::load(
-        None,
-        &CliOverrides {
-            data_dir: Some(data.to_path_buf()),
-            listen: None,
-        },
-    )
-    .unwrap();
-    let opened = flowguard::startup::open_data_dir(&settings, false).expect("catalog opens");
-    let state = flowguard::startup::build_state(Arc::new(settings), opened).unwrap();
+    let state = offline_state(data);
     let t = TenantId::parse(tenant).unwrap();
     let keys = flowguard::service::keys::status_blocking(&state, &t).unwrap();
     assert!(
@@ -1464,4 +1444,20 @@ async fn writes_to_every_sealed_value_racing_rotations_never_end_under_a_retired
         "{RACE_ROUNDS} rotations raced by {writes} sealed writes ({resealed} refused by the fence and sealed again) in {:.1?}",
         started.elapsed()
     );
+}
+
+/// The appliance state over `data` opened offline (the server of the test is stopped or between
+/// rounds), for checks that read the stores with the library.
+fn offline_state(data: &Path) -> flowguard::service::AppState {
+    use flowguard::config::{CliOverrides, Settings};
+    let settings = Settings::load(
+        None,
+        &CliOverrides {
+            data_dir: Some(data.to_path_buf()),
+            listen: None,
+        },
+    )
+    .unwrap();
+    let opened = flowguard::startup::open_data_dir(&settings, false).expect("catalog opens");
+    flowguard::startup::build_state(Arc::new(settings), opened).unwrap()
 }
