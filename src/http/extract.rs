@@ -126,17 +126,22 @@ pub mod perm {
     }
 
     macro_rules! perms {
-        ($scope:ident: $($n:ident),* $(,)?) => {$(
-            #[doc = concat!("Type-level `Permission::", stringify!($n), "`.")]
-            pub struct $n;
-            impl PermMarker for $n {
-                const P: Permission = Permission::$n;
-                type Scope = super::$scope;
-            }
-        )*};
+        ($list:ident, $scope:ident: $($n:ident),* $(,)?) => {
+            $(
+                #[doc = concat!("Type-level `Permission::", stringify!($n), "`.")]
+                pub struct $n;
+                impl PermMarker for $n {
+                    const P: Permission = Permission::$n;
+                    type Scope = super::$scope;
+                }
+            )*
+            #[doc = concat!("Every permission whose routes get the `", stringify!($scope), "` context.")]
+            pub const $list: &[Permission] = &[$(Permission::$n),*];
+        };
     }
     // Held only by tenant roles (checked by `tenant_permissions_are_never_platform_admins`).
     perms!(
+        TENANT_SCOPED,
         TenantScope: ApplicationRead,
         ApplicationWrite,
         MemberRead,
@@ -162,6 +167,7 @@ pub mod perm {
         AiEndpointManage,
     );
     perms!(
+        ANY_SCOPED,
         AnyScope: SelfRead,
         SelfPassword,
         PlatformRead,
@@ -307,39 +313,19 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::perm::*;
+    use super::perm::{ANY_SCOPED, TENANT_SCOPED};
     use crate::domain::Role;
-
-    fn platform_admin_lacks<P: PermMarker<Scope = super::TenantScope>>() {
-        assert!(!Role::PlatformAdmin.allows(P::P), "{:?}", P::P);
-    }
 
     /// A tenant-scoped guard can always resolve the tenant: no permission of a tenant route is
     /// held by the one role without a tenant.
     #[test]
     fn tenant_permissions_are_never_platform_admins() {
-        platform_admin_lacks::<ApplicationRead>();
-        platform_admin_lacks::<ApplicationWrite>();
-        platform_admin_lacks::<MemberRead>();
-        platform_admin_lacks::<MemberWrite>();
-        platform_admin_lacks::<AgentTokenManage>();
-        platform_admin_lacks::<ScimTokenManage>();
-        platform_admin_lacks::<AuditRead>();
-        platform_admin_lacks::<AgentSelf>();
-        platform_admin_lacks::<FlowRead>();
-        platform_admin_lacks::<FlowWrite>();
-        platform_admin_lacks::<RunRead>();
-        platform_admin_lacks::<RunTrigger>();
-        platform_admin_lacks::<VariableRead>();
-        platform_admin_lacks::<VariableWrite>();
-        platform_admin_lacks::<WebhookManage>();
-        platform_admin_lacks::<AgentRun>();
-        platform_admin_lacks::<ScimUsers>();
-        platform_admin_lacks::<ScimDiscovery>();
-        platform_admin_lacks::<SsoManage>();
-        platform_admin_lacks::<KeyRead>();
-        platform_admin_lacks::<KeyRotate>();
-        platform_admin_lacks::<LicenseRead>();
-        platform_admin_lacks::<AiEndpointManage>();
+        assert!(!TENANT_SCOPED.is_empty());
+        for p in TENANT_SCOPED {
+            assert!(!Role::PlatformAdmin.allows(*p), "{p:?}");
+        }
+        for p in ANY_SCOPED {
+            assert!(!TENANT_SCOPED.contains(p), "{p:?} listed in both scopes");
+        }
     }
 }

@@ -7,7 +7,8 @@
 //! - **key lookup**: the DEK new ciphertexts are sealed with ([`active_dek`]: the pending version
 //!   while a rotation runs, else the active one) and the DEK of a recorded version
 //!   ([`dek_version`]);
-//! - **seal and open** ([`seal`], [`open`], [`open_screenshot`]), and the rotation's re-seal
+//! - **seal and open** (sealing only inside [`write_sealed`], so never outside the fence;
+//!   [`open`], [`open_screenshot`]), and the rotation's re-seal
 //!   ([`Resealer`]);
 //! - **the fenced write** ([`write_sealed`], [`write_sealed_blocking`]): seal under the current
 //!   DEK, run the store write — which checks the rotation fence
@@ -206,21 +207,6 @@ fn usable_deks(state: &AppState, t: &TenantId) -> StoreResult<HashMap<u32, Key25
 }
 
 // ---------------------------------------------------------------- seal and open
-
-/// Seal `plaintext` for column `col` of row `row_key` under the current DEK (blocking).
-/// Returns (DEK version, envelope ciphertext). Prefer [`write_sealed`] for values that are
-/// stored: a bare `seal` is not protected against a concurrent rotation.
-pub fn seal(
-    state: &AppState,
-    t: &TenantId,
-    col: &Sealed,
-    row_key: &[&str],
-    plaintext: &[u8],
-) -> StoreResult<(u32, Vec<u8>)> {
-    let (v, dek) = active_dek(state, t)?;
-    let ct = envelope::seal(&dek, v, &col.aad(t, row_key), plaintext).map_err(key_err)?;
-    Ok((v, ct))
-}
 
 fn open_with_aad(
     state: &AppState,
