@@ -321,11 +321,26 @@ impl Ui {
 
     async fn goto(&self, path: &str) -> Res {
         let url = format!("{}{}", self.base, path);
-        tokio::time::timeout(DEADLINE, self.page.goto(url.as_str()))
-            .await
-            .map_err(|_| format!("navigation to {url} timed out"))?
-            .map_err(|e| format!("navigation to {url} failed: {e}"))?;
-        Ok(())
+        let res = tokio::time::timeout(DEADLINE, self.page.goto(url.as_str())).await;
+        let err = match res {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => format!("navigation to {url} failed: {e}"),
+            Err(_) => format!("navigation to {url} timed out"),
+        };
+        // On a loaded 2-core runner the driver can miss the load event of a page that did load
+        // (seen as "Request timed out" with the app already calling the API). Accept the
+        // navigation only if the document is ours and finished loading; the caller's waits then
+        // check its content as before.
+        let loaded: Res<bool> = self
+            .eval(&format!(
+                "location.origin === new URL({}).origin && document.readyState !== 'loading'",
+                js_str(&url)
+            ))
+            .await;
+        match loaded {
+            Ok(true) => Ok(()),
+            _ => Err(err),
+        }
     }
 
     /// Click the first enabled element matching `sel` (polling until there is one).
