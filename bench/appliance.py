@@ -5,7 +5,10 @@ Subcommands:
   measure  start the real binary on loopback with temp data dirs, set up tenants, runs and a
            screenshot through the public API, and measure P2 (API vs /healthz), P4 (signed-URL
            screenshot vs nginx), P5 (login storm + /healthz p99) and P7 (start-up, idle RSS,
-           binary size); load from `wrk` on the same machine. Writes one JSON file.
+           binary size) and P8 (fleet ingest: K agents over the agent API + dashboard clients,
+           SQLCipher stores vs plain stores on the same binary); load from `wrk` and Python
+           client processes on the same machine. Writes one JSON file.
+  p8       only P8 (sizes: --agents, --secs, --rounds, --think-ms); JSON + markdown on stdout.
   render   turn the JSON files of every measure into BENCHMARKS.md.
 
 Standard library only. Every pair runs in the same invocation, rounds alternate which side goes
@@ -548,7 +551,431 @@ def measure(args):
         srv.stop()
     res["p7"] = p7_footprint(args.bin, cfg, work, args.populate.split())
     save()
+    res["p8"] = p8_fleet(args.bin, p8_cfg(quick), work)
+    save()
     log(f"wrote {args.out}")
+
+
+# ------------------------------------------------------------------------------ P8 fleet ingest
+
+P8_STEPS = 25
+P8_SHOT_STEPS = (12, 24)  # screenshot steps (0-based) of the 25-step flow: 2 uploads per run
+P8_MASK = [{"selector": "#card-number", "x": 40, "y": 100, "width": 320, "height": 48}]
+P8_CONSOLE = [{"level": "info", "text": "GET https://shop.example/ 200 in 83 ms"},
+              {"level": "warning", "text": "Deprecation: synchronous XMLHttpRequest on the main thread"},
+              {"level": "info", "text": "app booted; user=[REDACTED]; feature flags: a,b,c,d"}]
+
+
+def p8_flow_steps():
+    steps = [{"type": "navigate", "url": "/"}]
+    for i in range(1, P8_STEPS):
+        if i in P8_SHOT_STEPS:
+            steps.append({"type": "screenshot", "mask": ["#card-number"]})
+        elif i % 2:
+            steps.append({"type": "click", "selector": f"#button-{i}"})
+        else:
+            steps.append({"type": "fill", "selector": f"#field-{i}", "value": f"value {i}"})
+    return steps
+
+
+class Conn:
+    """One keep-alive HTTPS connection of a simulated client (reconnects after an error)."""
+
+    def __init__(self, addr):
+        self.addr = addr
+        self.c = None
+        self.retries = []  # (method, path, seconds until the failure, error) of every retried request
+
+    def req(self, method, path, body=None, headers=None, ctype="application/json"):
+        h = dict(headers or {})
+        data = None
+        if body is not None:
+            data = body if isinstance(body, (bytes, bytearray)) else json.dumps(body).encode()
+            h["Content-Type"] = ctype
+        for attempt in (0, 1):
+            if self.c is None:
+                self.c = http.client.HTTPSConnection(self.addr[0], self.addr[1], context=CTX, timeout=30)
+            t0 = time.perf_counter()
+            try:
+                self.c.request(method, path, body=data, headers=h)
+                r = self.c.getresponse()
+                payload = r.read()
+                return r.status, payload, (time.perf_counter() - t0) * 1000.0
+            except (OSError, http.client.HTTPException) as e:
+                # A keep-alive connection the server closed is retried once on a new one; the
+                # failure is recorded (a request that hung shows here with its time).
+                self.retries.append((method, re.sub(r"/[0-9a-f-]{20,}", "/…", path),
+                                     round(time.perf_counter() - t0, 3), repr(e)[:120]))
+                self.c.close()
+                self.c = None
+                if attempt:
+                    raise
+        raise RuntimeError("unreachable")
+
+
+def p8_setup(srv, agents, shot_w, shot_h):
+    """Owner session, one application, a 25-step flow with 2 masked screenshot steps, one agent
+    token per simulated agent."""
+    creds = read_creds(srv.data)
+    a = srv.addr
+    me, hdrs = jreq(a, "POST", "/api/v1/auth/login",
+                    {"tenant": creds["tenant_id"], "email": "admin@localhost",
+                     "password": creds["owner_password"]})
+    cookie = next(v.split(";", 1)[0] for k, v in hdrs
+                  if k.lower() == "set-cookie" and v.startswith("fg_session="))
+    sh = {"Cookie": cookie, "X-CSRF-Token": me["csrf_token"]}
+    app, _ = jreq(a, "POST", "/api/v1/applications", {"name": "shop", "base_url": "https://shop.example"}, sh, 201)
+    flow, _ = jreq(a, "POST", f"/api/v1/applications/{app['id']}/flows",
+                   {"name": "checkout", "tags": ["bench"], "source": "manual", "steps": p8_flow_steps()}, sh, 201)
+    tokens = []
+    for i in range(agents):
+        tok, _ = jreq(a, "POST", "/api/v1/agent-tokens", {"application_id": app["id"], "name": f"agent-{i}"}, sh, 201)
+        tokens.append(tok["token"])
+    return {"cookie": cookie, "app": app["id"], "flow": flow["id"], "tokens": tokens,
+            "png": screenshot_png(shot_w, shot_h)}
+
+
+def p8_agent(addr, s, token, deadline, outq):
+    """Simulated agent: queue (untimed) → claim → 25 step reports, 2 screenshot uploads → complete,
+    as fast as the server acknowledges, until `deadline` (a run in progress is finished)."""
+    c = Conn(addr)
+    ah = {"Authorization": f"Bearer {token}"}
+    lat = {"claim": [], "step": [], "shot": [], "complete": []}
+    out = {"runs": 0, "steps": 0, "shots": 0, "errors": 0, "lat": lat}
+    body, ctype = multipart([("image", "s.png", "image/png", s["png"]),
+                             ("masks", None, "application/json", json.dumps(P8_MASK).encode())])
+    try:
+        while time.monotonic() < deadline:
+            st, p, _ = c.req("POST", f"/api/v1/agent/flows/{s['flow']}/runs", None, ah)
+            if st != 201:
+                out["errors"] += 1
+                continue
+            run = json.loads(p)["id"]
+            st, p, ms = c.req("POST", f"/api/v1/agent/runs/claim?run={run}", None, ah)
+            if st != 200:
+                out["errors"] += 1
+                continue
+            lat["claim"].append(ms)
+            for i in range(P8_STEPS):
+                st, _, ms = c.req("POST", f"/api/v1/agent/runs/{run}/steps",
+                                  {"index": i, "status": "passed", "duration_ms": 40 + i,
+                                   "console": P8_CONSOLE, "network": {"requests": 17, "failed": 0, "bytes": 482133}}, ah)
+                if st != 200:
+                    out["errors"] += 1
+                    continue
+                lat["step"].append(ms)
+                out["steps"] += 1
+                if i in P8_SHOT_STEPS and s.get("shots", True):
+                    st, _, ms = c.req("POST", f"/api/v1/agent/runs/{run}/steps/{i}/screenshot", body, ah, ctype=ctype)
+                    if st != 201:
+                        out["errors"] += 1
+                        continue
+                    lat["shot"].append(ms)
+                    out["shots"] += 1
+            st, _, ms = c.req("POST", f"/api/v1/agent/runs/{run}/complete", {"status": "passed"}, ah)
+            if st != 200:
+                out["errors"] += 1
+                continue
+            lat["complete"].append(ms)
+            out["runs"] += 1
+    except Exception as e:  # noqa: BLE001 - reported, counted as an error
+        out["errors"] += 1
+        out["exception"] = repr(e)
+    out["retries"] = c.retries
+    outq.put(out)
+
+
+def p8_dashboard(addr, s, stop_at, think_s, outq):
+    """Simulated person: the application's run list (first page, 50), then one run's detail,
+    with `think_s` between requests, until `stop_at`."""
+    c = Conn(addr)
+    h = {"Cookie": s["cookie"]}
+    lat = {"list": [], "detail": []}
+    out = {"errors": 0, "lat": lat}
+    rid = None
+    try:
+        while time.monotonic() < stop_at:
+            st, p, ms = c.req("GET", f"/api/v1/applications/{s['app']}/runs?limit=50", None, h)
+            if st == 200:
+                lat["list"].append(ms)
+                items = json.loads(p)["items"]
+                if items:
+                    rid = items[len(items) // 2]["id"]
+            else:
+                out["errors"] += 1
+            time.sleep(think_s)
+            if rid:
+                st, _, ms = c.req("GET", f"/api/v1/runs/{rid}", None, h)
+                if st == 200:
+                    lat["detail"].append(ms)
+                else:
+                    out["errors"] += 1
+            time.sleep(think_s)
+    except Exception as e:  # noqa: BLE001
+        out["errors"] += 1
+        out["exception"] = repr(e)
+    out["retries"] = c.retries
+    outq.put(out)
+
+
+def proc_cpu_s(pid):
+    """utime + stime of a process in seconds (/proc/<pid>/stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_mem_kib(pid):
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k = line.split(":", 1)[0]
+            if k in ("VmRSS", "VmHWM"):
+                out[k] = int(line.split()[1])
+    return out
+
+
+def pct(vals, p):
+    if not vals:
+        return None
+    v = sorted(vals)
+    return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))]
+
+
+P8_ROUTES = {"list": ("GET", "/api/v1/applications/{app}/runs"), "detail": ("GET", "/api/v1/runs/{run}"),
+             "step": ("POST", "/api/v1/agent/runs/{run}/steps"), "claim": ("POST", "/api/v1/agent/runs/claim"),
+             "shot": ("POST", "/api/v1/agent/runs/{run}/steps/{n}/screenshot")}
+
+
+def scrape_latency(srv):
+    """{(method, route): {le: cumulative count}} of the server's own request-latency histogram
+    (`/metrics`, loopback)."""
+    try:
+        st, _, body = request(srv.addr, "GET", "/metrics", timeout=10)
+    except OSError:
+        return {}
+    out = {}
+    if st != 200:
+        return out
+    rx = re.compile(r'^flowguard_http_request_duration_seconds_bucket\{(.*)\} (\S+)$')
+    for line in body.decode().splitlines():
+        m = rx.match(line)
+        if not m:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        le = float("inf") if labels.get("le") == "+Inf" else float(labels.get("le", "nan"))
+        out.setdefault((labels.get("method"), labels.get("route")), {})[le] = float(m.group(2))
+    return out
+
+
+def server_p99_ms(before, after, key):
+    """Upper bound (ms) of the histogram bucket holding the 99th percentile of the requests
+    between two scrapes (server-side time: routing to response, no client scheduling)."""
+    a, b = after.get(key), before.get(key, {})
+    if not a:
+        return None
+    delta = sorted((le, a[le] - b.get(le, 0.0)) for le in a)
+    total = delta[-1][1]
+    if total <= 0:
+        return None
+    for le, n in delta:
+        if n >= 0.99 * total:
+            return le * 1000.0
+    return None
+
+
+def p8_round(srv, s, k, cfg):
+    """One fleet round: K agents + the dashboard clients for `secs` seconds."""
+    import multiprocessing as mp
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    start = time.monotonic()
+    deadline = start + cfg["p8_secs"]
+    cpu0 = proc_cpu_s(srv.proc.pid)
+    hist0 = scrape_latency(srv)
+    procs = [ctx.Process(target=p8_agent, args=(srv.addr, s, s["tokens"][i], deadline, q)) for i in range(k)]
+    procs += [ctx.Process(target=p8_dashboard, args=(srv.addr, s, deadline, cfg["p8_think_s"], q))
+              for _ in range(cfg["p8_dashboards"])]
+    for p in procs:
+        p.start()
+    results = [q.get(timeout=cfg["p8_secs"] + 300) for _ in procs]
+    for p in procs:
+        p.join()
+    wall = time.monotonic() - start
+    cpu = proc_cpu_s(srv.proc.pid) - cpu0
+    mem = proc_mem_kib(srv.proc.pid)
+    hist1 = scrape_latency(srv)
+    agents = [r for r in results if "runs" in r]
+    dash = [r for r in results if "runs" not in r]
+    lat = {}
+    for r in results:
+        for kind, v in r["lat"].items():
+            lat.setdefault(kind, []).extend(v)
+    runs = sum(a["runs"] for a in agents)
+    by_route = {f"{m} {r}": server_p99_ms(hist0, hist1, (m, r)) for (m, r) in hist1}
+    row = {"k": k, "wall_s": wall, "runs": runs, "steps": sum(a["steps"] for a in agents),
+           "shots": sum(a["shots"] for a in agents),
+           "errors": sum(r["errors"] for r in results),
+           "exceptions": [r["exception"] for r in results if "exception" in r][:3],
+           "retries": [x for r in results for x in r.get("retries", [])][:10],
+           "server_cpu_s": cpu, "cpu_s_per_run": cpu / runs if runs else None,
+           "rss_kib": mem.get("VmRSS"), "hwm_kib": mem.get("VmHWM"),
+           "server_p99_le_ms_by_route": {k: v for k, v in by_route.items() if v is not None},
+           "dash_requests": sum(len(d["lat"]["list"]) + len(d["lat"]["detail"]) for d in dash)}
+    row["steps_per_s"] = row["steps"] / wall
+    row["shots_per_s"] = row["shots"] / wall
+    for kind in ("claim", "step", "shot", "complete", "list", "detail"):
+        v = lat.get(kind, [])
+        row[f"{kind}_n"] = len(v)
+        row[f"{kind}_p50_ms"] = pct(v, 50)
+        row[f"{kind}_p99_ms"] = pct(v, 99)
+        row[f"{kind}_max_ms"] = max(v) if v else None
+        if kind in P8_ROUTES:
+            row[f"{kind}_server_p99_le_ms"] = server_p99_ms(hist0, hist1, P8_ROUTES[kind])
+    log(f"P8 {srv.label} K={k}: {row['steps_per_s']:.0f} steps/s, {row['shots_per_s']:.1f} shots/s, "
+        f"step p99 {row['step_p99_ms'] or 0:.1f} ms, list p99 {row['list_p99_ms'] or 0:.1f} ms, "
+        f"{row['cpu_s_per_run'] or 0:.3f} CPU s/run, errors {row['errors']}")
+    return row
+
+
+def store_headers(data):
+    """{'encrypted': n, 'plain': n} over the tenant store files of a data dir."""
+    out = {"encrypted": 0, "plain": 0}
+    d = os.path.join(data, "tenants")
+    for name in os.listdir(d):
+        if name.endswith(".db"):
+            with open(os.path.join(d, name), "rb") as f:
+                out["plain" if f.read(16) == b"SQLite format 3\x00" else "encrypted"] += 1
+    return out
+
+
+def p8_fleet(binary, cfg, work):
+    """P8: the fleet workload on the same binary over SQLCipher stores (production) and over plain
+    SQLite stores (`store.bench_plaintext_tenant_stores`, the P1 anchor), both servers up, rounds
+    alternating which side goes first."""
+    log(f"P8: fleet ingest, K = {cfg['p8_agents']}, {cfg['p8_dashboards']} dashboard clients, "
+        f"{cfg['p8_secs']} s per round, {cfg['p8_rounds']} rounds")
+    sides = {}
+    load_before = open("/proc/loadavg").read().split()[:3]
+    try:
+        for side in ("sqlcipher", "plain"):
+            data = os.path.join(work, f"p8-{side}")
+            conf = None
+            if side == "plain":
+                conf = os.path.join(work, "p8-plain.toml")
+                with open(conf, "w") as f:
+                    f.write("[store]\nbench_plaintext_tenant_stores = true\n")
+            srv = Server(binary, data, os.path.join(work, f"p8-{side}.log"), conf)
+            srv.label = side
+            sides[side] = (srv, dict(p8_setup(srv, max(cfg["p8_agents"]), *cfg["p8_shot"]),
+                                     shots=not cfg.get("p8_no_shots")))
+        hdr = {side: store_headers(srv.data) for side, (srv, _) in sides.items()}
+        if hdr["sqlcipher"]["plain"] or not hdr["plain"]["plain"] or hdr["plain"]["encrypted"]:
+            raise RuntimeError(f"P8 store files are not what the sides claim: {hdr}")
+        # Untimed warm-up: a few runs on each side so lists and details have content.
+        warm = dict(cfg, p8_secs=cfg["p8_warmup_s"])
+        for side, (srv, s) in sides.items():
+            p8_round(srv, s, 1, warm)
+        rows = {"sqlcipher": [], "plain": []}
+        for r in range(cfg["p8_rounds"]):
+            for k in cfg["p8_agents"]:
+                order = ("sqlcipher", "plain") if (r + cfg["p8_agents"].index(k)) % 2 == 0 else ("plain", "sqlcipher")
+                for side in order:
+                    srv, s = sides[side]
+                    rows[side].append(dict(p8_round(srv, s, k, cfg), round=r + 1))
+    finally:
+        for srv, _ in sides.values():
+            srv.stop()
+    out = {"agents": cfg["p8_agents"], "dashboards": cfg["p8_dashboards"], "secs": cfg["p8_secs"],
+           "no_shots": bool(cfg.get("p8_no_shots")),
+           "rounds": cfg["p8_rounds"], "think_s": cfg["p8_think_s"], "png_bytes": len(next(iter(sides.values()))[1]["png"]),
+           "store_headers": hdr, "rows": rows, "load_before": load_before,
+           "load_after": open("/proc/loadavg").read().split()[:3]}
+    summary = []
+    for k in cfg["p8_agents"]:
+        e = [x for x in rows["sqlcipher"] if x["k"] == k]
+        p = [x for x in rows["plain"] if x["k"] == k]
+        srow = {"k": k}
+        for key in ("steps_per_s", "shots_per_s", "cpu_s_per_run", "rss_kib", "claim_p50_ms", "claim_p99_ms",
+                    "list_server_p99_le_ms", "step_server_p99_le_ms", "detail_server_p99_le_ms",
+                    "step_p50_ms", "step_p99_ms", "shot_p50_ms", "shot_p99_ms", "list_p50_ms", "list_p99_ms",
+                    "detail_p50_ms", "detail_p99_ms"):
+            srow[f"enc_{key}"] = med(e, key)
+            srow[f"plain_{key}"] = med(p, key)
+        srow["ratio"] = (srow["enc_steps_per_s"] / srow["plain_steps_per_s"]) if srow["plain_steps_per_s"] else None
+        summary.append(srow)
+    out["summary"] = summary
+    out["errors"] = sum(x["errors"] for side in rows.values() for x in side)
+    return out
+
+
+def p8_cfg(quick, agents=None, secs=None, rounds=None):
+    cfg = {"p8_agents": [1, 2] if quick else [1, 4, 16], "p8_dashboards": 4 if quick else 16,
+           "p8_secs": 3 if quick else 20, "p8_rounds": 1 if quick else 3, "p8_think_s": 0.1,
+           "p8_shot": (320, 200) if quick else (1280, 640), "p8_warmup_s": 1 if quick else 5}
+    if agents:
+        cfg["p8_agents"] = [int(x) for x in agents.split(",")]
+    if secs:
+        cfg["p8_secs"] = secs
+    if rounds:
+        cfg["p8_rounds"] = rounds
+    return cfg
+
+
+def p8_lines(p8):
+    """Markdown of a P8 result (summary table, per-round table)."""
+    L = []
+    w = L.append
+    ms = lambda v: "—" if v is None else f"{v:,.1f}"  # noqa: E731
+    w(f"{len(p8['agents'])} fleet sizes × {p8['rounds']} rounds of {p8['secs']} s; "
+      f"{p8['dashboards']} dashboard clients (run list `limit=50` then one run's detail, {p8['think_s'] * 1000:.0f} ms "
+      f"think time between requests); each agent (own token, keep-alive TLS) queues a run (untimed), claims it, "
+      f"reports {P8_STEPS} steps and uploads {len(P8_SHOT_STEPS)} masked PNG screenshots of {p8['png_bytes']:,} B, "
+      "completes it, as fast as the server acknowledges. Same binary, both servers up, rounds alternate which side "
+      "goes first; anchor = tenant stores as plain SQLite (`store.bench_plaintext_tenant_stores`, file headers "
+      f"checked: {p8['store_headers']}). Load average before/after: {' '.join(p8['load_before'])} / "
+      f"{' '.join(p8['load_after'])}. Medians over rounds.")
+    w("")
+    w("| K | steps/s SQLCipher | steps/s plain | ratio (goal ≥ 0.9) | shots/s | claim p50/p99 | step p50/p99 | upload p50/p99 | list p50/p99 (goal p99 < 20 ms) | detail p50/p99 | CPU s/run (plain) | RSS MiB (plain) |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in p8["summary"]:
+        e = lambda k: r.get(f"enc_{k}")  # noqa: E731
+        w(f"| {r['k']} | {e('steps_per_s') or 0:,.0f} | {r['plain_steps_per_s'] or 0:,.0f} | "
+          f"{(r['ratio'] or 0):.2f} | {e('shots_per_s') or 0:,.1f} | {ms(e('claim_p50_ms'))} / {ms(e('claim_p99_ms'))} ms | "
+          f"{ms(e('step_p50_ms'))} / {ms(e('step_p99_ms'))} ms | {ms(e('shot_p50_ms'))} / {ms(e('shot_p99_ms'))} ms | "
+          f"{ms(e('list_p50_ms'))} / {ms(e('list_p99_ms'))} ms (plain {ms(r.get('plain_list_p99_ms'))}) | "
+          f"{ms(e('detail_p50_ms'))} / {ms(e('detail_p99_ms'))} ms | {e('cpu_s_per_run') or 0:.3f} ({r.get('plain_cpu_s_per_run') or 0:.3f}) | "
+          f"{(e('rss_kib') or 0) / 1024:.0f} ({(r.get('plain_rss_kib') or 0) / 1024:.0f}) |")
+    w("")
+    w("Latencies in the summary are the SQLCipher side's, measured by the clients (Python processes on the same 2 "
+      "cores, so they include the clients' own scheduling delay). \"server ≤\" = upper bound of the server's own "
+      "`flowguard_http_request_duration_seconds` bucket holding the 99th percentile of that round (from `/metrics` "
+      "before/after; default Prometheus buckets, so coarse). Per round:")
+    w("")
+    w("| round | K | side | runs | steps/s | shots/s | claim p99 | step p50/p99 (server ≤) | upload p99 | list p50/p99 (server ≤) | detail p99 (server ≤) | CPU s/run | RSS / peak MiB | errors |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for side in ("sqlcipher", "plain"):
+        for x in p8["rows"][side]:
+            w(f"| {x['round']} | {x['k']} | {side} | {x['runs']} | {x['steps_per_s']:,.0f} | {x['shots_per_s']:,.1f} | "
+              f"{ms(x['claim_p99_ms'])} ms | {ms(x['step_p50_ms'])} / {ms(x['step_p99_ms'])} ms ({ms(x.get('step_server_p99_le_ms'))}) | {ms(x['shot_p99_ms'])} ms | "
+              f"{ms(x['list_p50_ms'])} / {ms(x['list_p99_ms'])} ms ({ms(x.get('list_server_p99_le_ms'))}) | {ms(x['detail_p99_ms'])} ms ({ms(x.get('detail_server_p99_le_ms'))}) | "
+              f"{x['cpu_s_per_run'] or 0:.3f} | {(x['rss_kib'] or 0) / 1024:.0f} / {(x['hwm_kib'] or 0) / 1024:.0f} | {x['errors']} |")
+    return L
+
+
+P9_KINDS = ("list_first", "list_filtered", "list_deep", "detail", "claim", "step")
+
+
+def p8_main(args):
+    cfg = p8_cfg(args.quick, args.agents, args.secs, args.rounds)
+    if args.think_ms is not None:
+        cfg["p8_think_s"] = args.think_ms / 1000.0
+    cfg["p8_no_shots"] = args.no_shots
+    os.makedirs(args.work, exist_ok=True)
+    res = p8_fleet(args.bin, cfg, args.work)
+    with open(args.out, "w") as f:
+        json.dump({"p8": res}, f, indent=1)
+    print("\n".join(p8_lines(res)))
 
 
 # ------------------------------------------------------------------------------ render
@@ -731,8 +1158,42 @@ def render(args):
                           ("P7r", max(rss1, rssn) <= 40, "idle RSS"), ("P7s", sb <= 30, "binary size")):
         if not ok:
             below.append((lbl, what))
+    p8 = r.get("p8")
+    if p8:
+        for x in p8["summary"]:
+            ok = x["ratio"] is not None and x["ratio"] >= 0.90
+            w(f"| P8 | fleet ingest, K = {x['k']} agents + {p8['dashboards']} dashboards | SQLCipher {fmt(x['enc_steps_per_s'], 0)} steps/s | plain SQLite {fmt(x['plain_steps_per_s'], 0)} steps/s | {fmt(x['ratio'])} | ≥ 0.90 | {verdict(ok)} |")
+            if not ok and ("P8", "fleet ingest ratio") not in below:
+                below.append(("P8", "fleet ingest ratio"))
+        top = max(p8["summary"], key=lambda x: x["k"])
+        okl = top["enc_list_p99_ms"] is not None and top["enc_list_p99_ms"] < 20
+        w(f"| P8 | run list p99 during ingest, K = {top['k']} | {fmt(top['enc_list_p99_ms'])} ms | plain {fmt(top['plain_list_p99_ms'])} ms | {fmt(top['enc_list_p99_ms'])} ms | < 20 ms | {verdict(okl)} |")
+        if not okl:
+            below.append(("P8l", "fleet list p99"))
+    gro = bench_json(args.growth, "growth")
+    ten = bench_json(args.growth, "tenants")
+    for what, rows, key in (("runs in one tenant", gro and gro["rows"], "runs"),
+                            ("tenants", ten and ten["rows"], "tenants")):
+        if not rows or len(rows) < 2:
+            continue
+        lo, hi = rows[0], rows[-1]
+        worst = max(((k, hi["lat"][k]["p99_ms"] / lo["lat"][k]["p99_ms"]) for k in P9_KINDS
+                     if lo["lat"][k]["p99_ms"]), key=lambda x: x[1])
+        ok = worst[1] <= 1.5
+        cpu = max(((k, hi["lat"][k]["cpu_p99_ms"] / lo["lat"][k]["cpu_p99_ms"]) for k in P9_KINDS
+                   if lo["lat"][k].get("cpu_p99_ms")), key=lambda x: x[1], default=None)
+        cpu_s = f"; thread-CPU p99 worst: {cpu[0]} ×{cpu[1]:.2f}" if cpu else ""
+        w(f"| P9 | p99 growth, {fmt(lo[key])} → {fmt(hi[key])} {what} | worst wall p99: {worst[0]} ×{worst[1]:.2f}{cpu_s} | — | ×{worst[1]:.2f} | ≤ 1.5× | {verdict(ok)} |")
+        if not ok:
+            below.append(("P9" + key, "cost growth " + key))
+        if key == "runs":
+            pr = hi["purge"]["runs_per_s"] / lo["purge"]["runs_per_s"] if lo["purge"]["runs_per_s"] else None
+            okp = pr is not None and pr >= 1 / 1.5
+            w(f"| P9 | retention purge, {fmt(lo[key])} → {fmt(hi[key])} runs | {fmt(hi['purge']['runs_per_s'], 0)} runs/s | {fmt(lo['purge']['runs_per_s'], 0)} runs/s | {fmt(pr)} | linear (throughput ≥ 0.67×) | {verdict(okp)} |")
+            if not okp:
+                below.append(("P9p", "purge linearity"))
     w("")
-    errs = p2["errors"] + p4["errors"] + p5["errors"]
+    errs = p2["errors"] + p4["errors"] + p5["errors"] + (p8["errors"] if p8 else 0)
     w(f"Non-2xx responses during all load runs: {errs} (must be 0 for the numbers to count).")
     w("")
     if below:
@@ -828,6 +1289,24 @@ def render(args):
     w("")
     w(f"Binary: {p7['binary_bytes']:,} B as built (release profile strips symbols); {fmt(p7['stripped_bytes'])} B after `strip`.")
     w("")
+    if gro or ten:
+        w("### P9 cost growth (`cargo bench --bench cost_growth`)")
+        w("")
+        w("Store-level requests through the library (`store::runs`, `store::flows`) on SQLCipher stores with the "
+          "production pragmas (2000 KiB page cache, `synchronous = NORMAL`); each request's p50 / p99 in ms. "
+          "Deep page = cursor 90 % into the list; detail = run + steps + pinned flow version; purge = the "
+          "oldest 10 % of runs in one transaction on a copy of the store.")
+        w("")
+        with open(args.growth) as f:
+            w("```")
+            w("\n".join(line.rstrip() for line in f if line.startswith(("|", "P9"))))
+            w("```")
+        w("")
+    if p8:
+        w("### P8 fleet ingest (`bench/appliance.py`, agents + dashboards over TLS)")
+        w("")
+        L.extend(p8_lines(p8))
+        w("")
     with open(args.output, "w") as f:
         f.write("\n".join(L))
     log(f"wrote {args.output}")
@@ -922,6 +1401,15 @@ NOTES = {
         "kept the freed memory in the job thread's arena — jobs now end with `malloc_trim(0)`; "
         "steady state 42 MiB. The rest over the one-tenant figure is the larger catalog (1,000 "
         "tenants and their wrapped keys) in its page cache and allocator fragmentation."),
+    "fleet ingest ratio": (
+        "see the P8 tables: per fleet size and round, steps/s on both sides, server CPU seconds per "
+        "run and the latencies of every agent and dashboard request."),
+    "fleet list p99": (
+        "see the P8 tables: the list shares 2 cores with the agents' step reports and screenshot "
+        "masking/encoding and with the Python load generator itself."),
+    "cost growth runs": "see the P9 table (per size and request kind).",
+    "cost growth tenants": "see the P9 table (per tenant count and request kind).",
+    "purge linearity": "see the P9 table (purge duration and runs/s per size).",
     "binary size": (
         "the binary bundles the built-in agent's Chrome DevTools Protocol types "
         "(`chromiumoxide_cdp`, by far the largest crate in the build: a 116 MB rlib), vendored "
@@ -941,17 +1429,29 @@ def main():
     m.add_argument("--out", required=True)
     m.add_argument("--populate", required=True, help="command that adds tenants (gets --data-dir, --count)")
     m.add_argument("--quick", action="store_true")
+    f8 = sub.add_parser("p8", help="only P8 (fleet ingest, SQLCipher vs plain stores); prints markdown")
+    f8.add_argument("--bin", required=True)
+    f8.add_argument("--work", required=True)
+    f8.add_argument("--out", required=True)
+    f8.add_argument("--quick", action="store_true")
+    f8.add_argument("--agents", help="comma-separated fleet sizes (default 1,4,16)")
+    f8.add_argument("--secs", type=float, help="seconds per round (default 20)")
+    f8.add_argument("--rounds", type=int, help="rounds (default 3)")
+    f8.add_argument("--think-ms", type=float, help="dashboard think time between requests (default 100)")
+    f8.add_argument("--no-shots", action="store_true",
+                    help="agents skip the screenshot uploads (decomposes the server's CPU per run)")
     r = sub.add_parser("render")
     r.add_argument("--results", required=True)
     r.add_argument("--hot-paths")
     r.add_argument("--rotation", nargs="*")
     r.add_argument("--audit")
+    r.add_argument("--growth", help="output of `cargo bench --bench cost_growth` (P9)")
     r.add_argument("--command", required=True)
     r.add_argument("--commit", default="?")
     r.add_argument("--load-before")
     r.add_argument("--output", required=True)
     a = ap.parse_args()
-    measure(a) if a.cmd == "measure" else render(a)
+    {"measure": measure, "p8": p8_main, "render": render}[a.cmd](a)
 
 
 if __name__ == "__main__":

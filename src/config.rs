@@ -221,6 +221,14 @@ pub struct StoreSettings {
     /// into a large store runs faster with a larger cache: BENCHMARKS.md P1 measured 4,618 → 10,964
     /// steps/s with 32768 on a store growing to ~50 MB.
     pub page_cache_kib: u32,
+    /// **Benchmark anchor only — never in production.** When `true`, tenant stores are created and
+    /// opened as plain SQLite files (no `PRAGMA key`; same pragmas, schema and code otherwise),
+    /// so `bench/appliance.py` can run the P8 fleet workload on the same binary over unencrypted
+    /// stores (BENCHMARKS.md P8, the anchor of the SQLCipher cost). Default `false`; the catalog,
+    /// screenshots and secrets stay encrypted either way. A data dir created with one setting
+    /// does not open with the other (the open fails with the wrong-key error), tenant-key rotation
+    /// is refused while it is set, and the server logs a warning at start.
+    pub bench_plaintext_tenant_stores: bool,
 }
 
 impl Default for StoreSettings {
@@ -229,6 +237,7 @@ impl Default for StoreSettings {
             max_open_tenants: 64,
             busy_timeout_ms: 5000,
             page_cache_kib: 2000,
+            bench_plaintext_tenant_stores: false,
         }
     }
 }
@@ -766,6 +775,16 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn plaintext_bench_stores_are_off_unless_set_explicitly() {
+        assert!(!Settings::default().store.bench_plaintext_tenant_stores);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[store]\nbench_plaintext_tenant_stores = true\n").unwrap();
+        let s = Settings::load(Some(&f), &CliOverrides::default()).unwrap();
+        assert!(s.store.bench_plaintext_tenant_stores);
     }
 
     #[test]

@@ -6,6 +6,12 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
+/// Upper bounds (s) of the request-latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0,
+];
+
 /// The metric families of one process.
 #[derive(Clone)]
 pub struct Metrics {
@@ -33,7 +39,10 @@ impl Metrics {
             HistogramOpts::new(
                 "flowguard_http_request_duration_seconds",
                 "HTTP request latency in seconds",
-            ),
+            )
+            // Finer than Prometheus' defaults between 1 and 25 ms, where the latency goals
+            // sit (BENCHMARKS.md: run list p99 < 20 ms, also during ingest, issue 25 P8).
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["method", "route"],
         )?;
         let open_stores = IntGauge::new(

@@ -142,8 +142,15 @@ pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
             s.store.max_open_tenants,
             s.store.busy_timeout_ms,
         )
-        .with_page_cache_kib(s.store.page_cache_kib),
+        .with_page_cache_kib(s.store.page_cache_kib)
+        .with_plaintext_for_bench(s.store.bench_plaintext_tenant_stores),
     );
+    if s.store.bench_plaintext_tenant_stores {
+        tracing::warn!(
+            "store.bench_plaintext_tenant_stores = true: tenant stores are NOT encrypted \
+             (benchmark anchor only; never use this setting for real data)"
+        );
+    }
     let passwords = Passwords::new(s.login.hash_concurrency)?;
     let audit_signer = Arc::new(crate::crypto::audit_signing::AuditSigner::load_or_create(
         &s.data_dir,

@@ -32,9 +32,11 @@ pub struct AiEndpointRow {
 
 /// The tenant's endpoint, if it set one.
 pub fn ai_endpoint(c: &Connection) -> StoreResult<Option<AiEndpointRow>> {
-    Ok(c.query_row(
+    Ok(c.prepare_cached(
         "SELECT kind, base_url, model, api_key, ca_pem, timeout_ms, max_tokens, updated_at, updated_by
            FROM ai_endpoint WHERE id = 1",
+    )?
+    .query_row(
         [],
         |r| {
             Ok(AiEndpointRow {

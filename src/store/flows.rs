@@ -209,11 +209,11 @@ pub fn set_schedule(
 
 /// The steps JSON of one flow version (deleted flows included: runs keep their history).
 pub fn version_steps(c: &Connection, flow: &str, version: i64) -> StoreResult<String> {
-    Ok(c.query_row(
-        "SELECT steps FROM flow_versions WHERE flow_id = ?1 AND version = ?2",
-        params![flow, version],
-        |r| r.get(0),
-    )?)
+    // Cached: read by every step report and screenshot upload (issue 25 P8).
+    Ok(
+        c.prepare_cached("SELECT steps FROM flow_versions WHERE flow_id = ?1 AND version = ?2")?
+            .query_row(params![flow, version], |r| r.get(0))?,
+    )
 }
 
 /// Move a flow's schedule anchor (ticks before it are considered handled).

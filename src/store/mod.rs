@@ -199,7 +199,10 @@ pub fn open_encrypted(
 /// `Some(key)` this is exactly the production open; with `None` the `PRAGMA key` step is skipped
 /// and the file is plain SQLite with the same pragmas and migrations — the unencrypted anchor the
 /// SQLCipher cost is measured against (`benches/hot_paths.rs`). Every production path opens
-/// through [`open_encrypted`] (or the catalog/tenant wrappers), which always keys.
+/// through [`open_encrypted`] (or the catalog/tenant wrappers), which always keys; the one
+/// exception is the server-level benchmark anchor of issue 25 (P8): with the non-default setting
+/// `store.bench_plaintext_tenant_stores = true`, [`TenantStores`] creates and opens tenant
+/// stores through the same code without a key (see `TenantStores::with_plaintext_for_bench`).
 ///
 /// Errors: as [`open_encrypted`].
 #[doc(hidden)]
@@ -248,6 +251,9 @@ fn open_with(
         });
     }
     conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
+    // Room for every per-request statement (rusqlite's default keeps 16; the run list alone has
+    // four shapes, and an agent step report uses eight).
+    conn.set_prepared_statement_cache_capacity(64);
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
     conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
     migrations

@@ -32,6 +32,7 @@ pub struct TenantStores {
     catalog: Catalog,
     busy_ms: u64,
     page_cache_kib: u32,
+    plaintext: bool,
     cache: Mutex<OpenStores>,
 }
 
@@ -80,6 +81,7 @@ impl TenantStores {
             catalog,
             busy_ms,
             page_cache_kib: 2000,
+            plaintext: false,
             cache: Mutex::new(OpenStores {
                 lru: LruCache::new(cap),
                 live: HashMap::new(),
@@ -91,6 +93,22 @@ impl TenantStores {
     pub fn with_page_cache_kib(mut self, kib: u32) -> Self {
         self.page_cache_kib = kib;
         self
+    }
+
+    /// Benchmark anchor (`store.bench_plaintext_tenant_stores`, BENCHMARKS.md P8): tenant stores
+    /// opened from now on are plain SQLite, created and opened through the same code without the
+    /// `PRAGMA key` step ([`super::open_tenant_schema_for_bench`]'s seam). Never set in
+    /// production; re-keying is refused while it is set.
+    pub fn with_plaintext_for_bench(mut self, plaintext: bool) -> Self {
+        self.plaintext = plaintext;
+        self
+    }
+
+    /// Open (or create) the tenant store at `path` with `key`, or without one for the
+    /// benchmark anchor.
+    fn open_file(&self, path: &Path, key: &Key256, create: bool) -> StoreResult<Connection> {
+        let key = (!self.plaintext).then_some(key);
+        super::open_with(path, key, create, self.busy_ms, &migrations::tenant())
     }
 
     fn sized(&self, c: Connection) -> StoreResult<Connection> {
@@ -115,13 +133,7 @@ impl TenantStores {
         if path.exists() {
             return Err(StoreError::Conflict(Conflict::StoreExists));
         }
-        self.sized(open_encrypted(
-            &path,
-            key,
-            true,
-            self.busy_ms,
-            &migrations::tenant(),
-        )?)
+        self.sized(self.open_file(&path, key, true)?)
     }
 
     /// Get the open store of a tenant, opening it (blocking) when it is not cached. The store is
@@ -179,7 +191,7 @@ impl TenantStores {
         for (version, wrapped) in candidates {
             let key = keyring::unwrap(&self.master, t, version, KeyPurpose::Db, &wrapped)
                 .map_err(|e| StoreError::Key(e.to_string()))?;
-            match open_encrypted(path, &key, false, self.busy_ms, &migrations::tenant()) {
+            match self.open_file(path, &key, false) {
                 Ok(c) => return self.sized(c),
                 Err(StoreError::WrongKey(p)) => last = StoreError::WrongKey(p),
                 Err(e) => return Err(e),
@@ -195,6 +207,12 @@ impl TenantStores {
     /// already opens with `new` (a crashed rotation that committed its rekey) nothing is
     /// re-encrypted. Returns `Key("rekey did not take effect")` when the file is still under `old`.
     pub fn rekey_blocking(&self, t: &TenantId, old: &Key256, new: &Key256) -> StoreResult<()> {
+        if self.plaintext {
+            return Err(StoreError::Key(
+                "store.bench_plaintext_tenant_stores is set: plain benchmark stores are not re-keyed"
+                    .into(),
+            ));
+        }
         let db = self.get_blocking(t)?;
         let mut conn = db.lock();
         let path = self.path_of(t);
@@ -315,5 +333,56 @@ impl<R> Admitted<R> {
             Some(r) if r.status == catalog::TENANT_SUSPENDED => Some(Admitted::Suspended),
             Some(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stores(dir: &Path, plaintext: bool) -> TenantStores {
+        let master = MasterKey::load_or_create(&dir.join("master.key"), false).unwrap();
+        let catalog = Catalog::open(dir, &master, true, 5000).unwrap();
+        TenantStores::new(dir, Arc::new(master), catalog, 4, 5000)
+            .with_plaintext_for_bench(plaintext)
+    }
+
+    fn header_is_plain(p: &Path) -> bool {
+        std::fs::read(p).unwrap().starts_with(b"SQLite format 3\0")
+    }
+
+    #[test]
+    fn tenant_stores_are_encrypted_unless_the_bench_anchor_is_set() {
+        let t = TenantId::parse("eus-abc123").unwrap();
+        let key = crate::crypto::random_key();
+        let enc = tempfile::tempdir().unwrap();
+        let s = stores(enc.path(), false);
+        drop(s.create_file(&t, &key).unwrap());
+        assert!(
+            !header_is_plain(&s.path_of(&t)),
+            "default store must be SQLCipher"
+        );
+        let plain = tempfile::tempdir().unwrap();
+        let s = stores(plain.path(), true);
+        drop(s.create_file(&t, &key).unwrap());
+        assert!(
+            header_is_plain(&s.path_of(&t)),
+            "bench anchor store is plain SQLite"
+        );
+        // A plain file never opens as a keyed store, nor the other way round.
+        assert!(matches!(
+            open_encrypted(&s.path_of(&t), &key, false, 5000, &migrations::tenant()),
+            Err(StoreError::WrongKey(_))
+        ));
+        let enc_path = TenantStores::dir_in(enc.path()).join("eus-abc123.db");
+        assert!(matches!(
+            super::super::open_with(&enc_path, None, false, 5000, &migrations::tenant()),
+            Err(StoreError::WrongKey(_))
+        ));
+        // Re-keying is refused for the anchor.
+        assert!(matches!(
+            s.rekey_blocking(&t, &key, &crate::crypto::random_key()),
+            Err(StoreError::Key(_))
+        ));
     }
 }

@@ -99,12 +99,12 @@ pub fn queue_run(
 
 /// One run.
 pub fn run(c: &Connection, id: &str) -> StoreResult<Option<RunRow>> {
-    Ok(c.query_row(
-        &format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"),
-        [id],
-        run_from_row,
+    // Cached: read by every agent request and run detail (issue 25 P8).
+    Ok(
+        c.prepare_cached(&format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"))?
+            .query_row([id], run_from_row)
+            .optional()?,
     )
-    .optional()?)
 }
 
 /// Runs of an application, newest first, optional status filter, `before` = (queued_at, id) cursor.
@@ -555,7 +555,7 @@ pub fn record_step_evaluation(
 
 /// Steps of a run by index.
 pub fn steps(c: &Connection, run_id: &str) -> StoreResult<Vec<StepRow>> {
-    let mut s = c.prepare(&format!(
+    let mut s = c.prepare_cached(&format!(
         "SELECT {STEP_COLS} FROM run_steps s WHERE s.run_id = ?1 ORDER BY s.idx"
     ))?;
     let rows = s.query_map([run_id], step_from_row)?;

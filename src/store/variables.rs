@@ -54,7 +54,7 @@ pub fn put_variable(
 
 /// Variables of an application by name.
 pub fn variables(c: &Connection, app: &str) -> StoreResult<Vec<VariableRow>> {
-    let mut s = c.prepare("SELECT name, secret, value, ciphertext, updated_at FROM variables WHERE application_id = ?1 ORDER BY name")?;
+    let mut s = c.prepare_cached("SELECT name, secret, value, ciphertext, updated_at FROM variables WHERE application_id = ?1 ORDER BY name")?;
     let rows = s.query_map([app], |r| {
         Ok(VariableRow {
             name: r.get(0)?,

@@ -1,0 +1,607 @@
+//! **P9 cost growth** (issue 25), driven by `bench/run`; also runnable by hand with
+//! `cargo bench --bench cost_growth -- [growth] [tenants] [--quick]`.
+//!
+//! - `growth` — one tenant store (SQLCipher, opened by the production code through
+//!   `store::open_tenant_schema_for_bench` with a key) grown through the library to each size of
+//!   `FG_BENCH_RUNS` (default `10000,100000,1000000` runs of 25 steps; `--quick`: `200,400`): each
+//!   run queued, claimed, 25 step reports, completed (1 in 10 failed), with the audit rows the
+//!   services write. At every size, with the product's page cache (`store.page_cache_kib` default,
+//!   2000 KiB) and `synchronous = NORMAL`: p50/p99 over `FG_BENCH_SAMPLES` (default 200) of the
+//!   run list (first page, `status = failed` page, a cursor page 90 % deep), run detail (run +
+//!   steps + pinned flow version, as `service::runs::get` reads it), claim and step report; the
+//!   retention purge of the oldest 10 % of runs (on a copy of the store, one transaction as the
+//!   retention job runs it) with duration and runs/s; store bytes per run.
+//! - `tenants` — a data dir with each count of `FG_BENCH_TENANTS` (default `1,100,1000`) tenants
+//!   created by `service::tenants::create_tenant`, each holding `FG_BENCH_TENANT_RUNS` (default
+//!   10000) runs (tenant 0 grown through the library as above, the others copies of its store
+//!   re-keyed to their own database key with `PRAGMA rekey`), then the same requests against
+//!   random tenants through `TenantStores` (the server's LRU, `store.max_open_tenants` = 64:
+//!   opening an evicted store is part of the request), and the process RSS.
+//!
+//! `FG_BENCH_CACHE_KIB=N` measures with an N KiB page cache instead of the default (the
+//! page-cache lever of issue 25); `FG_BENCH_PRAGMAS` adds pragmas to the measured connections
+//! (e.g. `PRAGMA wal_autocheckpoint = 0`). Generation runs with `synchronous = OFF` and a 64 MiB page cache to save time; measurement
+//! with the production pragmas. Prints a human table and one `BENCH_JSON {…}` line per mode.
+//! No timing is asserted anywhere.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use flowguard::audit::{Actor, NewAuditEvent};
+use flowguard::config::{CliOverrides, Settings};
+use flowguard::crypto::keyring::{self, KeyPurpose};
+use flowguard::crypto::Key256;
+use flowguard::store::applications::{self, ApplicationRow};
+use flowguard::store::flows::{self, NewVersion};
+use flowguard::store::runs::{self, StepReportRow};
+use rusqlite::Connection;
+use serde_json::{json, Value};
+
+const APP: &str = "app-bench";
+const FLOW: &str = "flow-bench";
+const STEPS: i64 = 25;
+
+fn env_list(name: &str, default: &str) -> Vec<u64> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_string())
+        .split(',')
+        .filter_map(|s| s.trim().replace('_', "").parse().ok())
+        .collect()
+}
+
+fn actor() -> Actor {
+    Actor {
+        email: Some("bench".into()),
+        role: Some("operator".into()),
+        client_ip: None,
+        user_agent: None,
+    }
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Application + a 25-step flow in a fresh tenant-schema store.
+fn seed(conn: &mut Connection) -> anyhow::Result<()> {
+    let actor = actor();
+    let now = flowguard::domain::now_rfc3339();
+    applications::insert_application(
+        conn,
+        &ApplicationRow {
+            id: APP.into(),
+            name: "bench".into(),
+            base_url: "https://bench.example".into(),
+            repo_url: None,
+            created_at: now.clone(),
+            updated_at: now,
+        },
+        None,
+        &NewAuditEvent::new(&actor, "application.create", None),
+    )?;
+    let mut steps = vec![json!({"type": "navigate", "url": "/"})];
+    for i in 1..STEPS {
+        steps.push(json!({"type": "click", "selector": format!("#button-{i}")}));
+    }
+    flows::insert_flow(
+        conn,
+        FLOW,
+        APP,
+        &NewVersion {
+            name: "bench",
+            tags: "[]",
+            source: "manual",
+            steps: &Value::Array(steps).to_string(),
+            created_by: "bench",
+        },
+        &NewAuditEvent::new(&actor, "flow.create", None),
+    )?;
+    Ok(())
+}
+
+fn report(i: i64) -> StepReportRow {
+    StepReportRow {
+        index: i,
+        status: "passed".into(),
+        duration_ms: Some(40 + i),
+        error: None,
+        console: Some(json!([
+            {"level": "info", "text": "GET https://bench.example/ 200 in 83 ms"},
+            {"level": "warning", "text": "Deprecation: synchronous XMLHttpRequest on the main thread"},
+            {"level": "info", "text": "app booted; user=[REDACTED]; feature flags: a,b,c,d"}
+        ])),
+        network: Some(json!({"requests": 17, "failed": 0, "bytes": 482_133})),
+    }
+}
+
+fn decide(r: &runs::StepRow) -> (String, Option<String>) {
+    (r.reported_status.clone().unwrap_or_default(), None)
+}
+
+fn run_id(n: u64) -> String {
+    format!("run-{n:010}")
+}
+
+/// Grow the store by `n` runs (queue, claim, 25 reports, complete; audited like the services).
+fn add_runs(conn: &mut Connection, from: u64, n: u64) -> anyhow::Result<()> {
+    let actor = actor();
+    for k in from..from + n {
+        let id = run_id(k);
+        let target = Some(format!("run:{id}"));
+        runs::queue_run(
+            conn,
+            &id,
+            FLOW,
+            "manual",
+            "bench",
+            Some(&NewAuditEvent::new(&actor, "run.trigger", target.clone())),
+        )?;
+        runs::claim_run_id(conn, APP, &id, "tok-bench", 0)?;
+        for i in 0..STEPS {
+            runs::record_step_report(conn, &id, &report(i), &decide)?;
+        }
+        let to = if k % 10 == 3 { "failed" } else { "passed" };
+        runs::transition(
+            conn,
+            &id,
+            &["running"],
+            to,
+            None,
+            None,
+            Some(&NewAuditEvent::new(&actor, "run.complete", target)),
+        )?;
+    }
+    Ok(())
+}
+
+fn generation_pragmas(c: &Connection) -> anyhow::Result<()> {
+    c.execute_batch("PRAGMA synchronous = OFF; PRAGMA cache_size = -65536;")?;
+    Ok(())
+}
+
+/// Page cache of the measured connections in KiB: `store.page_cache_kib`'s default (2000), or
+/// `FG_BENCH_CACHE_KIB` to measure that lever.
+fn cache_kib() -> u64 {
+    std::env::var("FG_BENCH_CACHE_KIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
+
+fn production_pragmas(c: &Connection) -> anyhow::Result<()> {
+    // The server's: synchronous = NORMAL (store::open) and the page cache.
+    c.execute_batch(&format!(
+        "PRAGMA synchronous = NORMAL; PRAGMA cache_size = -{};",
+        cache_kib()
+    ))?;
+    // Experiment knob (not used by bench/run): extra pragmas for the measured connections, e.g.
+    // `FG_BENCH_PRAGMAS='PRAGMA wal_autocheckpoint = 0'` to see what checkpoints cost the p99.
+    if let Ok(extra) = std::env::var("FG_BENCH_PRAGMAS") {
+        c.execute_batch(&extra)?;
+    }
+    Ok(())
+}
+
+/// CPU time of the calling thread in ms (`CLOCK_THREAD_CPUTIME_ID`): unlike wall time it does
+/// not grow when the benchmark is preempted on a loaded machine (4 ms scheduler slices dominate
+/// a wall-clock p99 of sub-millisecond requests there).
+fn thread_cpu_ms() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant Linux supports.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 * 1000.0 + ts.tv_nsec as f64 / 1e6
+}
+
+/// Timings (ms) of one request kind: wall clock and the thread's CPU time.
+#[derive(Default)]
+struct Lat(Vec<f64>, Vec<f64>);
+
+impl Lat {
+    fn time<R>(&mut self, f: impl FnOnce() -> anyhow::Result<R>) -> anyhow::Result<R> {
+        let c0 = thread_cpu_ms();
+        let t0 = Instant::now();
+        let r = f()?;
+        self.0.push(t0.elapsed().as_secs_f64() * 1000.0);
+        self.1.push(thread_cpu_ms() - c0);
+        Ok(r)
+    }
+    fn json(&mut self) -> Value {
+        json!({"n": self.0.len(), "p50_ms": pct(&mut self.0, 50.0), "p99_ms": pct(&mut self.0, 99.0),
+               "cpu_p50_ms": pct(&mut self.1, 50.0), "cpu_p99_ms": pct(&mut self.1, 99.0)})
+    }
+}
+
+/// Deterministic pseudo-random index below `n`.
+struct Lcg(u64);
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n.max(1)
+    }
+}
+
+#[derive(Default)]
+struct Lats {
+    list_first: Lat,
+    list_filtered: Lat,
+    list_deep: Lat,
+    detail: Lat,
+    claim: Lat,
+    step: Lat,
+}
+
+impl Lats {
+    fn json(&mut self) -> Value {
+        json!({"list_first": self.list_first.json(), "list_filtered": self.list_filtered.json(),
+               "list_deep": self.list_deep.json(), "detail": self.detail.json(),
+               "claim": self.claim.json(), "step": self.step.json()})
+    }
+}
+
+/// One sample of every request kind on `conn`, whose store holds runs `0..runs` (and `extra`
+/// runs added by earlier claim samples, numbered from `next`).
+fn sample(
+    conn: &mut Connection,
+    runs_n: u64,
+    next: &mut u64,
+    rnd: &mut Lcg,
+    with_steps: bool,
+    l: &mut Lats,
+) -> anyhow::Result<()> {
+    let page = l
+        .list_first
+        .time(|| Ok(runs::list_runs(conn, APP, None, None, 50)?))?;
+    anyhow::ensure!(page.len() == 50.min(runs_n as usize), "short first page");
+    l.list_filtered
+        .time(|| Ok(runs::list_runs(conn, APP, Some("failed"), None, 50)?))?;
+    let deep = runs::run(conn, &run_id(runs_n / 10 + rnd.below(runs_n / 100 + 1)))?
+        .ok_or_else(|| anyhow::anyhow!("deep cursor run missing"))?;
+    l.list_deep.time(|| {
+        Ok(runs::list_runs(
+            conn,
+            APP,
+            None,
+            Some((&deep.queued_at, &deep.id)),
+            50,
+        )?)
+    })?;
+    let id = run_id(rnd.below(runs_n));
+    l.detail.time(|| {
+        let r = runs::run(conn, &id)?.ok_or_else(|| anyhow::anyhow!("no run {id}"))?;
+        let steps = runs::steps(conn, &id)?;
+        let pinned = flows::version_steps(conn, &r.flow_id, r.flow_version)?;
+        anyhow::ensure!(steps.len() == STEPS as usize && !pinned.is_empty());
+        Ok(())
+    })?;
+    // Claim: a freshly queued run (queueing untimed), then its step reports.
+    let id = run_id(*next);
+    *next += 1;
+    runs::queue_run(conn, &id, FLOW, "manual", "bench", None)?;
+    let claimed = l
+        .claim
+        .time(|| Ok(runs::claim_run(conn, APP, "tok-bench", 0)?))?;
+    anyhow::ensure!(
+        claimed.map(|r| r.id) == Some(id.clone()),
+        "claimed another run"
+    );
+    let reports = if with_steps { STEPS } else { 1 };
+    for i in 0..reports {
+        l.step
+            .time(|| Ok(runs::record_step_report(conn, &id, &report(i), &decide)?))?;
+    }
+    runs::transition(conn, &id, &["running"], "passed", None, None, None)?;
+    Ok(())
+}
+
+/// "wall p50 / wall p99 (CPU p99)" of one request kind, in ms.
+fn cell(lat: &Value, k: &str) -> String {
+    let g = |f: &str| lat[k][f].as_f64().unwrap_or(f64::NAN);
+    format!(
+        "{:.2} / {:.2} ({:.2})",
+        g("p50_ms"),
+        g("p99_ms"),
+        g("cpu_p99_ms")
+    )
+}
+
+fn store_bytes(path: &Path) -> u64 {
+    ["", "-wal"]
+        .iter()
+        .map(|s| {
+            std::fs::metadata(format!("{}{s}", path.display()))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// Retention purge of the oldest 10 % of runs, on a copy of the store (the original keeps
+/// growing): one write transaction, as `service::retention` runs it.
+fn purge_copy(conn: &Connection, path: &Path, key: &Key256, runs_n: u64) -> anyhow::Result<Value> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    let copy = path.with_extension("purge.db");
+    std::fs::copy(path, &copy)?;
+    let mut c = flowguard::store::open_tenant_schema_for_bench(&copy, Some(key))?;
+    production_pragmas(&c)?;
+    let edge = runs::run(&c, &run_id(runs_n / 10))?
+        .and_then(|r| r.finished_at)
+        .ok_or_else(|| anyhow::anyhow!("no finish time at the purge edge"))?;
+    let t0 = Instant::now();
+    let tx = flowguard::store::write_tx(&mut c)?;
+    let purged = runs::purge_runs_in(&tx, &edge)?;
+    tx.commit()?;
+    let secs = t0.elapsed().as_secs_f64();
+    drop(c);
+    for s in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{s}", copy.display()));
+    }
+    Ok(json!({"runs": purged.runs, "secs": secs, "runs_per_s": purged.runs as f64 / secs}))
+}
+
+fn growth(quick: bool) -> anyhow::Result<()> {
+    let sizes = if quick {
+        vec![200, 400]
+    } else {
+        env_list("FG_BENCH_RUNS", "10000,100000,1000000")
+    };
+    let samples = if quick {
+        10
+    } else {
+        env_list("FG_BENCH_SAMPLES", "200")[0]
+    };
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("tenant.db");
+    let key = flowguard::crypto::random_key();
+    let mut conn = flowguard::store::open_tenant_schema_for_bench(&path, Some(&key))?;
+    seed(&mut conn)?;
+    let mut have = 0u64;
+    let mut rows = Vec::new();
+    println!(
+        "P9 cost growth, one tenant ({samples} samples per request kind, page cache {} KiB; ms: wall p50 / wall p99 (thread-CPU p99))",
+        cache_kib()
+    );
+    println!(
+        "| runs | gen s | list first | list filtered | list deep | detail | claim | step report | purge 10 % | purge runs/s | bytes/run |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for &size in &sizes {
+        let t0 = Instant::now();
+        generation_pragmas(&conn)?;
+        add_runs(&mut conn, have, size.saturating_sub(have))?;
+        let gen = t0.elapsed().as_secs_f64();
+        have = have.max(size);
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        let bytes = store_bytes(&path);
+        let purge = purge_copy(&conn, &path, &key, size)?;
+        // Measure on a freshly opened connection with the production pragmas.
+        drop(conn);
+        conn = flowguard::store::open_tenant_schema_for_bench(&path, Some(&key))?;
+        production_pragmas(&conn)?;
+        let mut next = 1_000_000_000 + size * 10;
+        let mut rnd = Lcg(size);
+        let mut l = Lats::default();
+        // Warm-up (statement cache, hot pages), not recorded.
+        sample(
+            &mut conn,
+            size,
+            &mut next,
+            &mut rnd,
+            false,
+            &mut Lats::default(),
+        )?;
+        for s in 0..samples {
+            sample(&mut conn, size, &mut next, &mut rnd, s % 8 == 0, &mut l)?;
+        }
+        let lat = l.json();
+        let cell = |k: &str| cell(&lat, k);
+        println!(
+            "| {size} | {gen:.0} | {} | {} | {} | {} | {} | {} | {:.2} s | {:.0} | {} |",
+            cell("list_first"),
+            cell("list_filtered"),
+            cell("list_deep"),
+            cell("detail"),
+            cell("claim"),
+            cell("step"),
+            purge["secs"].as_f64().unwrap_or(0.0),
+            purge["runs_per_s"].as_f64().unwrap_or(0.0),
+            bytes / size.max(1)
+        );
+        rows.push(
+            json!({"runs": size, "generate_s": gen, "store_bytes": bytes,
+                         "bytes_per_run": bytes / size.max(1), "purge": purge, "lat": lat}),
+        );
+    }
+    println!(
+        "BENCH_JSON {}",
+        json!({"bench": "growth", "samples": samples, "cache_kib": cache_kib(), "rows": rows})
+    );
+    Ok(())
+}
+
+/// Database key of tenant `t` (active version), from the catalog.
+fn db_key(
+    state: &flowguard::service::AppState,
+    t: &flowguard::domain::TenantId,
+) -> anyhow::Result<Key256> {
+    let c = state.catalog.db().lock();
+    let keys = flowguard::store::catalog::usable_keys(&c, t, KeyPurpose::Db)?;
+    let (v, w) = keys
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no database key for {}", t.as_str()))?;
+    keyring::unwrap(&state.master, t, *v, KeyPurpose::Db, w)
+        .map_err(|e| anyhow::anyhow!("unwrap: {e}"))
+}
+
+fn tenants(quick: bool) -> anyhow::Result<()> {
+    let counts = if quick {
+        vec![1, 3]
+    } else {
+        env_list("FG_BENCH_TENANTS", "1,100,1000")
+    };
+    let per = if quick {
+        50
+    } else {
+        env_list("FG_BENCH_TENANT_RUNS", "10000")[0]
+    };
+    let samples = if quick {
+        10
+    } else {
+        env_list("FG_BENCH_SAMPLES", "200")[0]
+    };
+    let hash = flowguard::auth::password::hash_blocking("benchmark-owner-password")?;
+    let mut rows = Vec::new();
+    println!("P9 cost growth, tenants × {per} runs ({samples} samples; random tenant per request through TenantStores; ms: wall p50 / wall p99 (thread-CPU p99))");
+    println!("| tenants | setup s | list first | list filtered | list deep | detail | claim | step report | open stores | RSS MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for &count in &counts {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        let settings = Settings::load(
+            None,
+            &CliOverrides {
+                data_dir: Some(PathBuf::from(&data)),
+                listen: None,
+            },
+        )?;
+        let t0 = Instant::now();
+        let opened = flowguard::startup::open_data_dir(&settings, true)?;
+        let state = flowguard::startup::build_state(Arc::new(settings), opened)?;
+        let mut ids = Vec::new();
+        for i in 0..count {
+            ids.push(flowguard::service::tenants::create_tenant(
+                &state,
+                &format!("bench-{i:05}"),
+                &format!("owner{i}@bench.example"),
+                &hash,
+                false,
+                None,
+            )?);
+        }
+        // Tenant 0 through the library; the others are copies re-keyed to their own key.
+        let template = state.tenants.path_of(&ids[0]);
+        {
+            let db = state.tenants.get_blocking(&ids[0])?;
+            let mut c = db.lock();
+            generation_pragmas(&c)?;
+            seed(&mut c)?;
+            add_runs(&mut c, 0, per)?;
+            production_pragmas(&c)?;
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
+        let k0 = db_key(&state, &ids[0])?;
+        for t in &ids[1..] {
+            let dst = state.tenants.path_of(t);
+            for s in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{s}", dst.display()));
+            }
+            std::fs::copy(&template, &dst)?;
+            let c = flowguard::store::open_tenant_schema_for_bench(&dst, Some(&k0))?;
+            let kt = db_key(&state, t)?;
+            let sql = format!("PRAGMA rekey = \"x'{}'\"", hex::encode(kt.as_ref()));
+            c.execute_batch(&sql)?;
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
+        let setup = t0.elapsed().as_secs_f64();
+        let mut rnd = Lcg(count);
+        let mut next = vec![2_000_000_000u64; ids.len()];
+        let mut l = Lats::default();
+        for s in 0..=samples {
+            let i = rnd.below(count) as usize;
+            // Opening an evicted store (catalog keys, unwrap, SQLCipher open) is part of the
+            // request, as in the server.
+            let t1 = Instant::now();
+            let db = state.tenants.get_blocking(&ids[i])?;
+            let open_ms = t1.elapsed().as_secs_f64() * 1000.0;
+            let mut c = db.lock();
+            let mut one = Lats::default();
+            sample(&mut c, per, &mut next[i], &mut rnd, s % 8 == 0, &mut one)?;
+            if s == 0 {
+                continue; // warm-up
+            }
+            // The store open counts once, against the first request of the sample.
+            if let Some(x) = one.list_first.0.first_mut() {
+                *x += open_ms;
+            }
+            l.list_first.0.extend(one.list_first.0);
+            l.list_first.1.extend(one.list_first.1);
+            l.list_filtered.0.extend(one.list_filtered.0);
+            l.list_filtered.1.extend(one.list_filtered.1);
+            l.list_deep.0.extend(one.list_deep.0);
+            l.list_deep.1.extend(one.list_deep.1);
+            l.detail.0.extend(one.detail.0);
+            l.detail.1.extend(one.detail.1);
+            l.claim.0.extend(one.claim.0);
+            l.claim.1.extend(one.claim.1);
+            l.step.0.extend(one.step.0);
+            l.step.1.extend(one.step.1);
+        }
+        let rss = rss_kib();
+        let open = state.tenants.open_count();
+        let lat = l.json();
+        let cell = |k: &str| cell(&lat, k);
+        println!(
+            "| {count} | {setup:.0} | {} | {} | {} | {} | {} | {} | {open} | {:.1} |",
+            cell("list_first"),
+            cell("list_filtered"),
+            cell("list_deep"),
+            cell("detail"),
+            cell("claim"),
+            cell("step"),
+            rss as f64 / 1024.0
+        );
+        rows.push(
+            json!({"tenants": count, "runs_per_tenant": per, "setup_s": setup,
+                         "open_stores": open, "rss_kib": rss, "lat": lat}),
+        );
+        drop(state);
+    }
+    println!(
+        "BENCH_JSON {}",
+        json!({"bench": "tenants", "samples": samples, "runs_per_tenant": per, "rows": rows})
+    );
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; harness flags are ignored.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut modes: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| ["growth", "tenants"].contains(a))
+        .collect();
+    if modes.is_empty() {
+        modes = vec!["growth", "tenants"];
+    }
+    for m in modes {
+        match m {
+            "growth" => growth(quick)?,
+            _ => tenants(quick)?,
+        }
+    }
+    Ok(())
+}
