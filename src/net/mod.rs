@@ -4,5 +4,6 @@
 
 pub mod ai_client;
 pub mod egress;
+pub mod https;
 
 pub use egress::{ConnectError, EgressDenied, EgressPolicy};
