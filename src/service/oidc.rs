@@ -762,7 +762,8 @@ pub async fn callback(
     let Some(state_v) = q.state.as_deref().filter(|s| !s.is_empty()) else {
         return refuse("state_missing", None, serde_json::json!({})).await;
     };
-    let now = unix_now();
+    // (`FLOWGUARD_FAULT_CLOCK=oidc:callback=<secs>` ages the state in debug-build tests.)
+    let now = unix_now() + crate::fault::clock_offset("oidc:callback");
     let sh = token::token_hash(state_v);
     let pending = match state
         .tenants
