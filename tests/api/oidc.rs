@@ -862,3 +862,182 @@ async fn oidc_start_for_a_tenant_of_another_region_is_misdirected() {
     );
     assert!(r.headers().get("set-cookie").is_none());
 }
+
+// ------------------------------------------------------------------------------------------
+// The same sign-in from the dashboard's button in headless Chromium. The browser reaches the
+// appliance under its public_url (https://flowguard.test, mapped to the test server's port with
+// --host-resolver-rules), so the provider's redirect lands on the real server.
+
+mod chromium {
+    use std::time::{Duration, Instant};
+
+    use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
+    use chromiumoxide::{Browser, BrowserConfig, Page};
+    use futures_util::StreamExt;
+
+    pub struct Ui {
+        pub browser: Browser,
+        pub handler: tokio::task::JoinHandle<()>,
+        pub page: Page,
+    }
+
+    const DEADLINE: Duration = Duration::from_secs(45);
+
+    impl Ui {
+        pub async fn launch(dir: &std::path::Path, app_port: u16) -> Ui {
+            let profile = dir.join("chromium-profile-sso");
+            std::fs::create_dir_all(&profile).unwrap();
+            let exe = flowguard::agent::browser::find_chromium(None)
+                .expect("Chromium (.ci/run installs Debian's `chromium`)");
+            let rules = format!("host-resolver-rules=MAP flowguard.test:443 127.0.0.1:{app_port}");
+            let config = BrowserConfig::builder()
+                .chrome_executable(exe)
+                .user_data_dir(&profile)
+                .disable_default_args()
+                .no_sandbox()
+                .args([
+                    "disable-gpu",
+                    "disable-background-networking",
+                    "no-first-run",
+                    "no-default-browser-check",
+                    "disable-component-update",
+                    "disable-sync",
+                    "disable-dev-shm-usage",
+                    "ignore-certificate-errors",
+                    rules.as_str(),
+                ])
+                .launch_timeout(Duration::from_secs(60))
+                .request_timeout(Duration::from_secs(60))
+                .build()
+                .unwrap();
+            let (browser, mut handler) = Browser::launch(config).await.expect("launch Chromium");
+            let handler = tokio::spawn(async move { while let Some(_e) = handler.next().await {} });
+            let page = browser.new_page("about:blank").await.expect("new page");
+            Ui {
+                browser,
+                handler,
+                page,
+            }
+        }
+
+        pub async fn eval<T: serde::de::DeserializeOwned>(&self, js: &str) -> Result<T, String> {
+            let p = EvaluateParams::builder()
+                .expression(js)
+                .return_by_value(true)
+                .await_promise(true)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let r = self
+                .page
+                .evaluate_expression(p)
+                .await
+                .map_err(|e| e.to_string())?;
+            r.into_value::<T>().map_err(|e| e.to_string())
+        }
+
+        /// Poll `js` (an expression) until true.
+        pub async fn wait(&self, what: &str, js: &str) -> Result<(), String> {
+            let end = Instant::now() + DEADLINE;
+            loop {
+                if let Ok(true) = self.eval::<bool>(js).await {
+                    return Ok(());
+                }
+                if Instant::now() > end {
+                    let url: String = self.eval("location.href").await.unwrap_or_default();
+                    let body: String = self
+                        .eval("document.body ? document.body.innerText : ''")
+                        .await
+                        .unwrap_or_default();
+                    return Err(format!("timed out waiting for {what} at {url}: {body}"));
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        }
+
+        pub async fn goto(&self, url: &str) {
+            let _ = tokio::time::timeout(DEADLINE, self.page.goto(url)).await;
+        }
+
+        pub async fn close(mut self) {
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.browser.close()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.browser.wait()).await;
+            let _ = self.browser.kill().await;
+            self.handler.abort();
+        }
+    }
+}
+
+#[tokio::test]
+async fn oidc_sign_in_from_the_dashboard_button_in_headless_chromium() {
+    let idp = Idp::start();
+    let app = spawn_sso_app(vec![]).await;
+    let owner = app.owner().await;
+    configure(&owner, &idp, json!({})).await;
+    let tenant = app.tenant_id();
+    let ui = chromium::Ui::launch(app.dir.path(), app.addr.port()).await;
+    let res: Result<(), String> = async {
+        ui.goto(&format!("{PUBLIC_URL}/signin")).await;
+        ui.wait("the sign-in form", "!!document.querySelector('#signin-tenant')")
+            .await?;
+        let t = serde_json::to_string(&tenant).unwrap();
+        ui.eval::<bool>(&format!(
+            "(() => {{ const e = document.querySelector('#signin-tenant'); e.focus(); e.value = {t}; e.dispatchEvent(new Event('change', {{bubbles: true}})); return true; }})()"
+        ))
+        .await?;
+        ui.wait(
+            "the single sign-on button",
+            "(() => { const b = document.querySelector('#sso-signin'); return !!b && !b.hidden && b.textContent.trim() === 'Sign in with single sign-on'; })()",
+        )
+        .await?;
+        ui.eval::<bool>("(() => { document.querySelector('#sso-signin').click(); return true; })()")
+            .await?;
+        // The provider's login form (scripted interaction of the test provider).
+        ui.wait(
+            "the provider's login form",
+            "location.hostname === 'localhost' && !!document.querySelector('#login')",
+        )
+        .await?;
+        ui.eval::<bool>(
+            "(() => { document.querySelector('#login').value = 'alice'; document.querySelector('#submit').click(); return true; })()",
+        )
+        .await?;
+        // Back on the dashboard, signed in as Admin, with the CSRF token taken over.
+        ui.wait(
+            "the dashboard after sign-in",
+            "location.hostname === 'flowguard.test' && location.pathname !== '/signin' && !!document.querySelector('main h1') && !document.cookie.includes('fg_sso_csrf=') && !!sessionStorage.getItem('fg_csrf')",
+        )
+        .await?;
+        let me: serde_json::Value = ui
+            .eval("fetch('/api/v1/me').then(r => r.json())")
+            .await?;
+        if me["role"] != "admin" || me["name"] != "alice@corp.example" {
+            return Err(format!("unexpected /me: {me}"));
+        }
+        // An unsafe request with the handed-over CSRF token works.
+        let st: u16 = ui
+            .eval("fetch('/api/v1/applications', {method: 'POST', headers: {'Content-Type': 'application/json', 'X-CSRF-Token': sessionStorage.getItem('fg_csrf')}, body: JSON.stringify({name: 'sso-app', base_url: 'https://shop.example'})}).then(r => r.status)")
+            .await?;
+        if st != 201 {
+            return Err(format!("create application with the SSO session: {st}"));
+        }
+        // A refusal lands on the sign-in page, which says why.
+        ui.eval::<bool>("fetch('/api/v1/auth/logout', {method: 'POST', headers: {'X-CSRF-Token': sessionStorage.getItem('fg_csrf')}}).then(() => true)")
+            .await?;
+        ui.goto(&format!("{PUBLIC_URL}/api/v1/auth/oidc/callback?code=x&state=y"))
+            .await;
+        ui.wait(
+            "the refusal message",
+            "(() => { const e = document.querySelector('#sso-error'); return !!e && e.dataset.reason === 'state_missing' && e.textContent.includes('Start again'); })()",
+        )
+        .await?;
+        Ok(())
+    }
+    .await;
+    ui.close().await;
+    if let Err(e) = res {
+        panic!("{e}\n--- server log tail ---\n{}", {
+            let l = app.log_text();
+            l.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+        });
+    }
+}

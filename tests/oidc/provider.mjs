@@ -24,6 +24,13 @@ import { generateKeyPairSync, createPublicKey, createHmac, sign, randomUUID } fr
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
+// stdout carries only the `PORT=` line (the test stops reading after it): everything the
+// package logs goes to stderr, and a closed stdout is not fatal.
+process.stdout.on('error', () => {});
+console.log = console.error;
+console.info = console.error;
+console.warn = console.error;
+
 const nodeDir = process.env.OIDC_NODE_DIR || '/var/tmp/flowguard-npm-oidc';
 const { default: Provider } = await import(
   pathToFileURL(join(nodeDir, 'node_modules', 'oidc-provider', 'lib', 'index.js')).href
