@@ -242,8 +242,6 @@ fn set_cookies(r: &reqwest::Response) -> Vec<String> {
 pub struct Outcome {
     /// Where our callback sent the browser (`/` or `/signin?sso_error=…`).
     pub location: String,
-    /// The callback URL as the provider built it (on `public_url`).
-    pub callback: Url,
     /// The callback response's cookies.
     pub cookies: Vec<String>,
 }
@@ -322,11 +320,7 @@ pub async fn sign_in(b: &Client, app: &TestApp, tenant: &str, user: &str) -> Out
     let auth = location(&r, &Url::parse(&app.base).unwrap());
     let callback = at_provider(b, auth, user).await;
     let (location, cookies) = deliver(b, app, &callback).await;
-    Outcome {
-        location,
-        callback,
-        cookies,
-    }
+    Outcome { location, cookies }
 }
 
 /// The signed-in session behind `b` (cookie) and the handed-over CSRF token.
@@ -437,7 +431,6 @@ async fn oidc_full_sign_in_through_redirects_with_group_roles_and_audit() {
     assert_eq!(loc, "/", "{cookies:?}");
     let o = Outcome {
         location: loc,
-        callback: callback.clone(),
         cookies,
     };
     let s = o
