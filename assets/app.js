@@ -1408,14 +1408,14 @@ function ssoSignIn(page, form, tenant, q) {
     page.insertBefore(h('div', { class: 'alert error', role: 'alert', id: 'sso-error', 'data-reason': why },
       h('strong', { text: 'Single sign-on refused. ' }), SSO_REFUSALS[why] || 'The sign-in was refused.'), form);
   }
-  const go = h('a', { class: 'button', id: 'sso-signin', href: '#', hidden: true }, 'Sign in with single sign-on');
-  go.addEventListener('click', (ev) => {
+  const ssoBtn = h('a', { class: 'button', id: 'sso-signin', href: '#', hidden: true }, 'Sign in with single sign-on');
+  ssoBtn.addEventListener('click', (ev) => {
     ev.preventDefault();
     const t = tenant.value.trim();
     localStorage.setItem('fg_tenant', t);
     location.assign('/api/v1/auth/oidc/start?tenant=' + encodeURIComponent(t));
   });
-  const card = h('div', { class: 'card narrow', id: 'sso-card', hidden: true }, go);
+  const card = h('div', { class: 'card narrow', id: 'sso-card', hidden: true }, ssoBtn);
   page.append(card);
   let asked = '';
   const check = async () => {
@@ -1430,7 +1430,7 @@ function ssoSignIn(page, form, tenant, q) {
         on = false;
       }
     }
-    if (t === asked) { card.hidden = !on; go.hidden = !on; }
+    if (t === asked) { card.hidden = !on; ssoBtn.hidden = !on; }
   };
   tenant.addEventListener('change', check);
   tenant.addEventListener('blur', check);
