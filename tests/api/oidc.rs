@@ -1034,3 +1034,44 @@ async fn oidc_sign_in_from_the_dashboard_button_in_headless_chromium() {
         });
     }
 }
+
+#[tokio::test]
+async fn oidc_jit_stays_within_the_license_user_limit() {
+    let idp = Idp::start();
+    let app = spawn_sso_app(vec![]).await;
+    let pa = app.platform_admin().await;
+    let owner = app.owner().await;
+    let tenant = app.tenant_id();
+    let exp = (chrono::Utc::now() + chrono::Duration::days(90)).to_rfc3339();
+    let token = crate::license::issue(&[
+        "--license-id",
+        "lic-sso-seats",
+        "--plan",
+        "pro",
+        "--max-users",
+        "2",
+        "--expires",
+        &exp,
+    ]);
+    crate::license::install_ok(&pa, &token).await;
+    pa.json(
+        Method::PUT,
+        &format!("/api/v1/platform/tenants/{tenant}/plan"),
+        Some(json!({"plan": "pro"})),
+        200,
+    )
+    .await;
+    configure(&owner, &idp, json!({})).await;
+    // The Owner plus Alice fill the two seats; Carol would be the third.
+    let b = browser(&app, &idp);
+    assert_eq!(sign_in(&b, &app, &tenant, "alice").await.location, "/");
+    let b = browser(&app, &idp);
+    assert_eq!(
+        sign_in(&b, &app, &tenant, "carol").await.error().as_deref(),
+        Some("plan_limit")
+    );
+    // Alice, already a member, still signs in.
+    let b = browser(&app, &idp);
+    assert_eq!(sign_in(&b, &app, &tenant, "alice").await.location, "/");
+    assert_eq!(oidc_failures(&audit(&owner).await, "plan_limit"), 1);
+}
