@@ -139,6 +139,8 @@ const MESSAGES = {
   rotation_in_progress: 'A key rotation is already running. Try again when it has finished.',
   ldap_unavailable: 'The directory could not be reached over TLS.',
   ldap_not_configured: 'No directory is configured yet. Save the LDAP settings first.',
+  oidc_not_configured: 'Single sign-on is not configured yet. Save the single sign-on settings first.',
+  oidc_provider_error: 'The identity provider could not be used (discovery or signing keys).',
   ldap_service_bind_failed: 'The directory refused the service account (bind DN / password).',
   tls_required: 'The directory URL must use TLS (ldaps:// or StartTLS).',
   egress_denied: 'The operator’s egress list does not allow connecting there.',
@@ -440,6 +442,7 @@ async function pageSignIn(page, _p, q) {
     }
   });
   page.append(h('h1', { text: 'Sign in to FlowGuard' }), form);
+  ssoSignIn(page, form, tenant, q);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1353,6 +1356,190 @@ async function pageSso(page) {
     }
   });
   page.append(dry);
+  await ssoOidcSettings(page);
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenID Connect single sign-on (issue 21)
+
+// Why a single sign-on was refused: the `sso_error` the server's callback puts on /signin.
+const SSO_REFUSALS = {
+  not_configured: 'Single sign-on is not set up for this tenant.',
+  provider_unavailable: 'The identity provider could not be reached. Try again later or sign in with a local account.',
+  provider_refused: 'The identity provider did not sign you in.',
+  state_missing: 'The sign-in could not be matched to this browser (the sign-in cookie or state is missing). Start again.',
+  state_unknown: 'The sign-in response does not belong to a sign-in started here. Start again.',
+  state_reused: 'This sign-in response was already used. Start again.',
+  state_expired: 'The sign-in took longer than 10 minutes and expired. Start again.',
+  state_mismatch: 'The sign-in was started in another browser or tab. Start again here.',
+  token_exchange_failed: 'The identity provider did not accept the sign-in code (check the client id and secret).',
+  alg_not_allowed: 'The identity provider’s token uses a signature algorithm that is not accepted.',
+  unknown_key: 'The identity provider’s token is signed with an unknown key.',
+  bad_signature: 'The identity provider’s token signature is invalid.',
+  wrong_issuer: 'The token comes from another identity provider than the one configured.',
+  wrong_audience: 'The token was issued for another application.',
+  token_expired: 'The identity provider’s token has expired (or the clocks differ by more than 2 minutes).',
+  clock_skew: 'The clocks of this appliance and the identity provider differ by more than 2 minutes.',
+  nonce_mismatch: 'The token does not belong to this sign-in (nonce mismatch).',
+  invalid_token: 'The identity provider’s token is malformed.',
+  unknown_user: 'Your account is not a member of this tenant, and automatic provisioning is off. Ask an Owner.',
+  user_disabled: 'Your account in this tenant is disabled.',
+  email_conflict: 'A member with your e-mail address exists but is not linked to your identity. Ask an Owner.',
+  missing_email: 'The identity provider sent no usable e-mail address.',
+  identity_conflict: 'The member this identity points at is linked to another identity. Ask an Owner.',
+  last_owner: 'Your group mapping would remove the tenant’s last Owner.',
+  plan_limit: 'The license’s user limit is reached.',
+  no_matching_group: 'None of your groups gives access to this tenant.',
+  tenant_suspended: 'This tenant is suspended.',
+};
+
+// The CSRF token of a session opened by single sign-on arrives once in a short-lived cookie.
+function adoptSsoCsrf() {
+  const m = document.cookie.split('; ').find((c) => c.startsWith('fg_sso_csrf='));
+  if (!m) return;
+  state.csrf = decodeURIComponent(m.slice('fg_sso_csrf='.length));
+  sessionStorage.setItem('fg_csrf', state.csrf);
+  document.cookie = 'fg_sso_csrf=; Path=/; Max-Age=0; Secure; SameSite=Lax';
+}
+
+function ssoSignIn(page, form, tenant, q) {
+  const why = q.get('sso_error');
+  if (why) {
+    page.insertBefore(h('div', { class: 'alert error', role: 'alert', id: 'sso-error', 'data-reason': why },
+      h('strong', { text: 'Single sign-on refused. ' }), SSO_REFUSALS[why] || 'The sign-in was refused.'), form);
+  }
+  const ssoBtn = h('a', { class: 'button', id: 'sso-signin', href: '#', hidden: true }, 'Sign in with single sign-on');
+  ssoBtn.addEventListener('click', (ev) => {
+    ev.preventDefault();
+    const t = tenant.value.trim();
+    localStorage.setItem('fg_tenant', t);
+    location.assign('/api/v1/auth/oidc/start?tenant=' + encodeURIComponent(t));
+  });
+  const card = h('div', { class: 'card narrow', id: 'sso-card', hidden: true }, ssoBtn);
+  page.append(card);
+  let asked = '';
+  const check = async () => {
+    const t = tenant.value.trim();
+    if (t === asked) return;
+    asked = t;
+    let on = false;
+    if (t) {
+      try {
+        on = !!(await api('GET', '/auth/oidc/available?tenant=' + encodeURIComponent(t))).enabled;
+      } catch (e) {
+        on = false;
+      }
+    }
+    if (t === asked) { card.hidden = !on; ssoBtn.hidden = !on; }
+  };
+  tenant.addEventListener('change', check);
+  tenant.addEventListener('blur', check);
+  check();
+}
+
+async function ssoOidcSettings(page) {
+  const cfg = (await optional('/sso/oidc')) || {
+    enabled: false, issuer: '', client_id: '', client_secret_set: false, scopes: 'openid email profile',
+    claims: { email: 'email', name: 'name', groups: 'groups' }, role_mapping: [], default_role: 'Viewer',
+    link_claim: null, jit_provisioning: false, ca_pem: null, redirect_uri: null,
+  };
+  const box = alertBox();
+  const f = {
+    enabled: h('input', { type: 'checkbox', id: 'oidc-enabled', checked: cfg.enabled }),
+    issuer: input({ id: 'oidc-issuer', value: cfg.issuer, placeholder: 'https://login.microsoftonline.com/<tenant>/v2.0' }),
+    client_id: input({ id: 'oidc-client-id', value: cfg.client_id }),
+    client_secret: input({ id: 'oidc-client-secret', type: 'password', autocomplete: 'off', placeholder: cfg.client_secret_set ? 'set — leave empty to keep' : '' }),
+    scopes: input({ id: 'oidc-scopes', value: cfg.scopes }),
+    email: input({ id: 'oidc-claim-email', value: cfg.claims.email }),
+    name: input({ id: 'oidc-claim-name', value: cfg.claims.name }),
+    groups: input({ id: 'oidc-claim-groups', value: cfg.claims.groups }),
+    link_claim: input({ id: 'oidc-link-claim', value: cfg.link_claim || '', placeholder: 'oid (Entra), sub (Okta)' }),
+    jit_provisioning: h('input', { type: 'checkbox', id: 'oidc-jit', checked: cfg.jit_provisioning }),
+    default_role: select([['', 'none (no access without a mapped group)'], 'Viewer', 'Tester', 'Admin'], cfg.default_role || '', { id: 'oidc-default-role' }),
+    ca_pem: h('textarea', { id: 'oidc-ca', rows: 3, value: cfg.ca_pem || '' }),
+  };
+  const labels = {
+    enabled: 'Enabled', issuer: 'Issuer (https://)', client_id: 'Client id', client_secret: 'Client secret (write-only)',
+    scopes: 'Scopes', email: 'E-mail claim', name: 'Name claim', groups: 'Groups claim',
+    link_claim: 'Link claim (matched against SCIM externalId; optional)', jit_provisioning: 'Create members at first sign-in',
+    default_role: 'Default role', ca_pem: 'CA certificate (PEM, optional)',
+  };
+  const mapping = (cfg.role_mapping || []).map((m) => ({ ...m }));
+  const mapList = h('div', { id: 'oidc-mapping' });
+  const drawMap = () => mapList.replaceChildren(...mapping.map((m, i) => {
+    const g = input({ value: m.group, 'aria-label': 'Group ' + (i + 1) });
+    g.addEventListener('input', () => { m.group = g.value; });
+    const role = select(['Owner', 'Admin', 'Tester', 'Viewer'], m.role, { 'aria-label': 'Role for group ' + (i + 1) });
+    role.addEventListener('change', () => { m.role = role.value; });
+    return h('div', { class: 'row' }, g, role, btn('Remove', () => { mapping.splice(i, 1); drawMap(); }));
+  }));
+  drawMap();
+  const form = h('form', { class: 'card', novalidate: true, id: 'oidc-form' },
+    h('h2', { text: 'Single sign-on (OpenID Connect)' }),
+    h('p', { class: 'hint', text: 'Redirect URI to register at the provider: ' + (cfg.redirect_uri || 'set public_url in the appliance configuration first') }),
+    box, Object.entries(f).map(([k, c]) => field(labels[k], c)),
+    h('h3', { text: 'Group → role mapping (highest wins)' }), mapList,
+    btn('Add mapping', () => { mapping.push({ group: '', role: 'Viewer' }); drawMap(); }),
+    h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary', id: 'oidc-save' }, 'Save single sign-on settings'),
+      btn('Test connection', async () => {
+        clear(box);
+        try {
+          const r = await api('POST', '/sso/oidc/test-connection');
+          showOk(box, 'Discovery and keys OK: ' + r.issuer + ' (' + r.keys + ' signing keys, ' + r.elapsed_ms + ' ms).');
+        } catch (e) { showError(box, e); }
+      }, { id: 'oidc-test-connection' }),
+      cfg.client_secret_set ? btn('Remove', async () => {
+        clear(box);
+        try {
+          await api('DELETE', '/sso/oidc');
+          go('/sso', { notice: 'Single sign-on removed.' });
+        } catch (e) { showError(box, e); }
+      }, { id: 'oidc-delete' }) : null));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clear(box);
+    const body = {
+      enabled: f.enabled.checked, issuer: f.issuer.value.trim(), client_id: f.client_id.value.trim(), scopes: f.scopes.value.trim(),
+      claims: { email: f.email.value.trim(), name: f.name.value.trim(), groups: f.groups.value.trim() },
+      role_mapping: mapping.filter((m) => m.group.trim()), default_role: f.default_role.value || null,
+      link_claim: f.link_claim.value.trim() || null, jit_provisioning: f.jit_provisioning.checked, ca_pem: f.ca_pem.value.trim() || null,
+    };
+    if (f.client_secret.value) body.client_secret = f.client_secret.value;
+    try {
+      await api('PUT', '/sso/oidc', body);
+      go('/sso', { notice: 'Single sign-on settings saved.' });
+    } catch (e) {
+      showError(box, e);
+      const c = f[e.problem && e.problem.field];
+      if (c) { c.setAttribute('aria-invalid', 'true'); c.focus(); }
+    }
+  });
+  page.append(form);
+  const claims = h('textarea', { id: 'oidc-dry-claims', rows: 4, value: '{"sub": "", "email": "", "groups": []}' });
+  const out = h('div', { id: 'oidc-dry-result', role: 'status' });
+  const dry = h('form', { class: 'card', novalidate: true, id: 'oidc-dry' }, h('h2', { text: 'Single sign-on dry run' }),
+    h('p', { class: 'hint', text: 'Paste sample ID-token claims: see which member a sign-in would match or create and its role. Nothing is written.' }),
+    field('Claims (JSON)', claims), h('div', { class: 'actions' }, h('button', { type: 'submit', id: 'oidc-dry-run' }, 'Run dry run')), out);
+  dry.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    let parsed;
+    try { parsed = JSON.parse(claims.value); } catch (e) {
+      out.replaceChildren(h('p', { class: 'alert error', role: 'alert', text: 'The claims are not valid JSON.' }));
+      return;
+    }
+    try {
+      const r = await api('POST', '/sso/oidc/test', { claims: parsed });
+      out.replaceChildren(h('dl', { class: 'facts' },
+        h('dt', { text: 'Outcome' }), h('dd', { text: r.outcome + (r.reason ? ' (' + r.reason + ')' : '') }),
+        h('dt', { text: 'Matched by' }), h('dd', { text: r.matched_by || '—' }),
+        h('dt', { text: 'Member' }), h('dd', { text: (r.email || '—') + (r.member_id ? '' : r.outcome === 'allow' ? ' (would be created)' : '') }),
+        h('dt', { text: 'Groups' }), h('dd', { text: (r.groups || []).join('; ') || 'none' }),
+        h('dt', { text: 'Role' }), h('dd', { text: r.role || 'no access' })));
+    } catch (e) {
+      out.replaceChildren(h('p', { class: 'alert error', role: 'alert', text: message(e) }));
+    }
+  });
+  page.append(dry);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1471,5 +1658,6 @@ route('/license', pageLicense, 'license');
 route('/sso', pageSso, 'sso');
 route('/ai', pageAi, 'ai');
 route('/account', pageAccount);
+adoptSsoCsrf();
 
 render();

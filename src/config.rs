@@ -30,6 +30,7 @@ const NON_SETTING_ENV: &[&str] = &[
     // by release builds.
     "FAULT",
     "FAULT_PAUSE",
+    "FAULT_CLOCK",
     "TEST_CLOCK_FILE",
 ];
 

@@ -118,6 +118,8 @@ error_codes! {
     NotLocalAccount => "not_local_account",
     /// LDAP is not configured for the tenant.
     LdapNotConfigured => "ldap_not_configured",
+    /// OpenID Connect single sign-on is not configured (or not enabled) for the tenant.
+    OidcNotConfigured => "oidc_not_configured",
     /// No AI endpoint is configured for the tenant.
     AiEndpointNotConfigured => "ai_endpoint_not_configured",
     /// A host is not allowed by the deployment's `egress.allow`.
@@ -148,6 +150,8 @@ error_codes! {
     LdapServiceBindFailed => "ldap_service_bind_failed",
     /// The directory answered with an unexpected error.
     LdapError => "ldap_error",
+    /// The OpenID provider could not be reached or answered unexpectedly (discovery, JWKS).
+    OidcProviderError => "oidc_provider_error",
     /// The directory is unreachable (with `Retry-After`).
     LdapUnavailable => "ldap_unavailable",
     /// The server is busy (with `Retry-After`).

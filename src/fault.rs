@@ -39,3 +39,21 @@ pub fn pause(name: &str) {
     #[cfg(not(debug_assertions))]
     let _ = name;
 }
+
+/// Seconds `FLOWGUARD_FAULT_CLOCK` adds to the clock at `name` (`name=secs`, comma separated,
+/// may be negative; debug builds only, else 0): lets a test age a short-lived value (the
+/// OpenID Connect sign-in state, `oidc:callback`) without waiting.
+pub fn clock_offset(name: &str) -> i64 {
+    #[cfg(debug_assertions)]
+    if let Ok(v) = std::env::var("FLOWGUARD_FAULT_CLOCK") {
+        return v
+            .split(',')
+            .filter_map(|p| p.split_once('='))
+            .find(|(n, _)| n.trim() == name)
+            .and_then(|(_, s)| s.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+    0
+}

@@ -172,6 +172,7 @@ pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
         audit_signer,
         egress,
         ai_limiter,
+        oidc: Arc::default(),
     })
 }
 

@@ -117,6 +117,7 @@ table! {
     RotationInProgress => CONFLICT, "Rotation in progress";
     NotLocalAccount => CONFLICT, "Not a local account";
     LdapNotConfigured => CONFLICT, "LDAP not configured";
+    OidcNotConfigured => CONFLICT, "Single sign-on not configured";
     AiEndpointNotConfigured => CONFLICT, "AI endpoint not configured";
     EgressDenied => UNPROCESSABLE_ENTITY, "Egress denied";
     TlsRequired => UNPROCESSABLE_ENTITY, "TLS required";
@@ -132,6 +133,7 @@ table! {
     RateLimited => TOO_MANY_REQUESTS, "Rate limited";
     LdapServiceBindFailed => BAD_GATEWAY, "Directory service bind failed";
     LdapError => BAD_GATEWAY, "Directory error";
+    OidcProviderError => BAD_GATEWAY, "OpenID provider error";
     LdapUnavailable => SERVICE_UNAVAILABLE, "Directory unavailable";
     Busy => SERVICE_UNAVAILABLE, "Server busy";
     NotReady => SERVICE_UNAVAILABLE, "Not ready";

@@ -460,12 +460,27 @@ pub fn parse_reply(kind: AiKind, body: &[u8]) -> Result<Verdict, String> {
 }
 
 /// A reqwest resolver that asks the egress policy for every name: the client connects only to
-/// the addresses returned.
-struct EgressResolver {
+/// the addresses returned. Also used by [`super::https`] (OpenID Connect).
+pub(crate) struct EgressResolver {
     policy: Arc<EgressPolicy>,
     port: u16,
     /// The refusal, kept so the caller can report it whatever error chain the client builds.
     denied: Arc<parking_lot::Mutex<Option<EgressDenied>>>,
+}
+
+impl EgressResolver {
+    /// A resolver for connections to `port`; a refusal is also kept in `denied`.
+    pub(crate) fn new(
+        policy: Arc<EgressPolicy>,
+        port: u16,
+        denied: Arc<parking_lot::Mutex<Option<EgressDenied>>>,
+    ) -> Self {
+        Self {
+            policy,
+            port,
+            denied,
+        }
+    }
 }
 
 impl reqwest::dns::Resolve for EgressResolver {

@@ -1,8 +1,10 @@
 //! Outbound connections: every connection the appliance opens to a customer system (the LDAP
 //! directory, the AI endpoint, later ticket servers) goes through the deployment's egress policy
-//! ([`egress`]); [`ai_client`] is the client for the customer's AI endpoint.
+//! ([`egress`]); [`ai_client`] is the client for the customer's AI endpoint, [`https`] the small
+//! request helper of OpenID Connect (discovery, JWKS, token endpoint).
 
 pub mod ai_client;
 pub mod egress;
+pub mod https;
 
 pub use egress::{ConnectError, EgressDenied, EgressPolicy};

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod ldap;
 pub mod license;
 pub mod members;
+pub mod oidc;
 pub mod platform;
 pub mod principal;
 pub mod region;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub egress: Arc<crate::net::egress::EgressPolicy>,
     /// Per-tenant token bucket on AI-cost calls.
     pub ai_limiter: Arc<ai_endpoint::AiLimiter>,
+    /// OpenID Connect: cached provider discovery documents and JWKS per tenant.
+    pub oidc: Arc<oidc::OidcCache>,
 }
 
 /// The actor recorded in audit rows written by background job `job` (`job:<name>`, role

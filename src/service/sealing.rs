@@ -32,6 +32,7 @@
 //! | LDAP bind password             | tenant, `ldap_config`, `1`, `bind_password`        |
 //! | LDAP client key                | tenant, `ldap_config`, `1`, `client_key`           |
 //! | AI endpoint API key            | tenant, `ai_endpoint`, `1`, `api_key`              |
+//! | OIDC client secret             | tenant, `oidc_config`, `1`, `client_secret`        |
 //! | screenshot file (not a column) | tenant, `screenshots`, object id                   |
 //!
 //! (A secret variable's row is named by its key, application id and name; the column is implied.
@@ -59,7 +60,7 @@ use crate::crypto::{envelope, Key256};
 use crate::domain::TenantId;
 use crate::fault;
 use crate::store::fence::SealedColumn;
-use crate::store::{catalog, ldap, Conflict, StoreError, StoreResult};
+use crate::store::{catalog, ldap, oidc, Conflict, StoreError, StoreResult};
 
 // ---------------------------------------------------------------- registry
 
@@ -107,6 +108,15 @@ fn ldap_client_key_aad(t: &TenantId, _key: &[&str]) -> Vec<u8> {
         ldap::CONFIG_TABLE,
         ldap::CONFIG_ROW,
         "client_key",
+    ])
+}
+
+fn oidc_client_secret_aad(t: &TenantId, _key: &[&str]) -> Vec<u8> {
+    envelope::aad(&[
+        t.as_str(),
+        oidc::CONFIG_TABLE,
+        oidc::CONFIG_ROW,
+        "client_secret",
     ])
 }
 
@@ -159,8 +169,25 @@ pub const AI_API_KEY: Sealed = Sealed {
     recipe: ai_api_key_aad,
 };
 
+/// The OpenID Connect client secret: `oidc_config.client_secret` (single row).
+/// AAD = tenant, `oidc_config`, `1`, `client_secret`.
+pub const OIDC_CLIENT_SECRET: Sealed = Sealed {
+    column: SealedColumn {
+        table: "oidc_config",
+        column: "client_secret",
+        key_columns: &["updated_by"],
+    },
+    recipe: oidc_client_secret_aad,
+};
+
 /// Every sealed column of the tenant store; a key rotation re-seals exactly these.
-pub const SEALED_COLUMNS: &[Sealed] = &[VARIABLE, LDAP_BIND_PASSWORD, LDAP_CLIENT_KEY, AI_API_KEY];
+pub const SEALED_COLUMNS: &[Sealed] = &[
+    VARIABLE,
+    LDAP_BIND_PASSWORD,
+    LDAP_CLIENT_KEY,
+    AI_API_KEY,
+    OIDC_CLIENT_SECRET,
+];
 
 /// AAD of a screenshot file (`<data>/screenshots/<tenant>/<object>.fgs`, sealed with the DEK;
 /// its key version is also recorded in `screenshots.key_version`): tenant, `screenshots`,
@@ -471,6 +498,10 @@ mod tests {
             expected(&[tid, "ai_endpoint", "1", "api_key"])
         );
         assert_eq!(
+            OIDC_CLIENT_SECRET.aad(&t, &[]),
+            expected(&[tid, "oidc_config", "1", "client_secret"])
+        );
+        assert_eq!(
             screenshot_aad(&t, "obj1"),
             expected(&[tid, "screenshots", "obj1"])
         );
@@ -481,7 +512,8 @@ mod tests {
                 "variables.ciphertext",
                 "ldap_config.bind_password",
                 "ldap_config.client_key",
-                "ai_endpoint.api_key"
+                "ai_endpoint.api_key",
+                "oidc_config.client_secret"
             ]
         );
     }

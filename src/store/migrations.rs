@@ -350,6 +350,36 @@ DROP INDEX runs_app_status;
 CREATE INDEX runs_app_status ON runs(application_id, status, queued_at, id);
 ",
         ),
+        // Issue 21: OpenID Connect single sign-on. One configuration row (client secret as an
+        // envelope ciphertext), the link (issuer, subject) → member, and the pending sign-ins
+        // (state → nonce, PKCE verifier, browser binding; single use, 10 minutes).
+        M::up(
+            "
+CREATE TABLE oidc_config (
+    id            INTEGER PRIMARY KEY CHECK (id = 1),
+    config        TEXT NOT NULL,
+    client_secret BLOB NOT NULL,
+    updated_at    TEXT NOT NULL,
+    updated_by    TEXT NOT NULL
+);
+CREATE TABLE oidc_identities (
+    user_id       TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+    issuer        TEXT NOT NULL,
+    subject       TEXT NOT NULL,
+    linked_at     TEXT NOT NULL,
+    last_login_at TEXT NOT NULL,
+    UNIQUE (issuer, subject)
+);
+CREATE TABLE oidc_pending (
+    state_hash   TEXT PRIMARY KEY,
+    binding_hash TEXT NOT NULL,
+    nonce        TEXT NOT NULL,
+    verifier     TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    used_at      INTEGER
+);
+",
+        ),
     ])
 }
 

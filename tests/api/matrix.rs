@@ -52,6 +52,22 @@ const TABLE: &[(&str, &str, [&str; 8])] = &[
         "/api/v1/auth/ldap/login",
         ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"],
     ),
+    // Issue 21: single sign-on start/callback are browser redirects open to anyone.
+    (
+        "GET",
+        "/api/v1/auth/oidc/start",
+        ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"],
+    ),
+    (
+        "GET",
+        "/api/v1/auth/oidc/callback",
+        ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"],
+    ),
+    (
+        "GET",
+        "/api/v1/auth/oidc/available",
+        ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"],
+    ),
     (
         "POST",
         "/api/v1/auth/logout",
@@ -376,6 +392,31 @@ const TABLE: &[(&str, &str, [&str; 8])] = &[
     (
         "POST",
         "/api/v1/sso/ldap/test-connection",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "GET",
+        "/api/v1/sso/oidc",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "PUT",
+        "/api/v1/sso/oidc",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "DELETE",
+        "/api/v1/sso/oidc",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "POST",
+        "/api/v1/sso/oidc/test",
+        ["401", "ok", "403", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "POST",
+        "/api/v1/sso/oidc/test-connection",
         ["401", "ok", "403", "403", "403", "403", "403", "403"],
     ),
     (

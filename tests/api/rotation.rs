@@ -1067,6 +1067,8 @@ enum Writer {
     /// `PUT /api/v1/sso/ldap` with a new `bind_password` (and the client key):
     /// `ldap_config.bind_password` and `ldap_config.client_key`.
     Ldap,
+    /// `PUT /api/v1/sso/oidc` with a new `client_secret`: `oidc_config.client_secret`.
+    Oidc,
     /// A screenshot upload replacing step 3's: the sealed file.
     Shot,
 }
@@ -1087,6 +1089,7 @@ struct Acked {
     variable: String,
     ai_key: String,
     ldap_bind: String,
+    oidc_secret: String,
     /// Object id of step 3's screenshot.
     shot: String,
 }
@@ -1097,6 +1100,7 @@ impl Acked {
             Writer::Variable => self.variable = v,
             Writer::AiKey => self.ai_key = v,
             Writer::Ldap => self.ldap_bind = v,
+            Writer::Oidc => self.oidc_secret = v,
             Writer::Shot => self.shot = v,
         }
     }
@@ -1141,6 +1145,14 @@ async fn race_write(w: Writer, s: &Session, cx: &RaceCtx, tag: &str) -> Result<S
             let r = s.req(Method::PUT, "/api/v1/sso/ldap", Some(body)).await;
             expect_status(r, 200, "PUT sso/ldap").await.map(|_| pw)
         }
+        Writer::Oidc => {
+            let secret = format!("oidc-{tag}");
+            // Saving does not contact the provider; `localhost` passes egress.allow by name.
+            let body = json!({"enabled": true, "issuer": "https://localhost:1/realms/race",
+                "client_id": "flowguard", "client_secret": secret});
+            let r = s.req(Method::PUT, "/api/v1/sso/oidc", Some(body)).await;
+            expect_status(r, 200, "PUT sso/oidc").await.map(|_| secret)
+        }
         Writer::Shot => {
             let r = upload_shot(s, &cx.run, 3).await;
             let v = expect_status(r, 201, "upload screenshot").await?;
@@ -1164,7 +1176,7 @@ fn verify_sealed_offline(
     use flowguard::crypto::envelope;
     use flowguard::domain::TenantId;
     use flowguard::service::sealing::{self, Sealed};
-    use flowguard::store::{ai, fence, ldap, variables};
+    use flowguard::store::{ai, fence, ldap, oidc, variables};
     let state = offline_state(data);
     let t = TenantId::parse(tenant).unwrap();
     let keys = flowguard::service::keys::status_blocking(&state, &t).unwrap();
@@ -1174,7 +1186,7 @@ fn verify_sealed_offline(
     );
     let active = keys.active_version.expect("an active key set");
     let db = state.tenants.get_blocking(&t).expect("tenant store opens");
-    let (fence_v, below, shots_below, var, ai_row, ldap_row, shot) = {
+    let (fence_v, below, shots_below, var, ai_row, ldap_row, oidc_row, shot) = {
         let c = db.lock();
         (
             fence::dek_fence(&c).unwrap(),
@@ -1187,6 +1199,7 @@ fn verify_sealed_offline(
                 .expect("the raced variable"),
             ai::ai_endpoint(&c).unwrap().expect("the AI endpoint"),
             ldap::config(&c).unwrap().expect("the LDAP configuration"),
+            oidc::config(&c).unwrap().expect("the OIDC configuration"),
             flowguard::store::screenshots::screenshot_of(&c, &cx.run, 3)
                 .unwrap()
                 .expect("step 3's screenshot"),
@@ -1234,6 +1247,13 @@ fn verify_sealed_offline(
         &acked.ldap_bind,
     );
     check(
+        "the OIDC client secret",
+        &sealing::OIDC_CLIENT_SECRET,
+        &[],
+        &oidc_row.client_secret,
+        &acked.oidc_secret,
+    );
+    check(
         "the LDAP client key",
         &sealing::LDAP_CLIENT_KEY,
         &[],
@@ -1273,7 +1293,7 @@ fn verify_sealed_offline(
 }
 
 /// Sealing in one place: writes to every sealed value — a secret variable, the AI endpoint API
-/// key, the LDAP bind password and client key, a screenshot file — race a key rotation, round
+/// key, the LDAP bind password and client key, the OIDC client secret, a screenshot file — race a key rotation, round
 /// after round, each write paused between sealing and storing. After every round no value is
 /// left under a retired key: each is sealed under the active DEK (at or above the fence), opens,
 /// and is the last acknowledged write; every rotation succeeds. Afterwards the server itself
@@ -1323,6 +1343,7 @@ async fn writes_to_every_sealed_value_racing_rotations_never_end_under_a_retired
         (Writer::Variable, Arc::new(app.owner().await)),
         (Writer::AiKey, Arc::new(app.owner().await)),
         (Writer::Ldap, Arc::new(app.owner().await)),
+        (Writer::Oidc, Arc::new(app.owner().await)),
         (Writer::Shot, Arc::new(app.bearer(&fx.agent_token))),
     ];
     // Every value exists before the first rotation.

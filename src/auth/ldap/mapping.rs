@@ -19,6 +19,12 @@ pub struct Decision {
     pub by_default: bool,
 }
 
+/// The highest of `roles` (Owner > Admin > Tester > Viewer): the rule shared by directory login
+/// and OpenID Connect sign-in (`auth::oidc::decide`).
+pub fn highest(roles: impl Iterator<Item = Role>) -> Option<Role> {
+    roles.max_by_key(|r| r.rank())
+}
+
 /// Decide the role for a user in `groups` (DN strings as the directory returned them).
 pub fn decide(groups: &[String], rules: &[StoredMapping], default_role: Option<Role>) -> Decision {
     let keys: HashSet<String> = groups.iter().filter_map(|g| dn::key(g)).collect();
@@ -27,7 +33,7 @@ pub fn decide(groups: &[String], rules: &[StoredMapping], default_role: Option<R
         .filter(|m| dn::key(&m.group_dn).is_some_and(|k| keys.contains(&k)))
         .cloned()
         .collect();
-    let best = matched.iter().map(|m| m.role).max_by_key(|r| r.rank());
+    let best = highest(matched.iter().map(|m| m.role));
     match best {
         Some(r) => Decision {
             matched,

@@ -1,5 +1,6 @@
 //! `POST /api/v1/auth/login`, `POST /api/v1/auth/logout`, `GET /api/v1/me`,
-//! `POST /api/v1/me/password`.
+//! `POST /api/v1/me/password`, and OpenID Connect sign-in (`GET /api/v1/auth/oidc/start`,
+//! `/callback`, `/available`).
 
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::{get, post, web, HttpResponse};
@@ -10,7 +11,7 @@ use zeroize::Zeroizing;
 use crate::error::ApiError;
 use crate::http::extract::{perm, Guarded, Require, SESSION_COOKIE};
 use crate::service::principal::MeView;
-use crate::service::{auth, AppState, ClientInfo, Principal};
+use crate::service::{auth, oidc, AppState, ClientInfo, Principal};
 
 /// Login body. `tenant` is the tenant id or its unique name; absent or null logs a
 /// PlatformAdmin in to the catalog. The login name goes in `email` or its synonym `username`
@@ -244,4 +245,163 @@ pub async fn change_password(
     )
     .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+// ---------------------------------------------------------------- OpenID Connect (issue 21)
+
+/// Cookie binding a started OpenID Connect sign-in to the browser: `<tenant id>.<random>`,
+/// `HttpOnly; Secure; SameSite=Lax; Path=/api/v1/auth/oidc`, 10 minutes, single use.
+pub const OIDC_COOKIE: &str = "fg_oidc";
+/// Cookie handing the CSRF token of a session opened by single sign-on to the dashboard once
+/// (readable by the page, `Secure; SameSite=Lax`, 2 minutes; the dashboard deletes it).
+pub const SSO_CSRF_COOKIE: &str = "fg_sso_csrf";
+
+fn oidc_cookie(value: String, max_age_secs: i64) -> Cookie<'static> {
+    Cookie::build(OIDC_COOKIE, value)
+        .path("/api/v1/auth/oidc")
+        .http_only(true)
+        .secure(true)
+        .same_site(SameSite::Lax)
+        .max_age(CookieDuration::seconds(max_age_secs))
+        .finish()
+}
+
+fn sso_refused(reason: &str) -> HttpResponse {
+    let mut gone = oidc_cookie(String::new(), 0);
+    gone.make_removal();
+    HttpResponse::Found()
+        .insert_header((
+            actix_web::http::header::LOCATION,
+            format!("/signin?sso_error={reason}"),
+        ))
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .cookie(gone)
+        .finish()
+}
+
+/// Query of the sign-in start.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct OidcStartQuery {
+    /// Tenant id or name.
+    pub tenant: Option<String>,
+}
+
+/// Start single sign-on for a tenant: 302 to the provider's authorization endpoint
+/// (authorization code + PKCE S256, random `state` and `nonce`) with the `fg_oidc` cookie. A
+/// tenant of another region → 421 with the region endpoint, before anything else. Unknown
+/// tenant, SSO off or a provider that cannot be reached → 302 to the dashboard's sign-in page
+/// with `sso_error=<reason>`.
+#[utoipa::path(tag = "auth", params(OidcStartQuery), responses(
+    (status = 302, description = "to the provider, or to /signin?sso_error=<reason>"),
+    (status = 421, body = crate::http::problem::Problem), (status = 422, body = crate::http::problem::Problem)))]
+#[get("/auth/oidc/start")]
+pub async fn oidc_start(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    q: web::Query<OidcStartQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let state = state.into_inner();
+    let t = q.into_inner().tenant.unwrap_or_default();
+    if t.trim().is_empty() {
+        return Err(ApiError::invalid("tenant", "tenant is required"));
+    }
+    crate::http::residency::check_tenant_ref(&state.settings, t.trim())?;
+    Ok(match oidc::start(&state, &t, &client).await? {
+        oidc::SignIn::Redirect { location, cookie } => HttpResponse::Found()
+            .insert_header((actix_web::http::header::LOCATION, location))
+            .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+            .cookie(oidc_cookie(cookie, oidc::PENDING_TTL_SECS))
+            .finish(),
+        oidc::SignIn::Refused(reason) => sso_refused(reason),
+    })
+}
+
+/// Query of the callback (RFC 6749 §4.1.2; other parameters such as `error_description` and
+/// `session_state` are ignored — a provider's text is never shown).
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct OidcCallbackQuery {
+    /// Authorization code.
+    pub code: Option<String>,
+    /// State.
+    pub state: Option<String>,
+    /// Provider error code.
+    pub error: Option<String>,
+    /// RFC 9207 issuer.
+    pub iss: Option<String>,
+}
+
+/// The provider's redirect back: checks state and browser binding, exchanges the code, verifies
+/// the ID token, opens the same session as a local login and redirects to the dashboard
+/// (the session cookie plus a one-time `fg_sso_csrf` cookie). Every refusal redirects to
+/// `/signin?sso_error=<reason>` and is audited as `login.failure` (method `oidc`).
+#[utoipa::path(tag = "auth", params(OidcCallbackQuery), responses(
+    (status = 302, description = "to the dashboard, or to /signin?sso_error=<reason>")))]
+#[get("/auth/oidc/callback")]
+pub async fn oidc_callback(
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    req: actix_web::HttpRequest,
+    q: web::Query<OidcCallbackQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let state = state.into_inner();
+    let q = q.into_inner();
+    let cookie = req.cookie(OIDC_COOKIE).map(|c| c.value().to_string());
+    let query = oidc::CallbackQuery {
+        code: q.code,
+        state: q.state,
+        error: q.error,
+        iss: q.iss,
+    };
+    Ok(
+        match oidc::callback(&state, query, cookie, &client).await? {
+            oidc::Finished::Refused(reason) => sso_refused(reason),
+            oidc::Finished::Ok {
+                session,
+                csrf_token,
+                ..
+            } => {
+                let max_age = i64::from(state.settings.session.absolute_hours) * 3600;
+                let mut gone = oidc_cookie(String::new(), 0);
+                gone.make_removal();
+                let handoff = Cookie::build(SSO_CSRF_COOKIE, csrf_token)
+                    .path("/")
+                    .secure(true)
+                    .same_site(SameSite::Lax)
+                    .max_age(CookieDuration::seconds(120))
+                    .finish();
+                HttpResponse::Found()
+                    .insert_header((actix_web::http::header::LOCATION, "/"))
+                    .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+                    .cookie(gone)
+                    .cookie(session_cookie(session, max_age))
+                    .cookie(handoff)
+                    .finish()
+            }
+        },
+    )
+}
+
+/// Whether a tenant offers single sign-on.
+#[derive(Serialize, ToSchema)]
+pub struct OidcAvailable {
+    /// True when the tenant has OpenID Connect on (false for an unknown tenant too).
+    pub enabled: bool,
+}
+
+/// Whether the sign-in page should offer "Sign in with single sign-on" for `tenant`. A tenant
+/// of another region → 421.
+#[utoipa::path(tag = "auth", params(OidcStartQuery), responses(
+    (status = 200, body = OidcAvailable), (status = 421, body = crate::http::problem::Problem)))]
+#[get("/auth/oidc/available")]
+pub async fn oidc_available(
+    state: web::Data<AppState>,
+    q: web::Query<OidcStartQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let state = state.into_inner();
+    let t = q.into_inner().tenant.unwrap_or_default();
+    if !t.trim().is_empty() {
+        crate::http::residency::check_tenant_ref(&state.settings, t.trim())?;
+    }
+    let enabled = oidc::available(&state, &t).await?;
+    Ok(HttpResponse::Ok().json(OidcAvailable { enabled }))
 }

@@ -1,15 +1,16 @@
-//! `/api/v1/sso/ldap`: the tenant's directory configuration (Owner), its connection test and
-//! the mapping dry run.
+//! `/api/v1/sso/ldap` and `/api/v1/sso/oidc`: the tenant's directory and OpenID Connect
+//! configurations (Owner), their connection tests and dry runs.
 
-use actix_web::{get, post, put, web, HttpResponse};
+use actix_web::{delete, get, post, put, web, HttpResponse};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::auth::ldap::{LdapConfigInput, LdapConfigView};
+use crate::auth::oidc::{OidcConfigInput, OidcConfigView};
 use crate::error::ApiError;
 use crate::http::extract::{perm, Guarded, Require};
 use crate::service::ldap::{self as svc, ConnectionReport, DryRunReport};
-use crate::service::AppState;
+use crate::service::{oidc, AppState};
 
 /// Read the LDAP configuration. Secrets are never returned (`bind_password_set`,
 /// `client_key_set`); 404 when none is saved.
@@ -69,4 +70,72 @@ pub async fn test_connection(
     g: Require<perm::SsoManage>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(svc::test_connection(&state.into_inner(), &g.ctx).await?))
+}
+
+// ---------------------------------------------------------------- OpenID Connect (issue 21)
+
+/// Read the OpenID Connect configuration (the client secret is never returned:
+/// `client_secret_set`); 404 when none is saved. `redirect_uri` is what to register at the
+/// provider.
+#[utoipa::path(tag = "sso", responses((status = 200, body = OidcConfigView), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
+#[get("/sso/oidc")]
+pub async fn get_oidc(
+    state: web::Data<AppState>,
+    g: Require<perm::SsoManage>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(oidc::get_config(&state.into_inner(), &g.ctx).await?))
+}
+
+/// Save the OpenID Connect configuration (audited as `sso.oidc.save`, without the secret). An
+/// issuer that is not `https://` is refused (422 `validation_failed`), so is one whose host is
+/// outside `egress.allow` (422 `egress_denied`).
+#[utoipa::path(tag = "sso", request_body = OidcConfigInput, responses(
+    (status = 200, body = OidcConfigView), (status = 422, body = crate::http::problem::Problem)),
+    security(("session" = [])))]
+#[put("/sso/oidc")]
+pub async fn put_oidc(
+    state: web::Data<AppState>,
+    g: Guarded<perm::SsoManage, web::Json<OidcConfigInput>>,
+) -> Result<HttpResponse, ApiError> {
+    let view = oidc::put_config(&state.into_inner(), &g.ctx, g.inner.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Remove the OpenID Connect configuration (audited as `sso.oidc.delete`); member links stay.
+#[utoipa::path(tag = "sso", responses((status = 204), (status = 404, body = crate::http::problem::Problem)), security(("session" = [])))]
+#[delete("/sso/oidc")]
+pub async fn delete_oidc(
+    state: web::Data<AppState>,
+    g: Require<perm::SsoManage>,
+) -> Result<HttpResponse, ApiError> {
+    oidc::delete_config(&state.into_inner(), &g.ctx).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Check the saved configuration: discovery reachable over TLS through the egress policy, its
+/// `issuer` equal to the configured one, and the JWKS readable.
+#[utoipa::path(tag = "sso", responses(
+    (status = 200, body = oidc::ConnectionReport), (status = 409, body = crate::http::problem::Problem),
+    (status = 422, body = crate::http::problem::Problem), (status = 502, body = crate::http::problem::Problem)),
+    security(("session" = [])))]
+#[post("/sso/oidc/test-connection")]
+pub async fn oidc_test_connection(
+    state: web::Data<AppState>,
+    g: Require<perm::SsoManage>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(oidc::test_connection(&state.into_inner(), &g.ctx).await?))
+}
+
+/// Dry run: which member a sign-in with these sample claims would match or create, and the
+/// role it would get. Nothing is written.
+#[utoipa::path(tag = "sso", request_body = oidc::DryRunRequest, responses(
+    (status = 200, body = oidc::DryRunReport), (status = 409, body = crate::http::problem::Problem),
+    (status = 422, body = crate::http::problem::Problem)), security(("session" = [])))]
+#[post("/sso/oidc/test")]
+pub async fn oidc_dry_run(
+    state: web::Data<AppState>,
+    g: Guarded<perm::SsoManage, web::Json<oidc::DryRunRequest>>,
+) -> Result<HttpResponse, ApiError> {
+    let r = oidc::dry_run(&state.into_inner(), &g.ctx, g.inner.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(r))
 }
