@@ -74,6 +74,8 @@ error_codes! {
     NoSession => "no_session",
     /// The caller's role lacks the permission.
     Forbidden => "forbidden",
+    /// The caller is still on a one-time password: only `/me`, `/me/password` and logout work.
+    PasswordChangeRequired => "password_change_required",
     /// A cookie-authenticated unsafe request without the session's `X-CSRF-Token`.
     CsrfFailed => "csrf_failed",
     /// Only an Owner may grant or touch the Owner role.

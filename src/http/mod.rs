@@ -3,6 +3,7 @@
 
 pub mod assets;
 pub mod extract;
+pub mod listener;
 pub mod problem;
 pub mod residency;
 pub mod routes;

@@ -95,6 +95,7 @@ table! {
     WrongCurrentPassword => FORBIDDEN, "Invalid credentials";
     NoSession => BAD_REQUEST, "No session";
     Forbidden => FORBIDDEN, "Forbidden";
+    PasswordChangeRequired => FORBIDDEN, "Password change required";
     CsrfFailed => FORBIDDEN, "CSRF check failed";
     OwnerRequired => FORBIDDEN, "Owner required";
     TenantSuspended => FORBIDDEN, "Tenant suspended";

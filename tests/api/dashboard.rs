@@ -543,6 +543,10 @@ async fn dashboard_owner_and_viewer_journey_in_headless_chromium() {
             201,
         )
         .await;
+    // The initial password is a one-time one: the helper login replaces it, and the browser
+    // signs in with the replacement (`app.current_password`).
+    app.login(Some(&tenant), VIEWER_EMAIL, VIEWER_PASSWORD)
+        .await;
     let ui = Ui::launch(&app.base, app.dir.path()).await;
 
     // Sign in as Owner through the form.
@@ -856,7 +860,12 @@ async fn dashboard_owner_and_viewer_journey_in_headless_chromium() {
         ui,
         app,
         "sign in as Viewer",
-        sign_in(&ui, &tenant, VIEWER_EMAIL, VIEWER_PASSWORD)
+        sign_in(
+            &ui,
+            &tenant,
+            VIEWER_EMAIL,
+            &app.current_password(VIEWER_PASSWORD)
+        )
     );
     const NO_CREATE: &str = "document.querySelectorAll('.create, #app-new, #flow-new, #run-trigger, #flow-save, #step-add, #app-save').length === 0 && ![...document.querySelectorAll('main button')].some(b => ['Edit', 'Delete', 'Run now', 'Cancel'].includes(b.textContent.trim()))";
     step!(ui, app, "viewer: applications", async {
