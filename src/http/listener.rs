@@ -17,21 +17,26 @@
 //! fast as they are accepted, and other addresses keep being served.
 //!
 //! The server itself is an actix-server built here (the same HTTP service, keep-alive and
-//! timeouts `actix_web::HttpServer` builds), because `HttpServer` offers no hook between
-//! `accept` and the TLS handshake.
+//! timeouts `actix_web::HttpServer` builds, ALPN h2/http1.1), because `HttpServer` offers no hook
+//! between `accept` and the TLS handshake, nor between TLS and the HTTP codec — where
+//! [`ProblemIo`] turns the codec's bare error answers into problem+json.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_http::{HttpService, TlsAcceptorConfig};
+use actix_http::error::DispatchError;
+use actix_http::{HttpService, Protocol};
 use actix_rt::net::TcpStream;
-use actix_service::{Service, ServiceFactory};
+use actix_service::{Service, ServiceFactory, ServiceFactoryExt};
+use actix_tls::accept::rustls_0_23::{Acceptor, TlsStream};
+use actix_tls::accept::TlsError;
 use actix_web::dev::AppConfig;
 use futures_util::future::LocalBoxFuture;
 
 use crate::config::ConnectionSettings;
+use crate::http::wire_errors::ProblemIo;
 use crate::metrics::Metrics;
 use crate::service::AppState;
 
@@ -261,16 +266,34 @@ pub fn server(
     }
     let builder = actix_server::Server::build().shutdown_timeout(30);
     let builder = match tls {
-        Some(cfg) => builder.listen("flowguard", listener, move || GateFactory {
-            inner: http!(state.clone()).rustls_0_23_with_config(
-                cfg.clone(),
-                TlsAcceptorConfig::default().handshake_timeout(handshake),
-            ),
-            limits: limits.clone(),
+        Some(cfg) => builder.listen("flowguard", listener, move || {
+            let mut acceptor = Acceptor::new(cfg.clone());
+            acceptor.set_handshake_timeout(handshake);
+            let inner = acceptor
+                .map_init_err(|_| ())
+                .map_err(TlsError::into_service_error)
+                .and_then(|io: TlsStream<TcpStream>| async move {
+                    let h2 = io.get_ref().1.alpn_protocol().is_some_and(|p| p == b"h2");
+                    let proto = if h2 { Protocol::Http2 } else { Protocol::Http1 };
+                    let peer = io.get_ref().0.peer_addr().ok();
+                    Ok((ProblemIo::new(io), proto, peer))
+                })
+                .and_then(http!(state.clone()).map_err(TlsError::Service));
+            GateFactory {
+                inner,
+                limits: limits.clone(),
+            }
         })?,
-        None => builder.listen("flowguard", listener, move || GateFactory {
-            inner: http!(state.clone()).tcp(),
-            limits: limits.clone(),
+        None => builder.listen("flowguard", listener, move || {
+            let inner = actix_service::fn_service(|io: TcpStream| async move {
+                let peer = io.peer_addr().ok();
+                Ok::<_, DispatchError>((ProblemIo::new(io), Protocol::Http1, peer))
+            })
+            .and_then(http!(state.clone()));
+            GateFactory {
+                inner,
+                limits: limits.clone(),
+            }
         })?,
     };
     Ok(builder.run())

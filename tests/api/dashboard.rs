@@ -543,8 +543,8 @@ async fn dashboard_owner_and_viewer_journey_in_headless_chromium() {
             201,
         )
         .await;
-    // The initial password is a one-time one: the helper login replaces it, and the browser
-    // signs in with the replacement (`app.current_password`).
+    // The initial password is a one-time one: the helper login clears that (keeping the
+    // password), so the browser journey sees the viewer's pages.
     app.login(Some(&tenant), VIEWER_EMAIL, VIEWER_PASSWORD)
         .await;
     let ui = Ui::launch(&app.base, app.dir.path()).await;
@@ -860,12 +860,7 @@ async fn dashboard_owner_and_viewer_journey_in_headless_chromium() {
         ui,
         app,
         "sign in as Viewer",
-        sign_in(
-            &ui,
-            &tenant,
-            VIEWER_EMAIL,
-            &app.current_password(VIEWER_PASSWORD)
-        )
+        sign_in(&ui, &tenant, VIEWER_EMAIL, VIEWER_PASSWORD)
     );
     const NO_CREATE: &str = "document.querySelectorAll('.create, #app-new, #flow-new, #run-trigger, #flow-save, #step-add, #app-save').length === 0 && ![...document.querySelectorAll('main button')].some(b => ['Edit', 'Delete', 'Run now', 'Cancel'].includes(b.textContent.trim()))";
     step!(ui, app, "viewer: applications", async {

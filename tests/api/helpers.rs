@@ -19,14 +19,9 @@ use tempfile::TempDir;
 pub fn bin() -> &'static str {
     static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
-        std::env::var("FG_TEST_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_flowguard").to_string())
+        std::env::var("FG_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_flowguard").to_string())
     })
 }
-
-/// File in a test's temp dir (next to `data/`) remembering the one-time passwords the login
-/// helper replaced, so a server restarted on the same dir is logged in with the current ones.
-const ROTATED_FILE: &str = "helper-rotated-passwords.json";
 
 /// A running appliance.
 pub struct TestApp {
@@ -38,8 +33,6 @@ pub struct TestApp {
     pub log: PathBuf,
     pub creds: HashMap<String, String>,
     pub cert: Vec<u8>,
-    /// One-time passwords the [`TestApp::login`] helper replaced: original → current.
-    pub rotated: std::sync::Mutex<HashMap<String, String>>,
 }
 
 /// Kills the server process when dropped (also when a `TestApp` is destructured to keep its dir).
@@ -167,11 +160,6 @@ pub async fn try_spawn(opts: Opts) -> Result<TestApp, SpawnError> {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
         })
         .collect();
-    // Replacements of one-time passwords made by an earlier server on this dir (restarts).
-    let rotated: HashMap<String, String> = std::fs::read(dir.path().join(ROTATED_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
     let app = TestApp {
         dir,
         data,
@@ -181,7 +169,6 @@ pub async fn try_spawn(opts: Opts) -> Result<TestApp, SpawnError> {
         log,
         creds,
         cert,
-        rotated: std::sync::Mutex::new(rotated),
     };
     // Readiness: poll /healthz.
     let c = app.client();
@@ -218,20 +205,8 @@ impl TestApp {
         self.creds["tenant_id"].clone()
     }
 
-    /// The bootstrap Owner's current password (the one-time one until a helper login replaced it).
     pub fn owner_password(&self) -> String {
-        self.current_password(&self.creds["owner_password"])
-    }
-
-    /// The current password of an account first given `password`: the replacement the
-    /// [`TestApp::login`] helper chose when it changed a one-time password, else `password`.
-    pub fn current_password(&self, password: &str) -> String {
-        self.rotated
-            .lock()
-            .expect("rotated")
-            .get(password)
-            .cloned()
-            .unwrap_or_else(|| password.to_string())
+        self.creds["owner_password"].clone()
     }
 
     /// A client trusting the server's certificate, with a cookie store.
@@ -254,30 +229,24 @@ impl TestApp {
         b.build().expect("client")
     }
 
-    /// Log in and return a session that may use the API: an account still on a one-time
-    /// password (which the API refuses everything but `/me`, `/me/password` and logout) has it
-    /// replaced first, and later helper logins with the original password use the replacement
-    /// ([`TestApp::current_password`]). Tests about the one-time state use
+    /// Log in and return a session that may use the API. An account still on a one-time
+    /// password (which the API refuses everything but `/me`, `/me/password` and logout, issue 24)
+    /// has the one-time flag cleared first by changing the password away and back to the same
+    /// value, so the password a test holds stays valid. Tests about the one-time state use
     /// [`TestApp::login_one_time`].
     pub async fn login(&self, tenant: Option<&str>, email: &str, password: &str) -> Session {
-        let current = self.current_password(password);
-        let (s, must_change) = self.login_inner(tenant, email, &current).await;
+        let (s, must_change) = self.login_inner(tenant, email, password).await;
         if must_change {
-            let new = format!("{current}-changed-by-test-helper");
-            s.json(
-                Method::POST,
-                "/api/v1/me/password",
-                Some(json!({"current_password": current, "new_password": new})),
-                204,
-            )
-            .await;
-            let mut m = self.rotated.lock().expect("rotated");
-            m.insert(password.to_string(), new);
-            std::fs::write(
-                self.dir.path().join(ROTATED_FILE),
-                serde_json::to_vec(&*m).expect("json"),
-            )
-            .expect("write rotated passwords");
+            let interim = format!("{password}-interim-by-test-helper");
+            for (current, new) in [(password, interim.as_str()), (interim.as_str(), password)] {
+                s.json(
+                    Method::POST,
+                    "/api/v1/me/password",
+                    Some(json!({"current_password": current, "new_password": new})),
+                    204,
+                )
+                .await;
+            }
         }
         s
     }

@@ -739,14 +739,8 @@ async fn platform_admin_manages_tenants_and_sees_no_tenant_data() {
         r.json::<Value>().await.unwrap()["code"],
         "password_change_required"
     );
-    owner
-        .json(
-            Method::POST,
-            "/api/v1/me/password",
-            Some(json!({"current_password": pw, "new_password": "acme-owner-passphrase-2026"})),
-            204,
-        )
-        .await;
+    // The helper login clears the one-time flag (keeping the password).
+    let owner = app.login(Some(&tid), "owner@acme.example", pw).await;
     assert_eq!(create_app(&owner, "acme-app").await.status(), 201);
 
     // Bad input: 422 naming the field, 409 for a duplicate; nothing created.

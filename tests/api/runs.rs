@@ -1314,6 +1314,16 @@ async fn secrets_with_quotes_backslashes_and_controls_are_scrubbed_in_every_enco
         .as_object_mut()
         .unwrap()
         .insert(secret.to_string(), json!(1));
+    for i in [0, 1] {
+        s.agent
+            .json(
+                Method::POST,
+                &format!("/api/v1/agent/runs/{run_id}/steps"),
+                Some(json!({"index": i, "status": "passed", "duration_ms": 1})),
+                200,
+            )
+            .await;
+    }
     s.agent
         .json(
             Method::POST,
