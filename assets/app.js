@@ -263,6 +263,11 @@ async function render() {
     history.replaceState({}, '', homePath());
     return render();
   }
+  // The API answers only /me, /me/password and logout until a one-time password is changed.
+  if (state.me && state.me.must_change_password && path !== '/account') {
+    history.replaceState({}, '', '/account');
+    return render();
+  }
   renderTop();
   renderBanners();
   let hit = null;
@@ -306,6 +311,7 @@ async function render() {
 
 function homePath() {
   if (!state.me) return '/signin';
+  if (state.me.must_change_password) return '/account';
   if (state.me.kind === 'platform_admin') return '/account';
   return '/applications';
 }
@@ -315,6 +321,7 @@ async function afterSignIn() {
   state.license = undefined;
   state.notifications = [];
   // Owners and PlatformAdmins get license warnings; other roles get an empty list.
+  if (state.me && state.me.must_change_password) return;
   try {
     const n = await optional('/notifications');
     state.notifications = (n && n.items) || [];
@@ -1626,7 +1633,12 @@ async function pageAccount(page) {
       await api('POST', '/me/password', { current_password: cur.value, new_password: next.value });
       cur.value = '';
       next.value = '';
+      const was = state.me.must_change_password;
       state.me.must_change_password = false;
+      if (was) {
+        await afterSignIn();
+        renderTop();
+      }
       renderBanners();
       showOk(box, 'Password changed.');
     } catch (e) { showError(box, e); }

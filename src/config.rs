@@ -79,6 +79,10 @@ pub struct Settings {
     pub jobs: JobsSettings,
     /// AI endpoint for checkpoint verdicts and its rate limit (issue 11).
     pub ai: AiSettings,
+    /// What clients may hold before they authenticate (issue 24).
+    pub connections: ConnectionSettings,
+    /// The generated self-signed certificate (used when `tls.cert_file` is not set).
+    pub self_signed: SelfSignedSettings,
 }
 
 impl Default for Settings {
@@ -104,6 +108,8 @@ impl Default for Settings {
             license: LicenseSettings::default(),
             jobs: JobsSettings::default(),
             ai: AiSettings::default(),
+            connections: ConnectionSettings::default(),
+            self_signed: SelfSignedSettings::default(),
         }
     }
 }
@@ -178,6 +184,51 @@ impl Default for LoginSettings {
             max_failures_per_ip: 50,
             window_secs: 900,
             hash_concurrency: 0,
+        }
+    }
+}
+
+/// `[connections]` table: bounds on what clients hold before authenticating (see
+/// `src/http/listener.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionSettings {
+    /// Open connections one client address (IPv4 address or IPv6 /64) may hold, counted from
+    /// TCP accept — before TLS — to close; more are closed at once (default 128, 1–100000).
+    pub max_per_client: usize,
+    /// Open connections in total; more are closed at once (default 4096, 1–1000000).
+    pub max_total: usize,
+    /// Milliseconds a new connection has to complete its TLS handshake (default 3000,
+    /// 100–60000).
+    pub tls_handshake_timeout_ms: u64,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        Self {
+            max_per_client: 128,
+            max_total: 4096,
+            tls_handshake_timeout_ms: 3000,
+        }
+    }
+}
+
+/// `[self_signed]` table: the certificate generated when no `tls.cert_file` is configured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelfSignedSettings {
+    /// Validity of a generated certificate in days (default 397, 1–397: the CA/Browser Forum
+    /// limit for server certificates).
+    pub validity_days: u32,
+    /// Renew when fewer than this many days are left (default 30, below `validity_days`).
+    pub renew_before_days: u32,
+}
+
+impl Default for SelfSignedSettings {
+    fn default() -> Self {
+        Self {
+            validity_days: 397,
+            renew_before_days: 30,
         }
     }
 }
@@ -563,6 +614,21 @@ impl Settings {
         if self.session.idle_minutes == 0 || self.session.absolute_hours == 0 {
             return Err(ConfigError::Invalid(
                 "session lifetimes must be positive".into(),
+            ));
+        }
+        let c = &self.connections;
+        if !(1..=100_000).contains(&c.max_per_client)
+            || !(1..=1_000_000).contains(&c.max_total)
+            || !(100..=60_000).contains(&c.tls_handshake_timeout_ms)
+        {
+            return Err(ConfigError::Invalid(
+                "connections: max_per_client 1..=100000, max_total 1..=1000000, tls_handshake_timeout_ms 100..=60000".into(),
+            ));
+        }
+        let ss = &self.self_signed;
+        if !(1..=397).contains(&ss.validity_days) || ss.renew_before_days >= ss.validity_days {
+            return Err(ConfigError::Invalid(
+                "self_signed.validity_days must be 1..=397 and renew_before_days below it".into(),
             ));
         }
         if self.screenshots.url_ttl_secs == 0 || self.screenshots.url_ttl_secs > 900 {

@@ -64,6 +64,14 @@ error_codes! {
     MaskMissing => "mask_missing",
     /// A password is longer than accepted.
     PasswordTooLong => "password_too_long",
+    /// The HTTP layer refused the request line or a header field (bad method token or syntax).
+    MalformedRequest => "malformed_request",
+    /// The request target (path and query) is longer than 8 KiB.
+    UriTooLong => "uri_too_long",
+    /// The header section is larger than 32 KiB or has more than 96 fields.
+    HeaderFieldsTooLarge => "header_fields_too_large",
+    /// The request names an HTTP version other than 1.0, 1.1 (or 2 by ALPN).
+    HttpVersionNotSupported => "http_version_not_supported",
     /// No credentials, or invalid ones.
     Unauthenticated => "unauthenticated",
     /// Login refused; one body for unknown user and wrong password.
@@ -74,6 +82,8 @@ error_codes! {
     NoSession => "no_session",
     /// The caller's role lacks the permission.
     Forbidden => "forbidden",
+    /// The caller is still on a one-time password: only `/me`, `/me/password` and logout work.
+    PasswordChangeRequired => "password_change_required",
     /// A cookie-authenticated unsafe request without the session's `X-CSRF-Token`.
     CsrfFailed => "csrf_failed",
     /// Only an Owner may grant or touch the Owner role.

@@ -1,5 +1,5 @@
 //! Prometheus metrics: request counts and latencies by route pattern and status, open tenant
-//! stores. Served at `/metrics` when `metrics.enabled`; loopback peers only by default, others
+//! stores, open and refused connections. Served at `/metrics` when `metrics.enabled`; loopback peers only by default, others
 //! need `Authorization: Bearer <metrics.token>`.
 
 use prometheus::{
@@ -22,6 +22,11 @@ pub struct Metrics {
     pub latency: HistogramVec,
     /// `flowguard_open_tenant_stores`.
     pub open_stores: IntGauge,
+    /// `flowguard_connections_refused_total{reason}`: connections closed at accept, before TLS,
+    /// because their client address (`per_client`) or the server (`total`) was at its cap.
+    pub connections_refused: IntCounterVec,
+    /// `flowguard_connections_open`: connections open now (TLS handshakes included).
+    pub connections_open: IntGauge,
 }
 
 impl Metrics {
@@ -49,6 +54,20 @@ impl Metrics {
             "flowguard_open_tenant_stores",
             "Tenant stores currently open",
         )?;
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "flowguard_connections_refused_total",
+                "Connections closed at accept because a connection cap was reached",
+            ),
+            &["reason"],
+        )?;
+        let connections_open = IntGauge::new("flowguard_connections_open", "Connections open now")?;
+        // Both reasons are exported from the start (as 0), so a dashboard sees the series.
+        for reason in ["per_client", "total"] {
+            connections_refused.with_label_values(&[reason]);
+        }
+        registry.register(Box::new(connections_refused.clone()))?;
+        registry.register(Box::new(connections_open.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(open_stores.clone()))?;
@@ -57,6 +76,8 @@ impl Metrics {
             requests,
             latency,
             open_stores,
+            connections_refused,
+            connections_open,
         })
     }
 

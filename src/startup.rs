@@ -7,7 +7,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use actix_web::{web, HttpServer};
+use actix_web::web;
 use anyhow::{anyhow, Context};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -229,20 +229,20 @@ fn write_private(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Certificate and key paths: configured, or `<data>/tls/{cert,key}.pem`, generating a
-/// self-signed certificate (rcgen) for the listen host on first start.
-pub fn ensure_tls_files(s: &Settings) -> anyhow::Result<(PathBuf, PathBuf)> {
-    if let (Some(c), Some(k)) = (&s.tls.cert_file, &s.tls.key_file) {
-        return Ok((c.clone(), k.clone()));
-    }
+/// Where a self-managed certificate lives: `<data>/tls/{cert,key}.pem`.
+fn self_signed_paths(s: &Settings) -> (PathBuf, PathBuf) {
     let dir = s.data_dir.join("tls");
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    if cert.exists() && key.exists() {
-        return Ok((cert, key));
-    }
-    crate::store::private_dir(&dir)?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    (dir.join("cert.pem"), dir.join("key.pem"))
+}
+
+/// Whether the certificate is the appliance's own (no `tls.cert_file` configured).
+pub fn self_managed(s: &Settings) -> bool {
+    s.tls.cert_file.is_none() || s.tls.key_file.is_none()
+}
+
+/// Names the generated certificate covers: the listen address (when specific), `localhost`,
+/// the loopback addresses and the host name.
+fn self_signed_names(s: &Settings) -> anyhow::Result<Vec<String>> {
     let host = s.listen_addr()?.ip();
     let mut names = vec![
         "localhost".to_string(),
@@ -261,20 +261,77 @@ pub fn ensure_tls_files(s: &Settings) -> anyhow::Result<(PathBuf, PathBuf)> {
             names.push(h.to_string());
         }
     }
-    let ck = rcgen::generate_simple_self_signed(names)
-        .context("cannot generate self-signed certificate")?;
-    write_private(&key, ck.key_pair.serialize_pem().as_bytes(), 0o600)?;
-    write_private(&cert, ck.cert.pem().as_bytes(), 0o600)?;
-    tracing::info!(
-        cert = %cert.display(),
-        sha256_fingerprint = %crate::crypto::sha256_hex(ck.cert.der()),
-        "generated self-signed TLS certificate"
-    );
-    Ok((cert, key))
+    Ok(names)
 }
 
-/// rustls server config: ring provider only, TLS 1.2 and 1.3 only, ALPN h2 + http/1.1.
-pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
+/// Whether a self-managed certificate must be (re)generated: missing, unreadable, a CA
+/// certificate or longer-lived than 397 days (as generated before issue 24), or within
+/// `self_signed.renew_before_days` of its end.
+fn self_signed_stale(s: &Settings, cert: &Path, key: &Path) -> bool {
+    use crate::crypto::server_cert;
+    if !key.exists() {
+        return true;
+    }
+    let Ok(pem) = std::fs::read(cert) else {
+        return true;
+    };
+    match server_cert::inspect(&pem) {
+        Some(i) => {
+            i.is_ca
+                || i.validity_days > server_cert::MAX_VALIDITY_DAYS
+                || server_cert::due(
+                    i.not_after,
+                    s.self_signed.renew_before_days,
+                    chrono::Utc::now(),
+                )
+        }
+        None => true,
+    }
+}
+
+/// (Re)generate the self-managed certificate when [`self_signed_stale`]; logs the new
+/// SHA-256 fingerprint. Returns whether a new certificate was written.
+pub fn renew_self_signed_if_due(s: &Settings) -> anyhow::Result<bool> {
+    let (cert, key) = self_signed_paths(s);
+    if !self_signed_stale(s, &cert, &key) {
+        return Ok(false);
+    }
+    let dir = s.data_dir.join("tls");
+    crate::store::private_dir(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let had = cert.exists();
+    let g = crate::crypto::server_cert::generate(
+        self_signed_names(s)?,
+        s.self_signed.validity_days,
+        chrono::Utc::now(),
+    )
+    .context("cannot generate self-signed certificate")?;
+    // Key first: a crash between the two writes leaves a key without its certificate, which
+    // the next start regenerates, never a certificate with the wrong key.
+    write_private(&key, g.key_pem.as_bytes(), 0o600)?;
+    write_private(&cert, g.cert_pem.as_bytes(), 0o600)?;
+    tracing::info!(
+        cert = %cert.display(),
+        sha256_fingerprint = %g.sha256_fingerprint,
+        not_after = %g.not_after.to_rfc3339(),
+        renewed = had,
+        "generated self-signed TLS certificate"
+    );
+    Ok(true)
+}
+
+/// Certificate and key paths: configured, or `<data>/tls/{cert,key}.pem`, generating (or
+/// renewing, see [`renew_self_signed_if_due`]) the self-signed leaf certificate.
+pub fn ensure_tls_files(s: &Settings) -> anyhow::Result<(PathBuf, PathBuf)> {
+    if let (Some(c), Some(k)) = (&s.tls.cert_file, &s.tls.key_file) {
+        return Ok((c.clone(), k.clone()));
+    }
+    renew_self_signed_if_due(s)?;
+    Ok(self_signed_paths(s))
+}
+
+/// Load a certificate chain and key as rustls' certified key (ring provider).
+fn certified_key(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::sign::CertifiedKey>> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("cannot read certificate {}", cert.display()))?
         .collect::<Result<_, _>>()
@@ -284,16 +341,68 @@ pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfi
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("cannot read private key {}", key.display()))?;
-    let fp = crate::crypto::sha256_hex(certs[0].as_ref());
+    let provider = rustls::crypto::ring::default_provider();
+    let ck = rustls::sign::CertifiedKey::from_der(certs, key, &provider)
+        .context("certificate and key do not match")?;
+    Ok(Arc::new(ck))
+}
+
+/// rustls server config: ring provider only, TLS 1.2 and 1.3 only, ALPN h2 + http/1.1, and the
+/// certificate behind a [`crate::crypto::server_cert::Swappable`] resolver so a renewed
+/// self-signed certificate is served without a restart.
+pub fn tls_config(
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<(
+    rustls::ServerConfig,
+    Arc<crate::crypto::server_cert::Swappable>,
+)> {
+    let ck = certified_key(cert, key)?;
+    let fp = crate::crypto::sha256_hex(ck.cert[0].as_ref());
+    let resolver = crate::crypto::server_cert::Swappable::new(ck);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("certificate and key do not match")?;
+        .with_cert_resolver(resolver.clone());
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     tracing::info!(sha256_fingerprint = %fp, "TLS certificate loaded");
-    Ok(cfg)
+    Ok((cfg, resolver))
+}
+
+/// How often a running server checks whether its self-signed certificate is due for renewal.
+pub const RENEWAL_CHECK_SECS: u64 = 3600;
+
+/// Check the self-managed certificate every [`RENEWAL_CHECK_SECS`]; when it was renewed, serve
+/// the new one from the next handshake on.
+fn spawn_renewal(settings: Arc<Settings>, resolver: Arc<crate::crypto::server_cert::Swappable>) {
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(RENEWAL_CHECK_SECS));
+        tick.tick().await; // the first tick is immediate; start-up already checked
+        loop {
+            tick.tick().await;
+            let s = settings.clone();
+            let r = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                if !renew_self_signed_if_due(&s)? {
+                    return Ok(None);
+                }
+                let (c, k) = self_signed_paths(&s);
+                Ok(Some(certified_key(&c, &k)?))
+            })
+            .await;
+            match r {
+                Ok(Ok(Some(ck))) => {
+                    resolver.replace(ck);
+                    tracing::info!("serving the renewed self-signed TLS certificate");
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "self-signed certificate renewal failed; the current one stays")
+                }
+                Err(e) => tracing::warn!(error = %e, "self-signed certificate renewal task failed"),
+            }
+        }
+    });
 }
 
 fn write_listen_addr(data_dir: &Path, addr: std::net::SocketAddr) -> anyhow::Result<()> {
@@ -350,22 +459,23 @@ async fn serve_async(settings: Settings) -> anyhow::Result<()> {
     let listener =
         std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
-    let st = state.clone();
-    let server = HttpServer::new(move || crate::http::create_app(st.clone())).shutdown_timeout(30);
     let server = match settings.tls.mode {
         TlsMode::On => {
             let (cert, key) = ensure_tls_files(&settings)?;
-            let cfg = tls_config(&cert, &key)?;
-            server.listen_rustls_0_23(listener, cfg)?
+            let (cfg, resolver) = tls_config(&cert, &key)?;
+            if self_managed(&settings) {
+                spawn_renewal(settings.clone(), resolver);
+            }
+            crate::http::listener::server(state.clone(), listener, Some(cfg))?
         }
         TlsMode::Off => {
             tracing::warn!("tls.mode = \"off\": serving plain HTTP; only run this behind a TLS-terminating proxy");
-            server.listen(listener)?
+            crate::http::listener::server(state.clone(), listener, None)?
         }
     };
     write_listen_addr(&settings.data_dir, local)?;
     tracing::info!(addr = %local, region = %settings.region, tls = ?settings.tls.mode, "listening");
-    let running = server.run();
+    let running = server;
     let st3 = state.clone().into_inner();
     actix_web::rt::spawn(async move {
         if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())

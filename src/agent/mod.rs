@@ -76,24 +76,22 @@ impl Redactor {
         Self { secrets }
     }
 
-    /// `text` with every secret replaced.
-    pub fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for s in &self.secrets {
-            if out.contains(s.as_str()) {
-                out = out.replace(s.as_str(), REDACTED);
-            }
-        }
-        out
+    fn prepared(&self) -> crate::domain::redact::Secrets {
+        crate::domain::redact::Secrets::new(self.secrets.iter().map(|s| s.as_str()))
     }
 
-    /// A JSON value with every secret replaced in its text.
+    /// `text` with every secret replaced, also in its JSON-escaped and URL-encoded forms
+    /// ([`crate::domain::redact`]).
+    pub fn scrub(&self, text: &str) -> String {
+        self.prepared().scrub_str(text)
+    }
+
+    /// A JSON value with every secret replaced in each decoded string (keys included).
     pub fn scrub_json(&self, v: serde_json::Value) -> serde_json::Value {
         if self.secrets.is_empty() {
             return v;
         }
-        let text = self.scrub(&v.to_string());
-        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        self.prepared().scrub_json(&v)
     }
 }
 

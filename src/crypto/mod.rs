@@ -7,6 +7,7 @@ pub mod envelope;
 pub mod keyring;
 pub mod license;
 pub mod master;
+pub mod server_cert;
 pub mod signed_url;
 pub mod token;
 

@@ -3,6 +3,7 @@
 
 pub mod flow;
 pub mod plan;
+pub mod redact;
 pub mod role;
 pub mod scim;
 

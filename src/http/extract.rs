@@ -234,6 +234,16 @@ pub async fn check<P: perm::PermMarker>(req: &HttpRequest) -> Result<Principal, 
     if !principal.role().allows(P::P) {
         return Err(ApiError::forbidden());
     }
+    // A one-time password must be replaced before anything else: only `/me` and logout
+    // (`SelfRead`) and `/me/password` (`SelfPassword`) are open until then.
+    if principal.must_change_password()
+        && !matches!(P::P, Permission::SelfRead | Permission::SelfPassword)
+    {
+        return Err(ApiError::new(
+            ErrorCode::PasswordChangeRequired,
+            "change your one-time password first (POST /api/v1/me/password)",
+        ));
+    }
     if let Some(expected) = principal.csrf_hash() {
         if !is_safe(req.method()) {
             let presented = req

@@ -3,9 +3,11 @@
 
 pub mod assets;
 pub mod extract;
+pub mod listener;
 pub mod problem;
 pub mod residency;
 pub mod routes;
+pub mod wire_errors;
 
 use std::time::Instant;
 
@@ -144,7 +146,10 @@ pub fn create_app(
             use futures_util::future::{ready, Either, FutureExt};
             // The credentials are parsed once, here, and handed to the guards.
             let creds = residency::credentials(req.request());
-            match residency::check_request(req.request(), &settings, &creds) {
+            // The request head's own limits first (414/431), then residency (421).
+            let verdict = wire_errors::check_limits(req.request())
+                .and_then(|()| residency::check_request(req.request(), &settings, &creds));
+            match verdict {
                 Ok(()) => Either::Left({
                     actix_web::HttpMessage::extensions_mut(&req).insert(creds);
                     actix_web::dev::Service::call(srv, req)

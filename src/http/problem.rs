@@ -90,11 +90,16 @@ table! {
     InvalidRegion => UNPROCESSABLE_ENTITY, "Invalid checkpoint region";
     MaskMissing => UNPROCESSABLE_ENTITY, "Mask missing";
     PasswordTooLong => BAD_REQUEST, "Password too long";
+    MalformedRequest => BAD_REQUEST, "Malformed request";
+    UriTooLong => URI_TOO_LONG, "URI too long";
+    HeaderFieldsTooLarge => REQUEST_HEADER_FIELDS_TOO_LARGE, "Request header fields too large";
+    HttpVersionNotSupported => HTTP_VERSION_NOT_SUPPORTED, "HTTP version not supported";
     Unauthenticated => UNAUTHORIZED, "Authentication required";
     InvalidCredentials => UNAUTHORIZED, "Invalid credentials";
     WrongCurrentPassword => FORBIDDEN, "Invalid credentials";
     NoSession => BAD_REQUEST, "No session";
     Forbidden => FORBIDDEN, "Forbidden";
+    PasswordChangeRequired => FORBIDDEN, "Password change required";
     CsrfFailed => FORBIDDEN, "CSRF check failed";
     OwnerRequired => FORBIDDEN, "Owner required";
     TenantSuspended => FORBIDDEN, "Tenant suspended";

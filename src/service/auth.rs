@@ -310,6 +310,7 @@ pub async fn login(
                 role,
                 session_hash: sh.clone(),
                 csrf_hash: csrf_hash.clone(),
+                must_change_password: u.must_change_password,
             };
             let ev = NewAuditEvent::new(
                 &principal.actor(client),
@@ -340,6 +341,7 @@ pub async fn login(
                 email: a.email.clone(),
                 session_hash: sh.clone(),
                 csrf_hash: csrf_hash.clone(),
+                must_change_password: a.must_change_password,
             };
             let ev = NewAuditEvent::new(
                 &principal.actor(client),
@@ -574,6 +576,7 @@ pub async fn session_principal(
                 role,
                 session_hash: sh,
                 csrf_hash: s.csrf_hash,
+                must_change_password: u.must_change_password,
             }))
         }
         TokenKind::PlatformSession if scope == "catalog" => state
@@ -597,6 +600,7 @@ pub async fn session_principal(
                     email: a.email,
                     session_hash: sh,
                     csrf_hash: s.csrf_hash,
+                    must_change_password: a.must_change_password,
                 }))
             })
             .await

@@ -659,6 +659,7 @@ pub async fn provision(
                     role,
                     session_hash: ns2.id_hash.clone(),
                     csrf_hash: ns2.csrf_hash.clone(),
+                    must_change_password: false,
                 };
                 let actor = p.actor(&client2);
                 let target = Some(format!("member:{}", u.email));
@@ -699,6 +700,7 @@ pub async fn provision(
                 role,
                 session_hash: ns.id_hash,
                 csrf_hash: ns.csrf_hash,
+                must_change_password: false,
             },
             session,
             csrf_token,

@@ -8,7 +8,7 @@ use super::{unix_now, AppState, Caller};
 use crate::audit::NewAuditEvent;
 use crate::auth::password;
 use crate::domain::plan::FEATURE_REGIONS;
-use crate::domain::{Plan, Region, TenantId, TenantName};
+use crate::domain::{Plan, Region, TenantName};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::service::tenants::{self, BootstrapError};
 use crate::store::catalog;
@@ -68,10 +68,11 @@ pub async fn create(
     input: NewTenant,
 ) -> ApiResult<CreatedTenant> {
     let name = TenantName::parse(&input.name).map_err(|e| ApiError::invalid("name", e.0))?;
-    if TenantId::parse(name.as_str()).is_ok() {
+    // In any letter case: residency reads `WEU-ABCD12` as the id `weu-abcd12`.
+    if super::region::tenant_id_of(name.as_str()).is_some() {
         return Err(ApiError::invalid(
             "name",
-            "a tenant name must not have the shape of a tenant id (`<region>-<suffix>`)",
+            "a tenant name must not have the shape of a tenant id (`<region>-<suffix>`, any case)",
         ));
     }
     let email = crate::domain::Email::parse(&input.owner_email)

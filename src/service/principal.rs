@@ -27,6 +27,8 @@ pub enum Principal {
         session_hash: String,
         /// SHA-256 of the CSRF token.
         csrf_hash: String,
+        /// Still on a one-time password: only `/me`, `/me/password` and logout are allowed.
+        must_change_password: bool,
     },
     /// A PlatformAdmin with a catalog session cookie.
     Platform {
@@ -38,6 +40,8 @@ pub enum Principal {
         session_hash: String,
         /// SHA-256 of the CSRF token.
         csrf_hash: String,
+        /// Still on a one-time password: only `/me`, `/me/password` and logout are allowed.
+        must_change_password: bool,
     },
     /// An agent token scoped to one application.
     Agent {
@@ -79,6 +83,22 @@ impl Principal {
             | Principal::Agent { tenant, .. }
             | Principal::Scim { tenant, .. } => Some(tenant),
             Principal::Platform { .. } => None,
+        }
+    }
+
+    /// Whether the caller still has to replace a one-time password (members and PlatformAdmins
+    /// created with a generated or admin-chosen password; token principals never).
+    pub fn must_change_password(&self) -> bool {
+        match self {
+            Principal::User {
+                must_change_password,
+                ..
+            }
+            | Principal::Platform {
+                must_change_password,
+                ..
+            } => *must_change_password,
+            _ => false,
         }
     }
 
@@ -172,8 +192,10 @@ impl PresentedToken {
     pub fn parse(raw: &str) -> Self {
         let parsed = token::parse_token(raw);
         let tenant = match parsed {
+            // Normalised like every tenant reference (issue 24): an upper-cased scope still
+            // names its tenant's region, so residency decides on it before authentication.
             Some((TokenKind::Agent | TokenKind::Scim | TokenKind::UserSession, scope)) => {
-                TenantId::parse(scope).ok()
+                super::region::tenant_id_of(scope)
             }
             _ => None,
         };

@@ -1,7 +1,7 @@
 //! Region rules (DESIGN.md "Tenants and regions"): whether a tenant id lives in this
 //! deployment's region, and the 421 Misdirected Request (RFC 9110 §15.5.20) problem naming the
 //! region's public endpoint when it does not. Used by the residency middleware (before routing
-//! and authentication), the login handler and tenant creation.
+//! and authentication), the login handlers and tenant creation.
 
 use crate::config::Settings;
 use crate::domain::{Region, TenantId};
@@ -37,10 +37,19 @@ pub fn check_tenant(s: &Settings, t: &TenantId) -> Result<(), ApiError> {
     }
 }
 
-/// Decide for a tenant reference that may be an id or a name: names are local.
+/// The tenant id a reference names once normalised — surrounding white space trimmed, ASCII
+/// letters lower-cased (ids are lower-case; `WEU-7K2M9Q` names `weu-7k2m9q`) — or `None` for a
+/// reference that is not an id (a tenant name, which carries no region). Callers decode any
+/// transport encoding (percent-encoding in a path) first.
+pub fn tenant_id_of(r: &str) -> Option<TenantId> {
+    TenantId::parse(&r.trim().to_ascii_lowercase()).ok()
+}
+
+/// Decide for a tenant reference that may be an id (in any letter case) or a name: names are
+/// local; ids are decided on their normalised form ([`tenant_id_of`]).
 pub fn check_tenant_ref(s: &Settings, r: &str) -> Result<(), ApiError> {
-    match TenantId::parse(r.trim()) {
-        Ok(t) => check_tenant(s, &t),
-        Err(_) => Ok(()),
+    match tenant_id_of(r) {
+        Some(t) => check_tenant(s, &t),
+        None => Ok(()),
     }
 }

@@ -477,10 +477,7 @@ fn owned_run(
 }
 
 fn scrub_json(v: &serde_json::Value, secrets: &[Zeroizing<String>]) -> Option<serde_json::Value> {
-    let text = variables::scrub(&v.to_string(), secrets);
-    serde_json::from_str(&text)
-        .ok()
-        .or(Some(serde_json::Value::String(text)))
+    Some(variables::scrub_json(v, secrets))
 }
 
 /// Record a step result (secret values scrubbed from every text field).

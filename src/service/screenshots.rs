@@ -518,7 +518,8 @@ pub struct SignedUrl {
     pub expires_at: String,
 }
 
-/// Issue a signed URL for a step's screenshot (lifetime [`signed_url::MAX_LIFETIME_SECS`]).
+/// Issue a signed URL for a step's screenshot, valid `screenshots.url_ttl_secs` seconds (config,
+/// 1..=[`signed_url::MAX_LIFETIME_SECS`]; the verifier refuses anything longer).
 pub async fn signed_url_for(
     state: &Arc<AppState>,
     ctx: &TenantCtx,
@@ -532,7 +533,12 @@ pub async fn signed_url_for(
         .run(&t, move |c| screenshots::screenshot_of(c, &r, idx))
         .await?
         .ok_or_else(ApiError::not_found)?;
-    let exp = unix_now() as u64 + signed_url::MAX_LIFETIME_SECS;
+    let ttl = state
+        .settings
+        .screenshots
+        .url_ttl_secs
+        .clamp(1, signed_url::MAX_LIFETIME_SECS);
+    let exp = unix_now() as u64 + ttl;
     let url = signed_url::sign(&state.master, &t, &shot.id, exp)
         .ok_or_else(|| ApiError::internal("signing failed"))?;
     let expires_at = chrono::DateTime::from_timestamp(exp as i64, 0)

@@ -89,15 +89,17 @@ fn resolve_once(state: &AppState, t: &TenantId, app: &str) -> StoreResult<Vec<Re
     Ok(out)
 }
 
-/// Replace every secret value occurring in `text` with `[REDACTED]` (longest first).
+/// Replace every secret value occurring in `text` with `[REDACTED]` (longest first), also in
+/// its JSON-escaped and URL-encoded forms ([`crate::domain::redact`]).
 pub fn scrub(text: &str, secrets: &[Zeroizing<String>]) -> String {
-    let mut out = text.to_string();
-    for s in secrets {
-        if !s.is_empty() && out.contains(s.as_str()) {
-            out = out.replace(s.as_str(), "[REDACTED]");
-        }
-    }
-    out
+    crate::domain::redact::Secrets::new(secrets.iter().map(|s| s.as_str())).scrub_str(text)
+}
+
+/// A reported JSON value (step `console`, `network`) with every secret replaced in the decoded
+/// text of each string, object keys included ([`crate::domain::redact`]) — never in the
+/// serialised JSON, where `"`, `\` and control characters appear escaped.
+pub fn scrub_json(v: &serde_json::Value, secrets: &[Zeroizing<String>]) -> serde_json::Value {
+    crate::domain::redact::Secrets::new(secrets.iter().map(|s| s.as_str())).scrub_json(v)
 }
 
 /// Secret values of an application, longest first (for [`scrub`]).

@@ -859,6 +859,9 @@ async fn failure_mid_stream_writes_no_trailer_and_aborts() {
 }
 
 async fn owner_cookie(app: &TestApp) -> String {
+    // The helper login clears the one-time flag (keeping the password), so the raw login below
+    // gets a session the API serves.
+    app.owner().await;
     let r = app
         .client()
         .post(app.url("/api/v1/auth/login"))

@@ -58,12 +58,14 @@ async fn first_start_bootstraps_and_login_works() {
     assert_eq!(addr.trim(), app.addr.to_string());
 
     // Owner login by tenant id and by name; /me; one-time password flagged.
-    let owner = app.owner().await;
+    let owner = app
+        .login_one_time(Some(&tid), "admin@localhost", &app.owner_password())
+        .await;
     let me = owner.json(Method::GET, "/api/v1/me", None, 200).await;
     assert_eq!(me["role"], "owner");
     assert_eq!(me["name"], "admin@localhost");
     assert_eq!(me["must_change_password"], true);
-    app.login(Some("default"), "ADMIN@localhost", &app.owner_password())
+    app.login_one_time(Some("default"), "ADMIN@localhost", &app.owner_password())
         .await;
 
     // Password change: old password stops working, new one works, flag cleared.

@@ -543,6 +543,10 @@ async fn dashboard_owner_and_viewer_journey_in_headless_chromium() {
             201,
         )
         .await;
+    // The initial password is a one-time one: the helper login clears that (keeping the
+    // password), so the browser journey sees the viewer's pages.
+    app.login(Some(&tenant), VIEWER_EMAIL, VIEWER_PASSWORD)
+        .await;
     let ui = Ui::launch(&app.base, app.dir.path()).await;
 
     // Sign in as Owner through the form.

@@ -727,9 +727,20 @@ async fn platform_admin_manages_tenants_and_sees_no_tenant_data() {
     assert_eq!(created["tenant"]["plan"], "free");
     assert_eq!(created["tenant"]["status"], "active");
     let pw = created["owner_password"].as_str().unwrap();
-    let owner = app.login(Some(&tid), "owner@acme.example", pw).await;
+    let owner = app
+        .login_one_time(Some(&tid), "owner@acme.example", pw)
+        .await;
     let me = owner.json(Method::GET, "/api/v1/me", None, 200).await;
     assert_eq!(me["must_change_password"], true);
+    // Issue 24: nothing but /me, /me/password and logout until the one-time password changes.
+    let r = create_app(&owner, "acme-app").await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "password_change_required"
+    );
+    // The helper login clears the one-time flag (keeping the password).
+    let owner = app.login(Some(&tid), "owner@acme.example", pw).await;
     assert_eq!(create_app(&owner, "acme-app").await.status(), 201);
 
     // Bad input: 422 naming the field, 409 for a duplicate; nothing created.

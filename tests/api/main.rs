@@ -11,6 +11,7 @@ mod audit_export;
 mod bootstrap;
 mod dashboard;
 mod errors;
+mod hardening;
 mod keys;
 mod ldap;
 mod ldap_support;

@@ -362,3 +362,184 @@ async fn tenant_creation_is_pinned_to_licensed_regions() {
         "the misdirected create wrote nothing"
     );
 }
+
+/// `s` with every byte percent-encoded (`weu-abcd12` → `%77%65%75…`).
+fn encode_all(s: &str) -> String {
+    s.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// How a path parameter names a tenant, decided by the route it sits in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Names {
+    TenantId,
+    WebhookToken,
+    Nothing,
+}
+
+/// Parameters that name no tenant. A route with a parameter in neither this list nor the
+/// tenant-naming rules below fails the walk until someone decides which it is.
+const NOT_TENANT: &[&str] = &["app", "flow", "id", "name", "n", "object", "run"];
+
+fn classify(path: &str, param: &str) -> Names {
+    let before = &path[..path.find(&format!("{{{param}}}")).unwrap()];
+    match param {
+        "tenant" => Names::TenantId,
+        "id" if before.ends_with("/platform/tenants/") => Names::TenantId,
+        "token" if before.ends_with("/hooks/runs/") => Names::WebhookToken,
+        p if NOT_TENANT.contains(&p) => Names::Nothing,
+        p => panic!(
+            "{path}: decide whether path parameter `{p}` names a tenant (residency, issue 24)"
+        ),
+    }
+}
+
+/// Issue 24 (3): walk every route of the OpenAPI document. Each route whose path names a
+/// tenant answers 421 for a tenant of another region in every form — plain, upper-case, mixed
+/// case, percent-encoded, a webhook token of that region — without credentials, i.e. before
+/// authentication; and every route answers 421 to credentials (bearer, cookie, tenant header)
+/// naming such a tenant in any letter case.
+#[tokio::test]
+async fn every_route_naming_a_tenant_is_misdirected_in_every_form() {
+    let eus = spawn_region("eus").await;
+    let doc: Value = eus
+        .client()
+        .get(eus.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let weu = "weu-abcd12";
+    let secret = "a".repeat(43);
+    let id_forms = [
+        weu.to_string(),
+        weu.to_uppercase(),
+        "Weu-AbCd12".to_string(),
+        encode_all(weu),
+        "weu%2dabcd12".to_string(),
+        encode_all(&weu.to_uppercase()),
+    ];
+    let token_forms = [
+        format!("fgw_{weu}_{secret}"),
+        format!("FGW_{}_{secret}", weu.to_uppercase()),
+        encode_all(&format!("fgw_{weu}_{secret}")),
+    ];
+    let c = eus.client();
+    let mut tenant_routes = Vec::new();
+    let mut all_routes = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let params: Vec<String> = path
+            .split('{')
+            .skip(1)
+            .filter_map(|p| p.split('}').next().map(str::to_string))
+            .collect();
+        let kinds: Vec<(String, Names)> = params
+            .iter()
+            .map(|p| (p.clone(), classify(path, p)))
+            .collect();
+        for method in item.as_object().unwrap().keys() {
+            let Ok(m) = Method::from_bytes(method.to_uppercase().as_bytes()) else {
+                continue;
+            };
+            if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&m.as_str()) {
+                continue;
+            }
+            all_routes += 1;
+            let fill = |form: &str, kind: Names| {
+                let mut p = path.clone();
+                for (name, k) in &kinds {
+                    let v = if *k == kind { form } else { "x1" };
+                    p = p.replace(&format!("{{{name}}}"), v);
+                }
+                p
+            };
+            let send = |p: String| {
+                let mut b = c.request(m.clone(), eus.url(&p));
+                if m != Method::GET && m != Method::DELETE {
+                    b = b.json(&json!({}));
+                }
+                b
+            };
+            // Path forms, no credentials at all.
+            for (kind, forms) in [
+                (Names::TenantId, &id_forms[..]),
+                (Names::WebhookToken, &token_forms[..]),
+            ] {
+                if !kinds.iter().any(|(_, k)| *k == kind) {
+                    continue;
+                }
+                tenant_routes.push(format!("{m} {path}"));
+                for f in forms {
+                    let p = fill(f, kind);
+                    let r = send(p.clone()).send().await.unwrap();
+                    assert_misdirected(r, WEU_URL, &format!("{m} {p}")).await;
+                }
+            }
+            // Credential forms on every route (the operations probes take no credentials and
+            // name no tenant).
+            if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
+                continue;
+            }
+            let p = fill("x1", Names::Nothing);
+            let upper = weu.to_uppercase();
+            for (what, b) in [
+                (
+                    "bearer",
+                    send(p.clone()).bearer_auth(format!("fga_{upper}_{secret}")),
+                ),
+                (
+                    "cookie",
+                    send(p.clone()).header("Cookie", format!("fg_session=fgu_Weu-abcd12_{secret}")),
+                ),
+                (
+                    "header",
+                    send(p.clone()).header("X-FlowGuard-Tenant", format!(" {upper} ")),
+                ),
+            ] {
+                let r = b.send().await.unwrap();
+                assert_misdirected(r, WEU_URL, &format!("{what}: {m} {p}")).await;
+            }
+        }
+    }
+    assert!(all_routes > 50, "walked only {all_routes} routes");
+    for known in [
+        "GET /api/v1/platform/tenants/{id}",
+        "POST /api/v1/platform/tenants/{id}/suspend",
+        "POST /api/v1/hooks/runs/{token}",
+    ] {
+        assert!(
+            tenant_routes.iter().any(|r| r == known),
+            "{known} not walked: {tenant_routes:?}"
+        );
+    }
+}
+
+/// Issue 24 (3): the login bodies (`/auth/login`, `/auth/ldap/login`) naming another region's
+/// tenant in any letter case get 421 before anything is counted: after more misdirected
+/// attempts than the per-address failure limit, a correct local login from the same address
+/// still succeeds.
+#[tokio::test]
+async fn login_bodies_of_another_region_are_misdirected_without_counting() {
+    let eus = spawn_region("eus").await;
+    let anon = eus.anonymous();
+    for tenant in ["weu-abcd12", "WEU-ABCD12", " Weu-AbCd12 "] {
+        let r = anon
+            .post(
+                "/api/v1/auth/ldap/login",
+                json!({"tenant": tenant, "username": "someone", "password": "wrong"}),
+            )
+            .await;
+        assert_misdirected(r, WEU_URL, &format!("ldap login {tenant:?}")).await;
+        let r = anon
+            .post(
+                "/api/v1/auth/login",
+                json!({"tenant": tenant, "email": "someone@example.test", "password": "wrong"}),
+            )
+            .await;
+        assert_misdirected(r, WEU_URL, &format!("login {tenant:?}")).await;
+    }
+    // Six misdirected attempts from 127.0.0.1, limit 3 per address: nothing was counted.
+    let s = eus.owner().await;
+    s.json(Method::GET, "/api/v1/me", None, 200).await;
+}

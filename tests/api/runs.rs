@@ -1236,3 +1236,230 @@ async fn run_list_pages_every_shape_newest_first() {
         .await;
     assert_eq!(r.status(), 404);
 }
+
+/// Every string of `v`, object keys included.
+fn all_strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|x| all_strings(x, out)),
+        Value::Object(o) => o.iter().for_each(|(k, x)| {
+            out.push(k.clone());
+            all_strings(x, out);
+        }),
+        _ => {}
+    }
+}
+
+/// Issue 24 (2): a secret holding `"`, `\`, a control character and non-ASCII text is scrubbed
+/// from what every role reads, in each encoding the agent may send it: raw text, JSON text
+/// inside a console line, a percent-encoded URL, a form body, an object key.
+#[tokio::test]
+async fn secrets_with_quotes_backslashes_and_controls_are_scrubbed_in_every_encoding() {
+    let app = spawn_app().await;
+    let s = setup(&app).await;
+    let secret = "pa\"ss\\wo\u{1}rd-ü-9";
+    s.owner
+        .json(
+            Method::PUT,
+            &format!("/api/v1/applications/{}/variables/password", s.app_id),
+            Some(json!({"value": secret, "secret": true})),
+            200,
+        )
+        .await;
+    s.owner
+        .json(
+            Method::POST,
+            "/api/v1/members",
+            Some(json!({"email": "viewer@example.test", "role": "viewer", "password": "viewer-password-2026"})),
+            201,
+        )
+        .await;
+    let viewer = app
+        .login(
+            Some(&app.tenant_id()),
+            "viewer@example.test",
+            "viewer-password-2026",
+        )
+        .await;
+    let run = s
+        .owner
+        .json(
+            Method::POST,
+            &format!("/api/v1/flows/{}/runs", s.flow_id),
+            None,
+            201,
+        )
+        .await;
+    let run_id = run["id"].as_str().unwrap().to_string();
+    s.agent
+        .json(Method::POST, "/api/v1/agent/runs/claim", None, 200)
+        .await;
+    let enc: String = secret
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let escaped = serde_json::to_string(secret).unwrap();
+    let escaped = escaped[1..escaped.len() - 1].to_string();
+    let mut network = json!({
+        "requests": [{"url": format!("https://shop.example/login?pw={enc}&x=1")}],
+        "form": format!("user=alice&pw={}", enc.replace("%20", "+")),
+    });
+    network
+        .as_object_mut()
+        .unwrap()
+        .insert(secret.to_string(), json!(1));
+    for i in [0, 1] {
+        s.agent
+            .json(
+                Method::POST,
+                &format!("/api/v1/agent/runs/{run_id}/steps"),
+                Some(json!({"index": i, "status": "passed", "duration_ms": 1})),
+                200,
+            )
+            .await;
+    }
+    s.agent
+        .json(
+            Method::POST,
+            &format!("/api/v1/agent/runs/{run_id}/steps"),
+            Some(json!({"index": 2, "status": "failed", "duration_ms": 5,
+                "error": format!("typed {secret} into #pw"),
+                "console": [
+                    {"level": "info", "text": format!("pw={secret}")},
+                    {"level": "log", "text": format!("{{\"pw\":\"{escaped}\"}}")},
+                ],
+                "network": network})),
+            200,
+        )
+        .await;
+    for who in [&s.owner, &viewer] {
+        let r = who.get(&format!("/api/v1/runs/{run_id}")).await;
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        assert!(!text.contains(&escaped), "escaped secret in {text}");
+        assert!(!text.contains(&enc), "encoded secret in {text}");
+        let detail: Value = serde_json::from_str(&text).unwrap();
+        let mut strings = Vec::new();
+        all_strings(&detail, &mut strings);
+        for st in &strings {
+            assert!(!st.contains(secret), "secret in {st:?}");
+            let decoded = percent_encoding_decode(st);
+            assert!(!decoded.contains(secret), "encoded secret in {st:?}");
+        }
+        let step = &detail["steps"][2];
+        assert_eq!(step["error"], "typed [REDACTED] into #pw");
+        assert!(step["console"].to_string().contains("[REDACTED]"), "{step}");
+        assert!(step["network"].to_string().contains("[REDACTED]"), "{step}");
+    }
+}
+
+/// Percent-decoding (RFC 3986), `+` left alone.
+fn percent_encoding_decode(s: &str) -> String {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Issue 24 (4): `screenshots.url_ttl_secs` sets the lifetime of signed screenshot URLs.
+#[tokio::test]
+async fn screenshot_url_ttl_is_the_configured_one() {
+    let app = spawn_with(Opts {
+        config: Some("[screenshots]\nurl_ttl_secs = 3\n".into()),
+        ..Default::default()
+    })
+    .await;
+    let s = setup(&app).await;
+    let run = s
+        .owner
+        .json(
+            Method::POST,
+            &format!("/api/v1/flows/{}/runs", s.flow_id),
+            None,
+            201,
+        )
+        .await;
+    let run_id = run["id"].as_str().unwrap().to_string();
+    s.agent
+        .json(Method::POST, "/api/v1/agent/runs/claim", None, 200)
+        .await;
+    for i in 0..5 {
+        s.agent
+            .json(
+                Method::POST,
+                &format!("/api/v1/agent/runs/{run_id}/steps"),
+                Some(json!({"index": i, "status": "passed", "duration_ms": 1})),
+                200,
+            )
+            .await;
+    }
+    let r = upload(
+        &s.agent,
+        &run_id,
+        3,
+        white_png(64, 48),
+        json!([{"selector": "#card", "x": 10, "y": 20, "width": 10, "height": 8}]),
+    )
+    .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let before = chrono::Utc::now().timestamp();
+    let su = s
+        .owner
+        .json(
+            Method::GET,
+            &format!("/api/v1/runs/{run_id}/steps/3/screenshot"),
+            None,
+            200,
+        )
+        .await;
+    let after = chrono::Utc::now().timestamp();
+    let url = su["url"].as_str().unwrap().to_string();
+    let exp: i64 = url
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("exp="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (before + 3..=after + 3).contains(&exp),
+        "exp {exp} is issue time + 3 s (issued between {before} and {after})"
+    );
+    let expires_at = chrono::DateTime::parse_from_rfc3339(su["expires_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    assert_eq!(expires_at, exp);
+    // Once the server's clock passes `exp`, the link is refused (polled, no fixed sleep).
+    let anon = app.anonymous();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let st = anon.get(&url).await.status();
+        if st == 403 {
+            assert!(chrono::Utc::now().timestamp() >= exp, "refused before exp");
+            break;
+        }
+        assert_eq!(st, 200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "link still served after 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -175,6 +175,9 @@ pub async fn ldap_login(
 ) -> Result<HttpResponse, ApiError> {
     let state = state.into_inner();
     let b = body.into_inner();
+    // Residency first (issue 24): a tenant id of another region → 421 before any lookup,
+    // lockout counter or audit row.
+    crate::http::residency::check_tenant_ref(&state.settings, &b.tenant)?;
     if b.tenant.trim().is_empty() {
         return Err(ApiError::invalid("tenant", "tenant is required"));
     }

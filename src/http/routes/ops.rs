@@ -47,7 +47,36 @@ pub async fn version(state: web::Data<AppState>) -> HttpResponse {
     })
 }
 
-/// Prometheus text exposition. Disabled → 404; non-loopback peers need the metrics token.
+/// Whether the *real* client of `req` is on loopback. Without a trusted proxy this is the TCP
+/// peer. When the peer is listed in `trusted_proxies` the peer is only the proxy (often on the
+/// same host, so itself loopback): the decision is then taken on the client address resolved
+/// from `X-Forwarded-For` (right-most hop that is not a trusted proxy, as for audit rows), and
+/// a proxied request **without** `X-Forwarded-For` counts as remote — a proxy that does not say
+/// who its client is never makes a remote scraper look local.
+fn real_client_is_loopback(req: &HttpRequest, state: &AppState) -> bool {
+    let Some(peer) = req.peer_addr().map(|a| a.ip()) else {
+        return false;
+    };
+    let proxied = state
+        .settings
+        .trusted_proxies
+        .iter()
+        .any(|n| n.contains(&peer));
+    if !proxied {
+        return peer.is_loopback();
+    }
+    if !req.headers().contains_key("x-forwarded-for") {
+        return false;
+    }
+    crate::http::extract::client_info(req, state)
+        .ip
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Prometheus text exposition. Disabled → 404; a client that is not on loopback needs the
+/// metrics token (and gets 404 when `metrics.loopback_only`). "Loopback" is decided on the real
+/// client address, not a trusted proxy's (see [`real_client_is_loopback`]).
 #[utoipa::path(tag = "operations", responses((status = 200, description = "text/plain; version=0.0.4"), (status = 404, body = crate::http::problem::Problem)))]
 #[get("/metrics")]
 pub async fn metrics(
@@ -58,7 +87,7 @@ pub async fn metrics(
     if !m.enabled {
         return Err(ApiError::not_found());
     }
-    let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+    let loopback = real_client_is_loopback(&req, &state);
     if !loopback {
         let presented = req
             .headers()
