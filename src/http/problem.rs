@@ -118,6 +118,7 @@ table! {
     NotLocalAccount => CONFLICT, "Not a local account";
     LdapNotConfigured => CONFLICT, "LDAP not configured";
     AiEndpointNotConfigured => CONFLICT, "AI endpoint not configured";
+    IntegrationNotConfigured => CONFLICT, "Integration not configured";
     EgressDenied => UNPROCESSABLE_ENTITY, "Egress denied";
     TlsRequired => UNPROCESSABLE_ENTITY, "TLS required";
     LicenseMissing => UNPROCESSABLE_ENTITY, "License missing";

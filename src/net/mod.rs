@@ -1,8 +1,10 @@
 //! Outbound connections: every connection the appliance opens to a customer system (the LDAP
 //! directory, the AI endpoint, later ticket servers) goes through the deployment's egress policy
-//! ([`egress`]); [`ai_client`] is the client for the customer's AI endpoint.
+//! ([`egress`]); [`ai_client`] is the client for the customer's AI endpoint, [`tracker`] the
+//! transport to the customer's ticket tracker.
 
 pub mod ai_client;
 pub mod egress;
+pub mod tracker;
 
 pub use egress::{ConnectError, EgressDenied, EgressPolicy};

@@ -32,6 +32,7 @@
 //! | LDAP bind password             | tenant, `ldap_config`, `1`, `bind_password`        |
 //! | LDAP client key                | tenant, `ldap_config`, `1`, `client_key`           |
 //! | AI endpoint API key            | tenant, `ai_endpoint`, `1`, `api_key`              |
+//! | ticket integration token       | tenant, `integrations`, application id, `token`    |
 //! | screenshot file (not a column) | tenant, `screenshots`, object id                   |
 //!
 //! (A secret variable's row is named by its key, application id and name; the column is implied.
@@ -114,6 +115,11 @@ fn ai_api_key_aad(t: &TenantId, _key: &[&str]) -> Vec<u8> {
     envelope::aad(&[t.as_str(), "ai_endpoint", "1", "api_key"])
 }
 
+fn integration_token_aad(t: &TenantId, key: &[&str]) -> Vec<u8> {
+    let app = key.first().copied().unwrap_or("");
+    envelope::aad(&[t.as_str(), "integrations", app, "token"])
+}
+
 /// Secret variable values: `variables.ciphertext`, keyed by (application id, name).
 /// AAD = tenant, `variables`, application id, name.
 pub const VARIABLE: Sealed = Sealed {
@@ -159,8 +165,25 @@ pub const AI_API_KEY: Sealed = Sealed {
     recipe: ai_api_key_aad,
 };
 
+/// A ticket integration's tracker token (issue 20): `integrations.token`, keyed by application
+/// id. AAD = tenant, `integrations`, application id, `token`.
+pub const INTEGRATION_TOKEN: Sealed = Sealed {
+    column: SealedColumn {
+        table: "integrations",
+        column: "token",
+        key_columns: &["application_id"],
+    },
+    recipe: integration_token_aad,
+};
+
 /// Every sealed column of the tenant store; a key rotation re-seals exactly these.
-pub const SEALED_COLUMNS: &[Sealed] = &[VARIABLE, LDAP_BIND_PASSWORD, LDAP_CLIENT_KEY, AI_API_KEY];
+pub const SEALED_COLUMNS: &[Sealed] = &[
+    VARIABLE,
+    LDAP_BIND_PASSWORD,
+    LDAP_CLIENT_KEY,
+    AI_API_KEY,
+    INTEGRATION_TOKEN,
+];
 
 /// AAD of a screenshot file (`<data>/screenshots/<tenant>/<object>.fgs`, sealed with the DEK;
 /// its key version is also recorded in `screenshots.key_version`): tenant, `screenshots`,
@@ -471,6 +494,10 @@ mod tests {
             expected(&[tid, "ai_endpoint", "1", "api_key"])
         );
         assert_eq!(
+            INTEGRATION_TOKEN.aad(&t, &["app1"]),
+            expected(&[tid, "integrations", "app1", "token"])
+        );
+        assert_eq!(
             screenshot_aad(&t, "obj1"),
             expected(&[tid, "screenshots", "obj1"])
         );
@@ -481,7 +508,8 @@ mod tests {
                 "variables.ciphertext",
                 "ldap_config.bind_password",
                 "ldap_config.client_key",
-                "ai_endpoint.api_key"
+                "ai_endpoint.api_key",
+                "integrations.token"
             ]
         );
     }
