@@ -519,6 +519,17 @@ pub fn record_attempt(
     Ok(())
 }
 
+/// Status of the delivery that creates ticket `ticket_id` (`None` when there is none).
+pub fn create_status(c: &Connection, ticket_id: &str) -> StoreResult<Option<String>> {
+    Ok(c.query_row(
+        "SELECT status FROM ticket_outbox WHERE ticket_id = ?1 AND kind = 'create'
+          ORDER BY created_at DESC, rowid DESC LIMIT 1",
+        [ticket_id],
+        |r| r.get(0),
+    )
+    .optional()?)
+}
+
 /// A deferred delivery waits for its ticket's creation: its next attempt moves to `at`
 /// without counting an attempt.
 pub fn defer(c: &Connection, id: &str, at: i64) -> StoreResult<()> {
@@ -529,18 +540,31 @@ pub fn defer(c: &Connection, id: &str, at: i64) -> StoreResult<()> {
     Ok(())
 }
 
-/// Runs of `flow` that finished (`passed|failed`), newest first: (id, status, reason).
-pub fn recent_finished_runs(
-    c: &Connection,
-    flow: &str,
-    limit: u32,
-) -> StoreResult<Vec<(String, String, Option<String>)>> {
+/// A finished run as the filing rule sees it.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// `passed|failed`.
+    pub status: String,
+    /// Reason of the final status.
+    pub reason: Option<String>,
+    /// Whether a step of it is `failed`.
+    pub failed_step: bool,
+}
+
+/// Runs of `flow` that finished (`passed|failed`), newest first.
+pub fn recent_finished_runs(c: &Connection, flow: &str, limit: u32) -> StoreResult<Vec<Finished>> {
     let mut st = c.prepare(
-        "SELECT id, status, reason FROM runs WHERE flow_id = ?1 AND status IN ('passed','failed')
+        "SELECT status, reason,
+                EXISTS (SELECT 1 FROM run_steps s WHERE s.run_id = runs.id AND s.status = 'failed')
+           FROM runs WHERE flow_id = ?1 AND status IN ('passed','failed')
           ORDER BY COALESCE(finished_at, queued_at) DESC, rowid DESC LIMIT ?2",
     )?;
     let rows = st.query_map(params![flow, limit], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        Ok(Finished {
+            status: r.get(0)?,
+            reason: r.get(1)?,
+            failed_step: r.get(2)?,
+        })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }

@@ -7,11 +7,11 @@
 //!   `token_set: true` and audit rows never carry it. `base_url` must lie within the operator's
 //!   `egress.allow` (422 `egress_denied`) and is checked again on every connection.
 //! - **Filing**. Manually ([`file_for_run`]) for any failed run; automatically
-//!   ([`on_run_finished_blocking`], called when a run completes) only for a *test* failure —
-//!   a run `failed` with reason `step_failed:N` (an agent-reported step failure or a checkpoint
-//!   verdict `fail`). Never for `cancelled`, `agent_timeout`, an AI endpoint error
-//!   (`checkpoint_error`), an unevaluated checkpoint, a missing step result or an agent that
-//!   gave up (`agent_reported_failure`: browser crash and other infrastructure outcomes). Only
+//!   ([`on_run_finished_blocking`], called when a run completes) only for a *test* failure
+//!   ([`is_test_failure`]: a step reported `failed` or a checkpoint verdict `fail`). Never for
+//!   `cancelled`, `agent_timeout`, an AI endpoint error (`checkpoint_error`), an unevaluated
+//!   checkpoint, a missing step result or an agent that gave up without a failed step (browser
+//!   crash and other infrastructure outcomes). Only
 //!   after `after_consecutive_failures` such failures in a row of the flow (passes reset the
 //!   count, infrastructure outcomes neither count nor reset). One open ticket per **failure
 //!   signature** = SHA-256 of (flow, failing step index, error class); a repeat adds a comment
@@ -522,7 +522,7 @@ pub fn error_class(error: &str) -> String {
         match quote {
             Some(q) if ch == q => {
                 quote = None;
-                out.push_str("…");
+                out.push('…');
                 out.push(ch);
             }
             Some(_) => {}
@@ -727,14 +727,19 @@ pub fn ticket_of_run(c: &Conn, run: &str) -> StoreResult<Option<TicketView>> {
     }))
 }
 
-/// Whether a run's outcome is a test failure (reason `step_failed:N`), the only kind filed
-/// automatically.
-pub fn is_test_failure(run: &RunRow) -> bool {
-    run.status == "failed"
-        && run
-            .reason
-            .as_deref()
-            .is_some_and(|r| r.starts_with("step_failed:"))
+/// Whether a finished run is a *test* failure, the only kind filed automatically: `failed`
+/// with reason `step_failed:N`, or `agent_reported_failure` with a step reported `failed` (how
+/// the agent ends a run whose step failed). Every other reason — `agent_timeout`,
+/// `checkpoint_error:N` (AI endpoint error), `checkpoint_not_evaluated:N`,
+/// `missing_step_result:N`, an agent that gave up without a failed step (browser crash) — is an
+/// infrastructure outcome.
+pub fn is_test_failure(f: &store::Finished) -> bool {
+    f.status == "failed"
+        && match f.reason.as_deref() {
+            Some(r) if r.starts_with("step_failed:") => true,
+            Some("agent_reported_failure") => f.failed_step,
+            _ => false,
+        }
 }
 
 /// Queue the delivery for `content` on the tenant's connection: a comment on the open ticket
@@ -895,22 +900,23 @@ fn on_run_finished_inner(state: &AppState, t: &TenantId, run: &RunRow) -> StoreR
         }
         return Ok(queued);
     }
-    if !rules.file_on_failure || !is_test_failure(run) {
+    if !rules.file_on_failure {
         return Ok(false);
     }
     let recent = {
         let c = db.lock();
         store::recent_finished_runs(&c, &run.flow_id, 200)?
     };
+    // This run is the newest finished one; it must itself be a test failure.
+    if !recent.first().is_some_and(is_test_failure) {
+        return Ok(false);
+    }
     let mut streak = 0u32;
-    for (_, status, reason) in &recent {
-        if status == "passed" {
+    for f in &recent {
+        if f.status == "passed" {
             break;
         }
-        if reason
-            .as_deref()
-            .is_some_and(|r| r.starts_with("step_failed:"))
-        {
+        if is_test_failure(f) {
             streak += 1;
         }
     }
@@ -1018,7 +1024,8 @@ fn deliver_one_blocking(
         else {
             // The ticket's creation is still pending: wait for it (no attempt counted); a
             // creation that failed leaves nothing to comment on.
-            let create_failed = ticket.as_ref().is_none_or(|tk| !tk.open) && row.kind != "recovery";
+            let create_failed =
+                store::create_status(&db.lock(), &row.ticket_id)?.as_deref() != Some("pending");
             if create_failed {
                 let error = "the ticket this comment belongs to was never filed".to_string();
                 let ev = audit_of(
