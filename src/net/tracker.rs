@@ -112,6 +112,16 @@ fn find_cause<'a, T: std::error::Error + 'static>(
         if let Some(t) = c.downcast_ref::<T>() {
             return Some(t);
         }
+        // hyper wraps the TLS error in an `io::Error`, whose `source()` skips the error it
+        // wraps: look inside.
+        if let Some(inner) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            if let Some(t) = find_cause::<T>(inner) {
+                return Some(t);
+            }
+        }
         cur = c.source();
     }
     None
