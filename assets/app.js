@@ -35,6 +35,8 @@ const PERMS = {
   keys: ['owner'],
   license: ['owner'],
   ai: ['owner'],
+  integration: ['owner', 'admin'],
+  ticketFile: ['owner', 'admin', 'tester'],
 };
 const can = (p) => !!state.me && PERMS[p].includes(state.me.role);
 
@@ -365,6 +367,7 @@ function renderTop() {
   add(app ? '/apps/' + app + '/flows' : '/applications', 'Flows', tenantUser);
   add(app ? '/apps/' + app + '/runs' : '/applications', 'Runs', tenantUser);
   add(app ? '/apps/' + app + '/variables' : '/applications', 'Variables', tenantUser && can('varRead'));
+  add(app ? '/apps/' + app + '/integration' : '/applications', 'Integration', tenantUser && can('integration'));
   add('/members', 'Members', can('memberRead'));
   add('/tokens', 'Tokens', can('agentTokens'));
   add('/audit', 'Audit log', can('audit'));
@@ -885,7 +888,7 @@ async function pageRun(page, p) {
       try { await api('POST', '/runs/' + run.id + '/cancel'); render(); } catch (e) { showError(box, e); }
     }, { class: 'danger', id: 'run-cancel' }));
   }
-  page.append(actions, h('h2', { text: 'Steps' }));
+  page.append(actions, runTicket(run, box), h('h2', { text: 'Steps' }));
   const byIndex = Object.fromEntries(run.steps.map((s) => [s.index, s]));
   const n = Math.max(run.step_count || 0, run.steps.length);
   if (!n) { page.append(empty('This flow version has no steps.')); return; }
@@ -1614,6 +1617,105 @@ async function pageAi(page) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Ticket integration (issue 20): per-application tracker, test with checks and preview; the
+// run page shows the run's ticket and a "File ticket" button on failed runs.
+
+function runTicket(run, box) {
+  const t = run.ticket;
+  const sec = h('section', { class: 'card', id: 'run-ticket' }, h('h2', { text: 'Ticket' }));
+  if (t) {
+    sec.append(h('dl', { class: 'facts' },
+      h('dt', { text: 'Status' }), h('dd', {}, badge(t.status)),
+      h('dt', { text: 'Kind' }), h('dd', { text: t.kind === 'create' ? 'new ticket' : t.kind === 'comment' ? 'comment on the open ticket' : 'recovery comment' }),
+      h('dt', { text: 'Ticket' }), h('dd', {}, t.url ? h('a', { href: t.url, target: '_blank', rel: 'noopener', id: 'run-ticket-link' }, t.key || t.url) : document.createTextNode(t.key || '—')),
+      h('dt', { text: 'Attempts' }), h('dd', { text: String(t.attempts) }),
+      t.error ? [h('dt', { text: 'Error' }), h('dd', { class: 'error-text', text: t.error })] : null));
+  } else {
+    sec.append(h('p', { class: 'hint', text: 'No ticket was filed for this run.' }));
+  }
+  if (run.status === 'failed' && can('ticketFile') && (!t || t.status === 'failed')) {
+    sec.append(h('div', { class: 'actions' }, btn('File ticket', async () => {
+      clear(box);
+      try { await api('POST', '/runs/' + run.id + '/ticket'); render(); } catch (e) { showError(box, e); }
+    }, { id: 'run-file-ticket' })));
+  }
+  return sec;
+}
+
+async function pageIntegration(page, p) {
+  const app = await appHeader(page, 'Ticket integration', p.app, 'integration');
+  if (!app) return;
+  const path = '/applications/' + app.id + '/integration';
+  const cur = await optional(path);
+  const box = alertBox();
+  const result = h('div', { id: 'integration-test' });
+  const rules = (cur && cur.rules) || {};
+  const f = {
+    provider: select([['jira', 'Jira (Server/Data Center or Cloud)'], ['github', 'GitHub / GitHub Enterprise Server'], ['gitlab', 'GitLab'], ['azure-devops', 'Azure DevOps (Server or Services)']], (cur && cur.provider) || 'jira', { id: 'int-provider' }),
+    base_url: input({ id: 'int-base-url', type: 'url', value: (cur && cur.base_url) || '', placeholder: 'https://jira.corp.example' }),
+    project: input({ id: 'int-project', value: (cur && cur.project) || '', placeholder: 'ED · owner/repo · group/project · Project name' }),
+    token: input({ id: 'int-token', type: 'password', autocomplete: 'off' }),
+    email: input({ id: 'int-email', type: 'email', value: (cur && cur.email) || '' }),
+    ca_pem: h('textarea', { id: 'int-ca', rows: 3 }),
+    token_expires_at: input({ id: 'int-expires', value: (cur && cur.token_expires_at) || '', placeholder: '2027-01-31T00:00:00Z' }),
+    labels: input({ id: 'int-labels', value: ((cur && cur.labels) || []).join(', ') }),
+    fields: h('textarea', { id: 'int-fields', rows: 3 }),
+    after: input({ id: 'int-after', type: 'number', min: 1, max: 100, value: rules.after_consecutive_failures || 1 }),
+  };
+  f.fields.value = cur && cur.fields && Object.keys(cur.fields).length ? JSON.stringify(cur.fields, null, 2) : '';
+  const check = (id, label, on) => { const c = h('input', { type: 'checkbox', id }); c.checked = !!on; return h('label', { class: 'check' }, c, ' ' + label); };
+  const rFile = check('int-file', 'File a ticket when a run fails (test failures only)', rules.file_on_failure);
+  const rRepeat = check('int-repeat', 'Comment on the open ticket when the same failure repeats (at most hourly)', rules.comment_on_repeat);
+  const rRecovery = check('int-recovery', 'Comment when the flow passes again', rules.comment_on_recovery);
+  const labels = { provider: 'Tracker', base_url: 'Base URL (https; Azure DevOps: the collection URL)', project: 'Project', token: 'Token (write-only' + (cur ? '; stored — enter it again to save' : '') + ')', email: 'E-mail (Jira Cloud only)', ca_pem: 'CA certificates (PEM, optional; replaces the public roots)', token_expires_at: 'Token expires at (RFC 3339, optional)', labels: 'Labels (comma separated)', fields: 'Extra fields (JSON object, optional)', after: 'File after this many consecutive failures' };
+  if (cur) {
+    page.append(h('dl', { class: 'facts', id: 'integration-facts' },
+      h('dt', { text: 'Tracker' }), h('dd', { text: cur.provider + ' · ' + cur.base_url + ' · ' + cur.project }),
+      h('dt', { text: 'Token' }), h('dd', { text: cur.token_set ? 'set (write-only)' : 'none' }),
+      cur.auth_failed_at ? [h('dt', { text: 'Token refused' }), h('dd', { class: 'error-text', text: 'The tracker answered 401 at ' + fmtTime(cur.auth_failed_at) + '; deliveries are stopped until a new token is saved.' })] : null));
+  }
+  const form = h('form', { class: 'card', novalidate: true }, h('h2', { text: cur ? 'Change integration' : 'Connect a tracker' }),
+    Object.entries(f).map(([k, c]) => field(labels[k], c)), rFile, rRepeat, rRecovery,
+    h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Save integration'),
+      cur ? btn('Test', async () => {
+        clear(box);
+        result.replaceChildren(h('p', { class: 'hint', text: 'Testing…' }));
+        try {
+          const r = await api('POST', path + '/test');
+          result.replaceChildren(h('h3', { text: r.ok ? 'All checks passed' : 'Some checks failed' }),
+            h('ul', { class: 'checks' }, r.checks.map((c) => h('li', {}, badge(c.ok ? 'passed' : 'failed'), ' ' + c.name + ': ' + c.detail))),
+            r.preview ? [h('h3', { text: 'Preview (nothing was created)' }), h('p', {}, h('strong', { text: r.preview.title })), h('pre', { class: 'preview', text: r.preview.body })]
+              : h('p', { class: 'hint', text: 'No failed run to preview yet.' }));
+        } catch (e) { result.replaceChildren(); showError(box, e); }
+      }, { id: 'int-test' }) : null,
+      cur ? btn('Remove', async () => {
+        if (!confirm('Remove the integration? Tickets already filed stay in the tracker.')) return;
+        try { await api('DELETE', path); go('/apps/' + app.id + '/integration', { notice: 'Integration removed.' }); } catch (e) { showError(box, e); }
+      }, { class: 'danger' }) : null));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clear(box);
+    const body = { provider: f.provider.value, base_url: f.base_url.value.trim(), project: f.project.value.trim(), auth: { token: f.token.value },
+      rules: { file_on_failure: rFile.querySelector('input').checked, after_consecutive_failures: Number(f.after.value || 1), comment_on_repeat: rRepeat.querySelector('input').checked, comment_on_recovery: rRecovery.querySelector('input').checked } };
+    if (f.email.value.trim()) body.auth.email = f.email.value.trim();
+    if (f.ca_pem.value.trim()) body.ca_pem = f.ca_pem.value;
+    if (f.token_expires_at.value.trim()) body.token_expires_at = f.token_expires_at.value.trim();
+    const ls = f.labels.value.split(',').map((s) => s.trim()).filter(Boolean);
+    if (ls.length) body.labels = ls;
+    if (f.fields.value.trim()) {
+      try { body.fields = JSON.parse(f.fields.value); } catch (e) { showError(box, new ApiError(0, { detail: 'Extra fields must be a JSON object.' })); return; }
+    }
+    try {
+      await api('PUT', path, body);
+      go('/apps/' + app.id + '/integration', { notice: 'Integration saved.' });
+    } catch (e) {
+      showError(box, e);
+    }
+  });
+  page.append(box, form, result);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Account
 
 async function pageAccount(page) {
@@ -1669,6 +1771,7 @@ route('/keys', pageKeys, 'keys');
 route('/license', pageLicense, 'license');
 route('/sso', pageSso, 'sso');
 route('/ai', pageAi, 'ai');
+route('/apps/:app/integration', pageIntegration, 'integration');
 route('/account', pageAccount);
 adoptSsoCsrf();
 

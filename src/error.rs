@@ -132,6 +132,8 @@ error_codes! {
     OidcNotConfigured => "oidc_not_configured",
     /// No AI endpoint is configured for the tenant.
     AiEndpointNotConfigured => "ai_endpoint_not_configured",
+    /// The application has no ticket integration.
+    IntegrationNotConfigured => "integration_not_configured",
     /// A host is not allowed by the deployment's `egress.allow`.
     EgressDenied => "egress_denied",
     /// A directory URL is not LDAPS and StartTLS is off.

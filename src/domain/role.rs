@@ -118,6 +118,8 @@ impl Role {
             P::NotificationRead => matches!(self, Owner | Admin | Tester | Viewer | PlatformAdmin),
             P::AuditKeyRead => matches!(self, Owner | PlatformAdmin),
             P::AiEndpointManage => matches!(self, Owner),
+            P::IntegrationManage => matches!(self, Owner | Admin),
+            P::TicketFile => matches!(self, Owner | Admin | Tester),
         }
     }
 }
@@ -185,6 +187,10 @@ pub enum Permission {
     AuditKeyRead,
     /// Read, set, remove and test the tenant's AI endpoint (Owners only, issue 11).
     AiEndpointManage,
+    /// Read, set, remove and test an application's ticket integration (issue 20).
+    IntegrationManage,
+    /// File a ticket for a failed run (issue 20).
+    TicketFile,
 }
 
 #[cfg(test)]

@@ -165,6 +165,8 @@ pub mod perm {
         KeyRotate,
         LicenseRead,
         AiEndpointManage,
+        IntegrationManage,
+        TicketFile,
     );
     perms!(
         ANY_SCOPED,

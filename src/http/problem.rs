@@ -124,6 +124,7 @@ table! {
     LdapNotConfigured => CONFLICT, "LDAP not configured";
     OidcNotConfigured => CONFLICT, "Single sign-on not configured";
     AiEndpointNotConfigured => CONFLICT, "AI endpoint not configured";
+    IntegrationNotConfigured => CONFLICT, "Integration not configured";
     EgressDenied => UNPROCESSABLE_ENTITY, "Egress denied";
     TlsRequired => UNPROCESSABLE_ENTITY, "TLS required";
     LicenseMissing => UNPROCESSABLE_ENTITY, "License missing";

@@ -7,6 +7,7 @@
 //! | `schedules` | `0 * * * * *` (every minute) | queue runs of flows whose cron tick passed (missed ticks collapse into one) |
 //! | `agent-timeouts` | `30 * * * * *` (every minute) | fail running runs without a heartbeat for 5 minutes (`agent_timeout`) |
 //! | `key-rotation` | `keys.rotation_cron` (default `0 17 3 * * *`, daily) | rotate tenant key sets older than `keys.rotation_days`; finish interrupted rotations |
+//! | `ticket-outbox` | `*/20 * * * * *` (every 20 s) | deliver due ticket filings and comments of every tenant (retries after backoff or `Retry-After`; issue 20) |
 //! | `retention` | `jobs.retention_cron` (default `0 15 3 * * *`, daily) | purge finished runs (with their steps and screenshot files) and tenant audit rows older than the plan's retention ([`retention`]) |
 //!
 //! All also run once at start, in the background while the server already serves, so a tick
@@ -48,11 +49,19 @@ pub const JOBS: &[JobSpec] = &[
         run: keys::rotation_job_blocking,
     },
     JobSpec {
+        name: TICKET_OUTBOX_JOB,
+        cron: "*/20 * * * * *",
+        run: crate::service::tickets::deliver_job_blocking,
+    },
+    JobSpec {
         name: RETENTION_JOB,
         cron: "0 15 3 * * *",
         run: crate::service::retention::retention_job_blocking,
     },
 ];
+
+/// Name of the ticket delivery job (issue 20).
+pub const TICKET_OUTBOX_JOB: &str = "ticket-outbox";
 
 /// Name of the retention job.
 pub const RETENTION_JOB: &str = "retention";

@@ -589,7 +589,8 @@ pub fn feature_not_licensed(feature: &str) -> ApiError {
 /// One notification for the dashboard.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Notification {
-    /// Kind: `license_expiring`, `license_expired`, `license_revoked`.
+    /// Kind: `license_expiring`, `license_expired`, `license_revoked`,
+    /// `integration_auth_failed`, `integration_token_expiring`.
     pub kind: &'static str,
     /// `warning` or `critical`.
     pub severity: &'static str,

@@ -22,6 +22,7 @@ pub mod scim;
 pub mod screenshots;
 pub mod sealing;
 pub mod tenants;
+pub mod tickets;
 pub mod tokens;
 pub mod variables;
 

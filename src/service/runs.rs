@@ -90,6 +90,8 @@ pub struct RunDetail {
     pub steps: Vec<StepRow>,
     /// Number of steps in the pinned flow version.
     pub step_count: usize,
+    /// The run's ticket delivery (issue 20), if any.
+    pub ticket: Option<super::tickets::TicketView>,
 }
 
 /// Queue a manual run of a flow.
@@ -246,10 +248,12 @@ pub async fn get(state: &Arc<AppState>, ctx: &TenantCtx, run: &str) -> ApiResult
             let step_count = pinned_steps(c, &run.flow_id, run.flow_version)
                 .map(|s| s.len())
                 .unwrap_or(0);
+            let ticket = super::tickets::ticket_of_run(c, &r)?;
             Ok(Some(RunDetail {
                 run,
                 steps,
                 step_count,
+                ticket,
             }))
         })
         .await?
@@ -622,7 +626,7 @@ pub async fn complete(
         let ev = NewAuditEvent::new(&actor, "run.complete", Some(format!("run:{}", r.id))).details(
             serde_json::json!({"reported": body.status, "status": final_status, "reason": reason}),
         );
-        runs::transition(
+        let done = runs::transition(
             &mut c,
             &r.id,
             &["running"],
@@ -631,7 +635,11 @@ pub async fn complete(
             error.as_deref(),
             Some(&ev),
         )
-        .map_err(map_transition)
+        .map_err(map_transition)?;
+        drop(c);
+        // Issue 20: file, comment or close tickets by the application's integration rules.
+        super::tickets::on_run_finished_blocking(&st, &t, &done);
+        Ok(done)
     })
     .await
     .map_err(ApiError::internal)?

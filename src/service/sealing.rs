@@ -33,6 +33,7 @@
 //! | LDAP client key                | tenant, `ldap_config`, `1`, `client_key`           |
 //! | AI endpoint API key            | tenant, `ai_endpoint`, `1`, `api_key`              |
 //! | OIDC client secret             | tenant, `oidc_config`, `1`, `client_secret`        |
+//! | ticket integration token       | tenant, `integrations`, application id, `token`    |
 //! | screenshot file (not a column) | tenant, `screenshots`, object id                   |
 //!
 //! (A secret variable's row is named by its key, application id and name; the column is implied.
@@ -124,6 +125,11 @@ fn ai_api_key_aad(t: &TenantId, _key: &[&str]) -> Vec<u8> {
     envelope::aad(&[t.as_str(), "ai_endpoint", "1", "api_key"])
 }
 
+fn integration_token_aad(t: &TenantId, key: &[&str]) -> Vec<u8> {
+    let app = key.first().copied().unwrap_or("");
+    envelope::aad(&[t.as_str(), "integrations", app, "token"])
+}
+
 /// Secret variable values: `variables.ciphertext`, keyed by (application id, name).
 /// AAD = tenant, `variables`, application id, name.
 pub const VARIABLE: Sealed = Sealed {
@@ -180,6 +186,17 @@ pub const OIDC_CLIENT_SECRET: Sealed = Sealed {
     recipe: oidc_client_secret_aad,
 };
 
+/// A ticket integration's tracker token (issue 20): `integrations.token`, keyed by application
+/// id. AAD = tenant, `integrations`, application id, `token`.
+pub const INTEGRATION_TOKEN: Sealed = Sealed {
+    column: SealedColumn {
+        table: "integrations",
+        column: "token",
+        key_columns: &["application_id"],
+    },
+    recipe: integration_token_aad,
+};
+
 /// Every sealed column of the tenant store; a key rotation re-seals exactly these.
 pub const SEALED_COLUMNS: &[Sealed] = &[
     VARIABLE,
@@ -187,6 +204,7 @@ pub const SEALED_COLUMNS: &[Sealed] = &[
     LDAP_CLIENT_KEY,
     AI_API_KEY,
     OIDC_CLIENT_SECRET,
+    INTEGRATION_TOKEN,
 ];
 
 /// AAD of a screenshot file (`<data>/screenshots/<tenant>/<object>.fgs`, sealed with the DEK;
@@ -502,6 +520,10 @@ mod tests {
             expected(&[tid, "oidc_config", "1", "client_secret"])
         );
         assert_eq!(
+            INTEGRATION_TOKEN.aad(&t, &["app1"]),
+            expected(&[tid, "integrations", "app1", "token"])
+        );
+        assert_eq!(
             screenshot_aad(&t, "obj1"),
             expected(&[tid, "screenshots", "obj1"])
         );
@@ -513,7 +535,8 @@ mod tests {
                 "ldap_config.bind_password",
                 "ldap_config.client_key",
                 "ai_endpoint.api_key",
-                "oidc_config.client_secret"
+                "oidc_config.client_secret",
+                "integrations.token"
             ]
         );
     }

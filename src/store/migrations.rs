@@ -380,6 +380,59 @@ CREATE TABLE oidc_pending (
 );
 ",
         ),
+        // Issue 20: ticket integrations. One integration per application (token sealed), the
+        // tickets FlowGuard tracks (one open per failure signature) and the delivery outbox.
+        M::up(
+            "
+CREATE TABLE integrations (
+    application_id   TEXT PRIMARY KEY REFERENCES applications(id) ON DELETE CASCADE,
+    provider         TEXT NOT NULL CHECK (provider IN ('jira','github','gitlab','azure-devops')),
+    base_url         TEXT NOT NULL,
+    project          TEXT NOT NULL,
+    email            TEXT,
+    token            BLOB NOT NULL,
+    ca_pem           TEXT,
+    token_expires_at TEXT,
+    labels           TEXT NOT NULL,
+    fields           TEXT NOT NULL,
+    rules            TEXT NOT NULL,
+    auth_failed_at   TEXT,
+    updated_at       TEXT NOT NULL,
+    updated_by       TEXT NOT NULL
+);
+CREATE TABLE tickets (
+    id              TEXT PRIMARY KEY,
+    application_id  TEXT NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+    flow_id         TEXT NOT NULL,
+    signature       TEXT NOT NULL,
+    remote_id       TEXT,
+    key             TEXT,
+    url             TEXT,
+    open            INTEGER NOT NULL DEFAULT 1,
+    last_comment_at INTEGER,
+    created_at      TEXT NOT NULL
+);
+CREATE UNIQUE INDEX tickets_open_signature ON tickets(application_id, signature) WHERE open = 1;
+CREATE TABLE ticket_outbox (
+    id              TEXT PRIMARY KEY,
+    run_id          TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    application_id  TEXT NOT NULL,
+    ticket_id       TEXT NOT NULL REFERENCES tickets(id) ON DELETE CASCADE,
+    kind            TEXT NOT NULL CHECK (kind IN ('create','comment','recovery')),
+    status          TEXT NOT NULL CHECK (status IN ('pending','filed','failed')),
+    title           TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    screenshot_id   TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    error           TEXT,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+);
+CREATE INDEX ticket_outbox_due ON ticket_outbox(status, next_attempt_at);
+CREATE INDEX ticket_outbox_run ON ticket_outbox(run_id, created_at);
+",
+        ),
     ])
 }
 

@@ -15,7 +15,7 @@
 //! [`audit`] the `audit` table of both stores; then one file per aggregate, each owning the
 //! tables its module doc names — catalog: [`catalog`]; tenant store: [`users`], [`sessions`],
 //! [`applications`], [`tokens`], [`flows`], [`runs`], [`screenshots`], [`variables`],
-//! [`webhooks`], [`fence`], [`ai`], [`ldap`], [`oidc`], [`scim`].
+//! [`webhooks`], [`fence`], [`ai`], [`ldap`], [`oidc`], [`scim`], [`integrations`].
 //!
 //! Imports between store files (nothing else, so no two files import each other; checked by the
 //! unit test `store_files_import_each_other_only_along_the_documented_map` below):
@@ -24,7 +24,7 @@
 //! - [`pool`] → [`catalog`] (tenant admission and the keys that open a tenant store);
 //! - [`runs`], [`applications`] → [`cascade`]: deleting runs with their steps and screenshot rows
 //!   (retention, application deletion) is one function there, so neither imports the other;
-//! - [`screenshots`], [`variables`], [`ldap`], [`oidc`], [`ai`] → [`fence`]: the DEK-fence check inside
+//! - [`screenshots`], [`variables`], [`ldap`], [`oidc`], [`ai`], [`integrations`] → [`fence`]: the DEK-fence check inside
 //!   their write transaction, for every sealed value they store ([`ShotRow`] is defined here so
 //!   that [`fence`] needs nothing back);
 //! - [`ldap`], [`oidc`], [`scim`] → [`users`]: directory, single sign-on and SCIM provisioning find and create members and
@@ -39,6 +39,7 @@ pub mod cascade;
 pub mod catalog;
 pub mod fence;
 pub mod flows;
+pub mod integrations;
 pub mod ldap;
 mod migrations;
 pub mod oidc;
@@ -489,6 +490,7 @@ mod tests {
         ("screenshots", &["fence"]),
         ("variables", &["fence"]),
         ("ai", &["fence"]),
+        ("integrations", &["fence"]),
         ("ldap", &["users", "fence"]),
         ("oidc", &["users", "fence"]),
         ("scim", &["users"]),

@@ -25,4 +25,5 @@ mod runs;
 mod scim;
 mod secrets;
 mod throttle;
+mod tickets;
 mod tls;

@@ -551,6 +551,32 @@ const TABLE: &[(&str, &str, [&str; 8])] = &[
         "/api/v1/ai-endpoint/test",
         ["401", "ok", "403", "403", "403", "403", "403", "403"],
     ),
+    // Issue 20: ticket integrations (Owner, Admin) and manual filing (Owner, Admin, Tester).
+    (
+        "GET",
+        "/api/v1/applications/{app}/integration",
+        ["401", "ok", "ok", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "PUT",
+        "/api/v1/applications/{app}/integration",
+        ["401", "ok", "ok", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "DELETE",
+        "/api/v1/applications/{app}/integration",
+        ["401", "ok", "ok", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "POST",
+        "/api/v1/applications/{app}/integration/test",
+        ["401", "ok", "ok", "403", "403", "403", "403", "403"],
+    ),
+    (
+        "POST",
+        "/api/v1/runs/{run}/ticket",
+        ["401", "ok", "ok", "ok", "403", "403", "403", "403"],
+    ),
 ];
 
 /// Routes served outside the generated document (none today; the dashboard is not an API).

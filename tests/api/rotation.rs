@@ -1071,6 +1071,8 @@ enum Writer {
     Oidc,
     /// A screenshot upload replacing step 3's: the sealed file.
     Shot,
+    /// `PUT /api/v1/applications/{app}/integration` with a new token: `integrations.token`.
+    Integration,
 }
 
 /// What the race writes to.
@@ -1092,6 +1094,8 @@ struct Acked {
     oidc_secret: String,
     /// Object id of step 3's screenshot.
     shot: String,
+    /// The ticket integration's token.
+    integration_token: String,
 }
 
 impl Acked {
@@ -1102,6 +1106,7 @@ impl Acked {
             Writer::Ldap => self.ldap_bind = v,
             Writer::Oidc => self.oidc_secret = v,
             Writer::Shot => self.shot = v,
+            Writer::Integration => self.integration_token = v,
         }
     }
 }
@@ -1153,6 +1158,21 @@ async fn race_write(w: Writer, s: &Session, cx: &RaceCtx, tag: &str) -> Result<S
             let r = s.req(Method::PUT, "/api/v1/sso/oidc", Some(body)).await;
             expect_status(r, 200, "PUT sso/oidc").await.map(|_| secret)
         }
+        Writer::Integration => {
+            let token = format!("pat-{tag}");
+            let body = json!({"provider": "gitlab", "base_url": cx.ai_url, "project": "grp/shop",
+                "auth": {"token": token}, "ca_pem": cx.ai_ca});
+            let r = s
+                .req(
+                    Method::PUT,
+                    &format!("/api/v1/applications/{}/integration", cx.app_id),
+                    Some(body),
+                )
+                .await;
+            expect_status(r, 200, "PUT integration")
+                .await
+                .map(|_| token)
+        }
         Writer::Shot => {
             let r = upload_shot(s, &cx.run, 3).await;
             let v = expect_status(r, 201, "upload screenshot").await?;
@@ -1176,7 +1196,7 @@ fn verify_sealed_offline(
     use flowguard::crypto::envelope;
     use flowguard::domain::TenantId;
     use flowguard::service::sealing::{self, Sealed};
-    use flowguard::store::{ai, fence, ldap, oidc, variables};
+    use flowguard::store::{ai, fence, integrations, ldap, oidc, variables};
     let state = offline_state(data);
     let t = TenantId::parse(tenant).unwrap();
     let keys = flowguard::service::keys::status_blocking(&state, &t).unwrap();
@@ -1186,7 +1206,7 @@ fn verify_sealed_offline(
     );
     let active = keys.active_version.expect("an active key set");
     let db = state.tenants.get_blocking(&t).expect("tenant store opens");
-    let (fence_v, below, shots_below, var, ai_row, ldap_row, oidc_row, shot) = {
+    let (fence_v, below, shots_below, var, ai_row, ldap_row, oidc_row, shot, integration) = {
         let c = db.lock();
         (
             fence::dek_fence(&c).unwrap(),
@@ -1203,6 +1223,9 @@ fn verify_sealed_offline(
             flowguard::store::screenshots::screenshot_of(&c, &cx.run, 3)
                 .unwrap()
                 .expect("step 3's screenshot"),
+            integrations::integration(&c, &cx.app_id)
+                .unwrap()
+                .expect("the ticket integration"),
         )
     };
     drop(db);
@@ -1260,6 +1283,13 @@ fn verify_sealed_offline(
         ldap_row.client_key.as_deref().expect("a client key"),
         client_key_pem,
     );
+    check(
+        "the integration token",
+        &sealing::INTEGRATION_TOKEN,
+        &[&cx.app_id],
+        &integration.token,
+        &acked.integration_token,
+    );
     assert_eq!(
         shot.id, acked.shot,
         "round {round}: step 3's screenshot is not the last acknowledged upload"
@@ -1292,13 +1322,13 @@ fn verify_sealed_offline(
     active
 }
 
-/// Sealing in one place: writes to every sealed value — a secret variable, the AI endpoint API
-/// key, the LDAP bind password and client key, the OIDC client secret, a screenshot file — race a key rotation, round
-/// after round, each write paused between sealing and storing. After every round no value is
-/// left under a retired key: each is sealed under the active DEK (at or above the fence), opens,
-/// and is the last acknowledged write; every rotation succeeds. Afterwards the server itself
-/// uses the values: the AI endpoint test sends the last key, the LDAP service account binds
-/// with the last password, the screenshot serves.
+/// Sealing in one place: writes to every sealed value — a secret variable, the AI endpoint API key,
+/// the LDAP bind password and client key, the OIDC client secret, the ticket integration token, a
+/// screenshot file — race a key rotation, round after round, each write paused between sealing and
+/// storing. After every round no value is left under a retired key: each is sealed under the
+/// active DEK (at or above the fence), opens, and is the last acknowledged write; every rotation
+/// succeeds. Afterwards the server itself uses the values: the AI endpoint test sends the last
+/// key, the LDAP service account binds with the last password, the screenshot serves.
 #[tokio::test]
 async fn writes_to_every_sealed_value_racing_rotations_never_end_under_a_retired_key() {
     let started = Instant::now();
@@ -1345,6 +1375,7 @@ async fn writes_to_every_sealed_value_racing_rotations_never_end_under_a_retired
         (Writer::Ldap, Arc::new(app.owner().await)),
         (Writer::Oidc, Arc::new(app.owner().await)),
         (Writer::Shot, Arc::new(app.bearer(&fx.agent_token))),
+        (Writer::Integration, Arc::new(app.owner().await)),
     ];
     // Every value exists before the first rotation.
     let mut acked = Acked::default();

@@ -53,7 +53,8 @@ pub struct NotificationList {
     pub items: Vec<Notification>,
 }
 
-/// The caller's notifications (license expiry warnings from 30 days before expiry).
+/// The caller's notifications: license expiry warnings from 30 days before expiry; for Owners
+/// also `integration_auth_failed` and `integration_token_expiring` (issue 20).
 #[utoipa::path(tag = "license", responses((status = 200, body = NotificationList)), security(("session" = [])))]
 #[get("/notifications")]
 pub async fn notifications(
@@ -61,6 +62,6 @@ pub async fn notifications(
     g: Require<perm::NotificationRead>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(NotificationList {
-        items: lic::notifications(&state, &g.ctx),
+        items: crate::service::tickets::all_notifications(&state.into_inner(), &g.ctx).await,
     }))
 }

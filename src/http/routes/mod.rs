@@ -7,6 +7,7 @@ mod applications;
 mod audit;
 mod auth;
 mod flows;
+mod integrations;
 mod keys;
 mod license;
 mod members;
@@ -116,7 +117,12 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(ai_endpoint::get)
                 .service(ai_endpoint::put)
                 .service(ai_endpoint::remove)
-                .service(ai_endpoint::test),
+                .service(ai_endpoint::test)
+                .service(integrations::get)
+                .service(integrations::put)
+                .service(integrations::remove)
+                .service(integrations::test)
+                .service(integrations::file_ticket),
         )
         .service(
             scope::scope("/scim/v2")

@@ -156,6 +156,9 @@ pub struct RunDetail {
     pub steps: Vec<StepResult>,
     /// Number of steps in the pinned flow version.
     pub step_count: usize,
+    /// The run's ticket (issue 20): `{status: pending|filed|failed, kind, key, url, error,
+    /// attempts}`, `null` when none was filed.
+    pub ticket: Option<crate::service::tickets::TicketView>,
 }
 
 impl From<svc::RunDetail> for RunDetail {
@@ -164,6 +167,7 @@ impl From<svc::RunDetail> for RunDetail {
             run: d.run.into(),
             steps: d.steps.into_iter().map(StepResult::from).collect(),
             step_count: d.step_count,
+            ticket: d.ticket,
         }
     }
 }
