@@ -423,6 +423,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let opened = startup::open_data_dir(&settings, false)?;
             let state = startup::build_state(std::sync::Arc::new(settings), opened)?;
+            // Jobs that talk to customer systems (the ticket outbox) drive async clients from
+            // their blocking pass; give them a runtime context as `serve` does.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            let _ctx = rt.enter();
             let n = crate::jobs::run_once(&state, &name).ok_or_else(|| {
                 anyhow::anyhow!("unknown job `{name}` (see `flowguard jobs list`)")
             })?;

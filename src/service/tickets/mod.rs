@@ -1183,6 +1183,10 @@ pub fn kick(state: &Arc<AppState>, t: &TenantId) {
 /// The `ticket-outbox` job (blocking): deliver what is due in every tenant.
 pub fn deliver_job_blocking(state: &AppState) -> usize {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        tracing::error!(
+            job = "ticket-outbox",
+            "no async runtime: nothing was delivered"
+        );
         return 0;
     };
     let tenants = {
