@@ -268,7 +268,8 @@ impl Default for ScreenshotSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
-    /// `json` (default) or `pretty`.
+    /// `auto` (default: human-readable lines when stderr is a terminal, JSON lines otherwise),
+    /// `json` or `pretty`.
     pub format: String,
     /// tracing filter, e.g. `info` or `flowguard=debug,actix_web=info`.
     pub level: String,
@@ -277,7 +278,7 @@ pub struct LogSettings {
 impl Default for LogSettings {
     fn default() -> Self {
         Self {
-            format: "json".into(),
+            format: "auto".into(),
             level: "info".into(),
         }
     }

@@ -295,6 +295,10 @@ fn write_listen_addr(data_dir: &Path, addr: std::net::SocketAddr) -> anyhow::Res
     Ok(())
 }
 
+/// Seconds in-flight requests get to finish after SIGTERM/SIGINT before every connection,
+/// idle keep-alive and HTTP/2 ones included, is closed (the process stops within ~5 s).
+pub const SHUTDOWN_GRACE_SECS: u64 = 3;
+
 /// Run the server until SIGTERM/SIGINT (graceful). SIGHUP reloads the license file.
 pub fn serve(settings: Settings) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(serve_async(settings))
@@ -343,7 +347,10 @@ async fn serve_async(settings: Settings) -> anyhow::Result<()> {
         std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     let st = state.clone();
-    let server = HttpServer::new(move || crate::http::create_app(st.clone())).shutdown_timeout(30);
+    // On SIGTERM, idle keep-alive and HTTP/2 connections (an open dashboard tab) must not hold
+    // the process: in-flight requests get SHUTDOWN_GRACE_SECS, then every connection is closed.
+    let server = HttpServer::new(move || crate::http::create_app(st.clone()))
+        .shutdown_timeout(SHUTDOWN_GRACE_SECS);
     let server = match settings.tls.mode {
         TlsMode::On => {
             let (cert, key) = ensure_tls_files(&settings)?;

@@ -17,6 +17,7 @@ mod ldap_support;
 mod license;
 mod matrix;
 mod members;
+mod newuser;
 mod residency;
 mod rotation;
 mod runs;
