@@ -31,6 +31,9 @@ const NON_SETTING_ENV: &[&str] = &[
     "FAULT",
     "FAULT_PAUSE",
     "TEST_CLOCK_FILE",
+    // The test harness's binary path (`tests/api/helpers.rs`, set by the shared-target build
+    // wrapper); inherited by every process the tests start.
+    "BIN",
 ];
 
 /// All settings of one deployment.

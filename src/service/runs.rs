@@ -189,7 +189,7 @@ pub struct RunListFilter {
 }
 
 /// Runs of an application, newest first; `cursor` is the last row's `queued_at|id`; `filter`
-/// narrows to one flow and a queue-time range (422 `invalid_query` naming a bad time).
+/// narrows to one flow and a queue-time range (400 `invalid_query` naming a bad time).
 #[allow(clippy::too_many_arguments)]
 pub async fn list(
     state: &Arc<AppState>,

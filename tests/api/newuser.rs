@@ -615,7 +615,7 @@ async fn runs_list_filters_by_flow_and_date() {
             "/api/v1/applications/{app_id}/runs?from=yesterday"
         ))
         .await;
-    assert_eq!(r.status(), 422);
+    assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["field"], "from");
 }
