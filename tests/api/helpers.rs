@@ -19,8 +19,7 @@ use tempfile::TempDir;
 pub fn bin() -> &'static str {
     static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
-        std::env::var("FG_TEST_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_flowguard").to_string())
+        std::env::var("FG_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_flowguard").to_string())
     })
 }
 
