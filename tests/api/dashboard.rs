@@ -1028,7 +1028,7 @@ async fn dashboard_platform_admin_pages_and_one_row_top_bar() {
                 t.contains("flowguard license install"),
                 format!("how-to: {t}"),
             )?;
-            ui.eval::<Value>("(window.confirm = () => true, null)")
+            ui.eval::<bool>("(window.confirm = () => true, true)")
                 .await?;
             ui.click("#trial-start").await?;
             ui.wait_for("#trial-countdown").await?;
@@ -1073,7 +1073,7 @@ async fn dashboard_platform_admin_pages_and_one_row_top_bar() {
             )
             .await?;
             let rows: Value = ui
-            .eval("(() => { const tops = new Set([...document.querySelectorAll('#top nav li, #top .brand, #top .who')].map(e => Math.round(e.getBoundingClientRect().top / 10))); const t = document.querySelector('#top').getBoundingClientRect(); return { distinct: tops.size, height: t.height, width: document.documentElement.clientWidth }; })()")
+            .eval("(() => { const rs = [...document.querySelectorAll('#top nav li, #top .brand, #top .who')].map(e => e.getBoundingClientRect()); const oneLine = Math.max(...rs.map(r => r.top)) < Math.min(...rs.map(r => r.bottom)); const t = document.querySelector('#top').getBoundingClientRect(); return { distinct: oneLine ? 1 : 2, height: t.height, width: document.documentElement.clientWidth }; })()")
             .await?;
             let shot = ui.snapshot("top-bar-1280").await;
             ensure(
