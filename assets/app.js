@@ -37,6 +37,7 @@ const PERMS = {
   ai: ['owner'],
   integration: ['owner', 'admin'],
   ticketFile: ['owner', 'admin', 'tester'],
+  platform: ['platform_admin'],
 };
 const can = (p) => !!state.me && PERMS[p].includes(state.me.role);
 
@@ -163,7 +164,8 @@ function message(err) {
   if (!(err instanceof ApiError)) return 'Unexpected error: ' + (err && err.message ? err.message : String(err));
   const base = MESSAGES[err.code];
   const detail = err.problem.detail;
-  const where = err.problem.field ? ' [' + err.problem.field + ']' : '';
+  // The field is marked in the form itself; the text stays in plain words.
+  const where = '';
   if (base && detail && detail !== base) return base + ' (' + detail + ')' + where;
   return (base || detail || err.problem.title || 'Request failed (HTTP ' + err.status + ').') + where;
 }
@@ -314,7 +316,7 @@ async function render() {
 function homePath() {
   if (!state.me) return '/signin';
   if (state.me.must_change_password) return '/account';
-  if (state.me.kind === 'platform_admin') return '/account';
+  if (state.me.kind === 'platform_admin') return '/platform/tenants';
   return '/applications';
 }
 
@@ -359,8 +361,8 @@ function renderTop() {
     return;
   }
   top.hidden = false;
-  const items = [];
-  const add = (href, text, ok) => { if (ok) items.push(h('li', {}, link(href, text, location.pathname.startsWith(href) ? { 'aria-current': 'page' } : {}))); };
+  const entries = [];
+  const add = (href, text, ok) => { if (ok) entries.push([href, text]); };
   const app = state.appId;
   const tenantUser = state.me.kind === 'user';
   add('/applications', 'Applications', tenantUser);
@@ -375,7 +377,9 @@ function renderTop() {
   add('/license', 'License', can('license'));
   add('/sso', 'LDAP', can('sso'));
   add('/ai', 'AI endpoint', can('ai'));
+  platformNav(add);
   add('/account', 'Account', true);
+  const items = entries.map(([href, text]) => h('li', {}, link(href, text, href === currentNav(entries) ? { 'aria-current': 'page' } : {})));
   top.replaceChildren(
     h('a', { class: 'brand', href: homePath(), 'data-link': true }, 'FlowGuard'),
     h('nav', { 'aria-label': 'Main' }, h('ul', {}, items)),
@@ -422,6 +426,7 @@ async function pageSignIn(page, _p, q) {
   const box = alertBox();
   const submit = h('button', { type: 'submit', id: 'signin-submit', class: 'primary' }, 'Sign in');
   const form = h('form', { class: 'card narrow', novalidate: true },
+    signInHelp(),
     field('Tenant', tenant, 'Tenant id or name. Leave empty to sign in as a platform administrator.'),
     field('Email or login name', email),
     field('Password', password),
@@ -707,7 +712,9 @@ async function pageFlow(page, p, q) {
   setApp(flow.application_id);
   page.append(h('h1', { text: 'Flow: ' + flow.name }));
   page.append(h('p', { class: 'crumbs' }, link('/apps/' + flow.application_id + '/flows', '← All flows'), ' · ',
-    link('/apps/' + flow.application_id + '/runs', 'Runs of this application')));
+    link('/apps/' + flow.application_id + '/runs?flow=' + encodeURIComponent(flow.id), 'Runs of this flow')));
+  page.append(runNowBar(flow.id));
+  page.append(await flowHistory(flow));
   const versions = h('ul', { class: 'versions', id: 'flow-versions' });
   for (let n = flow.current_version; n >= 1; n--) {
     const label = 'Version ' + n + (n === flow.current_version ? ' (current)' : '');
@@ -734,12 +741,16 @@ function flowForm(page, app, flow) {
   const form = h('form', { class: 'card', novalidate: true },
     field('Name', name), field('Tags', tags, 'Comma-separated, e.g. smoke, checkout'),
     h('h2', { text: 'Steps' }), editor);
-  if (!steps.length) form.append(empty('No steps yet.'));
+  const noSteps = empty('No steps yet.');
+  noSteps.id = 'flow-no-steps';
+  noSteps.hidden = steps.length > 0;
+  form.append(noSteps);
   if (!ro) {
     const addType = select(STEP_TYPES, 'navigate', { id: 'step-add-type' });
     form.append(h('div', { class: 'toolbar' }, field('New step type', addType),
       btn('Add step', () => {
         steps.push({ type: addType.value });
+        noSteps.hidden = true;
         editor.redraw();
         const t = document.getElementById('step-' + (steps.length - 1) + '-type');
         if (t) t.focus();
@@ -816,7 +827,7 @@ async function pageRuns(page, p, q) {
   const filters = h('div', { class: 'filters', role: 'group', 'aria-label': 'Filter by status' },
     ['', ...RUN_STATUSES].map((s) => link('/apps/' + app.id + '/runs' + (s ? '?status=' + s : ''), s || 'all',
       { class: 'chip', 'aria-current': s === status ? 'true' : null })));
-  page.append(filters);
+  page.append(filters, runFilterForm(app.id, flows, q));
   if (can('runTrigger') && flows.length) {
     const pick = select(flows.map((f) => [f.id, f.name]), flows[0].id, { id: 'run-flow' });
     page.append(h('div', { class: 'toolbar' }, field('Flow', pick), btn('Trigger run', async (ev) => {
@@ -834,6 +845,7 @@ async function pageRuns(page, p, q) {
   const load = async () => {
     const qs = new URLSearchParams({ limit: '50' });
     if (status) qs.set('status', status);
+    for (const k of ['flow', 'from', 'to']) if (q.get(k)) qs.set(k, q.get(k));
     if (cursor) qs.set('cursor', cursor);
     try {
       const r = await api('GET', '/applications/' + app.id + '/runs?' + qs);
@@ -882,7 +894,7 @@ async function pageRun(page, p) {
       h('dt', { text: 'Duration' }), h('dd', { text: duration(run.started_at, run.finished_at) }),
       run.reason ? [h('dt', { text: 'Reason' }), h('dd', { text: run.reason })] : null,
       run.error ? [h('dt', { text: 'Error' }), h('dd', { class: 'error-text', text: run.error })] : null));
-  const actions = h('div', { class: 'actions' }, btn('Refresh', () => render()));
+  const actions = h('div', { class: 'actions' }, btn('Refresh', () => render()), runNowButton(run.flow_id, box));
   if (can('runTrigger') && active(run.status)) {
     actions.append(btn('Cancel run', async () => {
       try { await api('POST', '/runs/' + run.id + '/cancel'); render(); } catch (e) { showError(box, e); }
@@ -1057,6 +1069,9 @@ function shownOnce(token) {
     }, { id: 'token-copy' }), status);
 }
 
+/** A token just created, shown once on the next render of the Tokens page. */
+let tokenShownOnce = null;
+
 async function pageTokens(page) {
   const list = await apps();
   const names = Object.fromEntries(list.map((a) => [a.id, a.name]));
@@ -1077,10 +1092,15 @@ async function pageTokens(page) {
       }, { class: 'danger' })))), { id: kind + '-tokens-table' }));
   };
   const created = (t) => {
-    once.replaceChildren(shownOnce(t.token));
-    const c = document.getElementById('token-copy');
-    if (c) c.focus();
+    // Re-render so the lists show the new token; the secret is shown once above them.
+    tokenShownOnce = t.token;
+    render();
   };
+  if (tokenShownOnce) {
+    once.replaceChildren(shownOnce(tokenShownOnce));
+    tokenShownOnce = null;
+    setTimeout(() => { const c = document.getElementById('token-copy'); if (c) c.focus(); }, 0);
+  }
   // agent tokens
   const agentForm = h('form', { class: 'card', novalidate: true });
   if (!list.length) {
@@ -1190,8 +1210,8 @@ async function pageAudit(page, _p, q) {
   } else {
     page.append(table(['Time', 'Actor', 'Role', 'Action', 'Target', 'Client', 'Details'], pageData.items.map((r) => h('tr', { 'data-seq': String(r.seq) },
       h('td', { text: fmtTime(r.ts) }), h('td', { text: r.actor_email || '—' }), h('td', { text: r.actor_role || '—' }),
-      h('td', {}, h('code', { text: r.action })), h('td', { text: r.target || '—' }), h('td', { text: r.client_ip || '—' }),
-      h('td', { class: 'details' }, r.details && Object.keys(r.details).length ? h('code', { text: JSON.stringify(r.details) }) : '—'))), { id: 'audit-table' }));
+      h('td', {}, h('code', { text: r.action })), h('td', {}, auditTarget(r.target)), h('td', { text: r.client_ip || '—' }),
+      h('td', { class: 'details' }, keyValues(r.details)))), { id: 'audit-table' }));
   }
   const nav = h('div', { class: 'actions pager' });
   if (q.get('cursor')) {
@@ -1257,6 +1277,7 @@ async function pageLicense(page) {
     h('dt', { text: 'Applications' }), h('dd', { text: e.max_applications == null ? 'unlimited' : String(e.max_applications) }),
     h('dt', { text: 'Users' }), h('dd', { text: e.max_users == null ? 'unlimited' : String(e.max_users) }),
     h('dt', { text: 'Retention' }), h('dd', { text: e.retention_days != null ? e.retention_days + ' days' : '—' })));
+  page.append(licenseHowTo());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1750,8 +1771,328 @@ async function pageAccount(page) {
     h('dt', { text: 'Role' }), h('dd', { text: me.role }),
     h('dt', { text: 'Tenant' }), h('dd', { text: me.tenant_id || 'platform (catalog)' })), form);
   if (me.kind === 'platform_admin') {
-    page.append(h('p', { class: 'hint', text: 'Platform administrators manage tenants and licenses through the API and the host CLI; they never read tenant data.' }));
+    page.append(h('p', { class: 'hint', text: 'Platform administrators manage tenants, the license and the catalog audit (pages above); they never read tenant data.' }));
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Navigation helpers, sign-in help, license how-to (issue 23)
+
+/** The one nav entry for the current page: the longest href that prefixes the path. */
+function currentNav(entries) {
+  const path = location.pathname;
+  let best = '';
+  for (const [href] of entries) {
+    if ((path === href || path.startsWith(href.endsWith('/') ? href : href + '/')) && href.length > best.length) best = href;
+  }
+  return best;
+}
+
+function platformNav(add) {
+  const pa = can('platform');
+  add('/platform/tenants', 'Tenants', pa);
+  add('/platform/license', 'License', pa);
+  add('/platform/audit', 'Catalog audit', pa);
+}
+
+function signInHelp() {
+  return h('p', { class: 'hint', id: 'signin-help' },
+    'First sign-in: the Owner (tenant default, admin@localhost) and the platform administrator got one-time passwords on the first start. ' +
+    'They were printed by flowguard serve and are in the file initial-credentials in the data directory (default ./flowguard-data).');
+}
+
+function licenseHowTo() {
+  return h('section', { class: 'card', id: 'license-howto' },
+    h('h2', { text: 'Getting and installing a license' }),
+    h('p', { text: 'Licenses are signed tokens issued by the FlowGuard vendor for your deployment; ask your FlowGuard contact for one. ' +
+      'To evaluate without a license, a platform administrator can start the 30-day offline trial once per deployment (License page, or flowguard license trial on the host).' }),
+    h('p', { text: 'Install a license either way:' }),
+    h('ul', {},
+      h('li', {}, 'as platform administrator on the License page: paste the token or upload the file, then Install;'),
+      h('li', {}, 'on the host: ', h('code', { text: 'flowguard license install license.jwt' }), ', then ', h('code', { text: 'kill -HUP <pid>' }), ' (or Reload) so a running server picks it up.')));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs at a glance: run now, filters, the per-flow history (inline SVG, no library)
+
+function runNowButton(flowId, box) {
+  if (!can('runTrigger') || !flowId) return null;
+  return btn('Run now', async (ev) => {
+    ev.target.disabled = true;
+    try {
+      const r = await api('POST', '/flows/' + flowId + '/runs');
+      go('/runs/' + r.id, { notice: 'Run queued.' });
+    } catch (e) { showError(box, e); ev.target.disabled = false; }
+  }, { class: 'primary create', id: 'run-now' });
+}
+
+function runNowBar(flowId) {
+  const box = alertBox();
+  const b = runNowButton(flowId, box);
+  return b ? h('div', { class: 'actions' }, b, box) : h('div');
+}
+
+function runFilterForm(appId, flows, q) {
+  const flow = select([['', 'all flows'], ...flows.map((f) => [f.id, f.name])], q.get('flow') || '', { id: 'runs-filter-flow' });
+  const from = input({ id: 'runs-filter-from', type: 'date', value: (q.get('from') || '').slice(0, 10) });
+  const to = input({ id: 'runs-filter-to', type: 'date', value: (q.get('to') || '').slice(0, 10) });
+  const form = h('form', { class: 'card filters-form', novalidate: true, id: 'runs-filter' },
+    field('Flow', flow), field('From (day)', from), field('To (day, inclusive)', to),
+    h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Apply')));
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const s = new URLSearchParams();
+    if (q.get('status')) s.set('status', q.get('status'));
+    if (flow.value) s.set('flow', flow.value);
+    if (from.value) s.set('from', new Date(from.value + 'T00:00:00').toISOString());
+    if (to.value) { const d = new Date(to.value + 'T00:00:00'); d.setDate(d.getDate() + 1); s.set('to', d.toISOString()); }
+    go('/apps/' + appId + '/runs' + (s.toString() ? '?' + s : ''));
+  });
+  return form;
+}
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+function svg(tag, attrs, ...children) {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+  for (const c of children) if (c) e.append(c);
+  return e;
+}
+
+/**
+ * Summary of finished runs (newest first): pass rate, the run number a failing streak started
+ * at (runs numbered from 1, oldest first), and whether the flow is flaky — it flipped between
+ * passed and failed on one flow version.
+ */
+function runSummary(runs) {
+  const done = runs.filter((r) => r.status === 'passed' || r.status === 'failed');
+  const passed = done.filter((r) => r.status === 'passed').length;
+  const chrono = [...done].reverse();
+  let failingSince = null;
+  for (let i = chrono.length - 1; i >= 0 && chrono[i].status === 'failed'; i--) failingSince = i + 1;
+  const byVersion = {};
+  let flaky = false;
+  for (const r of chrono) {
+    const prev = byVersion[r.flow_version];
+    if (prev && prev !== r.status) flaky = true;
+    byVersion[r.flow_version] = r.status;
+  }
+  return { total: done.length, passRate: done.length ? Math.round((passed * 100) / done.length) : null, failingSince, flaky, chrono };
+}
+
+async function flowHistory(flow) {
+  const section = h('section', { class: 'card', id: 'flow-history' }, h('h2', { text: 'Last 50 runs' }));
+  let runs;
+  try {
+    runs = (await api('GET', '/applications/' + flow.application_id + '/runs?limit=50&flow=' + encodeURIComponent(flow.id))).items;
+  } catch (e) {
+    section.append(empty('Run history is not available: ' + message(e)));
+    return section;
+  }
+  const sum = runSummary(runs);
+  if (!sum.total) {
+    section.append(empty('No finished runs yet. Press Run now to start one.'));
+    return section;
+  }
+  section.append(h('p', { id: 'flow-stats' },
+    h('strong', { text: sum.passRate + '% passed' }), ' (' + sum.total + ' finished runs)',
+    sum.failingSince ? h('span', { class: 'badge s-failed', id: 'flow-failing-since', text: 'failing since run ' + sum.failingSince }) : null,
+    sum.flaky ? h('span', { class: 'badge s-flaky', id: 'flow-flaky', title: 'Passed and failed on the same flow version', text: 'flaky' }) : null));
+  const n = sum.chrono.length;
+  const w = 12;
+  const strip = svg('svg', { id: 'flow-strip', width: n * w, height: 20, viewBox: '0 0 ' + (n * w) + ' 20', role: 'img', 'aria-label': 'Pass/fail of the last ' + n + ' finished runs, oldest first' });
+  sum.chrono.forEach((r, i) => strip.append(svg('rect', { x: i * w + 1, y: 2, width: w - 2, height: 16, rx: 2, class: 'run-' + r.status, fill: r.status === 'passed' ? '#1b7a3a' : '#b3261e' },
+    svg('title', {}, document.createTextNode('run ' + (i + 1) + ': ' + r.status + ' (v' + r.flow_version + ')')))));
+  const ms = sum.chrono.map((r) => (r.started_at && r.finished_at ? Math.max(0, new Date(r.finished_at) - new Date(r.started_at)) : 0));
+  const max = Math.max(1, ...ms);
+  const chart = svg('svg', { id: 'flow-durations', width: n * w, height: 60, viewBox: '0 0 ' + (n * w) + ' 60', role: 'img', 'aria-label': 'Duration of the last ' + n + ' finished runs, longest ' + Math.round(max / 100) / 10 + ' s' });
+  ms.forEach((d, i) => {
+    const bh = Math.max(1, Math.round((d / max) * 56));
+    chart.append(svg('rect', { x: i * w + 1, y: 60 - bh, width: w - 2, height: bh, fill: '#1f5fbf' },
+      svg('title', {}, document.createTextNode('run ' + (i + 1) + ': ' + Math.round(d / 100) / 10 + ' s'))));
+  });
+  section.append(strip, h('br'), chart, h('p', { class: 'hint', text: 'Oldest left, newest right; bar height is the run\'s duration (longest ' + Math.round(max / 100) / 10 + ' s).' }));
+  return section;
+}
+
+// ---------------------------------------------------------------------------------------------
+// PlatformAdmin: tenants, license, catalog audit (never tenant data)
+
+async function pagePlatformTenants(page) {
+  const list = await api('GET', '/platform/tenants');
+  const box = alertBox();
+  const name = input({ id: 'tenant-name', required: true });
+  const owner = input({ id: 'tenant-owner', type: 'email', required: true });
+  const once = h('div', { id: 'tenant-created' });
+  const form = h('form', { class: 'card', novalidate: true, id: 'tenant-form' }, h('h2', { text: 'New tenant' }),
+    field('Name', name, 'Letters, digits, spaces, - _ . (not shaped like a tenant id such as weu-abcd12).'),
+    field('Owner email', owner, 'The Owner gets a one-time password, shown once below.'), box,
+    h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary', id: 'tenant-create' }, 'Create tenant')));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clear(box);
+    try {
+      const c = await api('POST', '/platform/tenants', { name: name.value, owner_email: owner.value });
+      name.value = '';
+      owner.value = '';
+      once.replaceChildren(h('div', { class: 'alert ok once', role: 'status' },
+        h('p', {}, h('strong', { text: 'Tenant ' + c.tenant.name + ' (' + c.tenant.id + ') created. Copy the Owner\'s one-time password now — it is shown only once.' })),
+        h('p', {}, 'Owner ', h('code', { text: c.owner_email }), ' password: ', h('output', { class: 'secret', id: 'tenant-owner-password', text: c.owner_password }))));
+      const fresh = await api('GET', '/platform/tenants');
+      tbody.replaceChildren(...fresh.items.map(row));
+    } catch (e) { markError(form, box, e); }
+  });
+  const plans = ['free', 'pro', 'business', 'enterprise'];
+  const row = (t) => {
+    const plan = select(plans.map((p) => [p, p]), t.plan, { id: 'plan-' + t.id, 'aria-label': 'Plan of ' + t.name });
+    const rbox = h('span', { class: 'hint', role: 'status' });
+    const act = async (what, fn) => {
+      rbox.textContent = '';
+      try { await fn(); go('/platform/tenants', { notice: what }); } catch (e) { rbox.textContent = message(e); }
+    };
+    return h('tr', { 'data-tenant': t.id },
+      h('td', {}, h('code', { text: t.id })), h('td', { text: t.name }), h('td', { text: t.region }),
+      h('td', {}, plan, t.plan_follows_license ? h('span', { class: 'hint', text: ' follows the license' }) : ''),
+      h('td', {}, badge(t.status)),
+      h('td', { class: 'row-actions' },
+        btn('Set plan', () => act('Plan of ' + t.name + ' set to ' + plan.value + '.', () => api('PUT', '/platform/tenants/' + t.id + '/plan', { plan: plan.value })), { id: 'plan-save-' + t.id }),
+        t.status === 'suspended'
+          ? btn('Resume', () => act(t.name + ' resumed.', () => api('POST', '/platform/tenants/' + t.id + '/resume')), { id: 'resume-' + t.id })
+          : btn('Suspend', () => { if (confirm('Suspend ' + t.name + '? Its users and tokens are refused; data is kept.')) act(t.name + ' suspended.', () => api('POST', '/platform/tenants/' + t.id + '/suspend')); }, { id: 'suspend-' + t.id }),
+        rbox));
+  };
+  const tbody = h('tbody', {}, ...list.items.map(row));
+  page.append(h('h1', { text: 'Tenants' }), once,
+    h('table', { id: 'tenants-table' }, h('thead', {}, h('tr', {}, ...['Id', 'Name', 'Region', 'Plan', 'Status', ''].map((x) => h('th', { text: x })))), tbody),
+    form);
+}
+
+/** Show an API error in `box` and mark the field the server names (plain words, no brackets). */
+function markError(form, box, e) {
+  showError(box, e);
+  const f = e && e.problem && e.problem.field;
+  if (!f) return;
+  const el = form.querySelector('[name="' + f + '"], #' + CSS.escape('tenant-' + (f === 'owner_email' ? 'owner' : f)));
+  if (el) { el.setAttribute('aria-invalid', 'true'); el.focus(); }
+}
+
+async function pagePlatformLicense(page) {
+  const v = await api('GET', '/platform/license');
+  const box = alertBox();
+  const l = v.license || {};
+  page.append(h('h1', { text: 'License' }), box);
+  if (v.trial && v.trial.active) {
+    page.append(h('div', { class: 'alert info', id: 'trial-countdown', role: 'status', text: 'Offline trial: ' + v.trial.days_left + ' day' + (v.trial.days_left === 1 ? '' : 's') + ' left (ends ' + fmtTime(v.trial.ends_at) + ').' }));
+  }
+  page.append(h('dl', { class: 'facts', id: 'platform-license-facts' },
+    h('dt', { text: 'Status' }), h('dd', {}, badge(v.status)),
+    h('dt', { text: 'License id' }), h('dd', { text: l.id || '—' }),
+    h('dt', { text: 'Licensee' }), h('dd', { text: l.licensee || '—' }),
+    h('dt', { text: 'Plan' }), h('dd', { text: (v.effective && v.effective.plan) || '—' }),
+    h('dt', { text: 'Features' }), h('dd', { text: ((v.effective && v.effective.features) || []).join(', ') || 'none' }),
+    h('dt', { text: 'Expires' }), h('dd', { text: fmtTime(l.expires_at) + (v.days_until_expiry != null ? ' (' + v.days_until_expiry + ' days)' : '') }),
+    h('dt', { text: 'Offline trial' }), h('dd', { text: v.trial ? (v.trial.active ? 'running until ' : 'ended ') + fmtTime(v.trial.ends_at) : 'not used' })));
+  const actions = h('div', { class: 'actions' });
+  if (v.trial_available) {
+    actions.append(btn('Start 30-day trial', async () => {
+      if (!confirm('Start the 30-day offline trial? Every licensed feature is on until it ends; it runs once per deployment.')) return;
+      try { await api('POST', '/platform/license/trial'); go('/platform/license', { notice: 'Offline trial started.' }); } catch (e) { showError(box, e); }
+    }, { class: 'primary', id: 'trial-start' }));
+  }
+  actions.append(btn('Reload license file', async () => {
+    try { await api('POST', '/platform/license/reload'); go('/platform/license', { notice: 'License file reloaded.' }); } catch (e) { showError(box, e); }
+  }, { id: 'license-reload' }));
+  page.append(actions);
+  const token = h('textarea', { id: 'license-token', rows: 4, placeholder: 'eyJ…' });
+  const file = h('input', { type: 'file', id: 'license-file', accept: '.jwt,.txt,text/plain' });
+  file.addEventListener('change', async () => { if (file.files[0]) token.value = (await file.files[0].text()).trim(); });
+  const ibox = alertBox();
+  const form = h('form', { class: 'card', novalidate: true, id: 'license-install' }, h('h2', { text: 'Install a license' }),
+    field('Token', token, 'Paste the token, or choose the file below.'), field('License file', file), ibox,
+    h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Install')));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clear(ibox);
+    const r = await fetch('/api/v1/platform/license', { method: 'POST', credentials: 'same-origin', headers: { 'Content-Type': 'application/jwt', Accept: 'application/json', 'X-CSRF-Token': state.csrf }, body: token.value.trim() });
+    const data = await r.json().catch(() => ({}));
+    if (r.ok) go('/platform/license', { notice: 'License ' + ((data.license && data.license.id) || '') + ' installed.' });
+    else { token.setAttribute('aria-invalid', 'true'); showError(ibox, new ApiError(r.status, data)); }
+  });
+  page.append(form, licenseHowTo());
+  const rev = await api('GET', '/platform/license/revocations');
+  page.append(h('h2', { text: 'Revoked licenses' }), rev.items.length
+    ? table(['License id', 'Reason', 'Revoked', 'By'], rev.items.map((r) => h('tr', {}, h('td', {}, h('code', { text: r.license_id })), h('td', { text: r.reason || '—' }), h('td', { text: fmtTime(r.revoked_at) }), h('td', { text: r.revoked_by }))), { id: 'revocations' })
+    : empty('No license has been revoked.'));
+}
+
+async function pagePlatformAudit(page, _p, q) {
+  const from = input({ id: 'caudit-from', type: 'datetime-local', value: toLocal(q.get('from')) });
+  const to = input({ id: 'caudit-to', type: 'datetime-local', value: toLocal(q.get('to')) });
+  const action = input({ id: 'caudit-action', value: q.get('action') || '', placeholder: 'e.g. tenant.create' });
+  const actor = input({ id: 'caudit-actor', value: q.get('actor') || '', placeholder: 'email' });
+  const form = h('form', { class: 'card filters-form', novalidate: true },
+    field('From', from), field('To', to), field('Action', action), field('Actor', actor),
+    h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Apply filters')));
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const s = new URLSearchParams();
+    if (toIso(from.value)) s.set('from', toIso(from.value));
+    if (toIso(to.value)) s.set('to', toIso(to.value));
+    if (action.value.trim()) s.set('action', action.value.trim());
+    if (actor.value.trim()) s.set('actor', actor.value.trim());
+    go('/platform/audit?' + s);
+  });
+  const box = alertBox();
+  const ex = (fmt) => {
+    const s = new URLSearchParams();
+    if (q.get('from')) s.set('from', q.get('from'));
+    if (q.get('to')) s.set('to', q.get('to'));
+    s.set('format', fmt);
+    return '/api/v1/platform/audit/export?' + s;
+  };
+  const verify = btn('Verify chain', async () => {
+    clear(box);
+    try {
+      const r = await api('GET', '/platform/audit/verify');
+      if (r.first_bad) showError(box, new ApiError(0, { detail: 'Chain broken at row ' + r.first_bad.seq + ': ' + r.first_bad.reason }));
+      else showOk(box, 'Catalog audit chain verified (' + (r.rows != null ? r.rows : r.count) + ' rows).');
+    } catch (e) { showError(box, e); }
+  }, { id: 'caudit-verify' });
+  page.append(h('h1', { text: 'Catalog audit' }), form, h('div', { class: 'actions', id: 'caudit-export' },
+    h('a', { class: 'button', href: ex('csv'), download: '' }, 'Export CSV'),
+    h('a', { class: 'button', href: ex('ndjson'), download: '' }, 'Export NDJSON'), verify,
+    h('span', { class: 'hint', text: ' Export needs the license feature audit.export.' })), box);
+  const qs = new URLSearchParams();
+  for (const k of ['from', 'to', 'action', 'actor', 'cursor']) if (q.get(k)) qs.set(k, q.get(k));
+  qs.set('limit', '50');
+  const data = await api('GET', '/platform/audit?' + qs);
+  if (!data.items.length) {
+    page.append(empty(q.toString() ? 'No catalog audit rows match these filters.' : 'No catalog audit rows yet.'));
+  } else {
+    page.append(table(['Time', 'Actor', 'Action', 'Target', 'Details'], data.items.map((r) => h('tr', { 'data-seq': String(r.seq) },
+      h('td', { text: fmtTime(r.ts) }), h('td', { text: r.actor_email || '—' }), h('td', {}, h('code', { text: r.action })),
+      h('td', {}, auditTarget(r.target)), h('td', { class: 'details' }, keyValues(r.details)))), { id: 'caudit-table' }));
+  }
+  if (data.next_cursor) {
+    const next = new URLSearchParams(q);
+    next.set('cursor', data.next_cursor);
+    page.append(h('div', { class: 'actions pager' }, link('/platform/audit?' + next, 'Next page', { class: 'button' })));
+  }
+}
+
+/** Audit details as a key/value list instead of raw JSON. */
+function keyValues(d) {
+  if (!d || typeof d !== 'object' || !Object.keys(d).length) return '—';
+  return h('dl', { class: 'kv' }, ...Object.entries(d).flatMap(([k, v]) => [h('dt', { text: k }),
+    h('dd', { text: v === null ? '—' : (typeof v === 'object' ? (Array.isArray(v) ? v.join(', ') : JSON.stringify(v)) : String(v)) })]));
+}
+
+/** An audit target (`kind:id`) linked to its page where the dashboard has one. */
+function auditTarget(t) {
+  if (!t) return '—';
+  const [kind, id] = t.split(/:(.*)/s);
+  const href = { flow: '/flows/', run: '/runs/', tenant: '/platform/tenants#', license: '/platform/license#' }[kind];
+  return href && id ? link(href + encodeURIComponent(id), t) : h('code', { text: t });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1773,6 +2114,9 @@ route('/sso', pageSso, 'sso');
 route('/ai', pageAi, 'ai');
 route('/apps/:app/integration', pageIntegration, 'integration');
 route('/account', pageAccount);
+route('/platform/tenants', pagePlatformTenants, 'platform');
+route('/platform/license', pagePlatformLicense, 'platform');
+route('/platform/audit', pagePlatformAudit, 'platform');
 adoptSsoCsrf();
 
 render();

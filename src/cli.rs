@@ -162,7 +162,7 @@ pub enum AuditCommand {
     /// Walk a tenant's (or the catalog's) audit hash chain; exit 1 naming the first bad row.
     Verify {
         /// Tenant id or name.
-        #[arg(long, required_unless_present = "catalog", conflicts_with = "catalog")]
+        #[arg(long, conflicts_with = "catalog")]
         tenant: Option<String>,
         /// Verify the catalog chain instead.
         #[arg(long)]
@@ -191,6 +191,11 @@ pub enum LicenseCommand {
         /// File holding the token.
         file: PathBuf,
     },
+    /// Start the 30-day offline trial: every licensed feature, once per deployment, no vendor
+    /// contact (recorded in the catalog and audited as `license.trial_start`). It ends into Free
+    /// without deleting anything; installing a license replaces it. A running server picks it up
+    /// within 10 minutes, on SIGHUP or `POST /api/v1/platform/license/reload`.
+    Trial,
 }
 
 /// `license issue` flags.
@@ -321,7 +326,7 @@ pub enum UsersCommand {
     Unlock {
         /// Account email.
         email: String,
-        /// Limit to one tenant (id).
+        /// Limit to one tenant (id or name).
         #[arg(long)]
         tenant: Option<String>,
     },
@@ -358,7 +363,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
         },
     )?;
-    crate::telemetry::init(&settings.log);
+    let mode = match &cli.command {
+        Command::Serve(_) => crate::telemetry::Mode::Server,
+        _ => crate::telemetry::Mode::Cli,
+    };
+    crate::telemetry::init(&settings.log, mode);
     match cli.command {
         Command::Serve(_) => startup::serve(settings),
         Command::Init(a) => init(settings, a),
@@ -389,9 +398,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs {
             action: JobsCommand::List,
         } => {
+            let mut table = Table::new(&["JOB", "SCHEDULE (CRON)"]);
             for j in crate::jobs::JOBS {
-                println!("{}\t{}", j.name, crate::jobs::cron_for(&settings, j));
+                table.row(vec![
+                    j.name.to_string(),
+                    crate::jobs::cron_for(&settings, j).to_string(),
+                ]);
             }
+            print!("{}", table.render());
             Ok(())
         }
         Command::Keys { action } => keys(settings, action),
@@ -407,6 +421,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::License {
             action: LicenseCommand::Install { file },
         } => license_install(settings, &file),
+        Command::License {
+            action: LicenseCommand::Trial,
+        } => license_trial(settings),
         Command::Jobs {
             action: JobsCommand::Run { name, as_of },
         } if name == crate::jobs::RETENTION_JOB => jobs_retention(settings, as_of.as_deref()),
@@ -565,8 +582,27 @@ fn license_install(settings: Settings, file: &std::path::Path) -> anyhow::Result
     Ok(())
 }
 
+fn license_trial(settings: Settings) -> anyhow::Result<()> {
+    let opened = startup::open_data_dir(&settings, false)?;
+    let state = startup::build_state(std::sync::Arc::new(settings), opened)?;
+    crate::service::license::load_at_start(&state, false)?;
+    let t = crate::service::license::start_trial_blocking(&state, &host_actor())?;
+    println!(
+        "offline trial {} started: every licensed feature until {} ({} days); afterwards Free limits apply and nothing is deleted. A running server picks it up within 10 minutes (or now: `kill -HUP` it, or Reload on the License page).",
+        t.trial_id,
+        crate::crypto::license::rfc3339(t.ends_at),
+        crate::service::license::TRIAL_DAYS
+    );
+    Ok(())
+}
+
 fn audit_verify(settings: Settings, tenant: Option<&str>, catalog: bool) -> anyhow::Result<()> {
     use crate::service::audit_export::{self, Chain};
+    if tenant.is_none() && !catalog {
+        anyhow::bail!(
+            "say which audit chain to verify: --tenant ID_OR_NAME for a tenant's, or --catalog for the deployment's (see `flowguard tenant list`)"
+        );
+    }
     let opened = startup::open_data_dir(&settings, false)?;
     let chain = if catalog {
         Chain::Catalog
@@ -706,7 +742,29 @@ fn init(settings: Settings, a: InitArgs) -> anyhow::Result<()> {
 fn unlock(settings: Settings, email: &str, tenant: Option<&str>) -> anyhow::Result<()> {
     let account = email.trim().to_lowercase();
     let opened = startup::open_data_dir(&settings, false)?;
-    let n = crate::service::host::unlock_account(&opened.catalog, &account, tenant)?;
+    let tenant = match tenant {
+        Some(t) => Some(
+            crate::service::host::find_tenant(&opened.catalog, t)?
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--tenant: no tenant `{t}` (see `flowguard tenant list`)")
+                })?
+                .id,
+        ),
+        None => None,
+    };
+    let n = crate::service::host::unlock_account(
+        &opened.catalog,
+        &account,
+        tenant.as_ref().map(|t| t.as_str()),
+    )?;
+    if n == 0 {
+        anyhow::bail!(
+            "nothing to unlock: no failed sign-ins are recorded for {account}{}",
+            tenant
+                .map(|t| format!(" in tenant {t}"))
+                .unwrap_or_default()
+        );
+    }
     println!("cleared {n} lockout counter(s) for {account}");
     Ok(())
 }
@@ -761,14 +819,58 @@ fn tenant_list(settings: Settings, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string(&rows)?);
     } else {
+        let mut table = Table::new(&["ID", "NAME", "REGION", "PLAN"]);
         for t in rows {
-            println!("{}\t{}\t{}\t{}", t.id, t.name, t.region, t.plan);
+            table.row(vec![t.id.to_string(), t.name, t.region, t.plan]);
         }
+        print!("{}", table.render());
     }
     Ok(())
 }
 
 use crate::service::host::host_actor;
+
+/// A plain-text table for the CLI: a header row and left-aligned columns padded with spaces.
+struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(header: &[&str]) -> Self {
+        Self {
+            rows: vec![header.iter().map(|h| h.to_string()).collect()],
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    fn render(&self) -> String {
+        let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let width: Vec<usize> = (0..cols)
+            .map(|i| {
+                self.rows
+                    .iter()
+                    .filter_map(|r| r.get(i))
+                    .map(|c| c.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut out = String::new();
+        for r in &self.rows {
+            let line: Vec<String> = r
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{c:<w$}", w = width[i]))
+                .collect();
+            out.push_str(line.join("  ").trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
 
 fn progress_bar(prefix: String) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(1);

@@ -32,6 +32,9 @@ const NON_SETTING_ENV: &[&str] = &[
     "FAULT_PAUSE",
     "FAULT_CLOCK",
     "TEST_CLOCK_FILE",
+    // The test harness's binary path (`tests/api/helpers.rs`, set by the shared-target build
+    // wrapper); inherited by every process the tests start.
+    "BIN",
 ];
 
 /// All settings of one deployment.
@@ -329,7 +332,8 @@ impl Default for ScreenshotSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
-    /// `json` (default) or `pretty`.
+    /// `auto` (default: human-readable lines when stderr is a terminal, JSON lines otherwise),
+    /// `json` or `pretty`.
     pub format: String,
     /// tracing filter, e.g. `info` or `flowguard=debug,actix_web=info`.
     pub level: String,
@@ -338,7 +342,7 @@ pub struct LogSettings {
 impl Default for LogSettings {
     fn default() -> Self {
         Self {
-            format: "json".into(),
+            format: "auto".into(),
             level: "info".into(),
         }
     }

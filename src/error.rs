@@ -140,6 +140,8 @@ error_codes! {
     TlsRequired => "tls_required",
     /// No license is installed.
     LicenseMissing => "license_missing",
+    /// The offline trial cannot start: it was used already, or a license is in force (409).
+    TrialUnavailable => "trial_unavailable",
     /// A license token does not parse.
     LicenseMalformed => "license_malformed",
     /// A license signature does not verify.

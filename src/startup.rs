@@ -412,6 +412,8 @@ fn write_listen_addr(data_dir: &Path, addr: std::net::SocketAddr) -> anyhow::Res
     Ok(())
 }
 
+pub use crate::http::listener::SHUTDOWN_GRACE_SECS;
+
 /// Run the server until SIGTERM/SIGINT (graceful). SIGHUP reloads the license file.
 pub fn serve(settings: Settings) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(serve_async(settings))

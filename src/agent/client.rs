@@ -174,6 +174,13 @@ impl ApiClient {
         })
     }
 
+    /// The token's visible prefix (`fga_<tenant>_` and a few characters), safe to print.
+    pub fn token_prefix(&self) -> String {
+        let t = self.token.as_str();
+        let head = t.match_indices('_').nth(1).map(|(i, _)| i + 1).unwrap_or(0);
+        t.chars().take(head + 6).collect()
+    }
+
     fn req(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.api))
@@ -198,6 +205,21 @@ impl ApiClient {
             anyhow::bail!("{what}: {}", problem_text(st, &body));
         }
         serde_json::from_str(&body).with_context(|| format!("{what}: unexpected response body"))
+    }
+
+    /// The token's scope from `GET /agent/whoami`: `(tenant_id, application_id, token name)`.
+    pub async fn whoami(&self) -> anyhow::Result<(String, String, String)> {
+        #[derive(Deserialize)]
+        struct Scope {
+            tenant_id: String,
+            application_id: String,
+            name: String,
+        }
+        let r = self
+            .send(self.req(Method::GET, "/agent/whoami"), "whoami")
+            .await?;
+        let s: Scope = self.expect_json(r, StatusCode::OK, "whoami").await?;
+        Ok((s.tenant_id, s.application_id, s.name))
     }
 
     /// Claim the next queued run (or only `run`); `None` when nothing is queued.
@@ -347,6 +369,11 @@ fn without_url(e: &reqwest::Error) -> String {
         msg.push_str(": ");
         msg.push_str(&s.to_string());
         src = s.source();
+    }
+    if msg.contains("UnknownIssuer") || msg.contains("unknown issuer") {
+        msg.push_str(
+            " — the server's certificate is not signed by a CA this agent trusts; for the appliance's own self-signed certificate pass --ca-file <data>/tls/cert.pem (copied from the server's data dir)",
+        );
     }
     msg
 }

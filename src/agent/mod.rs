@@ -138,6 +138,24 @@ pub fn run(opts: Options) -> anyhow::Result<bool> {
 }
 
 async fn serve(api: &Arc<ApiClient>, chromium: &Path, opts: &Options) -> anyhow::Result<bool> {
+    if !opts.once {
+        let app = match api.whoami().await {
+            Ok((tenant, app, name)) => {
+                format!("application {app} (tenant {tenant}, token `{name}`)")
+            }
+            Err(e) => {
+                if format!("{e:#}").contains("--ca-file") {
+                    return Err(e);
+                }
+                format!("the application of agent token {}…", api.token_prefix())
+            }
+        };
+        say(&format!(
+            "started: polling {} for queued runs of {app} every {}",
+            opts.server.trim().trim_end_matches('/'),
+            humantime::format_duration(opts.poll_interval)
+        ));
+    }
     loop {
         let claimed = if opts.once {
             api.claim(None).await?
@@ -222,7 +240,7 @@ async fn wait_for_flow(
 async fn execute(api: &Arc<ApiClient>, chromium: &Path, claim: Claim) -> anyhow::Result<RunInfo> {
     let run_id = claim.run_id.clone();
     say(&format!(
-        "run {run_id}: flow {} v{}, {} step(s)",
+        "claimed run {run_id}: flow {} v{}, {} step(s)",
         claim.flow_id,
         claim.flow_version,
         claim.steps.len()
@@ -232,8 +250,12 @@ async fn execute(api: &Arc<ApiClient>, chromium: &Path, claim: Claim) -> anyhow:
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            serde_json::from_value::<Step>(v.clone())
-                .map_err(|_| format!("step {i} has a type or option this agent does not know"))
+            serde_json::from_value::<Step>(v.clone()).map_err(|_| {
+                format!(
+                    "step {} has a type or option this agent does not know",
+                    i + 1
+                )
+            })
         })
         .collect();
     let steps = match parsed {
@@ -363,11 +385,13 @@ async fn run_steps(
         };
         match error.as_deref() {
             None => say(&format!(
-                "run {run_id}: step {i} {} passed ({duration_ms} ms)",
+                "run {run_id}: step {} {} passed ({duration_ms} ms)",
+                i + 1,
                 step.kind()
             )),
             Some(e) => say(&format!(
-                "run {run_id}: step {i} {} failed ({duration_ms} ms): {e}",
+                "run {run_id}: step {} {} failed ({duration_ms} ms): {e}",
+                i + 1,
                 step.kind()
             )),
         }
@@ -389,7 +413,8 @@ async fn run_steps(
                 }
             }
             return Ok(Ended::Finished(Some(format!(
-                "step {i} ({}) failed: {e}",
+                "step {} ({}) failed: {e}",
+                i + 1,
                 step.kind()
             ))));
         }

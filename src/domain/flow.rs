@@ -24,6 +24,28 @@ pub struct FieldError {
     pub message: String,
 }
 
+impl FieldError {
+    /// The message as a person reads it: steps numbered from 1 like the dashboard (the `field`
+    /// path keeps the API's 0-based index), e.g. `step 2 (url): must not be empty`.
+    pub fn human(&self) -> String {
+        let Some(rest) = self.field.strip_prefix("steps[") else {
+            return if self.field.is_empty() {
+                self.message.clone()
+            } else {
+                format!("{}: {}", self.field, self.message)
+            };
+        };
+        let (idx, tail) = rest.split_once(']').unwrap_or((rest, ""));
+        let n = idx.parse::<usize>().map(|i| i + 1).unwrap_or(0);
+        let tail = tail.trim_start_matches('.');
+        if tail.is_empty() {
+            format!("step {n}: {}", self.message)
+        } else {
+            format!("step {n} ({tail}): {}", self.message)
+        }
+    }
+}
+
 fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
     FieldError {
         field: field.into(),
@@ -318,7 +340,7 @@ impl FlowDef {
             .get("name")
             .and_then(Value::as_str)
             .ok_or_else(|| err("name", "required string"))?;
-        nonempty("name".into(), name, 200)?;
+        crate::domain::DisplayName::parse(name, 200).map_err(|e| err("name", e.0))?;
         let mut tags: Vec<String> = match obj.get("tags") {
             None | Some(Value::Null) => vec![],
             Some(Value::Array(a)) => a
@@ -417,10 +439,14 @@ pub fn parse_step(i: usize, v: &Value) -> Result<Step, FieldError> {
             .filter(|x| known.contains(x))
             .map(f)
             .unwrap_or_else(|| format!("steps[{i}]"));
-        err(
-            field,
-            format!("invalid {kind} step: {}", crate::domain::truncate(&m, 160)),
-        )
+        let message = match m.strip_prefix("missing field `") {
+            Some(r) => format!(
+                "a {kind} step needs `{}`",
+                r.split('`').next().unwrap_or_default()
+            ),
+            None => format!("invalid {kind} step: {}", crate::domain::truncate(&m, 160)),
+        };
+        err(field, message)
     })?;
     match &step {
         Step::Navigate { url } => check_url(f("url"), url)?,
@@ -548,6 +574,12 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field, "steps[1].selector");
+        assert!(
+            e.human().starts_with("step 2 (selector): "),
+            "{}",
+            e.human()
+        );
+        assert!(!e.human().contains("missing field"), "{}", e.human());
         let e = FlowDef::parse(&json!({"name": "x", "steps": [{"type": "wait", "for": "timeout", "timeout_ms": 300001}]})).unwrap_err();
         assert_eq!(e.field, "steps[0].timeout_ms");
         let e = FlowDef::parse(&json!({"name": "x", "steps": [{"type": "teleport"}]})).unwrap_err();

@@ -103,24 +103,75 @@ impl fmt::Display for TenantId {
     }
 }
 
-/// A tenant display name: 1–64 chars, letters, digits, space, `-`, `_`, `.`; unique per deployment
-/// (compared case-insensitively).
+/// Whether `c` may not appear in a display name: control characters (C0 incl. NUL, DEL, C1)
+/// and the Unicode bidirectional formatting characters (LRE/RLE/PDF/LRO/RLO U+202A–U+202E,
+/// LRI/RLI/FSI/PDI U+2066–U+2069, LRM/RLM/ALM U+200E, U+200F, U+061C), which can make a name
+/// display differently from what it is (CVE-2021-42574, "Trojan Source").
+pub fn forbidden_in_name(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}'
+        )
+}
+
+/// A display name (applications, flows, tenants, tokens): trimmed, 1..=`max` characters, no
+/// control characters (NUL included) and no bidirectional overrides (see [`forbidden_in_name`]).
+/// The one rule for every name a person gives an object, used by the API and the CLI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    /// Parse a name of at most `max` characters.
+    pub fn parse(s: &str, max: usize) -> Result<Self, Invalid> {
+        let t = s.trim();
+        if t.is_empty() {
+            return Err(Invalid("a name is required".into()));
+        }
+        if t.chars().count() > max {
+            return Err(Invalid(format!("a name is at most {max} characters long")));
+        }
+        if t.chars().any(forbidden_in_name) {
+            return Err(Invalid(
+                "a name must not contain control characters or bidirectional text overrides".into(),
+            ));
+        }
+        Ok(Self(t.to_string()))
+    }
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The name, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// A tenant display name: 1–64 chars, letters, digits, space, `-`, `_`, `.`; not shaped like a
+/// tenant id (`<region>-<suffix>`, which would make `--tenant NAME` ambiguous); unique per
+/// deployment (compared case-insensitively). The API and the CLI both parse names with this.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TenantName(String);
 
 impl TenantName {
     /// Parse a name.
     pub fn parse(s: &str) -> Result<Self, Invalid> {
-        let t = s.trim();
-        let ok = (1..=64).contains(&t.chars().count())
-            && t.chars().all(|c| c.is_alphanumeric() || " -_.".contains(c));
-        if ok {
-            Ok(Self(t.to_string()))
-        } else {
-            Err(Invalid(
+        let t = DisplayName::parse(s, 64)
+            .map_err(|e| Invalid(format!("tenant name: {}", e.0)))?
+            .into_string();
+        if !t.chars().all(|c| c.is_alphanumeric() || " -_.".contains(c)) {
+            return Err(Invalid(
                 "tenant name must be 1-64 letters, digits, spaces, '-', '_' or '.'".into(),
-            ))
+            ));
         }
+        // In any letter case: residency reads `WEU-ABCD12` as the id `weu-abcd12`.
+        if TenantId::parse(&t.to_ascii_lowercase()).is_ok() {
+            return Err(Invalid(format!(
+                "tenant name `{t}` has the shape of a tenant id (`<region>-<suffix>`, any case); choose another name"
+            )));
+        }
+        Ok(Self(t))
     }
     /// The name.
     pub fn as_str(&self) -> &str {
@@ -206,5 +257,26 @@ mod tests {
         assert!(Email::parse("no-at").is_err());
         assert!(Email::parse("a b@c").is_err());
         assert!(Email::parse("@c").is_err());
+    }
+
+    #[test]
+    fn one_rule_for_display_names() {
+        assert_eq!(
+            DisplayName::parse("  Shop  ", 100).unwrap().as_str(),
+            "Shop"
+        );
+        assert!(DisplayName::parse("", 100).is_err());
+        assert!(DisplayName::parse("a\0b", 100).is_err());
+        assert!(DisplayName::parse("a\u{7}b", 100).is_err());
+        assert!(DisplayName::parse("evil\u{202E}gpj.exe", 100).is_err());
+        assert!(DisplayName::parse("x\u{2066}y", 100).is_err());
+        assert!(DisplayName::parse("abc", 2).is_err());
+        assert!(DisplayName::parse("Café Ünïcode ✓", 100).is_ok());
+        assert!(TenantName::parse("weu-abcd12").is_err());
+        assert!(TenantName::parse("local-7k2m9q").is_err());
+        assert!(TenantName::parse("acme\0").is_err());
+        assert!(TenantName::parse("Acme Corp").is_ok());
+        assert!(TenantName::parse("acme-prod").is_err(), "shaped like an id");
+        assert!(TenantName::parse("acme-x").is_ok());
     }
 }

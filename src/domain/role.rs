@@ -44,16 +44,24 @@ impl Role {
         }
     }
 
-    /// Parse a stable name.
+    /// Parse a role name in any case (`viewer`, `Viewer`, `VIEWER`; `platform_admin`,
+    /// `PlatformAdmin`, `platform-admin`), surrounding spaces ignored: the members API, SCIM,
+    /// the LDAP group mapping and the CLI all accept what a person would type.
     pub fn parse(s: &str) -> Result<Self, Invalid> {
-        Ok(match s {
+        let norm: String = s
+            .trim()
+            .chars()
+            .filter(|c| !matches!(c, '_' | '-' | ' '))
+            .flat_map(char::to_lowercase)
+            .collect();
+        Ok(match norm.as_str() {
             "owner" => Role::Owner,
             "admin" => Role::Admin,
             "tester" => Role::Tester,
             "viewer" => Role::Viewer,
             "agent" => Role::Agent,
             "scim" => Role::Scim,
-            "platform_admin" => Role::PlatformAdmin,
+            "platformadmin" => Role::PlatformAdmin,
             _ => {
                 return Err(Invalid(format!(
                     "unknown role `{}`",
@@ -210,6 +218,15 @@ mod tests {
             assert!(!Role::Agent.allows(p));
             assert!(!Role::Scim.allows(p));
         }
+    }
+
+    #[test]
+    fn role_names_in_any_case() {
+        assert_eq!(Role::parse("Viewer").unwrap(), Role::Viewer);
+        assert_eq!(Role::parse(" ADMIN ").unwrap(), Role::Admin);
+        assert_eq!(Role::parse("PlatformAdmin").unwrap(), Role::PlatformAdmin);
+        assert_eq!(Role::parse_member("Owner").unwrap(), Role::Owner);
+        assert!(Role::parse("root").is_err());
     }
 
     #[test]

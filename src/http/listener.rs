@@ -236,8 +236,13 @@ where
     }
 }
 
+/// Seconds in-flight requests get to finish after SIGTERM/SIGINT before every connection,
+/// idle keep-alive and HTTP/2 ones included, is closed (the process stops within ~5 s).
+pub const SHUTDOWN_GRACE_SECS: u64 = 3;
+
 /// Bind the application on `listener` (TLS with `tls`, plain HTTP without) behind the
-/// connection [`Gate`]; the server stops gracefully within 30 s on SIGTERM/SIGINT.
+/// connection [`Gate`]; on SIGTERM/SIGINT in-flight requests get [`SHUTDOWN_GRACE_SECS`], then
+/// every connection is closed.
 pub fn server(
     state: actix_web::web::Data<AppState>,
     listener: std::net::TcpListener,
@@ -264,7 +269,7 @@ pub fn server(
                 .finish(app)
         }};
     }
-    let builder = actix_server::Server::build().shutdown_timeout(30);
+    let builder = actix_server::Server::build().shutdown_timeout(SHUTDOWN_GRACE_SECS);
     let builder = match tls {
         Some(cfg) => builder.listen("flowguard", listener, move || {
             let mut acceptor = Acceptor::new(cfg.clone());

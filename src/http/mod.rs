@@ -192,5 +192,39 @@ pub fn create_app(
                 Ok(res)
             }
         })
-        .wrap(tracing_actix_web::TracingLogger::default())
+        .wrap(tracing_actix_web::TracingLogger::<RequestLog>::new())
+}
+
+/// The request span builder: tracing-actix-web's default span, and one event per failed
+/// request. Client errors (401 before sign-in, 404 for an unset configuration, a 422 on a form)
+/// are expected and logged at debug; server errors at error. Both log the problem's code and
+/// detail (the `Display` of [`ApiError`]), never a Rust debug dump.
+pub struct RequestLog;
+
+impl tracing_actix_web::RootSpanBuilder for RequestLog {
+    fn on_request_start(request: &ServiceRequest) -> tracing::Span {
+        tracing_actix_web::DefaultRootSpanBuilder::on_request_start(request)
+    }
+
+    fn on_request_end<B: MessageBody>(
+        span: tracing::Span,
+        outcome: &Result<ServiceResponse<B>, actix_web::Error>,
+    ) {
+        let failed = match outcome {
+            Ok(res) => res
+                .response()
+                .error()
+                .map(|e| (res.status(), e.to_string())),
+            Err(e) => Some((e.as_response_error().status_code(), e.to_string())),
+        };
+        if let Some((status, msg)) = &failed {
+            let _entered = span.enter();
+            if status.is_server_error() {
+                tracing::error!(status = status.as_u16(), "request failed: {msg}");
+            } else {
+                tracing::debug!(status = status.as_u16(), "request refused: {msg}");
+            }
+        }
+        tracing_actix_web::DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
 }

@@ -128,6 +128,7 @@ table! {
     EgressDenied => UNPROCESSABLE_ENTITY, "Egress denied";
     TlsRequired => UNPROCESSABLE_ENTITY, "TLS required";
     LicenseMissing => UNPROCESSABLE_ENTITY, "License missing";
+    TrialUnavailable => CONFLICT, "Trial unavailable";
     LicenseMalformed => UNPROCESSABLE_ENTITY, "License malformed";
     LicenseBadSignature => UNPROCESSABLE_ENTITY, "License signature invalid";
     LicenseInvalidClaims => UNPROCESSABLE_ENTITY, "License claims invalid";

@@ -8,6 +8,7 @@
 //! | `agent-timeouts` | `30 * * * * *` (every minute) | fail running runs without a heartbeat for 5 minutes (`agent_timeout`) |
 //! | `key-rotation` | `keys.rotation_cron` (default `0 17 3 * * *`, daily) | rotate tenant key sets older than `keys.rotation_days`; finish interrupted rotations |
 //! | `ticket-outbox` | `*/20 * * * * *` (every 20 s) | deliver due ticket filings and comments of every tenant (retries after backoff or `Retry-After`; issue 20) |
+//! | `license-clock` | `0 */10 * * * *` (every 10 minutes) | record the latest time seen in the catalog (the offline trial is judged against it, so moving the clock back cannot extend it) and pick up a trial started offline |
 //! | `retention` | `jobs.retention_cron` (default `0 15 3 * * *`, daily) | purge finished runs (with their steps and screenshot files) and tenant audit rows older than the plan's retention ([`retention`]) |
 //!
 //! All also run once at start, in the background while the server already serves, so a tick
@@ -57,6 +58,11 @@ pub const JOBS: &[JobSpec] = &[
         name: RETENTION_JOB,
         cron: "0 15 3 * * *",
         run: crate::service::retention::retention_job_blocking,
+    },
+    JobSpec {
+        name: "license-clock",
+        cron: "0 */10 * * * *",
+        run: crate::service::license::clock_job_blocking,
     },
 ];
 

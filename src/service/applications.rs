@@ -27,13 +27,10 @@ pub struct ApplicationInput {
 impl ApplicationInput {
     /// Validate raw fields (422 naming the field).
     pub fn parse(name: &str, base_url: &str, repo_url: Option<&str>) -> ApiResult<Self> {
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            return Err(ApiError::invalid(
-                "name",
-                "name must be 1-100 printable characters",
-            ));
-        }
+        let name = crate::domain::DisplayName::parse(name, 100)
+            .map_err(|e| ApiError::invalid("name", e.0))?
+            .into_string();
+        let name = name.as_str();
         let base = base_url.trim();
         let ok_scheme = base.starts_with("https://") || base.starts_with("http://");
         if !ok_scheme

@@ -18,7 +18,7 @@ use crate::store::StoreError;
 
 fn parse_def(body: &serde_json::Value) -> ApiResult<FlowDef> {
     FlowDef::parse(body).map_err(|e| {
-        let mut err = ApiError::new(ErrorCode::ValidationFailed, e.message);
+        let mut err = ApiError::new(ErrorCode::ValidationFailed, e.human());
         if !e.field.is_empty() {
             err = err.field(e.field);
         }
@@ -204,10 +204,10 @@ pub async fn create_webhook(
     name: &str,
 ) -> ApiResult<(WebhookRow, String)> {
     let t = ctx.tenant.clone();
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::invalid("name", "name must be 1-100 characters"));
-    }
+    let name = crate::domain::DisplayName::parse(name, 100)
+        .map_err(|e| ApiError::invalid("name", e.0))?
+        .into_string();
+    let name = name.as_str();
     let secret = format!("fgw_{}_{}", t.as_str(), token::random_secret());
     let row = WebhookRow {
         id: new_object_id(),

@@ -26,7 +26,8 @@ use crate::domain::{now_rfc3339, Entitlements, Plan, Role, TenantId};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::store::catalog;
 pub use crate::store::catalog::RevocationRow;
-use crate::store::{Catalog, Conflict, StoreError};
+pub use crate::store::catalog::TrialRow;
+use crate::store::{Catalog, Conflict, StoreError, StoreResult};
 
 /// Days before expiry from which Owners and PlatformAdmins are warned.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
@@ -43,6 +44,37 @@ struct Loaded {
     active: Option<SignedLicense>,
     /// Revoked license ids.
     revoked: HashSet<String>,
+    /// The deployment's offline trial, once started (in force while it runs and no license is).
+    trial: Option<TrialRow>,
+    /// The latest time (Unix seconds) the catalog has seen: trial time never goes below it.
+    latest_seen: i64,
+}
+
+/// Days the offline trial lasts.
+pub const TRIAL_DAYS: i64 = 30;
+
+/// Issuer recorded in the synthetic claims of the offline trial (never a signed token).
+pub const TRIAL_ISSUER: &str = "flowguard-offline-trial";
+
+/// The claims the trial grants: the Enterprise plan with every known feature and no limits.
+fn trial_claims(t: &TrialRow) -> LicenseClaims {
+    LicenseClaims {
+        jti: t.trial_id.clone(),
+        iss: TRIAL_ISSUER.into(),
+        sub: "Offline trial".into(),
+        iat: t.started_at,
+        nbf: t.started_at,
+        exp: t.ends_at,
+        plan: Plan::Enterprise,
+        features: crate::domain::plan::KNOWN_FEATURES
+            .iter()
+            .map(|f| f.to_string())
+            .collect(),
+        max_applications: None,
+        max_users: None,
+        retention_days: 365,
+        regions: vec![],
+    }
 }
 
 /// Where the installed license stands.
@@ -59,19 +91,55 @@ pub enum LicenseStatus {
     NotYetValid,
     /// Installed but on the revocation list: Free limits.
     Revoked,
+    /// No license in force; the offline trial is (every feature until it ends).
+    Trial,
 }
 
 impl LicenseState {
-    /// Claims of the license in force at `now`, if any.
+    /// Claims of the license in force at `now`, if any: the installed license, else the
+    /// offline trial while it runs.
     pub fn in_force(&self, now: i64) -> Option<LicenseClaims> {
+        self.license_in_force(now)
+            .or_else(|| self.trial_in_force(now).map(|t| trial_claims(&t)))
+    }
+
+    fn license_in_force(&self, now: i64) -> Option<LicenseClaims> {
         let l = self.inner.read();
         let a = l.active.as_ref()?;
         (a.claims.check_time(now).is_ok() && !l.revoked.contains(&a.claims.jti))
             .then(|| a.claims.clone())
     }
 
-    /// Status of the installed license at `now`.
+    /// The trial if it runs at `now` — judged at the later of `now` and the latest time the
+    /// catalog has seen, so moving the clock back neither restarts nor extends it.
+    pub fn trial_in_force(&self, now: i64) -> Option<TrialRow> {
+        let l = self.inner.read();
+        let t = l.trial.as_ref()?;
+        let at = now.max(l.latest_seen);
+        (at < t.ends_at).then(|| t.clone())
+    }
+
+    /// The trial, started or ended (none when never started).
+    pub fn trial(&self) -> Option<TrialRow> {
+        self.inner.read().trial.clone()
+    }
+
+    /// The latest time seen (Unix seconds).
+    pub fn latest_seen(&self) -> i64 {
+        self.inner.read().latest_seen
+    }
+
+    fn set_trial(&self, t: Option<TrialRow>, latest_seen: i64) {
+        let mut l = self.inner.write();
+        l.trial = t;
+        l.latest_seen = l.latest_seen.max(latest_seen);
+    }
+
+    /// Status of the installed license at `now` (`trial` while the trial is what is in force).
     pub fn status(&self, now: i64) -> LicenseStatus {
+        if self.license_in_force(now).is_none() && self.trial_in_force(now).is_some() {
+            return LicenseStatus::Trial;
+        }
         let l = self.inner.read();
         match &l.active {
             None => LicenseStatus::None,
@@ -110,6 +178,13 @@ impl LicenseState {
     pub fn entitlements(&self, tenant_plan: Plan, now: i64) -> Entitlements {
         match self.in_force(now) {
             None => Entitlements::free(),
+            Some(l) if l.iss == TRIAL_ISSUER => {
+                // The trial keeps Free retention: its end then deletes nothing that Free
+                // retention would have kept anyway.
+                let mut e = entitlements_from(&l, tenant_plan);
+                e.retention_days = Entitlements::free().retention_days;
+                e
+            }
             Some(l) => entitlements_from(&l, tenant_plan),
         }
     }
@@ -174,6 +249,7 @@ pub fn load_at_start(state: &AppState, enforce_required: bool) -> anyhow::Result
             .collect()
     };
     state.license.set_revoked(revoked.clone());
+    observe_clock_blocking(state)?;
     let path = state.settings.license_path();
     let required = enforce_required && state.settings.license.required;
     let token = match std::fs::read_to_string(&path) {
@@ -286,17 +362,52 @@ pub struct LicenseView {
     pub effective: Entitlements,
     /// Whether this build trusts the published development key (never in packaged builds).
     pub dev_key_trusted: bool,
+    /// The offline trial, once started (it runs once per deployment).
+    pub trial: Option<TrialView>,
+    /// Whether `POST /api/v1/platform/license/trial` (or `flowguard license trial`) can start
+    /// the trial now: never started and no license in force.
+    pub trial_available: bool,
+}
+
+/// The offline trial as the License page shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrialView {
+    /// Trial id (`trial-<uuid>`).
+    pub id: String,
+    /// Start (RFC 3339).
+    pub started_at: String,
+    /// End (RFC 3339).
+    pub ends_at: String,
+    /// Whether it is running (judged at the later of now and the latest time seen).
+    pub active: bool,
+    /// Whole days left (0 once ended).
+    pub days_left: i64,
 }
 
 /// The current license view.
 pub fn view(state: &AppState) -> LicenseView {
     let now = unix_now();
     let installed = state.license.installed();
-    let plan = installed
-        .as_ref()
-        .map(|s| s.claims.plan)
-        .unwrap_or(Plan::Free);
+    let trial = state.license.trial().map(|t| {
+        let at = now.max(state.license.latest_seen());
+        TrialView {
+            id: t.trial_id.clone(),
+            started_at: rfc3339(t.started_at),
+            ends_at: rfc3339(t.ends_at),
+            active: state.license.trial_in_force(now).is_some(),
+            days_left: ((t.ends_at - at).max(0) + 86_399).div_euclid(86_400),
+        }
+    });
+    let trial_available = trial.is_none() && state.license.license_in_force(now).is_none();
+    let in_force = state.license.in_force(now);
+    let plan = match (&in_force, &installed) {
+        (Some(l), _) => l.plan,
+        (None, Some(s)) => s.claims.plan,
+        _ => Plan::Free,
+    };
     LicenseView {
+        trial,
+        trial_available,
         status: state.license.status(now),
         days_until_expiry: installed
             .as_ref()
@@ -444,6 +555,11 @@ async fn activate(
 /// Re-read the configured license file and activate it (`license.reload`). A missing or refused
 /// file changes nothing (the current license stays) and writes no audit row.
 pub async fn reload(state: &Arc<AppState>, actor: &Actor) -> ApiResult<LicenseView> {
+    // A trial started offline (`flowguard license trial`) is picked up here too.
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || observe_clock_blocking(&st))
+        .await
+        .map_err(ApiError::internal)??;
     let path = state.settings.license_path();
     let token = match tokio::fs::read_to_string(&path).await {
         Ok(t) => t,
@@ -550,7 +666,19 @@ pub async fn revocations(state: &Arc<AppState>) -> ApiResult<Vec<RevocationRow>>
     Ok(state.catalog.run(|c| catalog::list_revocations(c)).await?)
 }
 
-/// A tenant's plan from the catalog (unknown tenant → 404).
+/// The plan a tenant row stands for at `now`: the license's (or trial's) plan when the tenant
+/// follows the license (the bootstrap tenant until a PlatformAdmin sets its plan), else the
+/// stored plan.
+pub fn effective_plan(license: &LicenseState, row: &catalog::TenantRow, now: i64) -> Plan {
+    if row.plan_follows_license {
+        if let Some(l) = license.in_force(now) {
+            return l.plan;
+        }
+    }
+    Plan::parse(&row.plan).unwrap_or(Plan::Free)
+}
+
+/// A tenant's plan (unknown tenant → 404), see [`effective_plan`].
 pub async fn tenant_plan(state: &Arc<AppState>, t: &TenantId) -> ApiResult<Plan> {
     let id = t.as_str().to_string();
     let row = state
@@ -559,7 +687,7 @@ pub async fn tenant_plan(state: &Arc<AppState>, t: &TenantId) -> ApiResult<Plan>
         .await?
         .filter(|r| &r.id == t)
         .ok_or_else(ApiError::not_found)?;
-    Plan::parse(&row.plan).map_err(ApiError::internal)
+    Ok(effective_plan(&state.license, &row, unix_now()))
 }
 
 /// What the tenant may use right now.
@@ -568,13 +696,28 @@ pub async fn tenant_entitlements(state: &Arc<AppState>, t: &TenantId) -> ApiResu
     Ok(state.license.entitlements(plan, unix_now()))
 }
 
-/// 403 `feature_not_licensed` naming `feature` unless the tenant's entitlements include it.
+/// 403 `feature_not_licensed` naming `feature` unless the tenant's entitlements include it. The
+/// detail says which side lacks it: no license in force, the license, or the tenant's plan.
 pub async fn require_feature(state: &Arc<AppState>, t: &TenantId, feature: &str) -> ApiResult<()> {
-    if tenant_entitlements(state, t).await?.has(feature) {
-        Ok(())
-    } else {
-        Err(feature_not_licensed(feature))
+    let plan = tenant_plan(state, t).await?;
+    let now = unix_now();
+    if state.license.entitlements(plan, now).has(feature) {
+        return Ok(());
     }
+    let detail = match state.license.in_force(now) {
+        None => format!(
+            "no license is in force (Free limits): the feature `{feature}` needs a license or the offline trial (a PlatformAdmin installs one on the License page or with `flowguard license install`)"
+        ),
+        Some(l) if !l.features.iter().any(|f| f == feature) => {
+            format!("the license in force does not include the feature `{feature}`")
+        }
+        Some(l) => format!(
+            "the tenant's plan `{}` does not include the feature `{feature}` (the license in force, plan `{}`, does): a PlatformAdmin can change the tenant's plan",
+            plan.as_str(),
+            l.plan.as_str()
+        ),
+    };
+    Err(ApiError::new(ErrorCode::FeatureNotLicensed, detail).with_feature(feature))
 }
 
 /// The problem answered by the feature gate.
@@ -586,13 +729,142 @@ pub fn feature_not_licensed(feature: &str) -> ApiError {
     .with_feature(feature)
 }
 
+// ---------------------------------------------------------------- offline trial
+
+/// Now for trial bookkeeping: the system clock (in debug builds the test clock file named by
+/// `FLOWGUARD_TEST_CLOCK_FILE`, see [`super::keys::Clock`]).
+fn clock_now() -> i64 {
+    super::keys::Clock::from_env().now().timestamp()
+}
+
+/// Record the current time in the catalog (it keeps the latest ever seen) and load the trial
+/// into `state`. Called at start, by the `license-clock` job, on reload and before a trial
+/// starts. Returns the latest time seen.
+pub fn observe_clock_blocking(state: &AppState) -> StoreResult<i64> {
+    let now = clock_now();
+    let (seen, trial) = state.catalog.blocking(|c| {
+        let seen = catalog::observe_clock(c, now)?;
+        Ok((seen, catalog::get_trial(c)?))
+    })?;
+    state.license.set_trial(trial, seen);
+    Ok(seen)
+}
+
+/// The `license-clock` job: [`observe_clock_blocking`]; 1 when it ran.
+pub fn clock_job_blocking(state: &AppState) -> usize {
+    match observe_clock_blocking(state) {
+        Ok(_) => 1,
+        Err(e) => {
+            tracing::error!(error = %e, "license clock: catalog not updated");
+            0
+        }
+    }
+}
+
+/// Why a trial cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum TrialError {
+    /// The deployment used its trial already (ended or running).
+    #[error("the offline trial of this deployment was already started on {started} (it {state} on {ends}); it runs once per deployment — install a license to continue")]
+    Used {
+        /// Start (RFC 3339).
+        started: String,
+        /// End (RFC 3339).
+        ends: String,
+        /// `ends` or `ended`.
+        state: &'static str,
+    },
+    /// A license is in force: the trial would add nothing.
+    #[error("a license is in force ({0}); the offline trial is for deployments without one")]
+    LicenseInForce(String),
+    /// The catalog refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<TrialError> for ApiError {
+    fn from(e: TrialError) -> Self {
+        match e {
+            TrialError::Store(s) => s.into(),
+            other => ApiError::new(ErrorCode::TrialUnavailable, other.to_string()),
+        }
+    }
+}
+
+/// Start the 30-day offline trial (once per deployment), recorded in the catalog with its
+/// `license.trial_start` audit row, and load it into `state`. Used by the CLI (`flowguard
+/// license trial`, offline) and the PlatformAdmin route.
+pub fn start_trial_blocking(state: &AppState, actor: &Actor) -> Result<TrialRow, TrialError> {
+    let seen = observe_clock_blocking(state)?;
+    let now = clock_now().max(seen);
+    if let Some(l) = state.license.license_in_force(now) {
+        return Err(TrialError::LicenseInForce(l.jti));
+    }
+    let used = |t: &TrialRow| TrialError::Used {
+        started: rfc3339(t.started_at),
+        ends: rfc3339(t.ends_at),
+        state: if now < t.ends_at { "ends" } else { "ended" },
+    };
+    if let Some(t) = state.license.trial() {
+        return Err(used(&t));
+    }
+    let row = TrialRow {
+        trial_id: format!("trial-{}", crate::domain::new_object_id()),
+        started_at: now,
+        ends_at: now + TRIAL_DAYS * 86_400,
+        started_by: actor.email.clone().unwrap_or_else(|| "host-cli".into()),
+    };
+    let ev = NewAuditEvent::new(
+        actor,
+        "license.trial_start",
+        Some(format!("license:{}", row.trial_id)),
+    )
+    .details(serde_json::json!({
+        "trial_id": row.trial_id,
+        "plan": Plan::Enterprise,
+        "features": crate::domain::plan::KNOWN_FEATURES,
+        "started_at": rfc3339(row.started_at),
+        "ends_at": rfc3339(row.ends_at),
+    }));
+    let res = state
+        .catalog
+        .blocking(|c| catalog::insert_trial(c, &row, &ev));
+    match res {
+        Ok(()) => {}
+        Err(StoreError::Conflict(Conflict::Constraint(_))) => {
+            // Another process started it in between: reload and report that one.
+            observe_clock_blocking(state)?;
+            return Err(state
+                .license
+                .trial()
+                .map(|t| used(&t))
+                .unwrap_or(TrialError::Store(StoreError::Conflict(
+                    Conflict::Constraint("license_trial".into()),
+                ))));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    state.license.set_trial(Some(row.clone()), now);
+    Ok(row)
+}
+
+/// `POST /api/v1/platform/license/trial`: start the trial and return the license view.
+pub async fn start_trial(state: &Arc<AppState>, ctx: &Caller) -> ApiResult<LicenseView> {
+    let st = state.clone();
+    let actor = ctx.actor();
+    tokio::task::spawn_blocking(move || start_trial_blocking(&st, &actor))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(view(state))
+}
+
 /// One notification for the dashboard.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Notification {
-    /// Kind: `license_expiring`, `license_expired`, `license_revoked`,
-    /// `integration_auth_failed`, `integration_token_expiring`.
+    /// Kind: `license_expiring`, `license_expired`, `license_revoked`, `trial_active`,
+    /// `trial_ended`, `integration_auth_failed`, `integration_token_expiring`.
     pub kind: &'static str,
-    /// `warning` or `critical`.
+    /// `info`, `warning` or `critical`.
     pub severity: &'static str,
     /// Human text.
     pub message: String,
@@ -608,6 +880,33 @@ pub fn notifications(state: &AppState, ctx: &Caller) -> Vec<Notification> {
         return out;
     }
     let now = unix_now();
+    if state.license.license_in_force(now).is_none() {
+        if let Some(t) = state.license.trial() {
+            let at = now.max(state.license.latest_seen());
+            let ends = rfc3339(t.ends_at);
+            if at < t.ends_at {
+                let days = ((t.ends_at - at) + 86_399).div_euclid(86_400);
+                out.push(Notification {
+                    kind: "trial_active",
+                    severity: if days <= 7 { "warning" } else { "info" },
+                    message: format!(
+                        "Offline trial: {days} day{} left (ends on {ends}). Every licensed feature is on until then; afterwards Free limits apply and nothing is deleted. Install a license on the License page to keep them.",
+                        if days == 1 { "" } else { "s" }
+                    ),
+                    expires_at: Some(ends),
+                });
+            } else if state.license.installed().is_none() {
+                out.push(Notification {
+                    kind: "trial_ended",
+                    severity: "warning",
+                    message: format!(
+                        "The offline trial ended on {ends}: Free limits apply until a license is installed. No data was deleted."
+                    ),
+                    expires_at: Some(ends),
+                });
+            }
+        }
+    }
     let Some(s) = state.license.installed() else {
         return out;
     };
@@ -647,7 +946,7 @@ pub fn notifications(state: &AppState, ctx: &Caller) -> Vec<Notification> {
             ),
             expires_at: None,
         }),
-        LicenseStatus::None | LicenseStatus::NotYetValid => {}
+        LicenseStatus::None | LicenseStatus::NotYetValid | LicenseStatus::Trial => {}
     }
     out
 }

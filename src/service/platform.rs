@@ -68,13 +68,6 @@ pub async fn create(
     input: NewTenant,
 ) -> ApiResult<CreatedTenant> {
     let name = TenantName::parse(&input.name).map_err(|e| ApiError::invalid("name", e.0))?;
-    // In any letter case: residency reads `WEU-ABCD12` as the id `weu-abcd12`.
-    if super::region::tenant_id_of(name.as_str()).is_some() {
-        return Err(ApiError::invalid(
-            "name",
-            "a tenant name must not have the shape of a tenant id (`<region>-<suffix>`, any case)",
-        ));
-    }
     let email = crate::domain::Email::parse(&input.owner_email)
         .map_err(|e| ApiError::invalid("owner_email", e.0))?;
     let here = state.settings.region();
@@ -226,6 +219,13 @@ pub async fn set_plan(
         state
             .catalog
             .run(move |c| catalog::set_tenant_plan(c, &tid, plan.as_str(), &ev))
+            .await?;
+    } else if t.plan_follows_license {
+        // Set explicitly (even to the same value): the tenant stops following the license.
+        let tid = t.id.clone();
+        state
+            .catalog
+            .run(move |c| catalog::pin_tenant_plan(c, &tid))
             .await?;
     }
     get(state, id).await

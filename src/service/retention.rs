@@ -54,8 +54,9 @@ pub fn retention_blocking(state: &AppState, as_of: i64) -> Vec<TenantPurge> {
     };
     let mut out = Vec::new();
     for t in tenants {
-        let plan = Plan::parse(&t.plan).unwrap_or(Plan::Free);
-        let ent = state.license.entitlements(plan, unix_now());
+        let now = unix_now();
+        let plan = super::license::effective_plan(&state.license, &t, now);
+        let ent = state.license.entitlements(plan, now);
         let cutoff = chrono::DateTime::from_timestamp(
             as_of.saturating_sub(i64::from(ent.retention_days) * 86_400),
             0,

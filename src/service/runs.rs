@@ -179,7 +179,20 @@ pub async fn cancel(state: &Arc<AppState>, ctx: &TenantCtx, run: &str) -> ApiRes
         .map_err(map_transition)
 }
 
-/// Runs of an application, newest first; `cursor` is the last row's `queued_at|id`.
+/// Optional filters of the runs list: one flow (id) and queue times `[from, to)` (RFC 3339).
+#[derive(Debug, Default)]
+pub struct RunListFilter {
+    /// Flow id.
+    pub flow: Option<String>,
+    /// Queued at or after (RFC 3339).
+    pub from: Option<String>,
+    /// Queued before (RFC 3339).
+    pub to: Option<String>,
+}
+
+/// Runs of an application, newest first; `cursor` is the last row's `queued_at|id`; `filter`
+/// narrows to one flow and a queue-time range (400 `invalid_query` naming a bad time).
+#[allow(clippy::too_many_arguments)]
 pub async fn list(
     state: &Arc<AppState>,
     ctx: &TenantCtx,
@@ -187,8 +200,30 @@ pub async fn list(
     status: Option<String>,
     cursor: Option<String>,
     limit: u32,
+    filter: RunListFilter,
 ) -> ApiResult<(Vec<RunRow>, Option<String>)> {
     let t = ctx.tenant.clone();
+    let norm = |field: &'static str, v: Option<String>| -> ApiResult<Option<String>> {
+        v.filter(|s| !s.trim().is_empty())
+            .map(|s| {
+                chrono::DateTime::parse_from_rfc3339(s.trim())
+                    .map(|d| {
+                        d.with_timezone(&chrono::Utc)
+                            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                    })
+                    .map_err(|_| {
+                        ApiError::new(
+                            ErrorCode::InvalidQuery,
+                            format!("{field} must be an RFC 3339 time, e.g. 2026-01-31T00:00:00Z"),
+                        )
+                        .field(field)
+                    })
+            })
+            .transpose()
+    };
+    let from = norm("from", filter.from)?;
+    let to = norm("to", filter.to)?;
+    let flow = filter.flow.filter(|s| !s.trim().is_empty());
     if let Some(s) = &status {
         if !["queued", "running", "passed", "failed", "cancelled"].contains(&s.as_str()) {
             return Err(ApiError::new(
@@ -223,6 +258,11 @@ pub async fn list(
                 status.as_deref(),
                 before.as_ref().map(|(x, y)| (x.as_str(), y.as_str())),
                 limit,
+                &runs::RunNarrow {
+                    flow: flow.as_deref(),
+                    from: from.as_deref(),
+                    to: to.as_deref(),
+                },
             )
             .map(Some)
         })

@@ -97,6 +97,7 @@ pub fn create_tenant(
     let w_db = wrap(KeyPurpose::Db, &keys.db_key)?;
     let w_dek = wrap(KeyPurpose::Dek, &keys.dek)?;
     let now = now_rfc3339();
+    let bootstrap = actor.is_none();
     let actor = actor.cloned().unwrap_or_else(system_actor);
     {
         let mut conn = stores.create_file(&id, &keys.db_key)?;
@@ -127,6 +128,9 @@ pub fn create_tenant(
         plan: "free".into(),
         created_at: now,
         status: "active".into(),
+        // The bootstrap tenant (first start, `init`) follows the license's plan until a
+        // PlatformAdmin sets one: a license then just works on a one-tenant install.
+        plan_follows_license: bootstrap,
     };
     let ev = NewAuditEvent::new(&actor, "tenant.create", Some(format!("tenant:{}", id))).details(
         serde_json::json!({"name": name.as_str(), "region": region.as_str(), "plan": "free"}),

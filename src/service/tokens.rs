@@ -52,13 +52,10 @@ pub async fn create(
     application_id: Option<&str>,
 ) -> ApiResult<(ServiceTokenRow, String)> {
     let t = ctx.tenant.clone();
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "name",
-            "name must be 1-100 printable characters",
-        ));
-    }
+    let name = crate::domain::DisplayName::parse(name, 100)
+        .map_err(|e| ApiError::invalid("name", e.0))?
+        .into_string();
+    let name = name.as_str();
     if kind == TokenKind::Agent && application_id.is_none_or(|a| a.trim().is_empty()) {
         return Err(ApiError::invalid(
             "application_id",

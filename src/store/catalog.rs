@@ -36,6 +36,9 @@ pub struct TenantRow {
     pub created_at: String,
     /// `active` or `suspended` (a suspended tenant's users and tokens are refused; data is kept).
     pub status: String,
+    /// The tenant's plan follows the license in force (the bootstrap tenant, until a
+    /// PlatformAdmin sets its plan explicitly); `plan` is then ignored for entitlements.
+    pub plan_follows_license: bool,
 }
 
 /// A platform admin credential row.
@@ -153,8 +156,8 @@ pub fn insert_tenant(
 ) -> StoreResult<()> {
     let tx = write_tx(c)?;
     tx.execute(
-        "INSERT INTO tenants (id, name, region, plan, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![t.id.as_str(), t.name, t.region, t.plan, t.created_at],
+        "INSERT INTO tenants (id, name, region, plan, created_at, plan_follows_license) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![t.id.as_str(), t.name, t.region, t.plan, t.created_at, t.plan_follows_license],
     )?;
     for (purpose, w) in [(KeyPurpose::Db, db_key), (KeyPurpose::Dek, dek)] {
         tx.execute(
@@ -188,6 +191,7 @@ fn tenant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TenantRow> {
         plan: r.get(3)?,
         created_at: r.get(4)?,
         status: r.get(5)?,
+        plan_follows_license: r.get(6)?,
     })
 }
 
@@ -195,7 +199,7 @@ fn tenant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TenantRow> {
 /// key; [`find_tenant`] also matches names).
 pub fn tenant_by_id(c: &Connection, id: &TenantId) -> StoreResult<Option<TenantRow>> {
     Ok(c.prepare_cached(
-        "SELECT id, name, region, plan, created_at, status FROM tenants WHERE id = ?1",
+        "SELECT id, name, region, plan, created_at, status, plan_follows_license FROM tenants WHERE id = ?1",
     )?
     .query_row([id.as_str()], tenant_from_row)
     .optional()?)
@@ -204,7 +208,7 @@ pub fn tenant_by_id(c: &Connection, id: &TenantId) -> StoreResult<Option<TenantR
 /// Find a tenant by id or (case-insensitive) unique name.
 pub fn find_tenant(c: &Connection, id_or_name: &str) -> StoreResult<Option<TenantRow>> {
     Ok(c.query_row(
-        "SELECT id, name, region, plan, created_at, status FROM tenants
+        "SELECT id, name, region, plan, created_at, status, plan_follows_license FROM tenants
          WHERE id = ?1 OR name = ?1 COLLATE NOCASE ORDER BY (id = ?1) DESC LIMIT 1",
         [id_or_name],
         tenant_from_row,
@@ -221,7 +225,7 @@ pub fn ready_check(c: &Connection) -> StoreResult<()> {
 /// All tenants, oldest first.
 pub fn list_tenants(c: &Connection) -> StoreResult<Vec<TenantRow>> {
     let mut s = c.prepare(
-        "SELECT id, name, region, plan, created_at, status FROM tenants ORDER BY created_at, id",
+        "SELECT id, name, region, plan, created_at, status, plan_follows_license FROM tenants ORDER BY created_at, id",
     )?;
     let rows = s.query_map([], tenant_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -725,7 +729,7 @@ pub fn set_tenant_plan(
 ) -> StoreResult<bool> {
     let tx = write_tx(c)?;
     let n = tx.execute(
-        "UPDATE tenants SET plan = ?2 WHERE id = ?1",
+        "UPDATE tenants SET plan = ?2, plan_follows_license = 0 WHERE id = ?1",
         params![id.as_str(), plan],
     )?;
     if n == 0 {
@@ -905,4 +909,76 @@ pub fn append_audit_with<E>(
     }
     tx.commit()?;
     Ok(Ok(()))
+}
+
+// ---------------------------------------------------------------- offline trial (issue 23)
+
+/// The deployment's trial, once started (there is at most one, ever).
+#[derive(Debug, Clone)]
+pub struct TrialRow {
+    /// Trial id (`trial-<uuid>`), shown as the license id while it is in force.
+    pub trial_id: String,
+    /// Start, Unix seconds.
+    pub started_at: i64,
+    /// End, Unix seconds.
+    pub ends_at: i64,
+    /// Who started it (email, or `host-cli`).
+    pub started_by: String,
+}
+
+/// The trial row, if a trial was ever started.
+pub fn get_trial(c: &Connection) -> StoreResult<Option<TrialRow>> {
+    Ok(c.query_row(
+        "SELECT trial_id, started_at, ends_at, started_by FROM license_trial WHERE id = 1",
+        [],
+        |r| {
+            Ok(TrialRow {
+                trial_id: r.get(0)?,
+                started_at: r.get(1)?,
+                ends_at: r.get(2)?,
+                started_by: r.get(3)?,
+            })
+        },
+    )
+    .optional()?)
+}
+
+/// Record the trial with its `license.trial_start` audit row. A trial already recorded →
+/// `Conflict::Constraint` (once per deployment).
+pub fn insert_trial(c: &mut Connection, t: &TrialRow, ev: &NewAuditEvent) -> StoreResult<()> {
+    let tx = write_tx(c)?;
+    tx.execute(
+        "INSERT INTO license_trial (id, trial_id, started_at, ends_at, started_by) VALUES (1, ?1, ?2, ?3, ?4)",
+        params![t.trial_id, t.started_at, t.ends_at, t.started_by],
+    )?;
+    audit::append(&tx, ev)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Remember `now` (Unix seconds) if it is later than the latest time seen, and return the
+/// latest time seen (never decreases, so a clock moved back does not move it back).
+pub fn observe_clock(c: &mut Connection, now: i64) -> StoreResult<i64> {
+    let tx = write_tx(c)?;
+    tx.execute(
+        "INSERT INTO clock_high_water (id, latest_seen) VALUES (1, ?1)
+         ON CONFLICT(id) DO UPDATE SET latest_seen = max(latest_seen, excluded.latest_seen)",
+        [now],
+    )?;
+    let seen = tx.query_row(
+        "SELECT latest_seen FROM clock_high_water WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )?;
+    tx.commit()?;
+    Ok(seen)
+}
+
+/// Mark that a tenant's plan was set explicitly (it stops following the license).
+pub fn pin_tenant_plan(c: &mut Connection, id: &TenantId) -> StoreResult<()> {
+    c.execute(
+        "UPDATE tenants SET plan_follows_license = 0 WHERE id = ?1",
+        [id.as_str()],
+    )?;
+    Ok(())
 }

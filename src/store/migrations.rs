@@ -107,6 +107,28 @@ CREATE TABLE license_revocations (
         // Issue 5: the purge anchor of the audit chain (the catalog chain is never purged; the
         // table exists so chain walks work the same on both stores).
         M::up(AUDIT_ANCHOR_TABLE),
+        // Issue 23: the offline trial (once per deployment: one row ever), the latest time the
+        // catalog has seen (a clock moved back cannot restart or extend the trial), and whether
+        // a tenant's plan follows the license (the bootstrap tenant, until a PlatformAdmin sets
+        // its plan). An existing one-tenant install on `free` follows the license from now on.
+        M::up(
+            "
+CREATE TABLE license_trial (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    trial_id   TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    ends_at    INTEGER NOT NULL,
+    started_by TEXT NOT NULL
+);
+CREATE TABLE clock_high_water (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    latest_seen INTEGER NOT NULL
+);
+ALTER TABLE tenants ADD COLUMN plan_follows_license INTEGER NOT NULL DEFAULT 0;
+UPDATE tenants SET plan_follows_license = 1
+ WHERE plan = 'free' AND (SELECT count(*) FROM tenants) = 1;
+",
+        ),
     ])
 }
 

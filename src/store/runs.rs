@@ -107,18 +107,32 @@ pub fn run(c: &Connection, id: &str) -> StoreResult<Option<RunRow>> {
     )
 }
 
-/// Runs of an application, newest first, optional status filter, `before` = (queued_at, id) cursor.
+/// Optional narrowing of [`list_runs`]: one flow, and queue times in `[from, to)` (RFC 3339
+/// UTC text, compared as stored).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunNarrow<'a> {
+    /// Only this flow's runs.
+    pub flow: Option<&'a str>,
+    /// Queued at or after.
+    pub from: Option<&'a str>,
+    /// Queued before.
+    pub to: Option<&'a str>,
+}
+
+/// Runs of an application, newest first, optional status filter, `before` = (queued_at, id)
+/// cursor, narrowed by `narrow` (flow, queue-time range).
 pub fn list_runs(
     c: &Connection,
     app: &str,
     status: Option<&str>,
     before: Option<(&str, &str)>,
     limit: u32,
+    narrow: &RunNarrow<'_>,
 ) -> StoreResult<Vec<RunRow>> {
     // One statement per shape, so each is answered in index order (`runs_app_queued`,
     // `runs_app_status`) without sorting; `?2 IS NULL OR …` forms defeat the index.
     let sql = format!(
-        "SELECT {RUN_COLS} FROM runs WHERE application_id = ?1{}{}
+        "SELECT {RUN_COLS} FROM runs WHERE application_id = ?1{}{}{}{}{}
          ORDER BY queued_at DESC, id DESC LIMIT ?5",
         if status.is_some() {
             " AND status = ?2"
@@ -127,6 +141,21 @@ pub fn list_runs(
         },
         if before.is_some() {
             " AND (queued_at, id) < (?3, ?4)"
+        } else {
+            ""
+        },
+        if narrow.flow.is_some() {
+            " AND flow_id = ?6"
+        } else {
+            ""
+        },
+        if narrow.from.is_some() {
+            " AND queued_at >= ?7"
+        } else {
+            ""
+        },
+        if narrow.to.is_some() {
+            " AND queued_at < ?8"
         } else {
             ""
         },
@@ -143,6 +172,15 @@ pub fn list_runs(
         bind(4, &id)?;
     }
     bind(5, &limit)?;
+    if let Some(f) = narrow.flow {
+        bind(6, &f)?;
+    }
+    if let Some(f) = narrow.from {
+        bind(7, &f)?;
+    }
+    if let Some(t) = narrow.to {
+        bind(8, &t)?;
+    }
     let mut rows = s.raw_query();
     let mut out = Vec::with_capacity(limit as usize);
     while let Some(r) = rows.next()? {

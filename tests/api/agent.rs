@@ -397,7 +397,7 @@ async fn failing_assert_reports_a_readable_error_and_skips_the_rest() {
     assert!(d["error"]
         .as_str()
         .unwrap()
-        .contains("step 1 (assert) failed"));
+        .contains("step 2 (assert) failed"));
 
     // A missing selector names the selector and the time waited.
     let flow = w

@@ -944,3 +944,196 @@ async fn dashboard_owner_and_viewer_journey_in_headless_chromium() {
     });
     ui.close().await;
 }
+
+// ------------------------------------------------------------------------------------------
+// Issue 23: the PlatformAdmin pages and the 1280 px top bar
+
+#[tokio::test]
+async fn dashboard_platform_admin_pages_and_one_row_top_bar() {
+    let app = spawn_app().await;
+    let ui = Ui::launch(&app.base, app.dir.path()).await;
+    let pa_email = "platform-admin@localhost".to_string();
+    let pa_pw = app
+        .creds
+        .get("platform_admin_password")
+        .cloned()
+        .unwrap_or_default();
+
+    step!(
+        ui,
+        app,
+        "the sign-in page says where the first credentials are",
+        async {
+            ui.goto("/").await?;
+            ui.wait_for("#signin-help").await?;
+            let t: String = ui
+                .eval("document.querySelector('#signin-help').textContent")
+                .await?;
+            ensure(t.contains("initial-credentials"), format!("help text: {t}"))
+        }
+    );
+    step!(ui, app, "a PlatformAdmin lands on Tenants", async {
+        ui.type_into("#signin-email", &pa_email).await?;
+        ui.type_into("#signin-password", &pa_pw).await?;
+        ui.click("#signin-submit").await?;
+        ui.heading_is("Tenants").await?;
+        ui.wait_for("#tenants-table tr[data-tenant]").await?;
+        let current: Vec<String> = ui
+            .eval("[...document.querySelectorAll('#top nav [aria-current=page]')].map(a => a.textContent)")
+            .await?;
+        ensure(
+            current == vec!["Tenants".to_string()],
+            format!("highlighted: {current:?}"),
+        )?;
+        // No focus ring on the heading focused by the page load.
+        let outline: String = ui
+            .eval("getComputedStyle(document.querySelector('main h1')).outlineStyle")
+            .await?;
+        ensure(
+            outline == "none",
+            format!("heading outline after load: {outline}"),
+        )
+    });
+    step!(
+        ui,
+        app,
+        "create a tenant: the Owner's password is shown once and the list refreshes",
+        async {
+            ui.fill("#tenant-name", "weu-abcd12").await?;
+            ui.fill("#tenant-owner", "o@acme.example").await?;
+            ui.click("#tenant-create").await?;
+            ui.wait(
+                "the name is marked",
+                "document.querySelector('#tenant-name').getAttribute('aria-invalid') === 'true'",
+            )
+            .await?;
+            ui.fill("#tenant-name", "Acme").await?;
+            ui.click("#tenant-create").await?;
+            ui.wait_for("#tenant-owner-password").await?;
+            ui.wait(
+            "the new tenant in the list",
+            "[...document.querySelectorAll('#tenants-table td')].some(td => td.textContent === 'Acme')",
+        )
+        .await
+        }
+    );
+    step!(
+        ui,
+        app,
+        "license page: how-to, trial button, countdown",
+        async {
+            ui.click_text("#top nav", "License").await?;
+            ui.heading_is("License").await?;
+            ui.wait_for("#license-howto").await?;
+            let t: String = ui
+                .eval("document.querySelector('#license-howto').textContent")
+                .await?;
+            ensure(
+                t.contains("flowguard license install"),
+                format!("how-to: {t}"),
+            )?;
+            ui.eval::<bool>("(window.confirm = () => true, true)")
+                .await?;
+            ui.click("#trial-start").await?;
+            ui.wait_for("#trial-countdown").await?;
+            let t: String = ui
+                .eval("document.querySelector('#trial-countdown').textContent")
+                .await?;
+            ensure(t.contains("30 days left"), format!("countdown: {t}"))
+        }
+    );
+    step!(
+        ui,
+        app,
+        "catalog audit: filters, key/value details, linked targets",
+        async {
+            ui.goto("/platform/audit?action=license.trial_start")
+                .await?;
+            ui.heading_is("Catalog audit").await?;
+            ui.wait_for("#caudit-table dl.kv").await?;
+            let n: u32 = ui
+                .eval("document.querySelectorAll('#caudit-table tr[data-seq]').length")
+                .await?;
+            ensure(n == 1, format!("{n} rows for the filter"))?;
+            let linked: bool = ui
+                .eval("!!document.querySelector('#caudit-table a[href^=\"/platform/license\"]')")
+                .await?;
+            ensure(linked, "the target is a link")
+        }
+    );
+    step!(
+        ui,
+        app,
+        "the Owner's top bar is one row at 1280 px",
+        async {
+            ui.click("#signout").await?;
+            ui.wait_for("#signin-email").await?;
+            ui.set_width(1280).await?;
+            sign_in(&ui, "default", "admin@localhost", &app.owner_password()).await?;
+            // The trial runs, so the Owner sees the countdown banner.
+            ui.wait(
+                "trial banner",
+                "!!document.querySelector('#banners [data-kind=trial_active]')",
+            )
+            .await?;
+            let rows: Value = ui
+            .eval("(() => { const rs = [...document.querySelectorAll('#top nav li, #top .brand, #top .who')].map(e => e.getBoundingClientRect()); const oneLine = Math.max(...rs.map(r => r.top)) < Math.min(...rs.map(r => r.bottom)); const t = document.querySelector('#top').getBoundingClientRect(); return { distinct: oneLine ? 1 : 2, height: t.height, width: document.documentElement.clientWidth }; })()")
+            .await?;
+            let shot = ui.snapshot("top-bar-1280").await;
+            ensure(
+                rows["distinct"] == 1 && rows["height"].as_f64().unwrap_or(999.0) < 70.0,
+                format!("top bar wraps at 1280 px: {rows} (screenshot {shot:?})"),
+            )?;
+            // The screenshot, read as an image: the bar's dark colour spans one band at the top.
+            if let Some(p) = shot {
+                let bytes = std::fs::read(&p).map_err(|e| e.to_string())?;
+                let mut r = png::Decoder::new(std::io::Cursor::new(bytes))
+                    .read_info()
+                    .map_err(|e| e.to_string())?;
+                let mut rgba = vec![0; r.output_buffer_size()];
+                let info = r.next_frame(&mut rgba).map_err(|e| e.to_string())?;
+                let (w, hgt) = (info.width, info.height);
+                let bpp = info.color_type.samples() as u32;
+                let dark = |y: u32| {
+                    let i = ((y * w + 5) * bpp) as usize;
+                    let px = &rgba[i..i + 3];
+                    px[0] < 60 && px[1] < 80 && px[2] > 50
+                };
+                let img_h = hgt;
+                let band = (0..img_h.min(200)).take_while(|&y| dark(y)).count();
+                ensure(
+                    (30..70).contains(&band),
+                    format!("top bar band in the screenshot is {band} px high"),
+                )?;
+            }
+            Ok::<(), String>(())
+        }
+    );
+    let (_, flow_id, _) =
+        crate::newuser::flow_with_history(&app, &[true, false, true, false, false]).await;
+    step!(
+        ui,
+        app,
+        "the flow page shows the run history at a glance",
+        async {
+            ui.goto(&format!("/flows/{flow_id}")).await?;
+            ui.heading_is("Flow: home").await?;
+            ui.wait_for("#flow-strip").await?;
+            let v: Value = ui
+            .eval("({ bars: document.querySelectorAll('#flow-strip rect').length, failed: document.querySelectorAll('#flow-strip rect.run-failed').length, durations: document.querySelectorAll('#flow-durations rect').length, stats: document.querySelector('#flow-stats').textContent, flaky: !!document.querySelector('#flow-flaky'), runNow: !!document.querySelector('#run-now') })")
+            .await?;
+            ensure(
+                v["bars"] == 5 && v["failed"] == 3 && v["durations"] == 5,
+                format!("history bars: {v}"),
+            )?;
+            let stats = v["stats"].as_str().unwrap_or_default();
+            ensure(
+                stats.contains("40% passed") && stats.contains("failing since run 4"),
+                format!("stats: {stats}"),
+            )?;
+            ensure(v["flaky"] == true, "flips on one version are marked flaky")?;
+            ensure(v["runNow"] == true, "Run now on the flow page")
+        }
+    );
+    ui.close().await;
+}

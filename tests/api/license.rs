@@ -269,9 +269,8 @@ async fn install_assign_plan_limits_and_revoke() {
     assert_eq!(v["dev_key_trusted"], true);
     assert!(app.data.join("license.jwt").exists());
 
-    // The tenant is still on free until a plan is assigned.
-    let (st, _) = problem(create_app(&owner, "a2").await).await;
-    assert_eq!(st, 403);
+    // The bootstrap tenant follows the license's plan until a plan is assigned (issue 23).
+    assert_eq!(create_app(&owner, "a2").await.status(), 201);
     let (st, v) = set_plan(&pa, &tid, "enterprise").await;
     assert_eq!(
         (st, v["code"].as_str()),
@@ -286,7 +285,6 @@ async fn install_assign_plan_limits_and_revoke() {
     assert_eq!(lic["entitlements"]["max_applications"], 3);
     assert_eq!(lic["entitlements"]["retention_days"], 365);
     assert_eq!(lic["entitlements"]["features"], json!(["audit.export"]));
-    assert_eq!(create_app(&owner, "a2").await.status(), 201);
     assert_eq!(create_app(&owner, "a3").await.status(), 201);
     let (st, v) = problem(create_app(&owner, "a4").await).await;
     assert_eq!((st, v["code"].as_str()), (403, Some("plan_limit")), "{v}");

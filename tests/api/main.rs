@@ -18,6 +18,7 @@ mod ldap_support;
 mod license;
 mod matrix;
 mod members;
+mod newuser;
 mod oidc;
 mod residency;
 mod rotation;

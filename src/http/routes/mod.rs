@@ -110,6 +110,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(platform::license)
                 .service(platform::install_license)
                 .service(platform::reload_license)
+                .service(platform::start_trial)
                 .service(platform::revocations)
                 .service(platform::revoke_license)
                 .service(license::tenant_license)

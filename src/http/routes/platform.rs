@@ -34,6 +34,9 @@ pub struct Tenant {
     pub created_at: String,
     /// `active` or `suspended` (a suspended tenant's users and tokens are refused; data is kept).
     pub status: String,
+    /// The plan follows the license in force (the bootstrap tenant until a PlatformAdmin sets
+    /// its plan; `plan` is then the stored fallback used when no license is in force).
+    pub plan_follows_license: bool,
 }
 
 impl From<TenantRow> for Tenant {
@@ -45,6 +48,7 @@ impl From<TenantRow> for Tenant {
             plan: r.plan,
             created_at: r.created_at,
             status: r.status,
+            plan_follows_license: r.plan_follows_license,
         }
     }
 }
@@ -269,6 +273,19 @@ pub async fn reload_license(
     g: Require<perm::PlatformWrite>,
 ) -> Result<HttpResponse, ApiError> {
     let v = lic::reload(&state.into_inner(), &g.ctx.actor()).await?;
+    Ok(HttpResponse::Ok().json(v))
+}
+
+/// Start the 30-day offline trial (every licensed feature, once per deployment; audited as
+/// `license.trial_start`). 409 `trial_unavailable` when it was used already (moving the clock
+/// back does not help) or a license is in force.
+#[utoipa::path(tag = "platform", responses((status = 200, body = LicenseView), (status = 409, body = crate::http::problem::Problem)), security(("session" = [])))]
+#[post("/platform/license/trial")]
+pub async fn start_trial(
+    state: web::Data<AppState>,
+    g: Require<perm::PlatformWrite>,
+) -> Result<HttpResponse, ApiError> {
+    let v = lic::start_trial(&state.into_inner(), &g.ctx).await?;
     Ok(HttpResponse::Ok().json(v))
 }
 

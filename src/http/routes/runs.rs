@@ -242,6 +242,12 @@ pub async fn cancel(
 pub struct RunFilter {
     /// `queued|running|passed|failed|cancelled`.
     pub status: Option<String>,
+    /// Only runs of this flow (id).
+    pub flow: Option<String>,
+    /// Queued at or after this time (RFC 3339).
+    pub from: Option<String>,
+    /// Queued before this time (RFC 3339).
+    pub to: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size (1–200, default 50).
@@ -273,6 +279,11 @@ pub async fn list(
         q.status,
         q.cursor,
         q.limit.unwrap_or(50),
+        svc::RunListFilter {
+            flow: q.flow,
+            from: q.from,
+            to: q.to,
+        },
     )
     .await?;
     Ok(HttpResponse::Ok().json(RunPage {
