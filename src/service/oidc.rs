@@ -906,6 +906,9 @@ pub async fn callback(
                     role,
                     session_hash: ns2.id_hash.clone(),
                     csrf_hash: ns2.csrf_hash.clone(),
+                    // The provider authenticated the member; no local password is involved (as
+                    // for a directory login).
+                    must_change_password: false,
                 };
                 let actor = p.actor(&client2);
                 let target = Some(format!("member:{}", u.email));
@@ -956,6 +959,7 @@ pub async fn callback(
                     role,
                     session_hash: ns.id_hash,
                     csrf_hash: ns.csrf_hash,
+                    must_change_password: false,
                 },
             })
         }
