@@ -3,7 +3,8 @@
 //! need `Authorization: Bearer <metrics.token>`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The metric families of one process.
@@ -16,6 +17,9 @@ pub struct Metrics {
     pub latency: HistogramVec,
     /// `flowguard_open_tenant_stores`.
     pub open_stores: IntGauge,
+    /// `flowguard_runs_queued{tenant,application}`: runs waiting for a runner, per application
+    /// (refreshed at each scrape; the Helm chart's HPA scales agents on it).
+    pub runs_queued: IntGaugeVec,
 }
 
 impl Metrics {
@@ -43,11 +47,20 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(open_stores.clone()))?;
+        let runs_queued = IntGaugeVec::new(
+            Opts::new(
+                "flowguard_runs_queued",
+                "Queued runs waiting for a runner, per application",
+            ),
+            &["tenant", "application"],
+        )?;
+        registry.register(Box::new(runs_queued.clone()))?;
         Ok(Self {
             registry,
             requests,
             latency,
             open_stores,
+            runs_queued,
         })
     }
 

@@ -11,11 +11,13 @@ pub mod host;
 pub mod keys;
 pub mod ldap;
 pub mod license;
+pub mod live;
 pub mod members;
 pub mod platform;
 pub mod principal;
 pub mod region;
 pub mod retention;
+pub mod runner;
 pub mod runs;
 pub mod scim;
 pub mod screenshots;
@@ -59,6 +61,12 @@ pub struct AppState {
     pub egress: Arc<crate::net::egress::EgressPolicy>,
     /// Per-tenant token bucket on AI-cost calls.
     pub ai_limiter: Arc<ai_endpoint::AiLimiter>,
+    /// The embedded runner's status and the external agents seen recently (issue 22).
+    pub runner: Arc<runner::RunnerState>,
+    /// Woken whenever a run is queued (the embedded runner's workers wait on it).
+    pub run_queued: Arc<tokio::sync::Notify>,
+    /// Open live-event streams per caller (bounded).
+    pub live: live::Streams,
 }
 
 /// The actor recorded in audit rows written by background job `job` (`job:<name>`, role

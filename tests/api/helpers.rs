@@ -14,9 +14,13 @@ use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-/// Path of the binary under test.
+/// Path of the binary under test: `FG_TEST_BIN` when set (a private copy of the build, so
+/// several worktrees sharing one target dir can test at once), else cargo's own binary.
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_flowguard")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("FG_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_flowguard").to_string())
+    })
 }
 
 /// A running appliance.
@@ -102,8 +106,11 @@ pub async fn try_spawn(opts: Opts) -> Result<TestApp, SpawnError> {
         std::fs::write(&p, cfg).expect("write config");
         cmd.arg("--config").arg(&p);
     }
+    // The embedded runner would claim the runs other tests hand to an external agent; tests
+    // that exercise it opt in with `FLOWGUARD_RUNNER__EMBEDDED_WORKERS`.
     cmd.env_remove("FLOWGUARD_CONFIG")
-        .env("FLOWGUARD_LOG", "info");
+        .env("FLOWGUARD_LOG", "info")
+        .env("FLOWGUARD_RUNNER__EMBEDDED_WORKERS", "0");
     for (k, v) in &opts.env {
         cmd.env(k, v);
     }

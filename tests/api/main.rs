@@ -19,6 +19,7 @@ mod matrix;
 mod members;
 mod residency;
 mod rotation;
+mod runner;
 mod runs;
 mod scim;
 mod secrets;

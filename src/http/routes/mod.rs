@@ -9,6 +9,7 @@ mod auth;
 mod flows;
 mod keys;
 mod license;
+mod live;
 mod members;
 pub(crate) mod ops;
 mod platform;
@@ -73,6 +74,9 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(runs::cancel)
                 .service(runs::list)
                 .service(runs::get)
+                .service(runs::runners)
+                .service(live::run_events)
+                .service(live::app_run_events)
                 .service(runs::screenshot_url)
                 .service(runs::claim)
                 .service(runs::report_step)
