@@ -244,7 +244,11 @@ pub fn shm_size() -> Option<u64> {
     // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    (rc == 0).then(|| st.f_blocks as u64 * st.f_frsize as u64)
+    if rc != 0 {
+        return None;
+    }
+    let (blocks, frsize): (u64, u64) = (st.f_blocks, st.f_frsize);
+    Some(blocks.saturating_mul(frsize))
 }
 
 /// `(uid, gid)` of a user name from the password database.
@@ -586,22 +590,24 @@ impl Group {
         // SAFETY: getpid has no preconditions.
         let me = unsafe { libc::getpid() };
         let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let members = group_members(self.pid);
-            if members.is_empty() || Instant::now() > deadline {
-                break;
-            }
-            for (pid, ppid, _) in members {
-                kill_group(self.pid);
-                if ppid == me {
-                    // An orphan re-parented to us (PID 1 / subreaper): reap exactly it.
-                    // SAFETY: waitpid on a specific child pid with WNOHANG.
-                    unsafe {
-                        libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
+        if self.pid > 1 {
+            loop {
+                let members = group_members(self.pid);
+                if members.is_empty() || Instant::now() > deadline {
+                    break;
+                }
+                for (pid, ppid, _) in members {
+                    kill_group(self.pid);
+                    if ppid == me {
+                        // An orphan re-parented to us (PID 1 / subreaper): reap exactly it.
+                        // SAFETY: waitpid on a specific child pid with WNOHANG.
+                        unsafe {
+                            libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
+                        }
                     }
                 }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.live.lock().remove(&self.pid);
     }

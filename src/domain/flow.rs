@@ -213,16 +213,16 @@ pub fn secret_outside_origin(
     let uses_secret = |t: &str| template_vars(t).iter().any(|v| secret_names.contains(v));
     for (i, s) in steps.iter().enumerate() {
         match s {
-            Step::Navigate { url, .. } if uses_secret(url) => {
-                if !same_origin_prefix(url, base_url) {
-                    return Some((
-                        i,
-                        format!(
-                            "step {i} (navigate) puts a secret variable into a URL outside the application's origin ({}); secrets may only go to the application's own base_url origin",
-                            origin_text(base_url)
-                        ),
-                    ));
-                }
+            Step::Navigate { url, .. }
+                if uses_secret(url) && !same_origin_prefix(url, base_url) =>
+            {
+                return Some((
+                    i,
+                    format!(
+                        "step {i} (navigate) puts a secret variable into a URL outside the application's origin ({}); secrets may only go to the application's own base_url origin",
+                        origin_text(base_url)
+                    ),
+                ));
             }
             Step::Assert {
                 expected: Some(e), ..

@@ -146,7 +146,7 @@ fn queued_pairs_blocking(state: &AppState) -> Vec<(TenantId, String)> {
             Err(e) => tracing::warn!(tenant = %t.id, error = %e, "runner: cannot list queued runs"),
         }
     }
-    out.sort_by(|a, b| (a.0.as_str(), a.1.as_str()).cmp(&(b.0.as_str(), b.1.as_str())));
+    out.sort();
     out
 }
 

@@ -16,7 +16,7 @@ const PAGE: &str = r#"<!doctype html><html><head><title>Shop</title></head>
 <body><h1 id="title">Shop</h1><input id="q"><p id="slow-never">x</p></body></html>"#;
 
 /// A tiny web app on 127.0.0.1:0 serving [`PAGE`] for every path.
-async fn serve_page() -> String {
+pub(crate) async fn serve_page() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -47,7 +47,7 @@ async fn serve_page() -> String {
 
 /// A server with `workers` embedded workers whose browser profiles go under `<tmp>/browsers`
 /// (world-traversable, so the unprivileged browser user reaches its own profile).
-async fn spawn_runner(workers: usize) -> (TestApp, PathBuf) {
+pub(crate) async fn spawn_runner(workers: usize) -> (TestApp, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let profiles = dir.path().join("browsers");
@@ -69,7 +69,7 @@ async fn spawn_runner(workers: usize) -> (TestApp, PathBuf) {
     (app, profiles)
 }
 
-async fn make_app(owner: &Session, base_url: &str) -> String {
+pub(crate) async fn make_app(owner: &Session, base_url: &str) -> String {
     let a = owner
         .json(
             Method::POST,
@@ -81,7 +81,7 @@ async fn make_app(owner: &Session, base_url: &str) -> String {
     a["id"].as_str().unwrap().to_string()
 }
 
-async fn make_flow(owner: &Session, app: &str, steps: Value) -> String {
+pub(crate) async fn make_flow(owner: &Session, app: &str, steps: Value) -> String {
     let f = owner
         .json(
             Method::POST,
@@ -328,6 +328,20 @@ async fn a_killed_browser_is_a_runner_error_retried_once_and_leaves_nothing_behi
     let run = queue(&owner, &flow).await;
     wait_run(&owner, &run, 30, |d| d["steps"][0]["status"] == "passed").await;
     let pid = main_browser(&profiles).await;
+
+    // The event stream delivers while the run is still running (not buffered to its end).
+    let mut live = owner.get(&format!("/api/v1/runs/{run}/events")).await;
+    assert_eq!(live.status(), 200);
+    let mut first = String::new();
+    while !(first.contains("event: step") && first.contains("event: status")) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), live.chunk())
+            .await
+            .expect("no event while the run is running")
+            .unwrap()
+            .expect("stream ended early");
+        first.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(first.contains("\"status\":\"running\""), "{first}");
 
     // The browser runs as an unprivileged user that cannot open the master key.
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
