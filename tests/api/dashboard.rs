@@ -960,6 +960,7 @@ async fn run_now_without_an_agent_turns_the_run_page_passed_by_itself() {
     .await;
     let ui = Ui::launch(&app.base, app.dir.path()).await;
     let res: Res = async {
+        ui.goto("/").await?;
         sign_in(&ui, &app.tenant_id(), "admin@localhost", &app.owner_password()).await?;
         ui.goto(&format!("/apps/{a}/flows")).await?;
         ui.wait_for("#flows-table").await?;
