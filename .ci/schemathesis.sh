@@ -29,7 +29,9 @@
 # codes and content types per operation, 5xx with a curl line) is printed at the end.
 #
 # Left out (EXCLUDE below): logout and password change (they end or change the session the run
-# uses) and key rotation (re-keys every store of the tenant: slow, covered by its own tests).
+# uses), key rotation (re-keys every store of the tenant: slow, covered by its own tests) and the
+# live-event streams (open until the run ends; tests/api/runner.rs). The embedded runner is off
+# (runs queued by the fuzzer stay queued for its agent-API operations).
 # Pinned so the run cannot saw off the branch it sits on: PATCH/DELETE /members/{id} to the Viewer
 # (never the Owner), the SCIM /Users/{id} operations to the SCIM user, the PlatformAdmin's
 # /platform/tenants/{id}[/…] to the spare tenant (never suspend the Owner's), DELETE
@@ -125,7 +127,7 @@ SPARE_TENANT_ID=$("$BIN" tenant create --data-dir "$DATA" --name spare \
     "$PY" -c 'import json, sys; print(json.load(sys.stdin)["tenant_id"])')
 say "initialised $DATA (tenant $TENANT_ID, spare tenant $SPARE_TENANT_ID)"
 
-FLOWGUARD_LOG=info "$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" \
+FLOWGUARD_LOG=info FLOWGUARD_RUNNER__EMBEDDED_WORKERS=0 "$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" \
     </dev/null >"$LOG" 2>&1 &
 SERVER_PID=$!
 
@@ -287,6 +289,8 @@ EXCLUDE=(
     --exclude-path /api/v1/auth/logout          # ends the session the run uses
     --exclude-path /api/v1/me/password          # changes the Owner's password, ends other sessions
     --exclude-path /api/v1/keys/rotate          # re-keys every store of the tenant: slow, own tests
+    --exclude-path /api/v1/applications/{app}/runs/events  # event streams stay open (tests/api/runner.rs)
+    --exclude-path /api/v1/runs/{run}/events
 )
 REPORTS="$WORK/reports"
 # Deterministic generation (the same cases every run) unless a seed asks for another sample.

@@ -247,6 +247,7 @@ const link = (href, text, attrs) => h('a', { href, 'data-link': true, ...(attrs 
 let renderSeq = 0;
 async function render() {
   const seq = ++renderSeq;
+  liveStop();
   const main = document.getElementById('main');
   const path = location.pathname;
   if (!state.me && path !== '/signin') {
@@ -808,7 +809,7 @@ function scheduleForm(flow) {
 // ---------------------------------------------------------------------------------------------
 // Runs
 
-const RUN_STATUSES = ['queued', 'running', 'passed', 'failed', 'cancelled'];
+const RUN_STATUSES = ['queued', 'running', 'passed', 'failed', 'cancelled', 'error'];
 const active = (s) => s === 'queued' || s === 'running';
 
 function duration(a, b) {
@@ -859,10 +860,11 @@ async function pageRuns(page, p, q) {
     h('thead', {}, h('tr', {}, ['Run', 'Flow', 'Status', 'Trigger', 'Queued', 'Duration', 'Actions'].map((t) => h('th', { scope: 'col', text: t })))),
     tbody)), more);
   await load();
+  liveRuns(app.id, status, tbody, names, box);
 }
 
 function runRow(run, names, box) {
-  return h('tr', { 'data-id': run.id },
+  return h('tr', { 'data-id': run.id, 'data-queued': run.queued_at },
     h('td', {}, link('/runs/' + run.id, run.id.slice(0, 8))),
     h('td', { text: (names[run.flow_id] || run.flow_id) + ' v' + run.flow_version }),
     h('td', {}, badge(run.status), run.reason ? h('span', { class: 'hint', text: ' ' + run.reason }) : null),
@@ -894,13 +896,15 @@ async function pageRun(page, p) {
       h('dt', { text: 'Duration' }), h('dd', { text: duration(run.started_at, run.finished_at) }),
       run.reason ? [h('dt', { text: 'Reason' }), h('dd', { text: run.reason })] : null,
       run.error ? [h('dt', { text: 'Error' }), h('dd', { class: 'error-text', text: run.error })] : null));
-  const actions = h('div', { class: 'actions' }, btn('Refresh', () => render()), runNowButton(run.flow_id, box));
+  const actions = h('div', { class: 'actions' }, runNowButton(run.flow_id, box));
   if (can('runTrigger') && active(run.status)) {
     actions.append(btn('Cancel run', async () => {
       try { await api('POST', '/runs/' + run.id + '/cancel'); render(); } catch (e) { showError(box, e); }
     }, { class: 'danger', id: 'run-cancel' }));
   }
-  page.append(actions, runTicket(run, box), h('h2', { text: 'Steps' }));
+  page.append(actions, runTicket(run, box));
+  liveRun(run, page);
+  page.append(h('h2', { text: 'Steps' }));
   const byIndex = Object.fromEntries(run.steps.map((s) => [s.index, s]));
   const n = Math.max(run.step_count || 0, run.steps.length);
   if (!n) { page.append(empty('This flow version has no steps.')); return; }
@@ -924,6 +928,65 @@ async function pageRun(page, p) {
     list.append(li);
   }
   page.append(list);
+}
+
+// ---- live run pages (issue 22): Server-Sent Events from /runs/{id}/events and
+// /applications/{app}/runs/events. One stream at a time; render() closes it.
+let liveSource = null;
+
+function liveStop() {
+  if (liveSource) { liveSource.close(); liveSource = null; }
+}
+
+function liveOpen(path, handlers) {
+  liveStop();
+  if (typeof EventSource === 'undefined') return null;
+  const es = new EventSource('/api/v1' + path, { withCredentials: true });
+  for (const [name, fn] of Object.entries(handlers)) {
+    es.addEventListener(name, (ev) => { let d = null; try { d = JSON.parse(ev.data); } catch (e) { return; } fn(d, es); });
+  }
+  liveSource = es;
+  return es;
+}
+
+// The run page re-renders itself when the run's status, a step or a screenshot changes, and
+// says when nothing can run a queued run (with how to start an agent).
+function liveRun(run, page) {
+  const known = Object.fromEntries(run.steps.map((s) => [s.index, s.status + '|' + s.has_screenshot]));
+  if (run.status === 'queued') runnerHint(page);
+  if (!active(run.status)) return;
+  let pending = null;
+  const refresh = () => { if (!pending) pending = setTimeout(() => { pending = null; render(); }, 150); };
+  liveOpen('/runs/' + run.id + '/events', {
+    status: (d, es) => { if (!active(d.status)) es.close(); if (d.status !== run.status) refresh(); },
+    step: (d) => { if (known[d.index] !== d.status + '|' + d.has_screenshot) refresh(); },
+    screenshot: (d) => { if (!String(known[d.index] || '').endsWith('|true')) refresh(); },
+  });
+}
+
+async function runnerHint(page) {
+  let r;
+  try { r = await api('GET', '/runners'); } catch (e) { return; }
+  if (r.can_run) return;
+  const why = r.embedded && r.embedded.reason ? 'The embedded runner is off: ' + r.embedded.reason + '. ' : '';
+  page.querySelector('.actions')?.before(h('div', { class: 'banner warning', id: 'runner-hint', role: 'status' },
+    h('strong', { text: 'Nothing can run this queued run. ' }),
+    h('span', { text: why + 'No agent has been seen in the last 5 minutes. To start one: ' + r.how_to_start_agent })));
+}
+
+// The runs list updates rows in place (and adds new runs on top) as they change.
+function liveRuns(appId, status, tbody, names, box) {
+  liveOpen('/applications/' + appId + '/runs/events', {
+    run: (run) => {
+      const row = tbody.querySelector('tr[data-id="' + CSS.escape(run.id) + '"]');
+      const fits = !status || run.status === status;
+      if (row) { if (fits) row.replaceWith(runRow(run, names, box)); else row.remove(); return; }
+      if (!fits) return;
+      const first = tbody.querySelector('tr[data-id]');
+      if (!first) tbody.replaceChildren();
+      if (!first || run.queued_at >= (first.dataset.queued || '')) tbody.prepend(runRow(run, names, box));
+    },
+  });
 }
 
 function describeStep(d) {

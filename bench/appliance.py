@@ -76,7 +76,7 @@ def jreq(addr, method, path, body=None, headers=None, want=200, ctype="applicati
 class Server:
     """One `flowguard serve --listen 127.0.0.1:0` on a data dir; `ready_s` = spawn → /readyz 200."""
 
-    def __init__(self, binary, data, logfile, config=None):
+    def __init__(self, binary, data, logfile, config=None, embedded_workers=0):
         self.data = data
         os.makedirs(data, exist_ok=True)
         addr_file = os.path.join(data, "listen.addr")
@@ -86,6 +86,9 @@ class Server:
         if config:
             cmd += ["--config", config]
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWGUARD_")}
+        # The API measures drive runs through the agent API themselves; the embedded runner
+        # (issue 22) would claim them first. bench/runner.py measures it on purpose.
+        env["FLOWGUARD_RUNNER__EMBEDDED_WORKERS"] = str(embedded_workers)
         self.logf = open(logfile, "ab")
         t0 = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=self.logf,

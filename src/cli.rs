@@ -146,6 +146,12 @@ pub struct AgentRunArgs {
     /// With --flow: execute that run, print its verdict and exit non-zero unless it passed.
     #[arg(long, requires = "flow")]
     pub wait: bool,
+    /// When the agent runs as root, the browser runs as this user (it must not be root).
+    #[arg(long, value_name = "USER", default_value = "nobody")]
+    pub browser_user: String,
+    /// Run Chromium without its sandbox when the sandbox cannot start (logged as a warning).
+    #[arg(long)]
+    pub allow_no_sandbox: bool,
 }
 
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
@@ -464,6 +470,8 @@ fn agent_run(a: AgentRunArgs) -> anyhow::Result<()> {
         poll_interval: a.poll_interval,
         chromium: a.chromium,
         flow: a.flow,
+        browser_user: a.browser_user,
+        allow_no_sandbox: a.allow_no_sandbox,
     })?;
     if passed {
         Ok(())

@@ -86,6 +86,8 @@ pub struct Settings {
     pub connections: ConnectionSettings,
     /// The generated self-signed certificate (used when `tls.cert_file` is not set).
     pub self_signed: SelfSignedSettings,
+    /// The embedded runner of `serve` (issue 22).
+    pub runner: RunnerSettings,
 }
 
 impl Default for Settings {
@@ -113,7 +115,52 @@ impl Default for Settings {
             ai: AiSettings::default(),
             connections: ConnectionSettings::default(),
             self_signed: SelfSignedSettings::default(),
+            runner: RunnerSettings::default(),
         }
+    }
+}
+
+/// `[runner]` table: the embedded runner that executes queued runs inside `serve`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunnerSettings {
+    /// Embedded workers (each runs one browser at a time). Default: one per two CPUs, at
+    /// least 1; `0` disables the embedded runner (then only external agents run flows).
+    pub embedded_workers: Option<usize>,
+    /// Chromium executable; default: `chromium`, `chromium-browser`, `google-chrome` or
+    /// `google-chrome-stable` found on `PATH`.
+    pub chromium: Option<PathBuf>,
+    /// When `serve` runs as root, the browser runs as this user (default `nobody`), so it
+    /// cannot read the data dir or the master key.
+    pub browser_user: String,
+    /// Run Chromium without its sandbox when the sandbox cannot start. Off by default: the
+    /// runner then refuses to run flows; when on, a warning is logged at every start and shown
+    /// in the dashboard.
+    pub allow_no_sandbox: bool,
+    /// Sleep between queue scans when idle, in milliseconds (a queued run also wakes workers).
+    pub poll_ms: u64,
+}
+
+impl Default for RunnerSettings {
+    fn default() -> Self {
+        Self {
+            embedded_workers: None,
+            chromium: None,
+            browser_user: "nobody".into(),
+            allow_no_sandbox: false,
+            poll_ms: 1000,
+        }
+    }
+}
+
+impl RunnerSettings {
+    /// Effective worker count: the configured one, else `max(1, CPUs / 2)`.
+    pub fn workers(&self) -> usize {
+        self.embedded_workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| (n.get() / 2).max(1))
+                .unwrap_or(1)
+        })
     }
 }
 
@@ -596,6 +643,19 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         Region::parse(&self.region).map_err(|e| ConfigError::Invalid(format!("region: {e}")))?;
+        if self.runner.embedded_workers.is_some_and(|n| n > 64) {
+            return Err(ConfigError::Invalid(
+                "runner.embedded_workers: at most 64".into(),
+            ));
+        }
+        if !(50..=60_000).contains(&self.runner.poll_ms) {
+            return Err(ConfigError::Invalid("runner.poll_ms: 50 to 60000".into()));
+        }
+        if self.runner.browser_user.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "runner.browser_user: must name a user".into(),
+            ));
+        }
         for (name, url) in &self.regions {
             Region::parse(name)
                 .map_err(|e| ConfigError::Invalid(format!("regions.{name}: {e}")))?;

@@ -58,6 +58,9 @@ error_codes! {
     ImageDimensionsExceeded => "image_dimensions_exceeded",
     /// Mask rectangles are malformed.
     InvalidMasks => "invalid_masks",
+    /// A flow step would send a secret variable somewhere else than the application's origin
+    /// (a `navigate` URL of another origin, or an assertion's `expected`).
+    SecretOutsideOrigin => "secret_outside_origin",
     /// A checkpoint region is malformed.
     InvalidRegion => "invalid_region",
     /// A mask selector listed by the step has no rectangle.

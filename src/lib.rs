@@ -20,6 +20,7 @@ pub mod http;
 pub mod jobs;
 pub mod metrics;
 pub mod net;
+pub mod runner;
 pub mod service;
 pub mod startup;
 pub mod store;

@@ -3,7 +3,8 @@
 //! need `Authorization: Bearer <metrics.token>`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Upper bounds (s) of the request-latency histogram buckets.
@@ -27,6 +28,9 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     /// `flowguard_connections_open`: connections open now (TLS handshakes included).
     pub connections_open: IntGauge,
+    /// `flowguard_runs_queued{tenant,application}`: runs waiting for a runner, per application
+    /// (refreshed at each scrape; the Helm chart's HPA scales agents on it).
+    pub runs_queued: IntGaugeVec,
 }
 
 impl Metrics {
@@ -71,6 +75,14 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(open_stores.clone()))?;
+        let runs_queued = IntGaugeVec::new(
+            Opts::new(
+                "flowguard_runs_queued",
+                "Queued runs waiting for a runner, per application",
+            ),
+            &["tenant", "application"],
+        )?;
+        registry.register(Box::new(runs_queued.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -78,6 +90,7 @@ impl Metrics {
             open_stores,
             connections_refused,
             connections_open,
+            runs_queued,
         })
     }
 

@@ -173,6 +173,9 @@ pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
         egress,
         ai_limiter,
         oidc: Arc::default(),
+        runner: Default::default(),
+        run_queued: Default::default(),
+        live: Default::default(),
     })
 }
 
@@ -500,7 +503,10 @@ async fn serve_async(settings: Settings) -> anyhow::Result<()> {
         }
     });
     let mut sched = crate::jobs::start(state.clone().into_inner()).await?;
+    let st4 = state.clone().into_inner();
+    let runner = tokio::task::spawn_blocking(move || crate::runner::Runner::start(st4)).await?;
     running.await?;
+    tokio::task::spawn_blocking(move || runner.shutdown()).await?;
     let _ = sched.shutdown().await;
     let _ = std::fs::remove_file(settings.data_dir.join("listen.addr"));
     tracing::info!("stopped");

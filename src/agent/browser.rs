@@ -1,7 +1,8 @@
 //! One headless Chromium per run, driven over the DevTools protocol (chromiumoxide, tokio, no
-//! browser download): a fresh profile in a private temp dir (removed afterwards), `--headless=new`,
-//! `--no-sandbox` only when running as root, no background networking, no first-run UI, no GPU,
-//! HTTPS errors respected. Console errors and failed requests are collected per step from CDP
+//! browser download): started by [`Launcher`] in its own process group, as an unprivileged user
+//! when we are root, with its sandbox (never `--no-sandbox` unless explicitly allowed), a fresh
+//! profile in a private temp dir (removed afterwards), `--headless=new`, no background
+//! networking, no first-run UI, no GPU, HTTPS errors respected. Console errors and failed requests are collected per step from CDP
 //! events (`Runtime.consoleAPICalled`, `Runtime.exceptionThrown`, `Log.entryAdded`,
 //! `Network.*`), which also feed the network-idle wait.
 
@@ -24,7 +25,7 @@ use chromiumoxide::cdp::js_protocol::runtime::{
 };
 use chromiumoxide::handler::viewport::Viewport;
 use chromiumoxide::layout::Point;
-use chromiumoxide::{Browser, BrowserConfig, Page};
+use chromiumoxide::{Browser, Page};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -65,7 +66,7 @@ const FLAGS: &[&str] = &[
     "use-mock-keychain",
 ];
 
-/// Whether the process runs as root (then Chromium's sandbox cannot start and is disabled).
+/// Whether the process runs as root (then the browser runs as `runner.browser_user`).
 pub fn running_as_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -206,53 +207,298 @@ pub enum Capture {
     },
 }
 
-/// A running Chromium with one page.
-pub struct Session {
-    browser: Browser,
-    handler: JoinHandle<()>,
-    listeners: Vec<JoinHandle<()>>,
-    page: Page,
-    events: Arc<Mutex<Events>>,
-    profile: Option<tempfile::TempDir>,
+/// How the browser is started: which Chromium, as which user, with or without its sandbox.
+///
+/// * **User.** When FlowGuard runs as root, Chromium runs as `browser_user` (default `nobody`),
+///   so it cannot open the data dir or the master key (both are root-only, mode 0700/0600). As
+///   any other user, Chromium runs as that same user; then the deployment must hide the data dir
+///   (the Helm chart runs browsers only in agent pods, which mount no data).
+/// * **Sandbox.** Chromium's sandbox needs unprivileged user namespaces (or its setuid helper).
+///   [`Launcher::prepare`] probes them as the browser user; when they are missing the launcher
+///   refuses to start browsers unless `allow_no_sandbox` is set, which passes `--no-sandbox`
+///   and is reported by [`Launcher::warnings`] (logged at every start, shown in the dashboard).
+/// * **Processes.** Each browser is the leader of its own process group; closing a session (or a
+///   crash, a timeout, a cancel, [`Launcher::kill_all`] at shutdown) kills the whole group with
+///   `SIGKILL` and reaps every member that was re-parented to this process (as PID 1 in a
+///   container, orphans become ours). The browser gets `SIGKILL` if the thread that started it
+///   dies (`PR_SET_PDEATHSIG`), and it sees no environment variable of ours (no token leaks).
+/// * **Profile.** A fresh profile directory per session, owned by the browser user, removed on
+///   close.
+#[derive(Debug)]
+pub struct Launcher {
+    chromium: std::path::PathBuf,
+    /// `(uid, gid)` to switch to before exec (only when running as root).
+    ids: Option<(u32, u32)>,
+    no_sandbox: bool,
+    profile_root: std::path::PathBuf,
+    warnings: Vec<String>,
+    live: Arc<Mutex<HashSet<i32>>>,
 }
 
-impl Session {
+/// Smallest `/dev/shm` (bytes) Chromium is comfortable with; below it tabs crash under load.
+pub const MIN_SHM_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Size of `/dev/shm` in bytes (None when it is not mounted).
+pub fn shm_size() -> Option<u64> {
+    let c = std::ffi::CString::new("/dev/shm").ok()?;
+    // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return None;
+    }
+    let (blocks, frsize): (u64, u64) = (st.f_blocks, st.f_frsize);
+    Some(blocks.saturating_mul(frsize))
+}
+
+/// `(uid, gid)` of a user name from the password database.
+pub fn lookup_user(name: &str) -> anyhow::Result<(u32, u32)> {
+    let c = std::ffi::CString::new(name).context("user name contains NUL")?;
+    // SAFETY: getpwnam returns NULL or a pointer to static storage valid until the next call;
+    // we copy the two ids out immediately.
+    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    if pw.is_null() {
+        anyhow::bail!("user `{name}` does not exist (create it, or set runner.browser_user)");
+    }
+    // SAFETY: pw is non-null and points to a valid passwd record.
+    Ok(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
+}
+
+/// Drop to `ids` (when given) in a forked child before exec; async-signal-safe calls only.
+fn drop_privileges(ids: Option<(u32, u32)>) -> std::io::Result<()> {
+    // SAFETY: plain syscalls in the forked child; no allocation, no locks.
+    unsafe {
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        if let Some((uid, gid)) = ids {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a process running as `ids` can create a user namespace (what Chromium's sandbox
+/// needs when its setuid helper is absent).
+fn userns_available(chromium: &Path, ids: Option<(u32, u32)>) -> bool {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(chromium);
+    cmd.arg("--version")
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .current_dir("/");
+    // SAFETY: the closure only makes async-signal-safe syscalls.
+    unsafe {
+        cmd.pre_exec(move || {
+            drop_privileges(ids)?;
+            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.status().map(|s| s.success()).unwrap_or(false)
+}
+
+impl Launcher {
+    /// Resolve the browser user, probe the sandbox and `/dev/shm`. Errors when the sandbox cannot
+    /// start and `allow_no_sandbox` is false, or when the browser user does not exist.
+    pub fn prepare(
+        chromium: std::path::PathBuf,
+        browser_user: &str,
+        allow_no_sandbox: bool,
+    ) -> anyhow::Result<Self> {
+        let ids = if running_as_root() {
+            let ids = lookup_user(browser_user)?;
+            (ids.0 != 0).then_some(ids)
+        } else {
+            None
+        };
+        let mut warnings = Vec::new();
+        if running_as_root() && ids.is_none() {
+            warnings.push(format!(
+                "the browser runs as root (runner.browser_user = `{browser_user}`); it can read the data dir"
+            ));
+        }
+        let sandbox = userns_available(&chromium, ids);
+        if !sandbox && !allow_no_sandbox {
+            anyhow::bail!(
+                "Chromium's sandbox cannot start here (no unprivileged user namespaces for the browser user); enable them (sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces) or set runner.allow_no_sandbox = true to run without it"
+            );
+        }
+        if !sandbox {
+            warnings.push(
+                "runner.allow_no_sandbox = true: Chromium runs WITHOUT its sandbox (--no-sandbox)"
+                    .into(),
+            );
+        }
+        if let Some(sz) = shm_size() {
+            if sz < MIN_SHM_BYTES {
+                warnings.push(format!(
+                    "/dev/shm is {} MiB (< 64 MiB); Chromium uses --disable-dev-shm-usage (slower, /tmp instead)",
+                    sz / (1024 * 1024)
+                ));
+            }
+        }
+        Ok(Self {
+            chromium,
+            ids,
+            no_sandbox: !sandbox,
+            profile_root: std::env::temp_dir(),
+            warnings,
+            live: Arc::new(Mutex::new(HashSet::new())),
+        })
+    }
+
+    /// Where profile directories are created (default: the system temp dir).
+    pub fn with_profile_root(mut self, dir: std::path::PathBuf) -> Self {
+        self.profile_root = dir;
+        self
+    }
+
+    /// Warnings to log at start and show (no sandbox, small `/dev/shm`, browser as root).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Whether browsers run without Chromium's sandbox.
+    pub fn no_sandbox(&self) -> bool {
+        self.no_sandbox
+    }
+
+    /// The Chromium executable.
+    pub fn chromium(&self) -> &Path {
+        &self.chromium
+    }
+
+    /// Kill every browser process group still alive (shutdown).
+    pub fn kill_all(&self) {
+        let groups: Vec<i32> = self.live.lock().iter().copied().collect();
+        for g in groups {
+            kill_group(g);
+        }
+    }
+
     /// Launch Chromium with a fresh profile and open a blank page.
-    pub async fn launch(chromium: &Path) -> anyhow::Result<Self> {
+    pub async fn launch(&self) -> anyhow::Result<Session> {
+        use tokio::io::AsyncBufReadExt;
         let profile = tempfile::Builder::new()
-            .prefix("flowguard-agent-profile-")
-            .tempdir()
+            .prefix("flowguard-browser-profile-")
+            .tempdir_in(&self.profile_root)
             .context("cannot create a temporary Chromium profile")?;
-        let mut b = BrowserConfig::builder()
-            .chrome_executable(chromium)
-            .user_data_dir(profile.path())
-            .new_headless_mode()
-            .disable_default_args()
-            .args(FLAGS.iter().copied())
-            .arg(("lang", "en-US"))
-            .arg(("force-color-profile", "srgb"))
-            .arg(("password-store", "basic"))
-            .window_size(VIEWPORT_WIDTH, VIEWPORT_HEIGHT)
-            .viewport(Viewport {
+        if let Some((uid, gid)) = self.ids {
+            std::os::unix::fs::chown(profile.path(), Some(uid), Some(gid))
+                .context("cannot hand the profile directory to the browser user")?;
+        }
+        let mut cmd = tokio::process::Command::new(&self.chromium);
+        cmd.args(FLAGS.iter().map(|f| format!("--{f}")))
+            .arg("--headless=new")
+            .arg("--hide-scrollbars")
+            .arg("--mute-audio")
+            .arg("--disable-extensions")
+            .arg("--remote-debugging-port=0")
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(format!("--window-size={VIEWPORT_WIDTH},{VIEWPORT_HEIGHT}"))
+            .arg("--lang=en-US")
+            .arg("--force-color-profile=srgb")
+            .arg("--password-store=basic");
+        if self.no_sandbox {
+            cmd.arg("--no-sandbox");
+        }
+        cmd.arg("about:blank")
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", profile.path())
+            .env("TMPDIR", profile.path())
+            .env("LANG", "C.UTF-8")
+            .current_dir(profile.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        let ids = self.ids;
+        // SAFETY: the closure only makes async-signal-safe syscalls.
+        unsafe {
+            cmd.pre_exec(move || drop_privileges(ids));
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("could not start Chromium ({})", self.chromium.display()))?;
+        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        if pid > 0 {
+            self.live.lock().insert(pid);
+        }
+        let guard = Group {
+            pid,
+            live: self.live.clone(),
+        };
+        let Some(stderr) = child.stderr.take() else {
+            anyhow::bail!("Chromium's stderr is not captured");
+        };
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let mut tail: Vec<String> = Vec::new();
+        let ws = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(url) = line.trim().strip_prefix("DevTools listening on ") {
+                    return Some(url.to_string());
+                }
+                if tail.len() < 20 {
+                    tail.push(cut(&line, 300));
+                }
+            }
+            None
+        })
+        .await;
+        let ws = match ws {
+            Ok(Some(ws)) => ws,
+            Ok(None) => {
+                guard.kill_and_reap(&mut child).await;
+                anyhow::bail!("Chromium exited during start: {}", tail.join(" | "));
+            }
+            Err(_) => {
+                guard.kill_and_reap(&mut child).await;
+                anyhow::bail!("Chromium did not start within 30 s: {}", tail.join(" | "));
+            }
+        };
+        // Keep draining stderr so Chromium never blocks on a full pipe.
+        let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let cfg = chromiumoxide::handler::HandlerConfig {
+            ignore_https_errors: false,
+            viewport: Some(Viewport {
                 width: VIEWPORT_WIDTH,
                 height: VIEWPORT_HEIGHT,
                 device_scale_factor: Some(1.0),
                 emulating_mobile: false,
                 is_landscape: true,
                 has_touch: false,
-            })
-            .respect_https_errors()
-            .disable_cache()
-            .launch_timeout(Duration::from_secs(30));
-        if running_as_root() {
-            b = b.no_sandbox();
-        }
-        let config = b
-            .build()
-            .map_err(|e| anyhow::anyhow!("Chromium configuration: {e}"))?;
-        let (browser, mut handler) = Browser::launch(config)
-            .await
-            .with_context(|| format!("could not start Chromium ({})", chromium.display()))?;
+            }),
+            cache_enabled: false,
+            ..Default::default()
+        };
+        let (browser, mut handler) = match Browser::connect_with_config(ws, cfg).await {
+            Ok(x) => x,
+            Err(e) => {
+                drain.abort();
+                guard.kill_and_reap(&mut child).await;
+                anyhow::bail!("cannot connect to Chromium's DevTools endpoint: {e}");
+            }
+        };
         let handler = tokio::spawn(async move {
             // Errors here are single undecodable protocol messages; keep serving the page.
             while let Some(_ev) = handler.next().await {}
@@ -265,40 +511,166 @@ impl Session {
         }
         .await;
         match opened {
-            Ok((page, listeners)) => Ok(Self {
+            Ok((page, listeners)) => Ok(Session {
                 browser,
                 handler,
                 listeners,
                 page,
                 events,
                 profile: Some(profile),
+                child,
+                group: guard,
+                drain,
             }),
             Err(e) => {
-                let mut browser = browser;
-                let _ = browser.kill().await;
-                let _ = browser.wait().await;
                 handler.abort();
+                drain.abort();
+                guard.kill_and_reap(&mut child).await;
                 Err(anyhow::anyhow!("Chromium did not open a page: {e}"))
             }
         }
     }
+}
 
-    /// Close Chromium, wait for it to exit and delete the profile.
+/// `SIGKILL` to process group `pgid`.
+fn kill_group(pgid: i32) {
+    if pgid > 1 {
+        // SAFETY: kill(2) with a negative pid signals the group; no memory is touched.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Members of process group `pgid` as `(pid, ppid, state)` from `/proc`.
+pub fn group_members(pgid: i32) -> Vec<(i32, i32, char)> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() < 3 {
+            continue;
+        }
+        let state = f[0].chars().next().unwrap_or('?');
+        let (Ok(ppid), Ok(pgrp)) = (f[1].parse::<i32>(), f[2].parse::<i32>()) else {
+            continue;
+        };
+        if pgrp == pgid {
+            out.push((pid, ppid, state));
+        }
+    }
+    out
+}
+
+/// A browser's process group, registered with its launcher while alive.
+struct Group {
+    pid: i32,
+    live: Arc<Mutex<HashSet<i32>>>,
+}
+
+impl Group {
+    /// Kill the group, reap the leader and every member re-parented to us; wait (≤ 5 s) until
+    /// no member is left.
+    async fn kill_and_reap(&self, child: &mut tokio::process::Child) {
+        kill_group(self.pid);
+        let _ = child.kill().await;
+        let _ = child.wait().await;
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        if self.pid > 1 {
+            loop {
+                let members = group_members(self.pid);
+                if members.is_empty() || Instant::now() > deadline {
+                    break;
+                }
+                for (pid, ppid, _) in members {
+                    kill_group(self.pid);
+                    if ppid == me {
+                        // An orphan re-parented to us (PID 1 / subreaper): reap exactly it.
+                        // SAFETY: waitpid on a specific child pid with WNOHANG.
+                        unsafe {
+                            libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        self.live.lock().remove(&self.pid);
+    }
+}
+
+/// A running Chromium with one page.
+pub struct Session {
+    browser: Browser,
+    handler: JoinHandle<()>,
+    listeners: Vec<JoinHandle<()>>,
+    page: Page,
+    events: Arc<Mutex<Events>>,
+    profile: Option<tempfile::TempDir>,
+    child: tokio::process::Child,
+    group: Group,
+    drain: JoinHandle<()>,
+}
+
+impl Session {
+    /// Process id of the browser (its process group id too).
+    pub fn pid(&self) -> i32 {
+        self.group.pid
+    }
+
+    /// Whether the browser still runs and its DevTools connection is open.
+    pub fn alive(&self) -> bool {
+        if self.handler.is_finished() {
+            return false;
+        }
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.group.pid)) {
+            Ok(stat) => !stat
+                .rfind(')')
+                .map(|i| stat[i + 1..].trim_start().starts_with(['Z', 'X']))
+                .unwrap_or(true),
+            Err(_) => false,
+        }
+    }
+
+    /// Resolves once the browser process has exited or its DevTools connection closed
+    /// (checked every 200 ms), with a sentence saying which.
+    pub async fn gone(&self) -> String {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if self.handler.is_finished() {
+                return "the browser's DevTools connection was lost".into();
+            }
+            if !self.alive() {
+                return "the browser process exited (crash or out-of-memory kill)".into();
+            }
+        }
+    }
+
+    /// Close Chromium (`SIGKILL` to its whole process group), reap it and delete the profile.
     pub async fn close(mut self) {
         for l in &self.listeners {
             l.abort();
         }
-        let closed = tokio::time::timeout(Duration::from_secs(10), self.browser.close()).await;
-        let exited = matches!(closed, Ok(Ok(_)))
-            && matches!(
-                tokio::time::timeout(Duration::from_secs(10), self.browser.wait()).await,
-                Ok(Ok(_))
-            );
-        if !exited {
-            let _ = self.browser.kill().await;
-            let _ = self.browser.wait().await;
-        }
+        // No polite `Browser.close`: the profile is thrown away anyway, and waiting for Chromium
+        // to shut down cost ~2 s per run (bench/runner.py); SIGKILL to the group is immediate.
+        self.group.kill_and_reap(&mut self.child).await;
+        drop(self.browser);
         self.handler.abort();
+        self.drain.abort();
         if let Some(p) = self.profile.take() {
             let _ = p.close();
         }

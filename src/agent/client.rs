@@ -18,7 +18,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct RunInfo {
     /// Run id.
     pub id: String,
-    /// `queued|running|passed|failed|cancelled`.
+    /// `queued|running|passed|failed|cancelled|error`.
     pub status: String,
     /// Machine reason for the final status.
     #[serde(default)]
@@ -30,7 +30,7 @@ pub struct RunInfo {
 
 /// What a claim returns: the pinned steps with variables resolved, and the selectors the
 /// server demands masks for, per step index.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 pub struct Claim {
     /// Run id.
     pub run_id: String,
@@ -87,6 +87,29 @@ pub enum MaskEntry {
         /// Always true.
         not_found: bool,
     },
+}
+
+/// What the executor tells the server at the end of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every step ran and passed (the server still checks the step results).
+    Passed,
+    /// A step failed.
+    Failed,
+    /// The browser crashed, could not start or lost its DevTools connection: the run ends
+    /// `error` with reason `runner_error` (retried once by the server), never `failed`.
+    RunnerError,
+}
+
+impl Verdict {
+    /// Wire value of `status` in `POST /agent/runs/{run}/complete`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Passed => "passed",
+            Verdict::Failed => "failed",
+            Verdict::RunnerError => "error",
+        }
+    }
 }
 
 /// Outcome of a call that a cancelled run answers with 409.
@@ -296,11 +319,11 @@ impl ApiClient {
     pub async fn complete(
         &self,
         run: &str,
-        passed: bool,
+        verdict: Verdict,
         error: Option<&str>,
     ) -> anyhow::Result<Result<RunInfo, String>> {
         let body = serde_json::json!({
-            "status": if passed { "passed" } else { "failed" },
+            "status": verdict.as_str(),
             "error": error,
         });
         let r = self

@@ -13,7 +13,7 @@ pub mod browser;
 pub mod client;
 pub mod steps;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +22,72 @@ use anyhow::Context;
 use zeroize::Zeroizing;
 
 use crate::domain::flow::Step;
-use client::{ApiClient, Claim, RunInfo, Sent, StepReport};
+use client::{ApiClient, Claim, MaskEntry, RunInfo, Sent, StepReport, Verdict};
+
+/// Where an executing run's results go. `flowguard agent` sends them to the appliance's agent
+/// API over HTTPS ([`ApiClient`]); the embedded runner in `serve` (`crate::runner`) hands them to
+/// the same service functions those API routes call. Either way the one executor below
+/// ([`execute`]) drives the browser, so masking, secret scrubbing, screenshots and step reports
+/// follow one code path.
+pub trait RunSink: Send + Sync + 'static {
+    /// Report one step result.
+    fn report(
+        &self,
+        run: &str,
+        rep: &StepReport,
+    ) -> impl std::future::Future<Output = anyhow::Result<Sent>> + Send;
+    /// Heartbeat of the running run.
+    fn heartbeat(
+        &self,
+        run: &str,
+    ) -> impl std::future::Future<Output = anyhow::Result<Sent>> + Send;
+    /// Complete the run; `Err(why)` inside when the server no longer takes it (409).
+    fn complete(
+        &self,
+        run: &str,
+        verdict: Verdict,
+        error: Option<&str>,
+    ) -> impl std::future::Future<Output = anyhow::Result<Result<RunInfo, String>>> + Send;
+    /// Store step `n`'s PNG with its mask list.
+    fn upload(
+        &self,
+        run: &str,
+        n: usize,
+        png: Vec<u8>,
+        masks: &[MaskEntry],
+    ) -> impl std::future::Future<Output = anyhow::Result<Sent>> + Send;
+    /// The run as the server recorded it.
+    fn run(&self, run: &str) -> impl std::future::Future<Output = anyhow::Result<RunInfo>> + Send;
+}
+
+impl RunSink for ApiClient {
+    async fn report(&self, run: &str, rep: &StepReport) -> anyhow::Result<Sent> {
+        ApiClient::report(self, run, rep).await
+    }
+    async fn heartbeat(&self, run: &str) -> anyhow::Result<Sent> {
+        ApiClient::heartbeat(self, run).await
+    }
+    async fn complete(
+        &self,
+        run: &str,
+        verdict: Verdict,
+        error: Option<&str>,
+    ) -> anyhow::Result<Result<RunInfo, String>> {
+        ApiClient::complete(self, run, verdict, error).await
+    }
+    async fn upload(
+        &self,
+        run: &str,
+        n: usize,
+        png: Vec<u8>,
+        masks: &[MaskEntry],
+    ) -> anyhow::Result<Sent> {
+        ApiClient::upload(self, run, n, png, masks).await
+    }
+    async fn run(&self, run: &str) -> anyhow::Result<RunInfo> {
+        ApiClient::run(self, run).await
+    }
+}
 
 /// Environment variable holding the agent token (`fga_<tenant>_…`).
 pub const TOKEN_ENV: &str = "FLOWGUARD_AGENT_TOKEN";
@@ -48,6 +113,10 @@ pub struct Options {
     pub chromium: Option<PathBuf>,
     /// Queue a run of this flow first and wait for its verdict.
     pub flow: Option<String>,
+    /// User the browser runs as when the agent runs as root (default `nobody`).
+    pub browser_user: String,
+    /// Run Chromium without its sandbox when the sandbox cannot start (never silently).
+    pub allow_no_sandbox: bool,
 }
 
 /// Replaces every known secret value with [`REDACTED`].
@@ -95,10 +164,28 @@ impl Redactor {
     }
 }
 
+/// Where one run's wall time went, in milliseconds (logged per run; `bench/runner.py` reads it).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Timings {
+    /// Starting the browser and opening its page.
+    pub launch_ms: u64,
+    /// Executing steps other than `screenshot`/`checkpoint`.
+    pub steps_ms: u64,
+    /// Executing `screenshot`/`checkpoint` steps (capture and mask measurement).
+    pub screenshots_ms: u64,
+    /// Sending results: screenshot uploads and step reports.
+    pub upload_ms: u64,
+    /// Closing the browser and removing its profile.
+    pub close_ms: u64,
+}
+
 /// How a run ended on the agent's side.
 enum Ended {
     /// Every step ran; `Some(err)` when one failed.
     Finished(Option<String>),
+    /// The browser crashed, could not start, or its DevTools connection was lost: an
+    /// infrastructure error (`runner_error`), never a test failure.
+    Infra(String),
     /// The server stopped taking reports (cancelled or timed out): `why`.
     Stopped(String),
 }
@@ -123,7 +210,14 @@ pub fn run(opts: Options) -> anyhow::Result<bool> {
         opts.ca_file.as_deref(),
         token,
     )?);
-    let chromium = browser::find_chromium(opts.chromium.as_deref())?;
+    let launcher = browser::Launcher::prepare(
+        browser::find_chromium(opts.chromium.as_deref())?,
+        &opts.browser_user,
+        opts.allow_no_sandbox,
+    )?;
+    for w in launcher.warnings() {
+        say(&format!("warning: {w}"));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -131,13 +225,17 @@ pub fn run(opts: Options) -> anyhow::Result<bool> {
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
         match &opts.flow {
-            Some(flow) => wait_for_flow(&api, &chromium, flow, opts.poll_interval).await,
-            None => serve(&api, &chromium, &opts).await,
+            Some(flow) => wait_for_flow(&api, &launcher, flow, opts.poll_interval).await,
+            None => serve(&api, &launcher, &opts).await,
         }
     })
 }
 
-async fn serve(api: &Arc<ApiClient>, chromium: &Path, opts: &Options) -> anyhow::Result<bool> {
+async fn serve(
+    api: &Arc<ApiClient>,
+    launcher: &browser::Launcher,
+    opts: &Options,
+) -> anyhow::Result<bool> {
     if !opts.once {
         let app = match api.whoami().await {
             Ok((tenant, app, name)) => {
@@ -172,9 +270,9 @@ async fn serve(api: &Arc<ApiClient>, chromium: &Path, opts: &Options) -> anyhow:
             Some(c) => {
                 let run_id = c.run_id.clone();
                 let res = tokio::select! {
-                    r = execute(api, chromium, c) => r,
+                    r = execute(api, launcher, c) => r,
                     _ = tokio::signal::ctrl_c() => {
-                        let _ = api.complete(&run_id, false, Some("the agent was interrupted")).await;
+                        let _ = api.complete(&run_id, Verdict::Failed, Some("the agent was interrupted")).await;
                         anyhow::bail!("interrupted; run {run_id} was reported as failed");
                     }
                 };
@@ -216,17 +314,17 @@ fn verdict_line(info: &RunInfo) -> String {
 /// it first, follow it), print the verdict on stdout, exit 0 only for `passed`.
 async fn wait_for_flow(
     api: &Arc<ApiClient>,
-    chromium: &Path,
+    launcher: &browser::Launcher,
     flow: &str,
     poll: Duration,
 ) -> anyhow::Result<bool> {
     let queued = api.trigger(flow).await?;
     say(&format!("queued run {} of flow {flow}", queued.id));
     let info = match api.claim(Some(&queued.id)).await? {
-        Some(c) => execute(api, chromium, c).await?,
+        Some(c) => execute(api, launcher, c).await?,
         None => loop {
             let r = api.run(&queued.id).await?;
-            if ["passed", "failed", "cancelled"].contains(&r.status.as_str()) {
+            if ["passed", "failed", "cancelled", "error"].contains(&r.status.as_str()) {
                 break r;
             }
             tokio::time::sleep(poll).await;
@@ -236,8 +334,13 @@ async fn wait_for_flow(
     Ok(info.status == "passed")
 }
 
-/// Execute a claimed run end to end; returns the run as the server recorded it.
-async fn execute(api: &Arc<ApiClient>, chromium: &Path, claim: Claim) -> anyhow::Result<RunInfo> {
+/// Execute a claimed run end to end in a fresh browser from `launcher`; returns the run as the
+/// server recorded it. Shared by `flowguard agent` and the embedded runner.
+pub async fn execute<A: RunSink>(
+    api: &Arc<A>,
+    launcher: &browser::Launcher,
+    claim: Claim,
+) -> anyhow::Result<RunInfo> {
     let run_id = claim.run_id.clone();
     say(&format!(
         "claimed run {run_id}: flow {} v{}, {} step(s)",
@@ -260,7 +363,7 @@ async fn execute(api: &Arc<ApiClient>, chromium: &Path, claim: Claim) -> anyhow:
         .collect();
     let steps = match parsed {
         Ok(s) => s,
-        Err(e) => return finish(api, &run_id, Some(e)).await,
+        Err(e) => return finish(api.as_ref(), &run_id, Some(e)).await,
     };
     let redact = Redactor::from_claim(&steps, &claim.mask_required);
 
@@ -277,17 +380,53 @@ async fn execute(api: &Arc<ApiClient>, chromium: &Path, claim: Claim) -> anyhow:
             }
         })
     };
-    let ended = match browser::Session::launch(chromium).await {
+    let mut t = Timings::default();
+    let t0 = Instant::now();
+    let launched = launcher.launch().await;
+    t.launch_ms = t0.elapsed().as_millis() as u64;
+    let ended = match launched {
         Ok(sess) => {
-            let r = run_steps(api, &sess, &claim, &steps, &redact, &stopped).await;
+            // A crash (or OOM kill) can leave a step waiting on a DevTools reply that never
+            // comes; the watchdog ends the run as soon as the browser is gone.
+            let r = tokio::select! {
+                r = run_steps(api.as_ref(), &sess, &claim, &steps, &redact, &stopped, &mut t) => r,
+                why = sess.gone() => Ok(Ended::Infra(why)),
+            };
+            let crashed = !sess.alive();
+            let c0 = Instant::now();
             sess.close().await;
-            r
+            t.close_ms = c0.elapsed().as_millis() as u64;
+            match r {
+                // A step error while the browser died under it is the browser's, not the flow's.
+                Ok(Ended::Finished(Some(e))) if crashed => Ok(Ended::Infra(format!(
+                    "the browser exited or lost its DevTools connection ({e})"
+                ))),
+                Err(e) if crashed => Ok(Ended::Infra(format!(
+                    "the browser exited or lost its DevTools connection ({e:#})"
+                ))),
+                other => other,
+            }
         }
-        Err(e) => Ok(Ended::Finished(Some(redact.scrub(&format!("{e:#}"))))),
+        Err(e) => Ok(Ended::Infra(redact.scrub(&format!("{e:#}")))),
     };
     hb.abort();
+    say(&format!(
+        "run {run_id}: timings launch_ms={} steps_ms={} screenshots_ms={} upload_ms={} close_ms={}",
+        t.launch_ms, t.steps_ms, t.screenshots_ms, t.upload_ms, t.close_ms
+    ));
     match ended? {
-        Ended::Finished(err) => finish(api, &run_id, err).await,
+        Ended::Finished(err) => finish(api.as_ref(), &run_id, err).await,
+        Ended::Infra(why) => {
+            let why = redact.scrub(&why);
+            say(&format!("run {run_id}: runner error: {why}"));
+            match api
+                .complete(&run_id, Verdict::RunnerError, Some(&why))
+                .await?
+            {
+                Ok(info) => Ok(info),
+                Err(_) => api.run(&run_id).await,
+            }
+        }
         Ended::Stopped(why) => {
             say(&format!("run {run_id}: stopped by the server ({why})"));
             api.run(&run_id).await
@@ -295,8 +434,13 @@ async fn execute(api: &Arc<ApiClient>, chromium: &Path, claim: Claim) -> anyhow:
     }
 }
 
-async fn finish(api: &ApiClient, run: &str, err: Option<String>) -> anyhow::Result<RunInfo> {
-    match api.complete(run, err.is_none(), err.as_deref()).await? {
+async fn finish<A: RunSink>(api: &A, run: &str, err: Option<String>) -> anyhow::Result<RunInfo> {
+    let verdict = if err.is_none() {
+        Verdict::Passed
+    } else {
+        Verdict::Failed
+    };
+    match api.complete(run, verdict, err.as_deref()).await? {
         Ok(info) => Ok(info),
         Err(why) => {
             say(&format!("run {run}: not completed ({why})"));
@@ -305,13 +449,14 @@ async fn finish(api: &ApiClient, run: &str, err: Option<String>) -> anyhow::Resu
     }
 }
 
-async fn run_steps(
-    api: &ApiClient,
+async fn run_steps<A: RunSink>(
+    api: &A,
     sess: &browser::Session,
     claim: &Claim,
     steps: &[Step],
     redact: &Redactor,
     stopped: &AtomicBool,
+    timings: &mut Timings,
 ) -> anyhow::Result<Ended> {
     let run_id = claim.run_id.as_str();
     // Selectors of secret fills already typed: masked in every later screenshot.
@@ -349,6 +494,11 @@ async fn run_steps(
             )),
         };
         let duration_ms = started.elapsed().as_millis() as u64;
+        if matches!(step, Step::Screenshot { .. } | Step::Checkpoint { .. }) {
+            timings.screenshots_ms += duration_ms;
+        } else {
+            timings.steps_ms += duration_ms;
+        }
         if matches!(
             step,
             Step::Navigate { .. } | Step::Click { .. } | Step::Fill { .. } | Step::Select { .. }
@@ -363,6 +513,7 @@ async fn run_steps(
             Ok(None) => None,
             Err(_) => steps::screenshot(sess, &masks, false, None).await.ok(),
         };
+        let u0 = Instant::now();
         if let Some(shot) = shot {
             match api.upload(run_id, i, shot.png, &shot.masks).await {
                 Ok(Sent::Ok) => {}
@@ -395,7 +546,9 @@ async fn run_steps(
                 step.kind()
             )),
         }
-        if let Sent::Stopped(why) = api.report(run_id, &rep).await? {
+        let sent = api.report(run_id, &rep).await?;
+        timings.upload_ms += u0.elapsed().as_millis() as u64;
+        if let Sent::Stopped(why) = sent {
             return Ok(Ended::Stopped(why));
         }
         if let Some(e) = error {

@@ -222,6 +222,81 @@ impl Step {
     }
 }
 
+/// Where a flow would send a secret variable outside the application: the first step that
+/// templates one of `secret_names` into a `navigate` URL whose origin is not `base_url`'s (or
+/// cannot be known before the variables are filled in: the origin must be fixed by the literal
+/// text before the first `{{`), or into an assertion's `expected` (the agent would report the
+/// value in its step error). Returns `(step index, why)`.
+pub fn secret_outside_origin(
+    steps: &[Step],
+    secret_names: &[String],
+    base_url: &str,
+) -> Option<(usize, String)> {
+    let uses_secret = |t: &str| template_vars(t).iter().any(|v| secret_names.contains(v));
+    for (i, s) in steps.iter().enumerate() {
+        match s {
+            Step::Navigate { url, .. }
+                if uses_secret(url) && !same_origin_prefix(url, base_url) =>
+            {
+                return Some((
+                    i,
+                    format!(
+                        "step {i} (navigate) puts a secret variable into a URL outside the application's origin ({}); secrets may only go to the application's own base_url origin",
+                        origin_text(base_url)
+                    ),
+                ));
+            }
+            Step::Assert {
+                expected: Some(e), ..
+            } if uses_secret(e) => {
+                return Some((
+                    i,
+                    format!("step {i} (assert) compares against a secret variable; its value would appear in the step's result"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn origin_text(base_url: &str) -> String {
+    url::Url::parse(base_url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| base_url.to_string())
+}
+
+/// Whether the literal text of `url` before its first placeholder fixes an origin equal to
+/// `base_url`'s (relative URLs resolve against `base_url`).
+fn same_origin_prefix(url: &str, base_url: &str) -> bool {
+    let prefix = &url[..url.find("{{").unwrap_or(url.len())];
+    let Ok(base) = url::Url::parse(base_url) else {
+        return false;
+    };
+    if prefix.is_empty() {
+        return false;
+    }
+    let scheme_end = prefix.find(':');
+    let first_delim = prefix.find(['/', '?', '#']);
+    let absolute = prefix.starts_with("//")
+        || matches!((scheme_end, first_delim), (Some(c), Some(d)) if c < d)
+        || (scheme_end.is_some() && first_delim.is_none());
+    if !absolute {
+        // A path, query or fragment relative to the base keeps its origin.
+        return base.join(prefix).is_ok_and(|u| u.origin() == base.origin());
+    }
+    // The authority must end inside the literal prefix (`https://app.example/…`), else the
+    // secret could extend the host.
+    let after = match prefix.find("//") {
+        Some(i) => &prefix[i + 2..],
+        None => return false,
+    };
+    if !after.contains(['/', '?', '#']) {
+        return false;
+    }
+    base.join(prefix).is_ok_and(|u| u.origin() == base.origin())
+}
+
 /// Names inside `{{…}}` placeholders.
 pub fn template_vars(s: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -538,6 +613,48 @@ pub fn parse_step(i: usize, v: &Value) -> Result<Step, FieldError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn secrets_stay_in_the_application_origin() {
+        let nav = |u: &str| Step::Navigate { url: u.into() };
+        let secret = vec!["tok".to_string()];
+        let base = "https://app.example:8443/base/";
+        for ok in [
+            "/login?t={{tok}}",
+            "next?t={{tok}}",
+            "https://app.example:8443/x?t={{tok}}",
+            "/{{user}}/x?t={{tok}}",
+            "https://evil.example/?u={{user}}",
+        ] {
+            assert_eq!(
+                secret_outside_origin(&[nav(ok)], &secret, base),
+                None,
+                "{ok}"
+            );
+        }
+        for bad in [
+            "https://evil.example/?t={{tok}}",
+            "//evil.example/?t={{tok}}",
+            "https://app.example:8443{{tok}}",
+            "https://app.example{{tok}}/",
+            "http://app.example:8443/?t={{tok}}",
+            "{{tok}}",
+            "{{host}}/x?t={{tok}}",
+        ] {
+            let r = secret_outside_origin(&[nav("/"), nav(bad)], &secret, base);
+            assert_eq!(r.map(|r| r.0), Some(1), "{bad}");
+        }
+        let assert = Step::Assert {
+            selector: "#x".into(),
+            assertion: Assertion::TextEquals,
+            expected: Some("{{tok}}".into()),
+            attribute: None,
+        };
+        assert_eq!(
+            secret_outside_origin(&[assert], &secret, base).map(|r| r.0),
+            Some(0)
+        );
+    }
 
     #[test]
     fn defaults_and_errors() {

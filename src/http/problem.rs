@@ -87,6 +87,7 @@ table! {
     InvalidImage => UNPROCESSABLE_ENTITY, "Invalid image";
     ImageDimensionsExceeded => UNPROCESSABLE_ENTITY, "Image dimensions exceeded";
     InvalidMasks => UNPROCESSABLE_ENTITY, "Invalid masks";
+    SecretOutsideOrigin => UNPROCESSABLE_ENTITY, "Secret outside its origin";
     InvalidRegion => UNPROCESSABLE_ENTITY, "Invalid checkpoint region";
     MaskMissing => UNPROCESSABLE_ENTITY, "Mask missing";
     PasswordTooLong => BAD_REQUEST, "Password too long";

@@ -26,6 +26,43 @@ fn parse_def(body: &serde_json::Value) -> ApiResult<FlowDef> {
     })
 }
 
+/// 422 `secret_outside_origin` (field `steps[i].url` or `steps[i].expected`) when the flow
+/// would send a secret variable of application `app` outside its base URL's origin (see
+/// [`crate::domain::flow::secret_outside_origin`]).
+async fn check_secret_placement(
+    state: &Arc<AppState>,
+    ctx: &TenantCtx,
+    app: &str,
+    def: &FlowDef,
+) -> ApiResult<()> {
+    let a = app.to_string();
+    let (base, secrets) = state
+        .tenants
+        .run(&ctx.tenant, move |c| {
+            let base = crate::store::applications::application(c, &a)?.map(|r| r.base_url);
+            let names: Vec<String> = crate::store::variables::variables(c, &a)?
+                .into_iter()
+                .filter(|v| v.secret)
+                .map(|v| v.name)
+                .collect();
+            Ok((base, names))
+        })
+        .await?;
+    let Some(base) = base else {
+        return Ok(()); // the write answers 404
+    };
+    match crate::domain::flow::secret_outside_origin(&def.steps, &secrets, &base) {
+        None => Ok(()),
+        Some((i, why)) => {
+            let field = match def.steps.get(i) {
+                Some(crate::domain::flow::Step::Assert { .. }) => format!("steps[{i}].expected"),
+                _ => format!("steps[{i}].url"),
+            };
+            Err(ApiError::new(ErrorCode::SecretOutsideOrigin, why).field(field))
+        }
+    }
+}
+
 struct Encoded {
     tags: String,
     steps: String,
@@ -52,6 +89,7 @@ pub async fn create(
 ) -> ApiResult<FlowRow> {
     let t = ctx.tenant.clone();
     let def = parse_def(body)?;
+    check_secret_placement(state, ctx, app, &def).await?;
     let enc = encode(&def)?;
     let id = new_object_id();
     let ev = NewAuditEvent::new(&ctx.actor(), "flow.create", Some(format!("flow:{id}")))
@@ -127,6 +165,7 @@ pub async fn update(
     let def = parse_def(body)?;
     let enc = encode(&def)?;
     let cur = get(state, ctx, id, None).await?;
+    check_secret_placement(state, ctx, &cur.application_id, &def).await?;
     let ev = NewAuditEvent::new(&ctx.actor(), "flow.update", Some(format!("flow:{id}")))
         .details(serde_json::json!({"name": def.name, "from_version": cur.current_version, "steps": def.steps.len()}));
     let (by, id2, name) = (ctx.principal.actor_name(), id.to_string(), def.name.clone());

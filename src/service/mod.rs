@@ -11,12 +11,14 @@ pub mod host;
 pub mod keys;
 pub mod ldap;
 pub mod license;
+pub mod live;
 pub mod members;
 pub mod oidc;
 pub mod platform;
 pub mod principal;
 pub mod region;
 pub mod retention;
+pub mod runner;
 pub mod runs;
 pub mod scim;
 pub mod screenshots;
@@ -63,6 +65,12 @@ pub struct AppState {
     pub ai_limiter: Arc<ai_endpoint::AiLimiter>,
     /// OpenID Connect: cached provider discovery documents and JWKS per tenant.
     pub oidc: Arc<oidc::OidcCache>,
+    /// The embedded runner's status and the external agents seen recently (issue 22).
+    pub runner: Arc<runner::RunnerState>,
+    /// Woken whenever a run is queued (the embedded runner's workers wait on it).
+    pub run_queued: Arc<tokio::sync::Notify>,
+    /// Open live-event streams per caller (bounded).
+    pub live: live::Streams,
 }
 
 /// The actor recorded in audit rows written by background job `job` (`job:<name>`, role

@@ -10,6 +10,9 @@ use crate::crypto::token::{self, TokenKind};
 use crate::domain::{Role, TenantId};
 use crate::error::{ApiError, ApiResult};
 
+/// Token id and audit actor of the embedded runner (`serve`'s own workers).
+pub const EMBEDDED_RUNNER: &str = "runner:embedded";
+
 /// The authenticated caller.
 #[derive(Debug, Clone)]
 pub enum Principal {
@@ -116,8 +119,23 @@ impl Principal {
     pub fn actor_name(&self) -> String {
         match self {
             Principal::User { email, .. } | Principal::Platform { email, .. } => email.clone(),
+            Principal::Agent { token_id, .. } if token_id == EMBEDDED_RUNNER => {
+                EMBEDDED_RUNNER.to_string()
+            }
             Principal::Agent { name, .. } => format!("agent-token:{name}"),
             Principal::Scim { name, .. } => format!("scim-token:{name}"),
+        }
+    }
+
+    /// The embedded runner of `serve` acting on one application of `tenant`: an agent
+    /// principal whose token id is [`EMBEDDED_RUNNER`] (no stored token has that id, so no
+    /// request can authenticate as it); audited as `runner:embedded`.
+    pub fn embedded_runner(tenant: TenantId, application_id: String) -> Self {
+        Principal::Agent {
+            tenant,
+            token_id: EMBEDDED_RUNNER.into(),
+            name: "embedded".into(),
+            application_id,
         }
     }
 

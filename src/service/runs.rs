@@ -20,6 +20,9 @@ use crate::store::runs::{self, StepReportRow};
 pub use crate::store::runs::{RunRow, StepRow};
 use crate::store::{catalog, flows, webhooks, Conflict, StoreError};
 
+/// Reason of a run that ended `error` because the runner failed (browser crash, lost DevTools
+/// connection, out-of-memory kill, browser that could not start); such a run is retried once.
+pub const RUNNER_ERROR: &str = "runner_error";
 /// Reason stored on checkpoint steps until an AI endpoint is configured.
 pub const NOT_EVALUATED_REASON: &str = "no AI endpoint configured";
 /// Reason stored on a reported checkpoint step whose screenshot has not been judged yet.
@@ -101,12 +104,14 @@ pub async fn trigger(state: &Arc<AppState>, ctx: &TenantCtx, flow: &str) -> ApiR
     let ev = NewAuditEvent::new(&ctx.actor(), "run.trigger", Some(format!("run:{id}")))
         .details(serde_json::json!({"flow_id": flow, "trigger": "manual"}));
     let (f, by) = (flow.to_string(), ctx.principal.actor_name());
-    Ok(state
+    let row = state
         .tenants
         .run(&t, move |c| {
             runs::queue_run(c, &id, &f, "manual", &by, Some(&ev))
         })
-        .await?)
+        .await?;
+    state.run_queued.notify_waiters();
+    Ok(row)
 }
 
 /// Queue a run through a webhook token `fgw_<tenant>_…` (no session). Unknown or revoked
@@ -225,10 +230,19 @@ pub async fn list(
     let to = norm("to", filter.to)?;
     let flow = filter.flow.filter(|s| !s.trim().is_empty());
     if let Some(s) = &status {
-        if !["queued", "running", "passed", "failed", "cancelled"].contains(&s.as_str()) {
+        if ![
+            "queued",
+            "running",
+            "passed",
+            "failed",
+            "cancelled",
+            "error",
+        ]
+        .contains(&s.as_str())
+        {
             return Err(ApiError::new(
                 ErrorCode::InvalidQuery,
-                "status must be queued, running, passed, failed or cancelled",
+                "status must be queued, running, passed, failed, cancelled or error",
             )
             .field("status"));
         }
@@ -384,6 +398,7 @@ pub async fn claim(
     only: Option<String>,
 ) -> ApiResult<Option<Claim>> {
     let (t, app, token_id) = agent_scope(ctx)?;
+    state.runner.saw_agent(ctx);
     let now = unix_now();
     let st = state.clone();
     tokio::task::spawn_blocking(move || -> ApiResult<Option<Claim>> {
@@ -584,6 +599,7 @@ pub async fn report_step(
 /// Heartbeat of a running run.
 pub async fn heartbeat(state: &Arc<AppState>, ctx: &TenantCtx, run: &str) -> ApiResult<()> {
     let (t, app, token_id) = agent_scope(ctx)?;
+    state.runner.saw_agent(ctx);
     let run = run.to_string();
     let now = unix_now();
     state
@@ -608,7 +624,8 @@ pub async fn heartbeat(state: &Arc<AppState>, ctx: &TenantCtx, run: &str) -> Api
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Complete {
-    /// `passed|failed`.
+    /// `passed|failed`, or `error` when the runner itself failed (the run ends `error` with
+    /// reason `runner_error` and is retried once).
     pub status: String,
     /// Error text when failed.
     #[serde(default)]
@@ -626,20 +643,47 @@ pub async fn complete(
     body: Complete,
 ) -> ApiResult<RunRow> {
     let (t, app, token_id) = agent_scope(ctx)?;
-    if !["passed", "failed"].contains(&body.status.as_str()) {
+    if !["passed", "failed", "error"].contains(&body.status.as_str()) {
         return Err(ApiError::invalid(
             "status",
-            "status must be passed or failed",
+            "status must be passed, failed or error",
         ));
+    }
+    if body.error.as_ref().is_some_and(|e| e.len() > 64 * 1024) {
+        return Err(ApiError::invalid("error", "longer than 64 KiB"));
     }
     let st = state.clone();
     let run = run.to_string();
     let actor = ctx.principal.actor(&ClientInfo::default());
+    let wake = state.run_queued.clone();
     tokio::task::spawn_blocking(move || -> ApiResult<RunRow> {
         let secrets = variables::secret_values(&variables::resolve_blocking(&st, &t, &app)?);
         let db = st.tenants.get_blocking(&t)?;
         let mut c = db.lock();
         let r = owned_run(&c, &run, &app, &token_id)?;
+        if body.status == "error" {
+            // An infrastructure failure: never `failed`, never judged; retried once.
+            let error = body.error.as_deref().map(|e| variables::scrub(e, &secrets));
+            let retry_id = new_object_id();
+            let ev = NewAuditEvent::new(&actor, "run.complete", Some(format!("run:{}", r.id)))
+                .details(serde_json::json!({"reported": "error", "status": "error", "reason": RUNNER_ERROR}));
+            let retry_ev =
+                NewAuditEvent::new(&actor, "run.trigger", Some(format!("run:{retry_id}")))
+                    .details(serde_json::json!({"flow_id": r.flow_id, "trigger": r.trigger, "retry_of": r.id}));
+            let (ended, retry) = runs::end_with_runner_error(
+                &mut c,
+                &r.id,
+                error.as_deref(),
+                &ev,
+                &retry_id,
+                &retry_ev,
+            )
+            .map_err(map_transition)?;
+            if retry.is_some() {
+                wake.notify_waiters();
+            }
+            return Ok(ended);
+        }
         let steps = pinned_steps(&c, &r.flow_id, r.flow_version)?;
         let results = runs::steps(&c, &r.id)?;
         let (final_status, reason) = if body.status == "failed" {

@@ -455,6 +455,39 @@ CREATE INDEX ticket_outbox_due ON ticket_outbox(status, next_attempt_at);
 CREATE INDEX ticket_outbox_run ON ticket_outbox(run_id, created_at);
 ",
         ),
+        // Issue 22: status `error` (an infrastructure failure of the runner, reason
+        // `runner_error`) and `retry_of` (the run an automatic retry repeats). SQLite cannot
+        // alter a CHECK, so the table is rebuilt; migrations run before `foreign_keys = ON`
+        // (see `store::open_with`), so dropping the old table cascades nothing.
+        M::up(
+            "
+CREATE TABLE runs_v2 (
+    id             TEXT PRIMARY KEY,
+    flow_id        TEXT NOT NULL REFERENCES flows(id),
+    application_id TEXT NOT NULL,
+    flow_version   INTEGER NOT NULL,
+    status         TEXT NOT NULL CHECK (status IN ('queued','running','passed','failed','cancelled','error')),
+    trigger        TEXT NOT NULL CHECK (trigger IN ('manual','schedule','webhook')),
+    triggered_by   TEXT,
+    agent_token_id TEXT,
+    reason         TEXT,
+    error          TEXT,
+    queued_at      TEXT NOT NULL,
+    started_at     TEXT,
+    finished_at    TEXT,
+    last_heartbeat INTEGER,
+    retry_of       TEXT
+);
+INSERT INTO runs_v2 (id, flow_id, application_id, flow_version, status, trigger, triggered_by, agent_token_id, reason, error, queued_at, started_at, finished_at, last_heartbeat)
+    SELECT id, flow_id, application_id, flow_version, status, trigger, triggered_by, agent_token_id, reason, error, queued_at, started_at, finished_at, last_heartbeat
+      FROM runs;
+DROP TABLE runs;
+ALTER TABLE runs_v2 RENAME TO runs;
+CREATE INDEX runs_app_queued ON runs(application_id, queued_at, id);
+CREATE INDEX runs_app_status ON runs(application_id, status, queued_at, id);
+CREATE INDEX runs_status ON runs(status);
+",
+        ),
     ])
 }
 

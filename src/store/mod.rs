@@ -257,10 +257,21 @@ fn open_with(
     // four shapes, and an agent step report uses eight).
     conn.set_prepared_statement_cache_capacity(64);
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
-    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
+    conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
+    // Migrations run with foreign keys off (SQLite's procedure for rebuilding a table that
+    // others reference: a DROP would otherwise cascade into the children), then are checked.
     migrations
         .to_latest(&mut conn)
         .map_err(|e| StoreError::Migration(e.to_string()))?;
+    let broken: i64 = conn
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
+        .unwrap_or(0);
+    if broken > 0 {
+        tracing::warn!(path = %path.display(), rows = broken, "rows violate a foreign key after migrating");
+    }
+    conn.execute_batch("PRAGMA foreign_keys = ON;")?;
     Ok(conn)
 }
 

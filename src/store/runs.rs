@@ -38,11 +38,13 @@ pub struct RunRow {
     pub started_at: Option<String>,
     /// Finished.
     pub finished_at: Option<String>,
-    /// Agent token that claimed it.
+    /// Agent token that claimed it (`runner:embedded` for the embedded runner).
     pub agent_token_id: Option<String>,
+    /// The run this one automatically retries (after a `runner_error`).
+    pub retry_of: Option<String>,
 }
 
-const RUN_COLS: &str = "id, flow_id, application_id, flow_version, status, trigger, triggered_by, reason, error, queued_at, started_at, finished_at, agent_token_id";
+const RUN_COLS: &str = "id, flow_id, application_id, flow_version, status, trigger, triggered_by, reason, error, queued_at, started_at, finished_at, agent_token_id, retry_of";
 
 fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     Ok(RunRow {
@@ -59,6 +61,7 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         started_at: r.get(10)?,
         finished_at: r.get(11)?,
         agent_token_id: r.get(12)?,
+        retry_of: r.get(13)?,
     })
 }
 
@@ -281,6 +284,86 @@ pub fn transition(
     )?;
     tx.commit()?;
     Ok(row)
+}
+
+/// Applications with at least one queued run, in id order (the embedded runner's round robin).
+pub fn apps_with_queued(c: &Connection) -> StoreResult<Vec<String>> {
+    let mut s = c.prepare_cached(
+        "SELECT DISTINCT application_id FROM runs WHERE status = 'queued' ORDER BY application_id",
+    )?;
+    let rows = s.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Queued runs per application (`flowguard_runs_queued`).
+pub fn queued_per_app(c: &Connection) -> StoreResult<Vec<(String, i64)>> {
+    let mut s = c.prepare_cached(
+        "SELECT application_id, count(*) FROM runs WHERE status = 'queued' GROUP BY application_id ORDER BY application_id",
+    )?;
+    let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// End running run `id` as `error` with reason `runner_error` (the browser crashed, could not
+/// start or lost its DevTools connection), and — unless it already is a retry — queue one retry
+/// `retry_id` of the same flow version, trigger and triggerer, in the same transaction. Returns
+/// the ended run and the retry. `Conflict::Transition` when the run is not running.
+pub fn end_with_runner_error(
+    c: &mut Connection,
+    id: &str,
+    error: Option<&str>,
+    ev: &NewAuditEvent,
+    retry_id: &str,
+    retry_ev: &NewAuditEvent,
+) -> StoreResult<(RunRow, Option<RunRow>)> {
+    let tx = write_tx(c)?;
+    let cur: RunRow = tx
+        .query_row(
+            &format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"),
+            [id],
+            run_from_row,
+        )
+        .optional()?
+        .ok_or(StoreError::NotFound)?;
+    if cur.status != "running" {
+        return Err(StoreError::Conflict(Conflict::Transition(cur.status)));
+    }
+    tx.execute(
+        "UPDATE runs SET status = 'error', reason = 'runner_error', error = ?2, finished_at = ?3 WHERE id = ?1",
+        params![id, error, now_rfc3339()],
+    )?;
+    audit::append(&tx, ev)?;
+    let retry = if cur.retry_of.is_none() {
+        tx.execute(
+            "INSERT INTO runs (id, flow_id, application_id, flow_version, status, trigger, triggered_by, queued_at, retry_of)
+             VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8)",
+            params![
+                retry_id,
+                cur.flow_id,
+                cur.application_id,
+                cur.flow_version,
+                cur.trigger,
+                cur.triggered_by,
+                now_rfc3339(),
+                id
+            ],
+        )?;
+        audit::append(&tx, retry_ev)?;
+        Some(tx.query_row(
+            &format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"),
+            [retry_id],
+            run_from_row,
+        )?)
+    } else {
+        None
+    };
+    let ended = tx.query_row(
+        &format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"),
+        [id],
+        run_from_row,
+    )?;
+    tx.commit()?;
+    Ok((ended, retry))
 }
 
 /// Record a heartbeat of a running run.

@@ -46,6 +46,10 @@ const RULES: &[(&str, &str, &str)] = &[
     ("agent", "store", "the agent talks to the server over its API only"),
     ("agent", "service", "the agent talks to the server over its API only"),
     ("cli", "store", "the CLI goes through services"),
+    ("runner", "store", "the embedded runner hands results to services, like the agent API routes"),
+    ("runner", "rusqlite", "the embedded runner hands results to services, like the agent API routes"),
+    ("runner", "http", "the embedded runner calls services directly, not the HTTP layer"),
+    ("runner", "actix_web", "the embedded runner calls services directly, not the HTTP layer"),
 ];
 
 /// External crates that appear in the graph when a path starts with them (`actix_web::…`,

@@ -1135,5 +1135,49 @@ async fn dashboard_platform_admin_pages_and_one_row_top_bar() {
             ensure(v["runNow"] == true, "Run now on the flow page")
         }
     );
+/// Issue 22: "Run now" with no agent anywhere: the embedded runner runs the flow and the run
+/// page turns `passed` by itself (live events, no reload, no refresh button).
+#[tokio::test]
+async fn run_now_without_an_agent_turns_the_run_page_passed_by_itself() {
+    let web = crate::runner::serve_page().await;
+    let (app, _profiles) = crate::runner::spawn_runner(1).await;
+    let owner = app.owner().await;
+    let a = crate::runner::make_app(&owner, &web).await;
+    crate::runner::make_flow(
+        &owner,
+        &a,
+        json!([
+            {"type": "navigate", "url": "/"},
+            {"type": "assert", "selector": "#title", "assertion": "text_equals", "expected": "Shop"}
+        ]),
+    )
+    .await;
+    let ui = Ui::launch(&app.base, app.dir.path()).await;
+    let res: Res = async {
+        ui.goto("/").await?;
+        sign_in(&ui, &app.tenant_id(), "admin@localhost", &app.owner_password()).await?;
+        ui.goto(&format!("/apps/{a}/flows")).await?;
+        ui.wait_for("#flows-table").await?;
+        ui.click_text("#flows-table", "Run now").await?;
+        ui.wait("the run page", "location.pathname.startsWith('/runs/') && !!document.querySelector('#run-facts')")
+            .await?;
+        // A marker that a full page load would wipe.
+        ui.eval::<bool>("(window.__fgNoReload = true, true)").await?;
+        ensure(
+            !ui.eval::<bool>("[...document.querySelectorAll('button')].some(b => b.textContent === 'Refresh')")
+                .await?,
+            "the run page has no refresh button",
+        )?;
+        ui.wait(
+            "the run page showing passed by itself",
+            "window.__fgNoReload === true && (document.querySelector('#run-facts .badge')?.textContent === 'passed') && document.querySelectorAll('#run-steps .badge.s-passed').length === 2",
+        )
+        .await
+    }
+    .await;
+    if let Err(e) = res {
+        let msg = fail(&ui, app, "run now turns passed", e).await;
+        panic!("{msg}");
+    }
     ui.close().await;
 }

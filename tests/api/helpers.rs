@@ -106,8 +106,11 @@ pub async fn try_spawn(opts: Opts) -> Result<TestApp, SpawnError> {
         std::fs::write(&p, cfg).expect("write config");
         cmd.arg("--config").arg(&p);
     }
+    // The embedded runner would claim the runs other tests hand to an external agent; tests
+    // that exercise it opt in with `FLOWGUARD_RUNNER__EMBEDDED_WORKERS`.
     cmd.env_remove("FLOWGUARD_CONFIG")
-        .env("FLOWGUARD_LOG", "info");
+        .env("FLOWGUARD_LOG", "info")
+        .env("FLOWGUARD_RUNNER__EMBEDDED_WORKERS", "0");
     for (k, v) in &opts.env {
         cmd.env(k, v);
     }

@@ -22,6 +22,7 @@ mod newuser;
 mod oidc;
 mod residency;
 mod rotation;
+mod runner;
 mod runs;
 mod scim;
 mod secrets;

@@ -346,6 +346,21 @@ const TABLE: &[(&str, &str, [&str; 8])] = &[
     ),
     (
         "GET",
+        "/api/v1/runners",
+        ["401", "ok", "ok", "ok", "ok", "403", "403", "403"],
+    ),
+    (
+        "GET",
+        "/api/v1/runs/{run}/events",
+        ["401", "ok", "ok", "ok", "ok", "403", "403", "403"],
+    ),
+    (
+        "GET",
+        "/api/v1/applications/{app}/runs/events",
+        ["401", "ok", "ok", "ok", "ok", "403", "403", "403"],
+    ),
+    (
+        "GET",
         "/api/v1/runs/{run}/steps/{n}/screenshot",
         ["401", "ok", "ok", "ok", "ok", "403", "403", "403"],
     ),

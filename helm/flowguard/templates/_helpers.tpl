@@ -117,3 +117,32 @@ Fail early on combinations that would only break at runtime.
 {{- define "flowguard.scheme" -}}
 {{- if eq .Values.config.tls.mode "off" -}}HTTP{{- else -}}HTTPS{{- end -}}
 {{- end }}
+
+{{/*
+Agent pods: their own name label, so neither the StatefulSet's selector nor the appliance
+Service ever matches them.
+*/}}
+{{- define "flowguard.agentSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "flowguard.name" . }}-agent
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: agent
+{{- end }}
+
+{{- define "flowguard.agentLabels" -}}
+helm.sh/chart: {{ include "flowguard.chart" . }}
+{{ include "flowguard.agentSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.agents.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: flowguard
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "flowguard.agentImage" -}}
+{{- if .Values.agents.image.digest -}}
+{{- printf "%s@%s" .Values.agents.image.repository .Values.agents.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.agents.image.repository (.Values.agents.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+{{- end }}

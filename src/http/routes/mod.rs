@@ -10,6 +10,7 @@ mod flows;
 mod integrations;
 mod keys;
 mod license;
+mod live;
 mod members;
 pub(crate) mod ops;
 mod platform;
@@ -77,6 +78,9 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(runs::cancel)
                 .service(runs::list)
                 .service(runs::get)
+                .service(runs::runners)
+                .service(live::run_events)
+                .service(live::app_run_events)
                 .service(runs::screenshot_url)
                 .service(runs::claim)
                 .service(runs::report_step)

