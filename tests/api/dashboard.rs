@@ -1135,6 +1135,9 @@ async fn dashboard_platform_admin_pages_and_one_row_top_bar() {
             ensure(v["runNow"] == true, "Run now on the flow page")
         }
     );
+    ui.close().await;
+}
+
 /// Issue 22: "Run now" with no agent anywhere: the embedded runner runs the flow and the run
 /// page turns `passed` by itself (live events, no reload, no refresh button).
 #[tokio::test]
