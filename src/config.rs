@@ -78,6 +78,17 @@ pub struct Settings {
     pub jobs: JobsSettings,
     /// AI endpoint for checkpoint verdicts and its rate limit (issue 11).
     pub ai: AiSettings,
+    /// Backups: where `backup create` writes by default (issue 19).
+    pub backup: BackupSettings,
+}
+
+/// `[backup]` table.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupSettings {
+    /// Directory `flowguard backup create` writes into without `--to` (default
+    /// `<data>/backups`; put it on another volume).
+    pub dir: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -103,6 +114,7 @@ impl Default for Settings {
             license: LicenseSettings::default(),
             jobs: JobsSettings::default(),
             ai: AiSettings::default(),
+            backup: BackupSettings::default(),
         }
     }
 }
@@ -221,6 +233,10 @@ pub struct StoreSettings {
     /// into a large store runs faster with a larger cache: BENCHMARKS.md P1 measured 4,618 → 10,964
     /// steps/s with 32768 on a store growing to ~50 MB.
     pub page_cache_kib: u32,
+    /// `flowguard doctor` reports a finding when the data dir's volume has less free space than
+    /// this many MiB (default 1024), or less than the data itself (a backup or a pre-migration
+    /// copy would not fit).
+    pub min_free_mib: u64,
 }
 
 impl Default for StoreSettings {
@@ -229,6 +245,7 @@ impl Default for StoreSettings {
             max_open_tenants: 64,
             busy_timeout_ms: 5000,
             page_cache_kib: 2000,
+            min_free_mib: 1024,
         }
     }
 }
@@ -649,6 +666,14 @@ impl Settings {
             .file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("license.jwt"))
+    }
+
+    /// Directory backups are written into: `[backup] dir`, else `<data>/backups`.
+    pub fn backup_dir(&self) -> PathBuf {
+        self.backup
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("backups"))
     }
 
     /// Path of the master key file.

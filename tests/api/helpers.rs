@@ -14,9 +14,13 @@ use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-/// Path of the binary under test.
+/// Path of the binary under test: `FG_TEST_BIN` when set (a private copy of the build, so
+/// several worktrees sharing one target dir can test at once), else cargo's own binary.
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_flowguard")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("FG_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_flowguard").to_string())
+    })
 }
 
 /// A running appliance.
