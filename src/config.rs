@@ -88,6 +88,17 @@ pub struct Settings {
     pub self_signed: SelfSignedSettings,
     /// The embedded runner of `serve` (issue 22).
     pub runner: RunnerSettings,
+    /// Backups: where `backup create` writes by default (issue 19).
+    pub backup: BackupSettings,
+}
+
+/// `[backup]` table.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupSettings {
+    /// Directory `flowguard backup create` writes into without `--to` (default
+    /// `<data>/backups`; put it on another volume).
+    pub dir: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -116,6 +127,7 @@ impl Default for Settings {
             connections: ConnectionSettings::default(),
             self_signed: SelfSignedSettings::default(),
             runner: RunnerSettings::default(),
+            backup: BackupSettings::default(),
         }
     }
 }
@@ -331,6 +343,10 @@ pub struct StoreSettings {
     /// does not open with the other (the open fails with the wrong-key error), tenant-key rotation
     /// is refused while it is set, and the server logs a warning at start.
     pub bench_plaintext_tenant_stores: bool,
+    /// `flowguard doctor` reports a finding when the data dir's volume has less free space than
+    /// this many MiB (default 1024), or less than the data itself (a backup or a pre-migration
+    /// copy would not fit).
+    pub min_free_mib: u64,
 }
 
 impl Default for StoreSettings {
@@ -340,6 +356,7 @@ impl Default for StoreSettings {
             busy_timeout_ms: 5000,
             page_cache_kib: 2000,
             bench_plaintext_tenant_stores: false,
+            min_free_mib: 1024,
         }
     }
 }
@@ -789,6 +806,14 @@ impl Settings {
             .file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("license.jwt"))
+    }
+
+    /// Directory backups are written into: `[backup] dir`, else `<data>/backups`.
+    pub fn backup_dir(&self) -> PathBuf {
+        self.backup
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("backups"))
     }
 
     /// Path of the master key file.

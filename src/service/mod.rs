@@ -6,6 +6,8 @@ pub mod applications;
 pub mod audit_export;
 pub mod audit_log;
 pub mod auth;
+pub mod backup;
+pub mod doctor;
 pub mod flows;
 pub mod host;
 pub mod keys;

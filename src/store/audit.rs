@@ -174,6 +174,11 @@ pub fn page_asc_export(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// Timestamp (RFC 3339) of the newest audit row, if any.
+pub fn newest_ts(conn: &rusqlite::Connection) -> StoreResult<Option<String>> {
+    Ok(conn.query_row("SELECT max(ts) FROM audit", [], |r| r.get(0))?)
+}
+
 /// The chain's purge anchor: `(seq, hash)` of the last purged row, if a purge happened. A
 /// chain walk starts from this hash instead of the genesis hash.
 pub fn anchor(conn: &rusqlite::Connection) -> StoreResult<Option<(i64, String)>> {

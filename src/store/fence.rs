@@ -200,3 +200,30 @@ pub fn count_sealed(c: &Connection, col: &SealedColumn) -> StoreResult<i64> {
         |r| r.get(0),
     )?)
 }
+/// Every non-NULL ciphertext of `col` with its key column values (for `flowguard doctor`, which
+/// tries to open each one).
+pub fn sealed_cells(
+    c: &Connection,
+    col: &SealedColumn,
+) -> StoreResult<Vec<(Vec<String>, Vec<u8>)>> {
+    let keys = if col.key_columns.is_empty() {
+        "NULL".to_string()
+    } else {
+        col.key_columns.join(", ")
+    };
+    let sql = format!(
+        "SELECT {col}, {keys} FROM {table} WHERE {col} IS NOT NULL ORDER BY rowid",
+        col = col.column,
+        table = col.table,
+    );
+    let mut s = c.prepare(&sql)?;
+    let n = col.key_columns.len();
+    let rows = s.query_map([], |r| {
+        let mut k = Vec::with_capacity(n);
+        for i in 0..n {
+            k.push(r.get(1 + i)?);
+        }
+        Ok((k, r.get(0)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

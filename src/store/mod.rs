@@ -13,7 +13,8 @@
 //! Layout: this file holds the shared plumbing (opening, errors, [`run`]/[`read`], [`write_tx`],
 //! and the row types two files share); [`pool`] the tenant-store LRU; `migrations` the schema;
 //! [`audit`] the `audit` table of both stores; then one file per aggregate, each owning the
-//! tables its module doc names — catalog: [`catalog`]; tenant store: [`users`], [`sessions`],
+//! tables its module doc names — catalog: [`catalog`]; backup snapshots and copy checks
+//! (no table of its own): [`backup`]; tenant store: [`users`], [`sessions`],
 //! [`applications`], [`tokens`], [`flows`], [`runs`], [`screenshots`], [`variables`],
 //! [`webhooks`], [`fence`], [`ai`], [`ldap`], [`oidc`], [`scim`], [`integrations`].
 //!
@@ -35,6 +36,7 @@
 pub mod ai;
 pub mod applications;
 pub mod audit;
+pub mod backup;
 pub mod cascade;
 pub mod catalog;
 pub mod fence;

@@ -105,7 +105,16 @@ async fn export_without_the_license_feature_is_403() {
     }
     let r = pa.get("/api/v1/platform/audit/export?format=ndjson").await;
     assert_eq!(r.status(), 403);
-    // A license with the feature but the tenant still on `free` → still 403.
+    // A license with the feature but the tenant set to `free` by a PlatformAdmin → still 403
+    // (a tenant whose plan nobody set follows the license's plan, issue 23).
+    let tid = app.tenant_id();
+    pa.json(
+        Method::PUT,
+        &format!("/api/v1/platform/tenants/{tid}/plan"),
+        Some(json!({"plan": "free"})),
+        200,
+    )
+    .await;
     install_ok(&pa, &license("lic-x", "pro", "audit.export", None)).await;
     let r = owner.get("/api/v1/audit/export?format=csv").await;
     assert_eq!(r.status(), 403);

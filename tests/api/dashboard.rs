@@ -951,6 +951,10 @@ async fn dashboard_owner_and_viewer_journey_in_headless_chromium() {
 #[tokio::test]
 async fn dashboard_platform_admin_pages_and_one_row_top_bar() {
     let app = spawn_app().await;
+    // Both sign in below with the passwords they hold; the helper logins first replace the
+    // one-time flag (same password), else the API sends them to Account first (issue 24 item 8).
+    app.platform_admin().await;
+    app.owner().await;
     let ui = Ui::launch(&app.base, app.dir.path()).await;
     let pa_email = "platform-admin@localhost".to_string();
     let pa_pw = app

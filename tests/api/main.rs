@@ -8,6 +8,7 @@ mod ai;
 mod architecture;
 mod audit;
 mod audit_export;
+mod backup;
 mod bootstrap;
 mod dashboard;
 mod errors;

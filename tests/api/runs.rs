@@ -23,7 +23,7 @@ pub fn white_png(w: u32, h: u32) -> Vec<u8> {
     out
 }
 
-fn decode_rgba(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
+pub fn decode_rgba(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
     let dec = png::Decoder::new(std::io::Cursor::new(bytes));
     let mut r = dec.read_info().unwrap();
     let mut buf = vec![0; r.output_buffer_size()];

@@ -1,0 +1,856 @@
+//! Backups (issue 19): `backup create`, `backup verify`, `restore`.
+//!
+//! A backup is a directory `flowguard-backup-<UTC yyyymmddThhmmssZ>/` laid out like a data dir:
+//!
+//! ```text
+//! catalog.db                      SQLCipher, keyed like the live catalog (derived from the KEK)
+//! tenants/<tenant>.db             SQLCipher, each under the tenant database key version the
+//!                                 manifest names (wrapped under the KEK inside catalog.db)
+//! screenshots/<tenant>/<obj>.fgs  the encrypted screenshot files the tenant copy references
+//! keys/audit-signing.key          the deployment's audit-signing key, wrapped under the KEK
+//! license.jwt                     the license file, when one is installed
+//! manifest.json                   [`Manifest`]: versions, key ids, cipher settings, row counts,
+//!                                 SHA-256 and size of every file above
+//! manifest.sig                    hex Ed25519 signature of manifest.json's bytes by the
+//!                                 audit-signing key
+//! ```
+//!
+//! The master key (KEK) is **never** written into a backup: without the KEK none of the files
+//! opens, so the operator escrows the KEK separately (README "Backup and restore"). The manifest
+//! records only its id ([`MasterKey::kek_id`]).
+//!
+//! Consistency: each store is one snapshot taken inside one read transaction on its own
+//! connection while writers continue (`store::backup::export`). Tenant stores are copied first
+//! and the catalog last, so the catalog copy holds every key version the tenant copies are under;
+//! tenants the catalog copy names but the pass had not seen (created meanwhile) are copied
+//! after it. Screenshot files are copied for the rows of the tenant **copy** (a file is written
+//! and synced before its row commits, so every such file exists). The directory is written as
+//! `.flowguard-backup-<ts>.partial` and renamed only after every file is synced and every copy
+//! has passed SQLCipher's and SQLite's integrity checks, so an interrupted backup (kill -9, a full
+//! disk) never looks complete.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{verify_chain, ChainState};
+use crate::crypto::audit_signing::{self, AuditSigner};
+use crate::crypto::keyring::{self, KeyPurpose};
+use crate::crypto::{Key256, MasterKey};
+use crate::domain::TenantId;
+use crate::store::backup as snap;
+use crate::store::backup::CipherSettings;
+use crate::store::{catalog, Catalog, Conn, StoreError, TenantStores};
+
+/// Version of the backup layout and manifest written by this binary.
+pub const FORMAT_VERSION: u32 = 1;
+/// Prefix of every complete backup directory.
+pub const DIR_PREFIX: &str = "flowguard-backup-";
+/// Manifest file name.
+pub const MANIFEST: &str = "manifest.json";
+/// Signature file name.
+pub const SIGNATURE: &str = "manifest.sig";
+const CATALOG_FILE: &str = "catalog.db";
+const SIGNING_KEY_FILE: &str = "keys/audit-signing.key";
+const LICENSE_FILE: &str = "license.jwt";
+
+/// The signed description of one backup (`manifest.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`FORMAT_VERSION`] of the writer.
+    pub format_version: u32,
+    /// `flowguard --version` of the writer.
+    pub binary_version: String,
+    /// When the backup started (RFC 3339 UTC); every write acknowledged before it is inside.
+    pub started_at: String,
+    /// When the last store snapshot was taken (RFC 3339 UTC).
+    pub finished_at: String,
+    /// Id of the master key (KEK) the backup's keys are wrapped under (a hash, never the key).
+    pub master_key_id: String,
+    /// Id of the audit-signing key that signed this manifest.
+    pub signing_key_id: String,
+    /// `None`: every tenant; else the tenants asked for (`--tenant`).
+    pub tenants_selected: Option<Vec<String>>,
+    /// SQLCipher settings the stores were written with.
+    pub cipher: CipherSettings,
+    /// One entry per store copy.
+    pub stores: Vec<StoreEntry>,
+    /// Every file of the backup except the manifest and its signature.
+    pub files: Vec<FileEntry>,
+}
+
+/// One store in a backup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoreEntry {
+    /// `catalog` or the tenant id.
+    pub name: String,
+    /// Path relative to the backup directory.
+    pub file: String,
+    /// Schema version (`user_version`) of the store.
+    pub schema_version: i64,
+    /// Tenant database key version the copy is encrypted under (`None` for the catalog, whose
+    /// key derives from the KEK).
+    pub key_version: Option<u32>,
+    /// Rows per table in the snapshot.
+    pub tables: BTreeMap<String, i64>,
+}
+
+/// One file in a backup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path relative to the backup directory (`/`-separated).
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Lowercase hex SHA-256 of the content.
+    pub sha256: String,
+}
+
+/// What `backup create` made (the `--json` summary).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// The complete backup directory.
+    pub dir: PathBuf,
+    /// Lowercase hex SHA-256 of `manifest.json` (recorded in the catalog audit row).
+    pub manifest_sha256: String,
+    /// Master key id the backup needs.
+    pub master_key_id: String,
+    /// Total bytes of the files.
+    pub bytes: u64,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+    /// Stores copied (catalog included).
+    pub stores: usize,
+    /// Tenant stores copied.
+    pub tenants: usize,
+    /// Screenshot files copied.
+    pub screenshots: usize,
+    /// Rows per store and table.
+    pub rows: BTreeMap<String, BTreeMap<String, i64>>,
+}
+
+/// Progress of a backup: `done` of `total` steps (a step is one store with its files).
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// Steps finished.
+    pub done: u64,
+    /// Steps known so far.
+    pub total: u64,
+    /// What is being copied (`catalog` or a tenant id).
+    pub what: String,
+}
+
+/// Where a backup comes from.
+pub struct Source<'a> {
+    /// The live data dir.
+    pub data_dir: &'a Path,
+    /// Its master key.
+    pub master: &'a MasterKey,
+    /// Its audit signer.
+    pub signer: &'a AuditSigner,
+    /// Its license file (copied when present).
+    pub license_file: PathBuf,
+    /// SQLite busy timeout for the snapshot connections, ms.
+    pub busy_ms: u64,
+}
+
+fn utc_stamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// SHA-256 (hex) and size of a file, streamed.
+pub fn hash_file(p: &Path) -> std::io::Result<(String, u64)> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(p)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((hex::encode(h.finalize()), n))
+}
+
+fn copy_synced(from: &Path, to: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(d) = to.parent() {
+        crate::store::private_dir(d)?;
+    }
+    let mut src = std::fs::File::open(from)?;
+    let mut dst = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)?;
+    let n = std::io::copy(&mut src, &mut dst)?;
+    dst.sync_all()?;
+    Ok(n)
+}
+
+fn sync_dir(p: &Path) {
+    if let Ok(d) = std::fs::File::open(p) {
+        let _ = d.sync_all();
+    }
+}
+
+/// The unwrapped database keys of a tenant that `catalog` (a live or copied catalog
+/// connection) lists as usable, newest-active first.
+fn tenant_db_keys(
+    c: &Conn,
+    master: &MasterKey,
+    t: &TenantId,
+) -> anyhow::Result<Vec<(u32, Key256)>> {
+    let mut out = Vec::new();
+    for (v, w) in catalog::usable_keys(c, t, KeyPurpose::Db)? {
+        let k = keyring::unwrap(master, t, v, KeyPurpose::Db, &w)
+            .map_err(|e| anyhow!("tenant {t}: database key v{v} does not unwrap: {e}"))?;
+        out.push((v, k));
+    }
+    Ok(out)
+}
+
+struct Pass<'a> {
+    src: &'a Source<'a>,
+    tmp: PathBuf,
+    stores: Vec<StoreEntry>,
+    cipher: Option<CipherSettings>,
+    screenshots: usize,
+}
+
+impl Pass<'_> {
+    /// Snapshot one tenant store (with the live catalog's keys) and copy its screenshot files.
+    fn tenant(&mut self, live_catalog: &Conn, t: &TenantId) -> anyhow::Result<()> {
+        let path = TenantStores::dir_in(self.src.data_dir).join(format!("{}.db", t.as_str()));
+        if !path.is_file() {
+            bail!("tenant {t}: store file {} is missing", path.display());
+        }
+        let keys = tenant_db_keys(live_catalog, self.src.master, t)?;
+        let mut opened = None;
+        for (v, k) in keys {
+            match snap::open_source(&path, &k, self.src.busy_ms) {
+                Ok(c) => {
+                    opened = Some((v, k, c));
+                    break;
+                }
+                Err(StoreError::WrongKey(_)) => continue,
+                Err(e) => return Err(anyhow!("tenant {t}: cannot open its store: {e}")),
+            }
+        }
+        let (version, key, conn) =
+            opened.ok_or_else(|| anyhow!("tenant {t}: no key in the catalog opens its store"))?;
+        let rel = format!("tenants/{}.db", t.as_str());
+        let dest = self.tmp.join(&rel);
+        crate::store::private_dir(&self.tmp.join("tenants"))?;
+        let s = snap::export(&conn, &dest, &key)
+            .map_err(|e| anyhow!("tenant {t}: snapshot failed: {e}"))?;
+        drop(conn);
+        self.cipher.get_or_insert(s.cipher.clone());
+        // Screenshot files of the rows in the copy.
+        let copy = snap::open_copy(&dest, &key)?;
+        let ids = snap::screenshot_ids(&copy)?;
+        drop(copy);
+        let shots = self.src.data_dir.join("screenshots").join(t.as_str());
+        for id in ids {
+            let name = format!("{id}.fgs");
+            let from = shots.join(&name);
+            let to = self.tmp.join("screenshots").join(t.as_str()).join(&name);
+            match copy_synced(&from, &to) {
+                Ok(_) => self.screenshots += 1,
+                // Purged (retention) after the snapshot: the row is gone from the live store too.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::warn!(tenant = %t, object = %id, "screenshot file vanished during the backup (purged meanwhile); not copied");
+                }
+                Err(e) => return Err(anyhow!("copying {}: {e}", from.display())),
+            }
+        }
+        self.stores.push(StoreEntry {
+            name: t.to_string(),
+            file: rel,
+            schema_version: s.schema_version,
+            key_version: Some(version),
+            tables: s.tables,
+        });
+        Ok(())
+    }
+}
+
+/// Write a backup of `src` into a new directory under `to` (see the module doc). `tenants`:
+/// only these tenants' stores (the catalog is always copied). Blocking.
+///
+/// Errors: the first problem, naming the store or file; the partial directory is removed.
+pub fn create_blocking(
+    src: &Source<'_>,
+    to: &Path,
+    tenants: Option<&[TenantId]>,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<(Summary, Manifest)> {
+    let started = Instant::now();
+    let now = chrono::Utc::now();
+    crate::store::private_dir(to).with_context(|| format!("cannot create {}", to.display()))?;
+    let name = format!("{DIR_PREFIX}{}", utc_stamp(now));
+    let final_dir = to.join(&name);
+    if final_dir.exists() {
+        bail!("{} already exists", final_dir.display());
+    }
+    let tmp = to.join(format!(".{name}.partial"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    crate::store::private_dir(&tmp)?;
+    let res = create_into(src, &tmp, tenants, now, progress);
+    let manifest = match res {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&tmp, &final_dir)?;
+    sync_dir(to);
+    let (manifest_sha256, _) = hash_file(&final_dir.join(MANIFEST))?;
+    let summary = Summary {
+        dir: final_dir,
+        manifest_sha256,
+        master_key_id: manifest.master_key_id.clone(),
+        bytes: manifest.files.iter().map(|f| f.bytes).sum(),
+        duration_ms: started.elapsed().as_millis() as u64,
+        stores: manifest.stores.len(),
+        tenants: manifest.stores.len().saturating_sub(1),
+        screenshots: manifest
+            .files
+            .iter()
+            .filter(|f| f.path.starts_with("screenshots/"))
+            .count(),
+        rows: manifest
+            .stores
+            .iter()
+            .map(|s| (s.name.clone(), s.tables.clone()))
+            .collect(),
+    };
+    Ok((summary, manifest))
+}
+
+fn create_into(
+    src: &Source<'_>,
+    tmp: &Path,
+    tenants: Option<&[TenantId]>,
+    now: chrono::DateTime<chrono::Utc>,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Manifest> {
+    let cat_key = src.master.catalog_db_key();
+    let live = snap::open_source(&Catalog::path_in(src.data_dir), &cat_key, src.busy_ms)
+        .map_err(|e| anyhow!("catalog: {e}"))?;
+    let wanted = |t: &TenantId| tenants.is_none_or(|ts| ts.contains(t));
+    let listed: Vec<TenantId> = catalog::list_tenants(&live)?
+        .into_iter()
+        .map(|r| r.id)
+        .filter(|t| wanted(t))
+        .collect();
+    if let Some(ts) = tenants {
+        for t in ts {
+            if !listed.contains(t) {
+                bail!("--tenant: no tenant `{t}` in this deployment");
+            }
+        }
+    }
+    let mut pass = Pass {
+        src,
+        tmp: tmp.to_path_buf(),
+        stores: Vec::new(),
+        cipher: None,
+        screenshots: 0,
+    };
+    let total = listed.len() as u64 + 1;
+    for (i, t) in listed.iter().enumerate() {
+        progress(Progress {
+            done: i as u64,
+            total,
+            what: t.to_string(),
+        });
+        pass.tenant(&live, t)?;
+    }
+    progress(Progress {
+        done: total - 1,
+        total,
+        what: "catalog".into(),
+    });
+    let cat_dest = tmp.join(CATALOG_FILE);
+    let cs = snap::export(&live, &cat_dest, &cat_key).map_err(|e| anyhow!("catalog: {e}"))?;
+    let cipher = pass.cipher.clone().unwrap_or_else(|| cs.cipher.clone());
+    // Tenants the catalog copy names that the pass did not copy (created meanwhile).
+    let cat_copy = snap::open_copy(&cat_dest, &cat_key)?;
+    for r in catalog::list_tenants(&cat_copy)? {
+        if wanted(&r.id) && !pass.stores.iter().any(|s| s.name == r.id.as_str()) {
+            pass.tenant(&live, &r.id)?;
+        }
+    }
+    drop(live);
+    // Every tenant copy must open with a key the catalog copy holds (a rotation that retired
+    // the key between the two snapshots would otherwise leave a copy nobody can open).
+    for s in &pass.stores {
+        let t = TenantId::parse(&s.name).map_err(|e| anyhow!("tenant id {}: {e}", s.name))?;
+        let keys = tenant_db_keys(&cat_copy, src.master, &t)?;
+        if !keys.iter().any(|(v, _)| Some(*v) == s.key_version) {
+            bail!("tenant {t}: its key was rotated during the backup; run the backup again");
+        }
+    }
+    drop(cat_copy);
+    pass.stores.insert(
+        0,
+        StoreEntry {
+            name: "catalog".into(),
+            file: CATALOG_FILE.into(),
+            schema_version: cs.schema_version,
+            key_version: None,
+            tables: cs.tables,
+        },
+    );
+    // Signing key (wrapped under the KEK) and license file.
+    copy_synced(
+        &AuditSigner::path_in(src.data_dir),
+        &tmp.join(SIGNING_KEY_FILE),
+    )
+    .context("copying the audit-signing key")?;
+    if src.license_file.is_file() {
+        copy_synced(&src.license_file, &tmp.join(LICENSE_FILE)).context("copying the license")?;
+    }
+    let mut files = Vec::new();
+    for p in walk(tmp)? {
+        let rel = rel_path(tmp, &p)?;
+        let (sha256, bytes) = hash_file(&p)?;
+        files.push(FileEntry {
+            path: rel,
+            bytes,
+            sha256,
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        binary_version: env!("CARGO_PKG_VERSION").into(),
+        started_at: rfc3339(now),
+        finished_at: rfc3339(chrono::Utc::now()),
+        master_key_id: src.master.kek_id(),
+        signing_key_id: src.signer.key_id(),
+        tenants_selected: tenants.map(|ts| ts.iter().map(|t| t.to_string()).collect()),
+        cipher,
+        stores: pass.stores,
+        files,
+    };
+    // Prove every copy before the manifest is signed.
+    check_stores(tmp, &manifest, src.master)?;
+    let bytes = serde_json::to_vec_pretty(&manifest)?;
+    write_synced(&tmp.join(MANIFEST), &bytes)?;
+    let sig = hex::encode(src.signer.sign(&bytes));
+    write_synced(&tmp.join(SIGNATURE), sig.as_bytes())?;
+    for d in walk_dirs(tmp)? {
+        sync_dir(&d);
+    }
+    progress(Progress {
+        done: total,
+        total,
+        what: "done".into(),
+    });
+    Ok(manifest)
+}
+
+fn write_synced(p: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(p)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+fn walk(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            out.extend(walk(&p)?);
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+fn walk_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = vec![dir.to_path_buf()];
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            out.extend(walk_dirs(&p)?);
+        }
+    }
+    Ok(out)
+}
+
+fn rel_path(root: &Path, p: &Path) -> anyhow::Result<String> {
+    let rel = p
+        .strip_prefix(root)
+        .map_err(|_| anyhow!("{} is outside {}", p.display(), root.display()))?;
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    Ok(parts.join("/"))
+}
+
+/// A relative manifest path that cannot leave the backup directory.
+fn safe_join(root: &Path, rel: &str) -> anyhow::Result<PathBuf> {
+    let ok = !rel.is_empty()
+        && !rel.starts_with('/')
+        && rel
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    if !ok {
+        bail!("{MANIFEST}: file path `{rel}` is not a plain relative path");
+    }
+    Ok(root.join(rel))
+}
+
+/// Walk an audit chain in a (copied) store; the first problem, if any.
+fn chain_problem(c: &Conn) -> anyhow::Result<Option<String>> {
+    let max = crate::store::audit::max_seq(c)?;
+    let anchor = crate::store::audit::anchor(c)?;
+    let mut st = ChainState {
+        last_hash: anchor.map(|a| a.1),
+        ..Default::default()
+    };
+    let mut after = 0;
+    loop {
+        let page = crate::store::audit::page_asc(c, None, None, after, max, 2000)?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for r in &page {
+            verify_chain(&mut st, r);
+        }
+    }
+    Ok(st.first_bad.map(|b| {
+        format!(
+            "audit chain broken at seq {} (id {}): {}",
+            b.seq, b.id, b.reason
+        )
+    }))
+}
+
+/// Open every store of `manifest` under `root` with its key (unwrapped with `master`), run the
+/// integrity checks, compare the row counts and walk the audit chains.
+fn check_stores(root: &Path, manifest: &Manifest, master: &MasterKey) -> anyhow::Result<()> {
+    let cat_key = master.catalog_db_key();
+    let cat_path = safe_join(root, CATALOG_FILE)?;
+    let cat = snap::open_copy(&cat_path, &cat_key).map_err(|e| match e {
+        StoreError::WrongKey(_) => anyhow!(
+            "{CATALOG_FILE}: does not open with master key {} (damaged, or another key)",
+            master.kek_id()
+        ),
+        e => anyhow!("{CATALOG_FILE}: {e}"),
+    })?;
+    for s in &manifest.stores {
+        let path = safe_join(root, &s.file)?;
+        let owned;
+        let conn: &Conn = if s.key_version.is_none() {
+            &cat
+        } else {
+            let t = TenantId::parse(&s.name).map_err(|e| anyhow!("{}: {e}", s.file))?;
+            let v = s.key_version.unwrap_or_default();
+            let keys = tenant_db_keys(&cat, master, &t)?;
+            let (_, key) = keys
+                .into_iter()
+                .find(|(kv, _)| *kv == v)
+                .ok_or_else(|| anyhow!("{}: the catalog holds no usable key v{v}", s.file))?;
+            owned = snap::open_copy(&path, &key).map_err(|e| match e {
+                StoreError::NotFound => anyhow!("{}: missing", s.file),
+                StoreError::WrongKey(_) => {
+                    anyhow!("{}: does not open with its key v{v} (damaged)", s.file)
+                }
+                e => anyhow!("{}: {e}", s.file),
+            })?;
+            &owned
+        };
+        let problems = snap::integrity_problems(conn).map_err(|e| anyhow!("{}: {e}", s.file))?;
+        if let Some(p) = problems.first() {
+            bail!("{}: {p}", s.file);
+        }
+        let counts = snap::table_counts(conn).map_err(|e| anyhow!("{}: {e}", s.file))?;
+        if counts != s.tables {
+            bail!(
+                "{}: row counts differ from the manifest (manifest {:?}, file {:?})",
+                s.file,
+                s.tables,
+                counts
+            );
+        }
+        if let Some(p) = chain_problem(conn).map_err(|e| anyhow!("{}: {e}", s.file))? {
+            bail!("{}: {p}", s.file);
+        }
+    }
+    Ok(())
+}
+
+/// `backup create` for a deployment: load its audit signer, write the backup, and append a
+/// catalog audit row `backup.create` (directory, manifest SHA-256, bytes, duration) or
+/// `backup.failed` (the error) in the **live** catalog. Blocking.
+///
+/// Errors: as [`create_blocking`]; the audit row is written either way.
+#[allow(clippy::too_many_arguments)]
+pub fn create_recorded(
+    settings: &crate::config::Settings,
+    master: &MasterKey,
+    live_catalog: &Catalog,
+    to: &Path,
+    tenants: Option<&[TenantId]>,
+    actor: &crate::audit::Actor,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Summary> {
+    let signer = AuditSigner::load_or_create(&settings.data_dir, master)?;
+    let src = Source {
+        data_dir: &settings.data_dir,
+        master,
+        signer: &signer,
+        license_file: settings.license_path(),
+        busy_ms: settings.store.busy_timeout_ms,
+    };
+    let res = create_blocking(&src, to, tenants, progress);
+    let ev = match &res {
+        Ok((s, _)) => crate::audit::NewAuditEvent::new(
+            actor,
+            "backup.create",
+            Some(format!(
+                "backup:{}",
+                s.dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            )),
+        )
+        .details(serde_json::json!({
+            "dir": s.dir.display().to_string(),
+            "manifest_sha256": s.manifest_sha256,
+            "bytes": s.bytes,
+            "duration_ms": s.duration_ms,
+            "stores": s.stores,
+        })),
+        Err(e) => crate::audit::NewAuditEvent::new(actor, "backup.failed", None::<String>).details(
+            serde_json::json!({ "to": to.display().to_string(), "error": format!("{e:#}") }),
+        ),
+    };
+    if let Err(e) = crate::service::host::record_catalog_event(live_catalog, &ev) {
+        tracing::error!(error = %e, "cannot write the backup audit row");
+    }
+    res.map(|(s, _)| s)
+}
+
+/// What a successful verification saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// The backup directory.
+    pub dir: PathBuf,
+    /// Master key id of the backup.
+    pub master_key_id: String,
+    /// Stores checked.
+    pub stores: usize,
+    /// Files whose hash matched.
+    pub files: usize,
+    /// Total bytes.
+    pub bytes: u64,
+}
+
+/// Read a backup's manifest (unverified).
+pub fn read_manifest(dir: &Path) -> anyhow::Result<(Vec<u8>, Manifest)> {
+    let bytes = std::fs::read(dir.join(MANIFEST)).map_err(|e| {
+        anyhow!(
+            "{MANIFEST}: cannot read {}: {} (not a complete backup)",
+            dir.display(),
+            e.kind()
+        )
+    })?;
+    let m: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow!("{MANIFEST}: not a valid manifest: {e}"))?;
+    Ok((bytes, m))
+}
+
+/// Verify a backup directory against `master`: the master key id, the signature of the
+/// manifest (by the audit-signing key in the backup, which only `master` unwraps), every file's
+/// size and SHA-256, then every store (opens with its key, `cipher_integrity_check`,
+/// `integrity_check`, row counts, audit chain). Blocking.
+///
+/// Errors: the first problem, naming the file.
+pub fn verify_blocking(dir: &Path, master: &MasterKey) -> anyhow::Result<VerifyReport> {
+    let (bytes, m) = read_manifest(dir)?;
+    verify_tree(dir, dir, &bytes, &m, master)
+}
+
+/// Verify the files of `m` under `root`, the manifest `bytes` against the signature in
+/// `sig_dir`.
+fn verify_tree(
+    root: &Path,
+    sig_dir: &Path,
+    bytes: &[u8],
+    m: &Manifest,
+    master: &MasterKey,
+) -> anyhow::Result<VerifyReport> {
+    if m.format_version > FORMAT_VERSION {
+        bail!(
+            "{MANIFEST}: format version {} is newer than this binary's {FORMAT_VERSION} (written by flowguard {})",
+            m.format_version,
+            m.binary_version
+        );
+    }
+    if m.master_key_id != master.kek_id() {
+        bail!(
+            "the backup was made under master key id {}, but the given master key has id {}",
+            m.master_key_id,
+            master.kek_id()
+        );
+    }
+    let key_path = safe_join(root, SIGNING_KEY_FILE)?;
+    if !key_path.is_file() {
+        bail!("{SIGNING_KEY_FILE}: missing");
+    }
+    let signer = AuditSigner::load_or_create(root, master).map_err(|_| {
+        anyhow!("{SIGNING_KEY_FILE}: does not unwrap with the master key (damaged)")
+    })?;
+    let sig_hex = std::fs::read_to_string(sig_dir.join(SIGNATURE))
+        .map_err(|e| anyhow!("{SIGNATURE}: cannot read: {}", e.kind()))?;
+    let sig = hex::decode(sig_hex.trim()).map_err(|_| anyhow!("{SIGNATURE}: not hex"))?;
+    if !audit_signing::verify(signer.public_key(), bytes, &sig) {
+        bail!("{MANIFEST}: the signature in {SIGNATURE} does not match (manifest or signature altered)");
+    }
+    for f in &m.files {
+        let p = safe_join(root, &f.path)?;
+        let (sha, n) =
+            hash_file(&p).map_err(|e| anyhow!("{}: cannot read: {}", f.path, e.kind()))?;
+        if n != f.bytes || sha != f.sha256 {
+            bail!(
+                "{}: content differs from the manifest (SHA-256 {sha}, expected {})",
+                f.path,
+                f.sha256
+            );
+        }
+    }
+    for s in &m.stores {
+        if !m.files.iter().any(|f| f.path == s.file) {
+            bail!("{MANIFEST}: store {} has no file entry", s.file);
+        }
+    }
+    check_stores(root, m, master)?;
+    Ok(VerifyReport {
+        dir: root.to_path_buf(),
+        master_key_id: m.master_key_id.clone(),
+        stores: m.stores.len(),
+        files: m.files.len(),
+        bytes: m.files.iter().map(|f| f.bytes).sum(),
+    })
+}
+
+/// Where `restore` puts things.
+pub struct RestoreTarget<'a> {
+    /// The new data dir (absent or empty).
+    pub data_dir: &'a Path,
+    /// Where to write the license file.
+    pub license_file: PathBuf,
+    /// Where to install the master key (`None`: it is configured outside the data dir and is
+    /// not copied).
+    pub master_key_dest: Option<PathBuf>,
+}
+
+/// Restore a backup into an empty or absent data dir: checks the master key id and verifies
+/// the whole backup **before writing anything**, copies the files, installs the master key when
+/// asked, then verifies the restored files again. Blocking.
+///
+/// Errors: the first problem; when it is found before copying, nothing was written.
+pub fn restore_blocking(
+    dir: &Path,
+    target: &RestoreTarget<'_>,
+    master: &MasterKey,
+) -> anyhow::Result<VerifyReport> {
+    let (bytes, m) = read_manifest(dir)?;
+    if m.master_key_id != master.kek_id() {
+        bail!(
+            "the backup was made under master key id {}, but the given master key has id {}; nothing was written",
+            m.master_key_id,
+            master.kek_id()
+        );
+    }
+    let nd = target.data_dir;
+    if nd.exists() {
+        let mut rd =
+            std::fs::read_dir(nd).with_context(|| format!("cannot read {}", nd.display()))?;
+        if rd.next().is_some() {
+            bail!(
+                "{} is not empty; restore only into an empty or absent directory",
+                nd.display()
+            );
+        }
+    }
+    verify_tree(dir, dir, &bytes, &m, master).map_err(|e| anyhow!("{e:#}; nothing was written"))?;
+    crate::store::private_dir(nd)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(nd, std::fs::Permissions::from_mode(0o700))?;
+    }
+    for f in &m.files {
+        let from = safe_join(dir, &f.path)?;
+        copy_synced(&from, &safe_join(nd, &f.path)?)
+            .with_context(|| format!("restoring {}", f.path))?;
+        if f.path == LICENSE_FILE && target.license_file != nd.join(LICENSE_FILE) {
+            copy_synced(&from, &target.license_file)
+                .with_context(|| format!("restoring {}", target.license_file.display()))?;
+        }
+    }
+    if let Some(dest) = &target.master_key_dest {
+        if !dest.exists() {
+            if let Some(d) = dest.parent() {
+                crate::store::private_dir(d)?;
+            }
+            master
+                .install_at(dest)
+                .map_err(|e| anyhow!("installing the master key: {e}"))?;
+        }
+    }
+    for d in walk_dirs(nd)? {
+        sync_dir(&d);
+    }
+    // The restored copy: the same checks again, on the files just written.
+    let report = verify_tree(nd, dir, &bytes, &m, master)
+        .map_err(|e| anyhow!("the restored data dir does not verify: {e:#}"))?;
+    Ok(report)
+}
+
+/// Complete backups under `dir` (names starting with [`DIR_PREFIX`]; partial ones are
+/// dot-prefixed and skipped), oldest first.
+pub fn list_complete(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.is_dir()
+                        && p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with(DIR_PREFIX))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}

@@ -1,0 +1,555 @@
+//! Backups and restores (issue 19): an online backup of the real server under a write load
+//! (runs, step reports, screenshots), restored into another data dir and served on another
+//! port; tampering with any backed-up file; restoring with another master key; kill -9 during a
+//! backup.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::runs::{decode_rgba, setup, white_png};
+
+const SECRET: &str = "S3cr3t-Canary-4417-zq";
+
+fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .args(args)
+        .env_remove("FLOWGUARD_CONFIG")
+        .env("FLOWGUARD_LOG", "warn")
+        .output()
+        .expect("run flowguard")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn complete_backups(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().path())
+                .filter(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_str()
+                        .unwrap()
+                        .starts_with("flowguard-backup-")
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+async fn upload(agent: &Session, run: &str, n: usize) -> reqwest::Response {
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(white_png(40, 30))
+                .file_name("s.png")
+                .mime_str("image/png")
+                .unwrap(),
+        )
+        .text(
+            "masks",
+            json!([{"selector": "#card", "x": 2, "y": 3, "width": 6, "height": 4}]).to_string(),
+        );
+    agent
+        .client
+        .post(format!(
+            "{}/api/v1/agent/runs/{run}/steps/{n}/screenshot",
+            agent.base
+        ))
+        .bearer_auth(agent.bearer.as_ref().unwrap())
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// One run: create, claim, report step 0, upload the step-3 screenshot. Returns the run id
+/// once all four writes were acknowledged.
+async fn one_run(owner: &Session, agent: &Session, flow: &str) -> Result<String, String> {
+    let r = owner
+        .req(Method::POST, &format!("/api/v1/flows/{flow}/runs"), None)
+        .await;
+    if r.status() != 201 {
+        return Err(format!("create run: {}", r.status()));
+    }
+    let run: Value = r.json().await.unwrap();
+    let id = run["id"].as_str().unwrap().to_string();
+    let r = agent
+        .req(Method::POST, "/api/v1/agent/runs/claim", None)
+        .await;
+    if r.status() != 200 {
+        return Err(format!("claim: {}", r.status()));
+    }
+    for i in [0, 3] {
+        let r = agent
+            .req(
+                Method::POST,
+                &format!("/api/v1/agent/runs/{id}/steps"),
+                Some(json!({"index": i, "status": "passed", "duration_ms": 7})),
+            )
+            .await;
+        if r.status() != 200 {
+            return Err(format!("step {i}: {}", r.status()));
+        }
+    }
+    let r = upload(agent, &id, 3).await;
+    if r.status() != 201 {
+        return Err(format!("screenshot: {}", r.status()));
+    }
+    Ok(id)
+}
+
+/// Check one run on a (restored) server: the step report and the masked screenshot through a
+/// signed URL.
+async fn check_run(app: &TestApp, owner: &Session, id: &str) {
+    let d = owner
+        .json(Method::GET, &format!("/api/v1/runs/{id}"), None, 200)
+        .await;
+    let steps = d["steps"].as_array().unwrap();
+    let step = |i: i64| {
+        steps
+            .iter()
+            .find(|s| s["index"] == i)
+            .unwrap_or_else(|| panic!("run {id}: no step {i}: {d}"))
+    };
+    assert_eq!(step(0)["status"], "passed", "run {id}: {d}");
+    assert_eq!(step(3)["has_screenshot"], true, "run {id}: {d}");
+    let su = owner
+        .json(
+            Method::GET,
+            &format!("/api/v1/runs/{id}/steps/3/screenshot"),
+            None,
+            200,
+        )
+        .await;
+    let r = app.anonymous().get(su["url"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 200, "run {id}: signed URL");
+    let (w, h, px) = decode_rgba(&r.bytes().await.unwrap());
+    assert_eq!((w, h), (40, 30));
+    let at = |x: u32, y: u32| &px[((y * w + x) * 4) as usize..((y * w + x) * 4 + 4) as usize];
+    assert_eq!(at(3, 4), [0, 0, 0, 255], "run {id}: masked pixel not black");
+    assert_eq!(at(20, 20), [255, 255, 255, 255]);
+}
+
+#[tokio::test]
+async fn online_backup_under_write_load_restores_everything_acknowledged_before_it() {
+    let app = spawn_app().await;
+    let s1 = setup(&app).await;
+    let (t2, t2_pw) = create_tenant(&app, "second", "owner2@example.com");
+    // Some history before the load starts.
+    let mut before = Vec::new();
+    for _ in 0..3 {
+        before.push(one_run(&s1.owner, &s1.agent, &s1.flow_id).await.unwrap());
+    }
+    // The write load: runs, step reports, screenshots, until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+    let load = {
+        let (stop, acked) = (stop.clone(), acked.clone());
+        let owner = app.owner().await;
+        let agent = app.bearer(&s1.agent_token);
+        let flow = s1.flow_id.clone();
+        tokio::spawn(async move {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                match one_run(&owner, &agent, &flow).await {
+                    Ok(id) => acked.lock().push(id),
+                    Err(e) => errors.push(e),
+                }
+            }
+            errors
+        })
+    };
+    // Let the load get going, then take the acknowledged set and start the backup.
+    while acked.lock().len() < 3 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    before.extend(acked.lock().iter().cloned());
+    let to = app.dir.path().join("backups");
+    let data = app.data.clone();
+    let to2 = to.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        cli(&[
+            "backup",
+            "create",
+            "--data-dir",
+            s(&data),
+            "--to",
+            s(&to2),
+            "--json",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    // Writes went on during the backup.
+    let during = acked.lock().len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let errors = load.await.unwrap();
+    assert!(errors.is_empty(), "the load saw failures: {errors:?}");
+    assert!(acked.lock().len() > during || during > 3);
+
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dir = PathBuf::from(summary["dir"].as_str().unwrap());
+    assert_eq!(complete_backups(&to), vec![dir.clone()]);
+    assert!(summary["manifest_sha256"].as_str().unwrap().len() == 64);
+    // The manifest: every store, row counts, hashes; the master key id but never the key.
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let stores: Vec<&str> = manifest["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(stores.contains(&"catalog"));
+    assert!(stores.contains(&app.tenant_id().as_str()));
+    assert!(stores.contains(&t2.as_str()));
+    assert!(manifest["stores"][1]["tables"]["runs"].as_i64().unwrap() >= 0);
+    assert!(manifest["cipher"]["cipher_version"].as_str().unwrap().len() > 1);
+    let master = std::fs::read(app.data.join("keys/master.key")).unwrap();
+    for f in manifest["files"].as_array().unwrap() {
+        let p = f["path"].as_str().unwrap();
+        assert!(!p.contains("master"), "{p}");
+        let bytes = std::fs::read(dir.join(p)).unwrap();
+        assert!(
+            !bytes.windows(master.len()).any(|w| w == &master[..]),
+            "{p} holds the master key"
+        );
+    }
+
+    // Verify against the live data dir's master key.
+    let v = cli(&["backup", "verify", s(&dir), "--data-dir", s(&app.data)]);
+    assert!(v.status.success(), "{}", text(&v));
+
+    // Restore into a new data dir and serve it on another port, next to the original.
+    let new_tmp = tempfile::tempdir().unwrap();
+    let new_data = new_tmp.path().join("data");
+    let r = cli(&[
+        "restore",
+        s(&dir),
+        "--data-dir",
+        s(&new_data),
+        "--master-key",
+        s(&app.data.join("keys/master.key")),
+    ]);
+    assert!(r.status.success(), "{}", text(&r));
+    // The test harness reads the first-start passwords from this file (not part of a backup).
+    std::fs::copy(
+        app.data.join("initial-credentials"),
+        new_data.join("initial-credentials"),
+    )
+    .unwrap();
+    let restored = spawn_with(Opts {
+        dir: Some(new_tmp),
+        ..Default::default()
+    })
+    .await;
+    assert_ne!(restored.addr, app.addr);
+    let owner = restored.owner().await;
+    for id in &before {
+        check_run(&restored, &owner, id).await;
+    }
+    // Secrets decrypt (the agent's claim resolves them) and the agent token still works.
+    let agent = restored.bearer(&s1.agent_token);
+    let run = owner
+        .json(
+            Method::POST,
+            &format!("/api/v1/flows/{}/runs", s1.flow_id),
+            None,
+            201,
+        )
+        .await;
+    // Runs the load left queued may be claimed first; claim until ours comes.
+    let mut seen = false;
+    for _ in 0..50 {
+        let c = agent
+            .json(Method::POST, "/api/v1/agent/runs/claim", None, 200)
+            .await;
+        assert_eq!(c["steps"][2]["value"], SECRET);
+        if c["run_id"] == run["id"] {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen);
+    // The second tenant and its Owner.
+    restored
+        .login(Some(&t2), "owner2@example.com", &t2_pw)
+        .await;
+    // Audit chains of the restored deployment.
+    let t1 = app.tenant_id();
+    for args in [
+        vec!["audit", "verify", "--catalog"],
+        vec!["audit", "verify", "--tenant", t2.as_str()],
+        vec!["audit", "verify", "--tenant", t1.as_str()],
+    ] {
+        let mut a = args.clone();
+        a.extend(["--data-dir", s(&restored.data)]);
+        let o = cli(&a);
+        assert!(o.status.success(), "{a:?}: {}", text(&o));
+    }
+    // The original recorded the backup in its catalog audit.
+    let admin = app.platform_admin().await;
+    let audit = admin
+        .json(Method::GET, "/api/v1/platform/audit?limit=50", None, 200)
+        .await;
+    let txt = audit.to_string();
+    assert!(
+        txt.contains("backup.create") && txt.contains(summary["manifest_sha256"].as_str().unwrap()),
+        "{txt}"
+    );
+}
+
+fn flip_byte(p: &Path) {
+    let mut b = std::fs::read(p).unwrap();
+    let i = b.len() / 2;
+    b[i] ^= 0x01;
+    std::fs::write(p, b).unwrap();
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_tree(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn tampering_wrong_master_key_and_kill_9_are_all_caught() {
+    let app = spawn_app().await;
+    let s1 = setup(&app).await;
+    for _ in 0..2 {
+        one_run(&s1.owner, &s1.agent, &s1.flow_id).await.unwrap();
+    }
+    let to = app.dir.path().join("backups");
+    let out = cli(&[
+        "backup",
+        "create",
+        "--data-dir",
+        s(&app.data),
+        "--to",
+        s(&to),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dir = PathBuf::from(summary["dir"].as_str().unwrap());
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let mut files: Vec<String> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(files.iter().any(|f| f.starts_with("screenshots/")));
+    files.push("manifest.json".into());
+    files.push("manifest.sig".into());
+
+    // One flipped byte in any file: verify exits 1 naming it.
+    let scratch = tempfile::tempdir().unwrap();
+    for (i, f) in files.iter().enumerate() {
+        let copy = scratch.path().join(format!("b{i}"));
+        copy_tree(&dir, &copy);
+        flip_byte(&copy.join(f));
+        let v = cli(&["backup", "verify", s(&copy), "--data-dir", s(&app.data)]);
+        assert_eq!(v.status.code(), Some(1), "{f}: {}", text(&v));
+        let err = String::from_utf8_lossy(&v.stderr);
+        assert!(err.contains(f.as_str()), "{f}: {err}");
+    }
+    // The untouched backup verifies.
+    let v = cli(&["backup", "verify", s(&dir), "--data-dir", s(&app.data)]);
+    assert!(v.status.success(), "{}", text(&v));
+
+    // Restore with another master key: exit 1 naming the expected key id, nothing written.
+    let other = write_secret_file(scratch.path(), "other.key", &"k".repeat(32));
+    let target = scratch.path().join("restored");
+    let r = cli(&[
+        "restore",
+        s(&dir),
+        "--data-dir",
+        s(&target),
+        "--master-key",
+        s(&other),
+    ]);
+    assert_eq!(r.status.code(), Some(1), "{}", text(&r));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains(manifest["master_key_id"].as_str().unwrap()),
+        "{err}"
+    );
+    assert!(
+        !target.exists(),
+        "a refused restore wrote {}",
+        target.display()
+    );
+    // Verify with another master key fails too.
+    let v = cli(&["backup", "verify", s(&dir), "--master-key", s(&other)]);
+    assert_eq!(v.status.code(), Some(1), "{}", text(&v));
+    // Restore refuses a non-empty directory.
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("x"), "x").unwrap();
+    let r = cli(&[
+        "restore",
+        s(&dir),
+        "--data-dir",
+        s(&target),
+        "--master-key",
+        s(&app.data.join("keys/master.key")),
+    ]);
+    assert_eq!(r.status.code(), Some(1), "{}", text(&r));
+
+    // kill -9 at growing delays during a backup: never a complete-looking backup that does not
+    // verify, and a partial one is never named like a complete one.
+    let kto = scratch.path().join("killed");
+    for delay_ms in [0u64, 5, 15, 30, 60, 100, 200] {
+        let before: Vec<PathBuf> = complete_backups(&kto);
+        let mut child = Command::new(bin())
+            .args([
+                "backup",
+                "create",
+                "--data-dir",
+                s(&app.data),
+                "--to",
+                s(&kto),
+            ])
+            .env_remove("FLOWGUARD_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        for b in complete_backups(&kto) {
+            if before.contains(&b) {
+                continue;
+            }
+            let v = cli(&["backup", "verify", s(&b), "--data-dir", s(&app.data)]);
+            assert!(
+                v.status.success(),
+                "kill after {delay_ms} ms left a complete-looking backup that does not verify: {}",
+                text(&v)
+            );
+        }
+        // Backups are named by the second: wait for the next one.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+}
+
+fn doctor(data: &Path) -> (Option<i32>, Value, String) {
+    let o = Command::new(bin())
+        .args(["doctor", "--json", "--data-dir", s(data)])
+        .env_remove("FLOWGUARD_CONFIG")
+        .env("FLOWGUARD_LOG", "warn")
+        .env("FLOWGUARD_STORE__MIN_FREE_MIB", "1")
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    (o.status.code(), v, text(&o))
+}
+
+#[tokio::test]
+async fn doctor_counts_sealed_values_that_do_not_decrypt_per_column() {
+    let app = spawn_app().await;
+    let s1 = setup(&app).await;
+    let run = one_run(&s1.owner, &s1.agent, &s1.flow_id).await.unwrap();
+    let t = app.tenant_id();
+    // Healthy while the server runs.
+    let (code, v, out) = doctor(&app.data);
+    assert_eq!(code, Some(0), "{out}");
+    let store = v["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == t.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(store["opens"], true);
+    assert_eq!(store["sealed_checked"]["variables.ciphertext"], 1, "{v}");
+    assert_eq!(store["sealed_checked"]["screenshots.file"], 1, "{v}");
+    assert!(v["free_bytes"].as_u64().unwrap() > 0);
+
+    // Damage one sealed value (flip a byte of its ciphertext) and lose one screenshot file.
+    {
+        use flowguard::config::{CliOverrides, Settings};
+        let settings = Settings::load(
+            None,
+            &CliOverrides {
+                data_dir: Some(app.data.clone()),
+                listen: None,
+            },
+        )
+        .unwrap();
+        let opened = flowguard::startup::open_data_dir(&settings, false).unwrap();
+        let state = flowguard::startup::build_state(std::sync::Arc::new(settings), opened).unwrap();
+        let tid = flowguard::domain::TenantId::parse(&t).unwrap();
+        let db = state.tenants.get_blocking(&tid).unwrap();
+        let c = db.lock();
+        let mut ct: Vec<u8> = c
+            .query_row(
+                "SELECT ciphertext FROM variables WHERE name = 'password'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let n = ct.len();
+        ct[n - 3] ^= 0x40;
+        c.execute(
+            "UPDATE variables SET ciphertext = ?1 WHERE name = 'password'",
+            [ct],
+        )
+        .unwrap();
+    }
+    for e in std::fs::read_dir(app.data.join("screenshots").join(&t)).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let (code, v, out) = doctor(&app.data);
+    assert_eq!(code, Some(1), "{out}");
+    let store = v["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == t.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        store["sealed_undecryptable"]["variables.ciphertext"], 1,
+        "{v}"
+    );
+    assert_eq!(store["sealed_undecryptable"]["screenshots.file"], 1, "{v}");
+    let findings = v["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 2, "{v}");
+    assert!(findings
+        .iter()
+        .all(|f| f["fix"].as_str().unwrap().len() > 10));
+    let _ = run;
+}
