@@ -4,6 +4,7 @@
 pub mod flow;
 pub mod plan;
 pub mod role;
+pub mod schedule;
 pub mod scim;
 
 pub use plan::{Entitlements, Plan};

@@ -133,6 +133,7 @@ table! {
     LdapServiceBindFailed => BAD_GATEWAY, "Directory service bind failed";
     LdapError => BAD_GATEWAY, "Directory error";
     LdapUnavailable => SERVICE_UNAVAILABLE, "Directory unavailable";
+    TlsFailed => BAD_GATEWAY, "TLS handshake failed";
     Busy => SERVICE_UNAVAILABLE, "Server busy";
     NotReady => SERVICE_UNAVAILABLE, "Not ready";
     Internal => INTERNAL_SERVER_ERROR, "Internal error";

@@ -33,7 +33,7 @@ pub struct JobSpec {
 /// All jobs.
 pub const JOBS: &[JobSpec] = &[
     JobSpec {
-        name: "schedules",
+        name: SCHEDULES_JOB,
         cron: "0 * * * * *",
         run: runs::queue_scheduled_blocking,
     },
@@ -53,6 +53,9 @@ pub const JOBS: &[JobSpec] = &[
         run: crate::service::retention::retention_job_blocking,
     },
 ];
+
+/// Name of the schedules job.
+pub const SCHEDULES_JOB: &str = "schedules";
 
 /// Name of the retention job.
 pub const RETENTION_JOB: &str = "retention";

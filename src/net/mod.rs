@@ -1,8 +1,10 @@
 //! Outbound connections: every connection the appliance opens to a customer system (the LDAP
 //! directory, the AI endpoint, later ticket servers) goes through the deployment's egress policy
-//! ([`egress`]); [`ai_client`] is the client for the customer's AI endpoint.
+//! ([`egress`]) and the one TLS client configuration ([`tls`]: ring only, `ca_pem` anchors and
+//! pins, failures named by kind); [`ai_client`] is the client for the customer's AI endpoint.
 
 pub mod ai_client;
 pub mod egress;
+pub mod tls;
 
 pub use egress::{ConnectError, EgressDenied, EgressPolicy};

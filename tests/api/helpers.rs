@@ -14,9 +14,13 @@ use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-/// Path of the binary under test.
+/// Path of the binary under test: `FG_TEST_BIN` when set (a private copy of the build, so
+/// several worktrees sharing one target dir can test at once), else cargo's own binary.
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_flowguard")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("FG_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_flowguard").to_string())
+    })
 }
 
 /// A running appliance.
@@ -50,6 +54,8 @@ pub struct Opts {
     pub env: Vec<(String, String)>,
     /// Reuse an existing temp dir (with `data/` inside).
     pub dir: Option<TempDir>,
+    /// Run the binary under this command prefix (e.g. `strace -f -o FILE --`).
+    pub wrap: Vec<String>,
 }
 
 /// Run the binary to completion with args (for CLI tests).
@@ -91,7 +97,14 @@ pub async fn try_spawn(opts: Opts) -> Result<TestApp, SpawnError> {
         .path()
         .join(format!("server-{}.log", std::process::id()));
     let logf = std::fs::File::create(&log).expect("log file");
-    let mut cmd = Command::new(bin());
+    let mut cmd = match opts.wrap.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin());
+            c
+        }
+        None => Command::new(bin()),
+    };
     cmd.arg("serve")
         .arg("--listen")
         .arg("127.0.0.1:0")

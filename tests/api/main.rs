@@ -10,6 +10,7 @@ mod audit;
 mod audit_export;
 mod bootstrap;
 mod dashboard;
+mod egress_proof;
 mod errors;
 mod keys;
 mod ldap;
