@@ -62,8 +62,11 @@ impl World {
 
 type Fut<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
 
+/// Drives one feature against the traced appliance.
+type Driver = for<'a> fn(&'a World) -> Fut<'a>;
+
 /// The features driven while tracing, one line each.
-const FEATURES: &[(&str, for<'a> fn(&'a World) -> Fut<'a>)] = &[
+const FEATURES: &[(&str, Driver)] = &[
     ("serve", serve),
     ("ldap", ldap),
     ("ai", ai),
