@@ -377,8 +377,9 @@ pub enum JobsCommand {
     Run {
         /// Job name.
         name: String,
-        /// Evaluate as of this instant (RFC 3339; default now). Only `retention` takes it, e.g.
-        /// to catch up after downtime; it then prints its per-tenant report as JSON.
+        /// Evaluate as of this instant (RFC 3339; default now). Only `retention` (e.g. to catch
+        /// up after downtime; it then prints its per-tenant report as JSON) and `schedules`
+        /// (runs due at that instant are queued and anchored there) take it.
         #[arg(long, value_name = "RFC3339")]
         as_of: Option<String>,
     },
@@ -508,10 +509,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             action: JobsCommand::Run { name, as_of },
         } if name == crate::jobs::RETENTION_JOB => jobs_retention(settings, as_of.as_deref()),
         Command::Jobs {
+            action:
+                JobsCommand::Run {
+                    name,
+                    as_of: Some(as_of),
+                },
+        } if name == crate::jobs::SCHEDULES_JOB => {
+            let t = parse_time("--as-of", &as_of)?;
+            let t = chrono::DateTime::from_timestamp(t, 0)
+                .ok_or_else(|| anyhow::anyhow!("--as-of: `{as_of}` is out of range"))?;
+            let opened = startup::open_data_dir(&settings, false)?;
+            let state = startup::build_state(std::sync::Arc::new(settings), opened)?;
+            let n = crate::service::runs::queue_scheduled_at(&state, t);
+            println!("{name}: {n} handled");
+            Ok(())
+        }
+        Command::Jobs {
             action: JobsCommand::Run { name, as_of },
         } => {
             if as_of.is_some() {
-                anyhow::bail!("--as-of applies to the `retention` job only");
+                anyhow::bail!("--as-of applies to the `retention` and `schedules` jobs only");
             }
             let _lock = if crate::jobs::EXCLUSIVE_JOBS.contains(&name.as_str()) {
                 Some(startup::lock_data_dir(&settings.data_dir)?)

@@ -171,6 +171,8 @@ error_codes! {
     OidcProviderError => "oidc_provider_error",
     /// The directory is unreachable (with `Retry-After`).
     LdapUnavailable => "ldap_unavailable",
+    /// An outbound TLS handshake failed (unknown issuer, expired, name mismatch, CA used as leaf…).
+    TlsFailed => "tls_failed",
     /// The server is busy (with `Retry-After`).
     Busy => "busy",
     /// The server is not ready to serve.

@@ -5,6 +5,7 @@ pub mod flow;
 pub mod plan;
 pub mod redact;
 pub mod role;
+pub mod schedule;
 pub mod scim;
 
 pub use plan::{Entitlements, Plan};

@@ -143,6 +143,7 @@ table! {
     LdapError => BAD_GATEWAY, "Directory error";
     OidcProviderError => BAD_GATEWAY, "OpenID provider error";
     LdapUnavailable => SERVICE_UNAVAILABLE, "Directory unavailable";
+    TlsFailed => BAD_GATEWAY, "TLS handshake failed";
     Busy => SERVICE_UNAVAILABLE, "Server busy";
     NotReady => SERVICE_UNAVAILABLE, "Not ready";
     Internal => INTERNAL_SERVER_ERROR, "Internal error";

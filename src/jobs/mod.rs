@@ -35,7 +35,7 @@ pub struct JobSpec {
 /// All jobs.
 pub const JOBS: &[JobSpec] = &[
     JobSpec {
-        name: "schedules",
+        name: SCHEDULES_JOB,
         cron: "0 * * * * *",
         run: runs::queue_scheduled_blocking,
     },
@@ -68,6 +68,9 @@ pub const JOBS: &[JobSpec] = &[
 
 /// Name of the ticket delivery job (issue 20).
 pub const TICKET_OUTBOX_JOB: &str = "ticket-outbox";
+
+/// Name of the schedules job.
+pub const SCHEDULES_JOB: &str = "schedules";
 
 /// Name of the retention job.
 pub const RETENTION_JOB: &str = "retention";

@@ -6,9 +6,11 @@
 //! 0–1, "rationale": "…"}` about one (already masked) PNG and one (already scrubbed) expectation.
 //! There is no default endpoint and no fallback: a failed call is reported as failed.
 //!
-//! Connection discipline: rustls with the **ring** provider only (TLS 1.2/1.3), trusting exactly
-//! the endpoint's `ca_pem` bundle when one is set (else the Mozilla roots compiled in through
-//! `webpki-roots`); HTTPS only; no proxy from the environment; redirects are never followed (a
+//! Connection discipline: rustls with the **ring** provider only (TLS 1.2/1.3) through the
+//! shared builder [`super::tls::client_config`], trusting exactly the endpoint's `ca_pem` bundle
+//! when one is set — a certificate in it that the endpoint presents itself is pinned, so a
+//! self-signed `openssl req -x509` (CA:TRUE) certificate works — else the Mozilla roots compiled
+//! in through `webpki-roots`; a TLS failure is reported by kind (`tls_failed`); HTTPS only; no proxy from the environment; redirects are never followed (a
 //! 3xx is an error); every address is decided by the [`EgressPolicy`] — literal addresses before
 //! the request, names inside the resolver, so the client connects only to addresses the policy
 //! returned (no DNS-rebinding bypass); one total timeout covers connect, TLS, request and reply;
@@ -22,8 +24,6 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use reqwest::Url;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -152,14 +152,10 @@ fn ferr(field: &'static str, message: impl Into<String>) -> FieldError {
 /// Parse a PEM bundle into trust anchors (at least one certificate).
 pub fn root_store(pem: &str) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-        let c = c.map_err(|_| "ca_pem is not valid PEM".to_string())?;
+    for c in super::tls::parse_bundle(pem)? {
         roots
             .add(c)
             .map_err(|e| format!("ca_pem holds an unusable certificate: {e}"))?;
-    }
-    if roots.is_empty() {
-        return Err("ca_pem holds no CERTIFICATE block".into());
     }
     Ok(roots)
 }
@@ -309,13 +305,20 @@ pub enum CallError {
     Status(u16),
     /// The reply is not a valid structured verdict.
     InvalidReply(String),
-    /// Connection or TLS failure.
+    /// TCP connected, the TLS handshake failed (kind and a message naming host, port and kind).
+    Tls {
+        /// What failed.
+        kind: super::tls::TlsFailure,
+        /// Human message.
+        message: String,
+    },
+    /// Connection failure (no TCP connection) or a failure after the handshake.
     Transport(String),
 }
 
 impl CallError {
     /// Stable outcome code stored on the step: `egress_denied`, `timeout`, `redirect_refused`,
-    /// `http_error`, `invalid_reply`, `connect_failed`.
+    /// `http_error`, `invalid_reply`, `tls_failed`, `connect_failed`.
     pub fn outcome(&self) -> &'static str {
         match self {
             CallError::Egress(_) => "egress_denied",
@@ -323,6 +326,7 @@ impl CallError {
             CallError::Redirect(_) => "redirect_refused",
             CallError::Status(_) => "http_error",
             CallError::InvalidReply(_) => "invalid_reply",
+            CallError::Tls { .. } => "tls_failed",
             CallError::Transport(_) => "connect_failed",
         }
     }
@@ -337,6 +341,7 @@ impl CallError {
             }
             CallError::Status(s) => format!("AI endpoint answered HTTP {s}"),
             CallError::InvalidReply(m) => format!("AI reply is not a valid verdict: {m}"),
+            CallError::Tls { message, .. } => format!("AI endpoint TLS failure: {message}"),
             CallError::Transport(m) => format!("AI endpoint unreachable: {m}"),
         }
     }
@@ -500,18 +505,7 @@ impl reqwest::dns::Resolve for EgressResolver {
 }
 
 fn tls_config(ep: &Endpoint) -> Result<rustls::ClientConfig, String> {
-    let roots = match &ep.ca_pem {
-        Some(p) => root_store(p)?,
-        None => rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        },
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    super::tls::client_config(ep.ca_pem.as_deref(), None)
 }
 
 fn headers(ep: &Endpoint) -> Result<HeaderMap, String> {
@@ -564,8 +558,14 @@ fn classify(e: &reqwest::Error, timeout_ms: u64, host: &str, port: u16) -> CallE
             _ => CallError::Egress(d.clone()),
         };
     }
-    if let Some(t) = find_cause::<rustls::Error>(e) {
-        return CallError::Transport(format!("TLS handshake with {host}:{port} failed: {t}"));
+    if let Some((kind, detail)) = super::tls::tls_failure(e) {
+        return CallError::Tls {
+            kind,
+            message: format!(
+                "TLS handshake with {host}:{port} failed: {} ({detail})",
+                kind.describe()
+            ),
+        };
     }
     if e.is_connect() {
         return CallError::Transport(format!("cannot connect to {host}:{port}"));

@@ -340,12 +340,15 @@ pub struct TestResult {
     /// Which endpoint was tested.
     pub source: Source,
     /// `verdict`, `invalid_reply`, `http_error`, `timeout`, `redirect_refused`,
-    /// `egress_denied` or `connect_failed`.
+    /// `egress_denied`, `tls_failed` or `connect_failed`.
     pub outcome: String,
     /// The verdict on the probe image (when `ok`).
     pub verdict: Option<Verdict>,
     /// Why not (when not `ok`).
     pub error: Option<String>,
+    /// When `outcome` is `tls_failed`: `unknown_issuer`, `expired`, `not_yet_valid`,
+    /// `name_mismatch`, `ca_used_as_leaf`, `revoked`, `bad_certificate` or `handshake`.
+    pub tls_error: Option<String>,
     /// Model asked.
     pub model: String,
     /// Request bytes sent.
@@ -409,6 +412,10 @@ pub async fn test(state: &Arc<AppState>, ctx: &TenantCtx) -> ApiResult<TestResul
 }
 
 fn test_result(source: Source, rep: CallReport) -> TestResult {
+    let tls_error = match &rep.result {
+        Err(ai_client::CallError::Tls { kind, .. }) => Some(kind.code().to_string()),
+        _ => None,
+    };
     let (ok, outcome, verdict, error) = match rep.result {
         Ok(v) => (true, "verdict".to_string(), Some(v), None),
         Err(e) => (false, e.outcome().to_string(), None, Some(e.reason())),
@@ -419,6 +426,7 @@ fn test_result(source: Source, rep: CallReport) -> TestResult {
         outcome,
         verdict,
         error,
+        tls_error,
         model: rep.model,
         bytes_sent: rep.bytes_sent,
         latency_ms: rep.latency_ms,

@@ -1,13 +1,13 @@
 //! Flows: create, read (current or any version), save a new version, delete, list by tag;
 //! schedules (cron + IANA timezone); webhook trigger tokens.
 
-use std::str::FromStr;
 use std::sync::Arc;
 
 use super::{unix_now, AppState, TenantCtx};
 use crate::audit::NewAuditEvent;
 use crate::crypto::token;
 use crate::domain::flow::FlowDef;
+use crate::domain::schedule::CronSchedule;
 use crate::domain::{new_object_id, now_rfc3339};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 pub use crate::store::flows::FlowRow;
@@ -199,15 +199,10 @@ pub async fn delete(state: &Arc<AppState>, ctx: &TenantCtx, id: &str) -> ApiResu
     Ok(())
 }
 
-/// Validate a cron expression (5 fields, or 6 with seconds) and an IANA timezone.
-pub fn parse_schedule(cron: &str, tz: &str) -> ApiResult<(croner::Cron, chrono_tz::Tz)> {
-    let c = croner::Cron::new(cron.trim())
-        .with_seconds_optional()
-        .parse()
-        .map_err(|e| ApiError::invalid("cron", format!("invalid cron expression: {e}")))?;
-    let z = chrono_tz::Tz::from_str(tz.trim())
-        .map_err(|_| ApiError::invalid("timezone", "unknown IANA timezone"))?;
-    Ok((c, z))
+/// Validate a cron expression (5 fields, or 6 with seconds) and an IANA timezone; the schedule
+/// follows the daylight-saving rule of [`CronSchedule`].
+pub fn parse_schedule(cron: &str, tz: &str) -> ApiResult<CronSchedule> {
+    CronSchedule::parse(cron, tz).map_err(|(field, e)| ApiError::invalid(field, e.0))
 }
 
 /// Set (`Some`) or clear (`None`) a flow's schedule. Ticks are counted from now.

@@ -26,6 +26,7 @@ use crate::crypto::ct_eq;
 use crate::crypto::token::{self, TokenKind};
 use crate::domain::{Email, Role, TenantId};
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::net::tls::TlsFailure;
 use crate::store::ldap::{self as st, ConfigRow, DirectoryUser, NewSession, Provisioned};
 use crate::store::{Conflict, StoreError, StoreResult};
 
@@ -68,6 +69,18 @@ fn dir_error(e: DirError) -> ApiError {
         DirError::TlsConfig(m) => ApiError::new(ErrorCode::ValidationFailed,
             m,
         ),
+        // Only failures that prove the server holds a certificate tied to the configured
+        // `ca_pem` (issued by it or pinned in it) are named; an unknown issuer or another
+        // handshake failure stays the one 503 a closed port gives, so the connection test is
+        // no port-probing oracle (`ldap_errors_do_not_reveal_whether_a_port_is_open`).
+        DirError::Tls(
+            TlsFailure::UnknownIssuer | TlsFailure::Handshake | TlsFailure::BadCertificate,
+            _,
+        ) => unavailable(),
+        DirError::Tls(kind, detail) => ApiError::new(ErrorCode::TlsFailed,
+            format!("TLS handshake with the directory failed: {} ({}) [{}]", kind.describe(), crate::domain::truncate(&detail, 200), kind.code()),
+        )
+        .field("ca_pem"),
         DirError::Protocol(m) => {
             tracing::warn!(error = %m, "LDAP protocol error");
             ApiError::new(ErrorCode::LdapError,

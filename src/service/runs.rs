@@ -769,24 +769,28 @@ pub fn fail_stale_runs_blocking(state: &AppState) -> usize {
 /// Queue one run for every scheduled flow whose next cron tick after its anchor has passed.
 /// Missed ticks (e.g. while the server was down) collapse into one run. Returns runs queued.
 pub fn queue_scheduled_blocking(state: &AppState) -> usize {
-    let now = chrono::Utc::now();
+    queue_scheduled_at(state, chrono::Utc::now())
+}
+
+/// [`queue_scheduled_blocking`] as of `now` (`flowguard jobs run schedules --as-of`, tests):
+/// a flow is due when the first tick after its stored anchor is not later than `now`
+/// ([`crate::domain::schedule::CronSchedule::due`], with its daylight-saving rule); the anchor
+/// then moves to `now`. Only the anchor and `now` decide, so a restart neither repeats nor
+/// loses a tick.
+pub fn queue_scheduled_at(state: &AppState, now: chrono::DateTime<chrono::Utc>) -> usize {
     let mut n = 0;
     for t in all_tenants(state) {
         let res = state.tenants.for_pass(&t, |db| {
             let mut c = db.lock();
             let mut queued = 0;
             for (flow, cron, tz, anchor) in flows::scheduled_flows(&c)? {
-                let Ok((cron, tz)) = super::flows::parse_schedule(&cron, &tz) else {
+                let Ok(sched) = super::flows::parse_schedule(&cron, &tz) else {
                     continue;
                 };
                 let Some(from) = chrono::DateTime::from_timestamp(anchor, 0) else {
                     continue;
                 };
-                let due = cron
-                    .find_next_occurrence(&from.with_timezone(&tz), false)
-                    .ok()
-                    .is_some_and(|next| next.with_timezone(&chrono::Utc) <= now);
-                if !due {
+                if sched.due(from, now).is_none() {
                     continue;
                 }
                 let id = new_object_id();

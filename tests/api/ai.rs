@@ -131,14 +131,22 @@ pub(crate) fn start_fake() -> Fake {
     let ck =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
             .unwrap();
-    let cert_pem = ck.cert.pem();
     let key = rustls_pki_types::PrivateKeyDer::try_from(ck.key_pair.serialize_der()).unwrap();
+    start_fake_with(ck.cert.pem(), ck.cert.der().clone(), key)
+}
+
+/// Start a fake endpoint presenting `cert` (PEM and DER) with `key`.
+fn start_fake_with(
+    cert_pem: String,
+    cert: rustls_pki_types::CertificateDer<'static>,
+    key: rustls_pki_types::PrivateKeyDer<'static>,
+) -> Fake {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .with_single_cert(vec![cert], key)
         .unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -936,4 +944,126 @@ async fn ai_calls_are_rate_limited_per_tenant() {
         .json(Method::POST, "/api/v1/ai-endpoint/test", None, 429)
         .await;
     assert_eq!(v["code"], "rate_limited");
+}
+
+/// A certificate made the default way, `openssl req -x509 -newkey ec … -subj /CN=127.0.0.1`:
+/// self-signed, CA:TRUE, no subjectAltName. (PEM, DER, key.)
+fn openssl_self_signed(
+    dir: &std::path::Path,
+    name: &str,
+    days: &str,
+) -> (
+    String,
+    rustls_pki_types::CertificateDer<'static>,
+    rustls_pki_types::PrivateKeyDer<'static>,
+) {
+    use rustls_pki_types::pem::PemObject;
+    let (c, k) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-days", days, "-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&k)
+        .arg("-out")
+        .arg(&c)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pem = std::fs::read_to_string(&c).unwrap();
+    let text = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&c)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("CA:TRUE"),
+        "openssl's default certificate is expected to be a CA certificate"
+    );
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&k).unwrap();
+    (pem, der, key)
+}
+
+/// Issue 24 item 9: an endpoint whose certificate is the default `openssl req -x509` one
+/// (CA:TRUE used as the leaf) is trusted when that certificate is pasted as `ca_pem`; another
+/// pasted certificate fails as `tls_failed` / `unknown_issuer`, never as "cannot connect".
+#[tokio::test]
+async fn self_signed_openssl_endpoint_is_pinned_and_tls_failures_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, der, key) = openssl_self_signed(dir.path(), "endpoint", "30");
+    let fake = start_fake_with(pem.clone(), der, key);
+    let app = spawn_with(Opts {
+        config: Some(egress_config(
+            &[format!("127.0.0.1:{}", fake.addr.port())],
+            "",
+        )),
+        ..Default::default()
+    })
+    .await;
+    let owner = app.owner().await;
+    let put = |ca: &str| {
+        json!({"kind": "openai-chat", "base_url": fake.url("/v1"), "model": "m",
+               "ca_pem": ca, "timeout_ms": 3000})
+    };
+    owner
+        .json(Method::PUT, "/api/v1/ai-endpoint", Some(put(&pem)), 200)
+        .await;
+    let v = owner
+        .json(Method::POST, "/api/v1/ai-endpoint/test", None, 200)
+        .await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["outcome"], "verdict");
+    assert_eq!(fake.seen().len(), 1);
+
+    // Another certificate pasted: the TLS failure is named.
+    let (other, _, _) = openssl_self_signed(dir.path(), "other", "30");
+    owner
+        .json(Method::PUT, "/api/v1/ai-endpoint", Some(put(&other)), 200)
+        .await;
+    let v = owner
+        .json(Method::POST, "/api/v1/ai-endpoint/test", None, 200)
+        .await;
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["outcome"], "tls_failed", "{v}");
+    assert_eq!(v["tls_error"], "unknown_issuer", "{v}");
+    let err = v["error"].as_str().unwrap();
+    assert!(err.contains("unknown issuer"), "{err}");
+    assert!(!err.contains("cannot connect"), "{err}");
+    assert_eq!(
+        fake.seen().len(),
+        1,
+        "nothing was sent over an untrusted connection"
+    );
+
+    // No ca_pem: the built-in roots do not know a self-signed certificate.
+    owner
+        .json(
+            Method::PUT,
+            "/api/v1/ai-endpoint",
+            Some(json!({"kind": "openai-chat", "base_url": fake.url("/v1"), "model": "m"})),
+            200,
+        )
+        .await;
+    let v = owner
+        .json(Method::POST, "/api/v1/ai-endpoint/test", None, 200)
+        .await;
+    assert_eq!(v["outcome"], "tls_failed", "{v}");
+    assert!(
+        ["unknown_issuer", "ca_used_as_leaf"].contains(&v["tls_error"].as_str().unwrap()),
+        "{v}"
+    );
 }

@@ -54,6 +54,8 @@ pub struct Opts {
     pub env: Vec<(String, String)>,
     /// Reuse an existing temp dir (with `data/` inside).
     pub dir: Option<TempDir>,
+    /// Run the binary under this command prefix (e.g. `strace -f -o FILE --`).
+    pub wrap: Vec<String>,
 }
 
 /// Run the binary to completion with args (for CLI tests).
@@ -95,7 +97,14 @@ pub async fn try_spawn(opts: Opts) -> Result<TestApp, SpawnError> {
         .path()
         .join(format!("server-{}.log", std::process::id()));
     let logf = std::fs::File::create(&log).expect("log file");
-    let mut cmd = Command::new(bin());
+    let mut cmd = match opts.wrap.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin());
+            c
+        }
+        None => Command::new(bin()),
+    };
     cmd.arg("serve")
         .arg("--listen")
         .arg("127.0.0.1:0")

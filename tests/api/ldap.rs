@@ -579,7 +579,20 @@ async fn ldap_starttls_works_and_every_tls_failure_fails_closed() {
         let t = owner
             .req(Method::POST, "/api/v1/sso/ldap/test-connection", None)
             .await;
-        assert_eq!(t.status(), 503, "{what}");
+        if what.starts_with("name mismatch") {
+            // Issue 24: a certificate from the configured CA that names another host is
+            // reported as what it is (only to the Owner's connection test).
+            assert_eq!(t.status(), 502, "{what}");
+            let v: Value = t.json().await.unwrap();
+            assert_eq!(v["code"], "tls_failed", "{what}: {v}");
+            let d = v["detail"].as_str().unwrap();
+            assert!(
+                d.contains("name mismatch") && d.contains("[name_mismatch]"),
+                "{d}"
+            );
+        } else {
+            assert_eq!(t.status(), 503, "{what}");
+        }
         assert_eq!(
             (slapd.binds(), no_tls.binds()),
             binds,

@@ -11,6 +11,7 @@ mod audit_export;
 mod backup;
 mod bootstrap;
 mod dashboard;
+mod egress_proof;
 mod errors;
 mod hardening;
 mod keys;

@@ -1463,3 +1463,92 @@ async fn screenshot_url_ttl_is_the_configured_one() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// `flowguard jobs run schedules --as-of T` (a fresh process each time, i.e. a restart) and the
+/// number of runs it queued.
+fn schedules_as_of(app: &TestApp, t: &str) -> usize {
+    let out = run_cli(&[
+        "jobs",
+        "run",
+        "schedules",
+        "--as-of",
+        t,
+        "--data-dir",
+        app.data.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .strip_prefix("schedules: ")
+        .and_then(|r| r.strip_suffix(" handled"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output {text:?}"))
+}
+
+/// Issue 24 item 11: a (cron, IANA zone) schedule across both Europe/Berlin changes of 2030,
+/// each evaluation in a new process (a restart): the spring-forward 02:30 runs once at 03:00
+/// CEST, the fall-back 02:30 runs once (its first occurrence), and the view shows the next run
+/// in the zone and in UTC.
+#[tokio::test]
+async fn schedules_across_dst_and_restarts_run_once_per_local_time() {
+    let app = spawn_app().await;
+    let s = setup(&app).await;
+    let f = s
+        .owner
+        .json(
+            Method::PUT,
+            &format!("/api/v1/flows/{}/schedule", s.flow_id),
+            Some(json!({"cron": "30 2 * * *", "timezone": "Europe/Berlin"})),
+            200,
+        )
+        .await;
+    let next = &f["schedule"]["next_run"];
+    let (local, utc) = (
+        next["local"].as_str().unwrap(),
+        next["utc"].as_str().unwrap(),
+    );
+    assert!(utc.ends_with('Z'), "{f}");
+    assert!(
+        local.contains("T02:30:00+0") || local.contains("T03:00:00+02:00"),
+        "{f}"
+    );
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(local).unwrap(),
+        chrono::DateTime::parse_from_rfc3339(utc).unwrap()
+    );
+
+    // Catch-up after a long stop: one run, however many ticks were missed.
+    assert_eq!(schedules_as_of(&app, "2030-03-30T12:00:00Z"), 1);
+    // Spring forward, 2030-03-31 02:00 CET → 03:00 CEST (01:00 UTC): 02:30 does not exist.
+    assert_eq!(schedules_as_of(&app, "2030-03-31T00:59:00Z"), 0);
+    assert_eq!(schedules_as_of(&app, "2030-03-31T01:00:00Z"), 1);
+    assert_eq!(schedules_as_of(&app, "2030-03-31T01:00:30Z"), 0);
+    assert_eq!(schedules_as_of(&app, "2030-03-31T22:00:00Z"), 0);
+    assert_eq!(schedules_as_of(&app, "2030-04-01T00:30:00Z"), 1);
+    // Fall back, 2030-10-27 03:00 CEST → 02:00 CET (01:00 UTC): 02:30 at 00:30Z and 01:30Z.
+    assert_eq!(schedules_as_of(&app, "2030-10-26T12:00:00Z"), 1);
+    assert_eq!(schedules_as_of(&app, "2030-10-27T00:29:00Z"), 0);
+    assert_eq!(schedules_as_of(&app, "2030-10-27T00:30:00Z"), 1);
+    assert_eq!(schedules_as_of(&app, "2030-10-27T01:10:00Z"), 0);
+    assert_eq!(schedules_as_of(&app, "2030-10-27T01:30:00Z"), 0);
+    assert_eq!(schedules_as_of(&app, "2030-10-27T01:45:00Z"), 0);
+    assert_eq!(schedules_as_of(&app, "2030-10-28T01:29:00Z"), 0);
+    assert_eq!(schedules_as_of(&app, "2030-10-28T01:30:00Z"), 1);
+
+    let runs = s
+        .owner
+        .json(
+            Method::GET,
+            &format!("/api/v1/applications/{}/runs", s.app_id),
+            None,
+            200,
+        )
+        .await;
+    let items = runs["items"].as_array().unwrap();
+    assert_eq!(items.len(), 6, "{items:?}");
+    assert!(items.iter().all(|r| r["trigger"] == "schedule"));
+}

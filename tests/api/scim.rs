@@ -394,7 +394,7 @@ async fn scim_c02_pathless_patch() {
     for ops in [
         json!([{"op": "replace", "value": {"displayName": "X", "shoeSize": 44}}]),
         json!([{"op": "replace", "path": "displayName", "value": "X"}, {"op": "replace", "path": "nonExistent", "value": 1}]),
-        json!([{"op": "replace", "path": "displayName", "value": "X"}, {"op": "replace", "path": "emails[type eq \"home\"].value", "value": "h@x"}]),
+        json!([{"op": "replace", "path": "displayName", "value": "X"}, {"op": "replace", "path": "emails[type ne \"home\"].value", "value": "h@x"}]),
         json!([{"op": "replace", "path": "displayName", "value": "X"}, {"op": "replace", "path": "meta.created", "value": "2020-01-01T00:00:00Z"}]),
         json!([{"op": "replace", "value": "not an object"}]),
         json!([]),
@@ -414,10 +414,11 @@ async fn scim_c02_pathless_patch() {
         .body["scimType"],
         "invalidPath"
     );
+    // A value filter that does not describe a value (not only `eq` terms) has no target.
     assert_eq!(
         scim.patch(
             &id,
-            json!([{"op": "replace", "path": "emails[type eq \"home\"].value", "value": "h@x"}])
+            json!([{"op": "replace", "path": "emails[type ne \"home\"].value", "value": "h@x"}])
         )
         .await
         .body["scimType"],
@@ -451,6 +452,39 @@ async fn scim_c02_pathless_patch() {
         )
         .await;
     assert!(r.body.get("emails").is_none(), "{}", r.body);
+
+    // Entra ID (issue 24 item 10): `replace` with a value filter for a value the user does not
+    // have adds it with the filter's attributes (Entra fails the whole update on `noTarget`),
+    // and the other operations of the same request are applied too.
+    let r = scim
+        .patch(
+            &id,
+            json!([
+                {"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "ada@entra.example"},
+                {"op": "Replace", "path": "phoneNumbers[type eq \"mobile\"].value", "value": "+1 555 0100"},
+                {"op": "Replace", "path": "displayName", "value": "Ada E."}
+            ]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let got = scim.get(&id).await;
+    assert_eq!(
+        got["emails"],
+        json!([{"type": "work", "value": "ada@entra.example"}])
+    );
+    assert_eq!(
+        got["phoneNumbers"],
+        json!([{"type": "mobile", "value": "+1 555 0100"}])
+    );
+    assert_eq!(got["displayName"], "Ada E.");
+    // Sent again it matches the value it created: replaced in place, never a duplicate.
+    let r = scim
+        .patch(&id, json!([{"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "ada@entra2.example"}]))
+        .await;
+    assert_eq!(
+        r.body["emails"],
+        json!([{"type": "work", "value": "ada@entra2.example"}])
+    );
 }
 
 #[tokio::test]

@@ -69,6 +69,11 @@ pub enum DirError {
     /// The stored TLS material is unusable.
     #[error("TLS configuration: {0}")]
     TlsConfig(String),
+    /// TCP connected but the TLS handshake failed, by kind (unknown issuer, expired, name
+    /// mismatch, CA used as leaf…); the detail is rustls's text. Only the Owner's connection
+    /// test shows it; a login answers the one `ldap_unavailable`.
+    #[error("TLS handshake failed: {}", .0.describe())]
+    Tls(crate::net::tls::TlsFailure, String),
     /// An unexpected result code or protocol error.
     #[error("directory error: {0}")]
     Protocol(String),
@@ -92,29 +97,19 @@ fn map_err(e: LdapError) -> DirError {
     }
 }
 
-/// Build the rustls client configuration: ring provider, TLS 1.2/1.3, the CA bundle as the only
-/// trust anchors, optional client certificate. Errors name the PEM field at fault.
+/// Build the rustls client configuration through the shared outbound builder
+/// ([`crate::net::tls::client_config`]): ring provider, TLS 1.2/1.3, the CA bundle as the only
+/// trust anchors (a certificate in it that the server presents itself is pinned, e.g. a
+/// self-signed CA:TRUE certificate), optional client certificate. Errors name the PEM field at
+/// fault.
 pub fn tls_config(
     ca_pem: &str,
     client_cert_pem: Option<&str>,
     client_key_pem: Option<&str>,
 ) -> Result<rustls::ClientConfig, (&'static str, String)> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        let c = c.map_err(|_| ("ca_pem", "not a PEM certificate bundle".to_string()))?;
-        roots
-            .add(c)
-            .map_err(|e| ("ca_pem", format!("unusable CA certificate: {e}")))?;
-    }
-    if roots.is_empty() {
-        return Err(("ca_pem", "no CA certificate found".into()));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| ("ca_pem", e.to_string()))?
-        .with_root_certificates(roots);
-    match (client_cert_pem, client_key_pem) {
+    crate::net::tls::parse_bundle(ca_pem)
+        .map_err(|_| ("ca_pem", "no CA certificate found".to_string()))?;
+    let auth = match (client_cert_pem, client_key_pem) {
         (Some(cert), Some(key)) => {
             let chain: Vec<CertificateDer<'static>> =
                 CertificateDer::pem_slice_iter(cert.as_bytes())
@@ -125,23 +120,33 @@ pub fn tls_config(
             }
             let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
                 .map_err(|_| ("client_key_pem", "not a PEM private key".to_string()))?;
-            builder.with_client_auth_cert(chain, key).map_err(|_| {
-                (
-                    "client_key_pem",
-                    "key does not match the client certificate".to_string(),
-                )
-            })
+            Some((chain, key))
         }
-        (None, None) => Ok(builder.with_no_client_auth()),
-        (Some(_), None) => Err((
-            "client_key_pem",
-            "client_cert_pem needs client_key_pem".into(),
-        )),
-        (None, Some(_)) => Err((
-            "client_cert_pem",
-            "client_key_pem needs client_cert_pem".into(),
-        )),
-    }
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err((
+                "client_key_pem",
+                "client_cert_pem needs client_key_pem".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err((
+                "client_cert_pem",
+                "client_key_pem needs client_cert_pem".into(),
+            ))
+        }
+    };
+    let has_auth = auth.is_some();
+    crate::net::tls::client_config(Some(ca_pem), auth).map_err(|m| {
+        if has_auth && m.starts_with("client_key_pem") {
+            (
+                "client_key_pem",
+                "key does not match the client certificate".to_string(),
+            )
+        } else {
+            ("ca_pem", m)
+        }
+    })
 }
 
 /// A user entry found by the search.
@@ -219,7 +224,7 @@ pub async fn connect(
     let start = Instant::now();
     let ct = Duration::from_millis(cfg.connect_timeout_ms);
     let res = connect_inner(cfg, secrets, egress, start, ct).await;
-    if matches!(res, Err(DirError::Unavailable)) {
+    if matches!(res, Err(DirError::Unavailable | DirError::Tls(..))) {
         tokio::time::sleep(ct.saturating_sub(start.elapsed())).await;
     }
     res
@@ -266,9 +271,13 @@ async fn connect_inner(
     let (conn, ldap) = match LdapConnAsync::from_url_with_settings(settings, &url).await {
         Ok(pair) => pair,
         Err(e) => {
-            // Logged at debug without detail that could matter to a prober; the answer is one.
             tracing::debug!(error = %crate::domain::truncate(&e.to_string(), 200), "LDAP TLS connection failed");
-            return Err(DirError::Unavailable);
+            // TCP connected (the egress connect above succeeded): a TLS failure is named for
+            // what it is (issue 24); anything else stays one `Unavailable`.
+            return Err(match crate::net::tls::tls_failure(&e) {
+                Some((kind, detail)) => DirError::Tls(kind, detail),
+                None => DirError::Unavailable,
+            });
         }
     };
     tokio::spawn(async move {

@@ -6,8 +6,11 @@
 //!   dotted sub-attributes (`name.givenName`), URN-qualified extension attributes
 //!   (`urn:…:enterprise:2.0:User:employeeNumber`) or the extension URN itself with an object.
 //!   Keys are never stored literally. `remove` without `path` is 400 `noTarget`.
-//! - Value-filter paths (`emails[type eq "work"].value`): `add` with no matching value creates
-//!   one from the filter's `eq` terms; `replace` with no match is 400 `noTarget` (§3.5.2.3).
+//! - Value-filter paths (`emails[type eq "work"].value`): `add` **and `replace`** with no
+//!   matching value create one from the filter's `eq` terms (`{"type": "work", "value": …}`),
+//!   as Entra ID and Okta expect — RFC 7644 §3.5.2.3 literally asks for 400 `noTarget` on a
+//!   `replace`, which makes Entra fail the whole update. A filter that does not describe a value
+//!   (anything but `eq` terms joined by `and`) with no match is still 400 `noTarget`.
 //! - Values are converted to the schema type: only Boolean attributes take `"True"`/`"False"`
 //!   strings; a bare string for a complex attribute with a `value` sub-attribute (Entra's
 //!   `manager`) means `{"value": …}`.
@@ -522,12 +525,8 @@ fn on_filtered(
                 },
             };
             let touched = if hits.is_empty() {
-                if kind == OpKind::Replace {
-                    return Err(ScimError::no_target(format!(
-                        "no value of `{}` matches the filter",
-                        r.attr.name
-                    )));
-                }
+                // Entra/Okta dialect: `replace` (like `add`) of a value the user does not have
+                // adds it with the filter's attributes (module doc).
                 let mut base = eq_terms(raw, r.attr).ok_or_else(|| {
                     ScimError::no_target(format!(
                         "no value of `{}` matches the filter, and the filter does not describe a new one",
@@ -618,8 +617,31 @@ mod tests {
     fn value_filters() {
         let a = run(json!([{"op": "replace", "path": "emails[type eq \"work\"].value", "value": "new@work.example"}])).unwrap();
         assert_eq!(a["emails"][0]["value"], "new@work.example");
+        // Entra: `replace` of a value the user does not have adds it with the filter's
+        // attributes, and the other operations of the request still apply.
+        let a = run(json!([
+            {"op": "Replace", "path": "emails[type eq \"home\"].value", "value": "x@home.example"},
+            {"op": "Replace", "path": "phoneNumbers[type eq \"mobile\"].value", "value": "+1 555"},
+            {"op": "Replace", "path": "displayName", "value": "D"}
+        ]))
+        .unwrap();
+        assert_eq!(a["emails"][0]["value"], "a@work.example");
+        assert_eq!(
+            a["emails"][1],
+            json!({"type": "home", "value": "x@home.example"})
+        );
+        assert_eq!(
+            a["phoneNumbers"],
+            json!([{"type": "mobile", "value": "+1 555"}])
+        );
+        assert_eq!(a["displayName"], "D");
+        // A filter that does not describe a value still has no target.
         let e =
-            run(json!([{"op": "replace", "path": "emails[type eq \"home\"].value", "value": "x"}]))
+            run(json!([{"op": "replace", "path": "emails[type ne \"work\"].value", "value": "x"}]))
+                .unwrap_err();
+        assert_eq!(e.scim_type, Some(ScimType::NoTarget));
+        let e =
+            run(json!([{"op": "replace", "path": "emails[value co \"zzz\"].value", "value": "x"}]))
                 .unwrap_err();
         assert_eq!(e.scim_type, Some(ScimType::NoTarget));
         let a = run(json!([{"op": "add", "path": "emails[type eq \"home\"].value", "value": "h@home.example"}])).unwrap();

@@ -48,6 +48,31 @@ pub struct Schedule {
     pub cron: String,
     /// IANA timezone.
     pub timezone: String,
+    /// The next run after now (none if the expression never fires again). Daylight saving: a
+    /// local time that does not exist runs once at the first valid instant after it; one that
+    /// happens twice runs once, at its first occurrence (README "Schedules and daylight
+    /// saving").
+    pub next_run: Option<NextRun>,
+}
+
+/// The next run of a schedule, in its zone and in UTC.
+#[derive(Serialize, ToSchema)]
+pub struct NextRun {
+    /// RFC 3339 in the schedule's zone, with that instant's offset (`2027-03-28T03:00:00+02:00`).
+    pub local: String,
+    /// The same instant in UTC (`2027-03-28T01:00:00Z`).
+    pub utc: String,
+}
+
+fn next_run(cron: &str, tz: &str) -> Option<NextRun> {
+    let s = crate::domain::schedule::CronSchedule::parse(cron, tz).ok()?;
+    let t = s.next_after(chrono::Utc::now())?;
+    Some(NextRun {
+        local: t
+            .with_timezone(&s.zone())
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        utc: t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    })
 }
 
 impl From<FlowRow> for Flow {
@@ -62,6 +87,7 @@ impl From<FlowRow> for Flow {
             source: r.source,
             steps: r.steps,
             schedule: r.schedule.map(|s| Schedule {
+                next_run: next_run(&s.cron, &s.timezone),
                 cron: s.cron,
                 timezone: s.timezone,
             }),

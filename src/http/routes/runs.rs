@@ -88,7 +88,7 @@ pub struct AiCall {
     /// Milliseconds until the reply (or the failure).
     pub latency_ms: i64,
     /// `verdict`, `invalid_reply`, `http_error`, `timeout`, `redirect_refused`,
-    /// `egress_denied` or `connect_failed`.
+    /// `egress_denied`, `tls_failed` or `connect_failed`.
     pub outcome: String,
     /// Why there is no verdict (absent when `outcome` is `verdict`).
     pub error: Option<String>,
