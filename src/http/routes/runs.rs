@@ -1,7 +1,6 @@
 //! Runs (`/api/v1/flows/{flow}/runs`, `/api/v1/applications/{app}/runs`, `/api/v1/runs/{run}`),
 //! the webhook trigger, the agent API (`/api/v1/agent/runs/…`) and signed screenshot URLs.
 
-use actix_multipart::Multipart;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -436,10 +435,10 @@ const MAX_REGION_BYTES: usize = 4 * 1024;
 pub async fn upload(
     state: web::Data<AppState>,
     path: web::Path<(String, i64)>,
-    g: Guarded<perm::AgentRun, Multipart>,
+    g: Guarded<perm::AgentRun, crate::http::extract::SafeMultipart>,
 ) -> Result<HttpResponse, ApiError> {
     let (run, n) = path.into_inner();
-    let mut mp = g.inner;
+    let mut mp = g.inner.0;
     let mut image: Option<Vec<u8>> = None;
     let mut masks: Option<Vec<u8>> = None;
     let mut region: Option<Vec<u8>> = None;
