@@ -73,6 +73,7 @@ const FEATURES: &[(&str, Driver)] = &[
     ("rotation", rotation),
     ("audit_export", audit_export),
     ("jobs", jobs),
+    ("backup", backup),
 ];
 
 fn serve(w: &World) -> Fut<'_> {
@@ -177,9 +178,36 @@ fn audit_export(w: &World) -> Fut<'_> {
 
 fn jobs(w: &World) -> Fut<'_> {
     Box::pin(async move {
-        for job in ["schedules", "agent-timeouts", "retention"] {
+        for job in [
+            "schedules",
+            "agent-timeouts",
+            "retention",
+            "ticket-outbox",
+            "license-clock",
+        ] {
             w.cli(job, &["jobs", "run", job]);
         }
+    })
+}
+
+/// Issue 19: an online backup of the serving appliance, then its verification (both CLI runs
+/// traced).
+fn backup(w: &World) -> Fut<'_> {
+    Box::pin(async move {
+        let to = w.traces.with_file_name("backups");
+        let out = w.cli(
+            "backup-create",
+            &[
+                "backup",
+                "create",
+                "--to",
+                to.to_str().expect("utf-8"),
+                "--json",
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_str(out.trim()).expect("backup --json");
+        let dir = v["dir"].as_str().expect("backup dir").to_string();
+        w.cli("backup-verify", &["backup", "verify", &dir]);
     })
 }
 
