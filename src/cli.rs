@@ -470,7 +470,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for j in crate::jobs::JOBS {
                 table.row(vec![
                     j.name.to_string(),
-                    crate::jobs::cron_for(&settings, j).to_string(),
+                    crate::jobs::cron_for(&settings, j).unwrap_or_else(|| "(not scheduled)".into()),
                 ]);
             }
             print!("{}", table.render());

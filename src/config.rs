@@ -93,12 +93,29 @@ pub struct Settings {
 }
 
 /// `[backup]` table.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackupSettings {
-    /// Directory `flowguard backup create` writes into without `--to` (default
-    /// `<data>/backups`; put it on another volume).
+    /// Directory `flowguard backup create`, `POST /api/v1/platform/backups` and the scheduled
+    /// job write into (default `<data>/backups`; put it on another volume).
     pub dir: Option<PathBuf>,
+    /// Cron expression with seconds (`sec min hour day month weekday`, like
+    /// `keys.rotation_cron`) of the scheduled `backup` job; unset (the default) = no scheduled
+    /// backups.
+    pub schedule: Option<String>,
+    /// After a successful scheduled backup, keep this many complete backups in `dir` and delete
+    /// the older ones (default 7; at least 1 is always kept).
+    pub keep: usize,
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            schedule: None,
+            keep: 7,
+        }
+    }
 }
 
 impl Default for Settings {

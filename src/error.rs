@@ -145,6 +145,8 @@ error_codes! {
     LicenseMissing => "license_missing",
     /// The offline trial cannot start: it was used already, or a license is in force (409).
     TrialUnavailable => "trial_unavailable",
+    /// A backup is running already; one runs at a time (409).
+    BackupRunning => "backup_running",
     /// A license token does not parse.
     LicenseMalformed => "license_malformed",
     /// A license signature does not verify.

@@ -130,6 +130,7 @@ table! {
     TlsRequired => UNPROCESSABLE_ENTITY, "TLS required";
     LicenseMissing => UNPROCESSABLE_ENTITY, "License missing";
     TrialUnavailable => CONFLICT, "Trial unavailable";
+    BackupRunning => CONFLICT, "Backup running";
     LicenseMalformed => UNPROCESSABLE_ENTITY, "License malformed";
     LicenseBadSignature => UNPROCESSABLE_ENTITY, "License signature invalid";
     LicenseInvalidClaims => UNPROCESSABLE_ENTITY, "License claims invalid";

@@ -9,9 +9,10 @@
 //! | `key-rotation` | `keys.rotation_cron` (default `0 17 3 * * *`, daily) | rotate tenant key sets older than `keys.rotation_days`; finish interrupted rotations |
 //! | `ticket-outbox` | `*/20 * * * * *` (every 20 s) | deliver due ticket filings and comments of every tenant (retries after backoff or `Retry-After`; issue 20) |
 //! | `license-clock` | `0 */10 * * * *` (every 10 minutes) | record the latest time seen in the catalog (the offline trial is judged against it, so moving the clock back cannot extend it) and pick up a trial started offline |
+//! | `backup` | `[backup] schedule` (default unset: not scheduled, no catch-up run at start) | write a backup into `[backup] dir`, then delete the oldest complete backups there beyond `[backup] keep` (issue 19) |
 //! | `retention` | `jobs.retention_cron` (default `0 15 3 * * *`, daily) | purge finished runs (with their steps and screenshot files) and tenant audit rows older than the plan's retention ([`retention`]) |
 //!
-//! All also run once at start, in the background while the server already serves, so a tick
+//! All but `backup` also run once at start, in the background while the server already serves, so a tick
 //! missed while the server was down runs once (and an interrupted key rotation is finished).
 
 use std::sync::Arc;
@@ -60,6 +61,11 @@ pub const JOBS: &[JobSpec] = &[
         run: crate::service::retention::retention_job_blocking,
     },
     JobSpec {
+        name: BACKUP_JOB,
+        cron: "",
+        run: crate::service::backup::scheduled_job_blocking,
+    },
+    JobSpec {
         name: "license-clock",
         cron: "0 */10 * * * *",
         run: crate::service::license::clock_job_blocking,
@@ -75,6 +81,9 @@ pub const SCHEDULES_JOB: &str = "schedules";
 /// Name of the retention job.
 pub const RETENTION_JOB: &str = "retention";
 
+/// Name of the scheduled backup job.
+pub use crate::service::backup::BACKUP_JOB;
+
 /// Name of the key rotation job.
 pub const KEY_ROTATION_JOB: &str = "key-rotation";
 
@@ -83,12 +92,14 @@ pub const KEY_ROTATION_JOB: &str = "key-rotation";
 pub const EXCLUSIVE_JOBS: &[&str] = &[KEY_ROTATION_JOB];
 
 /// The cron expression a job runs on: the configured one where settings name one
-/// (`keys.rotation_cron`, `jobs.retention_cron`), else its default.
-pub fn cron_for(settings: &Settings, spec: &JobSpec) -> String {
+/// (`keys.rotation_cron`, `jobs.retention_cron`, `backup.schedule`), else its default.
+/// `None`: the job is not scheduled (`backup` without `[backup] schedule`).
+pub fn cron_for(settings: &Settings, spec: &JobSpec) -> Option<String> {
     match spec.name {
-        KEY_ROTATION_JOB => settings.keys.rotation_cron.clone(),
-        RETENTION_JOB => settings.jobs.retention_cron.clone(),
-        _ => spec.cron.to_string(),
+        KEY_ROTATION_JOB => Some(settings.keys.rotation_cron.clone()),
+        RETENTION_JOB => Some(settings.jobs.retention_cron.clone()),
+        BACKUP_JOB => settings.backup.schedule.clone(),
+        _ => Some(spec.cron.to_string()),
     }
 }
 
@@ -130,19 +141,30 @@ fn release_free_memory() {
 /// alive; `shutdown` it on exit).
 pub async fn start(state: Arc<AppState>) -> anyhow::Result<JobScheduler> {
     let sched = JobScheduler::new().await?;
+    // A backup cannot survive a restart: rows a previous process left `running` failed.
+    let n = crate::service::backup::fail_interrupted_blocking(&state);
+    if n > 0 {
+        tracing::warn!(
+            backups = n,
+            "backups interrupted by a restart marked failed"
+        );
+    }
     // The catch-up passes run in the background, one job after the other: with many tenants each
     // opens every store, so serving must not wait for them (start to /readyz, BENCHMARKS.md P7),
     // and running them one at a time keeps the memory peak of a single pass.
     let st = state.clone();
     tokio::spawn(async move {
-        for spec in JOBS {
+        for spec in JOBS.iter().filter(|j| j.name != BACKUP_JOB) {
             run_named(st.clone(), spec.name).await;
         }
     });
     for spec in JOBS {
         let st = state.clone();
         let name = spec.name;
-        let job = Job::new_async(cron_for(&state.settings, spec).as_str(), move |_id, _l| {
+        let Some(cron) = cron_for(&state.settings, spec) else {
+            continue;
+        };
+        let job = Job::new_async(cron.as_str(), move |_id, _l| {
             let st = st.clone();
             Box::pin(async move { run_named(st, name).await })
         })?;

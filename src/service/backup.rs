@@ -658,6 +658,177 @@ pub fn create_recorded(
     res.map(|(s, _)| s)
 }
 
+/// A backup started from the API or the scheduled job, as the catalog's `backups` table keeps
+/// it (the list survives restarts; a row still `running` at start is marked `failed`).
+pub use crate::store::backup::BackupRow;
+
+/// Name of the scheduled backup job (`[backup] schedule`).
+pub const BACKUP_JOB: &str = "backup";
+
+fn now_rfc3339() -> String {
+    rfc3339(chrono::Utc::now())
+}
+
+/// Write a backup for the row `id` (already `running`) into `[backup] dir` with the catalog
+/// audit row of [`create_recorded`], then mark the row `done` or `failed`. Blocking.
+fn run_started_blocking(
+    state: &crate::service::AppState,
+    id: &str,
+    actor: &crate::audit::Actor,
+) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let res = create_recorded(
+        &state.settings,
+        &state.master,
+        &state.catalog,
+        &state.settings.backup_dir(),
+        None,
+        actor,
+        &|_| {},
+    );
+    let now = now_rfc3339();
+    let mark = match &res {
+        Ok(s) => {
+            let dir = s.dir.display().to_string();
+            let bytes = i64::try_from(s.bytes).unwrap_or(i64::MAX);
+            let ms = i64::try_from(s.duration_ms).unwrap_or(i64::MAX);
+            state.catalog.blocking(|c| {
+                snap::finish_backup_done(c, id, &dir, bytes, ms, &s.manifest_sha256, &now)
+            })
+        }
+        Err(e) => {
+            let ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+            let msg = format!("{e:#}");
+            state
+                .catalog
+                .blocking(|c| snap::finish_backup_failed(c, id, &msg, ms, &now))
+        }
+    };
+    if let Err(e) = mark {
+        tracing::error!(backup = id, error = %e, "cannot record the backup's outcome");
+    }
+    match &res {
+        Ok(s) => {
+            tracing::info!(backup = id, dir = %s.dir.display(), bytes = s.bytes, "backup written")
+        }
+        Err(e) => tracing::error!(backup = id, error = %format!("{e:#}"), "backup failed"),
+    }
+    res
+}
+
+/// `POST /api/v1/platform/backups`: record a `running` backup and write it in the background
+/// (a blocking task) into `[backup] dir`. Returns the new row.
+///
+/// Errors: 409 `backup_running` while another backup (API or schedule) runs.
+pub async fn start_api(
+    state: &std::sync::Arc<crate::service::AppState>,
+    ctx: &crate::service::Caller,
+) -> crate::error::ApiResult<BackupRow> {
+    use crate::error::{ApiError, ErrorCode};
+    let id = crate::domain::new_object_id();
+    let (i, now) = (id.clone(), now_rfc3339());
+    let started = state
+        .catalog
+        .run(move |c| snap::start_backup(c, &i, "api", &now))
+        .await?;
+    if !started {
+        return Err(ApiError::new(
+            ErrorCode::BackupRunning,
+            "a backup is running already; try again when it has finished",
+        ));
+    }
+    let i = id.clone();
+    let row = state
+        .catalog
+        .run(move |c| snap::find_backup(c, &i))
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let st = state.clone();
+    let actor = ctx.actor();
+    tokio::task::spawn_blocking(move || {
+        // The outcome is in the row and the audit row.
+        let _ = run_started_blocking(&st, &id, &actor);
+    });
+    Ok(row)
+}
+
+/// `GET /api/v1/platform/backups`: every recorded backup, newest first.
+pub async fn list_api(
+    state: &std::sync::Arc<crate::service::AppState>,
+) -> crate::error::ApiResult<Vec<BackupRow>> {
+    Ok(state.catalog.run(|c| snap::list_backups(c)).await?)
+}
+
+/// Mark backups left `running` by a previous process `failed` ("interrupted by a restart").
+/// Called when `serve` starts its jobs. Returns how many.
+pub fn fail_interrupted_blocking(state: &crate::service::AppState) -> usize {
+    let now = now_rfc3339();
+    match state
+        .catalog
+        .blocking(|c| snap::fail_interrupted_backups(c, &now))
+    {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot mark interrupted backups failed");
+            0
+        }
+    }
+}
+
+/// Delete the oldest complete backups under `dir` beyond the newest `keep` (at least 1 is
+/// always kept). Returns the deleted directories, oldest first.
+///
+/// Errors: the first directory that cannot be removed (the ones before it are gone).
+pub fn prune(dir: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
+    let all = list_complete(dir);
+    let excess = all.len().saturating_sub(keep.max(1));
+    let mut removed = Vec::new();
+    for p in all.into_iter().take(excess) {
+        std::fs::remove_dir_all(&p)?;
+        removed.push(p);
+    }
+    Ok(removed)
+}
+
+/// The `backup` job: one backup into `[backup] dir` (skipped when another runs), then, when it
+/// succeeded, delete the oldest complete backups there beyond `[backup] keep` (and their
+/// catalog rows). Returns 1 when a backup was written, else 0. Blocking.
+pub fn scheduled_job_blocking(state: &crate::service::AppState) -> usize {
+    let id = crate::domain::new_object_id();
+    let now = now_rfc3339();
+    match state
+        .catalog
+        .blocking(|c| snap::start_backup(c, &id, "schedule", &now))
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!("scheduled backup skipped: another backup is running");
+            return 0;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record the scheduled backup");
+            return 0;
+        }
+    }
+    let actor = crate::service::job_actor(BACKUP_JOB);
+    if run_started_blocking(state, &id, &actor).is_err() {
+        return 0;
+    }
+    match prune(&state.settings.backup_dir(), state.settings.backup.keep) {
+        Ok(removed) => {
+            for p in removed {
+                let d = p.display().to_string();
+                tracing::info!(dir = %d, "old backup deleted (backup.keep)");
+                if let Err(e) = state.catalog.blocking(|c| snap::forget_backup_dir(c, &d)) {
+                    tracing::error!(error = %e, "cannot forget a deleted backup");
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot delete old backups (backup.keep)"),
+    }
+    1
+}
+
 /// What a successful verification saw.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {

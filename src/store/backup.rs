@@ -1,6 +1,7 @@
-//! Backup snapshots of a store (catalog or tenant) and the checks that prove a copy good. Owns
-//! no table: it reads every table of the store it snapshots (row counts) and the `screenshots`
-//! and `audit` tables of a copy.
+//! Backup snapshots of a store (catalog or tenant) and the checks that prove a copy good; owns
+//! the catalog's `backups` table (backups started from the API or the scheduled job). It reads
+//! every table of the store it snapshots (row counts) and the `screenshots` and `audit` tables
+//! of a copy.
 //!
 //! A snapshot is taken on a **dedicated** connection (never the cached one a server's requests
 //! use), inside one read transaction: `ATTACH '<copy>' AS bk KEY "x'…'"`, the row count of every
@@ -233,9 +234,167 @@ pub fn screenshot_ids(c: &Connection) -> StoreResult<Vec<String>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// A row of the catalog's `backups` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupRow {
+    /// Backup id (random).
+    pub id: String,
+    /// `api` or `schedule`.
+    pub trigger: String,
+    /// `running`, `done` or `failed`.
+    pub status: String,
+    /// The complete backup directory (when done).
+    pub dir: Option<String>,
+    /// Total bytes of its files (when done).
+    pub bytes: Option<i64>,
+    /// Wall time in milliseconds (when finished).
+    pub duration_ms: Option<i64>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Lowercase hex SHA-256 of its `manifest.json` (when done).
+    pub manifest_sha256: Option<String>,
+    /// Start time (RFC 3339).
+    pub started_at: String,
+    /// End time (RFC 3339).
+    pub finished_at: Option<String>,
+}
+
+const BACKUP_COLS: &str =
+    "id, trigger, status, dir, bytes, duration_ms, error, manifest_sha256, started_at, finished_at";
+
+fn backup_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BackupRow> {
+    Ok(BackupRow {
+        id: r.get(0)?,
+        trigger: r.get(1)?,
+        status: r.get(2)?,
+        dir: r.get(3)?,
+        bytes: r.get(4)?,
+        duration_ms: r.get(5)?,
+        error: r.get(6)?,
+        manifest_sha256: r.get(7)?,
+        started_at: r.get(8)?,
+        finished_at: r.get(9)?,
+    })
+}
+
+/// Record a new `running` backup unless one is running already (one statement, so two callers
+/// cannot both start one). `false` when another backup is running.
+pub fn start_backup(c: &Connection, id: &str, trigger: &str, now: &str) -> StoreResult<bool> {
+    let n = c.execute(
+        "INSERT INTO backups (id, trigger, status, started_at)
+         SELECT ?1, ?2, 'running', ?3
+          WHERE NOT EXISTS (SELECT 1 FROM backups WHERE status = 'running')",
+        rusqlite::params![id, trigger, now],
+    )?;
+    Ok(n == 1)
+}
+
+/// Mark a running backup `done` with what it wrote.
+pub fn finish_backup_done(
+    c: &Connection,
+    id: &str,
+    dir: &str,
+    bytes: i64,
+    duration_ms: i64,
+    manifest_sha256: &str,
+    now: &str,
+) -> StoreResult<()> {
+    c.execute(
+        "UPDATE backups SET status = 'done', dir = ?2, bytes = ?3, duration_ms = ?4,
+                manifest_sha256 = ?5, finished_at = ?6
+          WHERE id = ?1 AND status = 'running'",
+        rusqlite::params![id, dir, bytes, duration_ms, manifest_sha256, now],
+    )?;
+    Ok(())
+}
+
+/// Mark a running backup `failed` with the error.
+pub fn finish_backup_failed(
+    c: &Connection,
+    id: &str,
+    error: &str,
+    duration_ms: i64,
+    now: &str,
+) -> StoreResult<()> {
+    c.execute(
+        "UPDATE backups SET status = 'failed', error = ?2, duration_ms = ?3, finished_at = ?4
+          WHERE id = ?1 AND status = 'running'",
+        rusqlite::params![id, error, duration_ms, now],
+    )?;
+    Ok(())
+}
+
+/// Mark every `running` backup `failed` (called at start: a backup cannot survive a restart).
+/// Returns how many.
+pub fn fail_interrupted_backups(c: &Connection, now: &str) -> StoreResult<usize> {
+    Ok(c.execute(
+        "UPDATE backups SET status = 'failed', error = 'interrupted by a restart', finished_at = ?1
+          WHERE status = 'running'",
+        [now],
+    )?)
+}
+
+/// One backup by id.
+pub fn find_backup(c: &Connection, id: &str) -> StoreResult<Option<BackupRow>> {
+    Ok(c.query_row(
+        &format!("SELECT {BACKUP_COLS} FROM backups WHERE id = ?1"),
+        [id],
+        backup_from_row,
+    )
+    .optional()?)
+}
+
+/// Every recorded backup, newest first.
+pub fn list_backups(c: &Connection) -> StoreResult<Vec<BackupRow>> {
+    let mut s = c.prepare(&format!(
+        "SELECT {BACKUP_COLS} FROM backups ORDER BY started_at DESC, rowid DESC"
+    ))?;
+    let rows = s.query_map([], backup_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Forget the row of a backup directory that was deleted (pruned).
+pub fn forget_backup_dir(c: &Connection, dir: &str) -> StoreResult<usize> {
+    Ok(c.execute("DELETE FROM backups WHERE dir = ?1", [dir])?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_backup_runs_at_a_time_and_a_restart_fails_the_running_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::crypto::random_key();
+        let c = super::super::open_encrypted(
+            &dir.path().join("catalog.db"),
+            &key,
+            true,
+            1000,
+            &crate::store::migrations::catalog(),
+        )
+        .unwrap();
+        let t0 = "2026-01-01T00:00:00Z";
+        assert!(start_backup(&c, "a", "api", t0).unwrap());
+        assert!(!start_backup(&c, "b", "schedule", t0).unwrap());
+        finish_backup_done(&c, "a", "/x/flowguard-backup-1", 10, 5, "ab", t0).unwrap();
+        assert!(start_backup(&c, "b", "schedule", "2026-01-02T00:00:00Z").unwrap());
+        assert_eq!(fail_interrupted_backups(&c, t0).unwrap(), 1);
+        let rows = list_backups(&c).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].id.as_str(), rows[0].status.as_str()),
+            ("b", "failed")
+        );
+        assert_eq!(rows[0].error.as_deref(), Some("interrupted by a restart"));
+        assert_eq!(
+            (rows[1].id.as_str(), rows[1].status.as_str()),
+            ("a", "done")
+        );
+        assert_eq!(rows[1].bytes, Some(10));
+        assert_eq!(forget_backup_dir(&c, "/x/flowguard-backup-1").unwrap(), 1);
+        assert!(find_backup(&c, "a").unwrap().is_none());
+    }
 
     #[test]
     fn export_is_encrypted_consistent_and_checks_clean() {

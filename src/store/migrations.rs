@@ -129,6 +129,24 @@ UPDATE tenants SET plan_follows_license = 1
  WHERE plan = 'free' AND (SELECT count(*) FROM tenants) = 1;
 ",
         ),
+        // Issue 19: backups started from the API or the scheduled job (status running|done|failed).
+        M::up(
+            "
+CREATE TABLE backups (
+    id              TEXT PRIMARY KEY,
+    trigger         TEXT NOT NULL CHECK (trigger IN ('api','schedule')),
+    status          TEXT NOT NULL CHECK (status IN ('running','done','failed')),
+    dir             TEXT,
+    bytes           INTEGER,
+    duration_ms     INTEGER,
+    error           TEXT,
+    manifest_sha256 TEXT,
+    started_at      TEXT NOT NULL,
+    finished_at     TEXT
+);
+CREATE INDEX backups_started ON backups(started_at);
+",
+        ),
     ])
 }
 

@@ -553,3 +553,145 @@ async fn doctor_counts_sealed_values_that_do_not_decrypt_per_column() {
         .all(|f| f["fix"].as_str().unwrap().len() > 10));
     let _ = run;
 }
+
+async fn wait_backup_finished(admin: &Session, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let list = admin
+            .json(Method::GET, "/api/v1/platform/backups", None, 200)
+            .await;
+        let row = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("backup {id} not listed: {list}"));
+        if row["status"] != "running" {
+            return row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backup still running: {row}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn api_backup_runs_in_the_background_one_at_a_time_and_verifies() {
+    let app = spawn_app().await;
+    let admin = app.platform_admin().await;
+    assert_eq!(
+        admin
+            .json(Method::GET, "/api/v1/platform/backups", None, 200)
+            .await["items"],
+        json!([])
+    );
+    // Two requests at once: one starts the backup (202), the other is refused (409).
+    let (a, b) = tokio::join!(
+        admin.req(Method::POST, "/api/v1/platform/backups", None),
+        admin.req(Method::POST, "/api/v1/platform/backups", None)
+    );
+    let mut got = Vec::new();
+    for r in [a, b] {
+        let st = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        got.push((st, body));
+    }
+    got.sort_by_key(|(st, _)| *st);
+    assert_eq!(got[0].0, 202, "{got:?}");
+    assert_eq!(got[1].0, 409, "{got:?}");
+    assert_eq!(got[1].1["code"], "backup_running", "{got:?}");
+    let started = &got[0].1;
+    assert_eq!(started["status"], "running", "{started}");
+    assert_eq!(started["trigger"], "api", "{started}");
+    let id = started["id"].as_str().unwrap().to_string();
+
+    let row = wait_backup_finished(&admin, &id).await;
+    assert_eq!(row["status"], "done", "{row}");
+    assert!(row["error"].is_null(), "{row}");
+    assert!(row["size_bytes"].as_i64().unwrap() > 0, "{row}");
+    assert!(row["duration_ms"].as_i64().is_some(), "{row}");
+    let sha = row["manifest_sha256"].as_str().unwrap().to_string();
+    assert_eq!(sha.len(), 64, "{row}");
+    let dir = PathBuf::from(row["dir"].as_str().unwrap());
+    assert!(dir.starts_with(app.data.join("backups")), "{row}");
+    let v = cli(&["backup", "verify", s(&dir), "--data-dir", s(&app.data)]);
+    assert!(v.status.success(), "{}", text(&v));
+
+    // Finished: the next request starts a new one.
+    let r = admin
+        .json(Method::POST, "/api/v1/platform/backups", None, 202)
+        .await;
+    // Same-second backups share a directory name; whichever way the second ends, it ends.
+    let second = wait_backup_finished(&admin, r["id"].as_str().unwrap()).await;
+    assert_ne!(second["status"], "running", "{second}");
+    let list = admin
+        .json(Method::GET, "/api/v1/platform/backups", None, 200)
+        .await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 2, "{list}");
+    assert_eq!(list["items"][1]["id"], id.as_str(), "newest first: {list}");
+
+    // The catalog audit row carries the manifest hash.
+    let audit = admin
+        .json(Method::GET, "/api/v1/platform/audit?limit=50", None, 200)
+        .await
+        .to_string();
+    assert!(
+        audit.contains("backup.create") && audit.contains(&sha),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn backup_job_keeps_the_newest_complete_backups() {
+    let app = spawn_with(Opts {
+        env: vec![("FLOWGUARD_BACKUP__KEEP".into(), "2".into())],
+        ..Default::default()
+    })
+    .await;
+    let backups = app.data.join("backups");
+    // Something that is not a complete backup is never pruned.
+    std::fs::create_dir_all(backups.join(".flowguard-backup-19990101T000000Z.partial")).unwrap();
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        let o = Command::new(bin())
+            .args(["jobs", "run", "backup", "--data-dir", s(&app.data)])
+            .env_remove("FLOWGUARD_CONFIG")
+            .env("FLOWGUARD_LOG", "warn")
+            .env("FLOWGUARD_BACKUP__KEEP", "2")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("backup: 1 handled"),
+            "{}",
+            text(&o)
+        );
+        let now = complete_backups(&backups);
+        made.push(now.last().unwrap().clone());
+        // Directory names have a one-second resolution.
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let left = complete_backups(&backups);
+    assert_eq!(left, made[1..].to_vec(), "oldest pruned: {left:?}");
+    assert!(backups
+        .join(".flowguard-backup-19990101T000000Z.partial")
+        .exists());
+    // The list shows the scheduled backups that are kept, done.
+    let admin = app.platform_admin().await;
+    let list = admin
+        .json(Method::GET, "/api/v1/platform/backups", None, 200)
+        .await;
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{list}");
+    for b in items {
+        assert_eq!(b["status"], "done", "{b}");
+        assert_eq!(b["trigger"], "schedule", "{b}");
+    }
+    for d in &left {
+        let v = cli(&["backup", "verify", s(d), "--data-dir", s(&app.data)]);
+        assert!(v.status.success(), "{}", text(&v));
+    }
+}

@@ -502,6 +502,16 @@ const TABLE: &[(&str, &str, [&str; 8])] = &[
     ),
     (
         "GET",
+        "/api/v1/platform/backups",
+        ["401", "403", "403", "403", "403", "403", "403", "ok"],
+    ),
+    (
+        "POST",
+        "/api/v1/platform/backups",
+        ["401", "403", "403", "403", "403", "403", "403", "ok"],
+    ),
+    (
+        "GET",
         "/api/v1/platform/license/revocations",
         ["401", "403", "403", "403", "403", "403", "403", "ok"],
     ),

@@ -117,6 +117,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(platform::start_trial)
                 .service(platform::revocations)
                 .service(platform::revoke_license)
+                .service(platform::backups)
+                .service(platform::start_backup)
                 .service(license::tenant_license)
                 .service(license::notifications)
                 .service(ai_endpoint::get)

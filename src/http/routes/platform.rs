@@ -6,6 +6,7 @@
 //! - `GET /api/v1/platform/license`, `POST /api/v1/platform/license` (body: the token,
 //!   `Content-Type: application/jwt`), `POST /api/v1/platform/license/reload`,
 //!   `GET|POST /api/v1/platform/license/revocations`
+//! - `GET /api/v1/platform/backups`, `POST /api/v1/platform/backups` (issue 19)
 
 use actix_web::http::header;
 use actix_web::{get, post, put, web, HttpRequest, HttpResponse};
@@ -14,6 +15,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::http::extract::{perm, Guarded, Require};
+use crate::service::backup::{self as bk, BackupRow};
 use crate::service::license::{self as lic, LicenseView, RevocationRow};
 use crate::service::platform::{self as svc, NewTenant, TenantRow};
 use crate::service::AppState;
@@ -335,4 +337,81 @@ pub async fn revoke_license(
     )
     .await?;
     Ok(HttpResponse::Created().json(Revocation::from(row)))
+}
+
+/// A backup started from the API or the scheduled job.
+#[derive(Serialize, ToSchema)]
+#[schema(as = BackupRow)]
+pub struct Backup {
+    /// Backup id.
+    pub id: String,
+    /// `api` or `schedule`.
+    pub trigger: String,
+    /// `running`, `done` or `failed` (a backup interrupted by a restart is `failed`).
+    pub status: String,
+    /// The complete backup directory on the server (when done); check it with
+    /// `flowguard backup verify DIR`.
+    pub dir: Option<String>,
+    /// Total size of its files in bytes (when done).
+    pub size_bytes: Option<i64>,
+    /// Wall time in milliseconds (when finished).
+    pub duration_ms: Option<i64>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Lowercase hex SHA-256 of its `manifest.json` (also in the `backup.create` audit row).
+    pub manifest_sha256: Option<String>,
+    /// Start time (RFC 3339).
+    pub started_at: String,
+    /// End time (RFC 3339).
+    pub finished_at: Option<String>,
+}
+
+impl From<BackupRow> for Backup {
+    fn from(r: BackupRow) -> Self {
+        Self {
+            id: r.id,
+            trigger: r.trigger,
+            status: r.status,
+            dir: r.dir,
+            size_bytes: r.bytes,
+            duration_ms: r.duration_ms,
+            error: r.error,
+            manifest_sha256: r.manifest_sha256,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        }
+    }
+}
+
+/// Backups page.
+#[derive(Serialize, ToSchema)]
+pub struct BackupList {
+    /// Backups started from the API or the schedule, newest first.
+    pub items: Vec<Backup>,
+}
+
+/// Backups started from the API or the scheduled job, newest first (kept in the catalog).
+#[utoipa::path(tag = "platform", responses((status = 200, body = BackupList)), security(("session" = [])))]
+#[get("/platform/backups")]
+pub async fn backups(
+    state: web::Data<AppState>,
+    _g: Require<perm::PlatformRead>,
+) -> Result<HttpResponse, ApiError> {
+    let items = bk::list_api(&state.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(BackupList {
+        items: items.into_iter().map(Backup::from).collect(),
+    }))
+}
+
+/// Start a backup of every store into `[backup] dir` in the background (no body); poll
+/// `GET /api/v1/platform/backups` for its status. One runs at a time: 409 `backup_running`.
+/// Audited as `backup.create` / `backup.failed` in the catalog.
+#[utoipa::path(tag = "platform", responses((status = 202, body = Backup), (status = 409, body = crate::http::problem::Problem)), security(("session" = [])))]
+#[post("/platform/backups")]
+pub async fn start_backup(
+    state: web::Data<AppState>,
+    g: Require<perm::PlatformWrite>,
+) -> Result<HttpResponse, ApiError> {
+    let row = bk::start_api(&state.into_inner(), &g.ctx).await?;
+    Ok(HttpResponse::Accepted().json(Backup::from(row)))
 }
