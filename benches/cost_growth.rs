@@ -509,7 +509,7 @@ fn tenants(quick: bool) -> anyhow::Result<()> {
         for i in 0..count {
             ids.push(flowguard::service::tenants::create_tenant(
                 &state,
-                &format!("bench-{i:05}"),
+                &format!("bench_{i:05}"),
                 &format!("owner{i}@bench.example"),
                 &hash,
                 false,

@@ -245,7 +245,7 @@ fn populate(args: &[String]) -> anyhow::Result<()> {
     for i in 0..count {
         flowguard::service::tenants::create_tenant(
             &state,
-            &format!("bench-{i:05}"),
+            &format!("bench_{i:05}"),
             &format!("owner{i}@bench.example"),
             &hash,
             false,
