@@ -54,6 +54,9 @@ pub struct Opts {
     pub env: Vec<(String, String)>,
     /// Reuse an existing temp dir (with `data/` inside).
     pub dir: Option<TempDir>,
+    /// Another `flowguard` binary to start instead of [`bin`] (an older release, for the
+    /// upgrade fixture).
+    pub bin: Option<String>,
 }
 
 /// Run the binary to completion with args (for CLI tests).
@@ -95,7 +98,7 @@ pub async fn try_spawn(opts: Opts) -> Result<TestApp, SpawnError> {
         .path()
         .join(format!("server-{}.log", std::process::id()));
     let logf = std::fs::File::create(&log).expect("log file");
-    let mut cmd = Command::new(bin());
+    let mut cmd = Command::new(opts.bin.as_deref().unwrap_or(bin()));
     cmd.arg("serve")
         .arg("--listen")
         .arg("127.0.0.1:0")
@@ -109,8 +112,11 @@ pub async fn try_spawn(opts: Opts) -> Result<TestApp, SpawnError> {
     // The embedded runner would claim the runs other tests hand to an external agent; tests
     // that exercise it opt in with `FLOWGUARD_RUNNER__EMBEDDED_WORKERS`.
     cmd.env_remove("FLOWGUARD_CONFIG")
-        .env("FLOWGUARD_LOG", "info")
-        .env("FLOWGUARD_RUNNER__EMBEDDED_WORKERS", "0");
+        .env("FLOWGUARD_LOG", "info");
+    // (A release from before the runner would refuse the unknown `runner` key.)
+    if opts.bin.is_none() {
+        cmd.env("FLOWGUARD_RUNNER__EMBEDDED_WORKERS", "0");
+    }
     for (k, v) in &opts.env {
         cmd.env(k, v);
     }

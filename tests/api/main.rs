@@ -30,3 +30,4 @@ mod secrets;
 mod throttle;
 mod tickets;
 mod tls;
+mod upgrade;

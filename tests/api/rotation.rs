@@ -192,6 +192,7 @@ async fn restart(app: TestApp, config: &str, env: Vec<(String, String)>) -> Test
         dir: Some(dir),
         config: Some(config.to_string()),
         env,
+        ..Default::default()
     })
     .await
 }
@@ -711,6 +712,7 @@ async fn scheduled_job_rotates_once_the_key_is_older_than_rotation_days() {
             ),
             ("FLOWGUARD_LOG".into(), "info,flowguard::jobs=debug".into()),
         ],
+        ..Default::default()
     })
     .await;
     let fx = seed(&app, 3, 1).await;
