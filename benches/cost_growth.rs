@@ -271,12 +271,27 @@ fn sample(
     with_steps: bool,
     l: &mut Lats,
 ) -> anyhow::Result<()> {
-    let page = l
-        .list_first
-        .time(|| Ok(runs::list_runs(conn, APP, None, None, 50)?))?;
+    let page = l.list_first.time(|| {
+        Ok(runs::list_runs(
+            conn,
+            APP,
+            None,
+            None,
+            50,
+            &Default::default(),
+        )?)
+    })?;
     anyhow::ensure!(page.len() == 50.min(runs_n as usize), "short first page");
-    l.list_filtered
-        .time(|| Ok(runs::list_runs(conn, APP, Some("failed"), None, 50)?))?;
+    l.list_filtered.time(|| {
+        Ok(runs::list_runs(
+            conn,
+            APP,
+            Some("failed"),
+            None,
+            50,
+            &Default::default(),
+        )?)
+    })?;
     let deep = runs::run(conn, &run_id(runs_n / 10 + rnd.below(runs_n / 100 + 1)))?
         .ok_or_else(|| anyhow::anyhow!("deep cursor run missing"))?;
     l.list_deep.time(|| {
@@ -286,6 +301,7 @@ fn sample(
             None,
             Some((&deep.queued_at, &deep.id)),
             50,
+            &Default::default(),
         )?)
     })?;
     let id = run_id(rnd.below(runs_n));

@@ -179,7 +179,7 @@ pub async fn app_run_events(
     app: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let state = state.into_inner();
-    svc::list(&state, &g.ctx, &app, None, None, 1).await?;
+    svc::list(&state, &g.ctx, &app, None, None, 1, Default::default()).await?;
     let slot = live::open(&state, &g.ctx)?;
     let w = ListWatch {
         state,
@@ -201,7 +201,9 @@ pub async fn app_run_events(
                 tokio::time::sleep(LIST_TICK).await;
             }
             w.first = false;
-            let Ok((rows, _)) = svc::list(&w.state, &w.ctx, &w.app, None, None, 50).await else {
+            let Ok((rows, _)) =
+                svc::list(&w.state, &w.ctx, &w.app, None, None, 50, Default::default()).await
+            else {
                 continue;
             };
             let mut out = String::new();
