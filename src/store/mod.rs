@@ -262,6 +262,10 @@ fn open_with(
     conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
     // Migrations run with foreign keys off (SQLite's procedure for rebuilding a table that
     // others reference: a DROP would otherwise cascade into the children), then are checked.
+    // Off explicitly: the bundled SQLCipher is built with `SQLITE_DEFAULT_FOREIGN_KEYS=1`, so a
+    // new connection starts with them ON (issue 19: the issue-22 runs rebuild deleted every step
+    // and screenshot row of an upgraded store before this line).
+    conn.execute_batch("PRAGMA foreign_keys = OFF;")?;
     migrations
         .to_latest(&mut conn)
         .map_err(|e| StoreError::Migration(e.to_string()))?;

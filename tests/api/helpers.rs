@@ -56,6 +56,9 @@ pub struct Opts {
     pub dir: Option<TempDir>,
     /// Run the binary under this command prefix (e.g. `strace -f -o FILE --`).
     pub wrap: Vec<String>,
+    /// Another `flowguard` binary to start instead of [`bin`] (an older release, for the
+    /// upgrade fixture).
+    pub bin: Option<String>,
 }
 
 /// Run the binary to completion with args (for CLI tests).
@@ -97,13 +100,14 @@ pub async fn try_spawn(opts: Opts) -> Result<TestApp, SpawnError> {
         .path()
         .join(format!("server-{}.log", std::process::id()));
     let logf = std::fs::File::create(&log).expect("log file");
+    let program = opts.bin.as_deref().unwrap_or(bin());
     let mut cmd = match opts.wrap.split_first() {
         Some((first, rest)) => {
             let mut c = Command::new(first);
-            c.args(rest).arg(bin());
+            c.args(rest).arg(program);
             c
         }
-        None => Command::new(bin()),
+        None => Command::new(program),
     };
     cmd.arg("serve")
         .arg("--listen")
@@ -118,8 +122,11 @@ pub async fn try_spawn(opts: Opts) -> Result<TestApp, SpawnError> {
     // The embedded runner would claim the runs other tests hand to an external agent; tests
     // that exercise it opt in with `FLOWGUARD_RUNNER__EMBEDDED_WORKERS`.
     cmd.env_remove("FLOWGUARD_CONFIG")
-        .env("FLOWGUARD_LOG", "info")
-        .env("FLOWGUARD_RUNNER__EMBEDDED_WORKERS", "0");
+        .env("FLOWGUARD_LOG", "info");
+    // (A release from before the runner would refuse the unknown `runner` key.)
+    if opts.bin.is_none() {
+        cmd.env("FLOWGUARD_RUNNER__EMBEDDED_WORKERS", "0");
+    }
     for (k, v) in &opts.env {
         cmd.env(k, v);
     }

@@ -31,3 +31,4 @@ mod secrets;
 mod throttle;
 mod tickets;
 mod tls;
+mod upgrade;

@@ -1,0 +1,507 @@
+//! Upgrades (issue 19): the new binary starts on a data dir written by the previous release
+//! (`tests/fixtures/release-ad12d9f/`, made by `tests/fixtures/make-release-ad12d9f.sh`) and
+//! every tenant, user, flow version, run, step, masked screenshot, secret variable and audit
+//! chain reads back, with every store migrated to this binary's schema version.
+//!
+//! [`make_release_fixture`] is the (ignored) generator the script runs against the OLD binary
+//! (`FG_FIXTURE_BIN`), writing the data dir and `fixture.json` (ids and passwords) to
+//! `FG_FIXTURE_OUT`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::runs::{decode_rgba, white_png};
+
+/// The secret variable's value in the fixture.
+const SECRET: &str = "Fixture-Secret-ad12d9f-7731";
+const VIEWER: (&str, &str) = ("viewer@fixture.example", "viewer-fixture-pass-1");
+const TESTER2: (&str, &str) = ("tester@tenant2.example", "tester2-fixture-pass-1");
+const OWNER2: &str = "owner2@tenant2.example";
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/release-ad12d9f")
+}
+
+fn cli_with(bin: &str, args: &[&str]) -> std::process::Output {
+    Command::new(bin)
+        .args(args)
+        .env_remove("FLOWGUARD_CONFIG")
+        .env("FLOWGUARD_LOG", "warn")
+        .output()
+        .expect("run flowguard")
+}
+
+fn out_text(o: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Copy a directory tree; directories 0700, files 0600 (git checks files out 0644, and the
+/// server refuses a data dir readable by group/world).
+fn copy_tree(from: &Path, to: &Path, skip: &[&str]) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(to).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().to_string();
+        if skip.iter().any(|s| name == *s || name.ends_with(s)) {
+            continue;
+        }
+        let dst = to.join(&name);
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dst, skip);
+        } else {
+            std::fs::copy(e.path(), &dst).unwrap();
+            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+}
+
+async fn upload(agent: &Session, run: &str, n: usize) -> reqwest::Response {
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(white_png(40, 30))
+                .file_name("s.png")
+                .mime_str("image/png")
+                .unwrap(),
+        )
+        .text(
+            "masks",
+            json!([{"selector": "#card", "x": 2, "y": 3, "width": 6, "height": 4}]).to_string(),
+        );
+    agent
+        .client
+        .post(format!(
+            "{}/api/v1/agent/runs/{run}/steps/{n}/screenshot",
+            agent.base
+        ))
+        .bearer_auth(agent.bearer.as_ref().unwrap())
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn flow_body(last_selector: &str) -> Value {
+    json!({"name": "login", "tags": ["smoke"], "source": "manual", "steps": [
+        {"type": "navigate", "url": "/login"},
+        {"type": "fill", "selector": "#user", "value": "{{user}}"},
+        {"type": "fill", "selector": "#pw", "value": "{{password}}"},
+        {"type": "screenshot", "mask": ["#card"]},
+        {"type": "click", "selector": last_selector}
+    ]})
+}
+
+/// Create a run of `flow`, claim it, report steps (step `fail_at` failed), upload the masked
+/// step-3 screenshot and complete it. Returns the run id.
+async fn full_run(owner: &Session, agent: &Session, flow: &str, fail_at: Option<i64>) -> String {
+    let run = owner
+        .json(
+            Method::POST,
+            &format!("/api/v1/flows/{flow}/runs"),
+            None,
+            201,
+        )
+        .await;
+    let id = run["id"].as_str().unwrap().to_string();
+    let c = agent
+        .json(Method::POST, "/api/v1/agent/runs/claim", None, 200)
+        .await;
+    assert_eq!(c["run_id"], id.as_str());
+    assert_eq!(c["steps"][2]["value"], SECRET);
+    for i in 0..5i64 {
+        let failed = fail_at == Some(i);
+        agent
+            .json(
+                Method::POST,
+                &format!("/api/v1/agent/runs/{id}/steps"),
+                Some(json!({"index": i, "status": if failed { "failed" } else { "passed" },
+                    "duration_ms": 10 + i,
+                    "error": if failed { Value::String("element #go not found".into()) } else { Value::Null }})),
+                200,
+            )
+            .await;
+    }
+    let r = upload(agent, &id, 3).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let status = if fail_at.is_some() {
+        "failed"
+    } else {
+        "passed"
+    };
+    agent
+        .json(
+            Method::POST,
+            &format!("/api/v1/agent/runs/{id}/complete"),
+            Some(json!({"status": status})),
+            200,
+        )
+        .await;
+    id
+}
+
+/// Generator of the fixture (run by `tests/fixtures/make-release-ad12d9f.sh` against the old
+/// binary): populates a fresh data dir through the HTTP API, stops the server with SIGTERM and
+/// copies the data dir plus `fixture.json` to `FG_FIXTURE_OUT`.
+#[tokio::test]
+#[ignore = "generator of tests/fixtures/release-ad12d9f; run by make-release-ad12d9f.sh"]
+async fn make_release_fixture() {
+    let old = std::env::var("FG_FIXTURE_BIN").expect("FG_FIXTURE_BIN: the old binary");
+    let out = PathBuf::from(std::env::var("FG_FIXTURE_OUT").expect("FG_FIXTURE_OUT"));
+    let mut app = spawn_with(Opts {
+        bin: Some(old.clone()),
+        ..Default::default()
+    })
+    .await;
+    let t1 = app.tenant_id();
+    let owner = app.owner().await;
+    // Users of tenant 1.
+    owner
+        .json(
+            Method::POST,
+            "/api/v1/members",
+            Some(json!({"email": VIEWER.0, "role": "viewer", "password": VIEWER.1})),
+            201,
+        )
+        .await;
+    // Application, variables (one secret), flow, agent token.
+    let a = owner
+        .json(
+            Method::POST,
+            "/api/v1/applications",
+            Some(json!({"name": "shop", "base_url": "https://shop.example"})),
+            201,
+        )
+        .await;
+    let app_id = a["id"].as_str().unwrap().to_string();
+    for (k, v, secret) in [("password", SECRET, true), ("user", "alice", false)] {
+        owner
+            .json(
+                Method::PUT,
+                &format!("/api/v1/applications/{app_id}/variables/{k}"),
+                Some(json!({"value": v, "secret": secret})),
+                200,
+            )
+            .await;
+    }
+    let flow = owner
+        .json(
+            Method::POST,
+            &format!("/api/v1/applications/{app_id}/flows"),
+            Some(flow_body("#go")),
+            201,
+        )
+        .await;
+    let flow_id = flow["id"].as_str().unwrap().to_string();
+    let t = owner
+        .json(
+            Method::POST,
+            "/api/v1/agent-tokens",
+            Some(json!({"application_id": app_id, "name": "ci"})),
+            201,
+        )
+        .await;
+    let agent_token = t["token"].as_str().unwrap().to_string();
+    let agent = app.bearer(&agent_token);
+    // Run on version 1, then version 2 of the flow, its run failing at step 4, then a queued run.
+    let run_v1 = full_run(&owner, &agent, &flow_id, None).await;
+    owner
+        .json(
+            Method::PUT,
+            &format!("/api/v1/flows/{flow_id}"),
+            Some(flow_body("#submit")),
+            200,
+        )
+        .await;
+    let run_v2 = full_run(&owner, &agent, &flow_id, Some(4)).await;
+    let queued = owner
+        .json(
+            Method::POST,
+            &format!("/api/v1/flows/{flow_id}/runs"),
+            None,
+            201,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A second tenant with its own user and application.
+    let o = cli_with(
+        &old,
+        &[
+            "tenant",
+            "create",
+            "--data-dir",
+            app.data.to_str().unwrap(),
+            "--name",
+            "second",
+            "--owner-email",
+            OWNER2,
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", out_text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let t2 = v["tenant_id"].as_str().unwrap().to_string();
+    let owner2_pw = v["owner_password"].as_str().unwrap().to_string();
+    let owner2 = app.login(Some(&t2), OWNER2, &owner2_pw).await;
+    owner2
+        .json(
+            Method::POST,
+            "/api/v1/members",
+            Some(json!({"email": TESTER2.0, "role": "tester", "password": TESTER2.1})),
+            201,
+        )
+        .await;
+    owner2
+        .json(
+            Method::POST,
+            "/api/v1/applications",
+            Some(json!({"name": "crm", "base_url": "https://crm.example"})),
+            201,
+        )
+        .await;
+    // Stop cleanly (SIGTERM), then copy the data dir.
+    let pid = app.child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.child.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "old server did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    copy_tree(&app.data, &out.join("data"), &["listen.addr", ".log"]);
+    let fx = json!({
+        "tenant1": t1,
+        "tenant2": t2,
+        "owner2_password": owner2_pw,
+        "application": app_id,
+        "flow": flow_id,
+        "agent_token": agent_token,
+        "run_v1": run_v1,
+        "run_v2": run_v2,
+        "run_queued": queued,
+    });
+    std::fs::write(
+        out.join("fixture.json"),
+        serde_json::to_string_pretty(&fx).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Check a finished run of the fixture: version, steps, the masked screenshot via its signed URL.
+async fn check_run(app: &TestApp, owner: &Session, id: &str, version: i64, failed_at: Option<i64>) {
+    let d = owner
+        .json(Method::GET, &format!("/api/v1/runs/{id}"), None, 200)
+        .await;
+    assert_eq!(d["flow_version"], version, "run {id}: {d}");
+    assert_eq!(
+        d["status"],
+        if failed_at.is_some() {
+            "failed"
+        } else {
+            "passed"
+        },
+        "run {id}: {d}"
+    );
+    let steps = d["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 5, "run {id}: {d}");
+    for s in steps {
+        let i = s["index"].as_i64().unwrap();
+        let want = if failed_at == Some(i) {
+            "failed"
+        } else {
+            "passed"
+        };
+        assert_eq!(s["status"], want, "run {id} step {i}: {d}");
+        assert_eq!(s["duration_ms"], 10 + i, "run {id} step {i}: {d}");
+        assert_eq!(s["has_screenshot"], i == 3, "run {id} step {i}: {d}");
+    }
+    let su = owner
+        .json(
+            Method::GET,
+            &format!("/api/v1/runs/{id}/steps/3/screenshot"),
+            None,
+            200,
+        )
+        .await;
+    let r = app.anonymous().get(su["url"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 200, "run {id}: signed URL");
+    let (w, h, px) = decode_rgba(&r.bytes().await.unwrap());
+    assert_eq!((w, h), (40, 30));
+    let at = |x: u32, y: u32| &px[((y * w + x) * 4) as usize..((y * w + x) * 4 + 4) as usize];
+    for (x, y) in [(2, 3), (3, 4), (7, 6)] {
+        assert_eq!(
+            at(x, y),
+            [0, 0, 0, 255],
+            "run {id}: masked pixel ({x},{y}) not black"
+        );
+    }
+    assert_eq!(at(20, 20), [255, 255, 255, 255]);
+    assert_eq!(at(8, 7), [255, 255, 255, 255]);
+}
+
+/// Schema version of every store (name → `user_version`), read through `backup create`.
+fn schema_versions(data: &Path, to: &Path) -> Vec<(String, i64)> {
+    let o = cli_with(
+        bin(),
+        &[
+            "backup",
+            "create",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", out_text(&o));
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let dir = PathBuf::from(summary["dir"].as_str().unwrap());
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    m["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["schema_version"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn previous_release_data_dir_reads_back_after_the_upgrade() {
+    let fx: Value =
+        serde_json::from_slice(&std::fs::read(fixture_dir().join("fixture.json")).unwrap())
+            .unwrap();
+    let f = |k: &str| fx[k].as_str().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    copy_tree(&fixture_dir().join("data"), &tmp.path().join("data"), &[]);
+    let app = spawn_with(Opts {
+        dir: Some(tmp),
+        ..Default::default()
+    })
+    .await;
+    let r = app.anonymous().get("/readyz").await;
+    assert_eq!(r.status(), 200, "{}", app.log_text());
+    assert_eq!(app.tenant_id(), f("tenant1"));
+
+    // Tenants and users: every login of the fixture still works.
+    let owner = app.owner().await;
+    app.login(Some(&f("tenant1")), VIEWER.0, VIEWER.1).await;
+    let owner2 = app
+        .login(Some(&f("tenant2")), OWNER2, &f("owner2_password"))
+        .await;
+    app.login(Some(&f("tenant2")), TESTER2.0, TESTER2.1).await;
+    app.platform_admin().await;
+    let members = owner
+        .json(Method::GET, "/api/v1/members", None, 200)
+        .await
+        .to_string();
+    assert!(members.contains(VIEWER.0), "{members}");
+    let apps2 = owner2
+        .json(Method::GET, "/api/v1/applications", None, 200)
+        .await
+        .to_string();
+    assert!(apps2.contains("crm") && !apps2.contains("shop"), "{apps2}");
+
+    // Both flow versions.
+    let flow = f("flow");
+    for (n, sel) in [(1, "#go"), (2, "#submit")] {
+        let v = owner
+            .json(
+                Method::GET,
+                &format!("/api/v1/flows/{flow}/versions/{n}"),
+                None,
+                200,
+            )
+            .await;
+        assert_eq!(v["steps"][4]["selector"], sel, "version {n}: {v}");
+        assert_eq!(v["steps"][3]["mask"], json!(["#card"]), "version {n}: {v}");
+    }
+
+    // Runs, steps and masked screenshots (the runs table was rebuilt by a migration).
+    check_run(&app, &owner, &f("run_v1"), 1, None).await;
+    check_run(&app, &owner, &f("run_v2"), 2, Some(4)).await;
+    let q = owner
+        .json(
+            Method::GET,
+            &format!("/api/v1/runs/{}", f("run_queued")),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(q["status"], "queued", "{q}");
+    assert_eq!(q["flow_version"], 2, "{q}");
+
+    // The secret variable opens: the fixture's agent token claims the queued run with it.
+    let agent = app.bearer(&f("agent_token"));
+    let c = agent
+        .json(Method::POST, "/api/v1/agent/runs/claim", None, 200)
+        .await;
+    assert_eq!(c["run_id"], f("run_queued").as_str());
+    assert_eq!(c["steps"][2]["value"], SECRET);
+    assert_eq!(c["steps"][1]["value"], "alice");
+    assert_eq!(c["steps"][4]["selector"], "#submit");
+
+    // Audit chains of the catalog and both tenants.
+    let data = app.data.to_str().unwrap().to_string();
+    for args in [
+        vec!["audit", "verify", "--catalog"],
+        vec![
+            "audit",
+            "verify",
+            "--tenant",
+            fx["tenant1"].as_str().unwrap(),
+        ],
+        vec![
+            "audit",
+            "verify",
+            "--tenant",
+            fx["tenant2"].as_str().unwrap(),
+        ],
+    ] {
+        let mut a = args.clone();
+        a.extend(["--data-dir", data.as_str()]);
+        let o = cli_with(bin(), &a);
+        assert!(o.status.success(), "{a:?}: {}", out_text(&o));
+    }
+
+    // Every store is at this binary's schema version: the same as a fresh data dir's.
+    let upgraded = schema_versions(&app.data, &app.dir.path().join("b"));
+    let fresh = spawn_app().await;
+    let fresh_v = schema_versions(&fresh.data, &fresh.dir.path().join("b"));
+    let catalog_v = |v: &[(String, i64)]| v.iter().find(|(n, _)| n == "catalog").unwrap().1;
+    let tenant_v = fresh_v.iter().find(|(n, _)| n != "catalog").unwrap().1;
+    assert_eq!(upgraded.len(), 3, "{upgraded:?}");
+    for (name, v) in &upgraded {
+        let want = if name == "catalog" {
+            catalog_v(&fresh_v)
+        } else {
+            tenant_v
+        };
+        assert_eq!(
+            *v, want,
+            "store {name} not migrated: {upgraded:?} vs fresh {fresh_v:?}"
+        );
+    }
+}
