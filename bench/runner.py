@@ -65,12 +65,7 @@ def serve_page():
 
 def session(srv):
     creds = appliance.read_creds(srv.data)
-    me, hdrs = appliance.jreq(srv.addr, "POST", "/api/v1/auth/login",
-                              {"tenant": creds["tenant_id"], "email": "admin@localhost",
-                               "password": creds["owner_password"]})
-    cookie = next(v.split(";", 1)[0] for k, v in hdrs
-                  if k.lower() == "set-cookie" and v.startswith("fg_session="))
-    return {"Cookie": cookie, "X-CSRF-Token": me["csrf_token"]}
+    return appliance.owner_session(srv.addr, creds["tenant_id"], creds["owner_password"])
 
 
 def drain(srv, sh, app, ids, timeout):
