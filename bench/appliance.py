@@ -305,7 +305,7 @@ def setup_tenant(srv, runs, shot_w, shot_h):
     lst, _ = jreq(a, "GET", f"/api/v1/applications/{app['id']}/runs?limit={runs}", None, sh)
     if len(lst["items"]) != runs:
         raise RuntimeError(f"run list has {len(lst['items'])} items, wanted {runs}")
-    return {"tenant": tid, "creds": creds, "cookie": cookie, "session_headers": sh,
+    return {"tenant": tid, "creds": creds, "cookie": sh["Cookie"], "session_headers": sh,
             "app": app["id"], "flow": flow["id"], "run": run, "upload_png_bytes": len(png),
             "list_path": f"/api/v1/applications/{app['id']}/runs?limit={runs}",
             "list_bytes": len(json.dumps(lst))}
@@ -710,7 +710,7 @@ def p8_setup(srv, agents, shot_w, shot_h):
     for i in range(agents):
         tok, _ = jreq(a, "POST", "/api/v1/agent-tokens", {"application_id": app["id"], "name": f"agent-{i}"}, sh, 201)
         tokens.append(tok["token"])
-    return {"cookie": cookie, "app": app["id"], "flow": flow["id"], "tokens": tokens,
+    return {"cookie": sh["Cookie"], "app": app["id"], "flow": flow["id"], "tokens": tokens,
             "png": screenshot_png(shot_w, shot_h)}
 
 
