@@ -20,9 +20,18 @@
 //! timeouts `actix_web::HttpServer` builds, ALPN h2/http1.1), because `HttpServer` offers no hook
 //! between `accept` and the TLS handshake, nor between TLS and the HTTP codec — where
 //! [`ProblemIo`] turns the codec's bare error answers into problem+json.
+//!
+//! Between the gate and the TLS acceptor, [`PlainHttpProbe`] peeks at the first bytes of the
+//! connection: a browser or `curl` speaking plain `http://` to the HTTPS port gets a short
+//! `400` in plain text naming the `https://` address instead of an empty reply. The peek, the
+//! read of that request and the TLS handshake share ONE deadline,
+//! `connections.tls_handshake_timeout_ms` from when the connection was admitted, so the probe
+//! gives a silent or slow client no extra time.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +43,7 @@ use actix_tls::accept::rustls_0_23::{Acceptor, TlsStream};
 use actix_tls::accept::TlsError;
 use actix_web::dev::AppConfig;
 use futures_util::future::LocalBoxFuture;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::ConnectionSettings;
 use crate::http::wire_errors::ProblemIo;
@@ -236,6 +246,162 @@ where
     }
 }
 
+/// What the first bytes a client sends on the TLS port look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstBytes {
+    /// A TLS handshake record (content type 22, RFC 8446 §5.1).
+    Tls,
+    /// An HTTP/1.x request line: a method token of upper-case letters (RFC 9110 §9.1) followed
+    /// by a space — `GET / HTTP/1.1` sent to `http://` on the HTTPS port.
+    PlainHttp,
+    /// Anything else (left to the TLS acceptor, which refuses it).
+    Other,
+}
+
+/// Classify the first bytes of a connection (as many as have arrived; at least one).
+pub fn classify(first: &[u8]) -> FirstBytes {
+    match first.first() {
+        Some(0x16) => FirstBytes::Tls,
+        Some(b) if b.is_ascii_uppercase() => {
+            let token = match first.iter().position(|&c| c == b' ') {
+                Some(end) => &first[..end],
+                None => first,
+            };
+            if token.len() <= 16 && token.iter().all(u8::is_ascii_uppercase) {
+                FirstBytes::PlainHttp
+            } else {
+                FirstBytes::Other
+            }
+        }
+        _ => FirstBytes::Other,
+    }
+}
+
+/// The answer to a plain-HTTP request on the TLS port: `400` in plain text naming `https_base`
+/// (the configured `public_url` when it is `https://`, else `https://` + the local address the
+/// client connected to — never the client's `Host` header, which is not reflected).
+pub fn plain_http_answer(https_base: &str) -> String {
+    let body = format!("This port speaks HTTPS only. Use {https_base}/ instead of http://.\n");
+    format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Bytes of a plain-HTTP request head read (and discarded) before answering it, so closing the
+/// socket does not reset the connection under the answer.
+const PLAIN_HTTP_HEAD_MAX: usize = 8 * 1024;
+
+/// Read the request head (up to `\r\n\r\n` or [`PLAIN_HTTP_HEAD_MAX`] bytes), answer with
+/// [`plain_http_answer`] and close; everything before `deadline`, else just close.
+async fn answer_plain_http(
+    mut io: TcpStream,
+    deadline: tokio::time::Instant,
+    public_https: Option<Rc<str>>,
+) {
+    let base = match public_https {
+        Some(u) => u.to_string(),
+        None => match io.local_addr() {
+            Ok(a) => format!("https://{a}"),
+            Err(_) => return,
+        },
+    };
+    let exchange = async {
+        let mut head = Vec::with_capacity(1024);
+        let mut buf = [0u8; 1024];
+        while head.len() < PLAIN_HTTP_HEAD_MAX && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = io.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        io.write_all(plain_http_answer(&base).as_bytes()).await?;
+        io.shutdown().await
+    };
+    // Timed out or failed: the connection is closed either way (dropped).
+    let _ = tokio::time::timeout_at(deadline, exchange).await;
+}
+
+/// Peeks at a connection before the TLS acceptor `inner` (see the module docs): plain HTTP is
+/// answered by [`answer_plain_http`] and closed; the peek and the handshake share one deadline.
+pub struct PlainHttpProbe<S> {
+    inner: Rc<S>,
+    timeout: Duration,
+    public_https: Option<Rc<str>>,
+}
+
+impl<S> Service<TcpStream> for PlainHttpProbe<S>
+where
+    S: Service<TcpStream, Error = TlsError<std::io::Error, Infallible>> + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = LocalBoxFuture<'static, Result<S::Response, S::Error>>;
+
+    actix_service::forward_ready!(inner);
+
+    fn call(&self, io: TcpStream) -> Self::Future {
+        let inner = self.inner.clone();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let public_https = self.public_https.clone();
+        Box::pin(async move {
+            let mut first = [0u8; 16];
+            let n = match tokio::time::timeout_at(deadline, io.peek(&mut first)).await {
+                Err(_) => return Err(TlsError::Timeout),
+                Ok(Err(e)) => return Err(TlsError::Tls(e)),
+                Ok(Ok(n)) => n,
+            };
+            if n > 0 && classify(&first[..n]) == FirstBytes::PlainHttp {
+                answer_plain_http(io, deadline, public_https).await;
+                return Err(TlsError::Tls(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "plain HTTP on the HTTPS port",
+                )));
+            }
+            match tokio::time::timeout_at(deadline, inner.call(io)).await {
+                Ok(r) => r,
+                Err(_) => Err(TlsError::Timeout),
+            }
+        })
+    }
+}
+
+/// Factory of [`PlainHttpProbe`]s around the TLS acceptor's factory.
+pub struct PlainHttpProbeFactory<F> {
+    inner: F,
+    timeout: Duration,
+    public_https: Option<Rc<str>>,
+}
+
+impl<F> ServiceFactory<TcpStream> for PlainHttpProbeFactory<F>
+where
+    F: ServiceFactory<TcpStream, Config = (), Error = TlsError<std::io::Error, Infallible>>,
+    F::Future: 'static,
+    F::Service: 'static,
+{
+    type Response = F::Response;
+    type Error = F::Error;
+    type Config = ();
+    type Service = PlainHttpProbe<F::Service>;
+    type InitError = F::InitError;
+    type Future = LocalBoxFuture<'static, Result<Self::Service, Self::InitError>>;
+
+    fn new_service(&self, cfg: ()) -> Self::Future {
+        let fut = self.inner.new_service(cfg);
+        let timeout = self.timeout;
+        let public_https = self.public_https.clone();
+        Box::pin(async move {
+            Ok(PlainHttpProbe {
+                inner: Rc::new(fut.await?),
+                timeout,
+                public_https,
+            })
+        })
+    }
+}
+
 /// Seconds in-flight requests get to finish after SIGTERM/SIGINT before every connection,
 /// idle keep-alive and HTTP/2 ones included, is closed (the process stops within ~5 s).
 pub const SHUTDOWN_GRACE_SECS: u64 = 3;
@@ -253,6 +419,12 @@ pub fn server(
     let handshake = Duration::from_millis(s.tls_handshake_timeout_ms);
     let local: SocketAddr = listener.local_addr()?;
     let secure = tls.is_some();
+    // `public_url` names the plain-HTTP answer's address only when it is an https:// URL.
+    let public_https: Option<String> = state
+        .settings
+        .public_url
+        .clone()
+        .filter(|u| u.starts_with("https://"));
     // One HTTP service per worker, configured as `HttpServer` configures it (a macro: the TLS
     // and plain-TCP services differ in their stream type).
     macro_rules! http {
@@ -274,7 +446,12 @@ pub fn server(
         Some(cfg) => builder.listen("flowguard", listener, move || {
             let mut acceptor = Acceptor::new(cfg.clone());
             acceptor.set_handshake_timeout(handshake);
-            let inner = acceptor
+            let probe = PlainHttpProbeFactory {
+                inner: acceptor,
+                timeout: handshake,
+                public_https: public_https.as_deref().map(Rc::from),
+            };
+            let inner = probe
                 .map_init_err(|_| ())
                 .map_err(TlsError::into_service_error)
                 .and_then(|io: TlsStream<TcpStream>| async move {
@@ -307,6 +484,39 @@ pub fn server(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_bytes_tell_tls_from_plain_http() {
+        assert_eq!(classify(&[0x16, 0x03, 0x01, 0x02, 0x00]), FirstBytes::Tls);
+        assert_eq!(classify(b"GET / HTTP/1.1\r\n"), FirstBytes::PlainHttp);
+        assert_eq!(classify(b"OPTIONS * HTTP/1.1"), FirstBytes::PlainHttp);
+        assert_eq!(
+            classify(b"G"),
+            FirstBytes::PlainHttp,
+            "a first segment of one byte"
+        );
+        assert_eq!(classify(b"Get / HTTP/1.1"), FirstBytes::Other);
+        assert_eq!(
+            classify(b"\x80\x2e\x01"),
+            FirstBytes::Other,
+            "SSLv2-style hello"
+        );
+        assert_eq!(
+            classify(b"PRI * HTTP/2.0"),
+            FirstBytes::PlainHttp,
+            "h2c preface"
+        );
+    }
+
+    #[test]
+    fn plain_http_answer_is_a_complete_400() {
+        let a = plain_http_answer("https://127.0.0.1:8443");
+        let (head, body) = a.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        assert!(head.contains("Connection: close"));
+        assert!(body.contains("https://127.0.0.1:8443/"));
+    }
 
     fn limits(per_client: usize, total: usize) -> Arc<ConnLimits> {
         ConnLimits::new(

@@ -619,3 +619,70 @@ async fn runs_list_filters_by_flow_and_date() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["field"], "from");
 }
+
+/// `http://` on the HTTPS port: a raw request and `curl http://` get a plain-text 400 naming the
+/// `https://` address the client connected to (the `Host` header is not reflected); a request
+/// head that never completes is closed within the handshake timeout (the probe takes no extra
+/// time), and TLS clients are served as before.
+#[tokio::test]
+async fn plain_http_on_the_https_port_is_told_to_use_https() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_with(Opts {
+        config: Some("[connections]\ntls_handshake_timeout_ms = 1500\n".into()),
+        ..Default::default()
+    })
+    .await;
+    let want = format!("https://{}/", app.addr);
+
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: evil.example\r\nAccept: */*\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+        .await
+        .expect("answered and closed within 10 s")
+        .unwrap();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 400 "), "{got}");
+    assert!(got.contains("Content-Type: text/plain"), "{got}");
+    assert!(got.contains(&want), "names {want}: {got}");
+    assert!(!got.contains("evil.example"), "Host reflected: {got}");
+
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "10"])
+        .arg(format!("http://{}/", app.addr))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "curl failed: {stderr}");
+    assert!(stdout.starts_with("HTTP/1.1 400"), "{stdout}");
+    assert!(stdout.contains(&want), "{stdout}");
+
+    // A request line without the end of its head: closed by the shared deadline (1.5 s), not
+    // held open by the probe.
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut b = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(30), slow.read_to_end(&mut b)).await;
+    assert!(
+        r.is_ok(),
+        "the server kept an unfinished plain request open"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !String::from_utf8_lossy(&b).contains("HTTP/1.1 400"),
+        "an unfinished head is closed, not answered"
+    );
+
+    // TLS on the same port is unaffected.
+    let r = app.client().get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
