@@ -424,6 +424,10 @@ async function pageSignIn(page, _p, q) {
   const email = input({ id: 'signin-email', name: 'email', autocomplete: 'username', required: true });
   const password = input({ id: 'signin-password', name: 'password', type: 'password', autocomplete: 'current-password', required: true });
   const mode = select([['any', 'Local account (or directory when enabled)'], ['ldap', 'Directory (LDAP) only']], 'any', { id: 'signin-mode' });
+  // The choice of account type only when some tenant of this deployment has a directory
+  // (GET /auth/methods is deployment-wide; it says nothing about one tenant).
+  const modeField = field('Account type', mode);
+  modeField.hidden = true;
   const box = alertBox();
   const submit = h('button', { type: 'submit', id: 'signin-submit', class: 'primary' }, 'Sign in');
   const form = h('form', { class: 'card narrow', novalidate: true },
@@ -431,7 +435,7 @@ async function pageSignIn(page, _p, q) {
     field('Tenant', tenant, 'Tenant id or name. Leave empty to sign in as a platform administrator.'),
     field('Email or login name', email),
     field('Password', password),
-    field('Account type', mode),
+    modeField,
     box, submit);
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
@@ -458,7 +462,17 @@ async function pageSignIn(page, _p, q) {
     }
   });
   page.append(h('h1', { text: 'Sign in to FlowGuard' }), form);
-  ssoSignIn(page, form, tenant, q);
+  let methods = { password: true, ldap: true, oidc: true };
+  try {
+    methods = await api('GET', '/auth/methods');
+  } catch (e) {
+    // unknown: keep every choice offered
+  }
+  modeField.hidden = !methods.ldap;
+  form.dataset.methods = (methods.ldap ? 'ldap ' : '') + (methods.oidc ? 'oidc' : '');
+  if (!methods.ldap) mode.value = 'any';
+  if (methods.oidc) ssoSignIn(page, form, tenant, q);
+  else ssoRefusal(page, form, q);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -605,14 +619,21 @@ async function pageFlows(page, p, q) {
 
 const STEP_TYPES = ['navigate', 'click', 'fill', 'select', 'wait', 'assert', 'checkpoint', 'screenshot'];
 
-// Options per step type: [name, label, kind, extra]
+// Options per step type (src/domain/flow.rs `Step`): [name, label, kind, default, only], where
+// `only` ({ option: [values] }) shows the option only while another option of the step has one
+// of those values (a wait for `url` has no selector; only `attr_equals` names an attribute).
 const STEP_FIELDS = {
   navigate: [['url', 'URL (absolute, or a path relative to the base URL)', 'text']],
   click: [['selector', 'Selector', 'text'], ['nth', 'Match index (nth)', 'number', 0], ['force', 'Force click', 'bool', false]],
   fill: [['selector', 'Selector', 'text'], ['value', 'Value (literal or {{variable}})', 'text'], ['clear_first', 'Clear first', 'bool', true]],
   select: [['selector', 'Selector', 'text'], ['value', 'Option value', 'text']],
-  wait: [['for', 'Wait for', ['selector', 'network-idle', 'url', 'timeout']], ['selector', 'Selector', 'text'], ['url', 'URL', 'text'], ['timeout_ms', 'Timeout (ms)', 'number', 30000]],
-  assert: [['selector', 'Selector', 'text'], ['assertion', 'Assertion', ['exists', 'not_exists', 'text_equals', 'text_contains', 'attr_equals']], ['expected', 'Expected', 'text'], ['attribute', 'Attribute', 'text']],
+  wait: [['for', 'Wait for', ['selector', 'network-idle', 'url', 'timeout']],
+    ['selector', 'Selector', 'text', undefined, { for: ['selector'] }],
+    ['url', 'URL', 'text', undefined, { for: ['url'] }],
+    ['timeout_ms', 'Timeout (ms)', 'number', 30000]],
+  assert: [['selector', 'Selector', 'text'], ['assertion', 'Assertion', ['exists', 'not_exists', 'text_equals', 'text_contains', 'attr_equals']],
+    ['attribute', 'Attribute', 'text', undefined, { assertion: ['attr_equals'] }],
+    ['expected', 'Expected', 'text', undefined, { assertion: ['text_equals', 'text_contains', 'attr_equals'] }]],
   checkpoint: [['expectation', 'Expectation (what the AI model should see)', 'textarea'], ['region', 'Region x, y, width, height (optional)', 'region']],
   screenshot: [['mask', 'Mask selectors (one per line)', 'lines'], ['full_page', 'Full page', 'bool', false]],
 };
@@ -632,13 +653,26 @@ function stepEditor(steps, readOnly) {
       if (t) t.focus();
     });
     const fs = h('fieldset', {}, h('legend', { text: 'Step ' + (i + 1) + ' · ' + s.type }), field('Type', typeSel));
-    for (const [name, label, kind, dflt] of STEP_FIELDS[s.type] || []) {
+    const specs = STEP_FIELDS[s.type] || [];
+    for (const [name, label, kind, dflt, only] of specs) {
       const id = 'step-' + i + '-' + name;
+      if (only && !Object.entries(only).every(([k, vs]) => vs.includes(s[k]))) {
+        // Not an option of this step as it stands: not shown, and not sent.
+        delete s[name];
+        continue;
+      }
       let ctl;
       if (Array.isArray(kind)) {
         ctl = select(kind, s[name] || kind[0], { id });
         if (s[name] === undefined) s[name] = kind[0];
-        ctl.addEventListener('change', () => { s[name] = ctl.value; });
+        const controls = specs.some((f) => f[4] && name in f[4]);
+        ctl.addEventListener('change', () => {
+          s[name] = ctl.value;
+          if (!controls) return;
+          redraw();
+          const again = document.getElementById(id);
+          if (again) again.focus();
+        });
       } else if (kind === 'bool') {
         if (s[name] === undefined) s[name] = dflt;
         ctl = h('input', { type: 'checkbox', id, checked: s[name] });
@@ -1003,16 +1037,67 @@ function describeStep(d) {
   }
 }
 
+// A step's screenshot through its signed link (`screenshots.url_ttl_secs`, 15 min by default).
+// The page keeps a valid link: it asks for a fresh one shortly before the current one expires
+// (so "open full size" works on a page left open) and again when the image fails to load (an
+// expired link the browser re-requests); after two failures in a row it says so.
 async function loadShot(runId, i, slot) {
+  const linkFor = () => api('GET', '/runs/' + runId + '/steps/' + i + '/screenshot');
+  let u;
   try {
-    const u = await api('GET', '/runs/' + runId + '/steps/' + i + '/screenshot');
-    const img = h('img', { src: u.url, alt: 'Screenshot of step ' + (i + 1) + ' (masked areas are black)', class: 'screenshot', id: 'shot-' + i });
-    img.addEventListener('error', () => slot.replaceChildren(h('p', { class: 'error-text', text: 'The screenshot could not be loaded (the signed link may have expired — refresh the page).' })));
-    slot.replaceChildren(h('a', { href: u.url, target: '_blank', rel: 'noopener' }, img),
-      h('p', { class: 'hint', text: 'Signed link valid until ' + fmtTime(u.expires_at) }));
+    u = await linkFor();
   } catch (e) {
     slot.replaceChildren(h('p', { class: 'error-text', text: message(e) }));
+    return;
   }
+  const img = h('img', { alt: 'Screenshot of step ' + (i + 1) + ' (masked areas are black)', class: 'screenshot', id: 'shot-' + i });
+  const a = h('a', { href: u.url, target: '_blank', rel: 'noopener', id: 'shot-' + i + '-link' }, img);
+  const note = h('p', { class: 'hint', id: 'shot-' + i + '-expiry' });
+  let timer = null;
+  let pending = null;
+  let failures = 0;
+  const show = (link) => {
+    u = link;
+    a.href = link.url;
+    note.textContent = 'Signed link valid until ' + fmtTime(link.expires_at) + ' (renewed by this page while it is open).';
+  };
+  const schedule = () => {
+    clearTimeout(timer);
+    const ms = Math.max(1000, Date.parse(u.expires_at) - Date.now() - 5000);
+    timer = setTimeout(() => { if (slot.isConnected) renew().catch(() => {}); }, ms);
+  };
+  const renew = async () => {
+    if (!pending) pending = linkFor().finally(() => { pending = null; });
+    const link = await pending;
+    show(link);
+    schedule();
+    return link;
+  };
+  img.addEventListener('load', () => {
+    failures = 0;
+    img.dataset.loads = String(Number(img.dataset.loads || 0) + 1);
+  });
+  img.addEventListener('error', async () => {
+    if (!slot.isConnected) return;
+    failures += 1;
+    if (failures > 2) {
+      clearTimeout(timer);
+      slot.replaceChildren(h('p', { class: 'error-text', text: 'The screenshot could not be loaded.' }));
+      return;
+    }
+    try {
+      const link = await renew();
+      img.dataset.renewed = String(Number(img.dataset.renewed || 0) + 1);
+      img.src = link.url;
+    } catch (e) {
+      clearTimeout(timer);
+      slot.replaceChildren(h('p', { class: 'error-text', text: message(e) }));
+    }
+  });
+  img.src = u.url;
+  show(u);
+  schedule();
+  slot.replaceChildren(a, note);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1496,12 +1581,17 @@ function adoptSsoCsrf() {
   document.cookie = 'fg_sso_csrf=; Path=/; Max-Age=0; Secure; SameSite=Lax';
 }
 
-function ssoSignIn(page, form, tenant, q) {
+/** The refusal a single sign-on callback sent back (`?sso_error=`), above the form. */
+function ssoRefusal(page, form, q) {
   const why = q.get('sso_error');
   if (why) {
     page.insertBefore(h('div', { class: 'alert error', role: 'alert', id: 'sso-error', 'data-reason': why },
       h('strong', { text: 'Single sign-on refused. ' }), SSO_REFUSALS[why] || 'The sign-in was refused.'), form);
   }
+}
+
+function ssoSignIn(page, form, tenant, q) {
+  ssoRefusal(page, form, q);
   const ssoBtn = h('a', { class: 'button', id: 'sso-signin', href: '#', hidden: true }, 'Sign in with single sign-on');
   ssoBtn.addEventListener('click', (ev) => {
     ev.preventDefault();
@@ -1832,7 +1922,9 @@ async function pageAccount(page) {
   page.append(h('h1', { text: 'Account' }), h('dl', { class: 'facts' },
     h('dt', { text: 'Signed in as' }), h('dd', { text: me.name }),
     h('dt', { text: 'Role' }), h('dd', { text: me.role }),
-    h('dt', { text: 'Tenant' }), h('dd', { text: me.tenant_id || 'platform (catalog)' })), form);
+    h('dt', { text: 'Tenant' }), me.tenant_id
+      ? h('dd', { id: 'account-tenant' }, h('span', { text: me.tenant_name || me.tenant_id }), ' ', h('span', { class: 'muted', text: '(' + me.tenant_id + ')' }))
+      : h('dd', { id: 'account-tenant', text: 'platform (catalog)' })), form);
   if (me.kind === 'platform_admin') {
     page.append(h('p', { class: 'hint', text: 'Platform administrators manage tenants, the license and the catalog audit (pages above); they never read tenant data.' }));
   }

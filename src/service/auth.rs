@@ -802,3 +802,99 @@ pub async fn change_password(
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------- sign-in methods
+
+/// Which sign-in methods the deployment offers, for the sign-in page before anyone is known
+/// (`GET /api/v1/auth/methods`). Deployment-wide on purpose: it names no tenant and says nothing
+/// about any one tenant (which tenant uses a directory is not told to anonymous callers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct SignInMethods {
+    /// Local accounts (email and password): always true.
+    pub password: bool,
+    /// At least one active tenant of this region has directory (LDAP) sign-in on.
+    pub ldap: bool,
+    /// At least one active tenant of this region has single sign-on (OpenID Connect) on;
+    /// whether a given tenant offers it is `GET /api/v1/auth/oidc/available?tenant=`.
+    pub oidc: bool,
+}
+
+/// How long [`sign_in_methods`] reuses its answer (seconds). A configuration change through the
+/// API drops the cached answer at once ([`sign_in_methods_changed`]); the TTL bounds how often
+/// an anonymous caller can make the server open every tenant store.
+pub const SIGN_IN_METHODS_TTL_SECS: u64 = 30;
+
+static SIGN_IN_METHODS: std::sync::Mutex<Option<(std::time::Instant, SignInMethods)>> =
+    std::sync::Mutex::new(None);
+
+/// Forget the cached [`sign_in_methods`] answer (after an LDAP or OIDC configuration change).
+pub fn sign_in_methods_changed() {
+    *SIGN_IN_METHODS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+}
+
+/// The deployment's [`SignInMethods`]: every active tenant of this region is asked (its LDAP
+/// and OIDC configuration rows), at most once per [`SIGN_IN_METHODS_TTL_SECS`]. A tenant store
+/// that cannot be read counts as offering neither (logged), so one broken store does not take
+/// the sign-in page down.
+pub async fn sign_in_methods(state: &Arc<AppState>) -> ApiResult<SignInMethods> {
+    let ttl = std::time::Duration::from_secs(SIGN_IN_METHODS_TTL_SECS);
+    if let Some((at, m)) = *SIGN_IN_METHODS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        if at.elapsed() < ttl {
+            return Ok(m);
+        }
+    }
+    let region = state.settings.region();
+    let tenants = state.catalog.run(|c| catalog::list_tenants(c)).await?;
+    let mut out = SignInMethods {
+        password: true,
+        ldap: false,
+        oidc: false,
+    };
+    for t in tenants
+        .iter()
+        .filter(|t| t.status == "active" && t.region == region.as_str())
+    {
+        if !out.ldap {
+            match super::ldap::enabled(state, &t.id).await {
+                Ok(on) => out.ldap = on,
+                Err(e) => {
+                    tracing::warn!(tenant = %t.id, "sign-in methods: LDAP config unreadable: {e}")
+                }
+            }
+        }
+        if !out.oidc {
+            match super::oidc::enabled(state, &t.id).await {
+                Ok(on) => out.oidc = on,
+                Err(e) => {
+                    tracing::warn!(tenant = %t.id, "sign-in methods: OIDC config unreadable: {e}")
+                }
+            }
+        }
+        if out.ldap && out.oidc {
+            break;
+        }
+    }
+    *SIGN_IN_METHODS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+        Some((std::time::Instant::now(), out));
+    Ok(out)
+}
+
+/// The display name of the caller's tenant (`None` for a PlatformAdmin, or a tenant gone from
+/// the catalog).
+pub async fn tenant_name(state: &Arc<AppState>, p: &Principal) -> ApiResult<Option<String>> {
+    let Some(t) = p.tenant().cloned() else {
+        return Ok(None);
+    };
+    Ok(state
+        .catalog
+        .run(move |c| catalog::tenant_by_id(c, &t))
+        .await?
+        .map(|r| r.name))
+}

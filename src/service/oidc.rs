@@ -211,6 +211,11 @@ pub async fn get_config(state: &Arc<AppState>, ctx: &TenantCtx) -> ApiResult<Oid
     ))
 }
 
+/// Whether single sign-on is on for the tenant `tid` (one of this deployment).
+pub async fn enabled(state: &Arc<AppState>, tid: &TenantId) -> ApiResult<bool> {
+    Ok(load_row(state, tid).await?.is_some_and(|(c, _)| c.enabled))
+}
+
 /// Whether single sign-on is on for the tenant named `tenant_ref` (id or name); false for an
 /// unknown tenant (same answer as a tenant without it).
 pub async fn available(state: &Arc<AppState>, tenant_ref: &str) -> ApiResult<bool> {
@@ -333,6 +338,7 @@ pub async fn put_config(
     })
     .await?;
     state.oidc.forget(&tid);
+    super::auth::sign_in_methods_changed();
     Ok(OidcConfigView::new(
         &cfg,
         redirect_uri(state),
@@ -354,6 +360,7 @@ pub async fn delete_config(state: &Arc<AppState>, ctx: &TenantCtx) -> ApiResult<
         .run(&ctx.tenant, move |c| st::delete_config(c, &ev))
         .await?;
     state.oidc.forget(&ctx.tenant);
+    super::auth::sign_in_methods_changed();
     if existed {
         Ok(())
     } else {

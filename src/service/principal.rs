@@ -179,6 +179,8 @@ pub struct MeView {
     pub kind: &'static str,
     /// Tenant id (absent for PlatformAdmin).
     pub tenant_id: Option<String>,
+    /// The tenant's display name (absent for PlatformAdmin).
+    pub tenant_name: Option<String>,
     /// User / admin / token id.
     pub id: String,
     /// Email or token name.

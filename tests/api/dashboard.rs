@@ -1188,3 +1188,100 @@ async fn run_now_without_an_agent_turns_the_run_page_passed_by_itself() {
     }
     ui.close().await;
 }
+
+// ------------------------------------------------------------------------------------------
+// Issue 23, second wave: sign-in methods, Account tenant name.
+
+/// `GET /api/v1/auth/methods` is deployment-wide (no tenant named, same keys for everybody);
+/// the sign-in page hides the account-type (LDAP) choice while no tenant has a directory and
+/// shows it once one has; Account shows the tenant's name (`/me` `tenant_name`).
+#[tokio::test]
+async fn sign_in_offers_ldap_only_when_configured_and_account_names_the_tenant() {
+    let app = spawn_with(Opts {
+        config: Some(crate::ldap_support::APP_CONFIG.to_string()),
+        ..Default::default()
+    })
+    .await;
+    let owner = app.owner().await;
+    let anon = app.anonymous();
+    let m = anon
+        .json(Method::GET, "/api/v1/auth/methods", None, 200)
+        .await;
+    assert_eq!(m, json!({"password": true, "ldap": false, "oidc": false}));
+    let me = owner.json(Method::GET, "/api/v1/me", None, 200).await;
+    let tenant_name = me["tenant_name"].as_str().unwrap_or_default().to_string();
+    assert!(!tenant_name.is_empty(), "/me names the tenant: {me}");
+    let pa = app.platform_admin().await;
+    let pme = pa.json(Method::GET, "/api/v1/me", None, 200).await;
+    assert!(pme["tenant_name"].is_null(), "{pme}");
+
+    let ui = Ui::launch(&app.base, app.dir.path()).await;
+    let mode_hidden = "(() => { const f = document.querySelector('form[data-methods]'); if (!f) return null; return document.querySelector('#signin-mode').closest('.field').hidden; })()";
+    step!(ui, app, "no directory: no account-type choice", async {
+        ui.goto("/").await?;
+        ui.wait_for("form[data-methods]").await?;
+        let hidden: Option<bool> = ui.eval(mode_hidden).await?;
+        ensure(
+            hidden == Some(true),
+            format!("account type hidden: {hidden:?}"),
+        )?;
+        let visible: bool = ui
+            .eval("document.querySelector('#signin-mode').getClientRects().length > 0")
+            .await?;
+        ensure(!visible, "the select is not rendered")
+    });
+    step!(ui, app, "Account shows the tenant's name", async {
+        sign_in(
+            &ui,
+            &app.tenant_id(),
+            "admin@localhost",
+            &app.owner_password(),
+        )
+        .await?;
+        ui.goto("/account").await?;
+        ui.heading_is("Account").await?;
+        ui.wait_for("#account-tenant").await?;
+        let t: String = ui
+            .eval("document.querySelector('#account-tenant').textContent")
+            .await?;
+        ensure(
+            t.contains(&tenant_name) && t.contains(&app.tenant_id()),
+            format!("tenant on Account: {t}"),
+        )?;
+        ui.click("#signout").await?;
+        ui.wait_for("#signin-email").await
+    });
+
+    let pki = crate::ldap_support::Pki::new();
+    owner
+        .json(
+            Method::PUT,
+            "/api/v1/sso/ldap",
+            Some(crate::ldap_support::config_body(
+                "ldaps://localhost:636",
+                &pki.ca_pem,
+                json!({}),
+            )),
+            200,
+        )
+        .await;
+    let m = anon
+        .json(Method::GET, "/api/v1/auth/methods", None, 200)
+        .await;
+    assert_eq!(m, json!({"password": true, "ldap": true, "oidc": false}));
+    step!(
+        ui,
+        app,
+        "a directory configured: the choice is offered",
+        async {
+            ui.goto("/signin").await?;
+            ui.wait("methods loaded with ldap", "document.querySelector('form[data-methods]')?.dataset.methods.includes('ldap') === true").await?;
+            let hidden: Option<bool> = ui.eval(mode_hidden).await?;
+            ensure(
+                hidden == Some(false),
+                format!("account type hidden: {hidden:?}"),
+            )
+        }
+    );
+    ui.close().await;
+}

@@ -68,6 +68,12 @@ const TABLE: &[(&str, &str, [&str; 8])] = &[
         "/api/v1/auth/oidc/available",
         ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"],
     ),
+    // Issue 23: the deployment-wide sign-in methods for the sign-in page (anonymous).
+    (
+        "GET",
+        "/api/v1/auth/methods",
+        ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"],
+    ),
     (
         "POST",
         "/api/v1/auth/logout",

@@ -93,7 +93,7 @@ fn session_cookie(value: String, max_age_secs: i64) -> Cookie<'static> {
         .finish()
 }
 
-fn me_view(p: &Principal, must_change: bool) -> MeView {
+fn me_view(p: &Principal, tenant_name: Option<String>, must_change: bool) -> MeView {
     let (kind, id, name) = match p {
         Principal::User { user_id, email, .. } => ("user", user_id.clone(), email.clone()),
         Principal::Platform {
@@ -105,6 +105,7 @@ fn me_view(p: &Principal, must_change: bool) -> MeView {
     MeView {
         kind,
         tenant_id: p.tenant().map(|t| t.to_string()),
+        tenant_name,
         id,
         name,
         role: p.role(),
@@ -146,17 +147,21 @@ pub async fn login(
         &client,
     )
     .await?;
-    Ok(logged_in(&state, out))
+    logged_in(&state, out).await
 }
 
-fn logged_in(state: &AppState, out: auth::LoginOutcome) -> HttpResponse {
+async fn logged_in(
+    state: &std::sync::Arc<AppState>,
+    out: auth::LoginOutcome,
+) -> Result<HttpResponse, ApiError> {
     let max_age = i64::from(state.settings.session.absolute_hours) * 3600;
-    HttpResponse::Ok()
+    let tenant_name = auth::tenant_name(state, &out.principal).await?;
+    Ok(HttpResponse::Ok()
         .cookie(session_cookie(out.session, max_age))
         .json(LoginResponse {
             csrf_token: out.csrf_token,
-            me: me_view(&out.principal, out.must_change_password),
-        })
+            me: me_view(&out.principal, tenant_name, out.must_change_password),
+        }))
 }
 
 /// Log in through the tenant's directory only (search-then-bind; see `PUT /api/v1/sso/ldap`).
@@ -193,7 +198,7 @@ pub async fn ldap_login(
         &client,
     )
     .await?;
-    Ok(logged_in(&state, out))
+    logged_in(&state, out).await
 }
 
 /// End the current session.
@@ -216,8 +221,10 @@ pub async fn me(
     state: web::Data<AppState>,
     g: Require<perm::SelfRead>,
 ) -> Result<HttpResponse, ApiError> {
-    let must_change = auth::must_change_password(&state.into_inner(), &g.ctx).await?;
-    Ok(HttpResponse::Ok().json(me_view(&g.ctx.principal, must_change)))
+    let state = state.into_inner();
+    let must_change = auth::must_change_password(&state, &g.ctx).await?;
+    let tenant_name = auth::tenant_name(&state, &g.ctx.principal).await?;
+    Ok(HttpResponse::Ok().json(me_view(&g.ctx.principal, tenant_name, must_change)))
 }
 
 /// Password change body.
@@ -382,6 +389,18 @@ pub async fn oidc_callback(
             }
         },
     )
+}
+
+/// Which sign-in methods the deployment offers, for the sign-in page (anonymous). Deployment-
+/// wide: it names no tenant and tells nothing about any one tenant — `ldap` is true when any
+/// active tenant of this region has directory sign-in on, `oidc` likewise for single sign-on
+/// (whether one tenant offers it is `GET /api/v1/auth/oidc/available`). Cached for up to 30 s;
+/// a configuration change through the API shows at once.
+#[utoipa::path(tag = "auth", responses((status = 200, body = auth::SignInMethods)))]
+#[get("/auth/methods")]
+pub async fn methods(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let m = auth::sign_in_methods(&state.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(m))
 }
 
 /// Whether a tenant offers single sign-on.

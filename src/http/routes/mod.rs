@@ -37,6 +37,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(auth::oidc_start)
                 .service(auth::oidc_callback)
                 .service(auth::oidc_available)
+                .service(auth::methods)
                 .service(auth::logout)
                 .service(auth::me)
                 .service(auth::change_password)
