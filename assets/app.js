@@ -1948,6 +1948,8 @@ function platformNav(add) {
   add('/platform/tenants', 'Tenants', pa);
   add('/platform/license', 'License', pa);
   add('/platform/audit', 'Catalog audit', pa);
+  add('/platform/keys', 'Keys', pa);
+  add('/platform/backups', 'Backups', pa);
 }
 
 function signInHelp() {
@@ -2122,6 +2124,59 @@ async function pagePlatformTenants(page) {
     form);
 }
 
+/** Key status of every tenant (GET /platform/keys): versions and dates, never key material. */
+async function pagePlatformKeys(page) {
+  const [k, tenants] = await Promise.all([api('GET', '/platform/keys'), api('GET', '/platform/tenants')]);
+  const names = Object.fromEntries(tenants.items.map((t) => [t.id, t.name]));
+  page.append(h('h1', { text: 'Tenant keys' }),
+    h('p', { class: 'hint', text: 'Each tenant has its own versioned key set; it is rotated automatically every ' + k.rotation_days +
+      ' days (keys.rotation_days). An Owner can rotate now on the tenant\'s Keys page; on the host: flowguard keys rotate --tenant ID or --all.' }));
+  if (!k.items.length) { page.append(empty('No tenants yet.')); return; }
+  page.append(table(['Tenant', 'Active', 'Pending', 'Next rotation', 'Due', 'Versions'], k.items.map((s) => h('tr', { 'data-tenant': s.tenant_id },
+    h('td', {}, h('span', { text: names[s.tenant_id] || '' }), ' ', h('code', { text: s.tenant_id })),
+    h('td', { text: s.active_version != null ? 'v' + s.active_version : '—' }),
+    h('td', { text: s.pending_version != null ? 'v' + s.pending_version + ' (rotation unfinished)' : '—' }),
+    h('td', { text: fmtTime(s.next_rotation_at) }),
+    h('td', {}, s.rotation_due ? badge('due') : h('span', { text: 'no' })),
+    h('td', { text: s.versions.map((v) => 'v' + v.version + ' ' + v.state).join(', ') }))), { id: 'platform-keys-table' }));
+}
+
+/** Backups (GET/POST /platform/backups): the list, newest first, and "Start backup". */
+async function pagePlatformBackups(page) {
+  const box = alertBox();
+  const tbody = h('tbody');
+  const size = (b) => (b == null ? '—' : b >= 1048576 ? (b / 1048576).toFixed(1) + ' MiB' : b >= 1024 ? (b / 1024).toFixed(1) + ' KiB' : b + ' B');
+  let timer = null;
+  const load = async () => {
+    clearTimeout(timer);
+    const list = await api('GET', '/platform/backups');
+    tbody.replaceChildren(...(list.items.length ? list.items.map((b) => h('tr', { 'data-backup': b.id, 'data-status': b.status },
+      h('td', { text: fmtTime(b.started_at) }), h('td', { text: b.trigger }), h('td', {}, badge(b.status)),
+      h('td', { text: b.duration_ms != null ? (b.duration_ms / 1000).toFixed(1) + ' s' : '—' }),
+      h('td', { text: size(b.size_bytes) }),
+      h('td', {}, b.dir ? h('code', { text: b.dir }) : h('span', { class: 'error-text', text: b.error || '' })))) :
+      [h('tr', {}, h('td', { colspan: 6, class: 'hint', text: 'No backups started from the API or the schedule yet.' }))]));
+    // While one runs, look again until it has finished (only while this page is shown).
+    if (list.items.some((b) => b.status === 'running')) timer = setTimeout(() => { if (tbody.isConnected) load().catch((e) => showError(box, e)); }, 1000);
+  };
+  const start = btn('Start backup', async () => {
+    clear(box);
+    start.disabled = true;
+    try {
+      await api('POST', '/platform/backups');
+      showOk(box, 'Backup started; the list shows it until it has finished.');
+      await load();
+    } catch (e) { showError(box, e); }
+    start.disabled = false;
+  }, { class: 'primary', id: 'backup-start' });
+  page.append(h('h1', { text: 'Backups' }),
+    h('p', { class: 'hint', text: 'A backup copies every store (catalog and tenants) into the server\'s backup directory ([backup] dir). ' +
+      'Check one with flowguard backup verify DIR; restore with flowguard backup restore (README, Backup and restore). The master key is not in a backup: escrow it separately.' }),
+    box, h('div', { class: 'actions' }, start),
+    h('table', { id: 'backups-table' }, h('thead', {}, h('tr', {}, ...['Started', 'Trigger', 'Status', 'Took', 'Size', 'Directory'].map((x) => h('th', { text: x })))), tbody));
+  await load();
+}
+
 /** Show an API error in `box` and mark the field the server names (plain words, no brackets). */
 function markError(form, box, e) {
   showError(box, e);
@@ -2272,6 +2327,8 @@ route('/account', pageAccount);
 route('/platform/tenants', pagePlatformTenants, 'platform');
 route('/platform/license', pagePlatformLicense, 'platform');
 route('/platform/audit', pagePlatformAudit, 'platform');
+route('/platform/keys', pagePlatformKeys, 'platform');
+route('/platform/backups', pagePlatformBackups, 'platform');
 adoptSsoCsrf();
 
 render();

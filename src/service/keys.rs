@@ -297,6 +297,35 @@ pub async fn status(state: &Arc<AppState>, ctx: &TenantCtx) -> ApiResult<KeyStat
     )
 }
 
+/// Key status of every tenant of the deployment, oldest tenant first (`GET
+/// /api/v1/platform/keys`, PlatformAdmin; what `flowguard keys status` prints). Catalog data
+/// only — versions, states and dates; never key material, never tenant data.
+pub async fn status_all(state: &Arc<AppState>) -> ApiResult<Vec<KeyStatus>> {
+    let st = state.clone();
+    Ok(
+        tokio::task::spawn_blocking(move || -> StoreResult<Vec<KeyStatus>> {
+            let tenants = st.catalog.blocking(|c| catalog::list_tenants(c))?;
+            let now = st.keys.clock.now();
+            let days = st.settings.keys.rotation_days;
+            st.catalog.blocking(|c| {
+                tenants
+                    .iter()
+                    .map(|t| -> StoreResult<KeyStatus> {
+                        Ok(build_status(
+                            &t.id,
+                            &catalog::tenant_keys(c, &t.id)?,
+                            days,
+                            now,
+                        ))
+                    })
+                    .collect()
+            })
+        })
+        .await
+        .map_err(ApiError::internal)??,
+    )
+}
+
 // ---------------------------------------------------------------- rotation
 
 /// Rotation phases, in order (for progress reporting).

@@ -1285,3 +1285,411 @@ async fn sign_in_offers_ldap_only_when_configured_and_account_names_the_tenant()
     );
     ui.close().await;
 }
+
+/// Issue 23: the flow editor shows only the options of the step's type (src/domain/flow.rs
+/// `Step`), and within a type only those its choice uses (a wait for `url` has no selector,
+/// only `attr_equals` has an attribute); options hidden are not sent.
+#[tokio::test]
+async fn flow_editor_shows_only_the_options_of_the_step_type() {
+    let app = spawn_app().await;
+    let owner = app.owner().await;
+    let a = owner
+        .json(
+            Method::POST,
+            "/api/v1/applications",
+            Some(json!({"name": "Editor", "base_url": "https://shop.example"})),
+            201,
+        )
+        .await;
+    let app_id = a["id"].as_str().unwrap().to_string();
+    let ui = Ui::launch(&app.base, app.dir.path()).await;
+    let fields = |i: usize| {
+        format!("[...document.querySelectorAll('#steps li[data-step=\"{i}\"] [data-field]')].map(e => e.dataset.field).join(',')")
+    };
+    let uir = &ui;
+    let expect = |i: usize, want: &'static str| {
+        let js = format!("{} === {}", fields(i), js_str(want));
+        async move {
+            let ui = uir;
+            match ui
+                .wait(&format!("step {} options {want}", i + 1), &js)
+                .await
+            {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let got: String = ui.eval(&fields(i)).await.unwrap_or_default();
+                    Err(format!("{e}; shown: {got}"))
+                }
+            }
+        }
+    };
+    step!(ui, app, "sign in and open a new flow", async {
+        ui.goto("/").await?;
+        sign_in(
+            &ui,
+            &app.tenant_id(),
+            "admin@localhost",
+            &app.owner_password(),
+        )
+        .await?;
+        ui.goto(&format!("/apps/{app_id}/flows/new")).await?;
+        ui.wait_for("#step-add").await?;
+        ui.fill("#flow-name", "checkout").await
+    });
+    step!(
+        ui,
+        app,
+        "one step of each kind shows its own options",
+        async {
+            for t in ["navigate", "click", "wait", "assert"] {
+                ui.fill("#step-add-type", t).await?;
+                ui.click("#step-add").await?;
+            }
+            expect(0, "type,url").await?;
+            expect(1, "type,selector,nth,force").await?;
+            expect(2, "type,for,selector,timeout_ms").await?;
+            expect(3, "type,selector,assertion").await
+        }
+    );
+    step!(ui, app, "choices inside a type change the options", async {
+        ui.fill("#step-2-for", "url").await?;
+        expect(2, "type,for,url,timeout_ms").await?;
+        ui.fill("#step-2-for", "network-idle").await?;
+        expect(2, "type,for,timeout_ms").await?;
+        ui.fill("#step-2-for", "url").await?;
+        expect(2, "type,for,url,timeout_ms").await?;
+        ui.fill("#step-3-assertion", "attr_equals").await?;
+        expect(3, "type,selector,assertion,attribute,expected").await?;
+        ui.fill("#step-3-assertion", "text_contains").await?;
+        expect(3, "type,selector,assertion,expected").await?;
+        ui.fill("#step-1-type", "fill").await?;
+        expect(1, "type,selector,value,clear_first").await
+    });
+    step!(ui, app, "save: the flow has only what was shown", async {
+        ui.fill("#step-0-url", "/").await?;
+        ui.fill("#step-1-selector", "#q").await?;
+        ui.fill("#step-1-value", "shoes").await?;
+        ui.fill("#step-2-url", "/done").await?;
+        ui.fill("#step-3-selector", "#title").await?;
+        ui.fill("#step-3-expected", "Shop").await?;
+        ui.click("#flow-save").await?;
+        ui.wait(
+            "the saved flow page",
+            "location.pathname.startsWith('/flows/') && !!document.querySelector('#flow-versions')",
+        )
+        .await
+    });
+    let flow_id = ui.path().await.trim_start_matches("/flows/").to_string();
+    let f = owner
+        .json(Method::GET, &format!("/api/v1/flows/{flow_id}"), None, 200)
+        .await;
+    let steps = &f["steps"];
+    assert_eq!(steps[0], json!({"type": "navigate", "url": "/"}), "{f}");
+    assert_eq!(steps[1]["type"], "fill", "{f}");
+    assert_eq!(steps[1]["value"], "shoes", "{f}");
+    assert_eq!(steps[2]["for"], "url", "{f}");
+    assert_eq!(steps[2]["url"], "/done", "{f}");
+    assert!(steps[2].get("selector").is_none(), "{f}");
+    assert_eq!(steps[3]["assertion"], "text_contains", "{f}");
+    assert!(steps[3].get("attribute").is_none(), "{f}");
+    ui.close().await;
+}
+
+/// Issue 23: a step's screenshot renders inline on the run page and the page keeps its signed
+/// link valid (`screenshots.url_ttl_secs = 2` here): once the first link has expired (the
+/// server refuses it) the page's link works, and an image the browser re-requests with the
+/// expired link is shown again through a renewed one.
+#[tokio::test]
+async fn run_page_renews_an_expired_screenshot_link() {
+    let app = spawn_with(Opts {
+        config: Some("[screenshots]\nurl_ttl_secs = 2\n".into()),
+        ..Default::default()
+    })
+    .await;
+    let owner = app.owner().await;
+    let a = owner
+        .json(
+            Method::POST,
+            "/api/v1/applications",
+            Some(json!({"name": "Shots", "base_url": "https://shop.example"})),
+            201,
+        )
+        .await;
+    let app_id = a["id"].as_str().unwrap().to_string();
+    let f = owner
+        .json(
+            Method::POST,
+            &format!("/api/v1/applications/{app_id}/flows"),
+            Some(json!({"name": "shot", "steps": [{"type": "screenshot"}]})),
+            201,
+        )
+        .await;
+    let flow_id = f["id"].as_str().unwrap().to_string();
+    let run = owner
+        .json(
+            Method::POST,
+            &format!("/api/v1/flows/{flow_id}/runs"),
+            Some(json!({})),
+            201,
+        )
+        .await;
+    let run_id = run["id"].as_str().unwrap().to_string();
+    let token = owner
+        .json(
+            Method::POST,
+            "/api/v1/agent-tokens",
+            Some(json!({"application_id": app_id, "name": "shots"})),
+            201,
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let agent = app.bearer(&token);
+    agent
+        .json(
+            Method::POST,
+            &format!("/api/v1/agent/runs/claim?run={run_id}"),
+            None,
+            200,
+        )
+        .await;
+    agent
+        .json(
+            Method::POST,
+            &format!("/api/v1/agent/runs/{run_id}/steps"),
+            Some(json!({"index": 0, "status": "passed", "duration_ms": 12})),
+            200,
+        )
+        .await;
+    upload_shot(
+        &app,
+        &token,
+        &run_id,
+        0,
+        crate::runs::white_png(160, 100),
+        json!([]),
+    )
+    .await;
+    agent
+        .json(
+            Method::POST,
+            &format!("/api/v1/agent/runs/{run_id}/complete"),
+            Some(json!({"status": "passed"})),
+            200,
+        )
+        .await;
+
+    let ui = Ui::launch(&app.base, app.dir.path()).await;
+    let loaded = "(() => { const i = document.querySelector('#shot-0'); return !!i && i.complete && i.naturalWidth === 160; })()";
+    step!(ui, app, "the screenshot renders inline", async {
+        ui.goto("/").await?;
+        sign_in(
+            &ui,
+            &app.tenant_id(),
+            "admin@localhost",
+            &app.owner_password(),
+        )
+        .await?;
+        ui.goto(&format!("/runs/{run_id}")).await?;
+        ui.wait("the inline image", loaded).await
+    });
+    let first: String = step!(ui, app, "the first signed link", async {
+        ui.eval::<String>("document.querySelector('#shot-0').getAttribute('src')")
+            .await
+    });
+    assert!(
+        first.starts_with("/shots/") && first.contains("sig="),
+        "{first}"
+    );
+    step!(ui, app, "the first link expires", async {
+        ui.wait(
+            "the server refusing the first link",
+            &format!("fetch({}).then(r => r.status === 403)", js_str(&first)),
+        )
+        .await
+    });
+    step!(ui, app, "the page's link is renewed and works", async {
+        ui.wait(
+            "a renewed link that the server serves",
+            &format!(
+                "(() => {{ const a = document.querySelector('#shot-0-link'); if (!a || a.getAttribute('href') === {f}) return false; return fetch(a.href).then(r => r.status === 200); }})()",
+                f = js_str(&first)
+            ),
+        )
+        .await
+    });
+    step!(
+        ui,
+        app,
+        "an image re-requested with the expired link is shown again",
+        async {
+            ui.eval::<bool>(&format!(
+                "(() => {{ document.querySelector('#shot-0').setAttribute('src', {}); return true; }})()",
+                js_str(&first)
+            ))
+            .await?;
+            ui.wait(
+                "the image loaded again through a renewed link",
+                &format!(
+                    "(() => {{ const i = document.querySelector('#shot-0'); return !!i && Number(i.dataset.renewed || 0) >= 1 && i.getAttribute('src') !== {} && i.complete && i.naturalWidth === 160; }})()",
+                    js_str(&first)
+                ),
+            )
+            .await?;
+            // Still the screenshot: a white pixel read back from the image.
+            let px: Vec<u8> = ui
+                .eval("(() => { const i = document.querySelector('#shot-0'); const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight; const x = c.getContext('2d'); x.drawImage(i, 0, 0); return Array.from(x.getImageData(5, 80, 1, 1).data); })()")
+                .await?;
+            ensure(px == [255, 255, 255, 255], format!("pixel {px:?}"))
+        }
+    );
+    ui.close().await;
+}
+
+/// Issue 23: the PlatformAdmin's Keys page (`GET /api/v1/platform/keys`: versions and dates of
+/// every tenant, no key material) and Backups page (list, start one, see it finish), with the
+/// PlatformAdmin's top bar still one row at 1280 px (screenshot read back as an image).
+#[tokio::test]
+async fn platform_admin_keys_and_backups_pages() {
+    let app = spawn_app().await;
+    let pa = app.platform_admin().await;
+    app.owner().await;
+    let (second, _) = create_tenant(&app, "Second", "owner2@example.test");
+    let k = pa
+        .json(Method::GET, "/api/v1/platform/keys", None, 200)
+        .await;
+    let items = k["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{k}");
+    assert!(k["rotation_days"].as_u64().unwrap() > 0, "{k}");
+    for it in items {
+        let mut keys: Vec<&str> = it.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "active_version",
+                "next_rotation_at",
+                "rotation_days",
+                "rotation_due",
+                "tenant_id",
+                "versions"
+            ],
+            "{it}"
+        );
+        for v in it["versions"].as_array().unwrap() {
+            let mut vk: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+            vk.sort();
+            assert_eq!(
+                vk,
+                [
+                    "created_at",
+                    "db_key_state",
+                    "dek_state",
+                    "state",
+                    "version"
+                ],
+                "{v}"
+            );
+        }
+    }
+    let pa_pw = app
+        .creds
+        .get("platform_admin_password")
+        .cloned()
+        .unwrap_or_default();
+    let ui = Ui::launch(&app.base, app.dir.path()).await;
+    step!(ui, app, "PlatformAdmin: Keys page", async {
+        ui.goto("/").await?;
+        ui.wait_for("#signin-email").await?;
+        ui.type_into("#signin-email", "platform-admin@localhost")
+            .await?;
+        ui.type_into("#signin-password", &pa_pw).await?;
+        ui.click("#signin-submit").await?;
+        ui.heading_is("Tenants").await?;
+        ui.click_text("#top nav", "Keys").await?;
+        ui.heading_is("Tenant keys").await?;
+        ui.wait_for("#platform-keys-table tr[data-tenant]").await?;
+        let rows: Vec<String> = ui
+            .eval("[...document.querySelectorAll('#platform-keys-table tr[data-tenant]')].map(r => r.textContent)")
+            .await?;
+        ensure(rows.len() == 2, format!("rows: {rows:?}"))?;
+        ensure(
+            rows.iter()
+                .any(|r| r.contains("Second") && r.contains(&second) && r.contains("v1 active")),
+            format!("rows: {rows:?}"),
+        )
+    });
+    step!(
+        ui,
+        app,
+        "PlatformAdmin: start a backup and see it finish",
+        async {
+            ui.click_text("#top nav", "Backups").await?;
+            ui.heading_is("Backups").await?;
+            ui.wait_for("#backups-table tbody tr").await?;
+            ui.click("#backup-start").await?;
+            ui.wait(
+                "the backup listed as done",
+                "!!document.querySelector('#backups-table tr[data-status=done] code')",
+            )
+            .await?;
+            let current: Vec<String> = ui
+            .eval("[...document.querySelectorAll('#top nav [aria-current=page]')].map(a => a.textContent)")
+            .await?;
+            ensure(
+                current == vec!["Backups".to_string()],
+                format!("highlighted: {current:?}"),
+            )
+        }
+    );
+    let dir: String = step!(ui, app, "the directory shown", async {
+        ui.eval::<String>(
+            "document.querySelector('#backups-table tr[data-status=done] code').textContent",
+        )
+        .await
+    });
+    let list = pa
+        .json(Method::GET, "/api/v1/platform/backups", None, 200)
+        .await;
+    assert_eq!(list["items"][0]["dir"], dir.as_str(), "{list}");
+    assert!(
+        std::path::Path::new(&dir).join("manifest.json").exists(),
+        "{dir}"
+    );
+    step!(
+        ui,
+        app,
+        "the PlatformAdmin's top bar is one row at 1280 px",
+        async {
+            ui.set_width(1280).await?;
+            let rows: Value = ui
+            .eval("(() => { const rs = [...document.querySelectorAll('#top nav li, #top .brand, #top .who')].map(e => e.getBoundingClientRect()); return { oneLine: Math.max(...rs.map(r => r.top)) < Math.min(...rs.map(r => r.bottom)), height: document.querySelector('#top').getBoundingClientRect().height }; })()")
+            .await?;
+            let shot = ui.snapshot("platform-backups-1280").await;
+            ensure(
+                rows["oneLine"] == true && rows["height"].as_f64().unwrap_or(999.0) < 70.0,
+                format!("top bar wraps: {rows} ({shot:?})"),
+            )?;
+            let p = shot.ok_or("no screenshot")?;
+            let bytes = std::fs::read(&p).map_err(|e| e.to_string())?;
+            let mut r = png::Decoder::new(std::io::Cursor::new(bytes))
+                .read_info()
+                .map_err(|e| e.to_string())?;
+            let mut rgba = vec![0; r.output_buffer_size()];
+            let info = r.next_frame(&mut rgba).map_err(|e| e.to_string())?;
+            let bpp = info.color_type.samples() as u32;
+            let dark = |y: u32| {
+                let i = ((y * info.width + 5) * bpp) as usize;
+                let px = &rgba[i..i + 3];
+                px[0] < 60 && px[1] < 80 && px[2] > 50
+            };
+            let band = (0..info.height.min(200)).take_while(|&y| dark(y)).count();
+            ensure(
+                (30..70).contains(&band),
+                format!("top bar band in the screenshot is {band} px high"),
+            )
+        }
+    );
+    ui.close().await;
+}

@@ -511,6 +511,12 @@ const TABLE: &[(&str, &str, [&str; 8])] = &[
         "/api/v1/platform/backups",
         ["401", "403", "403", "403", "403", "403", "403", "ok"],
     ),
+    // Issue 23: key status of every tenant for the PlatformAdmin page (no key material).
+    (
+        "GET",
+        "/api/v1/platform/keys",
+        ["401", "403", "403", "403", "403", "403", "403", "ok"],
+    ),
     (
         "POST",
         "/api/v1/platform/backups",

@@ -119,6 +119,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(platform::revocations)
                 .service(platform::revoke_license)
                 .service(platform::backups)
+                .service(platform::key_status)
                 .service(platform::start_backup)
                 .service(license::tenant_license)
                 .service(license::notifications)

@@ -383,6 +383,33 @@ impl From<BackupRow> for Backup {
     }
 }
 
+/// Key status of every tenant (`GET /api/v1/platform/keys`).
+#[derive(Serialize, ToSchema)]
+pub struct PlatformKeyStatus {
+    /// `keys.rotation_days`: a tenant's key set is rotated automatically this many days after
+    /// it became active.
+    pub rotation_days: u32,
+    /// One entry per tenant, oldest tenant first (as `flowguard keys status --json`).
+    pub items: Vec<crate::service::keys::KeyStatus>,
+}
+
+/// Key status of every tenant — active and pending version, next automatic rotation, whether it
+/// is due, every version's state — as `flowguard keys status` prints it. Catalog data only: no
+/// key material, no tenant data.
+#[utoipa::path(tag = "platform", responses((status = 200, body = PlatformKeyStatus)), security(("session" = [])))]
+#[get("/platform/keys")]
+pub async fn key_status(
+    state: web::Data<AppState>,
+    _g: Require<perm::PlatformRead>,
+) -> Result<HttpResponse, ApiError> {
+    let state = state.into_inner();
+    let items = crate::service::keys::status_all(&state).await?;
+    Ok(HttpResponse::Ok().json(PlatformKeyStatus {
+        rotation_days: state.settings.keys.rotation_days,
+        items,
+    }))
+}
+
 /// Backups page.
 #[derive(Serialize, ToSchema)]
 pub struct BackupList {
