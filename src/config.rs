@@ -31,6 +31,9 @@ const NON_SETTING_ENV: &[&str] = &[
     "FAULT",
     "FAULT_PAUSE",
     "FAULT_CLOCK",
+    // `test-faults` builds: a store's migration fails / a store gets a schema version (src/fault.rs).
+    "FAULT_MIGRATION",
+    "FAULT_SCHEMA_VERSION",
     "TEST_CLOCK_FILE",
     // The test harness's binary path (`tests/api/helpers.rs`, set by the shared-target build
     // wrapper); inherited by every process the tests start.
@@ -364,6 +367,10 @@ pub struct StoreSettings {
     /// this many MiB (default 1024), or less than the data itself (a backup or a pre-migration
     /// copy would not fit).
     pub min_free_mib: u64,
+    /// Copies of each store kept in `<data_dir>/pre-migration/` from before it was migrated to
+    /// a new schema version (the file as it was, under the same key; the oldest are deleted
+    /// beyond this number; default 3, 0 = take none). Not included in backups.
+    pub pre_migration_copies: usize,
 }
 
 impl Default for StoreSettings {
@@ -374,6 +381,7 @@ impl Default for StoreSettings {
             page_cache_kib: 2000,
             bench_plaintext_tenant_stores: false,
             min_free_mib: 1024,
+            pre_migration_copies: 3,
         }
     }
 }

@@ -299,6 +299,13 @@ impl From<crate::store::StoreError> for ApiError {
         match e {
             StoreError::Busy => ApiError::busy(2),
             StoreError::NotFound => ApiError::not_found(),
+            StoreError::Schema(msg) => {
+                tracing::warn!(error = %msg, "store refused");
+                ApiError::new(
+                    ErrorCode::NotReady,
+                    "this tenant's store is not available on this server (see /readyz and the server log)",
+                )
+            }
             other => ApiError::internal(other),
         }
     }

@@ -57,3 +57,57 @@ pub fn clock_offset(name: &str) -> i64 {
     let _ = name;
     0
 }
+
+/// Whether `FLOWGUARD_FAULT_<var>` (comma separated file names) names the store file `path`.
+#[cfg(feature = "test-faults")]
+fn names_store(var: &str, path: &std::path::Path) -> Option<String> {
+    let name = path.file_name()?.to_string_lossy().to_string();
+    let v = std::env::var(var).ok()?;
+    v.split(',')
+        .map(str::trim)
+        .find(|p| p.split('=').next() == Some(name.as_str()))
+        .map(str::to_string)
+}
+
+/// Test builds only (`test-faults`): when `FLOWGUARD_FAULT_MIGRATION` names the store file of
+/// `path` (e.g. `catalog.db`, `<tenant_id>.db`), the migration about to run on `conn` fails at
+/// its very end: every step runs, then writing the new `user_version` is refused (an
+/// authorizer denies it), so the whole migration transaction rolls back.
+/// [`fail_migration_done`] removes the authorizer.
+pub fn fail_migration(conn: &rusqlite::Connection, path: &std::path::Path) {
+    #[cfg(feature = "test-faults")]
+    if names_store("FLOWGUARD_FAULT_MIGRATION", path).is_some() {
+        use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+        conn.authorizer(Some(|ctx: AuthContext<'_>| match ctx.action {
+            AuthAction::Pragma {
+                pragma_name,
+                pragma_value: Some(_),
+            } if pragma_name.eq_ignore_ascii_case("user_version") => Authorization::Deny,
+            _ => Authorization::Allow,
+        }));
+    }
+    #[cfg(not(feature = "test-faults"))]
+    let _ = (conn, path);
+}
+
+/// Remove what [`fail_migration`] installed (test builds only).
+pub fn fail_migration_done(conn: &rusqlite::Connection) {
+    #[cfg(feature = "test-faults")]
+    conn.authorizer(None::<fn(rusqlite::hooks::AuthContext<'_>) -> rusqlite::hooks::Authorization>);
+    #[cfg(not(feature = "test-faults"))]
+    let _ = conn;
+}
+
+/// Test builds only (`test-faults`): `FLOWGUARD_FAULT_SCHEMA_VERSION=<file>=<n>` writes schema
+/// version `n` into that store file when it is opened, before the version check — how a test
+/// makes a store look as if a newer flowguard had written it.
+pub fn set_schema_version(conn: &rusqlite::Connection, path: &std::path::Path) {
+    #[cfg(feature = "test-faults")]
+    if let Some(v) = names_store("FLOWGUARD_FAULT_SCHEMA_VERSION", path)
+        .and_then(|p| p.split_once('=').and_then(|(_, n)| n.parse::<i64>().ok()))
+    {
+        let _ = conn.pragma_update(None, "user_version", v);
+    }
+    #[cfg(not(feature = "test-faults"))]
+    let _ = (conn, path);
+}

@@ -71,6 +71,7 @@ pub fn open_data_dir(s: &Settings, create: bool) -> anyhow::Result<Opened> {
         .into());
     }
     let master = Arc::new(MasterKey::load_or_create(&key_path, exists)?);
+    crate::store::set_pre_migration_copies(s.store.pre_migration_copies);
     let catalog = match Catalog::open(dir, &master, !exists, s.store.busy_timeout_ms) {
         Ok(c) => c,
         Err(StoreError::WrongKey(_)) => {
@@ -500,6 +501,19 @@ async fn serve_async(settings: Settings) -> anyhow::Result<()> {
                     ),
                 }
             }
+        }
+    });
+    // Every tenant store is opened (migrated) once in the background while the server serves
+    // (stores a request needs first migrate on that request); refused stores are named by
+    // /readyz.
+    let st5 = state.clone().into_inner();
+    tokio::task::spawn_blocking(move || {
+        let refused = crate::service::platform::migrate_all_blocking(&st5, |_, _| {});
+        if refused > 0 {
+            tracing::error!(
+                stores = refused,
+                "tenant stores refused at start: see /readyz"
+            );
         }
     });
     let mut sched = crate::jobs::start(state.clone().into_inner()).await?;

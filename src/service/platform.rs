@@ -150,10 +150,55 @@ pub async fn create(
 #[error(transparent)]
 pub struct NotReady(#[from] crate::store::StoreError);
 
-/// Readiness: the catalog opens and answers a query.
-pub async fn ready(state: &AppState) -> Result<(), NotReady> {
+/// A tenant store the server refused since it started: a schema version above this binary's,
+/// or a migration that failed and was rolled back (the store is unchanged at its old version).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct RefusedStore {
+    /// Tenant id.
+    pub tenant_id: String,
+    /// What happened, naming the store file (relative to the data dir) and both schema versions.
+    pub error: String,
+}
+
+/// Readiness: the catalog opens and answers a query. `Ok` carries the tenant stores refused since
+/// the start (empty when every store opened so far is usable): the server stays ready for the
+/// other tenants (`/readyz` answers 200 with `status: "degraded"` and names them).
+pub async fn ready(state: &AppState) -> Result<Vec<RefusedStore>, NotReady> {
     state.catalog.run(|c| catalog::ready_check(c)).await?;
-    Ok(())
+    Ok(state
+        .tenants
+        .refused()
+        .into_iter()
+        .map(|(tenant_id, error)| RefusedStore { tenant_id, error })
+        .collect())
+}
+
+/// Open (and so migrate) every tenant store once, at start, so a store that cannot be migrated
+/// is found and named by `/readyz` before a request needs it. Stores are opened one at a time
+/// and not kept open ([`crate::store::TenantStores::for_pass`]); `progress(done, total)` is
+/// called after each (systemd's start timeout is extended from it). Returns how many stores
+/// were refused; each refusal is logged where it happens.
+pub fn migrate_all_blocking(state: &AppState, mut progress: impl FnMut(usize, usize)) -> usize {
+    let tenants = match state.catalog.blocking(|c| catalog::list_tenants(c)) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list tenants to migrate their stores");
+            return 0;
+        }
+    };
+    let total = tenants.len();
+    let mut refused = 0;
+    for (i, t) in tenants.iter().enumerate() {
+        match state.tenants.for_pass(&t.id, |_| Ok(())) {
+            Ok(()) | Err(crate::store::StoreError::NotFound) => {}
+            Err(crate::store::StoreError::Schema(_)) => refused += 1,
+            Err(e) => {
+                tracing::warn!(tenant_id = %t.id.as_str(), error = %e, "tenant store did not open at start")
+            }
+        }
+        progress(i + 1, total);
+    }
+    refused
 }
 
 /// All tenants.

@@ -56,6 +56,7 @@ pub mod variables;
 pub mod webhooks;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -89,9 +90,14 @@ pub enum StoreError {
     /// A store rule refused the write (the service maps each kind to its own code).
     #[error("conflict: {0}")]
     Conflict(Conflict),
-    /// Schema version newer than this binary, or a migration failed.
+    /// A stored value no longer has the shape this binary reads.
     #[error("migration: {0}")]
     Migration(String),
+    /// The store cannot be used by this binary: its schema version is newer than this binary's,
+    /// or migrating it failed (rolled back: the store is unchanged at its old version). The text
+    /// names the file and both versions; the store stays closed until a restart.
+    #[error("schema: {0}")]
+    Schema(String),
     /// Key material could not be unwrapped.
     #[error("key material: {0}")]
     Key(String),
@@ -266,9 +272,7 @@ fn open_with(
     // new connection starts with them ON (issue 19: the issue-22 runs rebuild deleted every step
     // and screenshot row of an upgraded store before this line).
     conn.execute_batch("PRAGMA foreign_keys = OFF;")?;
-    migrations
-        .to_latest(&mut conn)
-        .map_err(|e| StoreError::Migration(e.to_string()))?;
+    migrate(&mut conn, path, migrations)?;
     let broken: i64 = conn
         .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
             r.get(0)
@@ -279,6 +283,173 @@ fn open_with(
     }
     conn.execute_batch("PRAGMA foreign_keys = ON;")?;
     Ok(conn)
+}
+
+/// Directory in the data dir holding the copy of each store taken before it is migrated
+/// (`<stem>.<UTC yyyymmddThhmmss.mmmZ>.v<old schema version>.db`, the file as it was, under the
+/// same key). Not part of backups: a backup holds the migrated stores.
+pub const PRE_MIGRATION_DIR: &str = "pre-migration";
+
+static PRE_MIGRATION_KEEP: AtomicUsize = AtomicUsize::new(3);
+
+/// How many pre-migration copies of each store to keep (`store.pre_migration_copies`, default
+/// 3; 0 = none are taken). Set once at start, before any store is opened.
+pub fn set_pre_migration_copies(n: usize) {
+    PRE_MIGRATION_KEEP.store(n, Ordering::Relaxed);
+}
+
+fn user_version(conn: &Connection) -> StoreResult<i64> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
+/// Bring `conn` (the store at `path`) to this binary's schema version. All pending steps and the
+/// `user_version` bump run in **one** transaction (rusqlite_migration's `to_latest`), so a
+/// failing step leaves the store exactly at its old version. Before migrating a store that has
+/// data, a copy of the file is kept in [`PRE_MIGRATION_DIR`]. A store whose version is above this
+/// binary's is refused, never downgraded.
+///
+/// Errors: [`StoreError::Schema`] naming the file and both versions (newer store, or failed
+/// migration); [`StoreError::Busy`] when the pre-migration copy cannot get the write lock.
+fn migrate(
+    conn: &mut Connection,
+    path: &Path,
+    migrations: &rusqlite_migration::Migrations<'static>,
+) -> StoreResult<()> {
+    crate::fault::set_schema_version(conn, path);
+    let label = store_label(path);
+    let from = user_version(conn)?;
+    let pending = migrations
+        .pending_migrations(conn)
+        .map_err(|e| StoreError::Migration(e.to_string()))?;
+    let ours = from + i64::from(pending);
+    if pending < 0 {
+        let msg = format!(
+            "{} has schema version {from}, written by a newer flowguard; this binary (flowguard {}) \
+             has schema version {ours}: run the newer release, or restore a backup made by this release",
+            label,
+            env!("CARGO_PKG_VERSION")
+        );
+        tracing::error!(store = %path.display(), store_version = from, binary_version = ours, "store refused: written by a newer flowguard");
+        return Err(StoreError::Schema(msg));
+    }
+    if pending == 0 {
+        return Ok(());
+    }
+    if from > 0 {
+        keep_pre_migration_copy(conn, path, from)?;
+    }
+    crate::fault::fail_migration(conn, path);
+    let r = migrations.to_latest(conn);
+    crate::fault::fail_migration_done(conn);
+    if let Err(e) = r {
+        let now = user_version(conn)?;
+        tracing::error!(store = %path.display(), from, to = ours, now, error = %e, "store migration failed and was rolled back");
+        return Err(StoreError::Schema(format!(
+            "{}: migrating from schema version {from} to {ours} failed and was rolled back \
+             (the store is unchanged at schema version {now}): {e}",
+            label
+        )));
+    }
+    tracing::info!(store = %path.display(), from, to = ours, "store migrated");
+    Ok(())
+}
+
+/// A store's name relative to the data dir (`catalog.db`, `tenants/<id>.db`), for messages that
+/// clients may see.
+fn store_label(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    if path
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|n| n == "tenants")
+    {
+        format!("tenants/{name}")
+    } else {
+        name
+    }
+}
+
+/// The data dir of a store file: `<data>/catalog.db`, `<data>/tenants/<id>.db`.
+fn data_dir_of(path: &Path) -> PathBuf {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    if parent.file_name().is_some_and(|n| n == "tenants") {
+        parent.parent().unwrap_or(parent).to_path_buf()
+    } else {
+        parent.to_path_buf()
+    }
+}
+
+/// Copy the store at `path` (schema version `from`) into [`PRE_MIGRATION_DIR`] before it is
+/// migrated, then delete all but the newest `store.pre_migration_copies` copies of that store.
+/// The WAL is first checkpointed into the file (`TRUNCATE`), and the file is copied while this
+/// connection holds the write lock, so no other process commits into the WAL meanwhile and the
+/// copy is exactly the committed store.
+fn keep_pre_migration_copy(conn: &Connection, path: &Path, from: i64) -> StoreResult<()> {
+    let keep = PRE_MIGRATION_KEEP.load(Ordering::Relaxed);
+    if keep == 0 {
+        return Ok(());
+    }
+    let dir = data_dir_of(path).join(PRE_MIGRATION_DIR);
+    private_dir(&dir)?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = PathBuf::from(wal);
+    let mut copied = false;
+    for _ in 0..3 {
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        if busy != 0 {
+            continue;
+        }
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let empty_wal = std::fs::metadata(&wal)
+            .map(|m| m.len() == 0)
+            .unwrap_or(true);
+        let r = if empty_wal {
+            let ts = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+            let name = format!("{stem}.{ts}.v{from}.db");
+            let tmp = dir.join(format!(".{name}.partial"));
+            let done = (|| -> std::io::Result<()> {
+                std::fs::copy(path, &tmp)?;
+                std::fs::File::open(&tmp)?.sync_all()?;
+                std::fs::rename(&tmp, dir.join(&name))?;
+                std::fs::File::open(&dir)?.sync_all()
+            })();
+            if done.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            done.map(|()| true)
+        } else {
+            Ok(false)
+        };
+        conn.execute_batch("ROLLBACK")?;
+        if r? {
+            copied = true;
+            break;
+        }
+    }
+    if !copied {
+        return Err(StoreError::Busy);
+    }
+    let prefix = format!("{stem}.");
+    let mut copies: Vec<String> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with(&prefix) && n.ends_with(".db"))
+        .collect();
+    copies.sort();
+    let excess = copies.len().saturating_sub(keep);
+    for old in &copies[..excess] {
+        std::fs::remove_file(dir.join(old))?;
+    }
+    tracing::info!(store = %path.display(), copy = %dir.display(), schema_version = from, "kept a copy of the store before migrating it");
+    Ok(())
 }
 
 /// Create a directory (and missing parents) with mode 0700, independent of the umask's group

@@ -34,6 +34,12 @@ pub struct TenantStores {
     page_cache_kib: u32,
     plaintext: bool,
     cache: Mutex<OpenStores>,
+    /// Stores refused at open ([`StoreError::Schema`]: newer schema, or a failed migration), by
+    /// tenant id, with the message; not retried until a restart.
+    refused: Mutex<std::collections::BTreeMap<String, String>>,
+    /// Held while a store is opened (and so migrated): one open at a time, so two tasks needing
+    /// the same cold store do not both migrate it (or both keep a pre-migration copy).
+    opening: Mutex<()>,
 }
 
 struct OpenStores {
@@ -86,6 +92,8 @@ impl TenantStores {
                 lru: LruCache::new(cap),
                 live: HashMap::new(),
             }),
+            refused: Mutex::new(Default::default()),
+            opening: Mutex::new(()),
         }
     }
 
@@ -144,11 +152,26 @@ impl TenantStores {
         if let Some(db) = self.cache.lock().find(t) {
             return Ok(db);
         }
+        let _opening = self.opening.lock();
+        if let Some(db) = self.cache.lock().find(t) {
+            return Ok(db);
+        }
+        if let Some(msg) = self.refused.lock().get(t.as_str()) {
+            return Err(StoreError::Schema(msg.clone()));
+        }
         let path = self.path_of(t);
         if !path.is_file() {
             return Err(StoreError::NotFound);
         }
-        let conn = self.open_with_catalog_keys(t, &path)?;
+        let conn = match self.open_with_catalog_keys(t, &path) {
+            Err(StoreError::Schema(msg)) => {
+                self.refused
+                    .lock()
+                    .insert(t.as_str().to_string(), msg.clone());
+                return Err(StoreError::Schema(msg));
+            }
+            r => r?,
+        };
         let db: Db = Arc::new(Mutex::new(conn));
         let mut cache = self.cache.lock();
         // Another task may have opened it meanwhile; keep the first.
@@ -157,6 +180,17 @@ impl TenantStores {
         }
         cache.insert(t, &db);
         Ok(db)
+    }
+
+    /// Stores refused since the start (tenant id → message naming the file and both schema
+    /// versions): a newer schema, or a migration that failed and was rolled back. `/readyz`
+    /// lists them.
+    pub fn refused(&self) -> Vec<(String, String)> {
+        self.refused
+            .lock()
+            .iter()
+            .map(|(t, m)| (t.clone(), m.clone()))
+            .collect()
     }
 
     /// Run `f` on a tenant's store for a background pass over every tenant (blocking). A store

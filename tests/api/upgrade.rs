@@ -505,3 +505,245 @@ async fn previous_release_data_dir_reads_back_after_the_upgrade() {
         );
     }
 }
+
+/// Schema versions of the fixture's stores (release ad12d9f: 5 catalog steps, 9 tenant steps).
+const FIXTURE_CATALOG_VERSION: i64 = 5;
+const FIXTURE_TENANT_VERSION: i64 = 9;
+
+/// Start the new binary on a copy of the fixture (or on `dir` again) with `env` and `config`.
+async fn start_on(dir: tempfile::TempDir, env: &[(&str, String)], config: &str) -> TestApp {
+    let _ = std::fs::remove_file(dir.path().join("data/listen.addr"));
+    spawn_with(Opts {
+        dir: Some(dir),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+        config: Some(config.to_string()),
+        ..Default::default()
+    })
+    .await
+}
+
+fn fixture_copy() -> (Value, tempfile::TempDir) {
+    let fx: Value =
+        serde_json::from_slice(&std::fs::read(fixture_dir().join("fixture.json")).unwrap())
+            .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    copy_tree(&fixture_dir().join("data"), &tmp.path().join("data"), &[]);
+    (fx, tmp)
+}
+
+/// This binary's schema versions (catalog, tenant store): those of a fresh data dir.
+async fn this_binarys_versions() -> (i64, i64) {
+    let fresh = spawn_app().await;
+    let v = schema_versions(&fresh.data, &fresh.dir.path().join("b"));
+    let cat = v.iter().find(|(n, _)| n == "catalog").unwrap().1;
+    let ten = v.iter().find(|(n, _)| n != "catalog").unwrap().1;
+    (cat, ten)
+}
+
+/// Poll `/readyz` until it is degraded (the start-up pass opened every store); the body.
+async fn wait_degraded(app: &TestApp) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = app.anonymous().get("/readyz").await;
+        assert_eq!(r.status(), 200, "{}", app.log_text());
+        let v: Value = r.json().await.unwrap();
+        if v["status"] == "degraded" {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "readyz never degraded: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A login attempt's status and problem code.
+async fn login_status(app: &TestApp, tenant: &str, email: &str, password: &str) -> (u16, Value) {
+    let r = app
+        .client()
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"tenant": tenant, "email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Names in `<data>/pre-migration/` starting with `stem.`, sorted.
+fn pre_migration_copies(data: &Path, stem: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(data.join("pre-migration"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with(&format!("{stem}.")))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn a_failed_migration_rolls_back_is_named_by_readyz_and_other_tenants_serve() {
+    let (fx, tmp) = fixture_copy();
+    let f = |k: &str| fx[k].as_str().unwrap().to_string();
+    let (t1, t2) = (f("tenant1"), f("tenant2"));
+    let fault = [("FLOWGUARD_FAULT_MIGRATION", format!("{t1}.db"))];
+
+    // Start 1: tenant 1's migration fails at its very end (the version bump is refused).
+    let app = start_on(tmp, &fault, "").await;
+    let v = wait_degraded(&app).await;
+    let refused = v["refused_stores"].as_array().unwrap();
+    assert_eq!(refused.len(), 1, "{v}");
+    assert_eq!(refused[0]["tenant_id"], t1.as_str(), "{v}");
+    let err = refused[0]["error"].as_str().unwrap();
+    let (_, fresh_tenant_version) = this_binarys_versions().await;
+    for want in [
+        format!("tenants/{t1}.db"),
+        format!("from schema version {FIXTURE_TENANT_VERSION} to {fresh_tenant_version} failed"),
+        format!("unchanged at schema version {FIXTURE_TENANT_VERSION}"),
+    ] {
+        assert!(err.contains(&want), "{want:?} not in {err:?}");
+    }
+    assert!(
+        app.log_text()
+            .contains("store migration failed and was rolled back"),
+        "{}",
+        app.log_text()
+    );
+    // Tenant 1 answers 503 not_ready; tenant 2 (migrated) serves.
+    let (st, body) = login_status(&app, &t1, "admin@localhost", &app.owner_password()).await;
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (503, Some("not_ready")),
+        "{body}"
+    );
+    let owner2 = app.login(Some(&t2), OWNER2, &f("owner2_password")).await;
+    let apps2 = owner2
+        .json(Method::GET, "/api/v1/applications", None, 200)
+        .await;
+    assert!(apps2.to_string().contains("crm"), "{apps2}");
+    // A copy of every store was kept before migrating it, named with its old version.
+    let data = app.data.clone();
+    let cat = pre_migration_copies(&data, "catalog");
+    assert_eq!(cat.len(), 1, "{cat:?}");
+    assert!(
+        cat[0].ends_with(&format!(".v{FIXTURE_CATALOG_VERSION}.db")),
+        "{cat:?}"
+    );
+    for t in [&t1, &t2] {
+        let c = pre_migration_copies(&data, t);
+        assert_eq!(c.len(), 1, "{t}: {c:?}");
+        assert!(
+            c[0].ends_with(&format!(".v{FIXTURE_TENANT_VERSION}.db")),
+            "{c:?}"
+        );
+    }
+
+    // Start 2 (same fault, keep 2 copies): tenant 1 is still at the old version — nothing of
+    // the first attempt was committed — and a second copy of it is kept.
+    let TestApp { dir, child, .. } = app;
+    drop(child);
+    let keep2 = "[store]\npre_migration_copies = 2\n";
+    let app = start_on(dir, &fault, keep2).await;
+    let v = wait_degraded(&app).await;
+    assert!(
+        v["refused_stores"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!(
+                "unchanged at schema version {FIXTURE_TENANT_VERSION}"
+            )),
+        "{v}"
+    );
+    let two = pre_migration_copies(&app.data, &t1);
+    assert_eq!(two.len(), 2, "{two:?}");
+
+    // Start 3 without the fault: tenant 1 migrates and reads back; its copies stay at 2
+    // (the oldest was deleted).
+    let TestApp { dir, child, .. } = app;
+    drop(child);
+    let app = start_on(dir, &[], keep2).await;
+    let owner = app.owner().await;
+    check_run(&app, &owner, &f("run_v1"), 1, None).await;
+    let r = app.anonymous().get("/readyz").await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "ready", "{v}");
+    let now = pre_migration_copies(&app.data, &t1);
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert_eq!(
+        now[0], two[1],
+        "the oldest copy is the one deleted: {two:?} → {now:?}"
+    );
+    // The store is at this binary's version now.
+    let versions = schema_versions(&app.data, &app.dir.path().join("b"));
+    assert!(
+        versions.contains(&(t1.clone(), fresh_tenant_version)),
+        "{versions:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_store_written_by_a_newer_binary_is_refused_naming_both_versions() {
+    let (fx, tmp) = fixture_copy();
+    let f = |k: &str| fx[k].as_str().unwrap().to_string();
+    let (t1, t2) = (f("tenant1"), f("tenant2"));
+    // Start 1 writes schema version 99 into tenant 2's store (as a newer release would have).
+    let app = start_on(
+        tmp,
+        &[("FLOWGUARD_FAULT_SCHEMA_VERSION", format!("{t2}.db=99"))],
+        "",
+    )
+    .await;
+    wait_degraded(&app).await;
+    // Start 2 without any fault: the file itself says 99 and is refused.
+    let TestApp { dir, child, .. } = app;
+    drop(child);
+    let app = start_on(dir, &[], "").await;
+    let v = wait_degraded(&app).await;
+    assert_eq!(v["refused_stores"][0]["tenant_id"], t2.as_str(), "{v}");
+    let err = v["refused_stores"][0]["error"].as_str().unwrap();
+    let (catalog_now, tenant_now) = this_binarys_versions().await;
+    for want in [
+        format!("tenants/{t2}.db has schema version 99"),
+        "written by a newer flowguard".to_string(),
+        format!("has schema version {tenant_now}:"),
+    ] {
+        assert!(err.contains(&want), "{want:?} not in {err:?}");
+    }
+    let (st, body) = login_status(&app, &t2, OWNER2, &f("owner2_password")).await;
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (503, Some("not_ready")),
+        "{body}"
+    );
+    // Tenant 1 serves.
+    app.owner().await;
+    assert_eq!(app.tenant_id(), t1);
+
+    // A newer catalog stops the start with the same message.
+    let TestApp { dir, child, .. } = app;
+    drop(child);
+    let _ = std::fs::remove_file(dir.path().join("data/listen.addr"));
+    let e = match try_spawn(Opts {
+        dir: Some(dir),
+        env: vec![(
+            "FLOWGUARD_FAULT_SCHEMA_VERSION".into(),
+            "catalog.db=42".into(),
+        )],
+        ..Default::default()
+    })
+    .await
+    {
+        Ok(_) => panic!("a catalog at schema version 42 must not start"),
+        Err(e) => e,
+    };
+    assert!(
+        e.log.contains("catalog.db has schema version 42")
+            && e.log
+                .contains(&format!("has schema version {catalog_now}:")),
+        "{}",
+        e.log
+    );
+}

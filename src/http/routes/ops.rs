@@ -15,12 +15,20 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// Readiness: the catalog opens and answers a query.
-#[utoipa::path(tag = "operations", responses((status = 200, description = "ready"), (status = 503, description = "not ready", body = crate::http::problem::Problem)))]
+/// Readiness: the catalog opens and answers a query. When a tenant store was refused (a schema
+/// version above this binary's, or a migration that failed and was rolled back) the server is
+/// still ready for every other tenant: 200 with `status: "degraded"` and the refused stores
+/// (`refused_stores`: tenant id and a message naming the file and both schema versions); the
+/// refused tenant's requests answer 503 `not_ready`. 503 only when the catalog does not answer.
+#[utoipa::path(tag = "operations", responses((status = 200, description = "ready (`status: ready`) or degraded (`status: degraded`, `refused_stores` lists the tenant stores that cannot be used)"), (status = 503, description = "not ready", body = crate::http::problem::Problem)))]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     match platform::ready(&state).await {
-        Ok(()) => Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))),
+        Ok(refused) if refused.is_empty() => {
+            Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
+        }
+        Ok(refused) => Ok(HttpResponse::Ok()
+            .json(serde_json::json!({"status": "degraded", "refused_stores": refused}))),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             Err(ApiError::new(ErrorCode::NotReady, "catalog unavailable"))
