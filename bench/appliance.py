@@ -1045,6 +1045,36 @@ def p8_lines(p8):
 P9_KINDS = ("list_first", "list_filtered", "list_deep", "detail", "claim", "step")
 
 
+def p10_main(args):
+    """Only P10 (issue 24 item 1): /healthz p99 from 127.0.0.1 without a flood, then while
+    `--sockets` idle sockets from 127.0.0.2 are kept topped up; prints and writes JSON."""
+    cfg = {"rounds": args.rounds, "secs": args.secs, "flood_sockets": args.sockets}
+    os.makedirs(args.work, exist_ok=True)
+    res = {"p10_only": True, "config": cfg, "nproc": NPROC,
+           "load_before": open("/proc/loadavg").read().split()[:3]}
+    srv = Server(args.bin, os.path.join(args.work, "p10-data"),
+                 os.path.join(args.work, "p10-server.log"))
+    try:
+        base = []
+        for _ in range(cfg["rounds"]):
+            probe = wrk(srv.url("/healthz"), 2, cfg["secs"], threads=1)
+            base.append({"healthz_p50_ms": probe["p50_ms"], "healthz_p99_ms": probe["p99_ms"],
+                         "healthz_rps": probe["rps"], "non2xx": probe["non2xx"],
+                         "socket_errors": probe["socket_errors"]})
+        res["baseline"] = {"rounds": base, "healthz_p99_ms": med(base, "healthz_p99_ms"),
+                           "healthz_p50_ms": med(base, "healthz_p50_ms"), "cmd": probe["cmd"]}
+        res["p10"] = p10_flood(srv, cfg)
+        _, _, body = request(srv.addr, "GET", "/metrics", timeout=30)
+        res["refused"] = [ln for ln in body.decode(errors="replace").splitlines()
+                          if ln.startswith("flowguard_connections_")]
+    finally:
+        srv.stop()
+    res["load_after"] = open("/proc/loadavg").read().split()[:3]
+    with open(args.out, "w") as f:
+        json.dump(res, f, indent=1)
+    print(json.dumps(res, indent=1))
+
+
 def p8_main(args):
     cfg = p8_cfg(args.quick, args.agents, args.secs, args.rounds)
     if args.think_ms is not None:
@@ -1525,6 +1555,13 @@ def main():
     f8.add_argument("--think-ms", type=float, help="dashboard think time between requests (default 100)")
     f8.add_argument("--no-shots", action="store_true",
                     help="agents skip the screenshot uploads (decomposes the server's CPU per run)")
+    f10 = sub.add_parser("p10", help="only P10 (healthz p99 during an idle-socket flood); prints JSON")
+    f10.add_argument("--bin", required=True)
+    f10.add_argument("--work", required=True)
+    f10.add_argument("--out", required=True)
+    f10.add_argument("--sockets", type=int, default=5000, help="idle sockets from 127.0.0.2 (default 5000)")
+    f10.add_argument("--secs", type=int, default=10, help="seconds per wrk round (default 10)")
+    f10.add_argument("--rounds", type=int, default=5, help="rounds without and with the flood (default 5)")
     r = sub.add_parser("render")
     r.add_argument("--results", required=True)
     r.add_argument("--hot-paths")
@@ -1536,7 +1573,7 @@ def main():
     r.add_argument("--load-before")
     r.add_argument("--output", required=True)
     a = ap.parse_args()
-    {"measure": measure, "p8": p8_main, "render": render}[a.cmd](a)
+    {"measure": measure, "p8": p8_main, "p10": p10_main, "render": render}[a.cmd](a)
 
 
 if __name__ == "__main__":

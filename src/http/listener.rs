@@ -458,7 +458,12 @@ pub fn server(
                     let h2 = io.get_ref().1.alpn_protocol().is_some_and(|p| p == b"h2");
                     let proto = if h2 { Protocol::Http2 } else { Protocol::Http1 };
                     let peer = io.get_ref().0.peer_addr().ok();
-                    Ok((ProblemIo::new(io), proto, peer))
+                    let io = if h2 {
+                        ProblemIo::passthrough(io)
+                    } else {
+                        ProblemIo::http1(io)
+                    };
+                    Ok((io, proto, peer))
                 })
                 .and_then(http!(state.clone()).map_err(TlsError::Service));
             GateFactory {
@@ -469,7 +474,7 @@ pub fn server(
         None => builder.listen("flowguard", listener, move || {
             let inner = actix_service::fn_service(|io: TcpStream| async move {
                 let peer = io.peer_addr().ok();
-                Ok::<_, DispatchError>((ProblemIo::new(io), Protocol::Http1, peer))
+                Ok::<_, DispatchError>((ProblemIo::http1(io), Protocol::Http1, peer))
             })
             .and_then(http!(state.clone()));
             GateFactory {

@@ -7,6 +7,7 @@ pub mod listener;
 pub mod problem;
 pub mod residency;
 pub mod routes;
+pub mod unread_body;
 pub mod wire_errors;
 
 use std::time::Instant;
@@ -177,7 +178,8 @@ pub fn create_app(
                 if tls_on {
                     h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000; includeSubDomains"));
                 }
-                h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+                // Also the mark `wire_errors::ProblemIo` tells the application's answers by.
+                h.insert(wire_errors::APP_MARK, HeaderValue::from_static("nosniff"));
                 h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
                 h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
                 let api = path.starts_with("/api/") || path.starts_with("/scim/") || matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics");
@@ -193,6 +195,14 @@ pub fn create_app(
             }
         })
         .wrap(tracing_actix_web::TracingLogger::<RequestLog>::new())
+        // Outermost: an HTTP/2 request body not read by an early answer (401, 403, 413, 415,
+        // 421, ...) stays open until that answer has been sent (see `unread_body`).
+        .wrap_fn(|mut req, srv| {
+            use futures_util::FutureExt;
+            let holder = unread_body::hold(&mut req);
+            actix_web::dev::Service::call(srv, req)
+                .map(move |r| r.map(|res| unread_body::answer(res, holder)))
+        })
 }
 
 /// The request span builder: tracing-actix-web's default span, and one event per failed

@@ -1,10 +1,15 @@
 //! Problem+json for errors of the HTTP/1 layer itself (issue 24): a request line or header
 //! section too large, too many header fields, a bad method or version. actix-http answers those
 //! from its codec, before any route or middleware runs, with a bare status and an empty body
-//! (`HTTP/1.1 431 …`, `content-length: 0`, or `400 Bad Request`). [`ProblemIo`] wraps the
-//! connection's stream, recognises such a bare answer when it is written — the application
-//! never writes one: every error it sends is problem+json with a body — and writes a
-//! problem+json answer with the right status instead:
+//! (`HTTP/1.1 431 …`, `content-length: 0`, or `400 Bad Request`). [`ProblemIo`] wraps an
+//! HTTP/1 connection's stream, recognises such a codec answer when it is written and writes a
+//! problem+json answer with the right status instead.
+//!
+//! How a codec answer is told from the application's own: not by the shape of the answer
+//! (status, length, content type), but by [`APP_MARK`], a header the application's header
+//! middleware (`http::create_app`) sets on **every** response it produces, errors included. The
+//! codec never sets it, so an answer head without it is the codec's; of those, 400 and 431 (the
+//! statuses of a refused request head) are replaced:
 //!
 //! | what was received | status | code |
 //! |---|---|---|
@@ -18,8 +23,9 @@
 //! [`MAX_HEADER_BYTES`] with 431, the same codes.
 //!
 //! To tell these apart the wrapper keeps the first [`KEEP`] bytes received since the last answer
-//! head it saw written (the start of the request being parsed). HTTP/2 connections are not
-//! wrapped (h2 reports protocol errors as frames, not as HTTP answers).
+//! head it saw written (the start of the request being parsed). On HTTP/2 connections the
+//! wrapper is a plain pass-through ([`ProblemIo::passthrough`]): h2 reports protocol errors as
+//! frames, not as HTTP answers, and its bytes are never inspected.
 
 use std::io;
 use std::pin::Pin;
@@ -27,7 +33,13 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use actix_web::http::header::{self, HeaderName};
+
 use crate::error::{ApiError, ErrorCode};
+
+/// The header the application sets on every response it produces (`nosniff`), and which an
+/// answer written by actix-http's codec never carries: how [`ProblemIo`] tells them apart.
+pub const APP_MARK: HeaderName = header::X_CONTENT_TYPE_OPTIONS;
 
 /// Bytes of the current request's start kept for classification.
 pub const KEEP: usize = 40 * 1024;
@@ -67,6 +79,8 @@ pub fn check_limits(req: &actix_web::HttpRequest) -> Result<(), ApiError> {
 /// The stream wrapper (see the module docs).
 pub struct ProblemIo<T> {
     inner: T,
+    /// An HTTP/1 stream, inspected; `false`: HTTP/2, passed through untouched.
+    http1: bool,
     /// Start of the request being received.
     head: Vec<u8>,
     /// The replacement answer still to be written.
@@ -74,12 +88,21 @@ pub struct ProblemIo<T> {
 }
 
 impl<T> ProblemIo<T> {
-    /// Wrap `inner`.
-    pub fn new(inner: T) -> Self {
+    /// Wrap the stream of an HTTP/1 connection: codec answers become problem+json.
+    pub fn http1(inner: T) -> Self {
         Self {
             inner,
+            http1: true,
             head: Vec::new(),
             pending: Vec::new(),
+        }
+    }
+
+    /// Wrap the stream of an HTTP/2 connection: nothing is kept or inspected.
+    pub fn passthrough(inner: T) -> Self {
+        Self {
+            http1: false,
+            ..Self::http1(inner)
         }
     }
 }
@@ -113,19 +136,23 @@ pub fn classify(head: &[u8], status: u16) -> ApiError {
     )
 }
 
-/// The bare answer actix-http writes for a refused request head, if `buf` is one: its status.
-fn bare_error_status(buf: &[u8]) -> Option<u16> {
+/// If `buf` starts with an answer head written by actix-http's codec for a refused request head
+/// (status 400 or 431, no [`APP_MARK`] header): its status.
+fn codec_error_status(buf: &[u8]) -> Option<u16> {
     let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&buf[..head_end])
-        .ok()?
-        .to_ascii_lowercase();
-    let status = head
-        .strip_prefix("http/1.1 ")
-        .or_else(|| head.strip_prefix("http/1.0 "))?
+    let head = std::str::from_utf8(&buf[..head_end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next()?;
+    let status = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| status_line.strip_prefix("HTTP/1.0 "))?
         .get(..3)?;
     let status: u16 = status.parse().ok()?;
-    let bare = head.contains("\r\ncontent-length: 0") && !head.contains("\r\ncontent-type:");
-    (bare && matches!(status, 400 | 431)).then_some(status)
+    let app_made = lines.any(|l| {
+        l.split_once(':')
+            .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case(APP_MARK.as_str()))
+    });
+    (!app_made && matches!(status, 400 | 431)).then_some(status)
 }
 
 /// The problem+json answer for `e` (connection closed after it).
@@ -152,6 +179,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for ProblemIo<T> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if !self.http1 {
+            return r;
+        }
         if let Poll::Ready(Ok(())) = r {
             let room = KEEP.saturating_sub(self.head.len());
             let new = &buf.filled()[before..];
@@ -186,12 +216,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ProblemIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        if !this.http1 {
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        }
         match this.flush_pending(cx) {
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => return Poll::Pending,
         }
-        if let Some(status) = bare_error_status(buf) {
+        if let Some(status) = codec_error_status(buf) {
             let e = classify(&this.head, status);
             this.pending = answer(&e);
             this.head.clear();
@@ -228,15 +261,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn recognises_only_bare_codec_answers() {
+    fn recognises_only_answers_the_application_did_not_make() {
         let bare431 = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\ndate: x\r\n\r\n";
-        assert_eq!(bare_error_status(bare431), Some(431));
+        assert_eq!(codec_error_status(bare431), Some(431));
         let bare400 = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
-        assert_eq!(bare_error_status(bare400), Some(400));
-        let ours = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 120\r\ncontent-type: application/problem+json\r\n\r\n{}";
-        assert_eq!(bare_error_status(ours), None);
+        assert_eq!(codec_error_status(bare400), Some(400));
+        // The application's answers carry the mark, whatever their shape — even an empty 400.
+        let ours = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 120\r\ncontent-type: application/problem+json\r\nx-content-type-options: nosniff\r\n\r\n{}";
+        assert_eq!(codec_error_status(ours), None);
+        let ours_empty = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nX-Content-Type-Options: nosniff\r\n\r\n";
+        assert_eq!(codec_error_status(ours_empty), None);
         let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-        assert_eq!(bare_error_status(ok), None);
+        assert_eq!(codec_error_status(ok), None);
+        // Not an answer head at the start of the write (an h2 frame, a body chunk).
+        assert_eq!(
+            codec_error_status(b"\x00\x00\x12\x01\x04\x00\x00\x00\x01\r\n\r\n"),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn http2_streams_pass_through_untouched() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (a, mut b) = tokio::io::duplex(4096);
+        let mut io = ProblemIo::passthrough(a);
+        let bare400 = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+        io.write_all(bare400).await.unwrap();
+        let mut got = vec![0; bare400.len()];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, bare400, "written as is");
+        assert!(io.head.is_empty());
+        let (a, mut b) = tokio::io::duplex(4096);
+        let mut io = ProblemIo::http1(a);
+        b.write_all(b"GET / HTTP/3.0\r\n\r\n").await.unwrap();
+        let mut sink = [0u8; 64];
+        let _ = io.read(&mut sink).await.unwrap();
+        io.write_all(bare400).await.unwrap();
+        io.flush().await.unwrap();
+        let mut got = vec![0; 12];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(
+            &got, b"HTTP/1.1 505",
+            "an HTTP/1 stream gets the problem answer"
+        );
     }
 
     #[test]

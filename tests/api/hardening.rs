@@ -501,3 +501,239 @@ async fn http_layer_errors_are_problem_json() {
     .await;
     assert_eq!(st, 200, "{body}");
 }
+
+/// What curl got for one request over HTTP/2 (ALPN h2 over TLS).
+#[derive(Debug)]
+struct CurlAnswer {
+    exit: i32,
+    version: String,
+    status: u16,
+    content_type: String,
+    body: String,
+}
+
+/// One request with the curl CLI over HTTP/2 (`--http2`: ALPN h2), `body` sent as is.
+fn curl_h2(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> CurlAnswer {
+    let dir = app.dir.path();
+    let body_file = dir.join("curl-body");
+    let out_file = dir.join("curl-out");
+    std::fs::write(&body_file, body).unwrap();
+    let _ = std::fs::remove_file(&out_file);
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "-k", "--http2", "-X", method, "--data-binary"])
+        .arg(format!("@{}", body_file.display()))
+        .arg("-o")
+        .arg(&out_file)
+        .args(["-w", "%{http_version} %{http_code} %{content_type}"]);
+    for (k, v) in headers {
+        cmd.arg("-H").arg(format!("{k}: {v}"));
+    }
+    let out = cmd.arg(app.url(path)).output().expect("run curl");
+    let w = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut parts = w.splitn(3, ' ');
+    CurlAnswer {
+        exit: out.status.code().unwrap_or(-1),
+        version: parts.next().unwrap_or("").to_string(),
+        status: parts.next().and_then(|s| s.parse().ok()).unwrap_or(0),
+        content_type: parts.next().unwrap_or("").to_string(),
+        body: std::fs::read_to_string(&out_file).unwrap_or_default()
+            + &String::from_utf8_lossy(&out.stderr),
+    }
+}
+
+fn assert_problem_h2(a: &CurlAnswer, status: u16, code: &str, what: &str) {
+    assert_eq!(a.exit, 0, "{what}: curl failed (stream error?): {a:?}");
+    assert_eq!(a.version, "2", "{what}: not HTTP/2: {a:?}");
+    assert_eq!(a.status, status, "{what}: {a:?}");
+    assert!(
+        a.content_type.starts_with("application/problem+json"),
+        "{what}: {a:?}"
+    );
+    let v: Value = serde_json::from_str(&a.body).unwrap_or_else(|_| panic!("{what}: {a:?}"));
+    assert_eq!(v["code"], code, "{what}");
+    assert_eq!(v["status"], status, "{what}");
+}
+
+/// A JSON body of about `n` bytes (far beyond the first 64 KiB an h2 client may send before
+/// the server's window opens, and beyond actix' 1 MiB stream window when `n` is larger).
+fn big_json(n: usize) -> Vec<u8> {
+    serde_json::to_vec(&json!({"name": "a", "base_url": "https://a.example", "pad": "x".repeat(n)}))
+        .unwrap()
+}
+
+/// The session cookie and CSRF token of a login, with a plain client (no cookie store).
+async fn login_cookie(
+    app: &TestApp,
+    tenant: &str,
+    email: &str,
+    password: &str,
+) -> (String, String) {
+    let r = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&app.cert).unwrap())
+        .tls_built_in_root_certs(false)
+        .build()
+        .unwrap()
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"tenant": tenant, "email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("fg_session="))
+        .and_then(|c| c.split(';').next())
+        .expect("session cookie")
+        .to_string();
+    let v: Value = r.json().await.unwrap();
+    (
+        format!("fg_session={cookie}"),
+        v["csrf_token"].as_str().unwrap().to_string(),
+    )
+}
+
+/// The reported bug: a session on a one-time password POSTing a JSON body over HTTP/2 got
+/// `curl: (92) Stream error in the HTTP/2 framing layer` instead of the 403 (the body was
+/// dropped before the answer was sent, so h2 reset the stream with CANCEL).
+#[tokio::test]
+async fn one_time_password_refusal_of_an_h2_post_with_a_body_is_problem_json() {
+    let app = spawn_app().await;
+    let tid = app.tenant_id();
+    let (cookie, csrf) = login_cookie(&app, &tid, "admin@localhost", &app.owner_password()).await;
+    let hdrs = [
+        ("Cookie", cookie.as_str()),
+        ("X-CSRF-Token", csrf.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    for n in [10, 100_000, 3_000_000] {
+        let a = curl_h2(&app, "POST", "/api/v1/applications", &hdrs, &big_json(n));
+        assert_problem_h2(
+            &a,
+            403,
+            "password_change_required",
+            &format!("{n}-byte body"),
+        );
+    }
+    // reqwest (hyper) over h2 as well.
+    let c = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&app.cert).unwrap())
+        .tls_built_in_root_certs(false)
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = c
+        .post(app.url("/api/v1/applications"))
+        .header("Cookie", &cookie)
+        .header("X-CSRF-Token", &csrf)
+        .header("Content-Type", "application/json")
+        .body(big_json(3_000_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "password_change_required");
+    // A body beyond the drain bound is not waited for: the complete answer, then
+    // RST_STREAM(NO_ERROR), which hyper takes as the end of a complete exchange.
+    let r = c
+        .post(app.url("/api/v1/applications"))
+        .header("Cookie", &cookie)
+        .header("X-CSRF-Token", &csrf)
+        .header("Content-Type", "application/json")
+        .body(big_json(20_000_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "password_change_required");
+}
+
+/// Every early refusal of a request whose body is not read arrives over HTTP/2 as a complete
+/// problem+json answer: 401, 403, 413, 414, 415, 421 (and a 422 after reading, as a control).
+#[tokio::test]
+async fn early_refusals_over_h2_with_an_unread_body_are_problem_json() {
+    let app = spawn_with(Opts {
+        config: Some(
+            "region = \"eus\"\n[regions]\neus = \"https://eus.flowguard.test\"\nweu = \"https://weu.flowguard.test\"\n"
+                .into(),
+        ),
+        ..Default::default()
+    })
+    .await;
+    let tid = app.tenant_id();
+    assert!(tid.starts_with("eus-"), "{tid}");
+    let other_region = tid.replacen("eus-", "weu-", 1);
+    let big = big_json(3_000_000);
+    let json_ct = ("Content-Type", "application/json");
+
+    let a = curl_h2(&app, "POST", "/api/v1/applications", &[json_ct], &big);
+    assert_problem_h2(&a, 401, "unauthenticated", "anonymous");
+    let a = curl_h2(
+        &app,
+        "POST",
+        "/api/v1/applications",
+        &[json_ct, ("X-FlowGuard-Tenant", other_region.as_str())],
+        &big,
+    );
+    assert_problem_h2(&a, 421, "misdirected_request", "other region");
+    let long = format!("/api/v1/applications?q={}", "a".repeat(9 * 1024));
+    let a = curl_h2(&app, "POST", &long, &[json_ct], &big);
+    assert_problem_h2(&a, 414, "uri_too_long", "long target");
+
+    let (cookie, csrf) = login_cookie(&app, &tid, "admin@localhost", &app.owner_password()).await;
+    let auth = [("Cookie", cookie.as_str()), ("X-CSRF-Token", csrf.as_str())];
+    let with = |extra: (&'static str, &'static str)| {
+        let mut h = auth.to_vec();
+        h.push(extra);
+        h
+    };
+    let a = curl_h2(&app, "POST", "/api/v1/applications", &with(json_ct), &big);
+    assert_problem_h2(&a, 403, "password_change_required", "one-time password");
+
+    // Replace the one-time password; the same session may then create applications.
+    let a = curl_h2(
+        &app,
+        "POST",
+        "/api/v1/me/password",
+        &with(json_ct),
+        &serde_json::to_vec(&json!({"current_password": app.owner_password(), "new_password": "owner-passphrase-2026"}))
+            .unwrap(),
+    );
+    assert_eq!((a.exit, a.status), (0, 204), "{a:?}");
+    let a = curl_h2(&app, "POST", "/api/v1/applications", &with(json_ct), &big);
+    assert_problem_h2(&a, 413, "payload_too_large", "body over 1 MiB");
+    let a = curl_h2(
+        &app,
+        "POST",
+        "/api/v1/applications",
+        &with(("Content-Type", "text/plain")),
+        &big,
+    );
+    assert_problem_h2(&a, 415, "unsupported_media_type", "wrong media type");
+    let bad = serde_json::to_vec(
+        &json!({"name": 5, "base_url": "https://a.example", "pad": "x".repeat(500_000)}),
+    )
+    .unwrap();
+    let a = curl_h2(&app, "POST", "/api/v1/applications", &with(json_ct), &bad);
+    assert_problem_h2(&a, 422, "validation_failed", "invalid body (read)");
+    // And the connection's requests still work: a valid create over h2.
+    let ok =
+        serde_json::to_vec(&json!({"name": "shop", "base_url": "https://shop.example"})).unwrap();
+    let a = curl_h2(&app, "POST", "/api/v1/applications", &with(json_ct), &ok);
+    assert_eq!(
+        (a.exit, a.version.as_str(), a.status),
+        (0, "2", 201),
+        "{a:?}"
+    );
+}
