@@ -1693,3 +1693,113 @@ async fn platform_admin_keys_and_backups_pages() {
     );
     ui.close().await;
 }
+
+/// Issue 20's Integration page in headless Chromium (issue 23): an Owner connects a tracker (the
+/// fake Jira of `tickets.rs`, its private CA pasted), the saved facts show the token only as
+/// "set", the Test button lists the passed checks, and a failing run's delivery is shown on the
+/// run page as a filed ticket linked to the tracker.
+#[tokio::test]
+async fn integration_page_configures_tests_and_shows_the_delivery() {
+    let tr = crate::tickets::start_tracker();
+    let app = spawn_with(Opts {
+        config: Some(crate::tickets::config(tr.addr.port())),
+        ..Default::default()
+    })
+    .await;
+    let w = crate::tickets::world(&app).await;
+    let ui = Ui::launch(&app.base, app.dir.path()).await;
+    step!(
+        ui,
+        app,
+        "connect a tracker on the Integration page",
+        async {
+            ui.goto("/").await?;
+            sign_in(
+                &ui,
+                &app.tenant_id(),
+                "admin@localhost",
+                &app.owner_password(),
+            )
+            .await?;
+            ui.goto(&format!("/apps/{}/integration", w.app_id)).await?;
+            ui.heading_is("Ticket integration").await?;
+            let current: Vec<String> = ui
+            .eval("[...document.querySelectorAll('#top nav [aria-current=page]')].map(a => a.textContent)")
+            .await?;
+            ensure(
+                current == vec!["Integration".to_string()],
+                format!("highlighted: {current:?}"),
+            )?;
+            ui.fill("#int-provider", "jira").await?;
+            ui.fill("#int-base-url", &tr.url("/jira")).await?;
+            ui.fill("#int-project", "ED").await?;
+            ui.fill("#int-token", crate::tickets::TOKEN).await?;
+            ui.fill("#int-ca", &tr.ca_pem).await?;
+            ui.fill("#int-labels", "flowguard, e2e").await?;
+            ui.eval::<bool>("(() => { const c = document.querySelector('#int-file'); c.checked = true; return true; })()")
+            .await?;
+            ui.click("form button[type=submit]").await?;
+            ui.wait_for("#integration-facts").await?;
+            let facts: String = ui
+                .eval("document.querySelector('#integration-facts').textContent")
+                .await?;
+            ensure(
+                facts.contains("jira")
+                    && facts.contains("ED")
+                    && facts.contains("set (write-only)"),
+                format!("facts: {facts}"),
+            )?;
+            let html: String = ui.eval("document.documentElement.outerHTML").await?;
+            ensure(
+                !html.contains(crate::tickets::TOKEN),
+                "the token is never shown back",
+            )
+        }
+    );
+    step!(ui, app, "the Test button lists the checks", async {
+        ui.click("#int-test").await?;
+        ui.wait(
+            "the test result",
+            "document.querySelector('#integration-test h3')?.textContent === 'All checks passed'",
+        )
+        .await?;
+        let checks: Vec<String> = ui
+            .eval("[...document.querySelectorAll('#integration-test ul.checks li')].map(li => li.textContent)")
+            .await?;
+        ensure(
+            checks.len() == 4
+                && checks.iter().all(|c| c.starts_with("passed"))
+                && checks.iter().any(|c| c.contains("authentication")),
+            format!("checks: {checks:?}"),
+        )
+    });
+    let rid = crate::tickets::run_once(
+        &w,
+        crate::tickets::End::StepFails("Timeout 30000ms waiting for #pay"),
+    )
+    .await;
+    step!(ui, app, "the run page shows the filed ticket", async {
+        ui.goto(&format!("/runs/{rid}")).await?;
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            ui.wait_for("#run-ticket").await?;
+            let filed: bool = ui
+                .eval("document.querySelector('#run-ticket .badge')?.textContent === 'filed'")
+                .await?;
+            if filed {
+                break;
+            }
+            ensure(Instant::now() < end, "the ticket was never shown as filed")?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            ui.goto(&format!("/runs/{rid}")).await?;
+        }
+        let (text, href): (String, String) = ui
+            .eval("[document.querySelector('#run-ticket-link').textContent, document.querySelector('#run-ticket-link').href]")
+            .await?;
+        ensure(
+            text.starts_with("ED-") && href.ends_with(&format!("/jira/browse/{text}")),
+            format!("ticket link: {text} {href}"),
+        )
+    });
+    ui.close().await;
+}

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 
 const SECRET: &str = "Tr4ck3r-S3cret-5521-zz";
-const TOKEN: &str = "pat-canary-TOKEN-7731-never-log";
+pub(crate) const TOKEN: &str = "pat-canary-TOKEN-7731-never-log";
 
 #[derive(Clone, Debug)]
 pub(crate) struct Seen {
@@ -365,7 +365,7 @@ pub(crate) fn start_tracker() -> Tracker {
     }
 }
 
-fn config(port: u16) -> String {
+pub(crate) fn config(port: u16) -> String {
     format!("public_url = \"https://flowguard.corp.example\"\n[egress]\nallow = [\"127.0.0.1:{port}\"]\n")
 }
 
@@ -382,16 +382,16 @@ fn white_png(w: u32, h: u32) -> Vec<u8> {
     out
 }
 
-struct World {
-    owner: Session,
-    agent: Session,
-    app_id: String,
-    flow_id: String,
+pub(crate) struct World {
+    pub(crate) owner: Session,
+    pub(crate) agent: Session,
+    pub(crate) app_id: String,
+    pub(crate) flow_id: String,
 }
 
 /// Owner, an application with a secret variable, a flow `navigate → fill {{password}} → click`
 /// and an agent.
-async fn world(app: &TestApp) -> World {
+pub(crate) async fn world(app: &TestApp) -> World {
     let owner = app.owner().await;
     let a = owner
         .json(
@@ -440,7 +440,7 @@ async fn world(app: &TestApp) -> World {
 
 /// How a run ends.
 #[derive(Clone, Copy, PartialEq)]
-enum End {
+pub(crate) enum End {
     /// Step 2 fails with error `err`, the agent completes `failed` (as the real agent does).
     StepFails(&'static str),
     /// All steps pass.
@@ -450,7 +450,7 @@ enum End {
 }
 
 /// Run the flow once, ending as `end`. Returns the run id.
-async fn run_once(w: &World, end: End) -> String {
+pub(crate) async fn run_once(w: &World, end: End) -> String {
     w.owner
         .json(
             Method::POST,
