@@ -310,7 +310,7 @@ impl OidcConfigInput {
                 if p.len() > MAX_PEM_BYTES {
                     return Err(bad("ca_pem", "PEM bundle larger than 256 KiB"));
                 }
-                crate::net::ai_client::root_store(p).map_err(|m| bad("ca_pem", m))?;
+                crate::net::tls::check_ca_pem(p).map_err(|m| bad("ca_pem", m))?;
                 Some(p.to_string())
             }
         };
@@ -430,6 +430,9 @@ pub enum ProviderError {
     /// The egress policy refused a host.
     #[error("{0}")]
     Egress(String),
+    /// The TLS handshake with the provider failed: its kind and a message naming the host.
+    #[error("{1}")]
+    Tls(crate::net::tls::TlsFailure, String),
     /// Transport, status or shape problem; the message names the URL, never a secret.
     #[error("{0}")]
     Unavailable(String),
@@ -439,6 +442,7 @@ impl From<FetchError> for ProviderError {
     fn from(e: FetchError) -> Self {
         match e {
             FetchError::Egress(d) => ProviderError::Egress(d.to_string()),
+            FetchError::Tls(kind, m) => ProviderError::Tls(kind, m),
             FetchError::Transport(m) => ProviderError::Unavailable(m),
         }
     }

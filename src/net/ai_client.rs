@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
-use super::egress::{literal, DenyKind, EgressDenied, EgressPolicy};
+use super::egress::{literal, DenyKind, EgressDenied, EgressPolicy, EgressResolver};
 
 /// Largest reply body read (1 MiB).
 pub const MAX_REPLY_BYTES: usize = 1024 * 1024;
@@ -149,17 +149,6 @@ fn ferr(field: &'static str, message: impl Into<String>) -> FieldError {
     }
 }
 
-/// Parse a PEM bundle into trust anchors (at least one certificate).
-pub fn root_store(pem: &str) -> Result<rustls::RootCertStore, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in super::tls::parse_bundle(pem)? {
-        roots
-            .add(c)
-            .map_err(|e| format!("ca_pem holds an unusable certificate: {e}"))?;
-    }
-    Ok(roots)
-}
-
 impl Endpoint {
     /// Validate raw fields: `kind` known; `base_url` an `https://` URL with a host and no
     /// credentials, query or fragment (≤ 2048 chars); `model` 1–200 visible characters; `api_key`
@@ -219,7 +208,7 @@ impl Endpoint {
                 if p.len() > MAX_REPLY_BYTES {
                     return Err(ferr("ca_pem", "ca_pem is larger than 1 MiB"));
                 }
-                root_store(p).map_err(|m| ferr("ca_pem", m))?;
+                super::tls::check_ca_pem(p).map_err(|m| ferr("ca_pem", m))?;
                 Some(p.to_string())
             }
         };
@@ -464,46 +453,6 @@ pub fn parse_reply(kind: AiKind, body: &[u8]) -> Result<Verdict, String> {
     parse_verdict(&reply_text(kind, &v)?)
 }
 
-/// A reqwest resolver that asks the egress policy for every name: the client connects only to
-/// the addresses returned. Also used by [`super::https`] (OpenID Connect).
-pub(crate) struct EgressResolver {
-    policy: Arc<EgressPolicy>,
-    port: u16,
-    /// The refusal, kept so the caller can report it whatever error chain the client builds.
-    denied: Arc<parking_lot::Mutex<Option<EgressDenied>>>,
-}
-
-impl EgressResolver {
-    /// A resolver for connections to `port`; a refusal is also kept in `denied`.
-    pub(crate) fn new(
-        policy: Arc<EgressPolicy>,
-        port: u16,
-        denied: Arc<parking_lot::Mutex<Option<EgressDenied>>>,
-    ) -> Self {
-        Self {
-            policy,
-            port,
-            denied,
-        }
-    }
-}
-
-impl reqwest::dns::Resolve for EgressResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let (policy, port, host) = (self.policy.clone(), self.port, name.as_str().to_string());
-        let denied = self.denied.clone();
-        Box::pin(async move {
-            match policy.resolve(&host, port).await {
-                Ok(addrs) => Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs),
-                Err(d) => {
-                    *denied.lock() = Some(d.clone());
-                    Err(Box::new(d) as Box<dyn std::error::Error + Send + Sync>)
-                }
-            }
-        })
-    }
-}
-
 fn tls_config(ep: &Endpoint) -> Result<rustls::ClientConfig, String> {
     super::tls::client_config(ep.ca_pem.as_deref(), None)
 }
@@ -603,11 +552,11 @@ pub async fn ask_verdict(
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout)
-            .dns_resolver(Arc::new(EgressResolver {
-                policy: policy.clone(),
+            .dns_resolver(Arc::new(EgressResolver::new(
+                policy.clone(),
                 port,
-                denied: denied.clone(),
-            }))
+                denied.clone(),
+            )))
             .default_headers(headers(ep)?)
             .build()
             .map_err(|e| format!("HTTP client: {e}"))

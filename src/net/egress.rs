@@ -23,6 +23,7 @@
 //! including their IPv4-mapped and NAT64 forms — are refused whatever the list says.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -434,6 +435,47 @@ pub fn literal(host: &str) -> Option<IpAddr> {
         .trim_end_matches(']')
         .parse()
         .ok()
+}
+
+/// The one egress-checked name resolver of every outbound HTTP client (the AI endpoint, ticket
+/// trackers, OpenID Connect): reqwest asks it for every name, it asks the policy, and the client
+/// connects only to the addresses returned.
+pub struct EgressResolver {
+    policy: Arc<EgressPolicy>,
+    port: u16,
+    /// The refusal, kept so the caller can report it whatever error chain the client builds.
+    denied: Arc<parking_lot::Mutex<Option<EgressDenied>>>,
+}
+
+impl EgressResolver {
+    /// A resolver for connections to `port`; a refusal is also kept in `denied`.
+    pub fn new(
+        policy: Arc<EgressPolicy>,
+        port: u16,
+        denied: Arc<parking_lot::Mutex<Option<EgressDenied>>>,
+    ) -> Self {
+        Self {
+            policy,
+            port,
+            denied,
+        }
+    }
+}
+
+impl reqwest::dns::Resolve for EgressResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let (policy, port, host) = (self.policy.clone(), self.port, name.as_str().to_string());
+        let denied = self.denied.clone();
+        Box::pin(async move {
+            match policy.resolve(&host, port).await {
+                Ok(addrs) => Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs),
+                Err(d) => {
+                    *denied.lock() = Some(d.clone());
+                    Err(Box::new(d) as Box<dyn std::error::Error + Send + Sync>)
+                }
+            }
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! Small HTTPS requests to a customer system under the egress policy (used by OpenID Connect:
-//! discovery, JWKS, token endpoint). Same discipline as [`super::ai_client`]: rustls with the
-//! ring provider only (TLS 1.2/1.3), trusting exactly the configured `ca_pem` bundle when one is
-//! set (else the Mozilla roots through `webpki-roots`), HTTPS only, no proxy from the
+//! discovery, JWKS, token endpoint). Same discipline as [`super::ai_client`]: the one TLS client
+//! configuration ([`super::tls::client_config`]: ring only, `ca_pem` anchors and pins, else the
+//! Mozilla roots; failures named by kind, [`FetchError::Tls`]), HTTPS only, no proxy from the
 //! environment, no redirects, every address decided by the [`EgressPolicy`] (literal addresses
-//! before the request, names inside the resolver), one total timeout, replies capped at
-//! [`MAX_REPLY_BYTES`].
+//! before the request, names inside the one [`EgressResolver`]), one total timeout, replies
+//! capped at [`MAX_REPLY_BYTES`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +12,8 @@ use std::time::Duration;
 use reqwest::header::{HeaderValue, ACCEPT, USER_AGENT};
 use reqwest::Url;
 
-use super::ai_client::{root_store, EgressResolver};
-use super::egress::{literal, DenyKind, EgressDenied, EgressPolicy};
+use super::egress::{literal, DenyKind, EgressDenied, EgressPolicy, EgressResolver};
+use super::tls::{client_config, tls_failure, TlsFailure};
 
 /// Largest reply body read (1 MiB).
 pub const MAX_REPLY_BYTES: usize = 1024 * 1024;
@@ -24,7 +24,10 @@ pub enum FetchError {
     /// The egress policy refused the host.
     #[error(transparent)]
     Egress(EgressDenied),
-    /// Connect, TLS, timeout or an unreadable reply; the message names the host, never a secret.
+    /// The TLS handshake failed (after TCP connected): its kind and a message naming the host.
+    #[error("{1}")]
+    Tls(TlsFailure, String),
+    /// Connect, timeout or an unreadable reply; the message names the host, never a secret.
     #[error("{0}")]
     Transport(String),
 }
@@ -54,21 +57,6 @@ pub enum Body<'a> {
     },
 }
 
-fn tls(ca_pem: Option<&str>) -> Result<rustls::ClientConfig, String> {
-    let roots = match ca_pem {
-        Some(p) => root_store(p)?,
-        None => rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        },
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
 fn form_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -94,7 +82,7 @@ pub async fn request(
     }
     let denied = Arc::new(parking_lot::Mutex::new(None));
     let client = reqwest::Client::builder()
-        .use_preconfigured_tls(tls(ca_pem).map_err(FetchError::Transport)?)
+        .use_preconfigured_tls(client_config(ca_pem, None).map_err(FetchError::Transport)?)
         .https_only(true)
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
@@ -145,17 +133,27 @@ pub async fn request(
     let mut resp = match req.send().await {
         Ok(r) => r,
         Err(e) => {
-            return Err(match denied.lock().take() {
-                Some(d) if d.kind == DenyKind::Unresolved => FetchError::Transport(d.message),
-                Some(d) => FetchError::Egress(d),
-                None if e.is_timeout() => {
+            let denied = denied.lock().take();
+            let tls = tls_failure(&e);
+            return Err(match (denied, tls) {
+                (Some(d), _) if d.kind == DenyKind::Unresolved => FetchError::Transport(d.message),
+                (Some(d), _) => FetchError::Egress(d),
+                (None, _) if e.is_timeout() => {
                     FetchError::Transport(format!("{host}:{port} did not answer in time"))
                 }
-                None if e.is_connect() => {
+                (None, Some((kind, detail))) => FetchError::Tls(
+                    kind,
+                    format!(
+                        "TLS handshake with {host}:{port} failed [{}]: {} ({detail})",
+                        kind.code(),
+                        kind.describe()
+                    ),
+                ),
+                (None, None) if e.is_connect() => {
                     FetchError::Transport(format!("cannot connect to {host}:{port} over TLS"))
                 }
-                None => FetchError::Transport(format!("request to {host}:{port} failed")),
-            })
+                (None, None) => FetchError::Transport(format!("request to {host}:{port} failed")),
+            });
         }
     };
     let status = resp.status().as_u16();

@@ -1,5 +1,5 @@
-//! The one TLS client configuration for every outbound connection (the AI endpoint, LDAP, and
-//! ticket systems/OIDC as they arrive): rustls with the **ring** provider only, TLS 1.2/1.3.
+//! The one TLS client configuration for every outbound connection (the AI endpoint, LDAP, ticket
+//! trackers and OpenID Connect): rustls with the **ring** provider only, TLS 1.2/1.3.
 //!
 //! Trust ([`client_config`]):
 //! - With a `ca_pem` bundle, its certificates are the only trust anchors (no system or Mozilla
@@ -39,6 +39,12 @@ pub fn parse_bundle(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
         return Err("ca_pem holds no CERTIFICATE block".into());
     }
     Ok(certs)
+}
+
+/// Validate a `ca_pem` setting exactly as the clients will use it (a configuration's check on
+/// save): the message names what is wrong.
+pub fn check_ca_pem(pem: &str) -> Result<(), String> {
+    client_config(Some(pem), None).map(|_| ())
 }
 
 fn provider() -> Arc<CryptoProvider> {

@@ -2,12 +2,14 @@
 //! The protocol of each tracker (paths, bodies, what counts as success) lives in
 //! `service::tickets`; this module only carries one request and hands back the raw reply.
 //!
-//! Same connection discipline as the AI endpoint client ([`super::ai_client`]): rustls with the
-//! **ring** provider (TLS 1.2/1.3), trusting exactly the integration's `ca_pem` bundle when one
-//! is set (it *replaces* the Mozilla roots); HTTPS only; no proxy from the environment;
+//! Same connection discipline as the AI endpoint client ([`super::ai_client`]): the one TLS
+//! client configuration ([`super::tls::client_config`]: ring only, TLS 1.2/1.3, the
+//! integration's `ca_pem` bundle as the only anchors *and* pins — a pasted self-signed
+//! certificate is trusted for its host — else the Mozilla roots; a failed handshake named by its
+//! kind, [`TransportError::Tls`]); HTTPS only; no proxy from the environment;
 //! redirects never followed (the 3xx comes back as a [`Reply`] and the caller fails it); every
 //! address decided by the [`EgressPolicy`] (literal addresses before the request, names inside
-//! the resolver); one total timeout; replies above [`MAX_REPLY_BYTES`] refused. Credentials are
+//! the one [`EgressResolver`]); one total timeout; replies above [`MAX_REPLY_BYTES`] refused. Credentials are
 //! passed as header values marked sensitive.
 
 use std::sync::Arc;
@@ -17,8 +19,8 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use reqwest::Url;
 use zeroize::Zeroizing;
 
-use super::ai_client::root_store;
-use super::egress::{literal, DenyKind, EgressDenied, EgressPolicy};
+use super::egress::{literal, DenyKind, EgressDenied, EgressPolicy, EgressResolver};
+use super::tls::{client_config, tls_failure, TlsFailure};
 
 /// Largest reply body read (1 MiB).
 pub const MAX_REPLY_BYTES: usize = 1024 * 1024;
@@ -55,8 +57,9 @@ pub enum TransportError {
     Egress(EgressDenied),
     /// No complete reply within the timeout (ms).
     Timeout(u64),
-    /// The TLS handshake failed (certificate not trusted, name mismatch, …).
-    Tls(String),
+    /// The TLS handshake failed (unknown issuer, expired, name mismatch, CA used as leaf, …):
+    /// its kind and a message naming the host.
+    Tls(TlsFailure, String),
     /// Connection refused, unreachable, reset, name not resolved, reply too large.
     Connect(String),
 }
@@ -66,31 +69,11 @@ impl std::fmt::Display for TransportError {
         match self {
             TransportError::Egress(d) => write!(f, "refused by the egress policy: {d}"),
             TransportError::Timeout(ms) => write!(f, "no answer within {ms} ms"),
-            TransportError::Tls(m) => write!(f, "TLS error: {m}"),
+            TransportError::Tls(kind, m) => {
+                write!(f, "TLS error tls_failed [{}]: {m}", kind.code())
+            }
             TransportError::Connect(m) => write!(f, "unreachable: {m}"),
         }
-    }
-}
-
-struct EgressResolver {
-    policy: Arc<EgressPolicy>,
-    port: u16,
-    denied: Arc<parking_lot::Mutex<Option<EgressDenied>>>,
-}
-
-impl reqwest::dns::Resolve for EgressResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let (policy, port, host) = (self.policy.clone(), self.port, name.as_str().to_string());
-        let denied = self.denied.clone();
-        Box::pin(async move {
-            match policy.resolve(&host, port).await {
-                Ok(addrs) => Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs),
-                Err(d) => {
-                    *denied.lock() = Some(d.clone());
-                    Err(Box::new(d) as Box<dyn std::error::Error + Send + Sync>)
-                }
-            }
-        })
     }
 }
 
@@ -102,29 +85,6 @@ pub struct TrackerClient {
     port: u16,
     timeout_ms: u64,
     denied: Arc<parking_lot::Mutex<Option<EgressDenied>>>,
-}
-
-fn find_cause<'a, T: std::error::Error + 'static>(
-    e: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a T> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cur {
-        if let Some(t) = c.downcast_ref::<T>() {
-            return Some(t);
-        }
-        // hyper wraps the TLS error in an `io::Error`, whose `source()` skips the error it
-        // wraps: look inside.
-        if let Some(inner) = c
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-        {
-            if let Some(t) = find_cause::<T>(inner) {
-                return Some(t);
-            }
-        }
-        cur = c.source();
-    }
-    None
 }
 
 impl TrackerClient {
@@ -143,18 +103,7 @@ impl TrackerClient {
             .trim_end_matches(']')
             .to_string();
         let port = base.port_or_known_default().unwrap_or(443);
-        let roots = match ca_pem {
-            Some(p) => root_store(p)?,
-            None => rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            },
-        };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = client_config(ca_pem, None)?;
         let denied = Arc::new(parking_lot::Mutex::new(None));
         let mut h = HeaderMap::new();
         h.insert(
@@ -168,11 +117,11 @@ impl TrackerClient {
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout)
-            .dns_resolver(Arc::new(EgressResolver {
-                policy: policy.clone(),
+            .dns_resolver(Arc::new(EgressResolver::new(
+                policy.clone(),
                 port,
-                denied: denied.clone(),
-            }))
+                denied.clone(),
+            )))
             .default_headers(h)
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
@@ -196,11 +145,16 @@ impl TrackerClient {
         if e.is_timeout() {
             return TransportError::Timeout(self.timeout_ms);
         }
-        if let Some(t) = find_cause::<rustls::Error>(e) {
-            return TransportError::Tls(format!(
-                "handshake with {}:{} failed: {t}",
-                self.host, self.port
-            ));
+        if let Some((kind, detail)) = tls_failure(e) {
+            return TransportError::Tls(
+                kind,
+                format!(
+                    "handshake with {}:{} failed: {} ({detail})",
+                    self.host,
+                    self.port,
+                    kind.describe()
+                ),
+            );
         }
         if e.is_connect() {
             return TransportError::Connect(format!(

@@ -138,6 +138,7 @@ fn not_configured() -> ApiError {
 fn provider_error(e: ProviderError) -> ApiError {
     match e {
         ProviderError::Egress(m) => ApiError::new(ErrorCode::EgressDenied, m).field("issuer"),
+        ProviderError::Tls(_, m) => ApiError::new(ErrorCode::TlsFailed, m),
         ProviderError::Unavailable(m) => ApiError::new(ErrorCode::OidcProviderError, m),
     }
 }

@@ -57,6 +57,12 @@ fn users() -> Value {
 
 impl Idp {
     pub fn start() -> Idp {
+        Self::start_with(false)
+    }
+
+    /// `self_signed`: the provider serves one self-signed CA:TRUE certificate for `localhost`
+    /// as its own (what `openssl req -x509` makes), and `ca_pem` is that certificate.
+    pub fn start_with(self_signed: bool) -> Idp {
         let dir = tempfile::tempdir().unwrap();
         // Test CA and a server certificate for `localhost`.
         let mut cap = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -74,8 +80,20 @@ impl Idp {
             .push(rcgen::DnType::CommonName, "localhost");
         let sk = rcgen::KeyPair::generate().unwrap();
         let server = sp.signed_by(&sk, &ca, &cak).unwrap();
-        std::fs::write(dir.path().join("cert.pem"), server.pem()).unwrap();
-        std::fs::write(dir.path().join("key.pem"), sk.serialize_pem()).unwrap();
+        // (ca_pem, served certificate, its key)
+        let (ca_pem, server_pem, key_pem) = if self_signed {
+            let mut p = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+            p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            p.distinguished_name
+                .push(rcgen::DnType::CommonName, "localhost");
+            let k = rcgen::KeyPair::generate().unwrap();
+            let c = p.self_signed(&k).unwrap();
+            (c.pem(), c.pem(), k.serialize_pem())
+        } else {
+            (ca.pem(), server.pem(), sk.serialize_pem())
+        };
+        std::fs::write(dir.path().join("cert.pem"), server_pem).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key_pem).unwrap();
         let cfg = json!({
             "cert": dir.path().join("cert.pem"),
             "key": dir.path().join("key.pem"),
@@ -124,7 +142,6 @@ impl Idp {
                     std::fs::read_to_string(dir.path().join("provider.log")).unwrap_or_default()
                 )
             });
-        let ca_pem = ca.pem();
         let client = Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
             .tls_built_in_root_certs(false)
@@ -785,12 +802,16 @@ async fn oidc_configuration_validation_egress_secret_test_connection_and_delete(
         .await;
     assert_eq!(v["issuer"], idp.issuer());
     assert_eq!(v["keys"], 1);
-    // Without our CA the provider's certificate is not trusted.
+    // Without our CA the provider's certificate is not trusted: a TLS failure, named by kind.
     configure(&owner, &idp, json!({"ca_pem": null})).await;
     let v = owner
         .json(Method::POST, "/api/v1/sso/oidc/test-connection", None, 502)
         .await;
-    assert_eq!(v["code"], "oidc_provider_error", "{v}");
+    assert_eq!(v["code"], "tls_failed", "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("[unknown_issuer]"),
+        "{v}"
+    );
     let b = browser(&app, &idp);
     let r = start(&b, &app, &app.tenant_id()).await;
     assert_eq!(
@@ -1074,4 +1095,45 @@ async fn oidc_jit_stays_within_the_license_user_limit() {
     let b = browser(&app, &idp);
     assert_eq!(sign_in(&b, &app, &tenant, "alice").await.location, "/");
     assert_eq!(oidc_failures(&audit(&owner).await, "plan_limit"), 1);
+}
+
+/// Issue 24 item 9 for OpenID Connect: discovery, JWKS and the token endpoint use the shared TLS
+/// client. A provider serving a self-signed CA:TRUE certificate is trusted when that exact
+/// certificate is pasted as `ca_pem` (pinning) — test-connection and a full sign-in work —
+/// and another pasted certificate is `tls_failed` 502 naming `unknown_issuer`.
+#[tokio::test]
+async fn oidc_provider_with_a_pasted_self_signed_certificate_is_pinned() {
+    let idp = Idp::start_with(true);
+    let app = spawn_sso_app(vec![]).await;
+    let owner = app.owner().await;
+    configure(&owner, &idp, json!({})).await;
+    let v = owner
+        .json(Method::POST, "/api/v1/sso/oidc/test-connection", None, 200)
+        .await;
+    assert_eq!(v["issuer"], idp.issuer());
+    // The test's browser accepts the provider's self-signed certificate (the point here is
+    // the appliance's own client: discovery, JWKS and the code exchange).
+    let b = Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let o = sign_in(&b, &app, &app.tenant_id(), "alice").await;
+    assert_eq!(o.error(), None, "sign-in through the pinned provider");
+    assert_eq!(o.location, "/");
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .unwrap()
+        .cert
+        .pem();
+    configure(&owner, &idp, json!({"ca_pem": other})).await;
+    let v = owner
+        .json(Method::POST, "/api/v1/sso/oidc/test-connection", None, 502)
+        .await;
+    assert_eq!(v["code"], "tls_failed", "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("[unknown_issuer]"),
+        "{v}"
+    );
 }

@@ -310,8 +310,25 @@ async fn handle(req: HttpRequest, body: web::Bytes, st: web::Data<Shared>) -> Ht
     }
 }
 
-/// Start the fake tracker on 127.0.0.1:0 (own thread and actix system).
+/// Start the fake tracker on 127.0.0.1:0 (own thread and actix system), its certificate issued
+/// by a private CA (`ca_pem` = that CA).
 pub(crate) fn start_tracker() -> Tracker {
+    start_tracker_with(false)
+}
+
+/// The fake tracker; `self_signed`: its certificate is one self-signed CA:TRUE certificate for
+/// 127.0.0.1 used as the leaf (what `openssl req -x509` makes), and `ca_pem` is that certificate.
+pub(crate) fn start_tracker_with(self_signed: bool) -> Tracker {
+    if self_signed {
+        let mut p = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "tracker.corp.example");
+        let k = rcgen::KeyPair::generate().unwrap();
+        let cert = p.self_signed(&k).unwrap();
+        let key = rustls_pki_types::PrivateKeyDer::try_from(k.serialize_der()).unwrap();
+        return serve_tracker(cert.der().clone(), key, cert.pem());
+    }
     let mut cap = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     cap.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     cap.distinguished_name
@@ -326,12 +343,20 @@ pub(crate) fn start_tracker() -> Tracker {
     let lk = rcgen::KeyPair::generate().unwrap();
     let leaf = lp.signed_by(&lk, &ca, &ca_key).unwrap();
     let key = rustls_pki_types::PrivateKeyDer::try_from(lk.serialize_der()).unwrap();
+    serve_tracker(leaf.der().clone(), key, ca.pem())
+}
+
+fn serve_tracker(
+    leaf: rustls_pki_types::CertificateDer<'static>,
+    key: rustls_pki_types::PrivateKeyDer<'static>,
+    ca_pem: String,
+) -> Tracker {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], key)
+        .with_single_cert(vec![leaf], key)
         .unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -358,11 +383,7 @@ pub(crate) fn start_tracker() -> Tracker {
         })
     });
     rx.recv().unwrap();
-    Tracker {
-        addr,
-        ca_pem: ca.pem(),
-        st,
-    }
+    Tracker { addr, ca_pem, st }
 }
 
 pub(crate) fn config(port: u16) -> String {
@@ -1157,4 +1178,61 @@ async fn failures_retry_with_backoff_across_a_restart_and_a_401_stops_and_notifi
     );
     assert!(!app.log_text().contains(TOKEN));
     assert_no_secrets(&tr);
+}
+
+/// Issue 24 item 9 for trackers: the tracker client is the shared TLS client. A tracker serving
+/// a self-signed CA:TRUE certificate (as `openssl req -x509` makes it) works when that exact
+/// certificate is pasted as `ca_pem` (pinning): checks pass and a failed run is filed. Another
+/// pasted certificate is a TLS failure named by kind (`tls_failed [unknown_issuer]`), not
+/// "cannot connect".
+#[tokio::test]
+async fn self_signed_tracker_certificate_is_pinned_and_tls_failures_are_named() {
+    let tr = start_tracker_with(true);
+    let app = spawn_with(Opts {
+        config: Some(config(tr.addr.port())),
+        ..Default::default()
+    })
+    .await;
+    let w = world(&app).await;
+    let path = format!("/api/v1/applications/{}/integration", w.app_id);
+    let mut body = integration(
+        "jira",
+        tr.url("/jira"),
+        "ED",
+        &tr.ca_pem,
+        json!({"file_on_failure": true, "after_consecutive_failures": 1}),
+    );
+    body["fields"] = json!({"customfield_10010": {"value": "QA"}});
+    w.owner
+        .json(Method::PUT, &path, Some(body.clone()), 200)
+        .await;
+    let t = w
+        .owner
+        .json(Method::POST, &format!("{path}/test"), None, 200)
+        .await;
+    assert_eq!(t["ok"], true, "{t}");
+    let rid = run_once(&w, End::StepFails("Timeout 30000ms waiting for #pay")).await;
+    let ticket = wait_ticket(&w.owner, &rid, settled).await;
+    assert_eq!(ticket["status"], "filed", "{ticket}");
+    assert_eq!(tr.posts("/jira/rest/api/2/issue").len(), 1);
+
+    // Another self-signed certificate pasted: the handshake fails and says why.
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .cert
+        .pem();
+    body["ca_pem"] = json!(other);
+    w.owner.json(Method::PUT, &path, Some(body), 200).await;
+    let t = w
+        .owner
+        .json(Method::POST, &format!("{path}/test"), None, 200)
+        .await;
+    assert_eq!(t["checks"][0]["name"], "reachability");
+    assert_eq!(t["checks"][0]["ok"], false, "{t}");
+    let detail = t["checks"][0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("tls_failed [unknown_issuer]"),
+        "the TLS failure is named: {detail}"
+    );
+    assert!(!detail.contains("cannot connect"), "{detail}");
 }

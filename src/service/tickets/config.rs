@@ -7,7 +7,6 @@ use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
 use crate::error::{ApiError, ApiResult};
-use crate::net::ai_client::root_store;
 
 /// A tracker kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -273,7 +272,7 @@ impl Integration {
                 if p.len() > 1024 * 1024 {
                     return Err(ApiError::invalid("ca_pem", "ca_pem is larger than 1 MiB"));
                 }
-                root_store(p).map_err(|m| ApiError::invalid("ca_pem", m))?;
+                crate::net::tls::check_ca_pem(p).map_err(|m| ApiError::invalid("ca_pem", m))?;
                 Some(p.to_string())
             }
         };

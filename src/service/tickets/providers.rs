@@ -94,7 +94,7 @@ fn transport(e: TransportError) -> Failure {
         TransportError::Timeout(_) | TransportError::Connect(_) => {
             Failure::Retry(e.to_string(), None)
         }
-        TransportError::Tls(_) | TransportError::Egress(_) => Failure::Permanent(e.to_string()),
+        TransportError::Tls(..) | TransportError::Egress(_) => Failure::Permanent(e.to_string()),
     }
 }
 
