@@ -402,6 +402,15 @@ pub enum UsersCommand {
 
 /// Parse arguments and run; errors print one line to stderr and exit 1.
 pub fn main() -> ExitCode {
+    // The embedded runner starts isolated browsers through this binary (a fresh `exec`, so no
+    // copy of the server's memory); see `agent::browser::exec_helper`.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == crate::agent::browser::EXEC_HELPER)
+    {
+        return crate::agent::browser::exec_helper(&args[2..]);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -90,6 +90,9 @@ pub struct Settings {
     pub runner: RunnerSettings,
     /// Backups: where `backup create` writes by default (issue 19).
     pub backup: BackupSettings,
+    /// The config file these settings were loaded from (set by [`Settings::load`]; not a key).
+    #[serde(skip)]
+    pub loaded_from: Option<PathBuf>,
 }
 
 /// `[backup]` table.
@@ -145,6 +148,7 @@ impl Default for Settings {
             self_signed: SelfSignedSettings::default(),
             runner: RunnerSettings::default(),
             backup: BackupSettings::default(),
+            loaded_from: None,
         }
     }
 }
@@ -632,6 +636,7 @@ impl Settings {
         })?;
         s.resolve_secret_files()?;
         s.validate()?;
+        s.loaded_from = config_file.map(Path::to_path_buf);
         Ok(s)
     }
 
@@ -831,6 +836,25 @@ impl Settings {
             .dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("backups"))
+    }
+
+    /// Every file or directory holding data or secrets of this deployment: the data dir, the
+    /// master key, the license, the backup dir, the config file and the configured secret files
+    /// (TLS key, metrics token, AI key). The embedded runner hides them from the browser.
+    pub fn secret_paths(&self) -> Vec<PathBuf> {
+        let mut out = vec![
+            self.data_dir.clone(),
+            self.master_key_path(),
+            self.license_path(),
+            self.backup_dir(),
+        ];
+        out.extend(self.loaded_from.clone());
+        out.extend(self.tls.key_file.clone());
+        out.extend(self.metrics.token_file.clone());
+        if let Some(e) = &self.ai.endpoint {
+            out.extend(e.api_key_file.clone());
+        }
+        out
     }
 
     /// Path of the master key file.

@@ -138,8 +138,13 @@ pub struct Runner {
 fn prepare(state: &AppState) -> Result<Launcher, String> {
     let s = &state.settings.runner;
     let chromium = browser::find_chromium(s.chromium.as_deref()).map_err(|e| format!("{e:#}"))?;
-    let l = Launcher::prepare(chromium, &s.browser_user, s.allow_no_sandbox)
-        .map_err(|e| format!("{e:#}"))?;
+    let l = Launcher::prepare(
+        chromium,
+        &s.browser_user,
+        s.allow_no_sandbox,
+        &state.settings.secret_paths(),
+    )
+    .map_err(|e| format!("{e:#}"))?;
     // Profiles live under the system temp dir, never in the data dir.
     Ok(l)
 }

@@ -214,6 +214,7 @@ pub fn run(opts: Options) -> anyhow::Result<bool> {
         browser::find_chromium(opts.chromium.as_deref())?,
         &opts.browser_user,
         opts.allow_no_sandbox,
+        &[],
     )?;
     for w in launcher.warnings() {
         say(&format!("warning: {w}"));
