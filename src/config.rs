@@ -170,7 +170,9 @@ pub struct RunnerSettings {
     /// runner then refuses to run flows; when on, a warning is logged at every start and shown
     /// in the dashboard.
     pub allow_no_sandbox: bool,
-    /// Sleep between queue scans when idle, in milliseconds (a queued run also wakes workers).
+    /// Sleep between queue scans when idle, in milliseconds (default 10 000). Runs queued by
+    /// this process (API, schedules, retries) wake the workers at once; the scan only finds runs
+    /// queued by another process (e.g. `flowguard jobs run schedules`).
     pub poll_ms: u64,
 }
 
@@ -181,7 +183,7 @@ impl Default for RunnerSettings {
             chromium: None,
             browser_user: "nobody".into(),
             allow_no_sandbox: false,
-            poll_ms: 1000,
+            poll_ms: 10_000,
         }
     }
 }

@@ -237,6 +237,8 @@ pub struct Launcher {
     no_sandbox: bool,
     /// Pass `--js-flags=--jitless` (W+X memory is denied).
     jitless: bool,
+    /// Why the sandbox probe failed (then `no_sandbox`).
+    sandbox_problem: Option<String>,
     profile_root: std::path::PathBuf,
     warnings: Vec<String>,
     live: Arc<Mutex<HashSet<i32>>>,
@@ -294,9 +296,18 @@ pub fn lookup_user(name: &str) -> anyhow::Result<(u32, u32)> {
 }
 
 /// Drop to `ids` (when given) in a forked child before exec; async-signal-safe calls only.
-fn drop_privileges(ids: Option<(u32, u32)>) -> std::io::Result<()> {
+fn drop_privileges(ids: Option<(u32, u32)>, parent: libc::pid_t) -> std::io::Result<()> {
     // SAFETY: plain syscalls in the forked child; no allocation, no locks.
     unsafe {
+        if let Some((uid, gid)) = ids {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        // After the uid change: a credential change clears the parent-death signal.
         if libc::prctl(
             libc::PR_SET_PDEATHSIG,
             libc::SIGKILL as libc::c_ulong,
@@ -307,16 +318,18 @@ fn drop_privileges(ids: Option<(u32, u32)>) -> std::io::Result<()> {
         {
             return Err(std::io::Error::last_os_error());
         }
-        if let Some((uid, gid)) = ids {
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(gid) != 0
-                || libc::setuid(uid) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
+        // The parent died before the signal was armed: do not start an orphan.
+        if libc::getppid() != parent {
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
         }
     }
     Ok(())
+}
+
+/// This process's id, for [`drop_privileges`]'s parent check.
+fn my_pid() -> libc::pid_t {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    unsafe { libc::getpid() }
 }
 
 /// First argument of the `flowguard` binary's helper mode that starts an isolated browser
@@ -530,6 +543,17 @@ pub fn exec_helper(args: &[std::ffi::OsString]) -> std::process::ExitCode {
         );
         return std::process::ExitCode::from(126);
     }
+    // Re-armed after the namespace change (a credential change may clear it).
+    // SAFETY: prctl only changes this process's parent-death signal.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+    }
     let e = std::process::Command::new(program).args(pargs).exec();
     eprintln!(
         "{EXEC_HELPER}: cannot start {}: {e}",
@@ -566,10 +590,11 @@ fn sandbox_probe(
         .stderr(std::process::Stdio::piped())
         .current_dir("/");
     let direct = iso.is_none() && nested;
+    let parent = my_pid();
     // SAFETY: the closure only makes async-signal-safe syscalls.
     unsafe {
         cmd.pre_exec(move || {
-            drop_privileges(ids)?;
+            drop_privileges(ids, parent)?;
             if direct && libc::unshare(libc::CLONE_NEWUSER) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -675,6 +700,7 @@ impl Launcher {
             iso,
             no_sandbox: probe.is_err(),
             jitless,
+            sandbox_problem: probe.err(),
             profile_root,
             warnings,
             live: Arc::new(Mutex::new(HashSet::new())),
@@ -688,6 +714,11 @@ impl Launcher {
             .as_ref()
             .map(|i| i.hide.iter().map(|(p, _)| p.clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// Why Chromium's sandbox cannot start here (None when it can).
+    pub fn sandbox_problem(&self) -> Option<&str> {
+        self.sandbox_problem.as_deref()
     }
 
     /// Warnings to log at start and show (no sandbox, small `/dev/shm`, browser as root).
@@ -763,9 +794,10 @@ impl Launcher {
             .kill_on_drop(true)
             .process_group(0);
         let ids = self.ids;
+        let parent = my_pid();
         // SAFETY: the closure only makes async-signal-safe syscalls.
         unsafe {
-            cmd.pre_exec(move || drop_privileges(ids));
+            cmd.pre_exec(move || drop_privileges(ids, parent));
         }
         let mut child = cmd
             .spawn()

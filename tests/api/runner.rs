@@ -710,3 +710,192 @@ async fn a_secret_sent_outside_the_application_origin_is_refused_on_save() {
     assert_eq!(p["code"], "secret_outside_origin");
     assert_eq!(p["field"], "steps[0].url");
 }
+
+/// `flowguard doctor --json` with runner settings as environment overrides.
+fn doctor(data: &Path, env: &[(&str, &str)]) -> (Option<i32>, Value, String) {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(["doctor", "--json", "--data-dir"])
+        .arg(data)
+        .env_remove("FLOWGUARD_CONFIG")
+        .env("FLOWGUARD_LOG", "warn")
+        .env("FLOWGUARD_STORE__MIN_FREE_MIB", "1")
+        .env("FLOWGUARD_RUNNER__EMBEDDED_WORKERS", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().unwrap();
+    let v = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.code(), v, text)
+}
+
+fn runner_findings(v: &Value) -> Vec<Value> {
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == "runner")
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn doctor_reports_the_embedded_runner_and_fails_when_it_cannot_run() {
+    let app = spawn_app().await;
+    // Chromium found, its version, the sandbox, /dev/shm: healthy.
+    let (code, v, out) = doctor(&app.data, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    let r = &v["runner"];
+    assert_eq!(r["enabled"], true, "{out}");
+    assert_eq!(r["workers"], 1);
+    assert!(r["chromium"].as_str().unwrap().contains("chrom"), "{out}");
+    assert!(
+        r["chromium_version"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Chromium"),
+        "{out}"
+    );
+    assert_eq!(r["sandbox"], true, "{out}");
+    assert_eq!(r["can_run"], true, "{out}");
+    assert!(r["shm_bytes"].as_u64().unwrap() > 0, "{out}");
+    assert!(runner_findings(&v).is_empty(), "{out}");
+
+    // No Chromium at the configured path: a finding, exit 1.
+    let (code, v, out) = doctor(
+        &app.data,
+        &[("FLOWGUARD_RUNNER__CHROMIUM", "/nonexistent/chromium")],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(v["runner"]["can_run"], false, "{out}");
+    let f = runner_findings(&v);
+    assert_eq!(f.len(), 1, "{out}");
+    assert!(
+        f[0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/chromium"),
+        "{out}"
+    );
+
+    // A "browser" whose sandbox probe fails: refused (exit 1, why) unless allow_no_sandbox,
+    // which runs but is warned about.
+    let (code, v, out) = doctor(&app.data, &[("FLOWGUARD_RUNNER__CHROMIUM", "/bin/false")]);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(v["runner"]["sandbox"], false);
+    assert!(
+        runner_findings(&v)[0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("sandbox cannot start"),
+        "{out}"
+    );
+    let (code, v, out) = doctor(
+        &app.data,
+        &[
+            ("FLOWGUARD_RUNNER__CHROMIUM", "/bin/false"),
+            ("FLOWGUARD_RUNNER__ALLOW_NO_SANDBOX", "true"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(v["runner"]["can_run"], true);
+    assert_eq!(v["runner"]["sandbox"], false);
+    assert!(v["runner"]["sandbox_problem"].as_str().is_some(), "{out}");
+    assert!(
+        v["runner"]["warnings"]
+            .to_string()
+            .contains("WITHOUT its sandbox"),
+        "{out}"
+    );
+
+    // Off: reported as off, never a finding.
+    let (code, v, out) = doctor(
+        &app.data,
+        &[
+            ("FLOWGUARD_RUNNER__EMBEDDED_WORKERS", "0"),
+            ("FLOWGUARD_RUNNER__CHROMIUM", "/nonexistent/chromium"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(v["runner"]["enabled"], false);
+}
+
+/// kill -9 of `serve` mid-run, then a restart on the same data dir: the run the embedded runner
+/// was executing ends `error` / `runner_error` at start-up (retried once), not `failed` /
+/// `agent_timeout` after the heartbeat timeout.
+#[tokio::test]
+async fn a_run_interrupted_by_a_server_kill_is_a_runner_error_at_restart() {
+    let web = serve_page().await;
+    let (app, profiles) = spawn_runner(1).await;
+    let owner = app.owner().await;
+    let (password, tenant) = (app.owner_password(), app.tenant_id());
+    let a = make_app(&owner, &web).await;
+    let flow = make_flow(
+        &owner,
+        &a,
+        json!([
+            {"type": "navigate", "url": "/"},
+            {"type": "wait", "for": "selector", "selector": "#never", "timeout_ms": 60000}
+        ]),
+    )
+    .await;
+    let run = queue(&owner, &flow).await;
+    wait_run(&owner, &run, 60, |d| d["steps"][0]["status"] == "passed").await;
+    let browser = main_browser(&profiles).await;
+    let TestApp { dir, child, .. } = app;
+    drop(child); // SIGKILL + wait
+                 // The browser dies with the server (parent-death signal), even though nobody closed it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(format!("/proc/{browser}")).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the browser outlived the killed server"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Restart without workers, so the retry stays queued where we can see it.
+    let started = Instant::now();
+    let mut app = spawn_with(Opts {
+        dir: Some(dir),
+        ..Default::default()
+    })
+    .await;
+    app.creds.insert("owner_password".into(), password);
+    app.creds.insert("tenant_id".into(), tenant);
+    let owner = app.owner().await;
+    let d = wait_run(&owner, &run, 20, finished).await;
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(d["status"], "error", "{d:#}");
+    assert_eq!(d["reason"], "runner_error", "{d:#}");
+    assert!(
+        d["error"].as_str().unwrap().contains("server stopped"),
+        "{d:#}"
+    );
+    let list = owner
+        .json(
+            Method::GET,
+            &format!("/api/v1/applications/{a}/runs"),
+            None,
+            200,
+        )
+        .await;
+    let items = list["items"]
+        .as_array()
+        .unwrap_or_else(|| list.as_array().unwrap())
+        .clone();
+    let retries: Vec<_> = items
+        .iter()
+        .filter(|r| r["retry_of"] == run.as_str())
+        .collect();
+    assert_eq!(retries.len(), 1, "{list:#}");
+    assert_eq!(retries[0]["status"], "queued", "{list:#}");
+    assert_eq!(items.len(), 2, "{list:#}");
+    let audit = owner
+        .json(Method::GET, "/api/v1/audit?action=run.complete", None, 200)
+        .await;
+    assert!(audit.to_string().contains("runner:embedded"), "{audit:#}");
+}
