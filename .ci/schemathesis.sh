@@ -289,7 +289,11 @@ EXCLUDE=(
     --exclude-path /api/v1/auth/logout          # ends the session the run uses
     --exclude-path /api/v1/me/password          # changes the Owner's password, ends other sessions
     --exclude-path /api/v1/keys/rotate          # re-keys every store of the tenant: slow, own tests
-    --exclude-path /api/v1/applications/{app}/runs/events  # event streams stay open (tests/api/runner.rs)
+    # Server-Sent-Event streams (tests/api/runner.rs and dashboard.rs cover them). A run's stream
+    # ends by itself only once the run has ended, and the seeded run stays `queued` here (no
+    # runner in this job: FLOWGUARD_RUNNER__EMBEDDED_WORKERS=0, no agent), so every request would
+    # hang until --request-timeout; the list stream is open for 30 minutes by design.
+    --exclude-path /api/v1/applications/{app}/runs/events
     --exclude-path /api/v1/runs/{run}/events
 )
 REPORTS="$WORK/reports"

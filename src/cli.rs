@@ -402,6 +402,15 @@ pub enum UsersCommand {
 
 /// Parse arguments and run; errors print one line to stderr and exit 1.
 pub fn main() -> ExitCode {
+    // The embedded runner starts isolated browsers through this binary (a fresh `exec`, so no
+    // copy of the server's memory); see `agent::browser::exec_helper`.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == crate::agent::browser::EXEC_HELPER)
+    {
+        return crate::agent::browser::exec_helper(&args[2..]);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -1051,7 +1060,8 @@ fn backup_verify(
 fn doctor(settings: Settings, json: bool) -> anyhow::Result<()> {
     let opened = startup::open_data_dir(&settings, false)?;
     let state = startup::build_state(std::sync::Arc::new(settings), opened)?;
-    let r = crate::service::doctor::examine_blocking(&state, crate::service::unix_now());
+    let mut r = crate::service::doctor::examine_blocking(&state, crate::service::unix_now());
+    crate::service::doctor::add_runner(&mut r, crate::runner::diagnose(&state.settings));
     if json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
@@ -1074,6 +1084,32 @@ fn doctor(settings: Settings, json: bool) -> anyhow::Result<()> {
             "disk: {} bytes free, {} bytes of data; license: {}",
             r.free_bytes, r.data_bytes, r.license
         );
+        if let Some(h) = &r.runner {
+            if !h.enabled {
+                println!("runner: off (runner.embedded_workers = 0)");
+            } else {
+                println!(
+                    "runner: {} worker(s), chromium {} ({}), sandbox {}, /dev/shm {}",
+                    h.workers,
+                    h.chromium.as_deref().unwrap_or("NOT FOUND"),
+                    h.chromium_version.as_deref().unwrap_or("version unknown"),
+                    match (&h.sandbox, &h.sandbox_problem) {
+                        (true, _) => "on".to_string(),
+                        (false, Some(why)) => format!("NOT possible: {why}"),
+                        (false, None) => "NOT possible".to_string(),
+                    },
+                    h.shm_bytes
+                        .map(|b| format!("{} MiB", b >> 20))
+                        .unwrap_or_else(|| "not mounted".into())
+                );
+                if !h.hidden.is_empty() {
+                    println!("runner: hidden from the browser: {}", h.hidden.join(", "));
+                }
+                for w in &h.warnings {
+                    println!("runner WARNING: {w}");
+                }
+            }
+        }
         for f in &r.findings {
             println!(
                 "FINDING [{}] {}: {}\n  what to do: {}",

@@ -93,6 +93,9 @@ pub struct Settings {
     pub runner: RunnerSettings,
     /// Backups: where `backup create` writes by default (issue 19).
     pub backup: BackupSettings,
+    /// The config file these settings were loaded from (set by [`Settings::load`]; not a key).
+    #[serde(skip)]
+    pub loaded_from: Option<PathBuf>,
 }
 
 /// `[backup]` table.
@@ -148,6 +151,7 @@ impl Default for Settings {
             self_signed: SelfSignedSettings::default(),
             runner: RunnerSettings::default(),
             backup: BackupSettings::default(),
+            loaded_from: None,
         }
     }
 }
@@ -169,7 +173,9 @@ pub struct RunnerSettings {
     /// runner then refuses to run flows; when on, a warning is logged at every start and shown
     /// in the dashboard.
     pub allow_no_sandbox: bool,
-    /// Sleep between queue scans when idle, in milliseconds (a queued run also wakes workers).
+    /// Sleep between queue scans when idle, in milliseconds (default 10 000). Runs queued by
+    /// this process (API, schedules, retries) wake the workers at once; the scan only finds runs
+    /// queued by another process (e.g. `flowguard jobs run schedules`).
     pub poll_ms: u64,
 }
 
@@ -180,7 +186,7 @@ impl Default for RunnerSettings {
             chromium: None,
             browser_user: "nobody".into(),
             allow_no_sandbox: false,
-            poll_ms: 1000,
+            poll_ms: 10_000,
         }
     }
 }
@@ -640,6 +646,7 @@ impl Settings {
         })?;
         s.resolve_secret_files()?;
         s.validate()?;
+        s.loaded_from = config_file.map(Path::to_path_buf);
         Ok(s)
     }
 
@@ -839,6 +846,25 @@ impl Settings {
             .dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("backups"))
+    }
+
+    /// Every file or directory holding data or secrets of this deployment: the data dir, the
+    /// master key, the license, the backup dir, the config file and the configured secret files
+    /// (TLS key, metrics token, AI key). The embedded runner hides them from the browser.
+    pub fn secret_paths(&self) -> Vec<PathBuf> {
+        let mut out = vec![
+            self.data_dir.clone(),
+            self.master_key_path(),
+            self.license_path(),
+            self.backup_dir(),
+        ];
+        out.extend(self.loaded_from.clone());
+        out.extend(self.tls.key_file.clone());
+        out.extend(self.metrics.token_file.clone());
+        if let Some(e) = &self.ai.endpoint {
+            out.extend(e.api_key_file.clone());
+        }
+        out
     }
 
     /// Path of the master key file.

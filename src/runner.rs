@@ -138,16 +138,83 @@ pub struct Runner {
 fn prepare(state: &AppState) -> Result<Launcher, String> {
     let s = &state.settings.runner;
     let chromium = browser::find_chromium(s.chromium.as_deref()).map_err(|e| format!("{e:#}"))?;
-    let l = Launcher::prepare(chromium, &s.browser_user, s.allow_no_sandbox)
-        .map_err(|e| format!("{e:#}"))?;
+    let l = Launcher::prepare(
+        chromium,
+        &s.browser_user,
+        s.allow_no_sandbox,
+        &state.settings.secret_paths(),
+    )
+    .map_err(|e| format!("{e:#}"))?;
     // Profiles live under the system temp dir, never in the data dir.
     Ok(l)
+}
+
+/// `chromium --version`, trimmed (None when it does not run).
+fn chromium_version(chromium: &std::path::Path) -> Option<String> {
+    let o = std::process::Command::new(chromium)
+        .arg("--version")
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    (o.status.success() && !v.is_empty()).then_some(v)
+}
+
+/// The embedded runner's health as `serve` would start it with `settings` (for
+/// `flowguard doctor`): Chromium and its version, the sandbox probe, `/dev/shm`, warnings.
+pub fn diagnose(settings: &crate::config::Settings) -> crate::service::doctor::RunnerHealth {
+    let s = &settings.runner;
+    let workers = s.workers();
+    let mut h = crate::service::doctor::RunnerHealth {
+        enabled: workers > 0,
+        workers,
+        allow_no_sandbox: s.allow_no_sandbox,
+        shm_bytes: browser::shm_size(),
+        ..Default::default()
+    };
+    if workers == 0 {
+        return h;
+    }
+    let chromium = match browser::find_chromium(s.chromium.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            h.problem = Some(format!("{e:#}"));
+            return h;
+        }
+    };
+    h.chromium = Some(chromium.display().to_string());
+    h.chromium_version = chromium_version(&chromium);
+    match Launcher::prepare(
+        chromium,
+        &s.browser_user,
+        s.allow_no_sandbox,
+        &settings.secret_paths(),
+    ) {
+        Ok(l) => {
+            h.sandbox = !l.no_sandbox();
+            h.sandbox_problem = l.sandbox_problem().map(str::to_string);
+            h.hidden = l.hidden().iter().map(|p| p.display().to_string()).collect();
+            h.warnings = l.warnings().to_vec();
+            h.can_run = true;
+        }
+        Err(e) => {
+            let why = format!("{e:#}");
+            h.sandbox_problem = Some(why.clone());
+            h.problem = Some(why);
+        }
+    }
+    h
 }
 
 impl Runner {
     /// Probe Chromium and start `runner.embedded_workers` workers (none when 0 or when the
     /// browser cannot run; the reason is recorded in the runner state and logged).
     pub fn start(state: Arc<AppState>) -> Self {
+        // Runs a previous process's workers were executing end `runner_error` (retried once).
+        svc::recover_interrupted_blocking(&state);
         let workers = state.settings.runner.workers();
         let stop = Arc::new(AtomicBool::new(false));
         let off = |state: &Arc<AppState>, reason: String| {

@@ -211,8 +211,11 @@ pub enum Capture {
 ///
 /// * **User.** When FlowGuard runs as root, Chromium runs as `browser_user` (default `nobody`),
 ///   so it cannot open the data dir or the master key (both are root-only, mode 0700/0600). As
-///   any other user, Chromium runs as that same user; then the deployment must hide the data dir
-///   (the Helm chart runs browsers only in agent pods, which mount no data).
+///   any other user (the packaged systemd unit runs `serve` as `flowguard`), Chromium keeps that
+///   user but starts in its own user + mount namespace in which the paths given to
+///   [`Launcher::prepare`] (data dir, master key, license, backups, TLS files) are covered by an
+///   empty tmpfs or `/dev/null`, and `serve` is made non-dumpable so `/proc/<serve>/root` does
+///   not lead back to them.
 /// * **Sandbox.** Chromium's sandbox needs unprivileged user namespaces (or its setuid helper).
 ///   [`Launcher::prepare`] probes them as the browser user; when they are missing the launcher
 ///   refuses to start browsers unless `allow_no_sandbox` is set, which passes `--no-sandbox`
@@ -229,7 +232,13 @@ pub struct Launcher {
     chromium: std::path::PathBuf,
     /// `(uid, gid)` to switch to before exec (only when running as root).
     ids: Option<(u32, u32)>,
+    /// Namespaces hiding the data dir (only when not root).
+    iso: Option<Isolation>,
     no_sandbox: bool,
+    /// Pass `--js-flags=--jitless` (W+X memory is denied).
+    jitless: bool,
+    /// Why the sandbox probe failed (then `no_sandbox`).
+    sandbox_problem: Option<String>,
     profile_root: std::path::PathBuf,
     warnings: Vec<String>,
     live: Arc<Mutex<HashSet<i32>>>,
@@ -251,6 +260,28 @@ pub fn shm_size() -> Option<u64> {
     Some(blocks.saturating_mul(frsize))
 }
 
+/// Whether this process may not map writable + executable memory (systemd's
+/// `MemoryDenyWriteExecute=yes`, inherited by every child). Chromium's JavaScript JIT needs such
+/// memory, so the browser then runs JavaScript interpreted (`--js-flags=--jitless`).
+pub fn write_execute_denied() -> bool {
+    // SAFETY: an anonymous private mapping we unmap at once; no memory of ours is touched.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return true;
+        }
+        libc::munmap(p, 4096);
+    }
+    false
+}
+
 /// `(uid, gid)` of a user name from the password database.
 pub fn lookup_user(name: &str) -> anyhow::Result<(u32, u32)> {
     let c = std::ffi::CString::new(name).context("user name contains NUL")?;
@@ -265,9 +296,18 @@ pub fn lookup_user(name: &str) -> anyhow::Result<(u32, u32)> {
 }
 
 /// Drop to `ids` (when given) in a forked child before exec; async-signal-safe calls only.
-fn drop_privileges(ids: Option<(u32, u32)>) -> std::io::Result<()> {
+fn drop_privileges(ids: Option<(u32, u32)>, parent: libc::pid_t) -> std::io::Result<()> {
     // SAFETY: plain syscalls in the forked child; no allocation, no locks.
     unsafe {
+        if let Some((uid, gid)) = ids {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        // After the uid change: a credential change clears the parent-death signal.
         if libc::prctl(
             libc::PR_SET_PDEATHSIG,
             libc::SIGKILL as libc::c_ulong,
@@ -278,50 +318,322 @@ fn drop_privileges(ids: Option<(u32, u32)>) -> std::io::Result<()> {
         {
             return Err(std::io::Error::last_os_error());
         }
-        if let Some((uid, gid)) = ids {
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(gid) != 0
-                || libc::setuid(uid) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
+        // The parent died before the signal was armed: do not start an orphan.
+        if libc::getppid() != parent {
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
         }
     }
     Ok(())
 }
 
-/// Whether a process running as `ids` can create a user namespace (what Chromium's sandbox
-/// needs when its setuid helper is absent).
-fn userns_available(chromium: &Path, ids: Option<(u32, u32)>) -> bool {
+/// This process's id, for [`drop_privileges`]'s parent check.
+fn my_pid() -> libc::pid_t {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// First argument of the `flowguard` binary's helper mode that starts an isolated browser
+/// (see [`exec_helper`]); not a subcommand users see.
+pub const EXEC_HELPER: &str = "__browser-exec";
+
+/// How a browser started by a non-root `serve` is kept away from the appliance's files: a new
+/// user namespace (mapping only our own uid and gid) with a new mount namespace in which every
+/// hidden directory is covered by an empty read-only tmpfs and every hidden file by `/dev/null`.
+/// The browser keeps our (unprivileged) uid, so it gets no capability outside; Chromium's own
+/// sandbox nests its user/pid/net namespaces inside this one.
+///
+/// The namespaces are entered by a fresh `exec` of our own binary ([`exec_helper`]), not in the
+/// forked child of `serve`: `serve` is non-dumpable (so the browser, which has our uid, cannot
+/// open `/proc/<serve>/root` or its memory), a fork of it is too, and a non-dumpable process
+/// cannot write its own `/proc/self/uid_map`; making the fork dumpable would expose a copy of
+/// `serve`'s memory (keys included) until `exec`. The helper's memory holds no secret.
+#[derive(Debug, Clone)]
+struct Isolation {
+    /// Paths to cover, with whether each is a directory (outer directories first).
+    hide: Vec<(std::path::PathBuf, bool)>,
+}
+
+impl Isolation {
+    /// The isolation for the given paths (missing ones are skipped; a path inside another
+    /// hidden directory is covered by it). Errors when the profile root or Chromium itself would
+    /// be hidden.
+    fn new(
+        hide: &[std::path::PathBuf],
+        profile_root: &Path,
+        chromium: &Path,
+    ) -> anyhow::Result<Self> {
+        let mut paths: Vec<(std::path::PathBuf, bool)> = Vec::new();
+        for p in hide {
+            let Ok(c) = std::fs::canonicalize(p) else {
+                continue;
+            };
+            if c == Path::new("/") {
+                anyhow::bail!(
+                    "cannot hide `/` from the browser ({} resolves to it)",
+                    p.display()
+                );
+            }
+            let dir = c.is_dir();
+            if !paths.iter().any(|(q, _)| q == &c) {
+                paths.push((c, dir));
+            }
+        }
+        // Outer directories first; drop what an outer hidden directory already covers.
+        paths.sort_by_key(|(p, _)| p.components().count());
+        let mut kept: Vec<(std::path::PathBuf, bool)> = Vec::new();
+        for (p, dir) in paths {
+            if !kept.iter().any(|(q, qd)| *qd && p.starts_with(q)) {
+                kept.push((p, dir));
+            }
+        }
+        let root = std::fs::canonicalize(profile_root).unwrap_or_else(|_| profile_root.into());
+        let exe = std::fs::canonicalize(chromium).unwrap_or_else(|_| chromium.into());
+        for (p, dir) in &kept {
+            if *dir && (root.starts_with(p) || exe.starts_with(p)) {
+                anyhow::bail!(
+                    "the browser's profile dir ({}) or Chromium ({}) lies inside {}, which the browser must not see; set TMPDIR / runner.chromium elsewhere",
+                    root.display(),
+                    exe.display(),
+                    p.display()
+                );
+            }
+        }
+        Ok(Self { hide: kept })
+    }
+
+    /// `std::process::Command` for `program args…` started through the helper:
+    /// `/proc/self/exe __browser-exec [--nested] (--dir P | --file P)… -- program args…`.
+    fn command(
+        &self,
+        nested: bool,
+        program: &Path,
+    ) -> (std::path::PathBuf, Vec<std::ffi::OsString>) {
+        let mut args: Vec<std::ffi::OsString> = vec![EXEC_HELPER.into()];
+        if nested {
+            args.push("--nested".into());
+        }
+        for (p, dir) in &self.hide {
+            args.push(if *dir { "--dir" } else { "--file" }.into());
+            args.push(p.into());
+        }
+        args.push("--".into());
+        args.push(program.into());
+        ("/proc/self/exe".into(), args)
+    }
+}
+
+/// Write `data` to a `/proc/self` file.
+fn write_proc(path: &str, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(data))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}")))
+}
+
+/// `mount(2)`.
+fn mount(
+    src: &std::ffi::CStr,
+    target: &Path,
+    fstype: Option<&std::ffi::CStr>,
+    flags: libc::c_ulong,
+    data: Option<&std::ffi::CStr>,
+) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let t = std::ffi::CString::new(target.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: every pointer is a NUL-terminated string we own, or NULL where mount(2) allows it.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            t.as_ptr(),
+            fstype.map_or(std::ptr::null(), |f| f.as_ptr()),
+            flags,
+            data.map_or(std::ptr::null(), |d| d.as_ptr().cast()),
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(std::io::Error::new(
+            e.kind(),
+            format!("cannot cover {}: {e}", target.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// Enter a new user + mount namespace and cover the hidden paths. The capabilities this needs
+/// exist only inside the new user namespace and are dropped by the `exec` that follows (our uid
+/// is not 0 there).
+fn isolate(hide: &[(std::path::PathBuf, bool)]) -> std::io::Result<()> {
+    // SAFETY: getuid/getgid cannot fail; unshare only changes this (single-threaded) process.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(std::io::Error::new(
+            e.kind(),
+            format!("cannot create a user + mount namespace: {e}"),
+        ));
+    }
+    write_proc("/proc/self/setgroups", b"deny")?;
+    write_proc("/proc/self/uid_map", format!("{uid} {uid} 1\n").as_bytes())?;
+    write_proc("/proc/self/gid_map", format!("{gid} {gid} 1\n").as_bytes())?;
+    // Nothing mounted here propagates back to the host.
+    mount(
+        c"none",
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )?;
+    for (p, dir) in hide {
+        if *dir {
+            mount(
+                c"tmpfs",
+                p,
+                Some(c"tmpfs"),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                Some(c"size=4k,nr_inodes=1,mode=0500"),
+            )?;
+        } else {
+            mount(c"/dev/null", p, None, libc::MS_BIND, None)?;
+        }
+    }
+    Ok(())
+}
+
+/// The helper mode `flowguard __browser-exec [--nested] (--dir P | --file P)… -- PROGRAM
+/// ARGS…` (called by `main` before anything else, so the process is single-threaded): enter the
+/// isolation of [`Isolation`], with `--nested` create one more user namespace (the sandbox
+/// probe), then `exec` PROGRAM. Returns only on error, after saying why on stderr (exit 126).
+pub fn exec_helper(args: &[std::ffi::OsString]) -> std::process::ExitCode {
     use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new(chromium);
+    let mut hide = Vec::new();
+    let mut nested = false;
+    let mut it = args.iter();
+    let mut rest: Vec<&std::ffi::OsString> = Vec::new();
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("--nested") => nested = true,
+            Some("--dir") | Some("--file") => match it.next() {
+                Some(p) => hide.push((std::path::PathBuf::from(p), a == "--dir")),
+                None => break,
+            },
+            Some("--") => {
+                rest = it.by_ref().collect();
+                break;
+            }
+            _ => break,
+        }
+    }
+    let Some((program, pargs)) = rest.split_first() else {
+        eprintln!("{EXEC_HELPER}: usage: {EXEC_HELPER} [--nested] (--dir P|--file P)... -- PROGRAM ARGS...");
+        return std::process::ExitCode::from(126);
+    };
+    if let Err(e) = isolate(&hide) {
+        eprintln!("{EXEC_HELPER}: {e}");
+        return std::process::ExitCode::from(126);
+    }
+    // SAFETY: unshare only changes this process.
+    if nested && unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
+        eprintln!(
+            "{EXEC_HELPER}: no nested user namespace for Chromium's sandbox: {}",
+            std::io::Error::last_os_error()
+        );
+        return std::process::ExitCode::from(126);
+    }
+    // Re-armed after the namespace change (a credential change may clear it).
+    // SAFETY: prctl only changes this process's parent-death signal.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+    }
+    let e = std::process::Command::new(program).args(pargs).exec();
+    eprintln!(
+        "{EXEC_HELPER}: cannot start {}: {e}",
+        program.to_string_lossy()
+    );
+    std::process::ExitCode::from(126)
+}
+
+/// Whether Chromium's sandbox can start for a browser launched like [`Launcher::launch`] does
+/// (as `ids`, inside `iso`): the probe enters the same namespaces, then (`nested`) creates one
+/// more user namespace (what the sandbox needs when its setuid helper is absent) and runs
+/// `chromium --version`. `Err` says what failed.
+fn sandbox_probe(
+    chromium: &Path,
+    ids: Option<(u32, u32)>,
+    iso: Option<&Isolation>,
+    nested: bool,
+) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = match iso {
+        Some(iso) => {
+            let (prog, args) = iso.command(nested, chromium);
+            let mut c = std::process::Command::new(prog);
+            c.args(args);
+            c
+        }
+        None => std::process::Command::new(chromium),
+    };
     cmd.arg("--version")
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .current_dir("/");
+    let direct = iso.is_none() && nested;
+    let parent = my_pid();
     // SAFETY: the closure only makes async-signal-safe syscalls.
     unsafe {
         cmd.pre_exec(move || {
-            drop_privileges(ids)?;
-            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+            drop_privileges(ids, parent)?;
+            if direct && libc::unshare(libc::CLONE_NEWUSER) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    cmd.status().map(|s| s.success()).unwrap_or(false)
+    match cmd.output() {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            let why = err
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{EXEC_HELPER}: ")))
+                .map(str::to_string)
+                .unwrap_or_else(|| {
+                    format!("`{} --version` failed ({})", chromium.display(), o.status)
+                });
+            Err(why)
+        }
+        Err(e) => Err(format!(
+            "cannot create a user namespace for the browser user: {e}"
+        )),
+    }
 }
 
 impl Launcher {
     /// Resolve the browser user, probe the sandbox and `/dev/shm`. Errors when the sandbox cannot
     /// start and `allow_no_sandbox` is false, or when the browser user does not exist.
+    ///
+    /// `hide` lists the files and directories the browser must not see (the data dir, the
+    /// master key, …). As root they are protected by the browser user's lack of permission; as
+    /// any other user every browser starts in its own user + mount namespace in which they are
+    /// covered (see [`Isolation`]), and this process becomes non-dumpable so the browser, which
+    /// keeps our uid, cannot reach our files through `/proc/<pid>/root` or our memory.
     pub fn prepare(
         chromium: std::path::PathBuf,
         browser_user: &str,
         allow_no_sandbox: bool,
+        hide: &[std::path::PathBuf],
     ) -> anyhow::Result<Self> {
         let ids = if running_as_root() {
             let ids = lookup_user(browser_user)?;
@@ -329,22 +641,49 @@ impl Launcher {
         } else {
             None
         };
+        let profile_root = std::env::temp_dir();
         let mut warnings = Vec::new();
         if running_as_root() && ids.is_none() {
             warnings.push(format!(
                 "the browser runs as root (runner.browser_user = `{browser_user}`); it can read the data dir"
             ));
         }
-        let sandbox = userns_available(&chromium, ids);
-        if !sandbox && !allow_no_sandbox {
-            anyhow::bail!(
-                "Chromium's sandbox cannot start here (no unprivileged user namespaces for the browser user); enable them (sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces) or set runner.allow_no_sandbox = true to run without it"
-            );
-        }
-        if !sandbox {
+        let mut iso = if !running_as_root() && !hide.is_empty() {
+            Some(Isolation::new(hide, &profile_root, &chromium)?)
+        } else {
+            None
+        };
+        let probe = sandbox_probe(&chromium, ids, iso.as_ref(), true);
+        if let Err(why) = &probe {
+            if !allow_no_sandbox {
+                anyhow::bail!(
+                    "Chromium's sandbox cannot start here ({why}): the browser user needs unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces; under systemd RestrictNamespaces= must allow user mnt pid net); or set runner.allow_no_sandbox = true to run without it"
+                );
+            }
             warnings.push(
                 "runner.allow_no_sandbox = true: Chromium runs WITHOUT its sandbox (--no-sandbox)"
                     .into(),
+            );
+            if iso.is_some() && sandbox_probe(&chromium, ids, iso.as_ref(), false).is_err() {
+                iso = None;
+                warnings.push(
+                    "the browser cannot be put in its own mount namespace: it runs as this user and can read the data dir".into(),
+                );
+            }
+        }
+        if iso.is_some() {
+            // SAFETY: prctl(PR_SET_DUMPABLE) only changes this process's dumpable flag.
+            if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+                anyhow::bail!(
+                    "cannot make this process non-dumpable: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+        let jitless = write_execute_denied();
+        if jitless {
+            warnings.push(
+                "writable+executable memory is denied here (systemd MemoryDenyWriteExecute=yes): Chromium runs JavaScript without its JIT (--js-flags=--jitless: slower, no WebAssembly)".into(),
             );
         }
         if let Some(sz) = shm_size() {
@@ -358,17 +697,28 @@ impl Launcher {
         Ok(Self {
             chromium,
             ids,
-            no_sandbox: !sandbox,
-            profile_root: std::env::temp_dir(),
+            iso,
+            no_sandbox: probe.is_err(),
+            jitless,
+            sandbox_problem: probe.err(),
+            profile_root,
             warnings,
             live: Arc::new(Mutex::new(HashSet::new())),
         })
     }
 
-    /// Where profile directories are created (default: the system temp dir).
-    pub fn with_profile_root(mut self, dir: std::path::PathBuf) -> Self {
-        self.profile_root = dir;
-        self
+    /// The paths hidden from the browser by its own mount namespace (empty when none is used:
+    /// as root, or when the isolation is not available).
+    pub fn hidden(&self) -> Vec<std::path::PathBuf> {
+        self.iso
+            .as_ref()
+            .map(|i| i.hide.iter().map(|(p, _)| p.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Why Chromium's sandbox cannot start here (None when it can).
+    pub fn sandbox_problem(&self) -> Option<&str> {
+        self.sandbox_problem.as_deref()
     }
 
     /// Warnings to log at start and show (no sandbox, small `/dev/shm`, browser as root).
@@ -405,7 +755,15 @@ impl Launcher {
             std::os::unix::fs::chown(profile.path(), Some(uid), Some(gid))
                 .context("cannot hand the profile directory to the browser user")?;
         }
-        let mut cmd = tokio::process::Command::new(&self.chromium);
+        let mut cmd = match &self.iso {
+            Some(iso) => {
+                let (prog, args) = iso.command(false, &self.chromium);
+                let mut c = tokio::process::Command::new(prog);
+                c.args(args);
+                c
+            }
+            None => tokio::process::Command::new(&self.chromium),
+        };
         cmd.args(FLAGS.iter().map(|f| format!("--{f}")))
             .arg("--headless=new")
             .arg("--hide-scrollbars")
@@ -420,6 +778,9 @@ impl Launcher {
         if self.no_sandbox {
             cmd.arg("--no-sandbox");
         }
+        if self.jitless {
+            cmd.arg("--js-flags=--jitless");
+        }
         cmd.arg("about:blank")
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -433,9 +794,10 @@ impl Launcher {
             .kill_on_drop(true)
             .process_group(0);
         let ids = self.ids;
+        let parent = my_pid();
         // SAFETY: the closure only makes async-signal-safe syscalls.
         unsafe {
-            cmd.pre_exec(move || drop_privileges(ids));
+            cmd.pre_exec(move || drop_privileges(ids, parent));
         }
         let mut child = cmd
             .spawn()

@@ -214,6 +214,7 @@ pub fn run(opts: Options) -> anyhow::Result<bool> {
         browser::find_chromium(opts.chromium.as_deref())?,
         &opts.browser_user,
         opts.allow_no_sandbox,
+        &[],
     )?;
     for w in launcher.warnings() {
         say(&format!("warning: {w}"));
@@ -384,7 +385,7 @@ pub async fn execute<A: RunSink>(
     let t0 = Instant::now();
     let launched = launcher.launch().await;
     t.launch_ms = t0.elapsed().as_millis() as u64;
-    let ended = match launched {
+    let (ended, sess) = match launched {
         Ok(sess) => {
             // A crash (or OOM kill) can leave a step waiting on a DevTools reply that never
             // comes; the watchdog ends the run as soon as the browser is gone.
@@ -393,10 +394,7 @@ pub async fn execute<A: RunSink>(
                 why = sess.gone() => Ok(Ended::Infra(why)),
             };
             let crashed = !sess.alive();
-            let c0 = Instant::now();
-            sess.close().await;
-            t.close_ms = c0.elapsed().as_millis() as u64;
-            match r {
+            let r = match r {
                 // A step error while the browser died under it is the browser's, not the flow's.
                 Ok(Ended::Finished(Some(e))) if crashed => Ok(Ended::Infra(format!(
                     "the browser exited or lost its DevTools connection ({e})"
@@ -405,33 +403,45 @@ pub async fn execute<A: RunSink>(
                     "the browser exited or lost its DevTools connection ({e:#})"
                 ))),
                 other => other,
-            }
+            };
+            (r, Some(sess))
         }
-        Err(e) => Ok(Ended::Infra(redact.scrub(&format!("{e:#}")))),
+        Err(e) => (Ok(Ended::Infra(redact.scrub(&format!("{e:#}")))), None),
     };
     hb.abort();
+    // The run's result goes out first; closing the browser (killing and reaping its process
+    // group, removing the profile: ~1.7 s) follows, before this worker claims again.
+    let reported = async {
+        match ended? {
+            Ended::Finished(err) => finish(api.as_ref(), &run_id, err).await,
+            Ended::Infra(why) => {
+                let why = redact.scrub(&why);
+                say(&format!("run {run_id}: runner error: {why}"));
+                match api
+                    .complete(&run_id, Verdict::RunnerError, Some(&why))
+                    .await?
+                {
+                    Ok(info) => Ok(info),
+                    Err(_) => api.run(&run_id).await,
+                }
+            }
+            Ended::Stopped(why) => {
+                say(&format!("run {run_id}: stopped by the server ({why})"));
+                api.run(&run_id).await
+            }
+        }
+    }
+    .await;
+    if let Some(sess) = sess {
+        let c0 = Instant::now();
+        sess.close().await;
+        t.close_ms = c0.elapsed().as_millis() as u64;
+    }
     say(&format!(
         "run {run_id}: timings launch_ms={} steps_ms={} screenshots_ms={} upload_ms={} close_ms={}",
         t.launch_ms, t.steps_ms, t.screenshots_ms, t.upload_ms, t.close_ms
     ));
-    match ended? {
-        Ended::Finished(err) => finish(api.as_ref(), &run_id, err).await,
-        Ended::Infra(why) => {
-            let why = redact.scrub(&why);
-            say(&format!("run {run_id}: runner error: {why}"));
-            match api
-                .complete(&run_id, Verdict::RunnerError, Some(&why))
-                .await?
-            {
-                Ok(info) => Ok(info),
-                Err(_) => api.run(&run_id).await,
-            }
-        }
-        Ended::Stopped(why) => {
-            say(&format!("run {run_id}: stopped by the server ({why})"));
-            api.run(&run_id).await
-        }
-    }
+    reported
 }
 
 async fn finish<A: RunSink>(api: &A, run: &str, err: Option<String>) -> anyhow::Result<RunInfo> {

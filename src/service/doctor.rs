@@ -65,6 +65,57 @@ pub struct Report {
     pub newest_audit_row: Option<String>,
     /// Everything that is wrong.
     pub findings: Vec<Finding>,
+    /// The embedded runner as `serve` would start it (filled by [`add_runner`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runner: Option<RunnerHealth>,
+}
+
+/// Whether the embedded runner of `serve` can run flows on this host, as the user running the
+/// doctor (run it as the service user: `sudo -u flowguard flowguard doctor`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunnerHealth {
+    /// `runner.embedded_workers` is above 0.
+    pub enabled: bool,
+    /// Configured workers.
+    pub workers: usize,
+    /// The Chromium executable found, if any.
+    pub chromium: Option<String>,
+    /// `chromium --version` output, if it ran.
+    pub chromium_version: Option<String>,
+    /// Chromium's sandbox can start for the browser user.
+    pub sandbox: bool,
+    /// Why the sandbox cannot start (when it cannot).
+    pub sandbox_problem: Option<String>,
+    /// `runner.allow_no_sandbox` is on.
+    pub allow_no_sandbox: bool,
+    /// Size of `/dev/shm` in bytes (None when it is not mounted).
+    pub shm_bytes: Option<u64>,
+    /// Paths hidden from the browser by its own mount namespace (non-root `serve`).
+    pub hidden: Vec<String>,
+    /// Warnings `serve` logs at start and shows in `GET /api/v1/runners`.
+    pub warnings: Vec<String>,
+    /// The runner is enabled and can start browsers.
+    pub can_run: bool,
+    /// Why it cannot (when enabled and it cannot).
+    pub problem: Option<String>,
+}
+
+/// Add the runner's health to `report`: a finding (so exit 1) when the runner is enabled but
+/// cannot run flows.
+pub fn add_runner(report: &mut Report, h: RunnerHealth) {
+    if h.enabled && !h.can_run {
+        report.findings.push(Finding {
+            check: "runner".into(),
+            subject: "embedded runner".into(),
+            problem: h
+                .problem
+                .clone()
+                .unwrap_or_else(|| "the embedded runner cannot start browsers".into()),
+            fix: "install Chromium (`apt install chromium` / `dnf install chromium`) or set runner.chromium; allow unprivileged user namespaces for the service user; or set runner.embedded_workers = 0 and run `flowguard agent run` elsewhere".into(),
+        });
+        report.ok = false;
+    }
+    report.runner = Some(h);
 }
 
 fn wal_bytes(db: &Path) -> u64 {
@@ -296,5 +347,6 @@ pub fn examine_blocking(state: &AppState, now: i64) -> Report {
         license,
         newest_audit_row: newest,
         findings,
+        runner: None,
     }
 }

@@ -1,5 +1,6 @@
 //! Live run pages (issue 22): the bound on concurrent Server-Sent-Event streams per caller.
-//! The streams themselves (`http::routes::live`) poll the same read functions as
+//! The streams wake on [`changed`] (called by the services that change runs) and then read the
+//! same read functions as
 //! `GET /runs/{run}` and `GET /applications/{app}/runs`, so they show exactly what the caller
 //! may read.
 
@@ -9,15 +10,37 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::{AppState, TenantCtx};
+use crate::domain::TenantId;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 
 /// Most event streams one caller (tenant + principal) may hold open at once.
 pub const MAX_STREAMS_PER_CALLER: usize = 6;
 
-/// Open streams per caller.
+/// Open streams per caller, and the change notifications the streams wait on.
 #[derive(Default)]
 pub struct Streams {
     open: Mutex<HashMap<String, usize>>,
+    changes: Mutex<HashMap<String, tokio::sync::watch::Sender<u64>>>,
+}
+
+/// Tell the live streams of `tenant` that a run of it changed (queued, claimed, a step
+/// reported, a screenshot stored, completed, cancelled, timed out). Cheap when nobody watches.
+pub fn changed(state: &AppState, tenant: &TenantId) {
+    if let Some(tx) = state.live.changes.lock().get(tenant.as_str()) {
+        tx.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
+
+/// A receiver that wakes on every [`changed`] of `tenant` (streams still poll slowly, as a
+/// safety net for changes made by other processes).
+pub fn watch(state: &AppState, tenant: &TenantId) -> tokio::sync::watch::Receiver<u64> {
+    state
+        .live
+        .changes
+        .lock()
+        .entry(tenant.as_str().to_string())
+        .or_insert_with(|| tokio::sync::watch::channel(0).0)
+        .subscribe()
 }
 
 /// One open stream; dropping it frees the slot.

@@ -183,6 +183,62 @@ pub async fn claim_next(state: &Arc<AppState>) -> ApiResult<Option<(TenantCtx, C
     Ok(None)
 }
 
+/// The error text of a run the embedded runner of a previous `serve` process was executing.
+pub const INTERRUPTED: &str =
+    "the server stopped while its embedded runner was executing this run (restart or crash)";
+
+/// At start-up, before any worker claims: end every run still `running` under the embedded
+/// runner (claimed by a previous `serve` process that was killed or crashed mid-run; the browser
+/// died with it) as `error` / `runner_error`, like a browser crash, and queue its one retry —
+/// instead of leaving it to fail `agent_timeout` after the heartbeat timeout. Blocking; returns
+/// how many runs were ended.
+pub fn recover_interrupted_blocking(state: &AppState) -> usize {
+    let tenants = {
+        let c = state.catalog.db().lock();
+        catalog::list_tenants(&c).unwrap_or_default()
+    };
+    let mut n = 0;
+    for t in tenants {
+        let res = state.tenants.for_pass(&t.id, |db| {
+            let mut c = db.lock();
+            let mut ended = Vec::new();
+            for (id, app) in runs::running_claimed_by(&c, EMBEDDED_RUNNER)? {
+                let actor = embedded_ctx(t.id.clone(), app).principal.actor(&ClientInfo::default());
+                let retry_id = crate::domain::new_object_id();
+                let ev = crate::audit::NewAuditEvent::new(&actor, "run.complete", Some(format!("run:{id}")))
+                    .details(serde_json::json!({"reported": "error", "status": "error", "reason": super::runs::RUNNER_ERROR, "interrupted": true}));
+                let retry_ev = crate::audit::NewAuditEvent::new(&actor, "run.trigger", Some(format!("run:{retry_id}")))
+                    .details(serde_json::json!({"retry_of": id}));
+                match runs::end_with_runner_error(&mut c, &id, Some(INTERRUPTED), &ev, &retry_id, &retry_ev) {
+                    Ok(_) => ended.push(id),
+                    // Ended meanwhile (an external `complete` raced us): nothing to do.
+                    Err(crate::store::StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(ended)
+        });
+        match res {
+            Ok(ids) => {
+                if !ids.is_empty() {
+                    super::live::changed(state, &t.id);
+                }
+                for id in &ids {
+                    tracing::warn!(tenant = %t.id, run = %id, "run interrupted by a server stop: ended error/runner_error, retry queued");
+                }
+                n += ids.len();
+            }
+            Err(e) => {
+                tracing::error!(tenant = %t.id, error = %e, "runner: cannot end interrupted runs")
+            }
+        }
+    }
+    if n > 0 {
+        state.run_queued.notify_waiters();
+    }
+    n
+}
+
 /// An external agent seen recently.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AgentSeen {

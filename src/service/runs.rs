@@ -111,6 +111,7 @@ pub async fn trigger(state: &Arc<AppState>, ctx: &TenantCtx, flow: &str) -> ApiR
         })
         .await?;
     state.run_queued.notify_waiters();
+    super::live::changed(state, &ctx.tenant);
     Ok(row)
 }
 
@@ -154,12 +155,15 @@ pub async fn trigger_webhook(
         serde_json::json!({"flow_id": flow, "trigger": "webhook", "webhook_token_id": wid}),
     );
     let by = format!("webhook-token:{wid}");
-    Ok(state
+    let row = state
         .tenants
         .run(&t, move |c| {
             runs::queue_run(c, &id, &flow, "webhook", &by, Some(&ev))
         })
-        .await?)
+        .await?;
+    state.run_queued.notify_waiters();
+    super::live::changed(state, &t);
+    Ok(row)
 }
 
 /// Cancel a queued or running run.
@@ -167,7 +171,7 @@ pub async fn cancel(state: &Arc<AppState>, ctx: &TenantCtx, run: &str) -> ApiRes
     let t = ctx.tenant.clone();
     let ev = NewAuditEvent::new(&ctx.actor(), "run.cancel", Some(format!("run:{run}")));
     let r = run.to_string();
-    state
+    let r = state
         .tenants
         .run(&t, move |c| {
             runs::transition(
@@ -181,7 +185,9 @@ pub async fn cancel(state: &Arc<AppState>, ctx: &TenantCtx, run: &str) -> ApiRes
             )
         })
         .await
-        .map_err(map_transition)
+        .map_err(map_transition)?;
+    super::live::changed(state, &ctx.tenant);
+    Ok(r)
 }
 
 /// Optional filters of the runs list: one flow (id) and queue times `[from, to)` (RFC 3339).
@@ -401,7 +407,7 @@ pub async fn claim(
     state.runner.saw_agent(ctx);
     let now = unix_now();
     let st = state.clone();
-    tokio::task::spawn_blocking(move || -> ApiResult<Option<Claim>> {
+    let out = tokio::task::spawn_blocking(move || -> ApiResult<Option<Claim>> {
         let db = st.tenants.get_blocking(&t)?;
         let (run, base_url, steps) = {
             let mut c = db.lock();
@@ -454,7 +460,11 @@ pub async fn claim(
         }))
     })
     .await
-    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)??;
+    if out.is_some() {
+        super::live::changed(state, &ctx.tenant);
+    }
+    Ok(out)
 }
 
 /// Queue a run of `flow` for the agent's own application (the `agent run --flow … --wait`
@@ -471,7 +481,7 @@ pub async fn trigger_as_agent(
     let ev = NewAuditEvent::new(&ctx.actor(), "run.trigger", Some(format!("run:{id}")))
         .details(serde_json::json!({"flow_id": flow, "trigger": "manual", "via": "agent"}));
     let (f, by) = (flow.to_string(), ctx.principal.actor_name());
-    Ok(state
+    let row = state
         .tenants
         .run(&t, move |c| {
             match flows::flow(c, &f, None)? {
@@ -480,7 +490,10 @@ pub async fn trigger_as_agent(
             }
             runs::queue_run(c, &id, &f, "manual", &by, Some(&ev))
         })
-        .await?)
+        .await?;
+    state.run_queued.notify_waiters();
+    super::live::changed(state, &ctx.tenant);
+    Ok(row)
 }
 
 /// A run of the agent's application (any agent's), for following a run to its verdict.
@@ -561,7 +574,7 @@ pub async fn report_step(
     }
     let st = state.clone();
     let run = run.to_string();
-    tokio::task::spawn_blocking(move || -> ApiResult<StepRow> {
+    let out = tokio::task::spawn_blocking(move || -> ApiResult<StepRow> {
         let db = st.tenants.get_blocking(&t)?;
         let (r, steps) = {
             let c = db.lock();
@@ -593,7 +606,9 @@ pub async fn report_step(
         .map_err(map_transition)
     })
     .await
-    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)??;
+    super::live::changed(state, &ctx.tenant);
+    Ok(out)
 }
 
 /// Heartbeat of a running run.
@@ -656,7 +671,7 @@ pub async fn complete(
     let run = run.to_string();
     let actor = ctx.principal.actor(&ClientInfo::default());
     let wake = state.run_queued.clone();
-    tokio::task::spawn_blocking(move || -> ApiResult<RunRow> {
+    let out = tokio::task::spawn_blocking(move || -> ApiResult<RunRow> {
         let secrets = variables::secret_values(&variables::resolve_blocking(&st, &t, &app)?);
         let db = st.tenants.get_blocking(&t)?;
         let mut c = db.lock();
@@ -726,7 +741,9 @@ pub async fn complete(
         Ok(done)
     })
     .await
-    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)??;
+    super::live::changed(state, &ctx.tenant);
+    Ok(out)
 }
 
 // ---------------------------------------------------------------- jobs
@@ -757,7 +774,12 @@ pub fn fail_stale_runs_blocking(state: &AppState) -> usize {
             })
         });
         match res {
-            Ok(ids) => n += ids.len(),
+            Ok(ids) => {
+                if !ids.is_empty() {
+                    super::live::changed(state, &t);
+                }
+                n += ids.len()
+            }
             Err(e) => {
                 tracing::error!(tenant = %t, error = %e, "agent-timeout job failed for tenant")
             }
@@ -810,9 +832,17 @@ pub fn queue_scheduled_at(state: &AppState, now: chrono::DateTime<chrono::Utc>) 
             Ok(queued)
         });
         match res {
-            Ok(q) => n += q,
+            Ok(q) => {
+                if q > 0 {
+                    super::live::changed(state, &t);
+                }
+                n += q
+            }
             Err(e) => tracing::error!(tenant = %t, error = %e, "schedule job failed for tenant"),
         }
+    }
+    if n > 0 {
+        state.run_queued.notify_waiters();
     }
     n
 }

@@ -443,8 +443,10 @@ pub async fn upload(
     .await
     .map_err(ApiError::internal)?;
     let (mut uploaded, run_id, pending) = stored?;
+    super::live::changed(state, &t0);
     if let Some(p) = pending {
         uploaded.step = Some(evaluate(state, &t0, &run_id, idx, p).await?);
+        super::live::changed(state, &t0);
     }
     Ok(uploaded)
 }

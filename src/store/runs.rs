@@ -295,6 +295,16 @@ pub fn apps_with_queued(c: &Connection) -> StoreResult<Vec<String>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// `(id, application_id)` of the running runs claimed by agent token `token_id` (the embedded
+/// runner's orphans after a restart), oldest first.
+pub fn running_claimed_by(c: &Connection, token_id: &str) -> StoreResult<Vec<(String, String)>> {
+    let mut s = c.prepare_cached(
+        "SELECT id, application_id FROM runs WHERE status = 'running' AND agent_token_id = ?1 ORDER BY started_at, id",
+    )?;
+    let rows = s.query_map([token_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Queued runs per application (`flowguard_runs_queued`).
 pub fn queued_per_app(c: &Connection) -> StoreResult<Vec<(String, i64)>> {
     let mut s = c.prepare_cached(

@@ -278,6 +278,175 @@ async fn run_now_without_an_agent_runs_in_the_embedded_runner() {
     assert_clean(&app, &profiles).await;
 }
 
+/// `(uid, gid)` of a user from `getent passwd`.
+fn user_ids(name: &str) -> (u32, u32) {
+    let out = std::process::Command::new("getent")
+        .args(["passwd", name])
+        .output()
+        .unwrap();
+    let line = String::from_utf8(out.stdout).unwrap();
+    let f: Vec<&str> = line.trim().split(':').collect();
+    (f[2].parse().unwrap(), f[3].parse().unwrap())
+}
+
+/// `Uid:` of a process.
+fn proc_uid(pid: i32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `serve` as a non-root user under MemoryDenyWriteExecute (as the packaged systemd unit runs
+/// it): it cannot switch the browser to another user, so every browser starts in its own user +
+/// mount namespace where the data dir is an empty tmpfs; the flow still runs, with Chromium's
+/// sandbox and JavaScript without JIT.
+#[tokio::test]
+async fn as_a_non_root_user_the_browser_runs_in_a_namespace_without_the_data_dir() {
+    let web = serve_page().await;
+    let (uid, gid) = user_ids("nobody");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.path().join("data");
+    let profiles = dir.path().join("browsers");
+    for d in [&data, &profiles] {
+        std::fs::create_dir(d).unwrap();
+        std::os::unix::fs::chown(d, Some(uid), Some(gid)).unwrap();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let app = spawn_with(Opts {
+        dir: Some(dir),
+        // Like the packaged unit: MemoryDenyWriteExecute (here prctl PR_SET_MDWE, inherited
+        // by every child) and a non-root user.
+        wrap: vec![
+            "python3".into(),
+            "-c".into(),
+            "import ctypes,os,sys\nassert ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) == 0\nos.execvp(sys.argv[1], sys.argv[1:])".into(),
+            "setpriv".into(),
+            format!("--reuid={uid}"),
+            format!("--regid={gid}"),
+            "--clear-groups".into(),
+        ],
+        env: vec![
+            ("FLOWGUARD_RUNNER__EMBEDDED_WORKERS".into(), "1".into()),
+            ("FLOWGUARD_RUNNER__POLL_MS".into(), "200".into()),
+            ("TMPDIR".into(), profiles.display().to_string()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let server = app.child.0.id() as i32;
+    assert_eq!(proc_uid(server), uid, "the server does not run as nobody");
+    let owner = app.owner().await;
+    let r = owner.json(Method::GET, "/api/v1/runners", None, 200).await;
+    assert_eq!(r["embedded"]["enabled"], true, "{r:#}\n{}", app.log_text());
+    assert_eq!(r["embedded"]["no_sandbox"], false, "{r:#}");
+    assert!(
+        r["embedded"]["warnings"].to_string().contains("--jitless"),
+        "{r:#}"
+    );
+    let a = make_app(&owner, &web).await;
+    let flow = make_flow(
+        &owner,
+        &a,
+        json!([
+            {"type": "navigate", "url": "/"},
+            {"type": "assert", "selector": "#title", "assertion": "text_equals", "expected": "Shop"},
+            {"type": "wait", "for": "timeout", "timeout_ms": 6000},
+            {"type": "screenshot"}
+        ]),
+    )
+    .await;
+    let run = queue(&owner, &flow).await;
+    wait_run(&owner, &run, 60, |d| d["steps"][1]["status"] == "passed").await;
+    let pid = main_browser(&profiles).await;
+    assert_eq!(proc_uid(pid), uid);
+    // Chromium's sandbox is on, and the browser is in a user namespace of its own.
+    assert!(!browsers_under(&profiles)
+        .iter()
+        .any(|p| p.3.contains("--no-sandbox")));
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/user")).unwrap();
+    assert_ne!(
+        ns(&pid.to_string()),
+        ns("self"),
+        "the browser shares our user namespace"
+    );
+
+    let key = app.data.join("keys/master.key");
+    let secret = std::fs::read(&key).expect("master key");
+    assert!(!secret.is_empty());
+    // The browser's view of the file system: the data dir is there, but empty.
+    let seen = std::fs::read(format!("/proc/{pid}/root{}", key.display()));
+    assert!(
+        seen.is_err(),
+        "the master key is visible in the browser's mount namespace"
+    );
+    let listing: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/root{}", app.data.display()))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        listing.is_empty(),
+        "data dir seen by the browser: {listing:?}"
+    );
+    // As the browser itself (its namespaces, its uid): neither the key nor a way round through
+    // the server's /proc entry.
+    for path in [
+        key.display().to_string(),
+        format!("/proc/{server}/root{}", key.display()),
+        format!("/proc/{server}/environ"),
+    ] {
+        let out = std::process::Command::new("nsenter")
+            .args([
+                "-t".to_string(),
+                pid.to_string(),
+                "-U".into(),
+                "-m".into(),
+                format!("-S{uid}"),
+                format!("-G{gid}"),
+                "cat".into(),
+                path.clone(),
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && out.stdout.is_empty(),
+            "the browser read {path}: {err}"
+        );
+        assert!(
+            err.contains("No such file") || err.contains("Permission denied"),
+            "{path}: {err}"
+        );
+    }
+    // From outside the namespace (same uid): the server is not dumpable, so its /proc entry
+    // does not lead to the key either.
+    let out = std::process::Command::new("setpriv")
+        .args([
+            format!("--reuid={uid}"),
+            format!("--regid={gid}"),
+            "--clear-groups".into(),
+            "cat".into(),
+            format!("/proc/{server}/root{}", key.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "nobody read the key through /proc/{server}/root"
+    );
+
+    let d = wait_run(&owner, &run, 60, finished).await;
+    assert_eq!(d["status"], "passed", "{d:#}\n{}", app.log_text());
+    assert_eq!(d["steps"][3]["has_screenshot"], true);
+    assert_clean(&app, &profiles).await;
+}
+
 #[tokio::test]
 async fn without_chromium_the_server_starts_and_says_why_the_runner_is_off() {
     let app = spawn_with(Opts {
@@ -540,4 +709,193 @@ async fn a_secret_sent_outside_the_application_origin_is_refused_on_save() {
     let p: Value = r.json().await.unwrap();
     assert_eq!(p["code"], "secret_outside_origin");
     assert_eq!(p["field"], "steps[0].url");
+}
+
+/// `flowguard doctor --json` with runner settings as environment overrides.
+fn doctor(data: &Path, env: &[(&str, &str)]) -> (Option<i32>, Value, String) {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(["doctor", "--json", "--data-dir"])
+        .arg(data)
+        .env_remove("FLOWGUARD_CONFIG")
+        .env("FLOWGUARD_LOG", "warn")
+        .env("FLOWGUARD_STORE__MIN_FREE_MIB", "1")
+        .env("FLOWGUARD_RUNNER__EMBEDDED_WORKERS", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().unwrap();
+    let v = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.code(), v, text)
+}
+
+fn runner_findings(v: &Value) -> Vec<Value> {
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == "runner")
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn doctor_reports_the_embedded_runner_and_fails_when_it_cannot_run() {
+    let app = spawn_app().await;
+    // Chromium found, its version, the sandbox, /dev/shm: healthy.
+    let (code, v, out) = doctor(&app.data, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    let r = &v["runner"];
+    assert_eq!(r["enabled"], true, "{out}");
+    assert_eq!(r["workers"], 1);
+    assert!(r["chromium"].as_str().unwrap().contains("chrom"), "{out}");
+    assert!(
+        r["chromium_version"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Chromium"),
+        "{out}"
+    );
+    assert_eq!(r["sandbox"], true, "{out}");
+    assert_eq!(r["can_run"], true, "{out}");
+    assert!(r["shm_bytes"].as_u64().unwrap() > 0, "{out}");
+    assert!(runner_findings(&v).is_empty(), "{out}");
+
+    // No Chromium at the configured path: a finding, exit 1.
+    let (code, v, out) = doctor(
+        &app.data,
+        &[("FLOWGUARD_RUNNER__CHROMIUM", "/nonexistent/chromium")],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(v["runner"]["can_run"], false, "{out}");
+    let f = runner_findings(&v);
+    assert_eq!(f.len(), 1, "{out}");
+    assert!(
+        f[0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/chromium"),
+        "{out}"
+    );
+
+    // A "browser" whose sandbox probe fails: refused (exit 1, why) unless allow_no_sandbox,
+    // which runs but is warned about.
+    let (code, v, out) = doctor(&app.data, &[("FLOWGUARD_RUNNER__CHROMIUM", "/bin/false")]);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(v["runner"]["sandbox"], false);
+    assert!(
+        runner_findings(&v)[0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("sandbox cannot start"),
+        "{out}"
+    );
+    let (code, v, out) = doctor(
+        &app.data,
+        &[
+            ("FLOWGUARD_RUNNER__CHROMIUM", "/bin/false"),
+            ("FLOWGUARD_RUNNER__ALLOW_NO_SANDBOX", "true"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(v["runner"]["can_run"], true);
+    assert_eq!(v["runner"]["sandbox"], false);
+    assert!(v["runner"]["sandbox_problem"].as_str().is_some(), "{out}");
+    assert!(
+        v["runner"]["warnings"]
+            .to_string()
+            .contains("WITHOUT its sandbox"),
+        "{out}"
+    );
+
+    // Off: reported as off, never a finding.
+    let (code, v, out) = doctor(
+        &app.data,
+        &[
+            ("FLOWGUARD_RUNNER__EMBEDDED_WORKERS", "0"),
+            ("FLOWGUARD_RUNNER__CHROMIUM", "/nonexistent/chromium"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(v["runner"]["enabled"], false);
+}
+
+/// kill -9 of `serve` mid-run, then a restart on the same data dir: the run the embedded runner
+/// was executing ends `error` / `runner_error` at start-up (retried once), not `failed` /
+/// `agent_timeout` after the heartbeat timeout.
+#[tokio::test]
+async fn a_run_interrupted_by_a_server_kill_is_a_runner_error_at_restart() {
+    let web = serve_page().await;
+    let (app, profiles) = spawn_runner(1).await;
+    let owner = app.owner().await;
+    let (password, tenant) = (app.owner_password(), app.tenant_id());
+    let a = make_app(&owner, &web).await;
+    let flow = make_flow(
+        &owner,
+        &a,
+        json!([
+            {"type": "navigate", "url": "/"},
+            {"type": "wait", "for": "selector", "selector": "#never", "timeout_ms": 60000}
+        ]),
+    )
+    .await;
+    let run = queue(&owner, &flow).await;
+    wait_run(&owner, &run, 60, |d| d["steps"][0]["status"] == "passed").await;
+    let browser = main_browser(&profiles).await;
+    let TestApp { dir, child, .. } = app;
+    drop(child); // SIGKILL + wait
+                 // The browser dies with the server (parent-death signal), even though nobody closed it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(format!("/proc/{browser}")).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the browser outlived the killed server"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Restart without workers, so the retry stays queued where we can see it.
+    let started = Instant::now();
+    let mut app = spawn_with(Opts {
+        dir: Some(dir),
+        ..Default::default()
+    })
+    .await;
+    app.creds.insert("owner_password".into(), password);
+    app.creds.insert("tenant_id".into(), tenant);
+    let owner = app.owner().await;
+    let d = wait_run(&owner, &run, 20, finished).await;
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(d["status"], "error", "{d:#}");
+    assert_eq!(d["reason"], "runner_error", "{d:#}");
+    assert!(
+        d["error"].as_str().unwrap().contains("server stopped"),
+        "{d:#}"
+    );
+    let list = owner
+        .json(
+            Method::GET,
+            &format!("/api/v1/applications/{a}/runs"),
+            None,
+            200,
+        )
+        .await;
+    let items = list["items"]
+        .as_array()
+        .unwrap_or_else(|| list.as_array().unwrap())
+        .clone();
+    let retries: Vec<_> = items
+        .iter()
+        .filter(|r| r["retry_of"] == run.as_str())
+        .collect();
+    assert_eq!(retries.len(), 1, "{list:#}");
+    assert_eq!(retries[0]["status"], "queued", "{list:#}");
+    assert_eq!(items.len(), 2, "{list:#}");
+    let audit = owner
+        .json(Method::GET, "/api/v1/audit?action=run.complete", None, 200)
+        .await;
+    assert!(audit.to_string().contains("runner:embedded"), "{audit:#}");
 }

@@ -9,8 +9,9 @@
 //!
 //! Same permission as reading the run (`RunRead`); at most
 //! [`crate::service::live::MAX_STREAMS_PER_CALLER`] streams per caller (429 beyond). The
-//! streams poll the read services (300 ms / 1 s) and send a comment line every 15 s so proxies
-//! keep the connection open.
+//! streams wake when a service changes a run of the tenant ([`live::changed`]), then read the
+//! read services; a slow safety poll (2 s / 5 s) catches changes made by another process. A
+//! comment line every 15 s keeps proxies from closing the connection.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,8 +28,9 @@ use crate::service::live::{self, Slot};
 use crate::service::runs as svc;
 use crate::service::{AppState, TenantCtx};
 
-const RUN_TICK: Duration = Duration::from_millis(300);
-const LIST_TICK: Duration = Duration::from_secs(1);
+/// Longest wait for a change notification before reading anyway (safety poll).
+const RUN_TICK: Duration = Duration::from_secs(2);
+const LIST_TICK: Duration = Duration::from_secs(5);
 const KEEPALIVE: Duration = Duration::from_secs(15);
 const MAX_LIST_STREAM: Duration = Duration::from_secs(30 * 60);
 /// A run stream also ends after this long (a run cannot run longer than its heartbeats allow).
@@ -50,6 +52,15 @@ fn sse(
         .streaming(stream)
 }
 
+/// Wait until a run of the tenant changes, at most `max`.
+async fn wait_change(rx: &mut tokio::sync::watch::Receiver<u64>, max: Duration) {
+    match tokio::time::timeout(max, rx.changed()).await {
+        Ok(Ok(())) | Err(_) => {}
+        // No sender any more (never happens: senders live as long as the state): plain poll.
+        Ok(Err(_)) => tokio::time::sleep(max).await,
+    }
+}
+
 fn finished(status: &str) -> bool {
     !matches!(status, "queued" | "running")
 }
@@ -58,6 +69,7 @@ struct RunWatch {
     state: Arc<AppState>,
     ctx: TenantCtx,
     run: String,
+    changes: tokio::sync::watch::Receiver<u64>,
     _slot: Slot,
     seq: u64,
     status: Option<String>,
@@ -118,10 +130,12 @@ pub async fn run_events(
     // Not found (or another tenant's run) answers 404 before the stream starts.
     svc::get(&state, &g.ctx, &run).await?;
     let slot = live::open(&state, &g.ctx)?;
+    let changes = live::watch(&state, &g.ctx.tenant);
     let w = RunWatch {
         state,
         ctx: g.ctx.clone(),
         run: run.into_inner(),
+        changes,
         _slot: slot,
         seq: 0,
         status: None,
@@ -137,7 +151,7 @@ pub async fn run_events(
         }
         loop {
             if !w.first {
-                tokio::time::sleep(RUN_TICK).await;
+                wait_change(&mut w.changes, RUN_TICK).await;
             }
             w.first = false;
             match w.poll().await {
@@ -162,6 +176,7 @@ struct ListWatch {
     state: Arc<AppState>,
     ctx: TenantCtx,
     app: String,
+    changes: tokio::sync::watch::Receiver<u64>,
     _slot: Slot,
     seq: u64,
     seen: HashMap<String, (String, Option<String>, Option<String>)>,
@@ -181,10 +196,12 @@ pub async fn app_run_events(
     let state = state.into_inner();
     svc::list(&state, &g.ctx, &app, None, None, 1, Default::default()).await?;
     let slot = live::open(&state, &g.ctx)?;
+    let changes = live::watch(&state, &g.ctx.tenant);
     let w = ListWatch {
         state,
         ctx: g.ctx.clone(),
         app: app.into_inner(),
+        changes,
         _slot: slot,
         seq: 0,
         seen: HashMap::new(),
@@ -198,7 +215,7 @@ pub async fn app_run_events(
                 return None;
             }
             if !w.first {
-                tokio::time::sleep(LIST_TICK).await;
+                wait_change(&mut w.changes, LIST_TICK).await;
             }
             w.first = false;
             let Ok((rows, _)) =
