@@ -179,6 +179,8 @@ error_codes! {
     Busy => "busy",
     /// The server is not ready to serve.
     NotReady => "not_ready",
+    /// The data volume is full: the write was not made (507).
+    InsufficientStorage => "insufficient_storage",
     /// An internal error (the cause is logged, never sent).
     Internal => "internal",
 }
@@ -299,6 +301,8 @@ impl From<crate::store::StoreError> for ApiError {
         match e {
             StoreError::Busy => ApiError::busy(2),
             StoreError::NotFound => ApiError::not_found(),
+            StoreError::Full => insufficient_storage(),
+            StoreError::Io(e) if crate::store::is_disk_full(&e) => insufficient_storage(),
             StoreError::Schema(msg) => {
                 tracing::warn!(error = %msg, "store refused");
                 ApiError::new(
@@ -309,6 +313,15 @@ impl From<crate::store::StoreError> for ApiError {
             other => ApiError::internal(other),
         }
     }
+}
+
+/// `insufficient_storage` (507): the data volume is full (logged: an operator must free space).
+fn insufficient_storage() -> ApiError {
+    tracing::error!("the data volume is full: a write was refused (free space; no restart needed)");
+    ApiError::new(
+        ErrorCode::InsufficientStorage,
+        "the server's storage is full; the change was not saved",
+    )
 }
 
 /// Shorthand result for services, jobs and the CLI.

@@ -147,6 +147,7 @@ table! {
     TlsFailed => BAD_GATEWAY, "TLS handshake failed";
     Busy => SERVICE_UNAVAILABLE, "Server busy";
     NotReady => SERVICE_UNAVAILABLE, "Not ready";
+    InsufficientStorage => INSUFFICIENT_STORAGE, "Insufficient storage";
     Internal => INTERNAL_SERVER_ERROR, "Internal error";
 }
 

@@ -564,10 +564,15 @@ pub async fn session_principal(
             };
             if now - s.last_seen >= 15 {
                 let key = sh.clone();
-                state
+                // On a full volume the refresh is skipped, so reads keep working.
+                match state
                     .tenants
                     .run(&tid, move |c| sessions::touch_session(c, &key, now))
-                    .await?;
+                    .await
+                {
+                    Ok(()) | Err(crate::store::StoreError::Full) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
             Ok(Some(Principal::User {
                 tenant: tid,
@@ -593,7 +598,11 @@ pub async fn session_principal(
                     return Ok(None);
                 };
                 if now - s.last_seen >= 15 {
-                    catalog::touch_platform_session(c, &sh, now)?;
+                    // On a full volume the refresh is skipped, so reads keep working.
+                    match catalog::touch_platform_session(c, &sh, now) {
+                        Ok(()) | Err(crate::store::StoreError::Full) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
                 Ok(Some(Principal::Platform {
                     admin_id: a.id,

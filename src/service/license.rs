@@ -515,7 +515,7 @@ async fn activate(
         .details(details(&s));
     let write_file = action == "license.install";
     let tmp = if write_file {
-        Some(write_temp(&path, token).map_err(ApiError::internal)?)
+        Some(write_temp(&path, token).map_err(crate::store::StoreError::Io)?)
     } else {
         None
     };

@@ -391,7 +391,8 @@ pub async fn upload(
                     crate::store::private_dir(dir)?;
                 }
                 let tmp = path.with_extension("tmp");
-                {
+                // A failed write (a full volume: `insufficient_storage`) leaves no file behind.
+                let written = (|| -> std::io::Result<()> {
                     let mut f = std::fs::OpenOptions::new()
                         .write(true)
                         .create_new(true)
@@ -399,8 +400,12 @@ pub async fn upload(
                         .open(&tmp)?;
                     f.write_all(&sealed)?;
                     f.sync_all()?;
+                    std::fs::rename(&tmp, &path)
+                })();
+                if let Err(e) = written {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e.into());
                 }
-                std::fs::rename(&tmp, &path)?;
                 let row = ShotRow {
                     id: object.clone(),
                     run_id: r.id.clone(),

@@ -107,6 +107,10 @@ pub enum StoreError {
     /// Filesystem error.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// The volume is full (`SQLITE_FULL`, or `ENOSPC`/`EDQUOT` from SQLite's own writes): the
+    /// write was rolled back; nothing committed before is affected.
+    #[error("disk full")]
+    Full,
     /// The blocking task failed.
     #[error("task: {0}")]
     Task(String),
@@ -118,6 +122,7 @@ impl From<rusqlite::Error> for StoreError {
             rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
             rusqlite::Error::SqliteFailure(f, msg) => match f.code {
                 ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Busy,
+                ErrorCode::DiskFull => StoreError::Full,
                 ErrorCode::ConstraintViolation => {
                     StoreError::Conflict(Conflict::Constraint(msg.clone().unwrap_or_default()))
                 }
@@ -126,6 +131,15 @@ impl From<rusqlite::Error> for StoreError {
             _ => StoreError::Sqlite(e),
         }
     }
+}
+
+/// Whether a file-system error means the volume (or the user's quota) is full: `ENOSPC`,
+/// `EDQUOT`. Screenshot files and other files the appliance writes map to
+/// `insufficient_storage` through this, like [`StoreError::Full`].
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || matches!(e.raw_os_error(), Some(n) if n == rustix::io::Errno::NOSPC.raw_os_error()
+            || n == rustix::io::Errno::DQUOT.raw_os_error())
 }
 
 /// Why a store refused a write: typed, so services match on the kind, never on text.

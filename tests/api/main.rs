@@ -28,6 +28,7 @@ mod runner;
 mod runs;
 mod scim;
 mod secrets;
+mod storage;
 mod throttle;
 mod tickets;
 mod tls;
