@@ -31,6 +31,12 @@ pub struct Metrics {
     /// `flowguard_runs_queued{tenant,application}`: runs waiting for a runner, per application
     /// (refreshed at each scrape; the Helm chart's HPA scales agents on it).
     pub runs_queued: IntGaugeVec,
+    /// `flowguard_store_wal_bytes{store}`: size of the `-wal` file of the catalog
+    /// (`store="catalog"`) and of each open tenant store (`store="<tenant id>"`), at each scrape.
+    pub wal_bytes: IntGaugeVec,
+    /// `flowguard_data_dir_free_bytes`: bytes available to the server on the data dir's file
+    /// system (`statvfs` `f_bavail × f_frsize`), at each scrape.
+    pub data_dir_free_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -83,6 +89,19 @@ impl Metrics {
             &["tenant", "application"],
         )?;
         registry.register(Box::new(runs_queued.clone()))?;
+        let wal_bytes = IntGaugeVec::new(
+            Opts::new(
+                "flowguard_store_wal_bytes",
+                "Size of the write-ahead log of the catalog and of each open tenant store, bytes",
+            ),
+            &["store"],
+        )?;
+        registry.register(Box::new(wal_bytes.clone()))?;
+        let data_dir_free_bytes = IntGauge::new(
+            "flowguard_data_dir_free_bytes",
+            "Bytes available on the data dir's file system",
+        )?;
+        registry.register(Box::new(data_dir_free_bytes.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -91,6 +110,8 @@ impl Metrics {
             connections_refused,
             connections_open,
             runs_queued,
+            wal_bytes,
+            data_dir_free_bytes,
         })
     }
 

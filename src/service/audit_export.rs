@@ -233,6 +233,14 @@ pub async fn export(
                 return; // client went away
             }
         }
+        // Pages were read in separate short transactions; still, the WAL grew while the export
+        // ran: truncate it now (best effort).
+        if let Ok(db) = chain.db_blocking(&st) {
+            let c = db.lock();
+            if let Err(e) = crate::store::checkpoint_truncate(&c) {
+                tracing::warn!(error = %e, "WAL checkpoint after the audit export failed");
+            }
+        }
         let out = match w.finish(&st.audit_signer) {
             Ok(b) => Ok(b),
             Err(e) => fail(e.to_string()),

@@ -173,6 +173,24 @@ pub async fn ready(state: &AppState) -> Result<Vec<RefusedStore>, NotReady> {
         .collect())
 }
 
+/// Storage gauges for `/metrics`: WAL bytes of the catalog (`"catalog"`) and of each open tenant
+/// store (by tenant id), and the bytes available on the data dir's file system (0 when
+/// `statvfs` fails). File metadata only: no store lock is taken.
+pub fn storage_gauges(state: &AppState) -> (Vec<(String, u64)>, u64) {
+    let mut wal = vec![(
+        "catalog".to_string(),
+        crate::store::wal_bytes(state.catalog.path()),
+    )];
+    for t in state.tenants.open_ids() {
+        let bytes = crate::store::wal_bytes(&state.tenants.path_of(&t));
+        wal.push((t.as_str().to_string(), bytes));
+    }
+    let free = rustix::fs::statvfs(&state.settings.data_dir)
+        .map(|v| v.f_bavail.saturating_mul(v.f_frsize))
+        .unwrap_or(0);
+    (wal, free)
+}
+
 /// Open (and so migrate) every tenant store once, at start, so a store that cannot be migrated
 /// is found and named by `/readyz` before a request needs it. Stores are opened one at a time
 /// and not kept open ([`crate::store::TenantStores::for_pass`]); `progress(done, total)` is

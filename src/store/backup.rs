@@ -175,6 +175,8 @@ pub fn export(src: &Connection, dest: &Path, dest_key: &Key256) -> StoreResult<S
         let inner = (|| -> StoreResult<Snapshot> {
             // The first read starts the read transaction: counts and export see one snapshot.
             let tables = table_counts(src)?;
+            // Test builds: widen the window in which this read transaction is open.
+            crate::fault::pause("backup:in_snapshot");
             let schema_version = schema_version(src)?;
             let cipher = cipher_settings(src);
             src.query_row("SELECT sqlcipher_export('bk')", [], |_| Ok(()))?;
@@ -199,6 +201,11 @@ pub fn export(src: &Connection, dest: &Path, dest_key: &Key256) -> StoreResult<S
     let detach = src.execute_batch("DETACH DATABASE bk;");
     let snap = res?;
     detach?;
+    // The snapshot's read transaction kept checkpoints from resetting the WAL while writers
+    // went on: move it into the file and truncate it now.
+    if !super::checkpoint_truncate(src)? {
+        tracing::warn!("WAL not truncated after the backup snapshot: another reader is active");
+    }
     // Make the copy durable before anyone calls it complete.
     std::fs::File::open(dest)?.sync_all()?;
     Ok(snap)

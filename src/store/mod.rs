@@ -280,6 +280,13 @@ fn open_with(
     conn.set_prepared_statement_cache_capacity(64);
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
     conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
+    // Bound the WAL file: after a checkpoint resets the log, SQLite truncates it to this size
+    // (without it the file keeps the largest size it ever reached).
+    conn.query_row(
+        &format!("PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}"),
+        [],
+        |_| Ok(()),
+    )?;
     // Migrations run with foreign keys off (SQLite's procedure for rebuilding a table that
     // others reference: a DROP would otherwise cascade into the children), then are checked.
     // Off explicitly: the bundled SQLCipher is built with `SQLITE_DEFAULT_FOREIGN_KEYS=1`, so a
@@ -297,6 +304,29 @@ fn open_with(
     }
     conn.execute_batch("PRAGMA foreign_keys = ON;")?;
     Ok(conn)
+}
+
+/// `PRAGMA journal_size_limit` of every store, in bytes (16 MiB): a WAL that grew past it (a
+/// long reader kept checkpoints from resetting it) is truncated back to it at the next reset.
+pub const JOURNAL_SIZE_LIMIT_BYTES: u64 = 16 << 20;
+
+/// Size in bytes of the `-wal` file of the store at `path` (0 when there is none).
+pub fn wal_bytes(path: &Path) -> u64 {
+    let mut p = path.as_os_str().to_owned();
+    p.push("-wal");
+    std::fs::metadata(PathBuf::from(p))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+/// `PRAGMA wal_checkpoint(TRUNCATE)` on `c`: copy every WAL frame into the database and truncate
+/// the WAL file to zero bytes. Run after a long reader (a backup snapshot, an audit export) so
+/// the WAL it kept from being reset does not stay large. Waits (busy timeout) for writers of
+/// other connections; returns whether it completed (`false`: another connection still reads an
+/// old snapshot, the WAL was not reset).
+pub fn checkpoint_truncate(c: &Connection) -> StoreResult<bool> {
+    let busy: i64 = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+    Ok(busy == 0)
 }
 
 /// Directory in the data dir holding the copy of each store taken before it is migrated

@@ -129,6 +129,16 @@ impl TenantStores {
         self.dir.join(format!("{}.db", t.as_str()))
     }
 
+    /// Tenant ids of the stores in the open-store cache (for `/metrics`).
+    pub fn open_ids(&self) -> Vec<TenantId> {
+        self.cache
+            .lock()
+            .lru
+            .iter()
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
     /// Number of stores currently open.
     pub fn open_count(&self) -> usize {
         self.cache.lock().lru.len()

@@ -115,6 +115,19 @@ pub async fn metrics(
         .metrics
         .open_stores
         .set(state.tenants.open_count() as i64);
+    let (wal, free) = platform::storage_gauges(&state);
+    state.metrics.wal_bytes.reset();
+    for (store, bytes) in wal {
+        state
+            .metrics
+            .wal_bytes
+            .with_label_values(&[store.as_str()])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+    state
+        .metrics
+        .data_dir_free_bytes
+        .set(i64::try_from(free).unwrap_or(i64::MAX));
     let st = state.clone().into_inner();
     let queued = web::block(move || crate::service::runner::queued_per_app_blocking(&st))
         .await
