@@ -20,7 +20,8 @@
 //!
 //! `FG_BENCH_CACHE_KIB=N` measures with an N KiB page cache instead of the default (the
 //! page-cache lever of issue 25); `FG_BENCH_PRAGMAS` adds pragmas to the measured connections
-//! (e.g. `PRAGMA wal_autocheckpoint = 0`). Generation runs with `synchronous = OFF` and a 64 MiB page cache to save time; measurement
+//! (e.g. `PRAGMA wal_autocheckpoint = 0`); `FG_BENCH_CHECKPOINTER=1` measures `growth` with the
+//! server's background checkpoints (issue 25 lever a; see `BackgroundCheckpoints`). Generation runs with `synchronous = OFF` and a 64 MiB page cache to save time; measurement
 //! with the production pragmas. Prints a human table and one `BENCH_JSON {…}` line per mode.
 //! No timing is asserted anywhere.
 
@@ -197,6 +198,62 @@ fn production_pragmas(c: &Connection) -> anyhow::Result<()> {
         c.execute_batch(&extra)?;
     }
     Ok(())
+}
+
+/// `FG_BENCH_CHECKPOINTER=1`: measure as the server runs tenant stores (issue 25 lever a): the
+/// measured connection keeps only the backstop autocheckpoint
+/// (`store::pool::BACKSTOP_AUTOCHECKPOINT_PAGES`) and a thread runs `PRAGMA
+/// wal_checkpoint(PASSIVE)` on that same connection every `store::pool::CHECKPOINT_PERIOD`
+/// between requests, as `TenantStores::checkpoint_pass_blocking` does. Unset: SQLite's
+/// automatic checkpoint inside the commits (the server before issue 25, and every CLI command).
+fn background_checkpoints() -> bool {
+    std::env::var("FG_BENCH_CHECKPOINTER").is_ok_and(|v| v == "1")
+}
+
+/// The background checkpoint thread of `FG_BENCH_CHECKPOINTER=1` (a no-op otherwise).
+struct BackgroundCheckpoints(
+    Option<(
+        Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<anyhow::Result<u64>>,
+    )>,
+);
+
+impl BackgroundCheckpoints {
+    fn start(db: &Arc<parking_lot::Mutex<Connection>>) -> anyhow::Result<Self> {
+        if !background_checkpoints() {
+            return Ok(Self(None));
+        }
+        db.lock().execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint = {}",
+            flowguard::store::pool::BACKSTOP_AUTOCHECKPOINT_PAGES
+        ))?;
+        let db = db.clone();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let h = std::thread::spawn(move || -> anyhow::Result<u64> {
+            let mut passes = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(flowguard::store::pool::CHECKPOINT_PERIOD);
+                db.lock()
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+                passes += 1;
+            }
+            Ok(passes)
+        });
+        Ok(Self(Some((stop, h))))
+    }
+
+    /// Stop the thread; the number of passes it ran.
+    fn stop(self) -> anyhow::Result<u64> {
+        match self.0 {
+            None => Ok(0),
+            Some((stop, h)) => {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("checkpoint thread panicked"))?
+            }
+        }
+    }
 }
 
 /// CPU time of the calling thread in ms (`CLOCK_THREAD_CPUTIME_ID`): unlike wall time it does
@@ -416,12 +473,15 @@ fn growth(quick: bool) -> anyhow::Result<()> {
         drop(conn);
         conn = flowguard::store::open_tenant_schema_for_bench(&path, Some(&key))?;
         production_pragmas(&conn)?;
+        // Behind a mutex like the server's (the checkpoint thread takes it between samples).
+        let db = Arc::new(parking_lot::Mutex::new(conn));
+        let checkpointer = BackgroundCheckpoints::start(&db)?;
         let mut next = 1_000_000_000 + size * 10;
         let mut rnd = Lcg(size);
         let mut l = Lats::default();
         // Warm-up (statement cache, hot pages), not recorded.
         sample(
-            &mut conn,
+            &mut db.lock(),
             size,
             &mut next,
             &mut rnd,
@@ -429,8 +489,19 @@ fn growth(quick: bool) -> anyhow::Result<()> {
             &mut Lats::default(),
         )?;
         for s in 0..samples {
-            sample(&mut conn, size, &mut next, &mut rnd, s % 8 == 0, &mut l)?;
+            sample(
+                &mut db.lock(),
+                size,
+                &mut next,
+                &mut rnd,
+                s % 8 == 0,
+                &mut l,
+            )?;
         }
+        let passes = checkpointer.stop()?;
+        conn = Arc::into_inner(db)
+            .ok_or_else(|| anyhow::anyhow!("checkpoint thread still holds the store"))?
+            .into_inner();
         let lat = l.json();
         let cell = |k: &str| cell(&lat, k);
         println!(
@@ -446,13 +517,14 @@ fn growth(quick: bool) -> anyhow::Result<()> {
             bytes / size.max(1)
         );
         rows.push(
-            json!({"runs": size, "generate_s": gen, "store_bytes": bytes,
+            json!({"runs": size, "generate_s": gen, "store_bytes": bytes, "checkpoint_passes": passes,
                          "bytes_per_run": bytes / size.max(1), "purge": purge, "lat": lat}),
         );
     }
     println!(
         "BENCH_JSON {}",
-        json!({"bench": "growth", "samples": samples, "cache_kib": cache_kib(), "rows": rows})
+        json!({"bench": "growth", "samples": samples, "cache_kib": cache_kib(),
+               "background_checkpoints": background_checkpoints(), "rows": rows})
     );
     Ok(())
 }
