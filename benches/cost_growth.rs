@@ -2,15 +2,19 @@
 //! `cargo bench --bench cost_growth -- [growth] [tenants] [--quick]`.
 //!
 //! - `growth` — one tenant store (SQLCipher, opened by the production code through
-//!   `store::open_tenant_schema_for_bench` with a key) grown through the library to each size of
-//!   `FG_BENCH_RUNS` (default `10000,100000,1000000` runs of 25 steps; `--quick`: `200,400`): each
-//!   run queued, claimed, 25 step reports, completed (1 in 10 failed), with the audit rows the
-//!   services write. At every size, with the product's page cache (`store.page_cache_kib` default,
-//!   2000 KiB) and `synchronous = NORMAL`: p50/p99 over `FG_BENCH_SAMPLES` (default 200) of the
-//!   run list (first page, `status = failed` page, a cursor page 90 % deep), run detail (run +
-//!   steps + pinned flow version, as `service::runs::get` reads it), claim and step report; the
-//!   retention purge of the oldest 10 % of runs (on a copy of the store, one transaction as the
-//!   retention job runs it) with duration and runs/s; store bytes per run.
+//!   `store::open_tenant_schema_for_bench` with a key) grown to each size of `FG_BENCH_RUNS`
+//!   (default `10000,100000,1000000` runs of 25 steps; `--quick`: `200,400`): the first
+//!   `FG_BENCH_TEMPLATE_RUNS` (default 10000) through the library — each run queued, claimed, 25
+//!   step reports, completed (1 in 10 failed), with the audit rows the services write — and the
+//!   rest as older copies of those rows in one transaction per block (`copy_block`; ~3 ms per
+//!   run through the library made 1M runs an hour). At every size, with the product's page cache
+//!   (`store.page_cache_kib` default, 2000 KiB) and `synchronous = NORMAL`: p50/p99 (wall and
+//!   thread-CPU; JSON also has the CPU max and total) over `FG_BENCH_SAMPLES` (default 200) of
+//!   the run list (first page, `status = failed` page, a cursor page 90 % deep), run detail (the
+//!   run, its steps and the pinned flow version, as `service::runs::get` reads them), claim and
+//!   step report; the retention purge of the oldest 10 % of finished runs (one transaction as
+//!   the retention job runs it; on a copy of the store, except at the largest size, which purges
+//!   in place after its measurement) with duration and runs/s; store bytes per run.
 //! - `tenants` — a data dir with each count of `FG_BENCH_TENANTS` (default `1,100,1000`) tenants
 //!   created by `service::tenants::create_tenant`, each holding `FG_BENCH_TENANT_RUNS` (default
 //!   10000) runs (tenant 0 grown through the library as above, the others copies of its store
@@ -20,7 +24,8 @@
 //!
 //! `FG_BENCH_CACHE_KIB=N` measures with an N KiB page cache instead of the default (the
 //! page-cache lever of issue 25); `FG_BENCH_PRAGMAS` adds pragmas to the measured connections
-//! (e.g. `PRAGMA wal_autocheckpoint = 0`). Generation runs with `synchronous = OFF` and a 64 MiB page cache to save time; measurement
+//! (e.g. `PRAGMA wal_autocheckpoint = 0`); `FG_BENCH_CHECKPOINTER=1` measures `growth` with the
+//! server's background checkpoints (issue 25 lever a; see `BackgroundCheckpoints`). Generation runs with `synchronous = OFF` and a 64 MiB page cache to save time; measurement
 //! with the production pragmas. Prints a human table and one `BENCH_JSON {…}` line per mode.
 //! No timing is asserted anywhere.
 
@@ -171,6 +176,113 @@ fn add_runs(conn: &mut Connection, from: u64, n: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs generated through the library before the rest of a size is copied
+/// (`FG_BENCH_TEMPLATE_RUNS`, default 10000; see [`copy_block`]).
+fn template_runs() -> u64 {
+    env_list("FG_BENCH_TEMPLATE_RUNS", "10000")
+        .first()
+        .copied()
+        .unwrap_or(10_000)
+        .max(1)
+}
+
+/// Grow the store from `have` to `size` runs: through the library (queue, claim, 25 reports,
+/// complete, audited; [`add_runs`]) up to [`template_runs`], beyond that by copying those runs
+/// ([`copy_block`]) in one transaction per block.
+fn grow_to(conn: &mut Connection, have: u64, size: u64) -> anyhow::Result<()> {
+    let t = template_runs();
+    let lib = size.min(t.max(have));
+    let mut have = have;
+    if have < lib {
+        add_runs(conn, have, lib - have)?;
+        have = lib;
+    }
+    while have < size {
+        let n = (size - have).min(t);
+        copy_block(conn, have, n, t)?;
+        have += n;
+    }
+    Ok(())
+}
+
+/// Copy the first `n` library-generated runs (ids `0..n`) as runs `off..off + n`: every column
+/// of their `runs`, `run_steps` and `audit` rows (the `run.trigger` / `run.complete` events),
+/// each timestamp moved back by `off / t` times the span the template runs cover, so block
+/// `j` is older history than block `j - 1` and lists, cursors and the purge see a store whose
+/// rows, sizes and index shapes are those the library writes. One transaction per block (the
+/// library path commits 28 times per run, ~3 ms/run: 1M runs took ~1 h). The copied audit rows
+/// keep their originals' `prev_hash`/`hash`, so the copied part of the chain does not verify
+/// (no P9 request reads it).
+fn copy_block(conn: &mut Connection, off: u64, n: u64, t: u64) -> anyhow::Result<()> {
+    let j = (off / t).max(1) as i64;
+    let span_s: f64 = conn.query_row(
+        "SELECT (julianday(max(coalesce(finished_at, queued_at))) - julianday(min(queued_at))) * 86400.0 + 1.0
+           FROM runs WHERE id >= ?1 AND id < ?2",
+        [run_id(0), run_id(t)],
+        |r| r.get(0),
+    )?;
+    let shift = format!("{:.3} seconds", -(j as f64) * span_s);
+    let cols = |table: &str| -> anyhow::Result<Vec<String>> {
+        let mut s = conn.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")?;
+        let rows = s.query_map([table], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    };
+    let moved = |c: &str| format!("strftime('%Y-%m-%dT%H:%M:%fZ', {c}, ?3)");
+    let renum = |c: &str| format!("printf('run-%010d', CAST(substr({c}, 5) AS INTEGER) + ?4)");
+    let copy_sql = |table: &str, filter: &str, map: &dyn Fn(&str) -> Option<String>| {
+        let cols = cols(table)?;
+        let keep: Vec<&String> = cols.iter().filter(|c| c.as_str() != "seq").collect();
+        let names = keep
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let exprs = keep
+            .iter()
+            .map(|c| {
+                map(c).unwrap_or_else(|| {
+                    if c.ends_with("_at") || c.as_str() == "ts" {
+                        moved(c)
+                    } else {
+                        c.to_string()
+                    }
+                })
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        anyhow::Ok(format!(
+            "INSERT INTO {table} ({names}) SELECT {exprs} FROM {table} WHERE {filter}"
+        ))
+    };
+    let runs_sql = copy_sql("runs", "id >= ?1 AND id < ?2", &|c| {
+        (c == "id").then(|| renum("id"))
+    })?;
+    let steps_sql = copy_sql("run_steps", "run_id >= ?1 AND run_id < ?2", &|c| {
+        (c == "run_id").then(|| renum("run_id"))
+    })?;
+    let audit_sql = copy_sql(
+        "audit",
+        "target >= 'run:' || ?1 AND target < 'run:' || ?2",
+        &|c| match c {
+            "id" => Some("id || '-' || ?5".into()),
+            "target" => Some(format!("'run:' || {}", renum("substr(target, 5)"))),
+            _ => None,
+        },
+    )?;
+    let tx = flowguard::store::write_tx(conn)?;
+    let p = rusqlite::params![run_id(0), run_id(n), shift, off as i64, j];
+    for sql in [&runs_sql, &steps_sql, &audit_sql] {
+        let mut st = tx.prepare(sql)?;
+        // Numbered parameters: the count is the highest number the statement uses.
+        for i in 1..=st.parameter_count() {
+            st.raw_bind_parameter(i, p[i - 1])?;
+        }
+        st.raw_execute()?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 fn generation_pragmas(c: &Connection) -> anyhow::Result<()> {
     c.execute_batch("PRAGMA synchronous = OFF; PRAGMA cache_size = -65536;")?;
     Ok(())
@@ -197,6 +309,62 @@ fn production_pragmas(c: &Connection) -> anyhow::Result<()> {
         c.execute_batch(&extra)?;
     }
     Ok(())
+}
+
+/// `FG_BENCH_CHECKPOINTER=1`: measure as the server runs tenant stores (issue 25 lever a): the
+/// measured connection keeps only the backstop autocheckpoint
+/// (`store::pool::BACKSTOP_AUTOCHECKPOINT_PAGES`) and a thread runs `PRAGMA
+/// wal_checkpoint(PASSIVE)` on that same connection every `store::pool::CHECKPOINT_PERIOD`
+/// between requests, as `TenantStores::checkpoint_pass_blocking` does. Unset: SQLite's
+/// automatic checkpoint inside the commits (the server before issue 25, and every CLI command).
+fn background_checkpoints() -> bool {
+    std::env::var("FG_BENCH_CHECKPOINTER").is_ok_and(|v| v == "1")
+}
+
+/// The background checkpoint thread of `FG_BENCH_CHECKPOINTER=1` (a no-op otherwise).
+struct BackgroundCheckpoints(
+    Option<(
+        Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<anyhow::Result<u64>>,
+    )>,
+);
+
+impl BackgroundCheckpoints {
+    fn start(db: &Arc<parking_lot::Mutex<Connection>>) -> anyhow::Result<Self> {
+        if !background_checkpoints() {
+            return Ok(Self(None));
+        }
+        db.lock().execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint = {}",
+            flowguard::store::pool::BACKSTOP_AUTOCHECKPOINT_PAGES
+        ))?;
+        let db = db.clone();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let h = std::thread::spawn(move || -> anyhow::Result<u64> {
+            let mut passes = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(flowguard::store::pool::CHECKPOINT_PERIOD);
+                db.lock()
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+                passes += 1;
+            }
+            Ok(passes)
+        });
+        Ok(Self(Some((stop, h))))
+    }
+
+    /// Stop the thread; the number of passes it ran.
+    fn stop(self) -> anyhow::Result<u64> {
+        match self.0 {
+            None => Ok(0),
+            Some((stop, h)) => {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("checkpoint thread panicked"))?
+            }
+        }
+    }
 }
 
 /// CPU time of the calling thread in ms (`CLOCK_THREAD_CPUTIME_ID`): unlike wall time it does
@@ -226,8 +394,13 @@ impl Lat {
         Ok(r)
     }
     fn json(&mut self) -> Value {
+        // The CPU total and max show costs rarer than 1 % of the requests (a WAL checkpoint
+        // inside one commit in a few hundred), which the p99 does not see.
+        let cpu_sum: f64 = self.1.iter().sum();
+        let cpu_max = self.1.iter().cloned().fold(0.0, f64::max);
         json!({"n": self.0.len(), "p50_ms": pct(&mut self.0, 50.0), "p99_ms": pct(&mut self.0, 99.0),
-               "cpu_p50_ms": pct(&mut self.1, 50.0), "cpu_p99_ms": pct(&mut self.1, 99.0)})
+               "cpu_p50_ms": pct(&mut self.1, 50.0), "cpu_p99_ms": pct(&mut self.1, 99.0),
+               "cpu_max_ms": cpu_max, "cpu_sum_ms": cpu_sum})
     }
 }
 
@@ -292,14 +465,19 @@ fn sample(
             &Default::default(),
         )?)
     })?;
-    let deep = runs::run(conn, &run_id(runs_n / 10 + rnd.below(runs_n / 100 + 1)))?
-        .ok_or_else(|| anyhow::anyhow!("deep cursor run missing"))?;
+    // The cursor of a page ~90 % deep in the newest-first list (untimed lookup by position:
+    // copied history is older than the runs it was copied from, so ids are not in time order).
+    let deep: (String, String) = conn.query_row(
+        "SELECT queued_at, id FROM runs WHERE application_id = ?1 ORDER BY queued_at, id LIMIT 1 OFFSET ?2",
+        rusqlite::params![APP, (runs_n / 10 + rnd.below(runs_n / 100 + 1)) as i64],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     l.list_deep.time(|| {
         Ok(runs::list_runs(
             conn,
             APP,
             None,
-            Some((&deep.queued_at, &deep.id)),
+            Some((&deep.0, &deep.1)),
             50,
             &Default::default(),
         )?)
@@ -362,18 +540,29 @@ fn purge_copy(conn: &Connection, path: &Path, key: &Key256, runs_n: u64) -> anyh
     std::fs::copy(path, &copy)?;
     let mut c = flowguard::store::open_tenant_schema_for_bench(&copy, Some(key))?;
     production_pragmas(&c)?;
-    let edge = runs::run(&c, &run_id(runs_n / 10))?
-        .and_then(|r| r.finished_at)
-        .ok_or_else(|| anyhow::anyhow!("no finish time at the purge edge"))?;
-    let t0 = Instant::now();
-    let tx = flowguard::store::write_tx(&mut c)?;
-    let purged = runs::purge_runs_in(&tx, &edge)?;
-    tx.commit()?;
-    let secs = t0.elapsed().as_secs_f64();
+    let r = purge_oldest_tenth(&mut c, runs_n);
     drop(c);
     for s in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{s}", copy.display()));
     }
+    r
+}
+
+/// The retention purge of the oldest 10 % of `runs_n` finished runs on `c`, in one transaction
+/// as the retention job runs it: runs, duration, runs/s.
+fn purge_oldest_tenth(c: &mut Connection, runs_n: u64) -> anyhow::Result<Value> {
+    // The edge of the oldest 10 % of finished runs, by the time the retention job compares.
+    let edge: String = c.query_row(
+        "SELECT coalesce(finished_at, queued_at) FROM runs WHERE status IN ('passed','failed','cancelled')
+          ORDER BY 1 LIMIT 1 OFFSET ?1",
+        [(runs_n / 10) as i64],
+        |r| r.get(0),
+    )?;
+    let t0 = Instant::now();
+    let tx = flowguard::store::write_tx(c)?;
+    let purged = runs::purge_runs_in(&tx, &edge)?;
+    tx.commit()?;
+    let secs = t0.elapsed().as_secs_f64();
     Ok(json!({"runs": purged.runs, "secs": secs, "runs_per_s": purged.runs as f64 / secs}))
 }
 
@@ -406,22 +595,32 @@ fn growth(quick: bool) -> anyhow::Result<()> {
     for &size in &sizes {
         let t0 = Instant::now();
         generation_pragmas(&conn)?;
-        add_runs(&mut conn, have, size.saturating_sub(have))?;
+        grow_to(&mut conn, have, size)?;
         let gen = t0.elapsed().as_secs_f64();
         have = have.max(size);
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         let bytes = store_bytes(&path);
-        let purge = purge_copy(&conn, &path, &key, size)?;
+        // The largest size purges in place after its measurement (a copy of a 1M-run store is
+        // another ~11 GB on disk); smaller ones purge a copy, as the store keeps growing.
+        let last = sizes.last() == Some(&size);
+        let purge_before = if last {
+            None
+        } else {
+            Some(purge_copy(&conn, &path, &key, size)?)
+        };
         // Measure on a freshly opened connection with the production pragmas.
         drop(conn);
         conn = flowguard::store::open_tenant_schema_for_bench(&path, Some(&key))?;
         production_pragmas(&conn)?;
+        // Behind a mutex like the server's (the checkpoint thread takes it between samples).
+        let db = Arc::new(parking_lot::Mutex::new(conn));
+        let checkpointer = BackgroundCheckpoints::start(&db)?;
         let mut next = 1_000_000_000 + size * 10;
         let mut rnd = Lcg(size);
         let mut l = Lats::default();
         // Warm-up (statement cache, hot pages), not recorded.
         sample(
-            &mut conn,
+            &mut db.lock(),
             size,
             &mut next,
             &mut rnd,
@@ -429,8 +628,23 @@ fn growth(quick: bool) -> anyhow::Result<()> {
             &mut Lats::default(),
         )?;
         for s in 0..samples {
-            sample(&mut conn, size, &mut next, &mut rnd, s % 8 == 0, &mut l)?;
+            sample(
+                &mut db.lock(),
+                size,
+                &mut next,
+                &mut rnd,
+                s % 8 == 0,
+                &mut l,
+            )?;
         }
+        let passes = checkpointer.stop()?;
+        conn = Arc::into_inner(db)
+            .ok_or_else(|| anyhow::anyhow!("checkpoint thread still holds the store"))?
+            .into_inner();
+        let purge = match purge_before {
+            Some(p) => p,
+            None => purge_oldest_tenth(&mut conn, size)?,
+        };
         let lat = l.json();
         let cell = |k: &str| cell(&lat, k);
         println!(
@@ -446,13 +660,14 @@ fn growth(quick: bool) -> anyhow::Result<()> {
             bytes / size.max(1)
         );
         rows.push(
-            json!({"runs": size, "generate_s": gen, "store_bytes": bytes,
+            json!({"runs": size, "generate_s": gen, "store_bytes": bytes, "checkpoint_passes": passes,
                          "bytes_per_run": bytes / size.max(1), "purge": purge, "lat": lat}),
         );
     }
     println!(
         "BENCH_JSON {}",
-        json!({"bench": "growth", "samples": samples, "cache_kib": cache_kib(), "rows": rows})
+        json!({"bench": "growth", "samples": samples, "cache_kib": cache_kib(),
+               "background_checkpoints": background_checkpoints(), "rows": rows})
     );
     Ok(())
 }

@@ -435,9 +435,26 @@ async fn serve_async(settings: Settings) -> anyhow::Result<()> {
             Ok((build_state(s2, opened)?, lock))
         })
         .await??;
+    // Busy tenant stores are checkpointed by a background pass, never inside a request's commit
+    // (issue 25; `store::pool` module doc). On before any tenant store is opened.
+    state.tenants.start_background_checkpoints();
     // The license gate (`license.required`) comes before anything is bootstrapped or served.
     crate::service::license::load_at_start(&state, true)?;
     let state = web::Data::new(state);
+    let st_ckpt = state.clone().into_inner();
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(crate::store::pool::CHECKPOINT_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let st = st_ckpt.clone();
+            if let Err(e) =
+                tokio::task::spawn_blocking(move || st.tenants.checkpoint_pass_blocking()).await
+            {
+                tracing::error!(error = %e, "background WAL checkpoint pass panicked");
+            }
+        }
+    });
     let st2 = state.clone();
     let created = tokio::task::spawn_blocking(move || bootstrap_if_empty(&st2)).await??;
     if let Some(c) = &created {
