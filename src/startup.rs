@@ -6,6 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::web;
 use anyhow::{anyhow, Context};
@@ -418,13 +419,52 @@ fn write_listen_addr(data_dir: &Path, addr: std::net::SocketAddr) -> anyhow::Res
 
 pub use crate::http::listener::SHUTDOWN_GRACE_SECS;
 
+/// How often `serve` re-extends the service manager's start timeout while it starts.
+const START_EXTEND_EVERY: Duration = Duration::from_secs(10);
+/// The start timeout `serve` asks for on every extension (`EXTEND_TIMEOUT_USEC`, microseconds):
+/// three periods, so one late tick does not let systemd kill a migration.
+const START_EXTEND_USEC: u32 = 30_000_000;
+
+/// Tell the service manager about a state change (`sd_notify(3)`, protocol of
+/// <https://www.freedesktop.org/software/systemd/man/latest/sd_notify.html>). A no-op when
+/// `NOTIFY_SOCKET` is unset (not started by systemd with `Type=notify`); a send error is logged
+/// and otherwise ignored (the server keeps serving).
+fn notify_systemd(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "cannot notify the service manager (NOTIFY_SOCKET)");
+    }
+}
+
 /// Run the server until SIGTERM/SIGINT (graceful). SIGHUP reloads the license file.
+///
+/// Under systemd (`Type=notify`, `NOTIFY_SOCKET` set) it sends `EXTEND_TIMEOUT_USEC` every
+/// [`START_EXTEND_EVERY`] from its start until it is ready, so a long catalog migration (or
+/// pre-migration copy) is not killed by `TimeoutStartSec`; `READY=1` once the catalog is open
+/// (migrated), the first-start bootstrap is done and the listener is bound; `STOPPING=1` when
+/// SIGTERM/SIGINT starts the graceful stop. Tenant stores are NOT part of readiness: they are
+/// migrated by a background pass after `READY=1` (and each on its first request), and a refused
+/// one is named by `/readyz`, so a slow tenant migration never holds up or fails the start.
 pub fn serve(settings: Settings) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(serve_async(settings))
 }
 
 async fn serve_async(settings: Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
+    // Keep systemd's start timeout ahead of a long migration until READY=1 (the first tick is
+    // immediate). The sender is dropped on every return, which also ends the task.
+    let (ready_tx, mut ready_rx) = tokio::sync::oneshot::channel::<()>();
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(START_EXTEND_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => notify_systemd(&[
+                    sd_notify::NotifyState::ExtendTimeoutUsec(START_EXTEND_USEC),
+                    sd_notify::NotifyState::Status("starting: opening and migrating the stores"),
+                ]),
+                _ = &mut ready_rx => break,
+            }
+        }
+    });
     // A stale address from an earlier run must never point scripts at a dead port.
     let _ = std::fs::remove_file(settings.data_dir.join("listen.addr"));
     let s2 = settings.clone();
@@ -498,6 +538,30 @@ async fn serve_async(settings: Settings) -> anyhow::Result<()> {
     };
     write_listen_addr(&settings.data_dir, local)?;
     tracing::info!(addr = %local, region = %settings.region, tls = ?settings.tls.mode, "listening");
+    let _ = ready_tx.send(());
+    let status = format!("listening on {local}");
+    notify_systemd(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
+    // actix-server stops gracefully on SIGTERM/SIGINT; tell systemd the stop has begun.
+    actix_web::rt::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        notify_systemd(&[
+            sd_notify::NotifyState::Stopping,
+            sd_notify::NotifyState::Status("stopping: draining requests"),
+        ]);
+    });
     let running = server;
     let st3 = state.clone().into_inner();
     actix_web::rt::spawn(async move {

@@ -747,3 +747,79 @@ async fn a_store_written_by_a_newer_binary_is_refused_naming_both_versions() {
         e.log
     );
 }
+
+/// Read `NOTIFY_SOCKET` datagrams until one has `want` as a line (or the timeout passes);
+/// returns every datagram read, in order.
+fn notify_until(sock: &std::os::unix::net::UnixDatagram, want: &str, log: &str) -> Vec<String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match sock.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e) => panic!("no `{want}` on NOTIFY_SOCKET ({e}); got {got:?}\n{log}"),
+        };
+        let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+        let done = msg.lines().any(|l| l == want);
+        got.push(msg);
+        if done {
+            return got;
+        }
+    }
+}
+
+/// systemd `Type=notify` (packaging/systemd/flowguard.service): on the previous release's data
+/// dir (so the catalog migrates before the listener binds) `serve` extends the start timeout
+/// (`EXTEND_TIMEOUT_USEC`) before `READY=1`, sends `READY=1` only once the catalog is migrated
+/// and the listener is bound, and `STOPPING=1` when SIGTERM starts the graceful stop.
+#[tokio::test]
+async fn systemd_notify_extends_the_start_timeout_then_ready_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let (_fx, tmp) = fixture_copy();
+    let sock_path = tmp.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut app = start_on(
+        tmp,
+        &[("NOTIFY_SOCKET", sock_path.display().to_string())],
+        "",
+    )
+    .await;
+    let got = notify_until(&sock, "READY=1", &app.log_text());
+    let ready = got.last().unwrap();
+    assert!(
+        ready.contains(&format!("STATUS=listening on {}", app.addr)),
+        "{ready}"
+    );
+    let before = &got[..got.len() - 1];
+    assert!(
+        before
+            .iter()
+            .any(|m| m.lines().any(|l| l == "EXTEND_TIMEOUT_USEC=30000000")),
+        "no EXTEND_TIMEOUT_USEC before READY=1: {got:?}"
+    );
+    assert!(!before.iter().any(|m| m.contains("STOPPING=1")), "{got:?}");
+    // At READY=1 the catalog is at this binary's version (it migrated before the listener).
+    let (catalog_now, _) = this_binarys_versions().await;
+    let v = schema_versions(&app.data, &app.dir.path().join("versions"));
+    let catalog = v.iter().find(|(s, _)| s == "catalog").map(|(_, n)| *n);
+    assert_eq!(catalog, Some(catalog_now), "{v:?}");
+    assert!(catalog_now > FIXTURE_CATALOG_VERSION);
+
+    let pid = app.child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let got = notify_until(&sock, "STOPPING=1", &app.log_text());
+    assert!(
+        !got.iter().any(|m| m.lines().any(|l| l == "READY=1")),
+        "{got:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.child.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "server did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
