@@ -2171,7 +2171,7 @@ async function pagePlatformBackups(page) {
   }, { class: 'primary', id: 'backup-start' });
   page.append(h('h1', { text: 'Backups' }),
     h('p', { class: 'hint', text: 'A backup copies every store (catalog and tenants) into the server\'s backup directory ([backup] dir). ' +
-      'Check one with flowguard backup verify DIR; restore with flowguard backup restore (README, Backup and restore). The master key is not in a backup: escrow it separately.' }),
+      'Check one with flowguard backup verify DIR; restore with flowguard restore DIR --data-dir NEW --master-key FILE (README, Backup and restore). The master key is not in a backup: escrow it separately.' }),
     box, h('div', { class: 'actions' }, start),
     h('table', { id: 'backups-table' }, h('thead', {}, h('tr', {}, ...['Started', 'Trigger', 'Status', 'Took', 'Size', 'Directory'].map((x) => h('th', { text: x })))), tbody));
   await load();

@@ -167,8 +167,8 @@ pub enum BackupCommand {
 pub struct RestoreArgs {
     /// The backup directory.
     pub dir: PathBuf,
-    /// The master key file the backup was made under (default: the configured master key
-    /// file, `<NEW>/keys/master.key`). Installed as `<NEW>/keys/master.key` unless a
+    /// The master key file the backup was made under (default: the configured
+    /// `master_key_file`; required when none is configured). Installed as `<NEW>/keys/master.key` unless a
     /// `master_key_file` is configured.
     #[arg(long, value_name = "FILE")]
     pub master_key: Option<PathBuf>,
@@ -987,6 +987,8 @@ fn backup_create(
     json: bool,
 ) -> anyhow::Result<()> {
     use crate::service::backup;
+    // A backup copies the data dir as it is; upgrading it is `serve`'s job.
+    startup::forbid_migrations();
     let opened = startup::open_data_dir(&settings, false)?;
     let ids = tenants
         .iter()
@@ -1040,8 +1042,19 @@ fn backup_verify(
         .map(std::path::Path::to_path_buf)
         .unwrap_or_else(|| settings.master_key_path());
     let master = crate::crypto::MasterKey::load(&key_path)?;
-    let r = crate::service::backup::verify_blocking(dir, &master)
-        .map_err(|e| anyhow::anyhow!("{}: NOT verified: {e:#}", dir.display()))?;
+    let r = match crate::service::backup::verify_blocking(dir, &master) {
+        Ok(r) => r,
+        Err(e) => {
+            if json {
+                // Scripts reading `--json` get the failure on stdout too.
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "dir": dir, "error": format!("{e:#}")})
+                );
+            }
+            anyhow::bail!("{}: NOT verified: {e:#}", dir.display());
+        }
+    };
     if json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
@@ -1058,6 +1071,8 @@ fn backup_verify(
 }
 
 fn doctor(settings: Settings, json: bool) -> anyhow::Result<()> {
+    // A health check: it never migrates (nor, with `open_data_dir(false)`, creates) a store.
+    startup::forbid_migrations();
     let opened = startup::open_data_dir(&settings, false)?;
     let state = startup::build_state(std::sync::Arc::new(settings), opened)?;
     let mut r = crate::service::doctor::examine_blocking(&state, crate::service::unix_now());
@@ -1125,10 +1140,23 @@ fn doctor(settings: Settings, json: bool) -> anyhow::Result<()> {
 }
 
 fn restore(settings: Settings, a: RestoreArgs) -> anyhow::Result<()> {
-    let key_path = a
-        .master_key
-        .clone()
-        .unwrap_or_else(|| settings.master_key_path());
+    let key_path = match (&a.master_key, &settings.master_key_file) {
+        (Some(k), _) => k.clone(),
+        (None, Some(configured)) => configured.clone(),
+        (None, None) => {
+            let id = crate::service::backup::read_manifest(&a.dir)
+                .map(|(_, m)| {
+                    format!(
+                        " (the backup was made under master key id {})",
+                        m.master_key_id
+                    )
+                })
+                .unwrap_or_default();
+            anyhow::bail!(
+                "--master-key FILE is required{id}: the new data dir has no master key yet; nothing was written"
+            );
+        }
+    };
     let master = crate::crypto::MasterKey::load(&key_path)?;
     let target = crate::service::backup::RestoreTarget {
         data_dir: &settings.data_dir,
@@ -1145,6 +1173,13 @@ fn restore(settings: Settings, a: RestoreArgs) -> anyhow::Result<()> {
         r.files,
         r.bytes
     );
+    if r.license_outside {
+        println!(
+            "the backup's license is in {}; license.file is configured as {}: nothing is written outside --data-dir, install the license there if it is not the same",
+            settings.data_dir.join("license.jwt").display(),
+            settings.license_path().display()
+        );
+    }
     Ok(())
 }
 

@@ -786,6 +786,24 @@ impl Settings {
                     self.keys.rotation_cron
                 ))
             })?;
+        if let Some(sched) = &self.backup.schedule {
+            // Like `keys.rotation_cron`: server job schedules have six fields (seconds first).
+            let fields = sched.split_whitespace().count();
+            if fields != 6 {
+                return Err(ConfigError::Invalid(format!(
+                    "backup.schedule: `{sched}` has {fields} fields; expected 6 (sec min hour day-of-month month day-of-week, e.g. `0 30 2 * * *`)"
+                )));
+            }
+            croner::Cron::new(sched)
+                .with_seconds_required()
+                .with_dom_and_dow()
+                .parse()
+                .map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "backup.schedule: `{sched}` is not a cron expression with seconds (sec min hour day-of-month month day-of-week, e.g. `0 30 2 * * *`): {e}"
+                    ))
+                })?;
+        }
         if self.login.max_failures_per_pair == 0 || self.login.max_failures_per_ip == 0 {
             return Err(ConfigError::Invalid(
                 "login failure limits must be positive".into(),

@@ -46,6 +46,12 @@ fn stores_exist(data_dir: &Path) -> bool {
             .unwrap_or(false)
 }
 
+/// Forbid migrating stores in this process (host commands that only read a data dir: `doctor`,
+/// `backup create`); see [`crate::store::forbid_migrations`].
+pub fn forbid_migrations() {
+    crate::store::forbid_migrations();
+}
+
 /// Open the data dir: check/create the master key and open (or create when `create`) the
 /// catalog. Never creates a key over existing stores.
 pub fn open_data_dir(s: &Settings, create: bool) -> anyhow::Result<Opened> {

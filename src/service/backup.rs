@@ -299,7 +299,11 @@ pub fn create_blocking(
 ) -> anyhow::Result<(Summary, Manifest)> {
     let started = Instant::now();
     let now = chrono::Utc::now();
+    let to_created = !to.exists();
     crate::store::private_dir(to).with_context(|| format!("cannot create {}", to.display()))?;
+    if to_created {
+        owned_like_data_dir(src.data_dir, to)?;
+    }
     let name = format!("{DIR_PREFIX}{}", utc_stamp(now));
     let final_dir = to.join(&name);
     if final_dir.exists() {
@@ -320,6 +324,7 @@ pub fn create_blocking(
     };
     std::fs::rename(&tmp, &final_dir)?;
     sync_dir(to);
+    owned_like_data_dir(src.data_dir, &final_dir)?;
     let (manifest_sha256, _) = hash_file(&final_dir.join(MANIFEST))?;
     let summary = Summary {
         dir: final_dir,
@@ -341,6 +346,46 @@ pub fn create_blocking(
             .collect(),
     };
     Ok((summary, manifest))
+}
+
+/// Give `path` (recursively) the owner of `data_dir` when it lies inside the data dir and the
+/// owners differ: a `backup create` run as root on an install whose server runs as an
+/// unprivileged user (`User=flowguard`) must not leave root-owned directories there that the
+/// server's own backups and `backup.keep` then cannot write or delete (review 3, F18). Outside
+/// the data dir nothing is changed.
+///
+/// Errors: naming the path that could not be changed.
+fn owned_like_data_dir(data_dir: &Path, path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(d), Ok(p)) = (data_dir.canonicalize(), path.canonicalize()) else {
+        return Ok(());
+    };
+    if !p.starts_with(&d) {
+        return Ok(());
+    }
+    let owner = std::fs::metadata(&d)?;
+    let mut todo = vec![p];
+    while let Some(q) = todo.pop() {
+        let m = std::fs::symlink_metadata(&q)?;
+        if m.uid() != owner.uid() || m.gid() != owner.gid() {
+            std::os::unix::fs::lchown(&q, Some(owner.uid()), Some(owner.gid())).with_context(
+                || {
+                    format!(
+                        "cannot give {} the owner of the data dir {} (uid {}): run the command as that user",
+                        q.display(),
+                        d.display(),
+                        owner.uid()
+                    )
+                },
+            )?;
+        }
+        if m.is_dir() {
+            for e in std::fs::read_dir(&q)? {
+                todo.push(e?.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn create_into(
@@ -775,12 +820,17 @@ pub fn fail_interrupted_blocking(state: &crate::service::AppState) -> usize {
     }
 }
 
-/// Delete the oldest complete backups under `dir` beyond the newest `keep` (at least 1 is
-/// always kept). Returns the deleted directories, oldest first.
+/// Delete the oldest backups under `dir` beyond the newest `keep` (at least 1 is always kept).
+/// Only **full backups this deployment made** are counted and deleted ([`own_full_backups`]):
+/// a directory named exactly `flowguard-backup-<yyyymmddThhmmssZ>` (optionally `-<n>`) whose
+/// `manifest.json` is of this binary's format, selects every tenant and carries a signature by
+/// `signer`. Anything else there (an operator's renamed copy, a `--tenant` backup, a partial or
+/// foreign directory) is neither counted nor touched. Returns the deleted directories, oldest
+/// first.
 ///
 /// Errors: the first directory that cannot be removed (the ones before it are gone).
-pub fn prune(dir: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
-    let all = list_complete(dir);
+pub fn prune(dir: &Path, keep: usize, signer: &AuditSigner) -> std::io::Result<Vec<PathBuf>> {
+    let all = own_full_backups(dir, signer);
     let excess = all.len().saturating_sub(keep.max(1));
     let mut removed = Vec::new();
     for p in all.into_iter().take(excess) {
@@ -788,6 +838,53 @@ pub fn prune(dir: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
         removed.push(p);
     }
     Ok(removed)
+}
+
+/// Whether `name` is exactly a backup directory name this binary writes:
+/// `flowguard-backup-` + `yyyymmddThhmmssZ`, optionally followed by `-<digits>`.
+pub fn is_backup_dir_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(DIR_PREFIX) else {
+        return false;
+    };
+    let b = rest.as_bytes();
+    if b.len() < 16 {
+        return false;
+    }
+    let stamp_ok = b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[15] == b'Z';
+    let tail = &b[16..];
+    stamp_ok
+        && (tail.is_empty()
+            || (tail.len() > 1 && tail[0] == b'-' && tail[1..].iter().all(u8::is_ascii_digit)))
+}
+
+/// Full backups under `dir` made by the deployment whose audit signer is `signer`, oldest first:
+/// exact backup directory names ([`is_backup_dir_name`]) holding a manifest of
+/// [`FORMAT_VERSION`] that selects every tenant, names `signer`'s key id and whose
+/// `manifest.sig` verifies with it.
+pub fn own_full_backups(dir: &Path, signer: &AuditSigner) -> Vec<PathBuf> {
+    let key_id = signer.key_id();
+    list_complete(dir)
+        .into_iter()
+        .filter(|p| {
+            let Ok((bytes, m)) = read_manifest(p) else {
+                return false;
+            };
+            if m.format_version != FORMAT_VERSION
+                || m.tenants_selected.is_some()
+                || m.signing_key_id != key_id
+            {
+                return false;
+            }
+            let Ok(sig_hex) = std::fs::read_to_string(p.join(SIGNATURE)) else {
+                return false;
+            };
+            hex::decode(sig_hex.trim())
+                .is_ok_and(|sig| audit_signing::verify(signer.public_key(), &bytes, &sig))
+        })
+        .collect()
 }
 
 /// The `backup` job: one backup into `[backup] dir` (skipped when another runs), then, when it
@@ -814,7 +911,11 @@ pub fn scheduled_job_blocking(state: &crate::service::AppState) -> usize {
     if run_started_blocking(state, &id, &actor).is_err() {
         return 0;
     }
-    match prune(&state.settings.backup_dir(), state.settings.backup.keep) {
+    match prune(
+        &state.settings.backup_dir(),
+        state.settings.backup.keep,
+        &state.audit_signer,
+    ) {
         Ok(removed) => {
             for p in removed {
                 let d = p.display().to_string();
@@ -842,6 +943,9 @@ pub struct VerifyReport {
     pub files: usize,
     /// Total bytes.
     pub bytes: u64,
+    /// `restore` only: the backup holds a license and the configured license file is outside
+    /// the new data dir (it was left alone; the license is at `<NEW>/license.jwt`).
+    pub license_outside: bool,
 }
 
 /// Read a backup's manifest (unverified).
@@ -929,6 +1033,7 @@ fn verify_tree(
         stores: m.stores.len(),
         files: m.files.len(),
         bytes: m.files.iter().map(|f| f.bytes).sum(),
+        license_outside: false,
     })
 }
 
@@ -962,7 +1067,17 @@ pub fn restore_blocking(
         );
     }
     let nd = target.data_dir;
-    if nd.exists() {
+    if nd.symlink_metadata().is_ok() && !nd.exists() {
+        let to = std::fs::read_link(nd)
+            .map(|t| t.display().to_string())
+            .unwrap_or_default();
+        bail!(
+            "{} is a symbolic link to a missing directory ({to}): create that directory or give another --data-dir; nothing was written",
+            nd.display()
+        );
+    }
+    let existed = nd.exists();
+    if existed {
         let mut rd =
             std::fs::read_dir(nd).with_context(|| format!("cannot read {}", nd.display()))?;
         if rd.next().is_some() {
@@ -973,19 +1088,59 @@ pub fn restore_blocking(
         }
     }
     verify_tree(dir, dir, &bytes, &m, master).map_err(|e| anyhow!("{e:#}; nothing was written"))?;
-    crate::store::private_dir(nd)?;
+    if let Err(e) = copy_into(dir, nd, &m, target, master) {
+        // Nothing half-written is left behind: a retry needs an empty or absent directory.
+        let cleaned = if existed {
+            std::fs::read_dir(nd).and_then(|rd| {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if p.is_dir() && !p.is_symlink() {
+                        std::fs::remove_dir_all(&p)?;
+                    } else {
+                        std::fs::remove_file(&p)?;
+                    }
+                }
+                Ok(())
+            })
+        } else {
+            std::fs::remove_dir_all(nd)
+        };
+        return Err(match cleaned {
+            Ok(()) => anyhow!("{e:#}; the partly restored files were removed"),
+            Err(c) => anyhow!(
+                "{e:#}; removing the partly restored files from {} failed too ({c}): empty it before retrying",
+                nd.display()
+            ),
+        });
+    }
+    // The restored copy: the same checks again, on the files just written.
+    let mut report = verify_tree(nd, dir, &bytes, &m, master)
+        .map_err(|e| anyhow!("the restored data dir does not verify: {e:#}"))?;
+    report.license_outside = m.files.iter().any(|f| f.path == LICENSE_FILE)
+        && target.license_file != nd.join(LICENSE_FILE);
+    Ok(report)
+}
+
+/// Copy the verified backup files of `m` from `dir` into the new data dir `nd` and install the
+/// master key when asked (`target.master_key_dest`). The license goes to `<nd>/license.jwt`
+/// only: a configured `license.file` elsewhere is never written (review 3, F6).
+fn copy_into(
+    dir: &Path,
+    nd: &Path,
+    m: &Manifest,
+    target: &RestoreTarget<'_>,
+    master: &MasterKey,
+) -> anyhow::Result<()> {
+    crate::store::private_dir(nd).with_context(|| format!("cannot create {}", nd.display()))?;
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(nd, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::set_permissions(nd, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot set mode 0700 on {}", nd.display()))?;
     }
     for f in &m.files {
         let from = safe_join(dir, &f.path)?;
         copy_synced(&from, &safe_join(nd, &f.path)?)
             .with_context(|| format!("restoring {}", f.path))?;
-        if f.path == LICENSE_FILE && target.license_file != nd.join(LICENSE_FILE) {
-            copy_synced(&from, &target.license_file)
-                .with_context(|| format!("restoring {}", target.license_file.display()))?;
-        }
     }
     if let Some(dest) = &target.master_key_dest {
         if !dest.exists() {
@@ -1000,28 +1155,48 @@ pub fn restore_blocking(
     for d in walk_dirs(nd)? {
         sync_dir(&d);
     }
-    // The restored copy: the same checks again, on the files just written.
-    let report = verify_tree(nd, dir, &bytes, &m, master)
-        .map_err(|e| anyhow!("the restored data dir does not verify: {e:#}"))?;
-    Ok(report)
+    Ok(())
 }
 
-/// Complete backups under `dir` (names starting with [`DIR_PREFIX`]; partial ones are
-/// dot-prefixed and skipped), oldest first.
+/// Backup directories under `dir` by name ([`is_backup_dir_name`]; partial ones are
+/// dot-prefixed and skipped, other names are never listed), oldest first. Their content is not
+/// checked: see [`own_full_backups`].
 pub fn list_complete(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(Result::ok)
                 .map(|e| e.path())
                 .filter(|p| {
-                    p.is_dir()
+                    !p.is_symlink()
+                        && p.is_dir()
                         && p.file_name()
                             .and_then(|n| n.to_str())
-                            .is_some_and(|n| n.starts_with(DIR_PREFIX))
+                            .is_some_and(is_backup_dir_name)
                 })
                 .collect()
         })
         .unwrap_or_default();
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_backup_dir_name;
+
+    #[test]
+    fn backup_dir_names_are_exact() {
+        assert!(is_backup_dir_name("flowguard-backup-20261205T001100Z"));
+        assert!(is_backup_dir_name("flowguard-backup-20261205T001100Z-2"));
+        for n in [
+            "flowguard-backup-0-archive-DO-NOT-DELETE",
+            "flowguard-backup-notes-keepme",
+            "flowguard-backup-20261205T001100Z-before-upgrade",
+            "flowguard-backup-20261205T001100Z-",
+            "flowguard-backup-20261205T001100",
+            ".flowguard-backup-20261205T001100Z.partial",
+        ] {
+            assert!(!is_backup_dir_name(n), "{n}");
+        }
+    }
 }

@@ -295,6 +295,28 @@ pub fn examine_blocking(state: &AppState, now: i64) -> Report {
     }
     // License.
     let license = match super::license::load_at_start(state, false) {
+        Ok(()) if s.license_path().exists() && !state.license.has_installed() => {
+            // The server refuses this file and silently runs with Free limits (or does not
+            // start with `license.required`); say so (review 3, F16).
+            let why = std::fs::read_to_string(s.license_path())
+                .map_err(|e| e.kind().to_string())
+                .and_then(|t| {
+                    crate::crypto::license::verify_signature(&t)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                })
+                .err()
+                .unwrap_or_else(|| "not in force".into());
+            findings.push(Finding {
+                check: "license".into(),
+                subject: s.license_path().display().to_string(),
+                problem: format!(
+                    "the license file is refused ({why}): tenants run with Free limits, and `serve` does not start when license.required is set"
+                ),
+                fix: "install a valid license file (`flowguard license install FILE`) or remove the damaged one".into(),
+            });
+            "invalid".into()
+        }
         Ok(()) => {
             let v = super::license::view(state);
             let status = serde_json::to_value(v.status)

@@ -152,6 +152,11 @@ impl LicenseState {
         }
     }
 
+    /// Whether a license file with a valid signature was loaded (in force or not).
+    pub fn has_installed(&self) -> bool {
+        self.inner.read().active.is_some()
+    }
+
     fn installed(&self) -> Option<SignedLicense> {
         self.inner.read().active.clone()
     }

@@ -257,6 +257,9 @@ fn open_with(
                 .open(path)?;
         }
     }
+    if !create {
+        refuse_empty(path)?;
+    }
     let mut conn = Connection::open_with_flags(path, flags)?;
     // Quiet SQLCipher's own logging before anything can be logged.
     let _ = conn.query_row("PRAGMA cipher_log_level = NONE", [], |_| Ok(()));
@@ -342,6 +345,16 @@ pub fn set_pre_migration_copies(n: usize) {
     PRE_MIGRATION_KEEP.store(n, Ordering::Relaxed);
 }
 
+static MIGRATIONS_ALLOWED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Forbid migrating any store opened from now on in this process: a store below this binary's
+/// schema version is refused ([`StoreError::Schema`] naming the file and both versions)
+/// instead. Host commands that only read a data dir (`doctor`, `backup create`) call it first,
+/// so they never upgrade a data dir an older release may still be serving (review 3, F14).
+pub fn forbid_migrations() {
+    MIGRATIONS_ALLOWED.store(false, Ordering::Relaxed);
+}
+
 fn user_version(conn: &Connection) -> StoreResult<i64> {
     Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
 }
@@ -379,6 +392,14 @@ fn migrate(
     if pending == 0 {
         return Ok(());
     }
+    if !MIGRATIONS_ALLOWED.load(Ordering::Relaxed) {
+        return Err(StoreError::Schema(format!(
+            "{label} has schema version {from}, this binary (flowguard {}) has {ours}: this \
+             command never migrates a store; stop the older release and copy the data dir as a \
+             backup, then start `flowguard serve` to upgrade it",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
     if from > 0 {
         keep_pre_migration_copy(conn, path, from)?;
     }
@@ -395,6 +416,27 @@ fn migrate(
         )));
     }
     tracing::info!(store = %path.display(), from, to = ours, "store migrated");
+    Ok(())
+}
+
+/// Refuse to open an existing store file that is empty (0 bytes, no WAL content: a truncated
+/// file after a full disk or a bad copy). SQLite would take it for a new database and the
+/// migrations would turn it into an empty store, hiding the data loss (review 3, F1/F4).
+///
+/// Errors: [`StoreError::Schema`] naming the file (so `serve` lists a tenant store in
+/// `/readyz` as refused and never writes to it).
+fn refuse_empty(path: &Path) -> StoreResult<()> {
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    if len(path) == Some(0) && len(Path::new(&wal)).unwrap_or(0) == 0 {
+        let label = store_label(path);
+        tracing::error!(store = %path.display(), "store refused: the file is empty (0 bytes)");
+        return Err(StoreError::Schema(format!(
+            "{label} is empty (0 bytes; truncated?): it is never recreated empty; restore the \
+             deployment from a backup (`flowguard restore`) or put the right file back"
+        )));
+    }
     Ok(())
 }
 

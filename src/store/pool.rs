@@ -220,10 +220,41 @@ impl TenantStores {
         }
         let path = self.path_of(t);
         if !path.is_file() {
+            // A tenant the catalog lists without its store (a `--tenant` restore, a deleted
+            // file) is refused and named by `/readyz`, like a store refused by a migration.
+            let known = {
+                let c = self.catalog.db().lock();
+                catalog::tenant_by_id(&c, t)?.is_some()
+            };
+            if known {
+                let msg = format!(
+                    "tenants/{}.db is missing: restore the deployment from a backup (`flowguard restore`) or put the file back",
+                    t.as_str()
+                );
+                tracing::error!(tenant = %t.as_str(), "store refused: the file is missing");
+                self.refused
+                    .lock()
+                    .insert(t.as_str().to_string(), msg.clone());
+                return Err(StoreError::Schema(msg));
+            }
             return Err(StoreError::NotFound);
         }
         let conn = match self.open_with_catalog_keys(t, &path) {
             Err(StoreError::Schema(msg)) => {
+                self.refused
+                    .lock()
+                    .insert(t.as_str().to_string(), msg.clone());
+                return Err(StoreError::Schema(msg));
+            }
+            Err(StoreError::WrongKey(_)) => {
+                // Not under any key the catalog holds for the tenant (a store file from a
+                // backup older than a key rotation, a damaged file): refused and named like a
+                // store refused by a migration, instead of a 500 per request.
+                let msg = format!(
+                    "tenants/{}.db does not open with any database key the catalog holds for this tenant (damaged, or a file from before a key rotation)",
+                    t.as_str()
+                );
+                tracing::error!(tenant = %t.as_str(), "store refused: no key opens it");
                 self.refused
                     .lock()
                     .insert(t.as_str().to_string(), msg.clone());

@@ -44,11 +44,9 @@ fn complete_backups(dir: &Path) -> Vec<PathBuf> {
         .map(|rd| {
             rd.map(|e| e.unwrap().path())
                 .filter(|p| {
-                    p.file_name()
-                        .unwrap()
-                        .to_str()
-                        .unwrap()
-                        .starts_with("flowguard-backup-")
+                    // Exactly `flowguard-backup-yyyymmddThhmmssZ`.
+                    let n = p.file_name().unwrap().to_str().unwrap();
+                    n.starts_with("flowguard-backup-2") && n.len() == 33
                 })
                 .collect()
         })
@@ -654,8 +652,21 @@ async fn backup_job_keeps_the_newest_complete_backups() {
     let backups = app.data.join("backups");
     // Something that is not a complete backup is never pruned.
     std::fs::create_dir_all(backups.join(".flowguard-backup-19990101T000000Z.partial")).unwrap();
+    // Nor is anything this deployment did not write as a full backup (review 3, F15): an
+    // operator's renamed copies sorting before and after the real ones, an exactly-named dir
+    // without a manifest, and (below) a copy whose manifest no longer matches its signature.
+    let junk = [
+        "flowguard-backup-0-archive-DO-NOT-DELETE",
+        "flowguard-backup-notes-keepme",
+        "flowguard-backup-20000101T000000Z",
+    ];
+    for j in junk {
+        std::fs::create_dir_all(backups.join(j)).unwrap();
+        std::fs::write(backups.join(j).join("data.txt"), "precious").unwrap();
+    }
+    let forged = backups.join("flowguard-backup-20000101T000001Z");
     let mut made = Vec::new();
-    for _ in 0..3 {
+    for i in 0..3 {
         let o = Command::new(bin())
             .args(["jobs", "run", "backup", "--data-dir", s(&app.data)])
             .env_remove("FLOWGUARD_CONFIG")
@@ -671,11 +682,28 @@ async fn backup_job_keeps_the_newest_complete_backups() {
         );
         let now = complete_backups(&backups);
         made.push(now.last().unwrap().clone());
+        if i == 0 {
+            copy_tree(&made[0], &forged);
+            let m = std::fs::read_to_string(forged.join("manifest.json")).unwrap();
+            std::fs::write(
+                forged.join("manifest.json"),
+                m.replacen("\"binary_version\": \"", "\"binary_version\": \"9", 1),
+            )
+            .unwrap();
+        }
         // Directory names have a one-second resolution.
         std::thread::sleep(Duration::from_millis(1100));
     }
-    let left = complete_backups(&backups);
+    let left: Vec<PathBuf> = made.iter().filter(|p| p.exists()).cloned().collect();
     assert_eq!(left, made[1..].to_vec(), "oldest pruned: {left:?}");
+    for j in junk {
+        assert!(
+            backups.join(j).join("data.txt").exists(),
+            "{j} deleted: {:?}",
+            complete_backups(&backups)
+        );
+    }
+    assert!(forged.join("manifest.json").exists(), "forged copy deleted");
     assert!(backups
         .join(".flowguard-backup-19990101T000000Z.partial")
         .exists());
@@ -693,5 +721,221 @@ async fn backup_job_keeps_the_newest_complete_backups() {
     for d in &left {
         let v = cli(&["backup", "verify", s(d), "--data-dir", s(&app.data)]);
         assert!(v.status.success(), "{}", text(&v));
+    }
+}
+
+/// `restore DIR --data-dir NEW` with extra arguments and environment.
+fn restore_with(
+    dir: &Path,
+    new: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut c = Command::new(bin());
+    c.args(["restore", s(dir), "--data-dir", s(new)])
+        .args(extra)
+        .env_remove("FLOWGUARD_CONFIG")
+        .env("FLOWGUARD_LOG", "warn");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+#[tokio::test]
+async fn restore_refuses_clearly_and_writes_only_into_the_new_data_dir() {
+    // Review 3, F6/F11/F13.
+    let app = spawn_app().await;
+    let lic = crate::license::license("lic-restore", "pro", "", None);
+    let lic_file = app.dir.path().join("lic.jwt");
+    std::fs::write(&lic_file, &lic).unwrap();
+    let o = cli(&[
+        "license",
+        "install",
+        s(&lic_file),
+        "--data-dir",
+        s(&app.data),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let to = app.dir.path().join("bk");
+    let o = cli(&[
+        "backup",
+        "create",
+        "--data-dir",
+        s(&app.data),
+        "--to",
+        s(&to),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let bk = PathBuf::from(summary["dir"].as_str().unwrap());
+    assert!(bk.join("license.jwt").exists());
+    let key = app.data.join("keys/master.key");
+    let key_arg = ["--master-key", s(&key)];
+    let tmp = tempfile::tempdir().unwrap();
+
+    // F19: `backup verify --json` prints the failure as JSON too.
+    let edited = tmp.path().join("edited");
+    copy_tree(&bk, &edited);
+    let m = std::fs::read_to_string(edited.join("manifest.json")).unwrap();
+    std::fs::write(
+        edited.join("manifest.json"),
+        m.replacen("\"binary_version\": \"", "\"binary_version\": \"9", 1),
+    )
+    .unwrap();
+    let o = cli(&[
+        "backup",
+        "verify",
+        s(&edited),
+        "--master-key",
+        s(&key),
+        "--json",
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json on failure");
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("manifest.json"),
+        "{v}"
+    );
+
+    // F11: no --master-key and none configured: says so, naming the backup's key id.
+    let new = tmp.path().join("r1");
+    let o = restore_with(&bk, &new, &[], &[]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("--master-key FILE is required")
+            && text(&o).contains(summary["master_key_id"].as_str().unwrap()),
+        "{}",
+        text(&o)
+    );
+    assert!(!new.exists());
+
+    // F13: a dangling symlink is named, nothing is created.
+    let dang = tmp.path().join("dang");
+    std::os::unix::fs::symlink(tmp.path().join("nowhere"), &dang).unwrap();
+    let o = restore_with(&bk, &dang, &key_arg, &[]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("symbolic link to a missing directory"),
+        "{}",
+        text(&o)
+    );
+    assert!(!tmp.path().join("nowhere").exists());
+
+    // F6: a configured license file (an existing read-only mount, or an absent path) outside
+    // the new data dir is never written; the restore completes.
+    let etc = tmp.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    let live = etc.join("live.jwt");
+    std::fs::write(&live, "the live deployment's license").unwrap();
+    for (n, lic_path) in [(2, live.clone()), (3, etc.join("absent.jwt"))] {
+        let new = tmp.path().join(format!("r{n}"));
+        let o = restore_with(
+            &bk,
+            &new,
+            &key_arg,
+            &[("FLOWGUARD_LICENSE__FILE", s(&lic_path))],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        assert_eq!(
+            std::fs::read_to_string(new.join("license.jwt"))
+                .unwrap()
+                .trim(),
+            lic.trim()
+        );
+        assert!(
+            text(&o).contains("license.file is configured"),
+            "{}",
+            text(&o)
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(&live).unwrap(),
+        "the live deployment's license"
+    );
+    assert!(!etc.join("absent.jwt").exists());
+}
+
+#[tokio::test]
+async fn a_root_run_backup_in_the_data_dir_keeps_the_data_dirs_owner() {
+    // Review 3, F18: the data dir belongs to the service user (`nobody` standing in for
+    // `flowguard`); `backup create` run as root writes `<data>/backups` owned by that user.
+    use std::os::unix::fs::MetadataExt;
+    if euid_is_root() {
+        let app = spawn_app().await;
+        let st = Command::new("chown")
+            .args(["-R", "nobody:nogroup", s(&app.data)])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let uid = std::fs::metadata(&app.data).unwrap().uid();
+        assert_ne!(uid, 0);
+        let o = cli(&["backup", "create", "--data-dir", s(&app.data), "--json"]);
+        assert!(o.status.success(), "{}", text(&o));
+        let backups = app.data.join("backups");
+        let mut todo = vec![backups.clone()];
+        let mut n = 0;
+        while let Some(p) = todo.pop() {
+            assert_eq!(std::fs::metadata(&p).unwrap().uid(), uid, "{}", p.display());
+            n += 1;
+            if p.is_dir() {
+                todo.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            }
+        }
+        assert!(n > 3, "{n}");
+    }
+}
+
+fn euid_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn a_five_field_backup_schedule_is_a_config_error_naming_the_setting() {
+    // Review 3, F17: server job schedules have seconds, like keys.rotation_cron.
+    for (bad, want) in [
+        ("0 30 2 * *", "expected 6"),
+        ("nonsense x y z w v", "not a cron"),
+    ] {
+        let e = match try_spawn(Opts {
+            env: vec![("FLOWGUARD_BACKUP__SCHEDULE".into(), bad.into())],
+            ..Default::default()
+        })
+        .await
+        {
+            Ok(_) => panic!("`{bad}` accepted"),
+            Err(e) => e,
+        };
+        assert!(
+            e.log.contains("backup.schedule") && e.log.contains(bad) && e.log.contains(want),
+            "{}",
+            e.log
+        );
+    }
+}
+
+#[tokio::test]
+async fn doctor_reports_a_license_file_the_server_refuses() {
+    // Review 3, F16.
+    let app = spawn_app().await;
+    for content in ["garbage", ""] {
+        std::fs::write(app.data.join("license.jwt"), content).unwrap();
+        let (code, v, out) = doctor(&app.data);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(
+            v["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["check"] == "license"
+                    && f["problem"].as_str().unwrap().contains("refused")),
+            "{out}"
+        );
     }
 }

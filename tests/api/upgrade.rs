@@ -823,3 +823,135 @@ async fn systemd_notify_extends_the_start_timeout_then_ready_and_stopping() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `doctor --json` on `data`: exit code, JSON (Null when none), and the whole output.
+fn doctor_json(data: &Path) -> (Option<i32>, Value, String) {
+    let o = run_cli(&["doctor", "--json", "--data-dir", data.to_str().unwrap()]);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    (o.status.code(), v, out_text(&o))
+}
+
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).unwrap().len()
+}
+
+#[tokio::test]
+async fn empty_or_missing_stores_are_never_recreated_empty() {
+    // Review 3, F1/F3/F4: a truncated (0-byte) or missing store is refused and named, by
+    // `serve` (/readyz degraded) and `doctor` (exit 1), and never written to.
+    let app = spawn_app().await;
+    let (t2, _) = create_tenant(&app, "trunc", "owner@trunc.example");
+    let (t3, _) = create_tenant(&app, "gone", "owner@gone.example");
+    let TestApp { dir, child, .. } = app;
+    drop(child);
+    let data = dir.path().join("data");
+    let s2 = data.join(format!("tenants/{t2}.db"));
+    std::fs::write(&s2, b"").unwrap();
+    let _ = std::fs::remove_file(data.join(format!("tenants/{t2}.db-wal")));
+    std::fs::remove_file(data.join(format!("tenants/{t3}.db"))).unwrap();
+    let _ = std::fs::remove_file(data.join(format!("tenants/{t3}.db-wal")));
+
+    let (code, v, out) = doctor_json(&data);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(v["ok"], false, "{out}");
+    assert!(out.contains(&format!("tenants/{t2}.db is empty")), "{out}");
+    assert_eq!(file_len(&s2), 0, "doctor wrote the truncated store");
+
+    let app = start_on(dir, &[], "").await;
+    let named = |v: &Value, t: &str| {
+        v["refused_stores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["tenant_id"] == t)
+            .map(|r| r["error"].as_str().unwrap().to_string())
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let v = loop {
+        let v = wait_degraded(&app).await;
+        if named(&v, &t2).is_some() && named(&v, &t3).is_some() {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "not both refused: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let named = |t: &str| named(&v, t);
+    assert!(named(&t2).is_some_and(|e| e.contains("is empty")), "{v}");
+    assert!(named(&t3).is_some_and(|e| e.contains("is missing")), "{v}");
+    assert_eq!(file_len(&s2), 0, "serve recreated the truncated store");
+    assert!(!data.join(format!("tenants/{t3}.db")).exists());
+    let (st, body) = login_status(&app, "trunc", "owner@trunc.example", "whatever-pass-1").await;
+    assert_eq!(st, 503, "{body}");
+    // The intact tenant serves.
+    app.owner().await;
+
+    // A truncated catalog is never a first start.
+    let TestApp { dir, child, .. } = app;
+    drop(child);
+    let cat = data.join("catalog.db");
+    std::fs::write(&cat, b"").unwrap();
+    let _ = std::fs::remove_file(data.join("catalog.db-wal"));
+    let (code, _, out) = doctor_json(&data);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("catalog.db is empty"), "{out}");
+    assert_eq!(file_len(&cat), 0, "doctor wrote the truncated catalog");
+    let _ = std::fs::remove_file(data.join("listen.addr"));
+    let e = match try_spawn(Opts {
+        dir: Some(dir),
+        ..Default::default()
+    })
+    .await
+    {
+        Ok(_) => panic!("a 0-byte catalog must not start"),
+        Err(e) => e,
+    };
+    assert!(e.log.contains("catalog.db is empty"), "{}", e.log);
+    assert!(!e.log.contains("first start"), "{}", e.log);
+    assert_eq!(file_len(&cat), 0);
+}
+
+#[tokio::test]
+async fn backup_create_and_doctor_never_migrate_an_older_data_dir() {
+    // Review 3, F14: the previous release's data dir (catalog 5, tenant stores 9) is left
+    // byte-for-byte as it is by `backup create` and `doctor` of this binary.
+    let (_fx, tmp) = fixture_copy();
+    let data = tmp.path().join("data");
+    let snapshot = |d: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut v = vec![(
+            "catalog.db".to_string(),
+            std::fs::read(d.join("catalog.db")).unwrap(),
+        )];
+        for e in std::fs::read_dir(d.join("tenants")).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "db") {
+                v.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+            }
+        }
+        v.sort();
+        v
+    };
+    let before = snapshot(&data);
+    let to = tmp.path().join("bk");
+    let o = cli_with(
+        bin(),
+        &[
+            "backup",
+            "create",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ],
+    );
+    let out = out_text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains(&format!("has schema version {FIXTURE_CATALOG_VERSION}"))
+            && out.contains("never migrates"),
+        "{out}"
+    );
+    let o = cli_with(bin(), &["doctor", "--data-dir", data.to_str().unwrap()]);
+    assert!(!o.status.success(), "{}", out_text(&o));
+    assert!(snapshot(&data) == before, "a store file changed");
+    assert!(!data.join("pre-migration").exists());
+}
