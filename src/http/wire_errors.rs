@@ -20,7 +20,14 @@
 //!
 //! Below actix' limits, [`check_limits`] (run by the middleware before residency and routing)
 //! answers a request target over [`MAX_TARGET_BYTES`] with 414 and a header section over
-//! [`MAX_HEADER_BYTES`] with 431, the same codes.
+//! [`MAX_HEADER_BYTES`] or more than [`MAX_HEADER_FIELDS`] fields with 431, the same codes.
+//!
+//! Over HTTP/2 the codec refuses nothing of these below its own limits, so [`check_limits`]
+//! is what enforces them there (the answer goes on the stream, problem+json). The h2 codec's
+//! own refusals come before the application and have no body: a `:path` over 65,534 bytes
+//! (the `http` crate's URI limit) resets the stream; a header list over h2's default
+//! `SETTINGS_MAX_HEADER_LIST_SIZE` (16 MiB; actix-http builds its h2 server with the defaults and
+//! offers no setting) gets a bare 431 and `RST_STREAM(REFUSED_STREAM)`.
 //!
 //! To tell these apart the wrapper keeps the first [`KEEP`] bytes received since the last answer
 //! head it saw written (the start of the request being parsed). On HTTP/2 connections the
@@ -50,6 +57,13 @@ pub const MAX_TARGET_BYTES: usize = 8 * 1024;
 /// `header_fields_too_large`.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
+/// Most header fields a request may carry; more → 431 `header_fields_too_large`. The same
+/// number actix-http's HTTP/1 parser allows (its `MAX_HEADERS`), so both protocols refuse at
+/// the same count: over HTTP/1.1 the codec refuses a 97th field, over HTTP/2 (whose codec has
+/// no count limit) [`check_limits`] does. Pseudo-header fields (`:method`, `:path`, …) are not
+/// counted; every `cookie` field (h2 may split one cookie header into several) is.
+pub const MAX_HEADER_FIELDS: usize = 96;
+
 /// A request line reaching this without its end is "too long" (the URI's fault).
 const LONG_LINE: usize = MAX_TARGET_BYTES;
 
@@ -60,6 +74,15 @@ pub fn check_limits(req: &actix_web::HttpRequest) -> Result<(), ApiError> {
         return Err(ApiError::new(
             ErrorCode::UriTooLong,
             format!("the request target is longer than {MAX_TARGET_BYTES} bytes"),
+        ));
+    }
+    let fields = req.headers().len();
+    if fields > MAX_HEADER_FIELDS {
+        return Err(ApiError::new(
+            ErrorCode::HeaderFieldsTooLarge,
+            format!(
+                "the request has {fields} header fields; at most {MAX_HEADER_FIELDS} are accepted"
+            ),
         ));
     }
     let header_bytes: usize = req

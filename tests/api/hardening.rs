@@ -737,3 +737,89 @@ async fn early_refusals_over_h2_with_an_unread_body_are_problem_json() {
         "{a:?}"
     );
 }
+
+/// A GET over HTTP/2 with curl, without curl's own `Accept` and `User-Agent` fields, so the
+/// request carries exactly `headers` (and no others besides the pseudo-header fields).
+fn curl_h2_get(app: &TestApp, path: &str, headers: &[String]) -> CurlAnswer {
+    let out_file = app.dir.path().join("curl-get-out");
+    let _ = std::fs::remove_file(&out_file);
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args([
+        "-sS",
+        "-k",
+        "--http2",
+        "-H",
+        "Accept:",
+        "-H",
+        "User-Agent:",
+        "-o",
+    ])
+    .arg(&out_file)
+    .args(["-w", "%{http_version} %{http_code} %{content_type}"]);
+    for h in headers {
+        cmd.arg("-H").arg(h);
+    }
+    let out = cmd.arg(app.url(path)).output().expect("run curl");
+    let w = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut parts = w.splitn(3, ' ');
+    CurlAnswer {
+        exit: out.status.code().unwrap_or(-1),
+        version: parts.next().unwrap_or("").to_string(),
+        status: parts.next().and_then(|s| s.parse().ok()).unwrap_or(0),
+        content_type: parts.next().unwrap_or("").to_string(),
+        body: std::fs::read_to_string(&out_file).unwrap_or_default()
+            + &String::from_utf8_lossy(&out.stderr),
+    }
+}
+
+/// Item 6 over HTTP/2 (review F9): the same head limits as HTTP/1.1 — at most 96 header
+/// fields, a 32 KiB header section, an 8 KiB request target — answered with the same
+/// problem+json 431/414; and what a client gets for a target h2 itself refuses (64 KiB).
+#[tokio::test]
+async fn http_layer_limits_over_h2_match_http1() {
+    let app = spawn_app().await;
+    let fields = |n: usize| (0..n).map(|i| format!("X-H{i}: y")).collect::<Vec<_>>();
+
+    // The header-field count: 96 served, 97 and 300 refused — over HTTP/1.1 as well.
+    let a = curl_h2_get(&app, "/api/v1/version", &fields(96));
+    assert_eq!(
+        (a.exit, a.version.as_str(), a.status),
+        (0, "2", 200),
+        "96 fields: {a:?}"
+    );
+    let a = curl_h2_get(&app, "/api/v1/version", &fields(97));
+    assert_problem_h2(&a, 431, "header_fields_too_large", "97 fields");
+    assert!(a.body.contains("at most 96"), "{a:?}");
+    let a = curl_h2_get(&app, "/api/v1/version", &fields(300));
+    assert_problem_h2(&a, 431, "header_fields_too_large", "300 fields");
+    for (n, status) in [(94, 200), (95, 431)] {
+        // `Host` and `Connection` are fields of their own over HTTP/1.1 (n + 2 in all).
+        let mut raw = String::from("GET /api/v1/version HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+        for i in 0..n {
+            raw.push_str(&format!("X-H{i}: y\r\n"));
+        }
+        raw.push_str("Connection: close\r\n\r\n");
+        let (st, _, body) = raw_exchange(&app, raw.into_bytes()).await;
+        assert_eq!(st, status, "HTTP/1.1 with {} fields: {body}", n + 2);
+    }
+
+    // The header section's size: 32 KiB.
+    let big = format!("X-Big: {}", "a".repeat(40_000));
+    let a = curl_h2_get(&app, "/api/v1/version", &[big]);
+    assert_problem_h2(&a, 431, "header_fields_too_large", "40 KB field");
+
+    // The request target: 8 KiB served, longer → 414, up to what h2 itself accepts.
+    let target = |n: usize| format!("/api/v1/version?q={}", "a".repeat(n));
+    let a = curl_h2_get(&app, &target(8 * 1024 - 20), &[]);
+    assert_eq!((a.exit, a.status), (0, 200), "8 KiB target: {a:?}");
+    for n in [9_000, 20_000, 60_000] {
+        let a = curl_h2_get(&app, &target(n), &[]);
+        assert_problem_h2(&a, 414, "uri_too_long", &format!("{n} B target"));
+    }
+    // Over 65534 bytes the h2 codec refuses the `:path` before the application sees it (the
+    // `http` crate's URI limit): the stream is reset, no answer. The server keeps serving.
+    let a = curl_h2_get(&app, &target(70_000), &[]);
+    assert_ne!(a.exit, 0, "70 KB target: {a:?}");
+    let a = curl_h2_get(&app, "/api/v1/version", &[]);
+    assert_eq!((a.exit, a.status), (0, 200), "after: {a:?}");
+}
