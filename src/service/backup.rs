@@ -753,7 +753,7 @@ fn lock_path(data_dir: &Path, id: &str) -> PathBuf {
     data_dir.join(LOCK_DIR).join(format!("{id}.lock"))
 }
 
-/// The advisory lock (`flock`, exclusive) a process holds on `<data>/backup-locks/<id>.lock`
+/// The advisory lock (`flock(2)`, exclusive) a process holds on `<data>/backup-locks/<id>.lock`
 /// for as long as it writes the backup `id`. The kernel releases it when the process ends, however
 /// it ends (kill -9, OOM, crash), so a `running` row whose lock is free belongs to no live process
 /// ([`fail_dead_backups`], review 3 F7). Dropping it removes the file and releases the lock.
@@ -790,7 +790,8 @@ pub fn take_run_lock(data_dir: &Path, id: &str) -> anyhow::Result<RunLock> {
         .mode(0o644)
         .open(&path)
         .with_context(|| format!("cannot create {}", path.display()))?;
-    file.try_lock()
+    // `flock(2)` via rustix (std's `File::try_lock` needs Rust 1.89; our MSRV is 1.86).
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
         .map_err(|e| anyhow!("cannot lock {}: {e}", path.display()))?;
     Ok(RunLock { _file: file, path })
 }
@@ -802,13 +803,16 @@ fn lock_held(data_dir: &Path, id: &str) -> bool {
     match std::fs::File::open(lock_path(data_dir, id)) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(_) => true,
-        Ok(f) => match f.try_lock_shared() {
-            Ok(()) => {
-                let _ = f.unlock();
-                false
+        Ok(f) => {
+            use rustix::fs::{flock, FlockOperation};
+            match flock(&f, FlockOperation::NonBlockingLockShared) {
+                Ok(()) => {
+                    let _ = flock(&f, FlockOperation::Unlock);
+                    false
+                }
+                Err(_) => true,
             }
-            Err(_) => true,
-        },
+        }
     }
 }
 
