@@ -1000,7 +1000,7 @@ fn backup_create(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let to = to.unwrap_or_else(|| settings.backup_dir());
     let bar = progress_bar("backup".into());
-    let res = backup::create_recorded(
+    let res = backup::create_cli(
         &settings,
         &opened.master,
         &opened.catalog,

@@ -304,16 +304,7 @@ pub fn create_blocking(
     if to_created {
         owned_like_data_dir(src.data_dir, to)?;
     }
-    let name = format!("{DIR_PREFIX}{}", utc_stamp(now));
-    let final_dir = to.join(&name);
-    if final_dir.exists() {
-        bail!("{} already exists", final_dir.display());
-    }
-    let tmp = to.join(format!(".{name}.partial"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
-    }
-    crate::store::private_dir(&tmp)?;
+    let (final_dir, tmp) = reserve_dir(to, &utc_stamp(now))?;
     let res = create_into(src, &tmp, tenants, now, progress);
     let manifest = match res {
         Ok(m) => m,
@@ -346,6 +337,43 @@ pub fn create_blocking(
             .collect(),
     };
     Ok((summary, manifest))
+}
+
+/// Reserve a backup directory name under `to` for the stamp `stamp`: the first of
+/// `flowguard-backup-<stamp>`, `…-2`, `…-3`, … whose partial directory `.<name>.partial` this
+/// call creates itself (`mkdir` fails when it exists, so two backups started in the same second —
+/// CLI and API, two CLIs — never share one, review 3 F5) and whose final name does not exist.
+/// The final name is checked *after* the partial directory is created: a backup renames its
+/// partial directory to the final name atomically, so once ours exists no other backup can
+/// complete under that name. A partial directory found is never removed (it may be another
+/// backup's work in progress). Returns (final directory, partial directory).
+///
+/// Errors: `to` not writable, or 1000 names taken.
+fn reserve_dir(to: &Path, stamp: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    use std::os::unix::fs::DirBuilderExt;
+    for n in 1..=1000u32 {
+        let name = if n == 1 {
+            format!("{DIR_PREFIX}{stamp}")
+        } else {
+            format!("{DIR_PREFIX}{stamp}-{n}")
+        };
+        let tmp = to.join(format!(".{name}.partial"));
+        match std::fs::DirBuilder::new().mode(0o700).create(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", tmp.display())),
+        }
+        let final_dir = to.join(&name);
+        if final_dir.symlink_metadata().is_ok() {
+            let _ = std::fs::remove_dir(&tmp);
+            continue;
+        }
+        return Ok((final_dir, tmp));
+    }
+    bail!(
+        "no free backup directory name for {stamp} under {}",
+        to.display()
+    )
 }
 
 /// Give `path` (recursively) the owner of `data_dir` when it lies inside the data dir and the
@@ -714,39 +742,138 @@ fn now_rfc3339() -> String {
     rfc3339(chrono::Utc::now())
 }
 
-/// Write a backup for the row `id` (already `running`) into `[backup] dir` with the catalog
-/// audit row of [`create_recorded`], then mark the row `done` or `failed`. Blocking.
-fn run_started_blocking(
-    state: &crate::service::AppState,
+/// Directory under the data dir holding one lock file `<backup id>.lock` per running backup.
+const LOCK_DIR: &str = "backup-locks";
+
+/// Error of a `running` backup row whose process is gone.
+pub const INTERRUPTED: &str =
+    "interrupted: the process writing this backup ended (killed, crashed or restarted) before it finished";
+
+fn lock_path(data_dir: &Path, id: &str) -> PathBuf {
+    data_dir.join(LOCK_DIR).join(format!("{id}.lock"))
+}
+
+/// The advisory lock (`flock(2)`, exclusive) a process holds on `<data>/backup-locks/<id>.lock`
+/// for as long as it writes the backup `id`. The kernel releases it when the process ends, however
+/// it ends (kill -9, OOM, crash), so a `running` row whose lock is free belongs to no live process
+/// ([`fail_dead_backups`], review 3 F7). Dropping it removes the file and releases the lock.
+pub struct RunLock {
+    _file: std::fs::File,
+    path: PathBuf,
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Take the [`RunLock`] of backup `id` (before its `running` row is written, so a row is never
+/// without its lock while its process lives).
+///
+/// Errors: the lock directory or file cannot be created, or the lock is held.
+pub fn take_run_lock(data_dir: &Path, id: &str) -> anyhow::Result<RunLock> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = data_dir.join(LOCK_DIR);
+    let created = !dir.exists();
+    crate::store::private_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if created {
+        owned_like_data_dir(data_dir, &dir)?;
+    }
+    let path = lock_path(data_dir, id);
+    // Readable by all (0644): another user's process (root CLI, `User=flowguard` server) only
+    // opens it read-only to test the lock; the directory is 0700 anyway.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o644)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    // `flock(2)` via rustix (std's `File::try_lock` needs Rust 1.89; our MSRV is 1.86).
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|e| anyhow!("cannot lock {}: {e}", path.display()))?;
+    Ok(RunLock { _file: file, path })
+}
+
+/// Whether the lock of backup `id` is held by a live process (this one included: `flock`
+/// locks belong to open files, so a second open file conflicts even within one process). An
+/// unreadable lock file counts as held (never fail a backup we cannot check).
+fn lock_held(data_dir: &Path, id: &str) -> bool {
+    match std::fs::File::open(lock_path(data_dir, id)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(_) => true,
+        Ok(f) => {
+            use rustix::fs::{flock, FlockOperation};
+            match flock(&f, FlockOperation::NonBlockingLockShared) {
+                Ok(()) => {
+                    let _ = flock(&f, FlockOperation::Unlock);
+                    false
+                }
+                Err(_) => true,
+            }
+        }
+    }
+}
+
+/// Mark `failed` ([`INTERRUPTED`]) every `running` backup whose [`RunLock`] no live process
+/// holds, and remove its lock file. Called at `serve` start, before a backup starts and when the
+/// list is read, so a killed backup never blocks the next ones. Returns how many. Blocking.
+pub fn fail_dead_backups(catalog: &Catalog, data_dir: &Path) -> usize {
+    let ids = match catalog.blocking(|c| snap::running_backup_ids(c)) {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list running backups");
+            return 0;
+        }
+    };
+    let mut n = 0;
+    for id in ids {
+        if lock_held(data_dir, &id) {
+            continue;
+        }
+        let now = now_rfc3339();
+        match catalog.blocking(|c| snap::fail_backup_interrupted(c, &id, INTERRUPTED, &now)) {
+            Ok(k) => n += k,
+            Err(e) => {
+                tracing::error!(backup = %id, error = %e, "cannot mark an interrupted backup failed")
+            }
+        }
+        let _ = std::fs::remove_file(lock_path(data_dir, &id));
+    }
+    n
+}
+
+/// Write a backup for the row `id` (already `running`, its [`RunLock`] held by the caller) into
+/// `to` with the catalog audit row of [`create_recorded`], then mark the row `done` or `failed`.
+/// Blocking.
+#[allow(clippy::too_many_arguments)]
+fn run_cataloged(
+    settings: &crate::config::Settings,
+    master: &MasterKey,
+    catalog: &Catalog,
     id: &str,
+    to: &Path,
+    tenants: Option<&[TenantId]>,
     actor: &crate::audit::Actor,
+    progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let res = create_recorded(
-        &state.settings,
-        &state.master,
-        &state.catalog,
-        &state.settings.backup_dir(),
-        None,
-        actor,
-        &|_| {},
-    );
+    let res = create_recorded(settings, master, catalog, to, tenants, actor, progress);
     let now = now_rfc3339();
     let mark = match &res {
         Ok(s) => {
             let dir = s.dir.display().to_string();
             let bytes = i64::try_from(s.bytes).unwrap_or(i64::MAX);
             let ms = i64::try_from(s.duration_ms).unwrap_or(i64::MAX);
-            state.catalog.blocking(|c| {
+            catalog.blocking(|c| {
                 snap::finish_backup_done(c, id, &dir, bytes, ms, &s.manifest_sha256, &now)
             })
         }
         Err(e) => {
             let ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
             let msg = format!("{e:#}");
-            state
-                .catalog
-                .blocking(|c| snap::finish_backup_failed(c, id, &msg, ms, &now))
+            catalog.blocking(|c| snap::finish_backup_failed(c, id, &msg, ms, &now))
         }
     };
     if let Err(e) = mark {
@@ -761,6 +888,53 @@ fn run_started_blocking(
     res
 }
 
+/// `flowguard backup create`: record a `running` backup (trigger `cli`) in the live catalog,
+/// write it into `to` and record its outcome, like API backups, so it is listed by
+/// `GET /api/v1/platform/backups` (review 3). It runs beside an API or scheduled backup (the
+/// directory names never collide); while it runs those are refused as `backup_running`.
+/// Blocking.
+///
+/// Errors: as [`create_blocking`]; the row and the audit row are written either way.
+#[allow(clippy::too_many_arguments)]
+pub fn create_cli(
+    settings: &crate::config::Settings,
+    master: &MasterKey,
+    catalog: &Catalog,
+    to: &Path,
+    tenants: Option<&[TenantId]>,
+    actor: &crate::audit::Actor,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Summary> {
+    fail_dead_backups(catalog, &settings.data_dir);
+    let id = crate::domain::new_object_id();
+    let lock = take_run_lock(&settings.data_dir, &id)?;
+    let now = now_rfc3339();
+    catalog
+        .blocking(|c| snap::insert_backup(c, &id, "cli", &now))
+        .context("cannot record the backup in the catalog")?;
+    let res = run_cataloged(settings, master, catalog, &id, to, tenants, actor, progress);
+    drop(lock);
+    res
+}
+
+/// Write a backup for the row `id` (already `running`, its lock held) into `[backup] dir`.
+fn run_started_blocking(
+    state: &crate::service::AppState,
+    id: &str,
+    actor: &crate::audit::Actor,
+) -> anyhow::Result<Summary> {
+    run_cataloged(
+        &state.settings,
+        &state.master,
+        &state.catalog,
+        id,
+        &state.settings.backup_dir(),
+        None,
+        actor,
+        &|_| {},
+    )
+}
+
 /// `POST /api/v1/platform/backups`: record a `running` backup and write it in the background
 /// (a blocking task) into `[backup] dir`. Returns the new row.
 ///
@@ -771,12 +945,22 @@ pub async fn start_api(
 ) -> crate::error::ApiResult<BackupRow> {
     use crate::error::{ApiError, ErrorCode};
     let id = crate::domain::new_object_id();
+    let st = state.clone();
+    let i = id.clone();
+    let lock = tokio::task::spawn_blocking(move || {
+        fail_dead_backups(&st.catalog, &st.settings.data_dir);
+        take_run_lock(&st.settings.data_dir, &i)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("backup start: {e}")))?
+    .map_err(|e| ApiError::internal(format!("{e:#}")))?;
     let (i, now) = (id.clone(), now_rfc3339());
     let started = state
         .catalog
         .run(move |c| snap::start_backup(c, &i, "api", &now))
         .await?;
     if !started {
+        drop(lock);
         return Err(ApiError::new(
             ErrorCode::BackupRunning,
             "a backup is running already; try again when it has finished",
@@ -793,6 +977,7 @@ pub async fn start_api(
     tokio::task::spawn_blocking(move || {
         // The outcome is in the row and the audit row.
         let _ = run_started_blocking(&st, &id, &actor);
+        drop(lock);
     });
     Ok(row)
 }
@@ -801,23 +986,19 @@ pub async fn start_api(
 pub async fn list_api(
     state: &std::sync::Arc<crate::service::AppState>,
 ) -> crate::error::ApiResult<Vec<BackupRow>> {
+    let st = state.clone();
+    // A backup whose process was killed is shown failed at once, not `running` forever.
+    let _ =
+        tokio::task::spawn_blocking(move || fail_dead_backups(&st.catalog, &st.settings.data_dir))
+            .await;
     Ok(state.catalog.run(|c| snap::list_backups(c)).await?)
 }
 
-/// Mark backups left `running` by a previous process `failed` ("interrupted by a restart").
-/// Called when `serve` starts its jobs. Returns how many.
+/// Mark backups left `running` by a process that is gone `failed` ([`fail_dead_backups`]; a
+/// CLI backup still running while `serve` restarts keeps its row). Called when `serve` starts
+/// its jobs. Returns how many.
 pub fn fail_interrupted_blocking(state: &crate::service::AppState) -> usize {
-    let now = now_rfc3339();
-    match state
-        .catalog
-        .blocking(|c| snap::fail_interrupted_backups(c, &now))
-    {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot mark interrupted backups failed");
-            0
-        }
-    }
+    fail_dead_backups(&state.catalog, &state.settings.data_dir)
 }
 
 /// Delete the oldest backups under `dir` beyond the newest `keep` (at least 1 is always kept).
@@ -892,6 +1073,14 @@ pub fn own_full_backups(dir: &Path, signer: &AuditSigner) -> Vec<PathBuf> {
 /// catalog rows). Returns 1 when a backup was written, else 0. Blocking.
 pub fn scheduled_job_blocking(state: &crate::service::AppState) -> usize {
     let id = crate::domain::new_object_id();
+    fail_dead_backups(&state.catalog, &state.settings.data_dir);
+    let lock = match take_run_lock(&state.settings.data_dir, &id) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "scheduled backup not started");
+            return 0;
+        }
+    };
     let now = now_rfc3339();
     match state
         .catalog
@@ -908,7 +1097,9 @@ pub fn scheduled_job_blocking(state: &crate::service::AppState) -> usize {
         }
     }
     let actor = crate::service::job_actor(BACKUP_JOB);
-    if run_started_blocking(state, &id, &actor).is_err() {
+    let res = run_started_blocking(state, &id, &actor);
+    drop(lock);
+    if res.is_err() {
         return 0;
     }
     match prune(
@@ -1176,7 +1367,20 @@ pub fn list_complete(dir: &Path) -> Vec<PathBuf> {
                 .collect()
         })
         .unwrap_or_default();
-    out.sort();
+    // Oldest first: by stamp, then by the same-second suffix as a number (`-10` after `-9`).
+    out.sort_by_key(|p| {
+        let n = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let stamp_end = (DIR_PREFIX.len() + 16).min(n.len());
+        let suffix = n
+            .get(stamp_end + 1..)
+            .and_then(|x| x.parse::<u64>().ok())
+            .unwrap_or(1);
+        (n[..stamp_end].to_string(), suffix)
+    });
     out
 }
 

@@ -246,7 +246,7 @@ pub fn screenshot_ids(c: &Connection) -> StoreResult<Vec<String>> {
 pub struct BackupRow {
     /// Backup id (random).
     pub id: String,
-    /// `api` or `schedule`.
+    /// `api`, `schedule` or `cli` (`flowguard backup create`).
     pub trigger: String,
     /// `running`, `done` or `failed`.
     pub status: String,
@@ -294,6 +294,38 @@ pub fn start_backup(c: &Connection, id: &str, trigger: &str, now: &str) -> Store
         rusqlite::params![id, trigger, now],
     )?;
     Ok(n == 1)
+}
+
+/// Record a new `running` backup whatever else runs (`flowguard backup create`: a CLI backup
+/// may run beside an API or scheduled one; their directory names never collide).
+pub fn insert_backup(c: &Connection, id: &str, trigger: &str, now: &str) -> StoreResult<()> {
+    c.execute(
+        "INSERT INTO backups (id, trigger, status, started_at) VALUES (?1, ?2, 'running', ?3)",
+        rusqlite::params![id, trigger, now],
+    )?;
+    Ok(())
+}
+
+/// Ids of the backups recorded as `running`.
+pub fn running_backup_ids(c: &Connection) -> StoreResult<Vec<String>> {
+    let mut s = c.prepare("SELECT id FROM backups WHERE status = 'running'")?;
+    let rows = s.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Mark the running backup `id` `failed` with `error` (its process ended without saying how:
+/// no duration is recorded).
+pub fn fail_backup_interrupted(
+    c: &Connection,
+    id: &str,
+    error: &str,
+    now: &str,
+) -> StoreResult<usize> {
+    Ok(c.execute(
+        "UPDATE backups SET status = 'failed', error = ?2, finished_at = ?3
+          WHERE id = ?1 AND status = 'running'",
+        rusqlite::params![id, error, now],
+    )?)
 }
 
 /// Mark a running backup `done` with what it wrote.

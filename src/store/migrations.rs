@@ -147,6 +147,29 @@ CREATE TABLE backups (
 CREATE INDEX backups_started ON backups(started_at);
 ",
         ),
+        // Issue 19 (review 3): `flowguard backup create` records its backups too (trigger `cli`).
+        // SQLite cannot change a CHECK in place: the table is rebuilt.
+        M::up(
+            "
+CREATE TABLE backups_new (
+    id              TEXT PRIMARY KEY,
+    trigger         TEXT NOT NULL CHECK (trigger IN ('api','schedule','cli')),
+    status          TEXT NOT NULL CHECK (status IN ('running','done','failed')),
+    dir             TEXT,
+    bytes           INTEGER,
+    duration_ms     INTEGER,
+    error           TEXT,
+    manifest_sha256 TEXT,
+    started_at      TEXT NOT NULL,
+    finished_at     TEXT
+);
+INSERT INTO backups_new SELECT id, trigger, status, dir, bytes, duration_ms, error,
+       manifest_sha256, started_at, finished_at FROM backups ORDER BY rowid;
+DROP TABLE backups;
+ALTER TABLE backups_new RENAME TO backups;
+CREATE INDEX backups_started ON backups(started_at);
+",
+        ),
     ])
 }
 

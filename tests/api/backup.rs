@@ -939,3 +939,180 @@ async fn doctor_reports_a_license_file_the_server_refuses() {
         );
     }
 }
+
+/// Backup directories (complete ones, any same-second suffix) under `dir`.
+fn backup_dirs(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_str().unwrap().to_string())
+                .filter(|n| n.starts_with("flowguard-backup-2"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn cli_backups_are_listed_and_same_second_backups_never_collide() {
+    let app = spawn_app().await;
+    let admin = app.platform_admin().await;
+    // Three CLI backups started at once (the same second, most runs): each gets its own
+    // directory (`…Z`, `…Z-2`, …), none deletes another's partial directory, all succeed.
+    let data = app.data.clone();
+    let handles: Vec<_> = (0..3)
+        .map(|_| {
+            let d = data.clone();
+            std::thread::spawn(move || cli(&["backup", "create", "--data-dir", s(&d), "--json"]))
+        })
+        .collect();
+    let mut summaries = Vec::new();
+    for h in handles {
+        let o = h.join().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        summaries.push(v);
+    }
+    let names = backup_dirs(&app.data.join("backups"));
+    assert_eq!(names.len(), 3, "{names:?}");
+    for n in &names {
+        // `flowguard-backup-yyyymmddThhmmssZ` optionally `-<n>`.
+        let (stamp, tail) = n.split_at(33);
+        assert!(stamp.ends_with('Z'), "{n}");
+        assert!(
+            tail.is_empty() || (tail.starts_with('-') && tail[1..].parse::<u32>().is_ok()),
+            "{n}"
+        );
+    }
+    // Each is listed by the API as a `cli` backup with what it wrote.
+    let list = admin
+        .json(Method::GET, "/api/v1/platform/backups", None, 200)
+        .await;
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{list}");
+    for sm in &summaries {
+        let row = items
+            .iter()
+            .find(|r| r["dir"] == sm["dir"])
+            .unwrap_or_else(|| panic!("{sm} not listed: {list}"));
+        assert_eq!(row["trigger"], "cli", "{row}");
+        assert_eq!(row["status"], "done", "{row}");
+        assert_eq!(row["manifest_sha256"], sm["manifest_sha256"], "{row}");
+        assert_eq!(row["size_bytes"], sm["bytes"], "{row}");
+        assert!(row["duration_ms"].as_i64().is_some(), "{row}");
+        let v = cli(&[
+            "backup",
+            "verify",
+            sm["dir"].as_str().unwrap(),
+            "--data-dir",
+            s(&app.data),
+        ]);
+        assert!(v.status.success(), "{}", text(&v));
+    }
+    // A CLI backup and an API backup at once: both end `done` in distinct directories, or the
+    // API one is refused while the CLI one runs (409 backup_running); never a failure.
+    let d = data.clone();
+    let c = std::thread::spawn(move || cli(&["backup", "create", "--data-dir", s(&d), "--json"]));
+    let r = admin
+        .req(Method::POST, "/api/v1/platform/backups", None)
+        .await;
+    let st = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    let o = c.join().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    if st == 202 {
+        let row = wait_backup_finished(&admin, body["id"].as_str().unwrap()).await;
+        assert_eq!(row["status"], "done", "{row}");
+    } else {
+        assert_eq!(
+            (st, body["code"].as_str()),
+            (409, Some("backup_running")),
+            "{body}"
+        );
+    }
+    let list = admin
+        .json(Method::GET, "/api/v1/platform/backups", None, 200)
+        .await;
+    for row in list["items"].as_array().unwrap() {
+        assert_eq!(row["status"], "done", "{list}");
+    }
+    let dirs = backup_dirs(&app.data.join("backups"));
+    assert_eq!(
+        dirs.len(),
+        list["items"].as_array().unwrap().len(),
+        "{dirs:?} {list}"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_backup_is_failed_and_never_blocks_the_next_one() {
+    let app = spawn_app().await;
+    let admin = app.platform_admin().await;
+    let backups = app.data.join("backups");
+    // `jobs run backup` killed (SIGKILL) while its partial directory exists.
+    let mut child = Command::new(bin())
+        .args(["jobs", "run", "backup", "--data-dir", s(&app.data)])
+        .env_remove("FLOWGUARD_CONFIG")
+        .env("FLOWGUARD_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let partial = std::fs::read_dir(&backups)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+            })
+            .unwrap_or(false);
+        if partial {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no partial backup directory appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Its row is failed ("interrupted"), not `running` forever.
+    let list = admin
+        .json(Method::GET, "/api/v1/platform/backups", None, 200)
+        .await;
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{list}");
+    assert_eq!(items[0]["trigger"], "schedule", "{list}");
+    assert_eq!(items[0]["status"], "failed", "{list}");
+    assert!(
+        items[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("interrupted"),
+        "{list}"
+    );
+    // The next API backup starts (no 409) and completes, without a server restart.
+    let r = admin
+        .json(Method::POST, "/api/v1/platform/backups", None, 202)
+        .await;
+    let row = wait_backup_finished(&admin, r["id"].as_str().unwrap()).await;
+    assert_eq!(row["status"], "done", "{row}");
+    // So does the next `jobs run backup`.
+    let o = cli(&["jobs", "run", "backup", "--data-dir", s(&app.data)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let list = admin
+        .json(Method::GET, "/api/v1/platform/backups", None, 200)
+        .await;
+    let done = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "done")
+        .count();
+    assert_eq!(done, 2, "{list}");
+}

@@ -339,15 +339,17 @@ pub async fn revoke_license(
     Ok(HttpResponse::Created().json(Revocation::from(row)))
 }
 
-/// A backup started from the API or the scheduled job.
+/// A backup started from the API, the scheduled job or `flowguard backup create`.
 #[derive(Serialize, ToSchema)]
 #[schema(as = BackupRow)]
 pub struct Backup {
     /// Backup id.
     pub id: String,
-    /// `api` or `schedule`.
+    /// `api`, `schedule` or `cli` (`flowguard backup create`, `flowguard jobs run backup` is
+    /// `schedule`).
     pub trigger: String,
-    /// `running`, `done` or `failed` (a backup interrupted by a restart is `failed`).
+    /// `running`, `done` or `failed` (a backup whose process ended before it finished — killed,
+    /// crashed, restarted — is `failed`, error starting with "interrupted").
     pub status: String,
     /// The complete backup directory on the server (when done); check it with
     /// `flowguard backup verify DIR`.
