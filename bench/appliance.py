@@ -1307,6 +1307,13 @@ def render(args):
             w(f"| P9 | retention purge, {fmt(lo[key])} → {fmt(hi[key])} runs | {fmt(hi['purge']['runs_per_s'], 0)} runs/s | {fmt(lo['purge']['runs_per_s'], 0)} runs/s | {fmt(pr)} | linear (throughput ≥ 0.67×) | {verdict(okp)} |")
             if not okp:
                 below.append(("P9p", "purge linearity"))
+    bk = bench_json(getattr(args, "backup", None), "backup")
+    if bk:
+        for what, key in (("backup create", "backup"), ("restore", "restore")):
+            ok = bk[key + "_ratio"] >= bk["goal"]
+            w(f"| I19 | {what} MB/s, {fmt(bk['store_bytes'] / 1e6)} MB of stores | {fmt(bk[key + '_mb_s'])} MB/s | `VACUUM INTO` (encrypted, same keys) {fmt(bk['vacuum_mb_s'])} MB/s | {fmt(bk[key + '_ratio'])} | ≥ {bk['goal']} | {verdict(ok)} |")
+            if not ok:
+                below.append(("I19" + key, what + " throughput"))
     w("")
     errs = p2["errors"] + p4["errors"] + p5["errors"] + (p8["errors"] if p8 else 0)
     w(f"Non-2xx responses during all load runs: {errs} (must be 0 for the numbers to count).")
@@ -1415,6 +1422,14 @@ def render(args):
         with open(args.growth) as f:
             w("```")
             w("\n".join(line.rstrip() for line in f if line.startswith(("|", "P9"))))
+            w("```")
+        w("")
+    if bk:
+        w("### Backup and restore vs `VACUUM INTO` (issue 19, `cargo bench --bench backup_speed`)")
+        w("")
+        with open(args.backup) as f:
+            w("```")
+            w("\n".join(line.rstrip() for line in f if line.startswith(("|", "Backup"))))
             w("```")
         w("")
     if p8:
@@ -1568,6 +1583,7 @@ def main():
     r.add_argument("--rotation", nargs="*")
     r.add_argument("--audit")
     r.add_argument("--growth", help="output of `cargo bench --bench cost_growth` (P9)")
+    r.add_argument("--backup", help="output of `cargo bench --bench backup_speed` (issue 19)")
     r.add_argument("--command", required=True)
     r.add_argument("--commit", default="?")
     r.add_argument("--load-before")

@@ -33,19 +33,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use flowguard::audit::{Actor, NewAuditEvent};
 use flowguard::config::{CliOverrides, Settings};
 use flowguard::crypto::keyring::{self, KeyPurpose};
 use flowguard::crypto::Key256;
-use flowguard::store::applications::{self, ApplicationRow};
-use flowguard::store::flows::{self, NewVersion};
-use flowguard::store::runs::{self, StepReportRow};
+use flowguard::store::flows;
+use flowguard::store::runs;
 use rusqlite::Connection;
 use serde_json::{json, Value};
 
-const APP: &str = "app-bench";
-const FLOW: &str = "flow-bench";
-const STEPS: i64 = 25;
+#[path = "support/tenant_gen.rs"]
+mod tenant_gen;
+use tenant_gen::*;
 
 fn env_list(name: &str, default: &str) -> Vec<u64> {
     std::env::var(name)
@@ -53,15 +51,6 @@ fn env_list(name: &str, default: &str) -> Vec<u64> {
         .split(',')
         .filter_map(|s| s.trim().replace('_', "").parse().ok())
         .collect()
-}
-
-fn actor() -> Actor {
-    Actor {
-        email: Some("bench".into()),
-        role: Some("operator".into()),
-        client_ip: None,
-        user_agent: None,
-    }
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -82,98 +71,6 @@ fn rss_kib() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// Application + a 25-step flow in a fresh tenant-schema store.
-fn seed(conn: &mut Connection) -> anyhow::Result<()> {
-    let actor = actor();
-    let now = flowguard::domain::now_rfc3339();
-    applications::insert_application(
-        conn,
-        &ApplicationRow {
-            id: APP.into(),
-            name: "bench".into(),
-            base_url: "https://bench.example".into(),
-            repo_url: None,
-            created_at: now.clone(),
-            updated_at: now,
-        },
-        None,
-        &NewAuditEvent::new(&actor, "application.create", None),
-    )?;
-    let mut steps = vec![json!({"type": "navigate", "url": "/"})];
-    for i in 1..STEPS {
-        steps.push(json!({"type": "click", "selector": format!("#button-{i}")}));
-    }
-    flows::insert_flow(
-        conn,
-        FLOW,
-        APP,
-        &NewVersion {
-            name: "bench",
-            tags: "[]",
-            source: "manual",
-            steps: &Value::Array(steps).to_string(),
-            created_by: "bench",
-        },
-        &NewAuditEvent::new(&actor, "flow.create", None),
-    )?;
-    Ok(())
-}
-
-fn report(i: i64) -> StepReportRow {
-    StepReportRow {
-        index: i,
-        status: "passed".into(),
-        duration_ms: Some(40 + i),
-        error: None,
-        console: Some(json!([
-            {"level": "info", "text": "GET https://bench.example/ 200 in 83 ms"},
-            {"level": "warning", "text": "Deprecation: synchronous XMLHttpRequest on the main thread"},
-            {"level": "info", "text": "app booted; user=[REDACTED]; feature flags: a,b,c,d"}
-        ])),
-        network: Some(json!({"requests": 17, "failed": 0, "bytes": 482_133})),
-    }
-}
-
-fn decide(r: &runs::StepRow) -> (String, Option<String>) {
-    (r.reported_status.clone().unwrap_or_default(), None)
-}
-
-fn run_id(n: u64) -> String {
-    format!("run-{n:010}")
-}
-
-/// Grow the store by `n` runs (queue, claim, 25 reports, complete; audited like the services).
-fn add_runs(conn: &mut Connection, from: u64, n: u64) -> anyhow::Result<()> {
-    let actor = actor();
-    for k in from..from + n {
-        let id = run_id(k);
-        let target = Some(format!("run:{id}"));
-        runs::queue_run(
-            conn,
-            &id,
-            FLOW,
-            "manual",
-            "bench",
-            Some(&NewAuditEvent::new(&actor, "run.trigger", target.clone())),
-        )?;
-        runs::claim_run_id(conn, APP, &id, "tok-bench", 0)?;
-        for i in 0..STEPS {
-            runs::record_step_report(conn, &id, &report(i), &decide)?;
-        }
-        let to = if k % 10 == 3 { "failed" } else { "passed" };
-        runs::transition(
-            conn,
-            &id,
-            &["running"],
-            to,
-            None,
-            None,
-            Some(&NewAuditEvent::new(&actor, "run.complete", target)),
-        )?;
-    }
-    Ok(())
 }
 
 /// Runs generated through the library before the rest of a size is copied
@@ -280,11 +177,6 @@ fn copy_block(conn: &mut Connection, off: u64, n: u64, t: u64) -> anyhow::Result
         st.raw_execute()?;
     }
     tx.commit()?;
-    Ok(())
-}
-
-fn generation_pragmas(c: &Connection) -> anyhow::Result<()> {
-    c.execute_batch("PRAGMA synchronous = OFF; PRAGMA cache_size = -65536;")?;
     Ok(())
 }
 
