@@ -184,6 +184,7 @@ pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
         runner: Default::default(),
         run_queued: Default::default(),
         live: Default::default(),
+        ticket_due: Default::default(),
     })
 }
 

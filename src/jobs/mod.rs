@@ -7,7 +7,7 @@
 //! | `schedules` | `0 * * * * *` (every minute) | queue runs of flows whose cron tick passed (missed ticks collapse into one) |
 //! | `agent-timeouts` | `30 * * * * *` (every minute) | fail running runs without a heartbeat for 5 minutes (`agent_timeout`) |
 //! | `key-rotation` | `keys.rotation_cron` (default `0 17 3 * * *`, daily) | rotate tenant key sets older than `keys.rotation_days`; finish interrupted rotations |
-//! | `ticket-outbox` | `*/20 * * * * *` (every 20 s) | deliver due ticket filings and comments of every tenant (retries after backoff or `Retry-After`; issue 20) |
+//! | `ticket-outbox` | `*/20 * * * * *` (every 20 s) | deliver due ticket filings and comments (retries after backoff or `Retry-After`; issue 20); visits only the tenants with deliveries waiting (`tickets::DueHints`), every tenant store on its first run and every 10 min |
 //! | `license-clock` | `0 */10 * * * *` (every 10 minutes) | record the latest time seen in the catalog (the offline trial is judged against it, so moving the clock back cannot extend it) and pick up a trial started offline |
 //! | `backup` | `[backup] schedule` (default unset: not scheduled, no catch-up run at start) | write a backup into `[backup] dir`, then delete the oldest complete backups there beyond `[backup] keep` (issue 19) |
 //! | `retention` | `jobs.retention_cron` (default `0 15 3 * * *`, daily) | purge finished runs (with their steps and screenshot files) and tenant audit rows older than the plan's retention ([`retention`]) |

@@ -73,6 +73,8 @@ pub struct AppState {
     pub run_queued: Arc<tokio::sync::Notify>,
     /// Open live-event streams per caller (bounded).
     pub live: live::Streams,
+    /// Which tenants have ticket deliveries waiting (the `ticket-outbox` job's worklist).
+    pub ticket_due: tickets::DueHints,
 }
 
 /// The actor recorded in audit rows written by background job `job` (`job:<name>`, role

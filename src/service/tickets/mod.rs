@@ -1152,9 +1152,76 @@ pub fn deliver_tenant_blocking(
     n
 }
 
+/// Which tenants have ticket deliveries waiting, and when the earliest is due (unix seconds),
+/// so the `ticket-outbox` job visits only those instead of opening every tenant store every
+/// 20 s. Filled by a full pass over every tenant store (the job's first run after the start,
+/// then at most every [`FULL_PASS_SECS`] as a safety net) and kept current by every enqueue
+/// ([`kick`]) and every delivery attempt (which reads the store's next due time back).
+#[derive(Debug, Default)]
+pub struct DueHints {
+    inner: parking_lot::Mutex<DueInner>,
+}
+
+#[derive(Debug, Default)]
+struct DueInner {
+    /// When the last full pass over every tenant store ran.
+    full_pass_at: Option<std::time::Instant>,
+    /// Tenant → earliest due time of its outbox (absent: nothing waiting).
+    next: std::collections::HashMap<TenantId, i64>,
+}
+
+/// How often the `ticket-outbox` job still looks into every tenant store (seconds), in case a
+/// delivery was queued by something that did not go through [`kick`].
+pub const FULL_PASS_SECS: u64 = 600;
+
+impl DueHints {
+    /// Record `t`'s next due time as read from its store (`None`: its outbox holds nothing due
+    /// ever again).
+    pub fn set(&self, t: &TenantId, next: Option<i64>) {
+        let mut g = self.inner.lock();
+        match next {
+            Some(at) => {
+                g.next.insert(t.clone(), at);
+            }
+            None => {
+                g.next.remove(t);
+            }
+        }
+    }
+
+    /// Note that `t` has a delivery due now (an enqueue).
+    pub fn due_now(&self, t: &TenantId) {
+        let now = unix_now();
+        let mut g = self.inner.lock();
+        let at = g.next.entry(t.clone()).or_insert(now);
+        *at = (*at).min(now);
+    }
+
+    /// The tenants to visit: `None` when a full pass is due (then [`DueHints::full_pass_done`]
+    /// is to be called), else those whose earliest delivery is due by `now`.
+    fn plan(&self, now: i64) -> Option<Vec<TenantId>> {
+        let g = self.inner.lock();
+        match g.full_pass_at {
+            Some(at) if at.elapsed() < Duration::from_secs(FULL_PASS_SECS) => Some(
+                g.next
+                    .iter()
+                    .filter(|(_, &at)| at <= now)
+                    .map(|(t, _)| t.clone())
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
+    fn full_pass_done(&self) {
+        self.inner.lock().full_pass_at = Some(std::time::Instant::now());
+    }
+}
+
 /// Deliver `t`'s due tickets in the background now, and again when the next retry is due
 /// (within two minutes; later ones are left to the `ticket-outbox` job).
 pub fn kick(state: &Arc<AppState>, t: &TenantId) {
+    state.ticket_due.due_now(t);
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
     };
@@ -1165,9 +1232,14 @@ pub fn kick(state: &Arc<AppState>, t: &TenantId) {
             let next = tokio::task::spawn_blocking(move || {
                 let rt = tokio::runtime::Handle::current();
                 deliver_tenant_blocking(&st2, &rt, &t2);
-                st2.tenants
+                let next = st2
+                    .tenants
                     .get_blocking(&t2)
-                    .and_then(|db| store::next_due(&db.lock()))
+                    .and_then(|db| store::next_due(&db.lock()));
+                if let Ok(n) = &next {
+                    st2.ticket_due.set(&t2, *n);
+                }
+                next
             })
             .await;
             let Ok(Ok(Some(at))) = next else { break };
@@ -1180,7 +1252,9 @@ pub fn kick(state: &Arc<AppState>, t: &TenantId) {
     });
 }
 
-/// The `ticket-outbox` job (blocking): deliver what is due in every tenant.
+/// The `ticket-outbox` job (blocking): deliver what is due in every tenant. Only the tenants
+/// [`DueHints`] names are visited, except on the first run and every [`FULL_PASS_SECS`], when
+/// every tenant store is looked into (and the hints rebuilt from what the stores say).
 pub fn deliver_job_blocking(state: &AppState) -> usize {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         tracing::error!(
@@ -1189,17 +1263,42 @@ pub fn deliver_job_blocking(state: &AppState) -> usize {
         );
         return 0;
     };
-    let tenants = {
-        let c = state.catalog.db().lock();
-        crate::store::catalog::list_tenants(&c).unwrap_or_default()
+    let now = unix_now();
+    let visit = match state.ticket_due.plan(now) {
+        Some(due) => due,
+        None => {
+            let tenants = {
+                let c = state.catalog.db().lock();
+                crate::store::catalog::list_tenants(&c).unwrap_or_default()
+            };
+            let mut due = Vec::new();
+            for tr in tenants {
+                match state
+                    .tenants
+                    .for_pass(&tr.id, |db| store::next_due(&db.lock()))
+                {
+                    Ok(next) => {
+                        state.ticket_due.set(&tr.id, next);
+                        if next.is_some_and(|at| at <= now) {
+                            due.push(tr.id);
+                        }
+                    }
+                    // Unreadable now (refused, being restored): look again at the next pass.
+                    Err(e) => {
+                        tracing::debug!(tenant = %tr.id, error = %e, "ticket outbox not read")
+                    }
+                }
+            }
+            state.ticket_due.full_pass_done();
+            due
+        }
     };
     let mut n = 0;
-    for tr in tenants {
-        let due = state.tenants.for_pass(&tr.id, |db| {
-            Ok(store::next_due(&db.lock())?.is_some_and(|at| at <= unix_now()))
-        });
-        if matches!(due, Ok(true)) {
-            n += deliver_tenant_blocking(state, &rt, &tr.id);
+    for t in visit {
+        n += deliver_tenant_blocking(state, &rt, &t);
+        match state.tenants.for_pass(&t, |db| store::next_due(&db.lock())) {
+            Ok(next) => state.ticket_due.set(&t, next),
+            Err(e) => tracing::error!(tenant = %t, error = %e, "ticket outbox unreadable"),
         }
     }
     n
@@ -1219,6 +1318,32 @@ mod tests {
             error_class("element 'a' not found after 3 tries"),
             error_class("element 'b' not found after 5 tries")
         );
+    }
+
+    #[test]
+    fn due_hints_ask_for_a_full_pass_first_then_name_only_due_tenants() {
+        let h = DueHints::default();
+        let (a, b, c) = (
+            TenantId::parse("weu-aaaaaa").unwrap(),
+            TenantId::parse("weu-bbbbbb").unwrap(),
+            TenantId::parse("weu-cccccc").unwrap(),
+        );
+        let now = unix_now();
+        h.set(&a, Some(now - 1));
+        assert_eq!(h.plan(now), None, "the first run looks into every store");
+        h.full_pass_done();
+        h.set(&b, Some(now + 100));
+        h.due_now(&c);
+        let mut due = h.plan(now).unwrap();
+        due.sort();
+        assert_eq!(due, vec![a.clone(), c.clone()]);
+        // An enqueue never moves a due time later; a delivery that empties the outbox drops it.
+        h.set(&b, Some(now + 100));
+        h.due_now(&b);
+        h.set(&a, None);
+        let mut due = h.plan(now).unwrap();
+        due.sort();
+        assert_eq!(due, vec![b, c]);
     }
 
     #[test]
