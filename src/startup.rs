@@ -46,8 +46,8 @@ fn stores_exist(data_dir: &Path) -> bool {
             .unwrap_or(false)
 }
 
-/// Forbid migrating stores in this process (host commands that only read a data dir: `doctor`,
-/// `backup create`); see [`crate::store::forbid_migrations`].
+/// Forbid migrating existing stores in this process (every host command but `serve`); see
+/// [`crate::store::forbid_migrations`].
 pub fn forbid_migrations() {
     crate::store::forbid_migrations();
 }
