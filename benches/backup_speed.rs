@@ -120,6 +120,7 @@ fn main() -> anyhow::Result<()> {
         &settings,
         &opened.master,
         &opened.catalog,
+        None,
         &to,
         None,
         &tenant_gen::actor(),

@@ -445,6 +445,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         _ => crate::telemetry::Mode::Cli,
     };
     crate::telemetry::init(&settings.log, mode);
+    // Only `serve` upgrades a data dir. Every host command may run beside a server (of this or
+    // an older release, review 3 F14) or before the upgrade is meant to happen, so it refuses a
+    // store below this binary's schema version (naming both versions) instead of migrating it.
+    // Creating a new store (`init`, `tenant create`) is not a migration and stays allowed.
+    if !matches!(cli.command, Command::Serve(_)) {
+        startup::forbid_migrations();
+    }
     match cli.command {
         Command::Serve(_) => startup::serve(settings),
         Command::Init(a) => init(settings, a),

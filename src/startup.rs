@@ -46,8 +46,8 @@ fn stores_exist(data_dir: &Path) -> bool {
             .unwrap_or(false)
 }
 
-/// Forbid migrating stores in this process (host commands that only read a data dir: `doctor`,
-/// `backup create`); see [`crate::store::forbid_migrations`].
+/// Forbid migrating existing stores in this process (every host command but `serve`); see
+/// [`crate::store::forbid_migrations`].
 pub fn forbid_migrations() {
     crate::store::forbid_migrations();
 }
@@ -160,9 +160,11 @@ pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
         );
     }
     let passwords = Passwords::new(s.login.hash_concurrency)?;
-    let audit_signer = Arc::new(crate::crypto::audit_signing::AuditSigner::load_or_create(
+    // Key files are created on a first start only (see `keys::audit_signer`).
+    let audit_signer = Arc::new(crate::service::keys::audit_signer(
         &s.data_dir,
         &o.master,
+        &o.catalog,
     )?);
     let metrics = Metrics::new()?;
     let egress = Arc::new(s.egress_policy()?);

@@ -635,7 +635,7 @@ mod tests {
     fn signer() -> (tempfile::TempDir, AuditSigner) {
         let d = tempfile::tempdir().unwrap();
         let mk = MasterKey::from_bytes(zeroize::Zeroizing::new([3u8; 32]), d.path().join("m"));
-        let s = AuditSigner::load_or_create(d.path(), &mk).unwrap();
+        let s = AuditSigner::load_or_create(d.path(), &mk, true).unwrap();
         (d, s)
     }
 
@@ -729,7 +729,7 @@ mod tests {
     fn signer2() -> (tempfile::TempDir, AuditSigner) {
         let d = tempfile::tempdir().unwrap();
         let mk = MasterKey::from_bytes(zeroize::Zeroizing::new([4u8; 32]), d.path().join("m"));
-        let s = AuditSigner::load_or_create(d.path(), &mk).unwrap();
+        let s = AuditSigner::load_or_create(d.path(), &mk, true).unwrap();
         (d, s)
     }
 }

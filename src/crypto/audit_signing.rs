@@ -34,8 +34,17 @@ pub enum SigningKeyError {
         reason: String,
     },
     /// The file does not unwrap with this master key or is damaged.
-    #[error("audit signing key {0} does not unwrap with the master key")]
+    #[error("audit signing key {0} does not unwrap with the master key (damaged, or written under another master key); put back this deployment's copy of the file: every backup holds it as keys/audit-signing.key (README \"Backup and restore\")")]
     Unwrap(PathBuf),
+    /// The file is missing (or empty) in a deployment that already has data, so a new key
+    /// would silently replace the one that signed its audit exports and backup manifests.
+    #[error("audit signing key {path} is {what}, but this deployment already has data signed with its key (audit rows, backups); refusing to create a new key, which would make every earlier signed audit export and backup manifest unverifiable against the published key: copy keys/audit-signing.key from any backup of this deployment back to {path} (mode 0600; README \"Backup and restore\", the key files), then start again")]
+    Missing {
+        /// File.
+        path: PathBuf,
+        /// "missing" or "empty (0 bytes)".
+        what: &'static str,
+    },
 }
 
 /// The loaded signing key.
@@ -142,14 +151,29 @@ impl AuditSigner {
         data_dir.join("keys").join("audit-signing.key")
     }
 
-    /// Load the key from `<data>/keys/audit-signing.key`, creating it on first use.
-    pub fn load_or_create(data_dir: &Path, master: &MasterKey) -> Result<Self, SigningKeyError> {
+    /// Load the key from `<data>/keys/audit-signing.key`; when the file is absent and
+    /// `may_create` (a first start: nothing in the deployment was signed yet), create it.
+    ///
+    /// Errors: absent or empty file when `!may_create` → [`SigningKeyError::Missing`] (a 0-byte
+    /// file is never replaced either, also on a first start: it was written and then lost);
+    /// unreadable → [`SigningKeyError::Io`]; does not unwrap → [`SigningKeyError::Unwrap`].
+    pub fn load_or_create(
+        data_dir: &Path,
+        master: &MasterKey,
+        may_create: bool,
+    ) -> Result<Self, SigningKeyError> {
         let path = Self::path_in(data_dir);
         let io = |e: std::io::Error| SigningKeyError::Io {
             path: path.clone(),
             reason: e.kind().to_string(),
         };
         let seed = match std::fs::read(&path) {
+            Ok(bytes) if bytes.is_empty() => {
+                return Err(SigningKeyError::Missing {
+                    path,
+                    what: "empty (0 bytes)",
+                })
+            }
             Ok(bytes) => {
                 if bytes.len() <= 12 {
                     return Err(SigningKeyError::Unwrap(path));
@@ -160,6 +184,12 @@ impl AuditSigner {
                 };
                 keyring::unwrap_scoped(master, WRAP_SCOPE, 1, KeyPurpose::Dek, &w)
                     .map_err(|_| SigningKeyError::Unwrap(path.clone()))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !may_create => {
+                return Err(SigningKeyError::Missing {
+                    path,
+                    what: "missing",
+                })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut seed = zeroize::Zeroizing::new([0u8; 32]);
@@ -178,6 +208,7 @@ impl AuditSigner {
                 f.write_all(&w.nonce).map_err(io)?;
                 f.write_all(&w.ciphertext).map_err(io)?;
                 f.sync_all().map_err(io)?;
+                tracing::info!(file = %path.display(), "first start: created the audit signing key");
                 seed
             }
             Err(e) => return Err(io(e)),
@@ -185,6 +216,11 @@ impl AuditSigner {
         let pair = Ed25519KeyPair::from_seed_unchecked(seed.as_ref())
             .map_err(|_| SigningKeyError::Unwrap(path.clone()))?;
         Ok(Self { pair })
+    }
+
+    /// Load an existing key file; never creates one (see [`Self::load_or_create`]).
+    pub fn load(data_dir: &Path, master: &MasterKey) -> Result<Self, SigningKeyError> {
+        Self::load_or_create(data_dir, master, false)
     }
 
     /// Sign `msg` (64-byte Ed25519 signature).
@@ -262,22 +298,31 @@ mod tests {
     fn create_reload_sign_verify() {
         let d = tempfile::tempdir().unwrap();
         let mk = MasterKey::from_bytes(zeroize::Zeroizing::new([7u8; 32]), d.path().join("m"));
-        let a = AuditSigner::load_or_create(d.path(), &mk).unwrap();
-        let b = AuditSigner::load_or_create(d.path(), &mk).unwrap();
+        assert!(matches!(
+            AuditSigner::load(d.path(), &mk),
+            Err(SigningKeyError::Missing { .. })
+        ));
+        let a = AuditSigner::load_or_create(d.path(), &mk, true).unwrap();
+        let b = AuditSigner::load(d.path(), &mk).unwrap();
         assert_eq!(a.public_key(), b.public_key());
         let sig = a.sign(b"hello");
         let pk = parse_public_key_pem(&a.public_key_pem()).unwrap();
         assert!(verify(&pk, b"hello", &sig));
         assert!(!verify(&pk, b"hellp", &sig));
         let other = MasterKey::from_bytes(zeroize::Zeroizing::new([8u8; 32]), d.path().join("m"));
-        assert!(AuditSigner::load_or_create(d.path(), &other).is_err());
+        assert!(AuditSigner::load_or_create(d.path(), &other, true).is_err());
+        std::fs::write(AuditSigner::path_in(d.path()), b"").unwrap();
+        assert!(matches!(
+            AuditSigner::load_or_create(d.path(), &mk, true),
+            Err(SigningKeyError::Missing { .. })
+        ));
     }
 
     #[test]
     fn public_key_accepted_as_pem_or_as_the_signing_key_document() {
         let d = tempfile::tempdir().unwrap();
         let mk = MasterKey::from_bytes(zeroize::Zeroizing::new([7u8; 32]), d.path().join("m"));
-        let a = AuditSigner::load_or_create(d.path(), &mk).unwrap();
+        let a = AuditSigner::load_or_create(d.path(), &mk, true).unwrap();
         let doc = serde_json::json!({"algorithm": "Ed25519", "public_key_pem": a.public_key_pem()});
         assert_eq!(
             parse_public_key_pem(&doc.to_string()).unwrap(),

@@ -22,7 +22,7 @@ use super::Key256;
 #[derive(Debug, thiserror::Error)]
 pub enum MasterKeyError {
     /// Stores exist but the key file does not.
-    #[error("master key file {0} is missing but encrypted stores already exist in the data dir; refusing to create a new key over existing data (restore the key from backup)")]
+    #[error("master key file {0} is missing but encrypted stores already exist in the data dir; refusing to create a new key over existing data: put back the escrowed copy of this key (it is never in a backup; README \"Backup and restore\")")]
     Missing(PathBuf),
     /// The file could not be read.
     #[error("master key file {path} is unreadable: {reason}")]
@@ -31,7 +31,7 @@ pub enum MasterKeyError {
     #[error("master key file {path} is too open (mode {mode:o}); it must be 0600 or 0400, or 0440/0640 when owned by root (chmod 600 {path})")]
     TooOpen { path: PathBuf, mode: u32 },
     /// Not exactly 32 bytes.
-    #[error("master key file {path} has the wrong length ({len} bytes, expected 32 raw bytes)")]
+    #[error("master key file {path} has the wrong length ({len} bytes, expected 32 raw bytes): put back the escrowed copy of this key (README \"Backup and restore\")")]
     BadLength { path: PathBuf, len: usize },
     /// The key does not decrypt the existing catalog.
     #[error("master key file {0} is the wrong key: it does not open the existing catalog")]

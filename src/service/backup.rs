@@ -156,6 +156,9 @@ pub struct Source<'a> {
     pub license_file: PathBuf,
     /// SQLite busy timeout for the snapshot connections, ms.
     pub busy_ms: u64,
+    /// The id of this backup's own `backups` row in the live catalog (API, scheduled and CLI
+    /// backups), recorded `done` inside the catalog copy ([`snap::mark_own_backup_done`]).
+    pub own_row: Option<&'a str>,
 }
 
 fn utc_stamp(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -305,7 +308,7 @@ pub fn create_blocking(
         owned_like_data_dir(src.data_dir, to)?;
     }
     let (final_dir, tmp) = reserve_dir(to, &utc_stamp(now))?;
-    let res = create_into(src, &tmp, tenants, now, progress);
+    let res = create_into(src, &tmp, &final_dir, tenants, (now, started), progress);
     let manifest = match res {
         Ok(m) => m,
         Err(e) => {
@@ -419,8 +422,9 @@ fn owned_like_data_dir(data_dir: &Path, path: &Path) -> anyhow::Result<()> {
 fn create_into(
     src: &Source<'_>,
     tmp: &Path,
+    final_dir: &Path,
     tenants: Option<&[TenantId]>,
-    now: chrono::DateTime<chrono::Utc>,
+    (now, started): (chrono::DateTime<chrono::Utc>, Instant),
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Manifest> {
     let cat_key = src.master.catalog_db_key();
@@ -462,6 +466,21 @@ fn create_into(
     });
     let cat_dest = tmp.join(CATALOG_FILE);
     let cs = snap::export(&live, &cat_dest, &cat_key).map_err(|e| anyhow!("catalog: {e}"))?;
+    // The copy was read while this backup's own row said `running`: record it `done` there
+    // (before any file is hashed, so the manifest covers the file as restored; row counts are
+    // unchanged), else a deployment restored from it lists its source backup as interrupted.
+    if let Some(id) = src.own_row {
+        let ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        snap::mark_own_backup_done(
+            &cat_dest,
+            &cat_key,
+            id,
+            &final_dir.display().to_string(),
+            ms,
+            &now_rfc3339(),
+        )
+        .map_err(|e| anyhow!("catalog: recording this backup in its copy: {e}"))?;
+    }
     let cipher = pass.cipher.clone().unwrap_or_else(|| cs.cipher.clone());
     // Tenants the catalog copy names that the pass did not copy (created meanwhile).
     let cat_copy = snap::open_copy(&cat_dest, &cat_key)?;
@@ -680,7 +699,8 @@ fn check_stores(root: &Path, manifest: &Manifest, master: &MasterKey) -> anyhow:
 
 /// `backup create` for a deployment: load its audit signer, write the backup, and append a
 /// catalog audit row `backup.create` (directory, manifest SHA-256, bytes, duration) or
-/// `backup.failed` (the error) in the **live** catalog. Blocking.
+/// `backup.failed` (the error) in the **live** catalog. `own_row`: the backup's own `backups`
+/// row id, recorded `done` in the catalog copy (see [`Source::own_row`]). Blocking.
 ///
 /// Errors: as [`create_blocking`]; the audit row is written either way.
 #[allow(clippy::too_many_arguments)]
@@ -688,18 +708,20 @@ pub fn create_recorded(
     settings: &crate::config::Settings,
     master: &MasterKey,
     live_catalog: &Catalog,
+    own_row: Option<&str>,
     to: &Path,
     tenants: Option<&[TenantId]>,
     actor: &crate::audit::Actor,
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Summary> {
-    let signer = AuditSigner::load_or_create(&settings.data_dir, master)?;
+    let signer = AuditSigner::load(&settings.data_dir, master)?;
     let src = Source {
         data_dir: &settings.data_dir,
         master,
         signer: &signer,
         license_file: settings.license_path(),
         busy_ms: settings.store.busy_timeout_ms,
+        own_row,
     };
     let res = create_blocking(&src, to, tenants, progress);
     let ev = match &res {
@@ -859,7 +881,16 @@ fn run_cataloged(
     progress: &dyn Fn(Progress),
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let res = create_recorded(settings, master, catalog, to, tenants, actor, progress);
+    let res = create_recorded(
+        settings,
+        master,
+        catalog,
+        Some(id),
+        to,
+        tenants,
+        actor,
+        progress,
+    );
     let now = now_rfc3339();
     let mark = match &res {
         Ok(s) => {
@@ -1191,7 +1222,7 @@ fn verify_tree(
     if !key_path.is_file() {
         bail!("{SIGNING_KEY_FILE}: missing");
     }
-    let signer = AuditSigner::load_or_create(root, master).map_err(|_| {
+    let signer = AuditSigner::load(root, master).map_err(|_| {
         anyhow!("{SIGNING_KEY_FILE}: does not unwrap with the master key (damaged)")
     })?;
     let sig_hex = std::fs::read_to_string(sig_dir.join(SIGNATURE))

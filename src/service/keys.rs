@@ -846,6 +846,22 @@ pub struct MasterRotationReport {
     pub resumed: bool,
 }
 
+/// The deployment's audit-signing key. It is created only while the catalog is pristine
+/// ([`catalog::is_pristine`]: a first start, nothing signed yet); afterwards a missing or empty
+/// `keys/audit-signing.key` is refused ([`crate::crypto::audit_signing::SigningKeyError::Missing`],
+/// naming the file and how to put it back) instead of being silently replaced by a new key that
+/// would orphan every earlier signature. Blocking.
+pub fn audit_signer(
+    data_dir: &Path,
+    master: &MasterKey,
+    cat: &Catalog,
+) -> anyhow::Result<crate::crypto::audit_signing::AuditSigner> {
+    let pristine = cat.blocking(|c| catalog::is_pristine(c))?;
+    Ok(crate::crypto::audit_signing::AuditSigner::load_or_create(
+        data_dir, master, pristine,
+    )?)
+}
+
 /// Path of the unfinished-master-rotation marker of a data dir.
 pub fn master_marker_path(data_dir: &Path) -> PathBuf {
     data_dir.join("keys").join(MASTER_ROTATION_MARKER)

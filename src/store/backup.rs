@@ -103,6 +103,41 @@ pub fn open_copy(path: &Path, key: &Key256) -> StoreResult<Connection> {
     Ok(conn)
 }
 
+/// In a backup's own catalog **copy** (before its manifest is written and hashed), record the
+/// backup that is taking it as `done` in `dir`: the snapshot was read while that row said
+/// `running`, and a deployment restored from the backup would otherwise list its own source
+/// backup as interrupted (review 3, F2). Its size and manifest hash stay unset: they depend on
+/// this very file. Opens the copy read-write with `key` and closes it (no `-wal`/`-journal` file
+/// is left). Returns whether the row was there (a `--tenant`… backup always has it; a backup
+/// without a catalog row, e.g. the benchmark's, has none).
+pub fn mark_own_backup_done(
+    path: &Path,
+    key: &Key256,
+    id: &str,
+    dir: &str,
+    duration_ms: i64,
+    now: &str,
+) -> StoreResult<bool> {
+    if !path.is_file() {
+        return Err(StoreError::NotFound);
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let _ = conn.query_row("PRAGMA cipher_log_level = NONE", [], |_| Ok(()));
+    conn.execute_batch(&format!("PRAGMA key = {};", key_sql(key).as_str()))?;
+    prove_key(&conn, path)?;
+    let n = conn.execute(
+        "UPDATE backups SET status = 'done', dir = ?2, duration_ms = ?3, finished_at = ?4,
+                error = NULL
+          WHERE id = ?1",
+        rusqlite::params![id, dir, duration_ms, now],
+    )?;
+    conn.close().map_err(|(_, e)| StoreError::from(e))?;
+    Ok(n == 1)
+}
+
 fn pragma_text(c: &Connection, sql: &str) -> String {
     c.query_row(sql, [], |r| r.get::<_, String>(0))
         .optional()

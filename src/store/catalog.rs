@@ -236,6 +236,20 @@ pub fn has_tenants(c: &Connection) -> StoreResult<bool> {
     Ok(c.query_row("SELECT EXISTS (SELECT 1 FROM tenants)", [], |r| r.get(0))?)
 }
 
+/// Whether the catalog holds no row at all of a deployment's history: no tenant, platform
+/// admin, audit row or backup (a first start, or one that stopped before bootstrapping). Only
+/// then may start-up create key files (`startup::build_state`).
+pub fn is_pristine(c: &Connection) -> StoreResult<bool> {
+    Ok(c.query_row(
+        "SELECT NOT EXISTS (SELECT 1 FROM tenants)
+            AND NOT EXISTS (SELECT 1 FROM platform_admins)
+            AND NOT EXISTS (SELECT 1 FROM audit)
+            AND NOT EXISTS (SELECT 1 FROM backups)",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
 /// The active wrapped key of `purpose` for a tenant, with its version.
 pub fn active_key(
     c: &Connection,

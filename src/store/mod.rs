@@ -347,10 +347,12 @@ pub fn set_pre_migration_copies(n: usize) {
 
 static MIGRATIONS_ALLOWED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
-/// Forbid migrating any store opened from now on in this process: a store below this binary's
-/// schema version is refused ([`StoreError::Schema`] naming the file and both versions)
-/// instead. Host commands that only read a data dir (`doctor`, `backup create`) call it first,
-/// so they never upgrade a data dir an older release may still be serving (review 3, F14).
+/// Forbid migrating any existing store opened from now on in this process: a store below this
+/// binary's schema version is refused ([`StoreError::Schema`] naming the file and both
+/// versions) instead. A new store (schema version 0: `init`, a tenant created by `tenant
+/// create`) is still created at this binary's version. Every host command (all but `serve`)
+/// calls it first, so none upgrades a data dir an older release may still be serving (review 3,
+/// F14).
 pub fn forbid_migrations() {
     MIGRATIONS_ALLOWED.store(false, Ordering::Relaxed);
 }
@@ -392,7 +394,7 @@ fn migrate(
     if pending == 0 {
         return Ok(());
     }
-    if !MIGRATIONS_ALLOWED.load(Ordering::Relaxed) {
+    if from > 0 && !MIGRATIONS_ALLOWED.load(Ordering::Relaxed) {
         return Err(StoreError::Schema(format!(
             "{label} has schema version {from}, this binary (flowguard {}) has {ours}: this \
              command never migrates a store; stop the older release and copy the data dir as a \

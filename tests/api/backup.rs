@@ -1116,3 +1116,159 @@ async fn a_killed_backup_is_failed_and_never_blocks_the_next_one() {
         .count();
     assert_eq!(done, 2, "{list}");
 }
+
+#[tokio::test]
+async fn a_missing_audit_signing_key_is_refused_never_silently_replaced() {
+    // Review 3, F20: only a first start creates `keys/audit-signing.key`; later a missing or
+    // empty file stops `serve` and `backup create`, naming the file and the way back.
+    let app = spawn_app().await;
+    let owner = app.owner().await;
+    let published = owner
+        .json(Method::GET, "/api/v1/audit/signing-key", None, 200)
+        .await;
+    // The first start created it.
+    let key_file = app.data.join("keys/audit-signing.key");
+    let original = std::fs::read(&key_file).unwrap();
+    let to = app.dir.path().join("bk");
+    let o = cli(&[
+        "backup",
+        "create",
+        "--data-dir",
+        s(&app.data),
+        "--to",
+        s(&to),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let backup = complete_backups(&to).pop().unwrap();
+    let TestApp { mut dir, child, .. } = app;
+    drop(child);
+    let data = dir.path().join("data");
+
+    for (what, damage) in [("missing", None), ("empty (0 bytes)", Some(&b""[..]))] {
+        let _ = std::fs::remove_file(&key_file);
+        if let Some(bytes) = damage {
+            std::fs::write(&key_file, bytes).unwrap();
+        }
+        // The host command that signs (a backup manifest) refuses too.
+        let o = cli(&["backup", "create", "--data-dir", s(&data), "--to", s(&to)]);
+        let out = text(&o);
+        assert!(!o.status.success(), "{out}");
+        assert!(
+            out.contains(&format!("{} is {what}", key_file.display()))
+                && out.contains("refusing to create a new key"),
+            "{out}"
+        );
+        assert_eq!(complete_backups(&to).len(), 1, "{out}");
+        let e = match try_spawn(Opts {
+            dir: Some(dir),
+            ..Default::default()
+        })
+        .await
+        {
+            Ok(_) => panic!("a deployment without its audit-signing key started"),
+            Err(e) => e,
+        };
+        dir = e.dir;
+        let e = e.log;
+        assert!(
+            e.contains(&format!("{} is {what}", key_file.display()))
+                && e.contains("copy keys/audit-signing.key from any backup"),
+            "{e}"
+        );
+        assert!(!e.contains("first start"), "{e}");
+        // Nothing was created in its place.
+        match damage {
+            None => assert!(!key_file.exists()),
+            Some(b) => assert_eq!(std::fs::read(&key_file).unwrap(), b),
+        }
+    }
+
+    // The documented way back: the copy in any backup of this deployment.
+    std::fs::remove_file(&key_file).unwrap();
+    std::fs::copy(backup.join("keys/audit-signing.key"), &key_file).unwrap();
+    let app = spawn_with(Opts {
+        dir: Some(dir),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(std::fs::read(&key_file).unwrap(), original);
+    let owner = app.owner().await;
+    let again = owner
+        .json(Method::GET, "/api/v1/audit/signing-key", None, 200)
+        .await;
+    assert_eq!(again, published);
+    let v = cli(&["backup", "verify", s(&backup), "--data-dir", s(&app.data)]);
+    assert!(v.status.success(), "{}", text(&v));
+}
+
+#[tokio::test]
+async fn a_restored_deployment_lists_its_source_backup_as_done() {
+    // Review 3, F2: the catalog copy is taken while the backup's own row says `running`; the
+    // restored deployment must list that backup as done, not failed/interrupted.
+    let app = spawn_app().await;
+    let admin = app.platform_admin().await;
+    let r = admin
+        .json(Method::POST, "/api/v1/platform/backups", None, 202)
+        .await;
+    let id = r["id"].as_str().unwrap().to_string();
+    let row = wait_backup_finished(&admin, &id).await;
+    assert_eq!(row["status"], "done", "{row}");
+    let dir = PathBuf::from(row["dir"].as_str().unwrap());
+    // A CLI backup too (its row is written by the CLI process, in the live catalog).
+    let to = app.dir.path().join("bk");
+    let o = cli(&[
+        "backup",
+        "create",
+        "--data-dir",
+        s(&app.data),
+        "--to",
+        s(&to),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let cli_dir = complete_backups(&to).pop().unwrap();
+
+    for (source, trigger) in [(&dir, "api"), (&cli_dir, "cli")] {
+        // The manifest (signature, every file hash) still verifies.
+        let v = cli(&["backup", "verify", s(source), "--data-dir", s(&app.data)]);
+        assert!(v.status.success(), "{}", text(&v));
+        let new_tmp = tempfile::tempdir().unwrap();
+        let new_data = new_tmp.path().join("data");
+        let r = cli(&[
+            "restore",
+            s(source),
+            "--data-dir",
+            s(&new_data),
+            "--master-key",
+            s(&app.data.join("keys/master.key")),
+        ]);
+        assert!(r.status.success(), "{}", text(&r));
+        std::fs::copy(
+            app.data.join("initial-credentials"),
+            new_data.join("initial-credentials"),
+        )
+        .unwrap();
+        let restored = spawn_with(Opts {
+            dir: Some(new_tmp),
+            ..Default::default()
+        })
+        .await;
+        let a2 = restored.platform_admin().await;
+        let list = a2
+            .json(Method::GET, "/api/v1/platform/backups", None, 200)
+            .await;
+        let items = list["items"].as_array().unwrap();
+        let own = items
+            .iter()
+            .find(|b| b["trigger"] == trigger)
+            .unwrap_or_else(|| panic!("{trigger} backup not listed: {list}"));
+        assert_eq!(own["status"], "done", "{list}");
+        assert!(own["error"].is_null(), "{list}");
+        assert_eq!(own["dir"], source.display().to_string(), "{list}");
+        assert!(own["finished_at"].is_string(), "{list}");
+        assert!(
+            items.iter().all(|b| b["status"] == "done"),
+            "a restored deployment lists a failed backup: {list}"
+        );
+    }
+}

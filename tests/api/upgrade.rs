@@ -954,4 +954,94 @@ async fn backup_create_and_doctor_never_migrate_an_older_data_dir() {
     assert!(!o.status.success(), "{}", out_text(&o));
     assert!(snapshot(&data) == before, "a store file changed");
     assert!(!data.join("pre-migration").exists());
+
+    // No host command migrates (only `serve` does): each one that opens the data dir refuses
+    // the older catalog, naming its version, and changes nothing.
+    let d = data.to_str().unwrap();
+    let pw = tmp.path().join("pw");
+    std::fs::write(&pw, "a-long-enough-password-1").unwrap();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["jobs", "run", "backup"],
+        vec!["jobs", "run", "retention"],
+        vec!["jobs", "run", "schedules"],
+        vec!["jobs", "run", "key-rotation"],
+        vec!["jobs", "run", "ticket-outbox"],
+        vec!["audit", "verify", "--catalog"],
+        vec!["keys", "status"],
+        vec!["keys", "rotate", "--all"],
+        vec!["tenant", "list"],
+        vec![
+            "tenant",
+            "create",
+            "--name",
+            "newcomer",
+            "--owner-email",
+            "o@newcomer.example",
+            "--owner-password-file",
+            pw.to_str().unwrap(),
+        ],
+        vec!["users", "unlock", "owner@example.com"],
+        vec!["license", "trial"],
+    ];
+    for args in &commands {
+        let mut a = args.clone();
+        a.extend(["--data-dir", d]);
+        let o = cli_with(bin(), &a);
+        let out = out_text(&o);
+        assert!(
+            !o.status.success(),
+            "{args:?} succeeded on an older data dir: {out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "catalog.db has schema version {FIXTURE_CATALOG_VERSION}"
+            )) && out.contains("never migrates"),
+            "{args:?}: {out}"
+        );
+        assert!(snapshot(&data) == before, "{args:?} changed a store file");
+        assert!(!data.join("pre-migration").exists(), "{args:?}");
+    }
+
+    // A tenant store left at the older version under a current catalog (its migration failed
+    // in `serve`): host commands that open it refuse it too, and leave it as it is.
+    let (fx, _) = fixture_copy();
+    let t1 = fx["tenant1"].as_str().unwrap().to_string();
+    let app = start_on(
+        tmp,
+        &[("FLOWGUARD_FAULT_MIGRATION", format!("{t1}.db"))],
+        "",
+    )
+    .await;
+    wait_degraded(&app).await;
+    let TestApp {
+        dir: tmp, child, ..
+    } = app;
+    drop(child);
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    let store = data.join(format!("tenants/{t1}.db"));
+    let store_before = std::fs::read(&store).unwrap();
+    let copies = pre_migration_copies(&data, &t1);
+    for args in [
+        vec!["audit", "verify", "--tenant", t1.as_str()],
+        vec!["jobs", "run", "retention"],
+        vec!["doctor"],
+    ] {
+        let mut a = args.clone();
+        a.extend(["--data-dir", d]);
+        let o = cli_with(bin(), &a);
+        let out = out_text(&o);
+        assert!(!o.status.success(), "{args:?}: {out}");
+        assert!(
+            out.contains(&format!(
+                "tenants/{t1}.db has schema version {FIXTURE_TENANT_VERSION}"
+            )) && out.contains("never migrates"),
+            "{args:?}: {out}"
+        );
+        assert!(
+            std::fs::read(&store).unwrap() == store_before,
+            "{args:?} changed the store"
+        );
+        assert_eq!(pre_migration_copies(&data, &t1), copies, "{args:?}");
+    }
 }
