@@ -179,6 +179,12 @@ fn runner(w: &World) -> Fut<'_> {
             json!([
                 {"type": "navigate", "url": "/"},
                 {"type": "assert", "selector": "#title", "assertion": "text_equals", "expected": "Shop"},
+                // Typing into a form field (autofill, spelling) and a click, then a quiet spell
+                // for what the browser does afterwards.
+                {"type": "fill", "selector": "#q", "value": "running shoes teh best"},
+                {"type": "click", "selector": "#title"},
+                {"type": "wait", "for": "network-idle"},
+                {"type": "wait", "for": "timeout", "timeout_ms": 2000},
                 {"type": "screenshot"}
             ]),
         )
