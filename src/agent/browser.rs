@@ -44,6 +44,12 @@ const MAX_TEXT: usize = 500;
 
 /// Chromium flags besides headless/sandbox/profile (chromiumoxide's defaults are switched off
 /// so this list is the whole story).
+///
+/// What no flag stops: before each host resolution (cached for 1 s, also for IP literals)
+/// Chromium's resolver checks whether IPv6 is reachable by `connect()`ing a UDP socket to
+/// `[2001:4860:4860::8888]:443`, reading its local address and closing it. A UDP `connect()`
+/// sends no packet; the zero-egress test proves from the trace that nothing is ever sent on that
+/// socket.
 const FLAGS: &[&str] = &[
     "disable-background-networking",
     "no-first-run",
@@ -64,6 +70,24 @@ const FLAGS: &[&str] = &[
     "disable-dev-shm-usage",
     "metrics-recording-only",
     "use-mock-keychain",
+    // Chromium's own calls to Google services that the flags above do not stop: each was seen
+    // in the zero-egress trace (tests/api/egress_proof.rs, issue 24 item 12; DNS query names
+    // decoded from the trace, the requests named from Chromium's net log) and is gone with its
+    // flag. Chromium refuses port 9 (ERR_UNSAFE_PORT) before opening any connection,
+    // so "http://127.0.0.1:9/" is a server that is never contacted.
+    // - NetworkTimeServiceQuerying: the network-time tracker's GET
+    //   http://clients2.google.com/time/1/current.
+    // - AutofillServerCommunication: the autofill field-type query to
+    //   content-autofill.googleapis.com for every page with a form field.
+    "disable-features=NetworkTimeServiceQuerying,AutofillServerCommunication",
+    // - An on-demand component update check (the "Optimization Guide On Device Models Manifest",
+    //   app id ceofaddefefcbblgcgnibnonglccbfja) at https://update.googleapis.com, which
+    //   `disable-component-update` does not cover: the updater's server is the refused port.
+    "component-updater=url-source=http://127.0.0.1:9/",
+    // - The account reconcilor: POST https://accounts.google.com/ListAccounts. Chromium's
+    //   sign-in origin (Gaia) becomes the refused port; pages of accounts.google.com still load
+    //   as any other site, only Chromium's own account features lose their server.
+    "gaia-url=http://127.0.0.1:9/",
 ];
 
 /// Whether the process runs as root (then the browser runs as `runner.browser_user`).

@@ -21,7 +21,7 @@ use tempfile::TempDir;
 
 use crate::helpers::*;
 
-const PUBLIC_URL: &str = "https://flowguard.test";
+pub(crate) const PUBLIC_URL: &str = "https://flowguard.test";
 const CLIENT_ID: &str = "flowguard-appliance";
 const CLIENT_SECRET: &str = "idp-client-secret-4711-abcdefghijklmnop";
 

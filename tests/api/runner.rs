@@ -93,7 +93,7 @@ pub(crate) async fn make_flow(owner: &Session, app: &str, steps: Value) -> Strin
     f["id"].as_str().unwrap().to_string()
 }
 
-async fn queue(owner: &Session, flow: &str) -> String {
+pub(crate) async fn queue(owner: &Session, flow: &str) -> String {
     let r = owner
         .json(
             Method::POST,
@@ -106,7 +106,12 @@ async fn queue(owner: &Session, flow: &str) -> String {
 }
 
 /// Poll a run until `done(run)` holds (panics after `secs`).
-async fn wait_run(owner: &Session, run: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn wait_run(
+    owner: &Session,
+    run: &str,
+    secs: u64,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let d = owner
@@ -120,7 +125,7 @@ async fn wait_run(owner: &Session, run: &str, secs: u64, done: impl Fn(&Value) -
     }
 }
 
-fn finished(d: &Value) -> bool {
+pub(crate) fn finished(d: &Value) -> bool {
     !["queued", "running"].contains(&d["status"].as_str().unwrap_or(""))
 }
 

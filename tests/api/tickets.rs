@@ -555,13 +555,19 @@ pub(crate) async fn run_once(w: &World, end: End) -> String {
     rid
 }
 
-fn integration(provider: &str, base_url: String, project: &str, ca: &str, rules: Value) -> Value {
+pub(crate) fn integration(
+    provider: &str,
+    base_url: String,
+    project: &str,
+    ca: &str,
+    rules: Value,
+) -> Value {
     json!({"provider": provider, "base_url": base_url, "project": project,
         "auth": {"token": TOKEN}, "ca_pem": ca, "labels": ["flowguard", "e2e"], "rules": rules})
 }
 
 /// Wait until the run's ticket is no longer pending (or `want` attempts were made).
-async fn wait_ticket(s: &Session, run: &str, until: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn wait_ticket(s: &Session, run: &str, until: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let r = s
@@ -579,7 +585,7 @@ async fn wait_ticket(s: &Session, run: &str, until: impl Fn(&Value) -> bool) -> 
     }
 }
 
-fn settled(t: &Value) -> bool {
+pub(crate) fn settled(t: &Value) -> bool {
     t["status"] == "filed" || t["status"] == "failed"
 }
 
