@@ -10,7 +10,8 @@
 //!   calls (SQLCipher `sqlcipher_export` snapshot of every store into a new file keyed with the
 //!   store's key, `fsync`, integrity + HMAC checks of each copy, audit chain check, manifest);
 //! - **restore**: `service::backup::restore_blocking`, the function `flowguard restore` calls
-//!   (verifies the whole backup, copies the files, verifies the restored data dir again);
+//!   (checks the master key and the manifest's signature, copies the files, then runs every check
+//!   of `backup verify` once, on the restored files);
 //! - **anchor**: `VACUUM INTO` of each of the same stores on a connection keyed like the backup's
 //!   (`store::backup::open_source`), then `fsync`. On a keyed SQLCipher connection `VACUUM INTO`
 //!   writes the copy encrypted with the same key (SQLCipher attaches the target with the main
@@ -20,10 +21,14 @@
 //! MB/s = bytes of the source stores (catalog + tenant, after a TRUNCATE checkpoint) / wall
 //! seconds, the same numerator for all three, so the ratios are ratios of times. Goal (issue
 //! 19): backup and restore each ≥ 0.5 of the `VACUUM INTO` rate. Prints a table and one
-//! `BENCH_JSON {"bench": "backup", …}` line; no timing is asserted.
+//! `BENCH_JSON {"bench": "backup", …}` line; no timing is asserted. Below the table, where the
+//! time of backup and restore goes: the wall time of each `debug` span of `service::backup` and
+//! `store::backup` (snapshot export, fsync, hashing, `cipher_integrity_check`, `integrity_check`,
+//! row counts, audit chain, copy, …), collected by a `tracing` layer ([`PhaseLayer`]).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use flowguard::config::{CliOverrides, Settings};
@@ -37,6 +42,70 @@ mod tenant_gen;
 
 /// Bytes per run the library writes (P9: ~11.2 KB), to size the generation.
 const BYTES_PER_RUN: u64 = 11_200;
+
+/// Wall seconds and count per phase: the debug spans of `service::backup` / `store::backup`
+/// (`backup.export.snapshot`, `check.integrity_check`, `restore.copy`, …), keyed by the span's
+/// path (`restore.verify_restored > check.integrity_check`).
+type PhaseTimes = Arc<Mutex<BTreeMap<String, (u32, f64)>>>;
+
+/// A `tracing` layer summing the wall time of every closed span into [`PhaseTimes`].
+struct PhaseLayer(PhaseTimes);
+
+/// Extension stored on each span: its path and when it was created.
+struct Started(String, Instant);
+
+impl<S> tracing_subscriber::Layer<S> for PhaseLayer
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let Some(span) = ctx.span(id) else { return };
+        let name = attrs.metadata().name();
+        let path = match span.parent() {
+            Some(p) => match p.extensions().get::<Started>() {
+                Some(Started(pp, _)) => format!("{pp} > {name}"),
+                None => name.to_string(),
+            },
+            None => name.to_string(),
+        };
+        span.extensions_mut().insert(Started(path, Instant::now()));
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let ext = span.extensions();
+        let Some(Started(path, t)) = ext.get::<Started>() else {
+            return;
+        };
+        if let Ok(mut m) = self.0.lock() {
+            let e = m.entry(path.clone()).or_default();
+            e.0 += 1;
+            e.1 += t.elapsed().as_secs_f64();
+        }
+    }
+}
+
+/// Take the phase times collected so far (and start again from empty).
+fn take_phases(p: &PhaseTimes) -> BTreeMap<String, (u32, f64)> {
+    p.lock()
+        .map(|mut m| std::mem::take(&mut *m))
+        .unwrap_or_default()
+}
+
+fn print_phases(title: &str, total_s: f64, phases: &BTreeMap<String, (u32, f64)>) {
+    println!();
+    println!("{title}: where the {total_s:.2} s go (debug spans; nested spans are inside their parent's time)");
+    println!("| phase | count | s | share of total |");
+    println!("|---|---|---|---|");
+    for (k, (n, s)) in phases {
+        println!("| {k} | {n} | {s:.3} | {:.0} % |", 100.0 * s / total_s);
+    }
+}
 
 fn settings_for(data: &Path) -> anyhow::Result<Settings> {
     Ok(Settings::load(
@@ -68,6 +137,17 @@ fn main() -> anyhow::Result<()> {
     )?;
     let data = dir.path().join("data");
     let settings = settings_for(&data)?;
+    let phases: PhaseTimes = Arc::default();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::Layer;
+        let filter = tracing_subscriber::filter::Targets::new()
+            .with_target("flowguard::service::backup", tracing::Level::DEBUG)
+            .with_target("flowguard::store::backup", tracing::Level::DEBUG);
+        let subscriber =
+            tracing_subscriber::registry().with(PhaseLayer(phases.clone()).with_filter(filter));
+        tracing::subscriber::set_global_default(subscriber)?;
+    }
 
     // --- generation -------------------------------------------------------------------------
     let t0 = Instant::now();
@@ -115,6 +195,7 @@ fn main() -> anyhow::Result<()> {
 
     // --- (a) backup -------------------------------------------------------------------------
     let to = dir.path().join("backups");
+    take_phases(&phases);
     let t1 = Instant::now();
     let summary = flowguard::service::backup::create_recorded(
         &settings,
@@ -127,6 +208,7 @@ fn main() -> anyhow::Result<()> {
         &|_| {},
     )?;
     let backup_s = t1.elapsed().as_secs_f64();
+    let backup_phases = take_phases(&phases);
 
     // --- (b) restore ------------------------------------------------------------------------
     let restored = dir.path().join("restored");
@@ -139,6 +221,7 @@ fn main() -> anyhow::Result<()> {
     let t2 = Instant::now();
     flowguard::service::backup::restore_blocking(&summary.dir, &target, &opened.master)?;
     let restore_s = t2.elapsed().as_secs_f64();
+    let restore_phases = take_phases(&phases);
 
     // --- (c) anchor: VACUUM INTO of the same stores with the same keys -----------------------
     let vdir = dir.path().join("vacuum");
@@ -179,19 +262,28 @@ fn main() -> anyhow::Result<()> {
         b / v
     );
     println!(
-        "| restore (restore_blocking: verify backup, copy, verify restored) | {restore_s:.2} | {r:.1} | {:.2} | ≥ 0.5 |",
+        "| restore (restore_blocking: key + signature, copy, verify restored) | {restore_s:.2} | {r:.1} | {:.2} | ≥ 0.5 |",
         r / v
     );
     println!(
         "| VACUUM INTO, same stores, same keys (encrypted copy) + fsync | {vacuum_s:.2} | {v:.1} | 1.00 | anchor |"
     );
+    print_phases("backup create", backup_s, &backup_phases);
+    print_phases("restore", restore_s, &restore_phases);
+    let phase_json = |m: &BTreeMap<String, (u32, f64)>| {
+        m.iter()
+            .map(|(k, (_, s))| (k.clone(), json!(s)))
+            .collect::<serde_json::Map<_, _>>()
+    };
     println!(
         "BENCH_JSON {}",
         json!({"bench": "backup", "quick": quick, "runs": runs, "store_bytes": store_bytes,
                "backup_bytes": summary.bytes, "vacuum_bytes": vacuum_bytes, "gen_s": gen_s,
                "backup_s": backup_s, "restore_s": restore_s, "vacuum_s": vacuum_s,
                "backup_mb_s": b, "restore_mb_s": r, "vacuum_mb_s": v,
-               "backup_ratio": b / v, "restore_ratio": r / v, "goal": 0.5})
+               "backup_ratio": b / v, "restore_ratio": r / v, "goal": 0.5,
+               "backup_phases_s": phase_json(&backup_phases),
+               "restore_phases_s": phase_json(&restore_phases)})
     );
     Ok(())
 }

@@ -205,6 +205,7 @@ pub fn export(src: &Connection, dest: &Path, dest_key: &Key256) -> StoreResult<S
         key_sql(dest_key).as_str()
     ));
     src.execute_batch(&attach)?;
+    let snapshot_span = tracing::debug_span!("backup.export.snapshot").entered();
     let res = (|| -> StoreResult<Snapshot> {
         src.execute_batch("BEGIN DEFERRED;")?;
         let inner = (|| -> StoreResult<Snapshot> {
@@ -234,32 +235,48 @@ pub fn export(src: &Connection, dest: &Path, dest_key: &Key256) -> StoreResult<S
         }
     })();
     let detach = src.execute_batch("DETACH DATABASE bk;");
+    drop(snapshot_span);
     let snap = res?;
     detach?;
+    let _checkpoint = tracing::debug_span!("backup.export.checkpoint").entered();
     // The snapshot's read transaction kept checkpoints from resetting the WAL while writers
     // went on: move it into the file and truncate it now.
     if !super::checkpoint_truncate(src)? {
         tracing::warn!("WAL not truncated after the backup snapshot: another reader is active");
     }
+    drop(_checkpoint);
     // Make the copy durable before anyone calls it complete.
+    let _fsync = tracing::debug_span!("backup.export.fsync").entered();
     std::fs::File::open(dest)?.sync_all()?;
     Ok(snap)
 }
 
-/// Problems SQLCipher's and SQLite's integrity checks report for an open copy (empty: good).
-/// `PRAGMA cipher_integrity_check` verifies every page's HMAC; `PRAGMA integrity_check` the
-/// b-trees.
+/// Problems SQLCipher's and SQLite's integrity checks report for an open copy (empty: good):
+/// [`cipher_integrity_problems`] then [`btree_integrity_problems`].
 pub fn integrity_problems(c: &Connection) -> StoreResult<Vec<String>> {
-    let mut out = Vec::new();
-    {
-        let mut s = c.prepare("PRAGMA cipher_integrity_check")?;
-        let rows = s.query_map([], |r| r.get::<_, String>(0))?;
-        for r in rows {
-            out.push(format!("cipher_integrity_check: {}", r?));
-        }
-    }
+    let mut out = cipher_integrity_problems(c)?;
+    out.extend(btree_integrity_problems(c)?);
+    Ok(out)
+}
+
+/// Problems `PRAGMA cipher_integrity_check` reports (SQLCipher: the HMAC of every page of the
+/// file, in use or not), each prefixed `cipher_integrity_check: `; empty: good.
+pub fn cipher_integrity_problems(c: &Connection) -> StoreResult<Vec<String>> {
+    let _span = tracing::debug_span!("check.cipher_integrity_check").entered();
+    let mut s = c.prepare("PRAGMA cipher_integrity_check")?;
+    let rows = s.query_map([], |r| r.get::<_, String>(0))?;
+    rows.map(|r| Ok(format!("cipher_integrity_check: {}", r?)))
+        .collect()
+}
+
+/// Problems `PRAGMA integrity_check` reports (SQLite: every b-tree, index against table, pages
+/// never used; each page read is decrypted and its HMAC checked), each prefixed
+/// `integrity_check: `; empty: good.
+pub fn btree_integrity_problems(c: &Connection) -> StoreResult<Vec<String>> {
+    let _span = tracing::debug_span!("check.integrity_check").entered();
     let mut s = c.prepare("PRAGMA integrity_check")?;
     let rows = s.query_map([], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
     for r in rows {
         let r = r?;
         if r != "ok" {

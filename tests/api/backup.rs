@@ -387,6 +387,35 @@ async fn tampering_wrong_master_key_and_kill_9_are_all_caught() {
     let v = cli(&["backup", "verify", s(&dir), "--data-dir", s(&app.data)]);
     assert!(v.status.success(), "{}", text(&v));
 
+    // Restoring any of the damaged copies: exit 1 naming the file, and nothing restored is left
+    // (restore checks the content once, on the restored files, and removes them when they fail;
+    // an empty directory given as the target is left empty).
+    let key = app.data.join("keys/master.key");
+    for (i, f) in files.iter().enumerate() {
+        let target = scratch.path().join(format!("r{i}"));
+        let existed = i % 2 == 0;
+        if existed {
+            std::fs::create_dir(&target).unwrap();
+        }
+        let r = cli(&[
+            "restore",
+            s(&scratch.path().join(format!("b{i}"))),
+            "--data-dir",
+            s(&target),
+            "--master-key",
+            s(&key),
+        ]);
+        assert_eq!(r.status.code(), Some(1), "{f}: {}", text(&r));
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(err.contains(f.as_str()), "{f}: {err}");
+        if existed {
+            let left: Vec<_> = std::fs::read_dir(&target).unwrap().collect();
+            assert!(left.is_empty(), "{f}: restore left {left:?}");
+        } else {
+            assert!(!target.exists(), "{f}: restore left {}", target.display());
+        }
+    }
+
     // Restore with another master key: exit 1 naming the expected key id, nothing written.
     let other = write_secret_file(scratch.path(), "other.key", &"k".repeat(32));
     let target = scratch.path().join("restored");
