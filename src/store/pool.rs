@@ -23,6 +23,24 @@
 //! `synchronous = NORMAL` does for every checkpoint); after a crash at any point the WAL still
 //! holds every frame a checkpoint had not finished copying and recovery replays it, so no
 //! acknowledged write is lost.
+//!
+//! **Read connections** (issue 25, `store.read_connections`, default on): besides its one write
+//! connection, an open store gets a second connection, opened lazily with the same key and
+//! `PRAGMA query_only = ON`, for the bounded per-request reads ([`TenantStores::read`],
+//! [`TenantStores::read_admitted`], [`TenantStores::read_off`], [`TenantStores::read_blocking`]:
+//! run list, run detail, authentication, the agent's run and flow lookups). In WAL mode a reader
+//! never waits for a writer, so these reads no longer queue behind the step reports and
+//! screenshots a busy store is committing (P8 profile: the run list waited for the write
+//! connection's mutex). The price, measured in P9: SQLite discards a connection's whole page
+//! cache when it begins a read after **another** connection committed
+//! (`pagerBeginReadTransaction` → `pager_reset` in `sqlite3.c`), and on a SQLCipher store every
+//! page read back is decrypted and HMAC-checked again, so a read on a store that is being
+//! written pays its pages' decryption (that, not key derivation — the key is raw, no KDF — is
+//! why a second connection made reads dearer in the last session's experiment). Writes,
+//! transactions and audit rows stay on the one write connection. The key-rotation fence covers
+//! both: [`TenantStores::rekey_blocking`] holds the write connection **and** the read slot,
+//! closes the read connection, and the next read opens a new one with the key the catalog then
+//! holds.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -54,6 +72,7 @@ pub struct TenantStores {
     page_cache_kib: u32,
     plaintext: bool,
     background_checkpoints: AtomicBool,
+    read_connections: bool,
     cache: Mutex<OpenStores>,
     /// Stores refused at open ([`StoreError::Schema`]: newer schema, or a failed migration), by
     /// tenant id, with the message; not retried until a restart.
@@ -76,9 +95,16 @@ pub const BACKSTOP_AUTOCHECKPOINT_PAGES: u32 = 8000;
 /// [`TenantStores::checkpoint_pass_blocking`] at this period).
 pub const CHECKPOINT_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// The read connection of one open store (`None` until the first read opens it, and again
+/// after a re-key closed it).
+type ReadSlot = Arc<Mutex<Option<Connection>>>;
+
 struct OpenStores {
     lru: LruCache<TenantId, Db>,
     live: HashMap<TenantId, Weak<Mutex<Connection>>>,
+    /// Read slot of each store, with the write connection it belongs to (a slot whose write
+    /// connection was closed is dropped, and a store opened again gets a new slot).
+    readers: HashMap<TenantId, (Weak<Mutex<Connection>>, ReadSlot)>,
 }
 
 impl OpenStores {
@@ -97,6 +123,20 @@ impl OpenStores {
             self.live.retain(|_, w| w.strong_count() > 0);
         }
         self.live.insert(t.clone(), Arc::downgrade(db));
+        self.readers.retain(|_, (w, _)| w.strong_count() > 0);
+    }
+
+    /// The read slot of the store whose write connection is `db`.
+    fn reader(&mut self, t: &TenantId, db: &Db) -> ReadSlot {
+        if let Some((w, slot)) = self.readers.get(t) {
+            if std::ptr::eq(w.as_ptr(), Arc::as_ptr(db)) {
+                return slot.clone();
+            }
+        }
+        let slot: ReadSlot = Arc::new(Mutex::new(None));
+        self.readers
+            .insert(t.clone(), (Arc::downgrade(db), slot.clone()));
+        slot
     }
 }
 
@@ -123,9 +163,11 @@ impl TenantStores {
             page_cache_kib: 2000,
             plaintext: false,
             background_checkpoints: AtomicBool::new(false),
+            read_connections: true,
             cache: Mutex::new(OpenStores {
                 lru: LruCache::new(cap),
                 live: HashMap::new(),
+                readers: HashMap::new(),
             }),
             refused: Mutex::new(Default::default()),
             opening: Mutex::new(()),
@@ -144,6 +186,14 @@ impl TenantStores {
     /// Page cache bound of every store opened from now on, in KiB (`store.page_cache_kib`).
     pub fn with_page_cache_kib(mut self, kib: u32) -> Self {
         self.page_cache_kib = kib;
+        self
+    }
+
+    /// Whether the per-request reads use each store's read connection (`store.read_connections`,
+    /// default `true`; see the module doc). `false`: every read takes the write connection, as
+    /// before issue 25 (kept to measure the lever on the same binary, BENCHMARKS.md P8).
+    pub fn with_read_connections(mut self, on: bool) -> Self {
+        self.read_connections = on;
         self
     }
 
@@ -298,9 +348,119 @@ impl TenantStores {
         let db = self.get_blocking(t)?;
         let r = f(&db);
         if !was_open {
-            self.cache.lock().lru.pop(t);
+            let mut cache = self.cache.lock();
+            cache.lru.pop(t);
+            cache.readers.remove(t);
         }
         r
+    }
+
+    /// The store's read slot, opening its read connection when the slot is empty, held while
+    /// `f` runs on it. `None` when read connections are off, or the read connection does not
+    /// open (logged; the caller reads on the write connection instead).
+    fn with_reader<R>(
+        &self,
+        t: &TenantId,
+        db: &Db,
+        f: impl FnOnce(&Connection) -> StoreResult<R>,
+    ) -> Option<StoreResult<R>> {
+        if !self.read_connections {
+            return None;
+        }
+        let slot = self.cache.lock().reader(t, db);
+        let mut g = slot.lock();
+        if g.is_none() {
+            match self.open_reader(t) {
+                Ok(c) => *g = Some(c),
+                Err(e) => {
+                    tracing::warn!(tenant = %t.as_str(), error = %e, "read connection did not open; reading on the write connection");
+                    return None;
+                }
+            }
+        }
+        g.as_ref().map(f)
+    }
+
+    /// Open a read connection on a store whose write connection is open, with the first key
+    /// of the catalog's usable keys that opens it (as the write connection was opened).
+    fn open_reader(&self, t: &TenantId) -> StoreResult<Connection> {
+        let path = self.path_of(t);
+        if self.plaintext {
+            return self.sized_reader(super::open_reader(&path, None, self.busy_ms)?);
+        }
+        let candidates = {
+            let c = self.catalog.db().lock();
+            catalog::usable_keys(&c, t, KeyPurpose::Db)?
+        };
+        let mut last = StoreError::WrongKey(path.clone());
+        for (version, wrapped) in candidates {
+            let key = keyring::unwrap(&self.master, t, version, KeyPurpose::Db, &wrapped)
+                .map_err(|e| StoreError::Key(e.to_string()))?;
+            match super::open_reader(&path, Some(&key), self.busy_ms) {
+                Ok(c) => return self.sized_reader(c),
+                Err(StoreError::WrongKey(p)) => last = StoreError::WrongKey(p),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    fn sized_reader(&self, c: Connection) -> StoreResult<Connection> {
+        c.execute_batch(&format!("PRAGMA cache_size = -{}", self.page_cache_kib))?;
+        Ok(c)
+    }
+
+    /// Run the bounded read `f` on a tenant's store (blocking): on its read connection (see the
+    /// module doc), or on the write connection when read connections are off.
+    pub fn read_blocking<R>(
+        &self,
+        t: &TenantId,
+        f: impl FnOnce(&Connection) -> StoreResult<R>,
+    ) -> StoreResult<R> {
+        let db = self.get_blocking(t)?;
+        let mut f = Some(f);
+        if let Some(r) = self.with_reader(t, &db, |c| match f.take() {
+            Some(f) => f(c),
+            None => Err(StoreError::Task("read ran twice".into())),
+        }) {
+            return r;
+        }
+        let c = db.lock();
+        match f.take() {
+            Some(f) => f(&c),
+            None => Err(StoreError::Task("read ran twice".into())),
+        }
+    }
+
+    /// [`TenantStores::read_blocking`] off the executor (reads whose size depends on the data,
+    /// such as a run's detail with its steps).
+    pub async fn read_off<F, R>(self: &Arc<Self>, t: &TenantId, f: F) -> StoreResult<R>
+    where
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let me = self.clone();
+        let t = t.clone();
+        tokio::task::spawn_blocking(move || me.read_blocking(&t, f))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Try the short read `f` right now on the executor: on the store's read connection when
+    /// it is open and free (or on the write connection when read connections are off), as
+    /// [`super::try_read_now`]. `None`: go off the executor.
+    fn try_read_inline<R>(
+        &self,
+        t: &TenantId,
+        db: &Db,
+        f: &dyn Fn(&Connection) -> StoreResult<R>,
+    ) -> Option<StoreResult<R>> {
+        if !self.read_connections {
+            return super::try_read_now(db, self.busy_ms, f);
+        }
+        let slot = self.cache.lock().reader(t, db);
+        let g = slot.try_lock_for(super::INLINE_LOCK_WAIT)?;
+        super::try_read_on(g.as_ref()?, self.busy_ms, f)
     }
 
     fn open_with_catalog_keys(&self, t: &TenantId, path: &Path) -> StoreResult<Connection> {
@@ -378,6 +538,12 @@ impl TenantStores {
         }
         let db = self.get_blocking(t)?;
         let mut conn = db.lock();
+        // The read connection is closed and its slot held until the re-key is over: no read
+        // runs during it, and the next one opens with the key that then opens the file.
+        // (Lock order everywhere: write connection, then read slot.)
+        let slot = self.cache.lock().reader(t, &db);
+        let mut reader = slot.lock();
+        *reader = None;
         let path = self.path_of(t);
         let mig = migrations::tenant();
         if let Ok(fresh) = open_encrypted(&path, new, false, self.busy_ms, &mig) {
@@ -400,7 +566,7 @@ impl TenantStores {
     /// suspended — the authentication of every tenant request. The catalog row and `f` are read
     /// on the calling task when both connections are free and the store is already open
     /// ([`super::try_read_now`]; issue 12 P2 measured each `spawn_blocking` hop), otherwise in
-    /// **one** blocking task. The catalog lock is released before the tenant store is locked;
+    /// **one** blocking task; `f` runs on the store's read connection (module doc). The catalog lock is released before the tenant store is locked;
     /// the store is not opened for an unknown or suspended tenant.
     pub async fn read_admitted<F, R>(
         self: &Arc<Self>,
@@ -420,7 +586,7 @@ impl TenantStores {
                 if let Some(a) = Admitted::refused(row?) {
                     return Ok(a);
                 }
-                if let Some(r) = super::try_read_now(&db, self.busy_ms, &f) {
+                if let Some(r) = self.try_read_inline(t, &db, &f) {
                     return r.map(Admitted::Ran);
                 }
             }
@@ -435,16 +601,15 @@ impl TenantStores {
             if let Some(a) = Admitted::refused(row) {
                 return Ok(a);
             }
-            let db = me.get_blocking(&t)?;
-            let c = db.lock();
-            f(&c).map(Admitted::Ran)
+            me.read_blocking(&t, |c| f(c)).map(Admitted::Ran)
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
     /// Run the short, bounded read `f` on a tenant's store: on the calling task when the store
-    /// is open and its connection free ([`super::try_read_now`]), else off the executor.
+    /// is open and its read connection free ([`super::try_read_now`]), else off the executor
+    /// ([`TenantStores::read_off`]).
     pub async fn read<F, R>(self: &Arc<Self>, t: &TenantId, f: F) -> StoreResult<R>
     where
         F: Fn(&Connection) -> StoreResult<R> + Send + 'static,
@@ -452,11 +617,11 @@ impl TenantStores {
     {
         let open = self.cache.lock().find(t);
         if let Some(db) = open {
-            if let Some(r) = super::try_read_now(&db, self.busy_ms, &f) {
+            if let Some(r) = self.try_read_inline(t, &db, &f) {
                 return r;
             }
         }
-        self.run(t, move |c| f(c)).await
+        self.read_off(t, move |c| f(c)).await
     }
 
     /// Run `f` on a tenant's store off the executor.
@@ -508,6 +673,152 @@ mod tests {
         let catalog = Catalog::open(dir, &master, true, 5000).unwrap();
         TenantStores::new(dir, Arc::new(master), catalog, 4, 5000)
             .with_plaintext_for_bench(plaintext)
+    }
+
+    /// Stores with one tenant created as `service::tenants::create_tenant` does (store file,
+    /// then the catalog row with the wrapped keys); returns the stores, the tenant and its key.
+    fn with_tenant(dir: &Path, read_connections: bool) -> (TenantStores, TenantId, Key256) {
+        let master = Arc::new(MasterKey::load_or_create(&dir.join("master.key"), false).unwrap());
+        let catalog = Catalog::open(dir, &master, true, 5000).unwrap();
+        let s = TenantStores::new(dir, master.clone(), catalog.clone(), 4, 5000)
+            .with_read_connections(read_connections);
+        let t = TenantId::parse("eus-abc123").unwrap();
+        let key = crate::crypto::random_key();
+        drop(s.create_file(&t, &key).unwrap());
+        let w = |p| keyring::wrap(&master, &t, 1, p, &key).unwrap();
+        let row = catalog::TenantRow {
+            id: t.clone(),
+            name: "acme".into(),
+            region: "eus".into(),
+            plan: "free".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            status: "active".into(),
+            plan_follows_license: false,
+        };
+        let actor = crate::audit::Actor {
+            email: None,
+            role: None,
+            client_ip: None,
+            user_agent: None,
+        };
+        let ev = crate::audit::NewAuditEvent::new(&actor, "tenant.create", None);
+        let mut c = catalog.db().lock();
+        catalog::insert_tenant(&mut c, &row, &w(KeyPurpose::Db), &w(KeyPurpose::Dek), &ev).unwrap();
+        drop(c);
+        (s, t, key)
+    }
+
+    /// Reads `probe.x` through `read_blocking` on another thread while this thread holds the
+    /// store's write connection; `Some(x)` when the read answered within `wait`.
+    fn read_while_writer_held(
+        s: &Arc<TenantStores>,
+        t: &TenantId,
+        wait: std::time::Duration,
+    ) -> Option<i64> {
+        let db = s.get_blocking(t).unwrap();
+        let held = db.lock();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (s2, t2) = (s.clone(), t.clone());
+        let h = std::thread::spawn(move || {
+            let r = s2.read_blocking(&t2, |c| {
+                Ok(c.query_row("SELECT max(x) FROM probe", [], |r| r.get::<_, i64>(0))?)
+            });
+            let _ = tx.send(r.unwrap());
+        });
+        let got = rx.recv_timeout(wait).ok();
+        drop(held);
+        h.join().unwrap();
+        got
+    }
+
+    #[test]
+    fn reads_use_the_read_connection_and_never_wait_for_the_write_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, t, _) = with_tenant(dir.path(), true);
+        let s = Arc::new(s);
+        let db = s.get_blocking(&t).unwrap();
+        db.lock()
+            .execute_batch("CREATE TABLE probe(x INTEGER); INSERT INTO probe VALUES (7);")
+            .unwrap();
+        // The read answers while a writer holds the store's connection, and sees its commits.
+        let wait = std::time::Duration::from_secs(10);
+        assert_eq!(read_while_writer_held(&s, &t, wait), Some(7));
+        db.lock()
+            .execute("INSERT INTO probe VALUES (8)", [])
+            .unwrap();
+        assert_eq!(read_while_writer_held(&s, &t, wait), Some(8));
+        // The read connection is read-only.
+        let w = s.read_blocking(&t, |c| Ok(c.execute("INSERT INTO probe VALUES (9)", [])?));
+        assert!(w.is_err(), "a write through the read connection must fail");
+        // Without read connections the same read waits for the write connection (what the
+        // lever removes; also proves the check above can fail).
+        let dir2 = tempfile::tempdir().unwrap();
+        let (s2, t2, _) = with_tenant(dir2.path(), false);
+        let s2 = Arc::new(s2);
+        s2.get_blocking(&t2)
+            .unwrap()
+            .lock()
+            .execute_batch("CREATE TABLE probe(x INTEGER); INSERT INTO probe VALUES (7);")
+            .unwrap();
+        assert_eq!(
+            read_while_writer_held(&s2, &t2, std::time::Duration::from_millis(300)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_rekey_closes_the_read_connection_and_the_next_read_opens_with_the_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, t, old) = with_tenant(dir.path(), true);
+        let s = Arc::new(s);
+        let db = s.get_blocking(&t).unwrap();
+        db.lock()
+            .execute_batch("CREATE TABLE probe(x INTEGER); INSERT INTO probe VALUES (7);")
+            .unwrap();
+        let read = |s: &TenantStores| {
+            s.read_blocking(&t, |c| {
+                Ok(c.query_row("SELECT max(x) FROM probe", [], |r| r.get::<_, i64>(0))?)
+            })
+        };
+        assert_eq!(read(&s).unwrap(), 7);
+        let slot = s.cache.lock().reader(&t, &db);
+        assert!(slot.lock().is_some(), "the read opened the read connection");
+        // The rotation's pending key in the catalog, then the re-key (as keys.rs does).
+        let new = crate::crypto::random_key();
+        let w = |p| keyring::wrap(&s.master, &t, 2, p, &new).unwrap();
+        {
+            let mut c = s.catalog.db().lock();
+            catalog::insert_pending_keys(
+                &mut c,
+                &t,
+                2,
+                &w(KeyPurpose::Db),
+                &w(KeyPurpose::Dek),
+                "2026-01-02T00:00:00Z",
+            )
+            .unwrap();
+        }
+        s.rekey_blocking(&t, &old, &new).unwrap();
+        assert!(
+            slot.lock().is_none(),
+            "the re-key closed the read connection"
+        );
+        db.lock()
+            .execute("INSERT INTO probe VALUES (8)", [])
+            .unwrap();
+        assert_eq!(read(&s).unwrap(), 8);
+        let c = slot.lock();
+        let c = c.as_ref().expect("the read opened a new read connection");
+        // It is the new key's connection: the file no longer opens with the old key.
+        assert!(matches!(
+            crate::store::open_reader(&s.path_of(&t), Some(&old), 5000),
+            Err(StoreError::WrongKey(_))
+        ));
+        assert_eq!(
+            c.query_row("SELECT count(*) FROM probe", [], |r| r.get::<_, i64>(0))
+                .unwrap(),
+            2
+        );
     }
 
     fn header_is_plain(p: &Path) -> bool {
