@@ -576,7 +576,6 @@ pub async fn report_step(
     let st = state.clone();
     let run = run.to_string();
     let out = tokio::task::spawn_blocking(move || -> ApiResult<StepRow> {
-        let db = st.tenants.get_blocking(&t)?;
         // The run and its pinned steps from the read connection: the write connection is taken
         // once per report, for the transaction (`record_step_report` checks the run is still
         // running inside it).
@@ -608,13 +607,18 @@ pub async fn report_step(
             console: rep.console.as_ref().and_then(|v| scrub_json(v, &secrets)),
             network: rep.network.as_ref().and_then(|v| scrub_json(v, &secrets)),
         };
-        let mut c = db.lock();
-        let configured = super::ai_endpoint::configured(&c, &st)?;
-        let step = &steps[idx];
-        runs::record_step_report(&mut c, &r.id, &report, &|row| {
-            step_status(step, row, configured)
-        })
-        .map_err(map_transition)
+        // Committed with the store's other concurrent step reports in one transaction (group
+        // commit); answered only after that commit.
+        let step = steps[idx].clone();
+        let st2 = st.clone();
+        st.tenants
+            .write_grouped(&t, move |c| {
+                let configured = super::ai_endpoint::configured(c, &st2)?;
+                runs::record_step_report(c, &r.id, &report, &|row| {
+                    step_status(&step, row, configured)
+                })
+            })
+            .map_err(map_transition)
     })
     .await
     .map_err(ApiError::internal)??;

@@ -727,6 +727,47 @@ pub fn write_tx(c: &mut Connection) -> StoreResult<rusqlite::Transaction<'_>> {
     Ok(c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
 }
 
+/// A write transaction that nests: [`write_tx`] on a connection outside a transaction, a
+/// `SAVEPOINT` inside one (a group commit, [`pool::TenantStores::write_grouped`]). Either way
+/// [`NestedTx::commit`] keeps the writes (in the enclosing transaction's outcome when nested)
+/// and dropping it undoes them.
+pub enum NestedTx<'a> {
+    /// Outside a transaction: `BEGIN IMMEDIATE` … `COMMIT`.
+    Tx(rusqlite::Transaction<'a>),
+    /// Inside one: `SAVEPOINT` … `RELEASE`.
+    Sp(rusqlite::Savepoint<'a>),
+}
+
+impl std::ops::Deref for NestedTx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            NestedTx::Tx(t) => t,
+            NestedTx::Sp(s) => s,
+        }
+    }
+}
+
+impl NestedTx<'_> {
+    /// Commit (outside a transaction) or release the savepoint (inside one).
+    pub fn commit(self) -> StoreResult<()> {
+        match self {
+            NestedTx::Tx(t) => t.commit()?,
+            NestedTx::Sp(s) => s.commit()?,
+        }
+        Ok(())
+    }
+}
+
+/// [`write_tx`], or a savepoint when `c` is already inside a transaction ([`NestedTx`]).
+pub fn write_tx_nested(c: &mut Connection) -> StoreResult<NestedTx<'_>> {
+    if c.is_autocommit() {
+        Ok(NestedTx::Tx(write_tx(c)?))
+    } else {
+        Ok(NestedTx::Sp(c.savepoint()?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,13 @@
 //! both: [`TenantStores::rekey_blocking`] holds the write connection **and** the read slot,
 //! closes the read connection, and the next read opens a new one with the key the catalog then
 //! holds.
+//!
+//! **Group commit** (issue 25, `store.group_commit`, default on,
+//! [`TenantStores::write_grouped`]): agent step reports of one store that arrive while another
+//! is committing are queued and committed together by the next writer to get the write
+//! connection — one `BEGIN IMMEDIATE … COMMIT`, each report in its own savepoint — and every
+//! report is answered only after that commit returned, so durability is what it was with one
+//! transaction each.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -73,6 +80,7 @@ pub struct TenantStores {
     plaintext: bool,
     background_checkpoints: AtomicBool,
     read_connections: bool,
+    group_commit: bool,
     cache: Mutex<OpenStores>,
     /// Stores refused at open ([`StoreError::Schema`]: newer schema, or a failed migration), by
     /// tenant id, with the message; not retried until a restart.
@@ -95,9 +103,36 @@ pub const BACKSTOP_AUTOCHECKPOINT_PAGES: u32 = 8000;
 /// [`TenantStores::checkpoint_pass_blocking`] at this period).
 pub const CHECKPOINT_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// The read connection of one open store (`None` until the first read opens it, and again
-/// after a re-key closed it).
-type ReadSlot = Arc<Mutex<Option<Connection>>>;
+/// What an open store has besides its write connection.
+struct Side {
+    /// The read connection (`None` until the first read opens it, and again after a re-key
+    /// closed it).
+    reader: Mutex<Option<Connection>>,
+    /// Writes waiting for the store's next group commit ([`TenantStores::write_grouped`]).
+    queue: Mutex<Vec<GroupJob>>,
+}
+
+type ReadSlot = Arc<Side>;
+
+/// One write waiting for a group commit: `run` executes it inside the group's transaction and
+/// returns how to hand over its result once the commit's outcome is known (`None` = committed);
+/// `fail` hands over an error without running it (the group's `BEGIN` failed).
+struct GroupJob {
+    run: Box<dyn FnOnce(&mut Connection) -> Deliver + Send>,
+    fail: Box<dyn FnOnce(StoreError) + Send>,
+}
+
+type Deliver = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+/// The error each write of a failed group commit gets (the same kind: a full volume stays
+/// `Full`, contention `Busy`).
+fn group_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Full => StoreError::Full,
+        StoreError::Busy => StoreError::Busy,
+        other => StoreError::Task(format!("group commit failed: {other}")),
+    }
+}
 
 struct OpenStores {
     lru: LruCache<TenantId, Db>,
@@ -133,7 +168,10 @@ impl OpenStores {
                 return slot.clone();
             }
         }
-        let slot: ReadSlot = Arc::new(Mutex::new(None));
+        let slot: ReadSlot = Arc::new(Side {
+            reader: Mutex::new(None),
+            queue: Mutex::new(Vec::new()),
+        });
         self.readers
             .insert(t.clone(), (Arc::downgrade(db), slot.clone()));
         slot
@@ -164,6 +202,7 @@ impl TenantStores {
             plaintext: false,
             background_checkpoints: AtomicBool::new(false),
             read_connections: true,
+            group_commit: true,
             cache: Mutex::new(OpenStores {
                 lru: LruCache::new(cap),
                 live: HashMap::new(),
@@ -194,6 +233,13 @@ impl TenantStores {
     /// before issue 25 (kept to measure the lever on the same binary, BENCHMARKS.md P8).
     pub fn with_read_connections(mut self, on: bool) -> Self {
         self.read_connections = on;
+        self
+    }
+
+    /// Whether [`TenantStores::write_grouped`] commits concurrent writes of a store together
+    /// (`store.group_commit`, default `true`). `false`: each write is its own transaction.
+    pub fn with_group_commit(mut self, on: bool) -> Self {
+        self.group_commit = on;
         self
     }
 
@@ -368,7 +414,7 @@ impl TenantStores {
             return None;
         }
         let slot = self.cache.lock().reader(t, db);
-        let mut g = slot.lock();
+        let mut g = slot.reader.lock();
         if g.is_none() {
             match self.open_reader(t) {
                 Ok(c) => *g = Some(c),
@@ -432,6 +478,94 @@ impl TenantStores {
         }
     }
 
+    /// Run the write `f` on a tenant's store (blocking) as part of a **group commit**: writes of
+    /// the same store that arrive while another is committing queue up, and the next one to get
+    /// the write connection runs every queued write in one transaction — each inside its own
+    /// `SAVEPOINT`, so a write that fails is undone alone and gets its own error — and commits
+    /// once. Each caller gets its result only after that commit returned, so an acknowledged
+    /// write is exactly as durable as with its own transaction; if the commit fails every write
+    /// of the group gets the error (same kind) and none of them is kept. `f` must open its
+    /// transaction with [`super::write_tx_nested`] (it is inside the group's) and write its
+    /// audit rows inside it. With `store.group_commit = false`, `f` simply runs alone.
+    pub fn write_grouped<R: Send + 'static>(
+        &self,
+        t: &TenantId,
+        f: impl FnOnce(&mut Connection) -> StoreResult<R> + Send + 'static,
+    ) -> StoreResult<R> {
+        let db = self.get_blocking(t)?;
+        if !self.group_commit {
+            let mut c = db.lock();
+            return f(&mut c);
+        }
+        let side = self.cache.lock().reader(t, &db);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<StoreResult<R>>(1);
+        let fail_tx = tx.clone();
+        side.queue.lock().push(GroupJob {
+            run: Box::new(move |c: &mut Connection| {
+                let r = (|| {
+                    c.execute_batch("SAVEPOINT grouped_write")?;
+                    let r = f(c);
+                    if r.is_err() {
+                        c.execute_batch("ROLLBACK TO grouped_write")?;
+                    }
+                    c.execute_batch("RELEASE grouped_write")?;
+                    r
+                })();
+                Box::new(move |commit: Option<&StoreError>| {
+                    let _ = tx.send(match (r, commit) {
+                        (Ok(_), Some(e)) => Err(group_error(e)),
+                        (r, _) => r,
+                    });
+                })
+            }),
+            fail: Box::new(move |e| {
+                let _ = fail_tx.send(Err(e));
+            }),
+        });
+        let c = db.lock();
+        // Holding the write connection: our write was either committed by the group before
+        // (its result is waiting) or is still queued, and then we run the queue.
+        if let Ok(r) = rx.try_recv() {
+            return r;
+        }
+        let jobs = std::mem::take(&mut *side.queue.lock());
+        Self::commit_group(c, jobs);
+        rx.recv()
+            .unwrap_or_else(|_| Err(StoreError::Task("group commit: write was dropped".into())))
+    }
+
+    /// Run `jobs` in one `BEGIN IMMEDIATE` transaction and commit it, then hand every job its
+    /// result (while still holding the connection, so a waiting writer finds its result).
+    fn commit_group(mut c: parking_lot::MutexGuard<'_, Connection>, jobs: Vec<GroupJob>) {
+        if let Err(e) = c.execute_batch("BEGIN IMMEDIATE") {
+            let e = StoreError::from(e);
+            for j in jobs {
+                (j.fail)(group_error(&e));
+            }
+            return;
+        }
+        let mut deliver = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            let run = j.run;
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut c))) {
+                Ok(d) => deliver.push(d),
+                // A write that panicked: its caller gets a task error (its result channel is
+                // gone); its writes are undone, the others go on.
+                Err(_) => {
+                    let _ = c.execute_batch("ROLLBACK TO grouped_write; RELEASE grouped_write");
+                }
+            }
+        }
+        let committed = c.execute_batch("COMMIT").map_err(StoreError::from);
+        if committed.is_err() && !c.is_autocommit() {
+            let _ = c.execute_batch("ROLLBACK");
+        }
+        let err = committed.err();
+        for d in deliver {
+            d(err.as_ref());
+        }
+    }
+
     /// [`TenantStores::read_blocking`] off the executor (reads whose size depends on the data,
     /// such as a run's detail with its steps).
     pub async fn read_off<F, R>(self: &Arc<Self>, t: &TenantId, f: F) -> StoreResult<R>
@@ -459,7 +593,7 @@ impl TenantStores {
             return super::try_read_now(db, self.busy_ms, f);
         }
         let slot = self.cache.lock().reader(t, db);
-        let g = slot.try_lock_for(super::INLINE_LOCK_WAIT)?;
+        let g = slot.reader.try_lock_for(super::INLINE_LOCK_WAIT)?;
         super::try_read_on(g.as_ref()?, self.busy_ms, f)
     }
 
@@ -542,7 +676,7 @@ impl TenantStores {
         // runs during it, and the next one opens with the key that then opens the file.
         // (Lock order everywhere: write connection, then read slot.)
         let slot = self.cache.lock().reader(t, &db);
-        let mut reader = slot.lock();
+        let mut reader = slot.reader.lock();
         *reader = None;
         let path = self.path_of(t);
         let mig = migrations::tenant();
@@ -782,7 +916,10 @@ mod tests {
         };
         assert_eq!(read(&s).unwrap(), 7);
         let slot = s.cache.lock().reader(&t, &db);
-        assert!(slot.lock().is_some(), "the read opened the read connection");
+        assert!(
+            slot.reader.lock().is_some(),
+            "the read opened the read connection"
+        );
         // The rotation's pending key in the catalog, then the re-key (as keys.rs does).
         let new = crate::crypto::random_key();
         let w = |p| keyring::wrap(&s.master, &t, 2, p, &new).unwrap();
@@ -800,14 +937,14 @@ mod tests {
         }
         s.rekey_blocking(&t, &old, &new).unwrap();
         assert!(
-            slot.lock().is_none(),
+            slot.reader.lock().is_none(),
             "the re-key closed the read connection"
         );
         db.lock()
             .execute("INSERT INTO probe VALUES (8)", [])
             .unwrap();
         assert_eq!(read(&s).unwrap(), 8);
-        let c = slot.lock();
+        let c = slot.reader.lock();
         let c = c.as_ref().expect("the read opened a new read connection");
         // It is the new key's connection: the file no longer opens with the old key.
         assert!(matches!(
@@ -819,6 +956,79 @@ mod tests {
                 .unwrap(),
             2
         );
+    }
+
+    #[test]
+    fn concurrent_grouped_writes_commit_together_and_a_failing_one_is_undone_alone() {
+        for grouped in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let (s, t, _) = with_tenant(dir.path(), true);
+            let s = Arc::new(s.with_group_commit(grouped));
+            let db = s.get_blocking(&t).unwrap();
+            {
+                let c = db.lock();
+                c.execute_batch("CREATE TABLE probe(x INTEGER)").unwrap();
+                assert!(crate::store::checkpoint_truncate(&c).unwrap());
+            }
+            let held = db.lock();
+            let n = 8_i64;
+            let handles: Vec<_> = (0..n)
+                .map(|i| {
+                    let (s, t) = (s.clone(), t.clone());
+                    std::thread::spawn(move || {
+                        s.write_grouped(&t, move |c| {
+                            let tx = crate::store::write_tx_nested(c)?;
+                            tx.execute("INSERT INTO probe VALUES (?1)", [i])?;
+                            if i == 3 {
+                                return Err(StoreError::NotFound);
+                            }
+                            tx.commit()
+                        })
+                    })
+                })
+                .collect();
+            if grouped {
+                // Every writer queues while the connection is held.
+                let side = s.cache.lock().reader(&t, &db);
+                let t0 = std::time::Instant::now();
+                while (side.queue.lock().len() as i64) < n
+                    && t0.elapsed() < std::time::Duration::from_secs(10)
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                assert_eq!(side.queue.lock().len() as i64, n);
+            } else {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+            drop(held);
+            for (i, h) in handles.into_iter().enumerate() {
+                let r = h.join().unwrap();
+                if i == 3 {
+                    assert!(matches!(r, Err(StoreError::NotFound)), "{r:?}");
+                } else {
+                    assert!(r.is_ok(), "write {i}: {r:?}");
+                }
+            }
+            let c = db.lock();
+            let rows: Vec<i64> = c
+                .prepare("SELECT x FROM probe ORDER BY x")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(rows, vec![0, 1, 2, 4, 5, 6, 7], "grouped = {grouped}");
+            // WAL frames written since the truncation: the group's one commit writes the
+            // table's page once; seven transactions write it seven times.
+            let frames: i64 = c
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+                .unwrap();
+            if grouped {
+                assert!(frames < 4, "{frames} WAL frames for one group commit");
+            } else {
+                assert!(frames >= 7, "{frames} WAL frames for seven commits");
+            }
+        }
     }
 
     fn header_is_plain(p: &Path) -> bool {
