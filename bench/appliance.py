@@ -940,10 +940,15 @@ def p8_fleet(binary, cfg, work):
         for side in ("sqlcipher", "plain"):
             data = os.path.join(work, f"p8-{side}")
             conf = None
+            store = []
             if side == "plain":
-                conf = os.path.join(work, "p8-plain.toml")
+                store.append("bench_plaintext_tenant_stores = true")
+            # Extra settings for both sides, e.g. `read_connections = false` (an issue-25 lever off).
+            store += cfg.get("p8_store", [])
+            if store:
+                conf = os.path.join(work, f"p8-{side}.toml")
                 with open(conf, "w") as f:
-                    f.write("[store]\nbench_plaintext_tenant_stores = true\n")
+                    f.write("[store]\n" + "".join(x + "\n" for x in store))
             srv = Server(binary, data, os.path.join(work, f"p8-{side}.log"), conf)
             srv.label = side
             sides[side] = (srv, dict(p8_setup(srv, max(cfg["p8_agents"]), *cfg["p8_shot"]),
@@ -967,6 +972,7 @@ def p8_fleet(binary, cfg, work):
             srv.stop()
     out = {"agents": cfg["p8_agents"], "dashboards": cfg["p8_dashboards"], "secs": cfg["p8_secs"],
            "no_shots": bool(cfg.get("p8_no_shots")),
+           "store_settings": cfg.get("p8_store", []),
            "rounds": cfg["p8_rounds"], "think_s": cfg["p8_think_s"], "png_bytes": len(next(iter(sides.values()))[1]["png"]),
            "store_headers": hdr, "rows": rows, "load_before": load_before,
            "load_after": open("/proc/loadavg").read().split()[:3]}
@@ -1013,7 +1019,9 @@ def p8_lines(p8):
       "completes it, as fast as the server acknowledges. Same binary, both servers up, rounds alternate which side "
       "goes first; anchor = tenant stores as plain SQLite (`store.bench_plaintext_tenant_stores`, file headers "
       f"checked: {p8['store_headers']}). Load average before/after: {' '.join(p8['load_before'])} / "
-      f"{' '.join(p8['load_after'])}. Medians over rounds.")
+      f"{' '.join(p8['load_after'])}. Medians over rounds."
+      + (f" Extra `[store]` settings on both servers: {', '.join(p8['store_settings'])}."
+         if p8.get("store_settings") else ""))
     w("")
     w("| K | steps/s SQLCipher | steps/s plain | ratio (goal ≥ 0.9) | shots/s | claim p50/p99 | step p50/p99 | upload p50/p99 | list p50/p99 (goal p99 < 20 ms) | detail p50/p99 | CPU s/run (plain) | RSS MiB (plain) |")
     w("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -1080,6 +1088,7 @@ def p8_main(args):
     if args.think_ms is not None:
         cfg["p8_think_s"] = args.think_ms / 1000.0
     cfg["p8_no_shots"] = args.no_shots
+    cfg["p8_store"] = [x.replace("=", " = ", 1) for x in args.store]
     os.makedirs(args.work, exist_ok=True)
     res = p8_fleet(args.bin, cfg, args.work)
     with open(args.out, "w") as f:
@@ -1568,6 +1577,9 @@ def main():
     f8.add_argument("--secs", type=float, help="seconds per round (default 20)")
     f8.add_argument("--rounds", type=int, help="rounds (default 3)")
     f8.add_argument("--think-ms", type=float, help="dashboard think time between requests (default 100)")
+    f8.add_argument("--store", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra [store] setting for both servers, e.g. read_connections=false or "
+                         "group_commit=false (measures an issue-25 lever); repeatable")
     f8.add_argument("--no-shots", action="store_true",
                     help="agents skip the screenshot uploads (decomposes the server's CPU per run)")
     f10 = sub.add_parser("p10", help="only P10 (healthz p99 during an idle-socket flood); prints JSON")

@@ -361,6 +361,17 @@ pub struct StoreSettings {
     /// into a large store runs faster with a larger cache: BENCHMARKS.md P1 measured 4,618 → 10,964
     /// steps/s with 32768 on a store growing to ~50 MB.
     pub page_cache_kib: u32,
+    /// Each open tenant store gets a second, read-only connection for the per-request reads
+    /// (run list and detail, authentication, the agent API's run lookups), so they do not wait
+    /// behind the store's writes (default `true`; issue 25, BENCHMARKS.md P8). It takes its own
+    /// page cache (up to `page_cache_kib`). `false`: every read waits for the store's one write
+    /// connection, as before (kept so the benchmark can measure the lever on one binary).
+    pub read_connections: bool,
+    /// Step reports of one tenant store that arrive while another is being committed are
+    /// committed together in one transaction (each in its own savepoint; each answered only
+    /// after that commit, so durability is unchanged). Default `true` (issue 25, BENCHMARKS.md
+    /// P8); `false`: one transaction per report (kept so the benchmark can measure the lever).
+    pub group_commit: bool,
     /// **Benchmark anchor only — never in production.** When `true`, tenant stores are created and
     /// opened as plain SQLite files (no `PRAGMA key`; same pragmas, schema and code otherwise),
     /// so `bench/appliance.py` can run the P8 fleet workload on the same binary over unencrypted
@@ -385,6 +396,8 @@ impl Default for StoreSettings {
             max_open_tenants: 64,
             busy_timeout_ms: 5000,
             page_cache_kib: 2000,
+            read_connections: true,
+            group_commit: true,
             bench_plaintext_tenant_stores: false,
             min_free_mib: 1024,
             pre_migration_copies: 3,

@@ -298,9 +298,10 @@ pub async fn list(
 pub async fn get(state: &Arc<AppState>, ctx: &TenantCtx, run: &str) -> ApiResult<RunDetail> {
     let t = ctx.tenant.clone();
     let r = run.to_string();
+    // On the store's read connection, off the executor (the steps' size depends on the data).
     state
         .tenants
-        .run(&t, move |c| {
+        .read_off(&t, move |c| {
             let Some(run) = runs::run(c, &r)? else {
                 return Ok(None);
             };
@@ -575,13 +576,22 @@ pub async fn report_step(
     let st = state.clone();
     let run = run.to_string();
     let out = tokio::task::spawn_blocking(move || -> ApiResult<StepRow> {
-        let db = st.tenants.get_blocking(&t)?;
-        let (r, steps) = {
-            let c = db.lock();
-            let r = owned_run(&c, &run, &app, &token_id)?;
-            let steps = pinned_steps(&c, &r.flow_id, r.flow_version)?;
-            (r, steps)
-        };
+        // The run and its pinned steps from the read connection: the write connection is taken
+        // once per report, for the transaction (`record_step_report` checks the run is still
+        // running inside it).
+        let (r, steps) = st
+            .tenants
+            .read_blocking(&t, |c| {
+                let Some(r) = runs::run(c, &run)?.filter(|r| {
+                    r.application_id == app
+                        && r.agent_token_id.as_deref() == Some(token_id.as_str())
+                }) else {
+                    return Ok(None);
+                };
+                let steps = pinned_steps(c, &r.flow_id, r.flow_version)?;
+                Ok(Some((r, steps)))
+            })?
+            .ok_or_else(ApiError::not_found)?;
         let idx = usize::try_from(rep.index)
             .ok()
             .filter(|i| *i < steps.len())
@@ -597,13 +607,18 @@ pub async fn report_step(
             console: rep.console.as_ref().and_then(|v| scrub_json(v, &secrets)),
             network: rep.network.as_ref().and_then(|v| scrub_json(v, &secrets)),
         };
-        let mut c = db.lock();
-        let configured = super::ai_endpoint::configured(&c, &st)?;
-        let step = &steps[idx];
-        runs::record_step_report(&mut c, &r.id, &report, &|row| {
-            step_status(step, row, configured)
-        })
-        .map_err(map_transition)
+        // Committed with the store's other concurrent step reports in one transaction (group
+        // commit); answered only after that commit.
+        let step = steps[idx].clone();
+        let st2 = st.clone();
+        st.tenants
+            .write_grouped(&t, move |c| {
+                let configured = super::ai_endpoint::configured(c, &st2)?;
+                runs::record_step_report(c, &r.id, &report, &|row| {
+                    step_status(&step, row, configured)
+                })
+            })
+            .map_err(map_transition)
     })
     .await
     .map_err(ApiError::internal)??;

@@ -288,24 +288,28 @@ pub async fn upload(
         move || -> ApiResult<(Uploaded, String, Option<PendingEvaluation>)> {
             let _permit = permit;
             let db = st.tenants.get_blocking(&t)?;
+            // Read on the store's read connection; the write connection is taken for the row.
             let (r, steps) = {
-                let c = db.lock();
-                let r = match crate::store::runs::run(&c, &run)? {
-                    Some(r)
-                        if r.application_id == app
-                            && r.agent_token_id.as_deref() == Some(token_id.as_str()) =>
-                    {
-                        r
-                    }
-                    _ => return Err(ApiError::not_found()),
-                };
+                let (r, s) = st
+                    .tenants
+                    .read_blocking(&t, |c| {
+                        let Some(r) = crate::store::runs::run(c, &run)? else {
+                            return Ok(None);
+                        };
+                        let s = flows::version_steps(c, &r.flow_id, r.flow_version)?;
+                        Ok(Some((r, s)))
+                    })?
+                    .ok_or_else(ApiError::not_found)?;
+                if r.application_id != app || r.agent_token_id.as_deref() != Some(token_id.as_str())
+                {
+                    return Err(ApiError::not_found());
+                }
                 if r.status != "running" {
                     return Err(ApiError::new(
                         ErrorCode::InvalidTransition,
                         format!("the run is {}", r.status),
                     ));
                 }
-                let s = flows::version_steps(&c, &r.flow_id, r.flow_version)?;
                 let steps: Vec<Step> = serde_json::from_str(&s).map_err(ApiError::internal)?;
                 (r, steps)
             };

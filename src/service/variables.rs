@@ -65,11 +65,9 @@ pub fn resolve_blocking(state: &AppState, t: &TenantId, app: &str) -> StoreResul
 }
 
 fn resolve_once(state: &AppState, t: &TenantId, app: &str) -> StoreResult<Vec<Resolved>> {
-    let db = state.tenants.get_blocking(t)?;
-    let rows = {
-        let c = db.lock();
-        variables::variables(&c, app)?
-    };
+    let rows = state
+        .tenants
+        .read_blocking(t, |c| variables::variables(c, app))?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let value = match (r.secret, r.ciphertext, r.value) {

@@ -5,8 +5,10 @@
 //! (raw 256-bit key, so no PBKDF2 per open), a read that proves the key, then `busy_timeout`,
 //! `journal_mode = WAL`, `foreign_keys = ON`, `synchronous = NORMAL`, and the embedded
 //! migrations (rusqlite_migration, version in `user_version`; a store newer than this binary is
-//! refused, never downgraded). Each store has one connection behind a mutex, so writes are
-//! serialised in-process; write transactions use `BEGIN IMMEDIATE`. Work runs off the async
+//! refused, never downgraded). Each store has one write connection behind a mutex, so writes
+//! are serialised in-process; write transactions use `BEGIN IMMEDIATE`. A tenant store may also
+//! have one read connection (`query_only`, [`open_reader`]) for the bounded per-request reads
+//! ([`pool`] module doc, issue 25). Work runs off the async
 //! executor ([`run`]) except short, bounded per-request reads ([`read`], [`try_read_now`]), which
 //! run inline when the connection is free and never wait on the executor for a lock.
 //!
@@ -306,6 +308,45 @@ fn open_with(
         tracing::warn!(path = %path.display(), rows = broken, "rows violate a foreign key after migrating");
     }
     conn.execute_batch("PRAGMA foreign_keys = ON;")?;
+    Ok(conn)
+}
+
+/// Open a **read connection** on an existing store that a write connection of this process has
+/// already opened (and so migrated): same key step and key proof as [`open_encrypted`], then
+/// `busy_timeout`, the statement cache and `PRAGMA query_only = ON` (any write through it fails
+/// with SQLite's read-only error). No migrations, no `journal_mode` change (WAL is recorded in
+/// the file). `key = None` only for the benchmark anchor's plain stores
+/// (`store.bench_plaintext_tenant_stores`).
+///
+/// Errors: [`StoreError::WrongKey`] when `key` does not open the file, [`StoreError::Schema`]
+/// for an empty file, SQLite errors otherwise.
+pub fn open_reader(
+    path: &Path,
+    key: Option<&Key256>,
+    busy_timeout_ms: u64,
+) -> StoreResult<Connection> {
+    refuse_empty(path)?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)?;
+    let _ = conn.query_row("PRAGMA cipher_log_level = NONE", [], |_| Ok(()));
+    if let Some(key) = key {
+        let hexkey =
+            zeroize::Zeroizing::new(format!("PRAGMA key = \"x'{}'\"", hex::encode(key.as_ref())));
+        conn.execute_batch(&hexkey)?;
+    }
+    if let Err(e) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        return Err(match StoreError::from(e) {
+            StoreError::Busy => StoreError::Busy,
+            _ => StoreError::WrongKey(path.to_path_buf()),
+        });
+    }
+    conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    conn.execute_batch("PRAGMA query_only = ON;")?;
     Ok(conn)
 }
 
@@ -647,8 +688,18 @@ pub fn try_read_now<R>(
     f: &dyn Fn(&Connection) -> StoreResult<R>,
 ) -> Option<StoreResult<R>> {
     let c = db.try_lock_for(INLINE_LOCK_WAIT)?;
+    try_read_on(&c, busy_ms, f)
+}
+
+/// [`try_read_now`] on a connection the caller already holds: `f` with a zero busy timeout
+/// (restored to `busy_ms` after), `None` when SQLite reports a lock held elsewhere.
+pub fn try_read_on<R>(
+    c: &Connection,
+    busy_ms: u64,
+    f: &dyn Fn(&Connection) -> StoreResult<R>,
+) -> Option<StoreResult<R>> {
     c.busy_timeout(std::time::Duration::ZERO).ok()?;
-    let r = f(&c);
+    let r = f(c);
     if let Err(e) = c.busy_timeout(std::time::Duration::from_millis(busy_ms)) {
         return Some(Err(e.into()));
     }
@@ -676,6 +727,47 @@ where
 /// a read-then-write never fails to upgrade).
 pub fn write_tx(c: &mut Connection) -> StoreResult<rusqlite::Transaction<'_>> {
     Ok(c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
+}
+
+/// A write transaction that nests: [`write_tx`] on a connection outside a transaction, a
+/// `SAVEPOINT` inside one (a group commit, [`pool::TenantStores::write_grouped`]). Either way
+/// [`NestedTx::commit`] keeps the writes (in the enclosing transaction's outcome when nested)
+/// and dropping it undoes them.
+pub enum NestedTx<'a> {
+    /// Outside a transaction: `BEGIN IMMEDIATE` … `COMMIT`.
+    Tx(rusqlite::Transaction<'a>),
+    /// Inside one: `SAVEPOINT` … `RELEASE`.
+    Sp(rusqlite::Savepoint<'a>),
+}
+
+impl std::ops::Deref for NestedTx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            NestedTx::Tx(t) => t,
+            NestedTx::Sp(s) => s,
+        }
+    }
+}
+
+impl NestedTx<'_> {
+    /// Commit (outside a transaction) or release the savepoint (inside one).
+    pub fn commit(self) -> StoreResult<()> {
+        match self {
+            NestedTx::Tx(t) => t.commit()?,
+            NestedTx::Sp(s) => s.commit()?,
+        }
+        Ok(())
+    }
+}
+
+/// [`write_tx`], or a savepoint when `c` is already inside a transaction ([`NestedTx`]).
+pub fn write_tx_nested(c: &mut Connection) -> StoreResult<NestedTx<'_>> {
+    if c.is_autocommit() {
+        Ok(NestedTx::Tx(write_tx(c)?))
+    } else {
+        Ok(NestedTx::Sp(c.savepoint()?))
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,31 @@
 //! `synchronous = NORMAL` does for every checkpoint); after a crash at any point the WAL still
 //! holds every frame a checkpoint had not finished copying and recovery replays it, so no
 //! acknowledged write is lost.
+//!
+//! **Read connections** (issue 25, `store.read_connections`, default on): besides its one write
+//! connection, an open store gets a second connection, opened lazily with the same key and
+//! `PRAGMA query_only = ON`, for the bounded per-request reads ([`TenantStores::read`],
+//! [`TenantStores::read_admitted`], [`TenantStores::read_off`], [`TenantStores::read_blocking`]:
+//! run list, run detail, authentication, the agent's run and flow lookups). In WAL mode a reader
+//! never waits for a writer, so these reads no longer queue behind the step reports and
+//! screenshots a busy store is committing (P8 profile: the run list waited for the write
+//! connection's mutex). The price, measured in P9: SQLite discards a connection's whole page
+//! cache when it begins a read after **another** connection committed
+//! (`pagerBeginReadTransaction` → `pager_reset` in `sqlite3.c`), and on a SQLCipher store every
+//! page read back is decrypted and HMAC-checked again, so a read on a store that is being
+//! written pays its pages' decryption (that, not key derivation — the key is raw, no KDF — is
+//! why a second connection made reads dearer in the last session's experiment). Writes,
+//! transactions and audit rows stay on the one write connection. The key-rotation fence covers
+//! both: [`TenantStores::rekey_blocking`] holds the write connection **and** the read slot,
+//! closes the read connection, and the next read opens a new one with the key the catalog then
+//! holds.
+//!
+//! **Group commit** (issue 25, `store.group_commit`, default on,
+//! [`TenantStores::write_grouped`]): agent step reports of one store that arrive while another
+//! is committing are queued and committed together by the next writer to get the write
+//! connection — one `BEGIN IMMEDIATE … COMMIT`, each report in its own savepoint — and every
+//! report is answered only after that commit returned, so durability is what it was with one
+//! transaction each.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -54,6 +79,8 @@ pub struct TenantStores {
     page_cache_kib: u32,
     plaintext: bool,
     background_checkpoints: AtomicBool,
+    read_connections: bool,
+    group_commit: bool,
     cache: Mutex<OpenStores>,
     /// Stores refused at open ([`StoreError::Schema`]: newer schema, or a failed migration), by
     /// tenant id, with the message; not retried until a restart.
@@ -76,9 +103,43 @@ pub const BACKSTOP_AUTOCHECKPOINT_PAGES: u32 = 8000;
 /// [`TenantStores::checkpoint_pass_blocking`] at this period).
 pub const CHECKPOINT_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// What an open store has besides its write connection.
+struct Side {
+    /// The read connection (`None` until the first read opens it, and again after a re-key
+    /// closed it).
+    reader: Mutex<Option<Connection>>,
+    /// Writes waiting for the store's next group commit ([`TenantStores::write_grouped`]).
+    queue: Mutex<Vec<GroupJob>>,
+}
+
+type ReadSlot = Arc<Side>;
+
+/// One write waiting for a group commit: `run` executes it inside the group's transaction and
+/// returns how to hand over its result once the commit's outcome is known (`None` = committed);
+/// `fail` hands over an error without running it (the group's `BEGIN` failed).
+struct GroupJob {
+    run: Box<dyn FnOnce(&mut Connection) -> Deliver + Send>,
+    fail: Box<dyn FnOnce(StoreError) + Send>,
+}
+
+type Deliver = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+/// The error each write of a failed group commit gets (the same kind: a full volume stays
+/// `Full`, contention `Busy`).
+fn group_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Full => StoreError::Full,
+        StoreError::Busy => StoreError::Busy,
+        other => StoreError::Task(format!("group commit failed: {other}")),
+    }
+}
+
 struct OpenStores {
     lru: LruCache<TenantId, Db>,
     live: HashMap<TenantId, Weak<Mutex<Connection>>>,
+    /// Read slot of each store, with the write connection it belongs to (a slot whose write
+    /// connection was closed is dropped, and a store opened again gets a new slot).
+    readers: HashMap<TenantId, (Weak<Mutex<Connection>>, ReadSlot)>,
 }
 
 impl OpenStores {
@@ -97,6 +158,23 @@ impl OpenStores {
             self.live.retain(|_, w| w.strong_count() > 0);
         }
         self.live.insert(t.clone(), Arc::downgrade(db));
+        self.readers.retain(|_, (w, _)| w.strong_count() > 0);
+    }
+
+    /// The read slot of the store whose write connection is `db`.
+    fn reader(&mut self, t: &TenantId, db: &Db) -> ReadSlot {
+        if let Some((w, slot)) = self.readers.get(t) {
+            if std::ptr::eq(w.as_ptr(), Arc::as_ptr(db)) {
+                return slot.clone();
+            }
+        }
+        let slot: ReadSlot = Arc::new(Side {
+            reader: Mutex::new(None),
+            queue: Mutex::new(Vec::new()),
+        });
+        self.readers
+            .insert(t.clone(), (Arc::downgrade(db), slot.clone()));
+        slot
     }
 }
 
@@ -123,9 +201,12 @@ impl TenantStores {
             page_cache_kib: 2000,
             plaintext: false,
             background_checkpoints: AtomicBool::new(false),
+            read_connections: true,
+            group_commit: true,
             cache: Mutex::new(OpenStores {
                 lru: LruCache::new(cap),
                 live: HashMap::new(),
+                readers: HashMap::new(),
             }),
             refused: Mutex::new(Default::default()),
             opening: Mutex::new(()),
@@ -144,6 +225,21 @@ impl TenantStores {
     /// Page cache bound of every store opened from now on, in KiB (`store.page_cache_kib`).
     pub fn with_page_cache_kib(mut self, kib: u32) -> Self {
         self.page_cache_kib = kib;
+        self
+    }
+
+    /// Whether the per-request reads use each store's read connection (`store.read_connections`,
+    /// default `true`; see the module doc). `false`: every read takes the write connection, as
+    /// before issue 25 (kept to measure the lever on the same binary, BENCHMARKS.md P8).
+    pub fn with_read_connections(mut self, on: bool) -> Self {
+        self.read_connections = on;
+        self
+    }
+
+    /// Whether [`TenantStores::write_grouped`] commits concurrent writes of a store together
+    /// (`store.group_commit`, default `true`). `false`: each write is its own transaction.
+    pub fn with_group_commit(mut self, on: bool) -> Self {
+        self.group_commit = on;
         self
     }
 
@@ -298,9 +394,207 @@ impl TenantStores {
         let db = self.get_blocking(t)?;
         let r = f(&db);
         if !was_open {
-            self.cache.lock().lru.pop(t);
+            let mut cache = self.cache.lock();
+            cache.lru.pop(t);
+            cache.readers.remove(t);
         }
         r
+    }
+
+    /// The store's read slot, opening its read connection when the slot is empty, held while
+    /// `f` runs on it. `None` when read connections are off, or the read connection does not
+    /// open (logged; the caller reads on the write connection instead).
+    fn with_reader<R>(
+        &self,
+        t: &TenantId,
+        db: &Db,
+        f: impl FnOnce(&Connection) -> StoreResult<R>,
+    ) -> Option<StoreResult<R>> {
+        if !self.read_connections {
+            return None;
+        }
+        let slot = self.cache.lock().reader(t, db);
+        let mut g = slot.reader.lock();
+        if g.is_none() {
+            match self.open_reader(t) {
+                Ok(c) => *g = Some(c),
+                Err(e) => {
+                    tracing::warn!(tenant = %t.as_str(), error = %e, "read connection did not open; reading on the write connection");
+                    return None;
+                }
+            }
+        }
+        g.as_ref().map(f)
+    }
+
+    /// Open a read connection on a store whose write connection is open, with the first key
+    /// of the catalog's usable keys that opens it (as the write connection was opened).
+    fn open_reader(&self, t: &TenantId) -> StoreResult<Connection> {
+        let path = self.path_of(t);
+        if self.plaintext {
+            return self.sized_reader(super::open_reader(&path, None, self.busy_ms)?);
+        }
+        let candidates = {
+            let c = self.catalog.db().lock();
+            catalog::usable_keys(&c, t, KeyPurpose::Db)?
+        };
+        let mut last = StoreError::WrongKey(path.clone());
+        for (version, wrapped) in candidates {
+            let key = keyring::unwrap(&self.master, t, version, KeyPurpose::Db, &wrapped)
+                .map_err(|e| StoreError::Key(e.to_string()))?;
+            match super::open_reader(&path, Some(&key), self.busy_ms) {
+                Ok(c) => return self.sized_reader(c),
+                Err(StoreError::WrongKey(p)) => last = StoreError::WrongKey(p),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    fn sized_reader(&self, c: Connection) -> StoreResult<Connection> {
+        c.execute_batch(&format!("PRAGMA cache_size = -{}", self.page_cache_kib))?;
+        Ok(c)
+    }
+
+    /// Run the bounded read `f` on a tenant's store (blocking): on its read connection (see the
+    /// module doc), or on the write connection when read connections are off.
+    pub fn read_blocking<R>(
+        &self,
+        t: &TenantId,
+        f: impl FnOnce(&Connection) -> StoreResult<R>,
+    ) -> StoreResult<R> {
+        let db = self.get_blocking(t)?;
+        let mut f = Some(f);
+        if let Some(r) = self.with_reader(t, &db, |c| match f.take() {
+            Some(f) => f(c),
+            None => Err(StoreError::Task("read ran twice".into())),
+        }) {
+            return r;
+        }
+        let c = db.lock();
+        match f.take() {
+            Some(f) => f(&c),
+            None => Err(StoreError::Task("read ran twice".into())),
+        }
+    }
+
+    /// Run the write `f` on a tenant's store (blocking) as part of a **group commit**: writes of
+    /// the same store that arrive while another is committing queue up, and the next one to get
+    /// the write connection runs every queued write in one transaction — each inside its own
+    /// `SAVEPOINT`, so a write that fails is undone alone and gets its own error — and commits
+    /// once. Each caller gets its result only after that commit returned, so an acknowledged
+    /// write is exactly as durable as with its own transaction; if the commit fails every write
+    /// of the group gets the error (same kind) and none of them is kept. `f` must open its
+    /// transaction with [`super::write_tx_nested`] (it is inside the group's) and write its
+    /// audit rows inside it. With `store.group_commit = false`, `f` simply runs alone.
+    pub fn write_grouped<R: Send + 'static>(
+        &self,
+        t: &TenantId,
+        f: impl FnOnce(&mut Connection) -> StoreResult<R> + Send + 'static,
+    ) -> StoreResult<R> {
+        let db = self.get_blocking(t)?;
+        if !self.group_commit {
+            let mut c = db.lock();
+            return f(&mut c);
+        }
+        let side = self.cache.lock().reader(t, &db);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<StoreResult<R>>(1);
+        let fail_tx = tx.clone();
+        side.queue.lock().push(GroupJob {
+            run: Box::new(move |c: &mut Connection| {
+                let r = (|| {
+                    c.execute_batch("SAVEPOINT grouped_write")?;
+                    let r = f(c);
+                    if r.is_err() {
+                        c.execute_batch("ROLLBACK TO grouped_write")?;
+                    }
+                    c.execute_batch("RELEASE grouped_write")?;
+                    r
+                })();
+                Box::new(move |commit: Option<&StoreError>| {
+                    let _ = tx.send(match (r, commit) {
+                        (Ok(_), Some(e)) => Err(group_error(e)),
+                        (r, _) => r,
+                    });
+                })
+            }),
+            fail: Box::new(move |e| {
+                let _ = fail_tx.send(Err(e));
+            }),
+        });
+        let c = db.lock();
+        // Holding the write connection: our write was either committed by the group before
+        // (its result is waiting) or is still queued, and then we run the queue.
+        if let Ok(r) = rx.try_recv() {
+            return r;
+        }
+        let jobs = std::mem::take(&mut *side.queue.lock());
+        Self::commit_group(c, jobs);
+        rx.recv()
+            .unwrap_or_else(|_| Err(StoreError::Task("group commit: write was dropped".into())))
+    }
+
+    /// Run `jobs` in one `BEGIN IMMEDIATE` transaction and commit it, then hand every job its
+    /// result (while still holding the connection, so a waiting writer finds its result).
+    fn commit_group(mut c: parking_lot::MutexGuard<'_, Connection>, jobs: Vec<GroupJob>) {
+        if let Err(e) = c.execute_batch("BEGIN IMMEDIATE") {
+            let e = StoreError::from(e);
+            for j in jobs {
+                (j.fail)(group_error(&e));
+            }
+            return;
+        }
+        let mut deliver = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            let run = j.run;
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut c))) {
+                Ok(d) => deliver.push(d),
+                // A write that panicked: its caller gets a task error (its result channel is
+                // gone); its writes are undone, the others go on.
+                Err(_) => {
+                    let _ = c.execute_batch("ROLLBACK TO grouped_write; RELEASE grouped_write");
+                }
+            }
+        }
+        let committed = c.execute_batch("COMMIT").map_err(StoreError::from);
+        if committed.is_err() && !c.is_autocommit() {
+            let _ = c.execute_batch("ROLLBACK");
+        }
+        let err = committed.err();
+        for d in deliver {
+            d(err.as_ref());
+        }
+    }
+
+    /// [`TenantStores::read_blocking`] off the executor (reads whose size depends on the data,
+    /// such as a run's detail with its steps).
+    pub async fn read_off<F, R>(self: &Arc<Self>, t: &TenantId, f: F) -> StoreResult<R>
+    where
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let me = self.clone();
+        let t = t.clone();
+        tokio::task::spawn_blocking(move || me.read_blocking(&t, f))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Try the short read `f` right now on the executor: on the store's read connection when
+    /// it is open and free (or on the write connection when read connections are off), as
+    /// [`super::try_read_now`]. `None`: go off the executor.
+    fn try_read_inline<R>(
+        &self,
+        t: &TenantId,
+        db: &Db,
+        f: &dyn Fn(&Connection) -> StoreResult<R>,
+    ) -> Option<StoreResult<R>> {
+        if !self.read_connections {
+            return super::try_read_now(db, self.busy_ms, f);
+        }
+        let slot = self.cache.lock().reader(t, db);
+        let g = slot.reader.try_lock_for(super::INLINE_LOCK_WAIT)?;
+        super::try_read_on(g.as_ref()?, self.busy_ms, f)
     }
 
     fn open_with_catalog_keys(&self, t: &TenantId, path: &Path) -> StoreResult<Connection> {
@@ -378,6 +672,12 @@ impl TenantStores {
         }
         let db = self.get_blocking(t)?;
         let mut conn = db.lock();
+        // The read connection is closed and its slot held until the re-key is over: no read
+        // runs during it, and the next one opens with the key that then opens the file.
+        // (Lock order everywhere: write connection, then read slot.)
+        let slot = self.cache.lock().reader(t, &db);
+        let mut reader = slot.reader.lock();
+        *reader = None;
         let path = self.path_of(t);
         let mig = migrations::tenant();
         if let Ok(fresh) = open_encrypted(&path, new, false, self.busy_ms, &mig) {
@@ -400,7 +700,7 @@ impl TenantStores {
     /// suspended — the authentication of every tenant request. The catalog row and `f` are read
     /// on the calling task when both connections are free and the store is already open
     /// ([`super::try_read_now`]; issue 12 P2 measured each `spawn_blocking` hop), otherwise in
-    /// **one** blocking task. The catalog lock is released before the tenant store is locked;
+    /// **one** blocking task; `f` runs on the store's read connection (module doc). The catalog lock is released before the tenant store is locked;
     /// the store is not opened for an unknown or suspended tenant.
     pub async fn read_admitted<F, R>(
         self: &Arc<Self>,
@@ -420,7 +720,7 @@ impl TenantStores {
                 if let Some(a) = Admitted::refused(row?) {
                     return Ok(a);
                 }
-                if let Some(r) = super::try_read_now(&db, self.busy_ms, &f) {
+                if let Some(r) = self.try_read_inline(t, &db, &f) {
                     return r.map(Admitted::Ran);
                 }
             }
@@ -435,16 +735,15 @@ impl TenantStores {
             if let Some(a) = Admitted::refused(row) {
                 return Ok(a);
             }
-            let db = me.get_blocking(&t)?;
-            let c = db.lock();
-            f(&c).map(Admitted::Ran)
+            me.read_blocking(&t, |c| f(c)).map(Admitted::Ran)
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
     /// Run the short, bounded read `f` on a tenant's store: on the calling task when the store
-    /// is open and its connection free ([`super::try_read_now`]), else off the executor.
+    /// is open and its read connection free ([`super::try_read_now`]), else off the executor
+    /// ([`TenantStores::read_off`]).
     pub async fn read<F, R>(self: &Arc<Self>, t: &TenantId, f: F) -> StoreResult<R>
     where
         F: Fn(&Connection) -> StoreResult<R> + Send + 'static,
@@ -452,11 +751,11 @@ impl TenantStores {
     {
         let open = self.cache.lock().find(t);
         if let Some(db) = open {
-            if let Some(r) = super::try_read_now(&db, self.busy_ms, &f) {
+            if let Some(r) = self.try_read_inline(t, &db, &f) {
                 return r;
             }
         }
-        self.run(t, move |c| f(c)).await
+        self.read_off(t, move |c| f(c)).await
     }
 
     /// Run `f` on a tenant's store off the executor.
@@ -508,6 +807,228 @@ mod tests {
         let catalog = Catalog::open(dir, &master, true, 5000).unwrap();
         TenantStores::new(dir, Arc::new(master), catalog, 4, 5000)
             .with_plaintext_for_bench(plaintext)
+    }
+
+    /// Stores with one tenant created as `service::tenants::create_tenant` does (store file,
+    /// then the catalog row with the wrapped keys); returns the stores, the tenant and its key.
+    fn with_tenant(dir: &Path, read_connections: bool) -> (TenantStores, TenantId, Key256) {
+        let master = Arc::new(MasterKey::load_or_create(&dir.join("master.key"), false).unwrap());
+        let catalog = Catalog::open(dir, &master, true, 5000).unwrap();
+        let s = TenantStores::new(dir, master.clone(), catalog.clone(), 4, 5000)
+            .with_read_connections(read_connections);
+        let t = TenantId::parse("eus-abc123").unwrap();
+        let key = crate::crypto::random_key();
+        drop(s.create_file(&t, &key).unwrap());
+        let w = |p| keyring::wrap(&master, &t, 1, p, &key).unwrap();
+        let row = catalog::TenantRow {
+            id: t.clone(),
+            name: "acme".into(),
+            region: "eus".into(),
+            plan: "free".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            status: "active".into(),
+            plan_follows_license: false,
+        };
+        let actor = crate::audit::Actor {
+            email: None,
+            role: None,
+            client_ip: None,
+            user_agent: None,
+        };
+        let ev = crate::audit::NewAuditEvent::new(&actor, "tenant.create", None);
+        let mut c = catalog.db().lock();
+        catalog::insert_tenant(&mut c, &row, &w(KeyPurpose::Db), &w(KeyPurpose::Dek), &ev).unwrap();
+        drop(c);
+        (s, t, key)
+    }
+
+    /// Reads `probe.x` through `read_blocking` on another thread while this thread holds the
+    /// store's write connection; `Some(x)` when the read answered within `wait`.
+    fn read_while_writer_held(
+        s: &Arc<TenantStores>,
+        t: &TenantId,
+        wait: std::time::Duration,
+    ) -> Option<i64> {
+        let db = s.get_blocking(t).unwrap();
+        let held = db.lock();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (s2, t2) = (s.clone(), t.clone());
+        let h = std::thread::spawn(move || {
+            let r = s2.read_blocking(&t2, |c| {
+                Ok(c.query_row("SELECT max(x) FROM probe", [], |r| r.get::<_, i64>(0))?)
+            });
+            let _ = tx.send(r.unwrap());
+        });
+        let got = rx.recv_timeout(wait).ok();
+        drop(held);
+        h.join().unwrap();
+        got
+    }
+
+    #[test]
+    fn reads_use_the_read_connection_and_never_wait_for_the_write_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, t, _) = with_tenant(dir.path(), true);
+        let s = Arc::new(s);
+        let db = s.get_blocking(&t).unwrap();
+        db.lock()
+            .execute_batch("CREATE TABLE probe(x INTEGER); INSERT INTO probe VALUES (7);")
+            .unwrap();
+        // The read answers while a writer holds the store's connection, and sees its commits.
+        let wait = std::time::Duration::from_secs(10);
+        assert_eq!(read_while_writer_held(&s, &t, wait), Some(7));
+        db.lock()
+            .execute("INSERT INTO probe VALUES (8)", [])
+            .unwrap();
+        assert_eq!(read_while_writer_held(&s, &t, wait), Some(8));
+        // The read connection is read-only.
+        let w = s.read_blocking(&t, |c| Ok(c.execute("INSERT INTO probe VALUES (9)", [])?));
+        assert!(w.is_err(), "a write through the read connection must fail");
+        // Without read connections the same read waits for the write connection (what the
+        // lever removes; also proves the check above can fail).
+        let dir2 = tempfile::tempdir().unwrap();
+        let (s2, t2, _) = with_tenant(dir2.path(), false);
+        let s2 = Arc::new(s2);
+        s2.get_blocking(&t2)
+            .unwrap()
+            .lock()
+            .execute_batch("CREATE TABLE probe(x INTEGER); INSERT INTO probe VALUES (7);")
+            .unwrap();
+        assert_eq!(
+            read_while_writer_held(&s2, &t2, std::time::Duration::from_millis(300)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_rekey_closes_the_read_connection_and_the_next_read_opens_with_the_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, t, old) = with_tenant(dir.path(), true);
+        let s = Arc::new(s);
+        let db = s.get_blocking(&t).unwrap();
+        db.lock()
+            .execute_batch("CREATE TABLE probe(x INTEGER); INSERT INTO probe VALUES (7);")
+            .unwrap();
+        let read = |s: &TenantStores| {
+            s.read_blocking(&t, |c| {
+                Ok(c.query_row("SELECT max(x) FROM probe", [], |r| r.get::<_, i64>(0))?)
+            })
+        };
+        assert_eq!(read(&s).unwrap(), 7);
+        let slot = s.cache.lock().reader(&t, &db);
+        assert!(
+            slot.reader.lock().is_some(),
+            "the read opened the read connection"
+        );
+        // The rotation's pending key in the catalog, then the re-key (as keys.rs does).
+        let new = crate::crypto::random_key();
+        let w = |p| keyring::wrap(&s.master, &t, 2, p, &new).unwrap();
+        {
+            let mut c = s.catalog.db().lock();
+            catalog::insert_pending_keys(
+                &mut c,
+                &t,
+                2,
+                &w(KeyPurpose::Db),
+                &w(KeyPurpose::Dek),
+                "2026-01-02T00:00:00Z",
+            )
+            .unwrap();
+        }
+        s.rekey_blocking(&t, &old, &new).unwrap();
+        assert!(
+            slot.reader.lock().is_none(),
+            "the re-key closed the read connection"
+        );
+        db.lock()
+            .execute("INSERT INTO probe VALUES (8)", [])
+            .unwrap();
+        assert_eq!(read(&s).unwrap(), 8);
+        let c = slot.reader.lock();
+        let c = c.as_ref().expect("the read opened a new read connection");
+        // It is the new key's connection: the file no longer opens with the old key.
+        assert!(matches!(
+            crate::store::open_reader(&s.path_of(&t), Some(&old), 5000),
+            Err(StoreError::WrongKey(_))
+        ));
+        assert_eq!(
+            c.query_row("SELECT count(*) FROM probe", [], |r| r.get::<_, i64>(0))
+                .unwrap(),
+            2
+        );
+    }
+
+    #[test]
+    fn concurrent_grouped_writes_commit_together_and_a_failing_one_is_undone_alone() {
+        for grouped in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let (s, t, _) = with_tenant(dir.path(), true);
+            let s = Arc::new(s.with_group_commit(grouped));
+            let db = s.get_blocking(&t).unwrap();
+            {
+                let c = db.lock();
+                c.execute_batch("CREATE TABLE probe(x INTEGER)").unwrap();
+                assert!(crate::store::checkpoint_truncate(&c).unwrap());
+            }
+            let held = db.lock();
+            let n = 8_i64;
+            let handles: Vec<_> = (0..n)
+                .map(|i| {
+                    let (s, t) = (s.clone(), t.clone());
+                    std::thread::spawn(move || {
+                        s.write_grouped(&t, move |c| {
+                            let tx = crate::store::write_tx_nested(c)?;
+                            tx.execute("INSERT INTO probe VALUES (?1)", [i])?;
+                            if i == 3 {
+                                return Err(StoreError::NotFound);
+                            }
+                            tx.commit()
+                        })
+                    })
+                })
+                .collect();
+            if grouped {
+                // Every writer queues while the connection is held.
+                let side = s.cache.lock().reader(&t, &db);
+                let t0 = std::time::Instant::now();
+                while (side.queue.lock().len() as i64) < n
+                    && t0.elapsed() < std::time::Duration::from_secs(10)
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                assert_eq!(side.queue.lock().len() as i64, n);
+            } else {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+            drop(held);
+            for (i, h) in handles.into_iter().enumerate() {
+                let r = h.join().unwrap();
+                if i == 3 {
+                    assert!(matches!(r, Err(StoreError::NotFound)), "{r:?}");
+                } else {
+                    assert!(r.is_ok(), "write {i}: {r:?}");
+                }
+            }
+            let c = db.lock();
+            let rows: Vec<i64> = c
+                .prepare("SELECT x FROM probe ORDER BY x")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(rows, vec![0, 1, 2, 4, 5, 6, 7], "grouped = {grouped}");
+            // WAL frames written since the truncation: the group's one commit writes the
+            // table's page once; seven transactions write it seven times.
+            let frames: i64 = c
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+                .unwrap();
+            if grouped {
+                assert!(frames < 4, "{frames} WAL frames for one group commit");
+            } else {
+                assert!(frames >= 7, "{frames} WAL frames for seven commits");
+            }
+        }
     }
 
     fn header_is_plain(p: &Path) -> bool {

@@ -7,7 +7,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::cascade::{self, PurgedRuns};
-use super::{audit, write_tx, Conflict, StoreError, StoreResult};
+use super::{audit, write_tx, write_tx_nested, Conflict, StoreError, StoreResult};
 use crate::audit::NewAuditEvent;
 use crate::domain::now_rfc3339;
 
@@ -607,7 +607,9 @@ fn merge_step(
     merge: &dyn Fn(&mut StepRow),
     decide: StepDecision<'_>,
 ) -> StoreResult<StepRow> {
-    let tx = write_tx(c)?;
+    // A savepoint inside a group commit (`TenantStores::write_grouped`), else its own
+    // transaction.
+    let tx = write_tx_nested(c)?;
     let st: String = tx
         .prepare_cached("SELECT status FROM runs WHERE id = ?1")?
         .query_row([run_id], |r| r.get(0))
