@@ -856,9 +856,10 @@ pub fn audit_signer(
     master: &MasterKey,
     cat: &Catalog,
 ) -> anyhow::Result<crate::crypto::audit_signing::AuditSigner> {
-    let pristine = cat.blocking(|c| catalog::is_pristine(c))?;
+    // (A read-only process, `doctor`, never creates one.)
+    let may_create = !crate::store::is_read_only() && cat.blocking(|c| catalog::is_pristine(c))?;
     Ok(crate::crypto::audit_signing::AuditSigner::load_or_create(
-        data_dir, master, pristine,
+        data_dir, master, may_create,
     )?)
 }
 

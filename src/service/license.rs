@@ -747,8 +747,14 @@ fn clock_now() -> i64 {
 /// starts. Returns the latest time seen.
 pub fn observe_clock_blocking(state: &AppState) -> StoreResult<i64> {
     let now = clock_now();
+    let read_only = crate::store::is_read_only();
     let (seen, trial) = state.catalog.blocking(|c| {
-        let seen = catalog::observe_clock(c, now)?;
+        // A read-only process (`doctor`) computes the mark without recording it.
+        let seen = if read_only {
+            catalog::clock_high_water(c)?.map_or(now, |s| s.max(now))
+        } else {
+            catalog::observe_clock(c, now)?
+        };
         Ok((seen, catalog::get_trial(c)?))
     })?;
     state.license.set_trial(trial, seen);

@@ -972,6 +972,16 @@ pub fn insert_trial(c: &mut Connection, t: &TrialRow, ev: &NewAuditEvent) -> Sto
 
 /// Remember `now` (Unix seconds) if it is later than the latest time seen, and return the
 /// latest time seen (never decreases, so a clock moved back does not move it back).
+/// The recorded clock high-water mark, without changing it (`None` before the first one).
+pub fn clock_high_water(c: &Connection) -> StoreResult<Option<i64>> {
+    Ok(c.query_row(
+        "SELECT latest_seen FROM clock_high_water WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )
+    .optional()?)
+}
+
 pub fn observe_clock(c: &mut Connection, now: i64) -> StoreResult<i64> {
     let tx = write_tx(c)?;
     tx.execute(

@@ -243,6 +243,9 @@ fn open_with(
     busy_timeout_ms: u64,
     migrations: &rusqlite_migration::Migrations<'static>,
 ) -> StoreResult<Connection> {
+    if READ_ONLY.load(Ordering::Relaxed) {
+        return open_read_only(path, key, busy_timeout_ms, migrations);
+    }
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
@@ -347,6 +350,89 @@ pub fn open_reader(
     conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
     conn.set_prepared_statement_cache_capacity(64);
     conn.execute_batch("PRAGMA query_only = ON;")?;
+    Ok(conn)
+}
+
+static READ_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Open every store from now on in this process read-only (`flowguard doctor`, a health check
+/// that must write nothing): `SQLITE_OPEN_READ_ONLY`, never created, never migrated (also
+/// forbids migrations, [`forbid_migrations`]), no pragma that writes. A store with a `-wal` file
+/// (a server has it open, or crashed) is read through the WAL with SQLite's normal locking; a
+/// store without one (no connection has it open: a stopped server closes its WAL cleanly) is
+/// opened `immutable=1`, so not even the `-wal`/`-shm` files a read-only WAL connection would
+/// create and leave behind are written. A server that starts while such a read runs could make
+/// the read see a half-written page (a spurious integrity finding; the file is never changed).
+pub fn set_read_only() {
+    forbid_migrations();
+    READ_ONLY.store(true, Ordering::Relaxed);
+}
+
+/// Whether [`set_read_only`] was called in this process (callers skip their bookkeeping
+/// writes, e.g. the license clock's high-water mark).
+pub fn is_read_only() -> bool {
+    READ_ONLY.load(Ordering::Relaxed)
+}
+
+/// `file:` URI of `path` for SQLite (RFC 3986 percent-encoding of every byte but unreserved
+/// characters and `/`; <https://www.sqlite.org/uri.html>).
+fn file_uri(path: &Path, query: &str) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out.push('?');
+    out.push_str(query);
+    out
+}
+
+/// [`open_with`] in read-only mode ([`set_read_only`]).
+fn open_read_only(
+    path: &Path,
+    key: Option<&Key256>,
+    busy_timeout_ms: u64,
+    migrations: &rusqlite_migration::Migrations<'static>,
+) -> StoreResult<Connection> {
+    if !path.is_file() {
+        return Err(StoreError::NotFound);
+    }
+    refuse_empty(path)?;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let query = if Path::new(&wal).exists() {
+        "mode=ro"
+    } else {
+        "mode=ro&immutable=1"
+    };
+    let mut conn = Connection::open_with_flags(
+        file_uri(path, query),
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    let _ = conn.query_row("PRAGMA cipher_log_level = NONE", [], |_| Ok(()));
+    if let Some(key) = key {
+        let hexkey =
+            zeroize::Zeroizing::new(format!("PRAGMA key = \"x'{}'\"", hex::encode(key.as_ref())));
+        conn.execute_batch(&hexkey)?;
+    }
+    if let Err(e) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        return Err(match StoreError::from(e) {
+            StoreError::Busy => StoreError::Busy,
+            _ => StoreError::WrongKey(path.to_path_buf()),
+        });
+    }
+    conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    // Refuses (never runs) a pending migration: migrations are forbidden in this mode.
+    migrate(&mut conn, path, migrations)?;
     Ok(conn)
 }
 

@@ -1301,3 +1301,82 @@ async fn a_restored_deployment_lists_its_source_backup_as_done() {
         );
     }
 }
+
+/// Every file and directory under `root`: (relative path, size, mtime in ns, mode), sorted.
+fn tree_state(root: &Path) -> Vec<(String, u64, i128, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+            // A directory's size is its entry table's: compare it by mtime (which any
+            // creation or removal inside it changes) rather than size.
+            let len = if m.is_dir() { 0 } else { m.len() };
+            out.push((rel, len, mtime, m.mode()));
+            if m.is_dir() {
+                todo.push(p);
+            }
+        }
+    }
+    let m = std::fs::metadata(root).unwrap();
+    out.push((
+        ".".into(),
+        0,
+        i128::from(std::os::unix::fs::MetadataExt::mtime(&m)) * 1_000_000_000
+            + i128::from(std::os::unix::fs::MetadataExt::mtime_nsec(&m)),
+        0,
+    ));
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn doctor_writes_nothing_to_a_stopped_data_dir() {
+    // Issue 19: doctor opens every store read-only. On a data dir whose server has stopped,
+    // not one file or directory changes (names, sizes, mtimes, modes), and it still reads
+    // every store (sealed values and screenshot files checked).
+    let app = spawn_app().await;
+    let s1 = setup(&app).await;
+    one_run(&s1.owner, &s1.agent, &s1.flow_id).await.unwrap();
+    let (t2, _) = create_tenant(&app, "second", "owner2@example.com");
+    let t = app.tenant_id();
+    let pid = app.child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let TestApp { dir, mut child, .. } = app;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "server did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let data = dir.path().join("data");
+    // (Sleep past the mtime granularity, so a rewrite with the same size would show.)
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let before = tree_state(&data);
+    let (code, v, out) = doctor(&data);
+    assert_eq!(code, Some(0), "{out}");
+    let stores = v["stores"].as_array().unwrap();
+    assert_eq!(stores.len(), 3, "{v}");
+    assert!(stores.iter().all(|s| s["opens"] == true), "{v}");
+    let one = stores.iter().find(|s| s["name"] == t.as_str()).unwrap();
+    assert_eq!(one["sealed_checked"]["variables.ciphertext"], 1, "{v}");
+    assert_eq!(one["sealed_checked"]["screenshots.file"], 1, "{v}");
+    assert!(stores.iter().any(|s| s["name"] == t2.as_str()), "{v}");
+    let after = tree_state(&data);
+    let changed: Vec<_> = before
+        .iter()
+        .filter(|b| !after.contains(b))
+        .chain(after.iter().filter(|a| !before.contains(a)))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "doctor changed the data dir: {changed:?}"
+    );
+}
