@@ -348,11 +348,21 @@ impl EgressPolicy {
     }
 
     /// Connect-time decision: resolve `host` (the system resolver), then [`Self::filter`]. The
-    /// caller connects only to the returned addresses.
+    /// caller connects only to the returned addresses. An IP literal is not resolved at all;
+    /// `localhost` and names below it are the loopback addresses (127.0.0.1, then ::1) without
+    /// asking the system resolver (RFC 6761 §6.3), which would send them to DNS when
+    /// `/etc/hosts` does not list them.
     pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, EgressDenied> {
         if let Some(ip) = literal(host) {
             self.check_literal(host, ip, port)?;
             return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        if is_localhost(host) {
+            let loopback = [
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ];
+            return self.filter(host, port, &loopback);
         }
         let addrs: Vec<IpAddr> = match tokio::time::timeout(
             RESOLVE_TIMEOUT,
@@ -435,6 +445,13 @@ pub fn literal(host: &str) -> Option<IpAddr> {
         .trim_end_matches(']')
         .parse()
         .ok()
+}
+
+/// Whether `host` is `localhost` or a name below it (RFC 6761 §6.3), in any case, with or
+/// without the final dot.
+fn is_localhost(host: &str) -> bool {
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    h == "localhost" || h.ends_with(".localhost")
 }
 
 /// The one egress-checked name resolver of every outbound HTTP client (the AI endpoint, ticket
@@ -531,6 +548,30 @@ mod tests {
             );
         }
         assert!(p.check_literal("10.1.1.1", ip("10.1.1.1"), 80).is_ok());
+    }
+
+    #[tokio::test]
+    async fn localhost_names_are_loopback_without_asking_the_system_resolver() {
+        let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let p =
+            EgressPolicy::new(&["localhost:389".into(), "ldap.localhost:636".into()], &[]).unwrap();
+        assert_eq!(
+            p.resolve("localhost", 389).await.unwrap(),
+            vec![sa("127.0.0.1:389"), sa("[::1]:389")]
+        );
+        // Not in /etc/hosts: the system resolver would have asked DNS (and found nothing).
+        assert_eq!(
+            p.resolve("LDAP.localhost.", 636).await.unwrap(),
+            vec![sa("127.0.0.1:636"), sa("[::1]:636")]
+        );
+        assert!(p.resolve("localhost", 390).await.is_err());
+        assert!(!is_localhost("localhost.example") && !is_localhost("notlocalhost"));
+        // Address rules still decide which loopback address may be used.
+        let q = EgressPolicy::new(&["127.0.0.1:389".into()], &[]).unwrap();
+        assert_eq!(
+            q.resolve("localhost", 389).await.unwrap(),
+            vec![sa("127.0.0.1:389")]
+        );
     }
 
     #[test]

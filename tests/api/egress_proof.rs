@@ -773,8 +773,8 @@ async fn zero_egress_every_outbound_connection_goes_to_a_configured_endpoint() {
     }
     drop(app);
 
-    // No configured host is looked up in DNS: every one is an IP literal or `localhost` (from
-    // /etc/hosts), so no DNS question is allowed at all.
+    // No configured host is looked up in DNS: every one is an IP literal or `localhost` (the
+    // loopback addresses, see `EgressPolicy::resolve`), so no DNS question is allowed at all.
     let v = check(&traces, &configured, &[]);
     assert!(
         v.violations.is_empty(),
