@@ -1080,7 +1080,7 @@ fn backup_verify(
 fn doctor(settings: Settings, json: bool) -> anyhow::Result<()> {
     // A health check writes nothing: every store is opened read-only (never created, never
     // migrated), no key file is created, the license clock is not recorded.
-    crate::store::set_read_only();
+    startup::read_only();
     let opened = startup::open_data_dir(&settings, false)?;
     let state = startup::build_state(std::sync::Arc::new(settings), opened)?;
     let mut r = crate::service::doctor::examine_blocking(&state, crate::service::unix_now());

@@ -31,9 +31,11 @@ const NON_SETTING_ENV: &[&str] = &[
     "FAULT",
     "FAULT_PAUSE",
     "FAULT_CLOCK",
-    // `test-faults` builds: a store's migration fails / a store gets a schema version (src/fault.rs).
+    // `test-faults` builds: a store's migration fails / a store gets a schema version / the
+    // volume is "full" while a flag file exists (src/fault.rs).
     "FAULT_MIGRATION",
     "FAULT_SCHEMA_VERSION",
+    "FAULT_DISK_FULL",
     "TEST_CLOCK_FILE",
     // The test harness's binary path (`tests/api/helpers.rs`, set by the shared-target build
     // wrapper); inherited by every process the tests start.

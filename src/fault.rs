@@ -111,3 +111,54 @@ pub fn set_schema_version(conn: &rusqlite::Connection, path: &std::path::Path) {
     #[cfg(not(feature = "test-faults"))]
     let _ = (conn, path);
 }
+
+/// The flag file of `FLOWGUARD_FAULT_DISK_FULL` (test builds only).
+#[cfg(feature = "test-faults")]
+fn disk_full_flag() -> Option<std::path::PathBuf> {
+    std::env::var_os("FLOWGUARD_FAULT_DISK_FULL").map(std::path::PathBuf::from)
+}
+
+/// SQLite's extended result code of a commit turned into a rollback by a commit hook
+/// (`SQLITE_CONSTRAINT_COMMITHOOK`, <https://www.sqlite.org/rescode.html#constraint_commithook>).
+#[cfg(feature = "test-faults")]
+const CONSTRAINT_COMMITHOOK: std::os::raw::c_int = 531;
+
+/// Test builds only (`test-faults`): a full data volume without root (the tmpfs test needs
+/// root). When `FLOWGUARD_FAULT_DISK_FULL=<flag file>` is set at start, every write
+/// transaction on `conn` fails at its commit **while that file exists** (a commit hook turns the
+/// commit into a rollback, so nothing of it is kept), and [`is_injected_disk_full`] makes the
+/// store layer report it as `SQLITE_FULL` (`StoreError::Full`, 507 `insufficient_storage`).
+/// Removing the file lets writes through again on the same connection, without a restart.
+/// Compiled to nothing in other builds.
+pub fn disk_full_hook(conn: &rusqlite::Connection) {
+    #[cfg(feature = "test-faults")]
+    if let Some(flag) = disk_full_flag() {
+        conn.commit_hook(Some(move || flag.exists()));
+    }
+    #[cfg(not(feature = "test-faults"))]
+    let _ = conn;
+}
+
+/// Whether a SQLite failure with extended code `extended` is a commit refused by
+/// [`disk_full_hook`] (test builds with `FLOWGUARD_FAULT_DISK_FULL` set only; else `false`).
+pub fn is_injected_disk_full(extended: std::os::raw::c_int) -> bool {
+    #[cfg(feature = "test-faults")]
+    if disk_full_flag().is_some() {
+        return extended == CONSTRAINT_COMMITHOOK;
+    }
+    let _ = extended;
+    false
+}
+
+/// Test builds only (`test-faults`): `Err(ENOSPC)` while the `FLOWGUARD_FAULT_DISK_FULL` flag
+/// file exists — called where the appliance writes a file of its own (a screenshot), after the
+/// temporary file was created, so the cleanup of a failed write runs too. `Ok` otherwise.
+pub fn disk_full_io() -> std::io::Result<()> {
+    #[cfg(feature = "test-faults")]
+    if disk_full_flag().is_some_and(|f| f.exists()) {
+        return Err(std::io::Error::from_raw_os_error(
+            rustix::io::Errno::NOSPC.raw_os_error(),
+        ));
+    }
+    Ok(())
+}

@@ -52,6 +52,11 @@ pub fn forbid_migrations() {
     crate::store::forbid_migrations();
 }
 
+/// Open every store read-only in this process (`doctor`); see [`crate::store::set_read_only`].
+pub fn read_only() {
+    crate::store::set_read_only();
+}
+
 /// Open the data dir: check/create the master key and open (or create when `create`) the
 /// catalog. Never creates a key over existing stores.
 pub fn open_data_dir(s: &Settings, create: bool) -> anyhow::Result<Opened> {

@@ -403,6 +403,7 @@ pub async fn upload(
                         .mode(0o600)
                         .open(&tmp)?;
                     f.write_all(&sealed)?;
+                    crate::fault::disk_full_io()?;
                     f.sync_all()?;
                     std::fs::rename(&tmp, &path)
                 })();

@@ -125,6 +125,11 @@ impl From<rusqlite::Error> for StoreError {
             rusqlite::Error::SqliteFailure(f, msg) => match f.code {
                 ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Busy,
                 ErrorCode::DiskFull => StoreError::Full,
+                ErrorCode::ConstraintViolation
+                    if crate::fault::is_injected_disk_full(f.extended_code) =>
+                {
+                    StoreError::Full
+                }
                 ErrorCode::ConstraintViolation => {
                     StoreError::Conflict(Conflict::Constraint(msg.clone().unwrap_or_default()))
                 }
@@ -311,6 +316,7 @@ fn open_with(
         tracing::warn!(path = %path.display(), rows = broken, "rows violate a foreign key after migrating");
     }
     conn.execute_batch("PRAGMA foreign_keys = ON;")?;
+    crate::fault::disk_full_hook(&conn);
     Ok(conn)
 }
 

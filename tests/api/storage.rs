@@ -302,3 +302,171 @@ async fn the_wal_is_truncated_after_a_backup_under_write_load_and_metrics_show_i
     let free = gauge("flowguard_data_dir_free_bytes").unwrap_or(0.0);
     assert!(free > 0.0, "{m}");
 }
+
+async fn upload_shot(agent: &Session, run: &str, n: usize) -> reqwest::Response {
+    let form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(crate::runs::white_png(40, 30))
+            .file_name("s.png")
+            .mime_str("image/png")
+            .unwrap(),
+    );
+    agent
+        .client
+        .post(format!(
+            "{}/api/v1/agent/runs/{run}/steps/{n}/screenshot",
+            agent.base
+        ))
+        .bearer_auth(agent.bearer.as_ref().unwrap())
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A 507 `insufficient_storage` problem+json.
+async fn assert_507(r: reqwest::Response, what: &str) {
+    assert_eq!(r.status(), 507, "{what}");
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    assert!(ct.starts_with("application/problem+json"), "{what}: {ct}");
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["code"], "insufficient_storage", "{what}: {p}");
+    assert_eq!(p["status"], 507, "{what}: {p}");
+}
+
+#[tokio::test]
+async fn a_full_volume_by_fault_injection_refuses_writes_with_507_keeps_reads_and_recovers() {
+    // The disk-full test without root (issue 19): the `test-faults` failpoint
+    // FLOWGUARD_FAULT_DISK_FULL makes every store commit fail as SQLITE_FULL (rolled back) and
+    // every screenshot file write fail with ENOSPC while its flag file exists. Runs as root too.
+    let tmp = tempfile::tempdir().unwrap();
+    let flag = tmp.path().join("disk-full.flag");
+    let app = spawn_with(Opts {
+        dir: Some(tmp),
+        env: vec![(
+            "FLOWGUARD_FAULT_DISK_FULL".into(),
+            flag.display().to_string(),
+        )],
+        ..Default::default()
+    })
+    .await;
+    let s1 = crate::runs::setup(&app).await;
+    let owner = &s1.owner;
+    let flows_url = format!("/api/v1/applications/{}/flows", s1.app_id);
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let v = owner
+            .json(
+                Method::POST,
+                &flows_url,
+                Some(json!({"name": format!("f{i}"), "steps": steps(i)})),
+                201,
+            )
+            .await;
+        acked.push(v["id"].as_str().unwrap().to_string());
+    }
+    let run = owner
+        .json(
+            Method::POST,
+            &format!("/api/v1/flows/{}/runs", s1.flow_id),
+            None,
+            201,
+        )
+        .await;
+    let run_id = run["id"].as_str().unwrap().to_string();
+    s1.agent
+        .json(Method::POST, "/api/v1/agent/runs/claim", None, 200)
+        .await;
+    let before = owner.json(Method::GET, &flows_url, None, 200).await;
+
+    // The volume is "full".
+    std::fs::write(&flag, b"").unwrap();
+    let r = owner
+        .req(
+            Method::POST,
+            &flows_url,
+            Some(json!({"name": "refused", "steps": steps(99)})),
+        )
+        .await;
+    assert_507(r, "flow create").await;
+    let r = s1
+        .agent
+        .req(
+            Method::POST,
+            &format!("/api/v1/agent/runs/{run_id}/steps"),
+            Some(json!({"index": 0, "status": "passed", "duration_ms": 7})),
+        )
+        .await;
+    assert_507(r, "step report").await;
+    assert_507(upload_shot(&s1.agent, &run_id, 0).await, "screenshot").await;
+    let shots = app.data.join("screenshots").join(app.tenant_id());
+    let left: Vec<_> = std::fs::read_dir(&shots)
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "a refused screenshot left files: {left:?}");
+    // Reads keep working: every acknowledged flow, the list, the run, /readyz.
+    for id in &acked {
+        owner
+            .json(Method::GET, &format!("/api/v1/flows/{id}"), None, 200)
+            .await;
+    }
+    let during = owner.json(Method::GET, &flows_url, None, 200).await;
+    assert_eq!(during, before);
+    let r = owner
+        .json(Method::GET, &format!("/api/v1/runs/{run_id}"), None, 200)
+        .await;
+    assert_eq!(r["id"], run_id.as_str(), "{r}");
+    assert_eq!(app.anonymous().get("/readyz").await.status(), 200);
+    assert!(
+        app.log_text().contains("the data volume is full"),
+        "{}",
+        app.log_text()
+    );
+
+    // Space freed: writes work again on the same process; nothing acknowledged was lost.
+    std::fs::remove_file(&flag).unwrap();
+    let f = owner
+        .json(
+            Method::POST,
+            &flows_url,
+            Some(json!({"name": "after", "steps": steps(100)})),
+            201,
+        )
+        .await;
+    s1.agent
+        .json(
+            Method::POST,
+            &format!("/api/v1/agent/runs/{run_id}/steps"),
+            Some(json!({"index": 0, "status": "passed", "duration_ms": 7})),
+            200,
+        )
+        .await;
+    assert_eq!(upload_shot(&s1.agent, &run_id, 0).await.status(), 201);
+    acked.push(f["id"].as_str().unwrap().to_string());
+    for id in &acked {
+        owner
+            .json(Method::GET, &format!("/api/v1/flows/{id}"), None, 200)
+            .await;
+    }
+    let after = owner.json(Method::GET, &flows_url, None, 200).await;
+    let count = |v: &Value| {
+        v.as_array()
+            .or_else(|| v["items"].as_array())
+            .map(|a| a.len())
+            .unwrap_or(0)
+    };
+    assert_eq!(count(&after), count(&before) + 1, "{after}");
+    let o = run_cli(&[
+        "audit",
+        "verify",
+        "--tenant",
+        &app.tenant_id(),
+        "--data-dir",
+        app.data.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
