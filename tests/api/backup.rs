@@ -1380,3 +1380,109 @@ async fn doctor_writes_nothing_to_a_stopped_data_dir() {
         "doctor changed the data dir: {changed:?}"
     );
 }
+
+#[tokio::test]
+async fn ticket_integrations_and_filed_tickets_survive_backup_and_restore() {
+    // The tables added after the first backup format (issue 20's ticket integrations with their
+    // sealed tracker token, the tickets filed, the outbox) come back from a restore and keep
+    // working: the restored deployment files a new ticket with the restored (sealed) token.
+    use crate::tickets::{config, integration, run_once, settled, start_tracker, wait_ticket, End};
+    let tr = start_tracker();
+    let app = spawn_with(Opts {
+        config: Some(config(tr.addr.port())),
+        ..Default::default()
+    })
+    .await;
+    let w = crate::tickets::world(&app).await;
+    let path = format!("/api/v1/applications/{}/integration", w.app_id);
+    w.owner
+        .json(
+            Method::PUT,
+            &path,
+            Some(integration(
+                "jira",
+                tr.url("/jira"),
+                "ED",
+                &tr.ca_pem,
+                json!({"file_on_failure": true}),
+            )),
+            200,
+        )
+        .await;
+    let rid = run_once(&w, End::StepFails("card declined")).await;
+    let before = wait_ticket(&w.owner, &rid, settled).await;
+    assert_eq!(before["status"], "filed", "{before}");
+    let integ_before = w.owner.json(Method::GET, &path, None, 200).await;
+    assert_eq!(integ_before["token_set"], true, "{integ_before}");
+    let filed_before = tr
+        .seen()
+        .iter()
+        .filter(|s| s.method == "POST" && s.path.ends_with("/rest/api/2/issue"))
+        .count();
+
+    let to = app.dir.path().join("bk");
+    let o = cli(&[
+        "backup",
+        "create",
+        "--data-dir",
+        s(&app.data),
+        "--to",
+        s(&to),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let source = complete_backups(&to).pop().unwrap();
+    let new_tmp = tempfile::tempdir().unwrap();
+    let new_data = new_tmp.path().join("data");
+    let r = cli(&[
+        "restore",
+        s(&source),
+        "--data-dir",
+        s(&new_data),
+        "--master-key",
+        s(&app.data.join("keys/master.key")),
+    ]);
+    assert!(r.status.success(), "{}", text(&r));
+    std::fs::copy(
+        app.data.join("initial-credentials"),
+        new_data.join("initial-credentials"),
+    )
+    .unwrap();
+    let owner_password = app.owner_password();
+    let tenant = app.tenant_id();
+    let agent_token = w.agent.bearer.clone().unwrap();
+    drop(app);
+    let restored = spawn_with(Opts {
+        config: Some(config(tr.addr.port())),
+        dir: Some(new_tmp),
+        ..Default::default()
+    })
+    .await;
+    let owner = restored
+        .login(Some(&tenant), "admin@localhost", &owner_password)
+        .await;
+    // The integration and the filed ticket read back as they were.
+    let integ_after = owner.json(Method::GET, &path, None, 200).await;
+    assert_eq!(integ_after, integ_before);
+    let run = owner
+        .json(Method::GET, &format!("/api/v1/runs/{rid}"), None, 200)
+        .await;
+    assert_eq!(run["ticket"], before, "{run}");
+    // The sealed tracker token decrypts: a new failure is filed with it (the fake tracker
+    // answers 401 to any other token).
+    let w2 = crate::tickets::World {
+        owner,
+        agent: restored.bearer(&agent_token),
+        app_id: w.app_id.clone(),
+        flow_id: w.flow_id.clone(),
+    };
+    let rid2 = run_once(&w2, End::StepFails("a different failure after the restore")).await;
+    let after = wait_ticket(&w2.owner, &rid2, settled).await;
+    assert_eq!(after["status"], "filed", "{after}");
+    assert_eq!(
+        tr.seen()
+            .iter()
+            .filter(|s| s.method == "POST" && s.path.ends_with("/rest/api/2/issue"))
+            .count(),
+        filed_before + 1
+    );
+}
