@@ -271,26 +271,7 @@ fn open_with(
         refuse_empty(path)?;
     }
     let mut conn = Connection::open_with_flags(path, flags)?;
-    // Quiet SQLCipher's own logging before anything can be logged.
-    let _ = conn.query_row("PRAGMA cipher_log_level = NONE", [], |_| Ok(()));
-    if let Some(key) = key {
-        let hexkey =
-            zeroize::Zeroizing::new(format!("PRAGMA key = \"x'{}'\"", hex::encode(key.as_ref())));
-        conn.execute_batch(&hexkey)?;
-    }
-    // The first read proves the key; SQLCipher answers NotADatabase for a wrong key.
-    if let Err(e) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
-        r.get::<_, i64>(0)
-    }) {
-        return Err(match StoreError::from(e) {
-            StoreError::Busy => StoreError::Busy,
-            _ => StoreError::WrongKey(path.to_path_buf()),
-        });
-    }
-    conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
-    // Room for every per-request statement (rusqlite's default keeps 16; the run list alone has
-    // four shapes, and an agent step report uses eight).
-    conn.set_prepared_statement_cache_capacity(64);
+    key_and_prove(&conn, path, key, busy_timeout_ms)?;
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
     conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
     // Bound the WAL file: after a checkpoint resets the log, SQLite truncates it to this size
@@ -339,22 +320,7 @@ pub fn open_reader(
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags)?;
-    let _ = conn.query_row("PRAGMA cipher_log_level = NONE", [], |_| Ok(()));
-    if let Some(key) = key {
-        let hexkey =
-            zeroize::Zeroizing::new(format!("PRAGMA key = \"x'{}'\"", hex::encode(key.as_ref())));
-        conn.execute_batch(&hexkey)?;
-    }
-    if let Err(e) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
-        r.get::<_, i64>(0)
-    }) {
-        return Err(match StoreError::from(e) {
-            StoreError::Busy => StoreError::Busy,
-            _ => StoreError::WrongKey(path.to_path_buf()),
-        });
-    }
-    conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
-    conn.set_prepared_statement_cache_capacity(64);
+    key_and_prove(&conn, path, key, busy_timeout_ms)?;
     conn.execute_batch("PRAGMA query_only = ON;")?;
     Ok(conn)
 }
@@ -384,17 +350,17 @@ pub fn is_read_only() -> bool {
 /// characters and `/`; <https://www.sqlite.org/uri.html>).
 fn file_uri(path: &Path, query: &str) -> String {
     use std::os::unix::ffi::OsStrExt;
-    let mut out = String::from("file:");
-    for &b in path.as_os_str().as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out.push('?');
-    out.push_str(query);
-    out
+    /// Every byte but unreserved characters (RFC 3986 §2.3) and `/`.
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    format!(
+        "file:{}?{query}",
+        percent_encoding::percent_encode(path.as_os_str().as_bytes(), KEEP)
+    )
 }
 
 /// [`open_with`] in read-only mode ([`set_read_only`]).
@@ -421,6 +387,24 @@ fn open_read_only(
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI,
     )?;
+    key_and_prove(&conn, path, key, busy_timeout_ms)?;
+    // Refuses (never runs) a pending migration: migrations are forbidden in this mode.
+    migrate(&mut conn, path, migrations)?;
+    Ok(conn)
+}
+
+/// The steps every store connection runs right after it is opened, in this order (module
+/// doc): quiet SQLCipher's own logging, `PRAGMA key` with the raw key (`None`: the benchmark
+/// anchor's plain stores), a first read that proves the key (SQLCipher answers NotADatabase for
+/// a wrong key → [`StoreError::WrongKey`]; a lock → [`StoreError::Busy`]), `busy_timeout`, and
+/// room for every per-request statement in the statement cache (rusqlite's default keeps 16;
+/// the run list alone has four shapes, and an agent step report uses eight).
+fn key_and_prove(
+    conn: &Connection,
+    path: &Path,
+    key: Option<&Key256>,
+    busy_timeout_ms: u64,
+) -> StoreResult<()> {
     let _ = conn.query_row("PRAGMA cipher_log_level = NONE", [], |_| Ok(()));
     if let Some(key) = key {
         let hexkey =
@@ -437,9 +421,7 @@ fn open_read_only(
     }
     conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
     conn.set_prepared_statement_cache_capacity(64);
-    // Refuses (never runs) a pending migration: migrations are forbidden in this mode.
-    migrate(&mut conn, path, migrations)?;
-    Ok(conn)
+    Ok(())
 }
 
 /// `PRAGMA journal_size_limit` of every store, in bytes (16 MiB): a WAL that grew past it (a
@@ -865,6 +847,16 @@ pub fn write_tx_nested(c: &mut Connection) -> StoreResult<NestedTx<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_uri_escapes_every_byte_but_unreserved_and_slash() {
+        use std::os::unix::ffi::OsStrExt;
+        let p = Path::new(std::ffi::OsStr::from_bytes(b"/d ir/a%b?c#\xff_-.~z.db"));
+        assert_eq!(
+            file_uri(p, "mode=ro"),
+            "file:/d%20ir/a%25b%3Fc%23%FF_-.~z.db?mode=ro"
+        );
+    }
 
     fn db() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
