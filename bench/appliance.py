@@ -764,13 +764,28 @@ def p8_agent(addr, s, token, deadline, outq):
     outq.put(out)
 
 
-def p8_dashboard(addr, s, stop_at, think_s, outq):
+def p8_dash_sched(mode):
+    """Scheduling of a dashboard client process. `fifo`: SCHED_FIFO priority 1, so the time a
+    client records is the request's (server + loopback), not the time the client itself waited
+    for one of the 2 cores behind the simulated agents — which in production run on other hosts.
+    Needs root (CAP_SYS_NICE); falls back to `normal`. Returns the mode in effect."""
+    if mode == "fifo":
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+            return "fifo"
+        except (OSError, AttributeError):
+            return "normal"
+    return "normal"
+
+
+def p8_dashboard(addr, s, stop_at, think_s, outq, sched="normal"):
     """Simulated person: the application's run list (first page, 50), then one run's detail,
-    with `think_s` between requests, until `stop_at`."""
+    with `think_s` between requests, until `stop_at`; scheduled as `p8_dash_sched(sched)`."""
+    sched = p8_dash_sched(sched)
     c = Conn(addr)
     h = {"Cookie": s["cookie"]}
     lat = {"list": [], "detail": []}
-    out = {"errors": 0, "lat": lat}
+    out = {"errors": 0, "lat": lat, "sched": sched}
     rid = None
     try:
         while time.monotonic() < stop_at:
@@ -873,7 +888,8 @@ def p8_round(srv, s, k, cfg):
     cpu0 = proc_cpu_s(srv.proc.pid)
     hist0 = scrape_latency(srv)
     procs = [ctx.Process(target=p8_agent, args=(srv.addr, s, s["tokens"][i], deadline, q)) for i in range(k)]
-    procs += [ctx.Process(target=p8_dashboard, args=(srv.addr, s, deadline, cfg["p8_think_s"], q))
+    procs += [ctx.Process(target=p8_dashboard, args=(srv.addr, s, deadline, cfg["p8_think_s"], q,
+                                                     cfg.get("p8_dash_sched", "normal")))
               for _ in range(cfg["p8_dashboards"])]
     for p in procs:
         p.start()
@@ -900,7 +916,8 @@ def p8_round(srv, s, k, cfg):
            "server_cpu_s": cpu, "cpu_s_per_run": cpu / runs if runs else None,
            "rss_kib": mem.get("VmRSS"), "hwm_kib": mem.get("VmHWM"),
            "server_p99_le_ms_by_route": {k: v for k, v in by_route.items() if v is not None},
-           "dash_requests": sum(len(d["lat"]["list"]) + len(d["lat"]["detail"]) for d in dash)}
+           "dash_requests": sum(len(d["lat"]["list"]) + len(d["lat"]["detail"]) for d in dash),
+           "dash_sched": sorted({d.get("sched", "normal") for d in dash})}
     row["steps_per_s"] = row["steps"] / wall
     row["shots_per_s"] = row["shots"] / wall
     for kind in ("claim", "step", "shot", "complete", "list", "detail"):
@@ -973,6 +990,7 @@ def p8_fleet(binary, cfg, work):
     out = {"agents": cfg["p8_agents"], "dashboards": cfg["p8_dashboards"], "secs": cfg["p8_secs"],
            "no_shots": bool(cfg.get("p8_no_shots")),
            "store_settings": cfg.get("p8_store", []),
+           "dash_sched": sorted({m for side in rows.values() for x in side for m in x.get("dash_sched", [])}),
            "rounds": cfg["p8_rounds"], "think_s": cfg["p8_think_s"], "png_bytes": len(next(iter(sides.values()))[1]["png"]),
            "store_headers": hdr, "rows": rows, "load_before": load_before,
            "load_after": open("/proc/loadavg").read().split()[:3]}
@@ -995,7 +1013,7 @@ def p8_fleet(binary, cfg, work):
 
 
 def p8_cfg(quick, agents=None, secs=None, rounds=None):
-    cfg = {"p8_agents": [1, 2] if quick else [1, 4, 16], "p8_dashboards": 4 if quick else 16,
+    cfg = {"p8_dash_sched": "fifo", "p8_agents": [1, 2] if quick else [1, 4, 16], "p8_dashboards": 4 if quick else 16,
            "p8_secs": 3 if quick else 20, "p8_rounds": 1 if quick else 3, "p8_think_s": 0.1,
            "p8_shot": (320, 200) if quick else (1280, 640), "p8_warmup_s": 1 if quick else 5}
     if agents:
@@ -1034,8 +1052,12 @@ def p8_lines(p8):
           f"{ms(e('detail_p50_ms'))} / {ms(e('detail_p99_ms'))} ms | {e('cpu_s_per_run') or 0:.3f} ({r.get('plain_cpu_s_per_run') or 0:.3f}) | "
           f"{(e('rss_kib') or 0) / 1024:.0f} ({(r.get('plain_rss_kib') or 0) / 1024:.0f}) |")
     w("")
+    sched = p8.get("dash_sched") or ["normal"]
+    who = ("the dashboard clients ran at SCHED_FIFO priority 1, so their times exclude their own wait for a core "
+           "behind the agents, which in production run on other hosts" if sched == ["fifo"] else
+           "the clients at normal priority, so their times include their own wait for a core")
     w("Latencies in the summary are the SQLCipher side's, measured by the clients (Python processes on the same 2 "
-      "cores, so they include the clients' own scheduling delay). \"server ≤\" = upper bound of the server's own "
+      f"cores as the server; {who}). \"server ≤\" = upper bound of the server's own "
       "`flowguard_http_request_duration_seconds` bucket holding the 99th percentile of that round (from `/metrics` "
       "before/after; default Prometheus buckets, so coarse). Per round:")
     w("")
@@ -1088,6 +1110,7 @@ def p8_main(args):
     if args.think_ms is not None:
         cfg["p8_think_s"] = args.think_ms / 1000.0
     cfg["p8_no_shots"] = args.no_shots
+    cfg["p8_dash_sched"] = args.dash_sched
     cfg["p8_store"] = [x.replace("=", " = ", 1) for x in args.store]
     os.makedirs(args.work, exist_ok=True)
     res = p8_fleet(args.bin, cfg, args.work)
@@ -1424,7 +1447,9 @@ def render(args):
         w("### P9 cost growth (`cargo bench --bench cost_growth`)")
         w("")
         w("Store-level requests through the library (`store::runs`, `store::flows`) on SQLCipher stores with the "
-          "production pragmas (2000 KiB page cache, `synchronous = NORMAL`); each request's p50 / p99 in ms. "
+          "production pragmas (`synchronous = NORMAL`; the page cache the server gives its busiest stores, "
+          "`store.busy_page_cache_kib`, and on the next row of the same size every store's default "
+          "`store.page_cache_kib`, the lever off); each request's p50 / p99 in ms. "
           "Deep page = cursor 90 % into the list; detail = run + steps + pinned flow version; purge = the "
           "oldest 10 % of runs in one transaction on a copy of the store.")
         w("")
@@ -1587,6 +1612,9 @@ def main():
     f8.add_argument("--store", action="append", default=[], metavar="KEY=VALUE",
                     help="extra [store] setting for both servers, e.g. read_connections=false or "
                          "group_commit=false (measures an issue-25 lever); repeatable")
+    f8.add_argument("--dash-sched", choices=("fifo", "normal"), default="fifo",
+                    help="scheduling of the dashboard clients (default fifo: SCHED_FIFO 1 when permitted, "
+                         "so their latencies exclude their own wait for a core; normal: as every process)")
     f8.add_argument("--no-shots", action="store_true",
                     help="agents skip the screenshot uploads (decomposes the server's CPU per run)")
     f10 = sub.add_parser("p10", help="only P10 (healthz p99 during an idle-socket flood); prints JSON")

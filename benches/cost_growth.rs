@@ -7,8 +7,10 @@
 //!   `FG_BENCH_TEMPLATE_RUNS` (default 10000) through the library — each run queued, claimed, 25
 //!   step reports, completed (1 in 10 failed), with the audit rows the services write — and the
 //!   rest as older copies of those rows in one transaction per block (`copy_block`; ~3 ms per
-//!   run through the library made 1M runs an hour). At every size, with the product's page cache
-//!   (`store.page_cache_kib` default, 2000 KiB) and `synchronous = NORMAL`: p50/p99 (wall and
+//!   run through the library made 1M runs an hour). At every size, with the server's page cache
+//!   for its busiest stores (`store.busy_page_cache_kib`, 32 MiB: the one store under load is
+//!   the busiest; [`flowguard::store::pool::TenantStores::page_cache_pass_blocking`]) and
+//!   `synchronous = NORMAL`, after `sync` and 20 unrecorded warm-up samples: p50/p99 (wall and
 //!   thread-CPU; JSON also has the CPU max and total) over `FG_BENCH_SAMPLES` (default 200) of
 //!   the run list (first page, `status = failed` page, a cursor page 90 % deep), run detail (the
 //!   run, its steps and the pinned flow version, as `service::runs::get` reads them), claim and
@@ -22,8 +24,9 @@
 //!   random tenants through `TenantStores` (the server's LRU, `store.max_open_tenants` = 64:
 //!   opening an evicted store is part of the request), and the process RSS.
 //!
-//! `FG_BENCH_CACHE_KIB=N` measures with an N KiB page cache instead of the default (the
-//! page-cache lever of issue 25); `FG_BENCH_PRAGMAS` adds pragmas to the measured connections
+//! `FG_BENCH_CACHE_KIB=N` measures `growth` with an N KiB page cache instead (2000: every
+//! store's default, the page-cache lever of issue 25 off); `tenants` runs the server's
+//! page-cache pass every 25 samples; `FG_BENCH_PRAGMAS` adds pragmas to the measured connections
 //! (e.g. `PRAGMA wal_autocheckpoint = 0`); `FG_BENCH_CHECKPOINTER=1` measures `growth` with the
 //! server's background checkpoints (issue 25 lever a; see `BackgroundCheckpoints`). Generation runs with `synchronous = OFF` and a 64 MiB page cache to save time; measurement
 //! with the production pragmas. Prints a human table and one `BENCH_JSON {…}` line per mode.
@@ -182,18 +185,22 @@ fn copy_block(conn: &mut Connection, off: u64, n: u64, t: u64) -> anyhow::Result
 
 /// Page cache of the measured connections in KiB: `store.page_cache_kib`'s default (2000), or
 /// `FG_BENCH_CACHE_KIB` to measure that lever.
+/// Page cache of the measured connection in `growth`: the server's for its busiest stores
+/// (`max(store.busy_page_cache_kib, store.page_cache_kib)`, issue 25 — the one store taking
+/// every request is the busiest), or `FG_BENCH_CACHE_KIB` (e.g. 2000: every store's default,
+/// the lever off).
 fn cache_kib() -> u64 {
+    let d = Settings::default().store;
     std::env::var("FG_BENCH_CACHE_KIB")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2000)
+        .unwrap_or(u64::from(d.busy_page_cache_kib.max(d.page_cache_kib)))
 }
 
-fn production_pragmas(c: &Connection) -> anyhow::Result<()> {
+fn production_pragmas(c: &Connection, cache_kib: u64) -> anyhow::Result<()> {
     // The server's: synchronous = NORMAL (store::open) and the page cache.
     c.execute_batch(&format!(
-        "PRAGMA synchronous = NORMAL; PRAGMA cache_size = -{};",
-        cache_kib()
+        "PRAGMA synchronous = NORMAL; PRAGMA cache_size = -{cache_kib};"
     ))?;
     // Experiment knob (not used by bench/run): extra pragmas for the measured connections, e.g.
     // `FG_BENCH_PRAGMAS='PRAGMA wal_autocheckpoint = 0'` to see what checkpoints cost the p99.
@@ -424,6 +431,77 @@ fn store_bytes(path: &Path) -> u64 {
         .sum()
 }
 
+/// Measure every request kind `samples` times on a fresh connection to the store at `path`
+/// (production pragmas, `cache` KiB page cache, after [`WARMUP_SAMPLES`] unrecorded ones);
+/// `variant` keeps the ids of the runs each measurement adds apart. Returns the latencies, the
+/// background checkpoint passes and the connection.
+fn measure_growth(
+    path: &Path,
+    key: &Key256,
+    size: u64,
+    samples: u64,
+    cache: u64,
+    variant: u64,
+) -> anyhow::Result<(Value, u64, Connection)> {
+    let conn = flowguard::store::open_tenant_schema_for_bench(path, Some(key))?;
+    production_pragmas(&conn, cache)?;
+    // Behind a mutex like the server's (the checkpoint thread takes it between samples).
+    let db = Arc::new(parking_lot::Mutex::new(conn));
+    let checkpointer = BackgroundCheckpoints::start(&db)?;
+    let mut next = 1_000_000_000 + size * 10 + variant * 100_000_000;
+    let mut rnd = Lcg(size);
+    let mut l = Lats::default();
+    // Warm-up (statement cache, hot pages of the page cache), not recorded.
+    for _ in 0..WARMUP_SAMPLES {
+        sample(
+            &mut db.lock(),
+            size,
+            &mut next,
+            &mut rnd,
+            false,
+            &mut Lats::default(),
+        )?;
+    }
+    for s in 0..samples {
+        sample(
+            &mut db.lock(),
+            size,
+            &mut next,
+            &mut rnd,
+            s % 8 == 0,
+            &mut l,
+        )?;
+    }
+    let passes = checkpointer.stop()?;
+    let conn = Arc::into_inner(db)
+        .ok_or_else(|| anyhow::anyhow!("checkpoint thread still holds the store"))?
+        .into_inner();
+    Ok((l.json(), passes, conn))
+}
+
+/// Page cache (KiB) of the side-by-side measurement without the busy-store cache (issue 25's
+/// page-cache lever off): `FG_BENCH_CACHE_OFF_KIB`, default every store's
+/// `store.page_cache_kib` (2000); `0` or the measured size itself: no second measurement.
+fn cache_off_kib() -> Option<u64> {
+    let d = u64::from(Settings::default().store.page_cache_kib);
+    let kib = std::env::var("FG_BENCH_CACHE_OFF_KIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d);
+    (kib != 0 && kib != cache_kib()).then_some(kib)
+}
+
+/// Unrecorded samples before the recorded ones at each size (statement cache, hot pages).
+const WARMUP_SAMPLES: usize = 20;
+
+/// `sync(1)`: every dirty page of the machine written back (the generator's, at 1M runs
+/// ~11 GB written with `synchronous = OFF`), so measurements do not share the disk with it.
+fn settle() -> anyhow::Result<()> {
+    let st = std::process::Command::new("sync").status()?;
+    anyhow::ensure!(st.success(), "sync failed: {st}");
+    Ok(())
+}
+
 /// Retention purge of the oldest 10 % of runs, on a copy of the store (the original keeps
 /// growing): one write transaction, as `service::retention` runs it.
 fn purge_copy(conn: &Connection, path: &Path, key: &Key256, runs_n: u64) -> anyhow::Result<Value> {
@@ -431,7 +509,7 @@ fn purge_copy(conn: &Connection, path: &Path, key: &Key256, runs_n: u64) -> anyh
     let copy = path.with_extension("purge.db");
     std::fs::copy(path, &copy)?;
     let mut c = flowguard::store::open_tenant_schema_for_bench(&copy, Some(key))?;
-    production_pragmas(&c)?;
+    production_pragmas(&c, cache_kib())?;
     let r = purge_oldest_tenth(&mut c, runs_n);
     drop(c);
     for s in ["", "-wal", "-shm"] {
@@ -477,13 +555,16 @@ fn growth(quick: bool) -> anyhow::Result<()> {
     let mut have = 0u64;
     let mut rows = Vec::new();
     println!(
-        "P9 cost growth, one tenant ({samples} samples per request kind, page cache {} KiB; ms: wall p50 / wall p99 (thread-CPU p99))",
-        cache_kib()
+        "P9 cost growth, one tenant ({samples} samples per request kind; page cache {} KiB = the server's busy-store cache{}; ms: wall p50 / wall p99 (thread-CPU p99))",
+        cache_kib(),
+        cache_off_kib().map_or(String::new(), |k| format!(
+            ", and {k} KiB = every store's default, measured right after on the same store"
+        ))
     );
     println!(
-        "| runs | gen s | list first | list filtered | list deep | detail | claim | step report | purge 10 % | purge runs/s | bytes/run |"
+        "| runs | cache KiB | gen s | list first | list filtered | list deep | detail | claim | step report | purge 10 % | purge runs/s | bytes/run |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &size in &sizes {
         let t0 = Instant::now();
         generation_pragmas(&conn)?;
@@ -500,60 +581,56 @@ fn growth(quick: bool) -> anyhow::Result<()> {
         } else {
             Some(purge_copy(&conn, &path, &key, size)?)
         };
-        // Measure on a freshly opened connection with the production pragmas.
+        // Write back what generation and the purge copy left dirty (gigabytes at 1M runs with
+        // `synchronous = OFF`) before measuring, so the samples do not queue behind the
+        // generator's writeback — a server never starts right after writing 11 GB.
+        settle()?;
         drop(conn);
-        conn = flowguard::store::open_tenant_schema_for_bench(&path, Some(&key))?;
-        production_pragmas(&conn)?;
-        // Behind a mutex like the server's (the checkpoint thread takes it between samples).
-        let db = Arc::new(parking_lot::Mutex::new(conn));
-        let checkpointer = BackgroundCheckpoints::start(&db)?;
-        let mut next = 1_000_000_000 + size * 10;
-        let mut rnd = Lcg(size);
-        let mut l = Lats::default();
-        // Warm-up (statement cache, hot pages), not recorded.
-        sample(
-            &mut db.lock(),
-            size,
-            &mut next,
-            &mut rnd,
-            false,
-            &mut Lats::default(),
-        )?;
-        for s in 0..samples {
-            sample(
-                &mut db.lock(),
-                size,
-                &mut next,
-                &mut rnd,
-                s % 8 == 0,
-                &mut l,
-            )?;
+        // The server's busy-store cache, then (side by side, same store) every store's default.
+        let (lat, passes, c) = measure_growth(&path, &key, size, samples, cache_kib(), 0)?;
+        let mut off = None;
+        if let Some(kib) = cache_off_kib() {
+            let (lat_off, _, c2) = {
+                drop(c);
+                measure_growth(&path, &key, size, samples, kib, 1)?
+            };
+            off = Some((kib, lat_off));
+            conn = c2;
+        } else {
+            conn = c;
         }
-        let passes = checkpointer.stop()?;
-        conn = Arc::into_inner(db)
-            .ok_or_else(|| anyhow::anyhow!("checkpoint thread still holds the store"))?
-            .into_inner();
         let purge = match purge_before {
             Some(p) => p,
             None => purge_oldest_tenth(&mut conn, size)?,
         };
-        let lat = l.json();
-        let cell = |k: &str| cell(&lat, k);
-        println!(
-            "| {size} | {gen:.0} | {} | {} | {} | {} | {} | {} | {:.2} s | {:.0} | {} |",
-            cell("list_first"),
-            cell("list_filtered"),
-            cell("list_deep"),
-            cell("detail"),
-            cell("claim"),
-            cell("step"),
-            purge["secs"].as_f64().unwrap_or(0.0),
-            purge["runs_per_s"].as_f64().unwrap_or(0.0),
-            bytes / size.max(1)
-        );
+        let line = |lat: &Value, kib: u64, purge: Option<&Value>| {
+            let cell = |k: &str| cell(lat, k);
+            let (ps, pr) = purge.map_or(("—".to_string(), "—".to_string()), |p| {
+                (
+                    format!("{:.2} s", p["secs"].as_f64().unwrap_or(0.0)),
+                    format!("{:.0}", p["runs_per_s"].as_f64().unwrap_or(0.0)),
+                )
+            });
+            println!(
+                "| {size} | {kib} | {gen:.0} | {} | {} | {} | {} | {} | {} | {ps} | {pr} | {} |",
+                cell("list_first"),
+                cell("list_filtered"),
+                cell("list_deep"),
+                cell("detail"),
+                cell("claim"),
+                cell("step"),
+                bytes / size.max(1)
+            );
+        };
+        line(&lat, cache_kib(), Some(&purge));
+        if let Some((kib, l)) = &off {
+            line(l, *kib, None);
+        }
         rows.push(
             json!({"runs": size, "generate_s": gen, "store_bytes": bytes, "checkpoint_passes": passes,
-                         "bytes_per_run": bytes / size.max(1), "purge": purge, "lat": lat}),
+                   "bytes_per_run": bytes / size.max(1), "purge": purge, "lat": lat,
+                   "cache_kib": cache_kib(),
+                   "cache_off": off.map(|(kib, l)| json!({"cache_kib": kib, "lat": l}))}),
         );
     }
     println!(
@@ -631,7 +708,8 @@ fn tenants(quick: bool) -> anyhow::Result<()> {
             generation_pragmas(&c)?;
             seed(&mut c)?;
             add_runs(&mut c, 0, per)?;
-            production_pragmas(&c)?;
+            // Back to what `TenantStores` gave the connection (its page-cache pass re-sizes it).
+            production_pragmas(&c, u64::from(Settings::default().store.page_cache_kib))?;
             c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         }
         let k0 = db_key(&state, &ids[0])?;
@@ -648,6 +726,7 @@ fn tenants(quick: bool) -> anyhow::Result<()> {
             c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         }
         let setup = t0.elapsed().as_secs_f64();
+        settle()?;
         let mut rnd = Lcg(count);
         let mut next = vec![2_000_000_000u64; ids.len()];
         let mut l = Lats::default();
@@ -655,6 +734,10 @@ fn tenants(quick: bool) -> anyhow::Result<()> {
             let i = rnd.below(count) as usize;
             // Opening an evicted store (catalog keys, unwrap, SQLCipher open) is part of the
             // request, as in the server.
+            // The server's page-cache pass runs every 5 s; here every 25 samples.
+            if s % 25 == 0 {
+                state.tenants.page_cache_pass_blocking();
+            }
             let t1 = Instant::now();
             let db = state.tenants.get_blocking(&ids[i])?;
             let open_ms = t1.elapsed().as_secs_f64() * 1000.0;

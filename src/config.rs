@@ -363,6 +363,18 @@ pub struct StoreSettings {
     /// into a large store runs faster with a larger cache: BENCHMARKS.md P1 measured 4,618 → 10,964
     /// steps/s with 32768 on a store growing to ~50 MB.
     pub page_cache_kib: u32,
+    /// Page cache in KiB of the write connection of each of the `busy_stores` busiest open
+    /// tenant stores (default 32768; 256..=1048576). Every 5 s the server ranks
+    /// the open stores by how often requests used them in that window and sets this size on the
+    /// busiest (at least 20 uses in the window; never below `page_cache_kib`, so raising only
+    /// `page_cache_kib` still raises every store), and `page_cache_kib` back on the others
+    /// (issue 25: a store taking a fleet's step reports while people browse its history keeps
+    /// its hot pages decrypted; BENCHMARKS.md P8/P9). Memory bound: `busy_stores` × this, plus
+    /// `page_cache_kib` × 2 connections × `max_open_tenants`.
+    pub busy_page_cache_kib: u32,
+    /// How many of the busiest open tenant stores get `busy_page_cache_kib` (default 4; 0 = every
+    /// store keeps `page_cache_kib`; at most `max_open_tenants`).
+    pub busy_stores: usize,
     /// Each open tenant store gets a second, read-only connection for the per-request reads
     /// (run list and detail, authentication, the agent API's run lookups), so they do not wait
     /// behind the store's writes (default `true`; issue 25, BENCHMARKS.md P8). It takes its own
@@ -398,6 +410,8 @@ impl Default for StoreSettings {
             max_open_tenants: 64,
             busy_timeout_ms: 5000,
             page_cache_kib: 2000,
+            busy_page_cache_kib: 32768,
+            busy_stores: 4,
             read_connections: true,
             group_commit: true,
             bench_plaintext_tenant_stores: false,
@@ -781,6 +795,16 @@ impl Settings {
                 "store.page_cache_kib must be between 256 and 1048576".into(),
             ));
         }
+        if !(256..=1_048_576).contains(&self.store.busy_page_cache_kib) {
+            return Err(ConfigError::Invalid(
+                "store.busy_page_cache_kib must be between 256 and 1048576".into(),
+            ));
+        }
+        if self.store.busy_stores > self.store.max_open_tenants {
+            return Err(ConfigError::Invalid(
+                "store.busy_stores must be at most store.max_open_tenants".into(),
+            ));
+        }
         if !(1..=3650).contains(&self.keys.rotation_days) {
             return Err(ConfigError::Invalid(
                 "keys.rotation_days must be between 1 and 3650".into(),
@@ -1037,10 +1061,17 @@ mod tests {
         for bad in [
             "[store]\npage_cache_kib = 0\n",
             "[store]\npage_cache_kib = 2000000\n",
+            "[store]\nbusy_page_cache_kib = 100\n",
+            "[store]\nbusy_page_cache_kib = 2000000\n",
+            "[store]\nmax_open_tenants = 8\nbusy_stores = 9\n",
         ] {
             std::fs::write(&f, bad).unwrap();
             let err = Settings::load(Some(&f), &CliOverrides::default()).unwrap_err();
-            assert!(err.to_string().contains("page_cache_kib"), "{err}");
+            assert!(
+                err.to_string().contains("page_cache_kib")
+                    || err.to_string().contains("busy_stores"),
+                "{err}"
+            );
         }
     }
 

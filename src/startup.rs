@@ -156,6 +156,7 @@ pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
             s.store.busy_timeout_ms,
         )
         .with_page_cache_kib(s.store.page_cache_kib)
+        .with_busy_page_cache(s.store.busy_page_cache_kib, s.store.busy_stores)
         .with_read_connections(s.store.read_connections)
         .with_group_commit(s.store.group_commit)
         .with_plaintext_for_bench(s.store.bench_plaintext_tenant_stores),
@@ -499,15 +500,26 @@ async fn serve_async(settings: Settings) -> anyhow::Result<()> {
     let state = web::Data::new(state);
     let st_ckpt = state.clone().into_inner();
     actix_web::rt::spawn(async move {
-        let mut tick = tokio::time::interval(crate::store::pool::CHECKPOINT_PERIOD);
+        use crate::store::pool::{CHECKPOINT_PERIOD, PAGE_CACHE_PERIOD};
+        let mut tick = tokio::time::interval(CHECKPOINT_PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The busiest stores' page caches are re-sized every PAGE_CACHE_PERIOD (issue 25).
+        let every = (PAGE_CACHE_PERIOD.as_millis() / CHECKPOINT_PERIOD.as_millis()).max(1);
+        let mut n: u128 = 0;
         loop {
             tick.tick().await;
+            n += 1;
+            let resize = n % every == 0;
             let st = st_ckpt.clone();
-            if let Err(e) =
-                tokio::task::spawn_blocking(move || st.tenants.checkpoint_pass_blocking()).await
+            if let Err(e) = tokio::task::spawn_blocking(move || {
+                st.tenants.checkpoint_pass_blocking();
+                if resize {
+                    st.tenants.page_cache_pass_blocking();
+                }
+            })
+            .await
             {
-                tracing::error!(error = %e, "background WAL checkpoint pass panicked");
+                tracing::error!(error = %e, "background store pass panicked");
             }
         }
     });

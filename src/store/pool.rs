@@ -79,6 +79,10 @@ pub struct TenantStores {
     catalog: Catalog,
     busy_ms: u64,
     page_cache_kib: u32,
+    /// Page cache (KiB) of the busiest stores' write connections ([`TenantStores::page_cache_pass_blocking`]).
+    busy_cache_kib: u32,
+    /// How many stores get `busy_cache_kib` (0 = none).
+    busy_stores: usize,
     plaintext: bool,
     background_checkpoints: AtomicBool,
     read_connections: bool,
@@ -104,6 +108,26 @@ pub const BACKSTOP_AUTOCHECKPOINT_PAGES: u32 = 8000;
 /// Interval of the server's background checkpoint passes (`serve` runs
 /// [`TenantStores::checkpoint_pass_blocking`] at this period).
 pub const CHECKPOINT_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Interval of the server's page-cache passes ([`TenantStores::page_cache_pass_blocking`]):
+/// the busiest stores of the last 5 s get the larger page cache.
+pub const PAGE_CACHE_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Uses of a store within one [`PAGE_CACHE_PERIOD`] below which it is never "busy" (a person
+/// opening a page now and then does not take a large cache).
+pub const BUSY_MIN_USES: u64 = 20;
+
+/// The ids of at most `n` stores with the most uses (each at least [`BUSY_MIN_USES`]); ties by
+/// id, so the choice does not depend on hash order.
+fn busy_set(uses: &HashMap<TenantId, u64>, n: usize) -> std::collections::HashSet<TenantId> {
+    let mut ranked: Vec<(&TenantId, u64)> = uses
+        .iter()
+        .filter(|(_, &u)| u >= BUSY_MIN_USES)
+        .map(|(t, &u)| (t, u))
+        .collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.as_str().cmp(b.0.as_str())));
+    ranked.into_iter().take(n).map(|(t, _)| t.clone()).collect()
+}
 
 /// What an open store has besides its write connection.
 struct Side {
@@ -138,6 +162,9 @@ fn group_error(e: &StoreError) -> StoreError {
 
 struct OpenStores {
     lru: LruCache<TenantId, Db>,
+    /// Uses of each store (lookups through [`OpenStores::find`] and opens) since the last
+    /// [`TenantStores::page_cache_pass_blocking`].
+    uses: HashMap<TenantId, u64>,
     live: HashMap<TenantId, Weak<Mutex<Connection>>>,
     /// Read slot of each store, with the write connection it belongs to (a slot whose write
     /// connection was closed is dropped, and a store opened again gets a new slot).
@@ -146,6 +173,12 @@ struct OpenStores {
 
 impl OpenStores {
     fn find(&mut self, t: &TenantId) -> Option<Db> {
+        match self.uses.get_mut(t) {
+            Some(u) => *u += 1,
+            None => {
+                self.uses.insert(t.clone(), 1);
+            }
+        }
         if let Some(db) = self.lru.get(t) {
             return Some(db.clone());
         }
@@ -201,12 +234,15 @@ impl TenantStores {
             catalog,
             busy_ms,
             page_cache_kib: 2000,
+            busy_cache_kib: 2000,
+            busy_stores: 0,
             plaintext: false,
             background_checkpoints: AtomicBool::new(false),
             read_connections: true,
             group_commit: true,
             cache: Mutex::new(OpenStores {
                 lru: LruCache::new(cap),
+                uses: HashMap::new(),
                 live: HashMap::new(),
                 readers: HashMap::new(),
             }),
@@ -227,6 +263,15 @@ impl TenantStores {
     /// Page cache bound of every store opened from now on, in KiB (`store.page_cache_kib`).
     pub fn with_page_cache_kib(mut self, kib: u32) -> Self {
         self.page_cache_kib = kib;
+        self
+    }
+
+    /// Page cache of the write connections of the `stores` busiest open stores, in KiB
+    /// (`store.busy_page_cache_kib`, `store.busy_stores`; never below the page cache of every
+    /// store). Applied by [`TenantStores::page_cache_pass_blocking`]; default: none.
+    pub fn with_busy_page_cache(mut self, kib: u32, stores: usize) -> Self {
+        self.busy_cache_kib = kib;
+        self.busy_stores = stores;
         self
     }
 
@@ -667,6 +712,62 @@ impl TenantStores {
         done
     }
 
+    /// One page-cache pass (blocking; the server runs it every [`PAGE_CACHE_PERIOD`]): the open
+    /// stores are ranked by their uses since the last pass, and the write connection of each of
+    /// the `busy_stores` busiest with at least [`BUSY_MIN_USES`] uses gets `PRAGMA cache_size`
+    /// of `busy_page_cache_kib`, every other open store's `page_cache_kib` (SQLite frees the
+    /// pages beyond a lowered bound). A store whose connection a request (or a re-key) holds
+    /// right now keeps its size until the next pass. Read connections keep `page_cache_kib`:
+    /// their cache is discarded whenever the write connection commits (module doc), so a large
+    /// one would not stay warm. Returns the number of connections re-sized.
+    ///
+    /// Why (issue 25, BENCHMARKS.md P9): on a SQLCipher store every page brought back into the
+    /// cache is decrypted and its HMAC checked, so a tenant with a million runs whose hot pages
+    /// do not fit 2 MB pays ~0.3 ms more per run-list page than one with 10 k runs.
+    pub fn page_cache_pass_blocking(&self) -> usize {
+        let (open, uses) = {
+            let mut cache = self.cache.lock();
+            let uses = std::mem::take(&mut cache.uses);
+            let open: Vec<(TenantId, Db)> = cache
+                .lru
+                .iter()
+                .map(|(t, db)| (t.clone(), db.clone()))
+                .collect();
+            (open, uses)
+        };
+        let busy = busy_set(&uses, self.busy_stores);
+        let big = self.busy_cache_kib.max(self.page_cache_kib);
+        let mut resized = 0;
+        for (t, db) in open {
+            let want = if busy.contains(&t) {
+                big
+            } else {
+                self.page_cache_kib
+            };
+            // Between two writes of a busy store: wait a little for its connection.
+            let Some(c) = db.try_lock_for(std::time::Duration::from_millis(20)) else {
+                continue;
+            };
+            let have: i64 = match c.query_row("PRAGMA cache_size", [], |r| r.get(0)) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(tenant = %t.as_str(), error = %e, "page cache size not readable");
+                    continue;
+                }
+            };
+            if have == -i64::from(want) {
+                continue;
+            }
+            match c.execute_batch(&format!("PRAGMA cache_size = -{want}")) {
+                Ok(()) => resized += 1,
+                Err(e) => {
+                    tracing::warn!(tenant = %t.as_str(), error = %e, "page cache not re-sized");
+                }
+            }
+        }
+        resized
+    }
+
     fn wal_bytes(&self, t: &TenantId) -> u64 {
         let mut p = self.path_of(t).into_os_string();
         p.push("-wal");
@@ -856,6 +957,84 @@ mod tests {
         catalog::insert_tenant(&mut c, &row, &w(KeyPurpose::Db), &w(KeyPurpose::Dek), &ev).unwrap();
         drop(c);
         (s, t, key)
+    }
+
+    /// Create another tenant (store file, catalog row with wrapped keys) on `s`.
+    fn add_tenant(s: &TenantStores, id: &str) -> TenantId {
+        let t = TenantId::parse(id).unwrap();
+        let key = crate::crypto::random_key();
+        drop(s.create_file(&t, &key).unwrap());
+        let w = |p| keyring::wrap(&s.master, &t, 1, p, &key).unwrap();
+        let row = catalog::TenantRow {
+            id: t.clone(),
+            name: id.into(),
+            region: "eus".into(),
+            plan: "free".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            status: "active".into(),
+            plan_follows_license: false,
+        };
+        let actor = crate::audit::Actor {
+            email: None,
+            role: None,
+            client_ip: None,
+            user_agent: None,
+        };
+        let ev = crate::audit::NewAuditEvent::new(&actor, "tenant.create", None);
+        let mut c = s.catalog.db().lock();
+        catalog::insert_tenant(&mut c, &row, &w(KeyPurpose::Db), &w(KeyPurpose::Dek), &ev).unwrap();
+        t
+    }
+
+    /// `PRAGMA cache_size` of a store's write connection (negative: KiB).
+    fn cache_size(s: &TenantStores, t: &TenantId) -> i64 {
+        let db = s.get_blocking(t).unwrap();
+        let c = db.lock();
+        c.query_row("PRAGMA cache_size", [], |r| r.get(0)).unwrap()
+    }
+
+    fn use_n(s: &TenantStores, t: &TenantId, n: u64) {
+        for _ in 0..n {
+            drop(s.get_blocking(t).unwrap());
+        }
+    }
+
+    #[test]
+    fn the_busiest_stores_get_the_large_page_cache_and_give_it_back_when_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a, _) = with_tenant(dir.path(), true);
+        let s = s.with_page_cache_kib(1000).with_busy_page_cache(8000, 1);
+        let b = add_tenant(&s, "eus-bbb222");
+        assert_eq!((cache_size(&s, &a), cache_size(&s, &b)), (-1000, -1000));
+        s.page_cache_pass_blocking(); // the uses of the probes above
+                                      // The busiest store with enough uses gets the large cache; only one may (busy_stores).
+        use_n(&s, &a, 30);
+        use_n(&s, &b, 25);
+        assert_eq!(s.page_cache_pass_blocking(), 1);
+        assert_eq!((cache_size(&s, &a), cache_size(&s, &b)), (-8000, -1000));
+        // The ranking follows the last window, and a store that left it shrinks again.
+        use_n(&s, &b, 30);
+        assert_eq!(s.page_cache_pass_blocking(), 2);
+        assert_eq!((cache_size(&s, &a), cache_size(&s, &b)), (-1000, -8000));
+        // Below BUSY_MIN_USES nobody is busy.
+        use_n(&s, &a, BUSY_MIN_USES - 5);
+        s.page_cache_pass_blocking();
+        assert_eq!((cache_size(&s, &a), cache_size(&s, &b)), (-1000, -1000));
+        // A connection a request holds keeps its size until a later pass.
+        use_n(&s, &a, 30);
+        let db = s.get_blocking(&a).unwrap();
+        let held = db.lock();
+        assert_eq!(s.page_cache_pass_blocking(), 0);
+        drop(held);
+        assert_eq!(cache_size(&s, &a), -1000);
+        use_n(&s, &a, 30);
+        assert_eq!(s.page_cache_pass_blocking(), 1);
+        assert_eq!(cache_size(&s, &a), -8000);
+        // Never below the page cache of every store.
+        let s = s.with_busy_page_cache(500, 1);
+        use_n(&s, &b, 30);
+        s.page_cache_pass_blocking();
+        assert_eq!((cache_size(&s, &a), cache_size(&s, &b)), (-1000, -1000));
     }
 
     /// Reads `probe.x` through `read_blocking` on another thread while this thread holds the
