@@ -830,17 +830,73 @@ pub struct SignInMethods {
 
 /// How long [`sign_in_methods`] reuses its answer (seconds). A configuration change through the
 /// API drops the cached answer at once ([`sign_in_methods_changed`]); the TTL bounds how often
-/// an anonymous caller can make the server open every tenant store.
+/// an anonymous caller can make the server list the catalog's tenants (each tenant's store is
+/// read only the first time and after its configuration changed, `TENANT_SIGN_IN`).
 pub const SIGN_IN_METHODS_TTL_SECS: u64 = 30;
 
 static SIGN_IN_METHODS: std::sync::Mutex<Option<(std::time::Instant, SignInMethods)>> =
     std::sync::Mutex::new(None);
 
-/// Forget the cached [`sign_in_methods`] answer (after an LDAP or OIDC configuration change).
-pub fn sign_in_methods_changed() {
+/// What each tenant offered when its store was last read: tenant id → (LDAP on, OIDC on). A
+/// tenant's store is read once, then again only after its configuration changed
+/// ([`sign_in_methods_changed`]); without this the anonymous sign-in page made the server open
+/// every tenant store every [`SIGN_IN_METHODS_TTL_SECS`] (1,000 store opens at 1,000 tenants,
+/// each evicting a busy store from the open-store cache; issue 25).
+static TENANT_SIGN_IN: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, (bool, bool)>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// Bumped by every [`sign_in_methods_changed`]: an answer read while a change happened is not
+/// kept (it may predate the change).
+static SIGN_IN_CHANGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Forget the cached [`sign_in_methods`] answer and what `tenant` offered (after an LDAP or
+/// OIDC configuration change of that tenant).
+pub fn sign_in_methods_changed(tenant: &TenantId) {
+    SIGN_IN_CHANGES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    TENANT_SIGN_IN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(tenant.as_str());
     *SIGN_IN_METHODS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+}
+
+/// (LDAP on, OIDC on) of one tenant: remembered, or read from its store (and remembered unless
+/// a configuration changed meanwhile). An unreadable store counts as offering neither (logged,
+/// not remembered).
+async fn tenant_sign_in(state: &Arc<AppState>, t: &TenantId) -> (bool, bool) {
+    if let Some(v) = TENANT_SIGN_IN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(t.as_str())
+    {
+        return *v;
+    }
+    let gen = SIGN_IN_CHANGES.load(std::sync::atomic::Ordering::SeqCst);
+    let ldap = super::ldap::enabled(state, t).await;
+    let oidc = super::oidc::enabled(state, t).await;
+    match (ldap, oidc) {
+        (Ok(l), Ok(o)) => {
+            let mut memo = TENANT_SIGN_IN
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if SIGN_IN_CHANGES.load(std::sync::atomic::Ordering::SeqCst) == gen {
+                memo.insert(t.as_str().to_string(), (l, o));
+            }
+            (l, o)
+        }
+        (l, o) => {
+            if let Err(e) = &l {
+                tracing::warn!(tenant = %t, "sign-in methods: LDAP config unreadable: {e}");
+            }
+            if let Err(e) = &o {
+                tracing::warn!(tenant = %t, "sign-in methods: OIDC config unreadable: {e}");
+            }
+            (l.unwrap_or(false), o.unwrap_or(false))
+        }
+    }
 }
 
 /// The deployment's [`SignInMethods`]: every active tenant of this region is asked (its LDAP
@@ -857,6 +913,7 @@ pub async fn sign_in_methods(state: &Arc<AppState>) -> ApiResult<SignInMethods> 
             return Ok(m);
         }
     }
+    let gen = SIGN_IN_CHANGES.load(std::sync::atomic::Ordering::SeqCst);
     let region = state.settings.region();
     let tenants = state.catalog.run(|c| catalog::list_tenants(c)).await?;
     let mut out = SignInMethods {
@@ -868,30 +925,19 @@ pub async fn sign_in_methods(state: &Arc<AppState>) -> ApiResult<SignInMethods> 
         .iter()
         .filter(|t| t.status == "active" && t.region == region.as_str())
     {
-        if !out.ldap {
-            match super::ldap::enabled(state, &t.id).await {
-                Ok(on) => out.ldap = on,
-                Err(e) => {
-                    tracing::warn!(tenant = %t.id, "sign-in methods: LDAP config unreadable: {e}")
-                }
-            }
-        }
-        if !out.oidc {
-            match super::oidc::enabled(state, &t.id).await {
-                Ok(on) => out.oidc = on,
-                Err(e) => {
-                    tracing::warn!(tenant = %t.id, "sign-in methods: OIDC config unreadable: {e}")
-                }
-            }
-        }
+        let (l, o) = tenant_sign_in(state, &t.id).await;
+        out.ldap |= l;
+        out.oidc |= o;
         if out.ldap && out.oidc {
             break;
         }
     }
-    *SIGN_IN_METHODS
+    let mut cached = SIGN_IN_METHODS
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) =
-        Some((std::time::Instant::now(), out));
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if SIGN_IN_CHANGES.load(std::sync::atomic::Ordering::SeqCst) == gen {
+        *cached = Some((std::time::Instant::now(), out));
+    }
     Ok(out)
 }
 

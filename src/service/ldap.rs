@@ -346,7 +346,7 @@ pub async fn put_config(
         }
     })
     .await?;
-    super::auth::sign_in_methods_changed();
+    super::auth::sign_in_methods_changed(&tid);
     Ok(LdapConfigView::new(
         &cfg,
         row.client_key.is_some(),

@@ -339,7 +339,7 @@ pub async fn put_config(
     })
     .await?;
     state.oidc.forget(&tid);
-    super::auth::sign_in_methods_changed();
+    super::auth::sign_in_methods_changed(&tid);
     Ok(OidcConfigView::new(
         &cfg,
         redirect_uri(state),
@@ -361,7 +361,7 @@ pub async fn delete_config(state: &Arc<AppState>, ctx: &TenantCtx) -> ApiResult<
         .run(&ctx.tenant, move |c| st::delete_config(c, &ev))
         .await?;
     state.oidc.forget(&ctx.tenant);
-    super::auth::sign_in_methods_changed();
+    super::auth::sign_in_methods_changed(&ctx.tenant);
     if existed {
         Ok(())
     } else {
