@@ -409,6 +409,20 @@ fn sample(
     Ok(())
 }
 
+/// The table cells of every request kind (the tables' column order), joined with ` | `.
+fn cells(lat: &Value) -> String {
+    [
+        "list_first",
+        "list_filtered",
+        "list_deep",
+        "detail",
+        "claim",
+        "step",
+    ]
+    .map(|k| cell(lat, k))
+    .join(" | ")
+}
+
 /// "wall p50 / wall p99 (CPU p99)" of one request kind, in ms.
 fn cell(lat: &Value, k: &str) -> String {
     let g = |f: &str| lat[k][f].as_f64().unwrap_or(f64::NAN);
@@ -451,25 +465,18 @@ fn measure_growth(
     let mut next = 1_000_000_000 + size * 10 + variant * 100_000_000;
     let mut rnd = Lcg(size);
     let mut l = Lats::default();
-    // Warm-up (statement cache, hot pages of the page cache), not recorded.
-    for _ in 0..WARMUP_SAMPLES {
+    // The first WARMUP_SAMPLES warm the statement cache and the hot pages; not recorded.
+    let mut warm = Lats::default();
+    for s in 0..WARMUP_SAMPLES as u64 + samples {
+        let recorded = s >= WARMUP_SAMPLES as u64;
+        let lats = if recorded { &mut l } else { &mut warm };
         sample(
             &mut db.lock(),
             size,
             &mut next,
             &mut rnd,
-            false,
-            &mut Lats::default(),
-        )?;
-    }
-    for s in 0..samples {
-        sample(
-            &mut db.lock(),
-            size,
-            &mut next,
-            &mut rnd,
-            s % 8 == 0,
-            &mut l,
+            recorded && s % 8 == 0,
+            lats,
         )?;
     }
     let passes = checkpointer.stop()?;
@@ -604,7 +611,6 @@ fn growth(quick: bool) -> anyhow::Result<()> {
             None => purge_oldest_tenth(&mut conn, size)?,
         };
         let line = |lat: &Value, kib: u64, purge: Option<&Value>| {
-            let cell = |k: &str| cell(lat, k);
             let (ps, pr) = purge.map_or(("—".to_string(), "—".to_string()), |p| {
                 (
                     format!("{:.2} s", p["secs"].as_f64().unwrap_or(0.0)),
@@ -612,13 +618,8 @@ fn growth(quick: bool) -> anyhow::Result<()> {
                 )
             });
             println!(
-                "| {size} | {kib} | {gen:.0} | {} | {} | {} | {} | {} | {} | {ps} | {pr} | {} |",
-                cell("list_first"),
-                cell("list_filtered"),
-                cell("list_deep"),
-                cell("detail"),
-                cell("claim"),
-                cell("step"),
+                "| {size} | {kib} | {gen:.0} | {} | {ps} | {pr} | {} |",
+                cells(lat),
                 bytes / size.max(1)
             );
         };
@@ -767,15 +768,9 @@ fn tenants(quick: bool) -> anyhow::Result<()> {
         let rss = rss_kib();
         let open = state.tenants.open_count();
         let lat = l.json();
-        let cell = |k: &str| cell(&lat, k);
         println!(
-            "| {count} | {setup:.0} | {} | {} | {} | {} | {} | {} | {open} | {:.1} |",
-            cell("list_first"),
-            cell("list_filtered"),
-            cell("list_deep"),
-            cell("detail"),
-            cell("claim"),
-            cell("step"),
+            "| {count} | {setup:.0} | {} | {open} | {:.1} |",
+            cells(&lat),
             rss as f64 / 1024.0
         );
         rows.push(
