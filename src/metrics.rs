@@ -23,6 +23,9 @@ pub struct Metrics {
     pub latency: HistogramVec,
     /// `flowguard_open_tenant_stores`.
     pub open_stores: IntGauge,
+    /// `flowguard_busy_tenant_stores`: open tenant stores whose write connection has the
+    /// busy-store page cache (`store.busy_page_cache_kib`) since the last 5-s pass.
+    pub busy_stores: IntGauge,
     /// `flowguard_connections_refused_total{reason}`: connections closed at accept, before TLS,
     /// because their client address (`per_client`) or the server (`total`) was at its cap.
     pub connections_refused: IntCounterVec,
@@ -64,6 +67,10 @@ impl Metrics {
             "flowguard_open_tenant_stores",
             "Tenant stores currently open",
         )?;
+        let busy_stores = IntGauge::new(
+            "flowguard_busy_tenant_stores",
+            "Open tenant stores with the busy-store page cache",
+        )?;
         let connections_refused = IntCounterVec::new(
             Opts::new(
                 "flowguard_connections_refused_total",
@@ -81,6 +88,7 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(open_stores.clone()))?;
+        registry.register(Box::new(busy_stores.clone()))?;
         let runs_queued = IntGaugeVec::new(
             Opts::new(
                 "flowguard_runs_queued",
@@ -107,6 +115,7 @@ impl Metrics {
             requests,
             latency,
             open_stores,
+            busy_stores,
             connections_refused,
             connections_open,
             runs_queued,

@@ -91,6 +91,8 @@ pub struct TenantStores {
     busy_cache_kib: u32,
     /// How many stores get `busy_cache_kib` (0 = none).
     busy_stores: usize,
+    /// Open stores whose write connection had `busy_cache_kib` after the last page-cache pass.
+    busy_now: std::sync::atomic::AtomicUsize,
     plaintext: bool,
     background_checkpoints: AtomicBool,
     read_connections: bool,
@@ -244,6 +246,7 @@ impl TenantStores {
             page_cache_kib: 2000,
             busy_cache_kib: 2000,
             busy_stores: 0,
+            busy_now: std::sync::atomic::AtomicUsize::new(0),
             plaintext: false,
             background_checkpoints: AtomicBool::new(false),
             read_connections: true,
@@ -745,7 +748,7 @@ impl TenantStores {
         };
         let busy = busy_set(&uses, self.busy_stores);
         let big = self.busy_cache_kib.max(self.page_cache_kib);
-        let mut resized = 0;
+        let (mut resized, mut at_big) = (0, 0);
         for (t, db) in open {
             let want = if busy.contains(&t) {
                 big
@@ -763,17 +766,32 @@ impl TenantStores {
                     continue;
                 }
             };
-            if have == -i64::from(want) {
-                continue;
-            }
-            match c.execute_batch(&format!("PRAGMA cache_size = -{want}")) {
-                Ok(()) => resized += 1,
-                Err(e) => {
-                    tracing::warn!(tenant = %t.as_str(), error = %e, "page cache not re-sized");
+            let now = if have == -i64::from(want) {
+                want
+            } else {
+                match c.execute_batch(&format!("PRAGMA cache_size = -{want}")) {
+                    Ok(()) => {
+                        resized += 1;
+                        want
+                    }
+                    Err(e) => {
+                        tracing::warn!(tenant = %t.as_str(), error = %e, "page cache not re-sized");
+                        continue;
+                    }
                 }
+            };
+            if big > self.page_cache_kib && now == big {
+                at_big += 1;
             }
         }
+        self.busy_now.store(at_big, Ordering::Relaxed);
         resized
+    }
+
+    /// Open stores whose write connection had the busy-store page cache after the last
+    /// [`TenantStores::page_cache_pass_blocking`] (`flowguard_busy_tenant_stores`).
+    pub fn busy_count(&self) -> usize {
+        self.busy_now.load(Ordering::Relaxed)
     }
 
     fn wal_bytes(&self, t: &TenantId) -> u64 {
@@ -999,6 +1017,7 @@ mod tests {
         use_n(&s, &b, 25);
         assert_eq!(s.page_cache_pass_blocking(), 1);
         assert_eq!((cache_size(&s, &a), cache_size(&s, &b)), (-8000, -1000));
+        assert_eq!(s.busy_count(), 1);
         // The ranking follows the last window, and a store that left it shrinks again.
         use_n(&s, &b, 30);
         assert_eq!(s.page_cache_pass_blocking(), 2);
@@ -1007,6 +1026,7 @@ mod tests {
         use_n(&s, &a, BUSY_MIN_USES - 5);
         s.page_cache_pass_blocking();
         assert_eq!((cache_size(&s, &a), cache_size(&s, &b)), (-1000, -1000));
+        assert_eq!(s.busy_count(), 0);
         // A connection a request holds keeps its size until a later pass.
         use_n(&s, &a, 30);
         let db = s.get_blocking(&a).unwrap();

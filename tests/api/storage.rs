@@ -470,3 +470,52 @@ async fn a_full_volume_by_fault_injection_refuses_writes_with_507_keeps_reads_an
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// `flowguard_busy_tenant_stores` from a `/metrics` text.
+fn busy_stores(metrics: &str) -> Option<i64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("flowguard_busy_tenant_stores "))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+}
+
+/// Issue 25, busy-store page cache: the server's 5-s pass gives the tenant store that takes the
+/// requests the larger page cache (`store.busy_page_cache_kib`) and takes it back once the store
+/// is idle; `/metrics` shows how many stores have it.
+#[tokio::test]
+async fn a_busy_tenant_store_gets_the_large_page_cache_and_gives_it_back_when_idle() {
+    let app = spawn_app().await;
+    let owner = app.owner().await;
+    let anon = app.anonymous();
+    let m = anon.get("/metrics").await.text().await.unwrap();
+    assert_eq!(busy_stores(&m), Some(0), "{m}");
+    // Requests on the tenant's store until a pass has seen them (at most a few periods).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        for _ in 0..10 {
+            owner.json(Method::GET, "/api/v1/me", None, 200).await;
+        }
+        let m = anon.get("/metrics").await.text().await.unwrap();
+        if busy_stores(&m) == Some(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the busy store never got the large cache: {m}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Idle: the next pass that sees no use gives it back.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let m = anon.get("/metrics").await.text().await.unwrap();
+        if busy_stores(&m) == Some(0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle store kept the large cache: {m}"
+        );
+    }
+}

@@ -115,6 +115,10 @@ pub async fn metrics(
         .metrics
         .open_stores
         .set(state.tenants.open_count() as i64);
+    state
+        .metrics
+        .busy_stores
+        .set(state.tenants.busy_count() as i64);
     let (wal, free) = platform::storage_gauges(&state);
     state.metrics.wal_bytes.reset();
     for (store, bytes) in wal {
