@@ -118,12 +118,6 @@ pub fn add_runner(report: &mut Report, h: RunnerHealth) {
     report.runner = Some(h);
 }
 
-fn wal_bytes(db: &Path) -> u64 {
-    let mut p = db.as_os_str().to_owned();
-    p.push("-wal");
-    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
-}
-
 fn dir_bytes(p: &Path) -> u64 {
     let Ok(rd) = std::fs::read_dir(p) else {
         return 0;
@@ -148,7 +142,7 @@ fn tenant_health(state: &AppState, t: &TenantId, findings: &mut Vec<Finding>) ->
         name: t.to_string(),
         opens: false,
         integrity: Vec::new(),
-        wal_bytes: wal_bytes(&path),
+        wal_bytes: crate::store::wal_bytes(&path),
         sealed_checked: BTreeMap::new(),
         sealed_undecryptable: BTreeMap::new(),
     };
@@ -255,7 +249,7 @@ pub fn examine_blocking(state: &AppState, now: i64) -> Report {
         name: "catalog".into(),
         opens: true,
         integrity: cat_integrity,
-        wal_bytes: wal_bytes(state.catalog.path()),
+        wal_bytes: crate::store::wal_bytes(state.catalog.path()),
         sealed_checked: BTreeMap::new(),
         sealed_undecryptable: BTreeMap::new(),
     });

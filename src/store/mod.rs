@@ -379,9 +379,7 @@ fn open_read_only(
         return Err(StoreError::NotFound);
     }
     refuse_empty(path)?;
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    let query = if Path::new(&wal).exists() {
+    let query = if wal_path(path).exists() {
         "mode=ro"
     } else {
         "mode=ro&immutable=1"
@@ -433,11 +431,16 @@ fn key_and_prove(
 /// long reader kept checkpoints from resetting it) is truncated back to it at the next reset.
 pub const JOURNAL_SIZE_LIMIT_BYTES: u64 = 16 << 20;
 
-/// Size in bytes of the `-wal` file of the store at `path` (0 when there is none).
-pub fn wal_bytes(path: &Path) -> u64 {
+/// The `-wal` file beside the store at `path` (`<path>-wal`).
+pub fn wal_path(path: &Path) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
     p.push("-wal");
-    std::fs::metadata(PathBuf::from(p))
+    PathBuf::from(p)
+}
+
+/// Size in bytes of the `-wal` file of the store at `path` (0 when there is none).
+pub fn wal_bytes(path: &Path) -> u64 {
+    std::fs::metadata(wal_path(path))
         .map(|m| m.len())
         .unwrap_or(0)
 }
@@ -551,9 +554,7 @@ fn migrate(
 /// `/readyz` as refused and never writes to it).
 fn refuse_empty(path: &Path) -> StoreResult<()> {
     let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    if len(path) == Some(0) && len(Path::new(&wal)).unwrap_or(0) == 0 {
+    if len(path) == Some(0) && len(&wal_path(path)).unwrap_or(0) == 0 {
         let label = store_label(path);
         tracing::error!(store = %path.display(), "store refused: the file is empty (0 bytes)");
         return Err(StoreError::Schema(format!(
@@ -608,9 +609,7 @@ fn keep_pre_migration_copy(conn: &Connection, path: &Path, from: i64) -> StoreRe
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_default();
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    let wal = PathBuf::from(wal);
+    let wal = wal_path(path);
     let mut copied = false;
     for _ in 0..3 {
         let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
