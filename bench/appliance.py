@@ -1456,8 +1456,9 @@ def render(args):
         w("### P9 cost growth (`cargo bench --bench cost_growth`)")
         w("")
         w("Store-level requests through the library (`store::runs`, `store::flows`) on SQLCipher stores with the "
-          "production pragmas (`synchronous = NORMAL`; the page cache the server gives its busiest stores, "
-          "`store.busy_page_cache_kib`, and on the next row of the same size every store's default "
+          "production pragmas (`synchronous = NORMAL`; the page cache the server gives its busiest store of "
+          "that size, `store::pool::busy_cache_plan` within `store.busy_page_cache_kib`, and on the next row "
+          "of the same size every store's default "
           "`store.page_cache_kib`, the lever off); each request's p50 / p99 in ms. "
           "Deep page = cursor 90 % into the list; detail = run + steps + pinned flow version; purge = the "
           "oldest 10 % of runs in one transaction on a copy of the store.")

@@ -8,8 +8,10 @@
 //!   step reports, completed (1 in 10 failed), with the audit rows the services write — and the
 //!   rest as older copies of those rows in one transaction per block (`copy_block`; ~3 ms per
 //!   run through the library made 1M runs an hour). At every size, with the server's page cache
-//!   for its busiest stores (`store.busy_page_cache_kib`, 32 MiB: the one store under load is
-//!   the busiest; [`flowguard::store::pool::TenantStores::page_cache_pass_blocking`]) and
+//!   for its busiest stores (sized from the store's file by
+//!   [`flowguard::store::pool::busy_cache_plan`], at most `store.busy_page_cache_kib` = 256 MiB:
+//!   the one store under load is the busiest;
+//!   [`flowguard::store::pool::TenantStores::page_cache_pass_blocking`]) and
 //!   `synchronous = NORMAL`, after `sync` and 20 unrecorded warm-up samples: p50/p99 (wall and
 //!   thread-CPU; JSON also has the CPU max and total) over `FG_BENCH_SAMPLES` (default 200) of
 //!   the run list (first page, `status = failed` page, a cursor page 90 % deep), run detail (the
@@ -183,18 +185,27 @@ fn copy_block(conn: &mut Connection, off: u64, n: u64, t: u64) -> anyhow::Result
     Ok(())
 }
 
-/// Page cache of the measured connections in KiB: `store.page_cache_kib`'s default (2000), or
-/// `FG_BENCH_CACHE_KIB` to measure that lever.
-/// Page cache of the measured connection in `growth`: the server's for its busiest stores
-/// (`max(store.busy_page_cache_kib, store.page_cache_kib)`, issue 25 — the one store taking
-/// every request is the busiest), or `FG_BENCH_CACHE_KIB` (e.g. 2000: every store's default,
-/// the lever off).
-fn cache_kib() -> u64 {
+/// Page cache in KiB of the measured connection in `growth` for a store of `bytes` (database +
+/// WAL): what the server gives its busiest store of that size
+/// ([`flowguard::store::pool::busy_cache_plan`] with the default `store.page_cache_kib`,
+/// `store.busy_page_cache_kib` and `store.busy_page_cache_budget_kib`; issue 25 — the one store
+/// taking every request is the busiest), or `FG_BENCH_CACHE_KIB` (e.g. 2000: every store's
+/// default, the lever off).
+fn cache_kib(bytes: u64) -> u64 {
     let d = Settings::default().store;
     std::env::var("FG_BENCH_CACHE_KIB")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(u64::from(d.busy_page_cache_kib.max(d.page_cache_kib)))
+        .unwrap_or_else(|| {
+            let plan = flowguard::store::pool::busy_cache_plan(
+                &[bytes],
+                d.page_cache_kib,
+                d.busy_page_cache_kib,
+                d.busy_page_cache_budget_kib,
+            );
+            plan.first()
+                .map_or(u64::from(d.page_cache_kib), |&k| u64::from(k))
+        })
 }
 
 fn production_pragmas(c: &Connection, cache_kib: u64) -> anyhow::Result<()> {
@@ -488,14 +499,14 @@ fn measure_growth(
 
 /// Page cache (KiB) of the side-by-side measurement without the busy-store cache (issue 25's
 /// page-cache lever off): `FG_BENCH_CACHE_OFF_KIB`, default every store's
-/// `store.page_cache_kib` (2000); `0` or the measured size itself: no second measurement.
+/// `store.page_cache_kib` (2000); `0`: no second measurement.
 fn cache_off_kib() -> Option<u64> {
     let d = u64::from(Settings::default().store.page_cache_kib);
     let kib = std::env::var("FG_BENCH_CACHE_OFF_KIB")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(d);
-    (kib != 0 && kib != cache_kib()).then_some(kib)
+    (kib != 0).then_some(kib)
 }
 
 /// Unrecorded samples before the recorded ones at each size (statement cache, hot pages).
@@ -516,7 +527,7 @@ fn purge_copy(conn: &Connection, path: &Path, key: &Key256, runs_n: u64) -> anyh
     let copy = path.with_extension("purge.db");
     std::fs::copy(path, &copy)?;
     let mut c = flowguard::store::open_tenant_schema_for_bench(&copy, Some(key))?;
-    production_pragmas(&c, cache_kib())?;
+    production_pragmas(&c, cache_kib(store_bytes(path)))?;
     let r = purge_oldest_tenth(&mut c, runs_n);
     drop(c);
     for s in ["", "-wal", "-shm"] {
@@ -562,8 +573,7 @@ fn growth(quick: bool) -> anyhow::Result<()> {
     let mut have = 0u64;
     let mut rows = Vec::new();
     println!(
-        "P9 cost growth, one tenant ({samples} samples per request kind; page cache {} KiB = the server's busy-store cache{}; ms: wall p50 / wall p99 (thread-CPU p99))",
-        cache_kib(),
+        "P9 cost growth, one tenant ({samples} samples per request kind; page cache: the server's busy-store cache for a store of that size{}; ms: wall p50 / wall p99 (thread-CPU p99))",
         cache_off_kib().map_or(String::new(), |k| format!(
             ", and {k} KiB = every store's default, measured right after on the same store"
         ))
@@ -594,7 +604,7 @@ fn growth(quick: bool) -> anyhow::Result<()> {
         settle()?;
         drop(conn);
         // The server's busy-store cache, then (side by side, same store) every store's default.
-        let (lat, passes, c) = measure_growth(&path, &key, size, samples, cache_kib(), 0)?;
+        let (lat, passes, c) = measure_growth(&path, &key, size, samples, cache_kib(bytes), 0)?;
         let mut off = None;
         if let Some(kib) = cache_off_kib() {
             let (lat_off, _, c2) = {
@@ -623,20 +633,20 @@ fn growth(quick: bool) -> anyhow::Result<()> {
                 bytes / size.max(1)
             );
         };
-        line(&lat, cache_kib(), Some(&purge));
+        line(&lat, cache_kib(bytes), Some(&purge));
         if let Some((kib, l)) = &off {
             line(l, *kib, None);
         }
         rows.push(
             json!({"runs": size, "generate_s": gen, "store_bytes": bytes, "checkpoint_passes": passes,
                    "bytes_per_run": bytes / size.max(1), "purge": purge, "lat": lat,
-                   "cache_kib": cache_kib(),
+                   "cache_kib": cache_kib(bytes),
                    "cache_off": off.map(|(kib, l)| json!({"cache_kib": kib, "lat": l}))}),
         );
     }
     println!(
         "BENCH_JSON {}",
-        json!({"bench": "growth", "samples": samples, "cache_kib": cache_kib(),
+        json!({"bench": "growth", "samples": samples,
                "background_checkpoints": background_checkpoints(), "rows": rows})
     );
     Ok(())

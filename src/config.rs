@@ -363,15 +363,22 @@ pub struct StoreSettings {
     /// into a large store runs faster with a larger cache: BENCHMARKS.md P1 measured 4,618 → 10,964
     /// steps/s with 32768 on a store growing to ~50 MB.
     pub page_cache_kib: u32,
-    /// Page cache in KiB of the write connection of each of the `busy_stores` busiest open
-    /// tenant stores (default 32768; 256..=1048576). Every 5 s the server ranks
-    /// the open stores by how often requests used them in that window and sets this size on the
-    /// busiest (at least 20 uses in the window; never below `page_cache_kib`, so raising only
-    /// `page_cache_kib` still raises every store), and `page_cache_kib` back on the others
-    /// (issue 25: a store taking a fleet's step reports while people browse its history keeps
-    /// its hot pages decrypted; BENCHMARKS.md P8/P9). Memory bound: `busy_stores` × this, plus
-    /// `page_cache_kib` × 2 connections × `max_open_tenants`.
+    /// Most page cache in KiB of the write connection of each of the `busy_stores` busiest
+    /// open tenant stores (default 262144 = 256 MiB; 256..=1048576). Every 5 s the server ranks
+    /// the open stores by how often requests used them in that window; the busiest (at least 20
+    /// uses in the window) get a cache sized from their file (database + WAL, plus 1/16): the
+    /// whole store when it fits in this bound, never below `page_cache_kib` (so raising only
+    /// `page_cache_kib` still raises every store), and all of them together within
+    /// `busy_page_cache_budget_kib`; the others go back to `page_cache_kib` (issue 25: a store
+    /// taking a fleet's step reports while people browse its history keeps its hot pages
+    /// decrypted; BENCHMARKS.md P8/P9: a 1 M-run store needs 256 MiB to answer as fast as a
+    /// 10 k-run one).
     pub busy_page_cache_kib: u32,
+    /// Most page cache in KiB that the busy stores' write connections take together (default
+    /// 262144 = 256 MiB; 256..=67108864): small busy stores get their whole file, large ones
+    /// share the rest equally (`store::pool::busy_cache_plan`). Memory bound of all tenant page
+    /// caches: this plus `page_cache_kib` × 2 connections × `max_open_tenants`.
+    pub busy_page_cache_budget_kib: u64,
     /// How many of the busiest open tenant stores get `busy_page_cache_kib` (default 4; 0 = every
     /// store keeps `page_cache_kib`; at most `max_open_tenants`).
     pub busy_stores: usize,
@@ -410,7 +417,8 @@ impl Default for StoreSettings {
             max_open_tenants: 64,
             busy_timeout_ms: 5000,
             page_cache_kib: 2000,
-            busy_page_cache_kib: 32768,
+            busy_page_cache_kib: 262_144,
+            busy_page_cache_budget_kib: 262_144,
             busy_stores: 4,
             read_connections: true,
             group_commit: true,
@@ -800,6 +808,11 @@ impl Settings {
                 "store.busy_page_cache_kib must be between 256 and 1048576".into(),
             ));
         }
+        if !(256..=67_108_864).contains(&self.store.busy_page_cache_budget_kib) {
+            return Err(ConfigError::Invalid(
+                "store.busy_page_cache_budget_kib must be between 256 and 67108864".into(),
+            ));
+        }
         if self.store.busy_stores > self.store.max_open_tenants {
             return Err(ConfigError::Invalid(
                 "store.busy_stores must be at most store.max_open_tenants".into(),
@@ -1063,12 +1076,14 @@ mod tests {
             "[store]\npage_cache_kib = 2000000\n",
             "[store]\nbusy_page_cache_kib = 100\n",
             "[store]\nbusy_page_cache_kib = 2000000\n",
+            "[store]\nbusy_page_cache_budget_kib = 100\n",
             "[store]\nmax_open_tenants = 8\nbusy_stores = 9\n",
         ] {
             std::fs::write(&f, bad).unwrap();
             let err = Settings::load(Some(&f), &CliOverrides::default()).unwrap_err();
             assert!(
                 err.to_string().contains("page_cache_kib")
+                    || err.to_string().contains("page_cache_budget_kib")
                     || err.to_string().contains("busy_stores"),
                 "{err}"
             );

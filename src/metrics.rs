@@ -23,8 +23,9 @@ pub struct Metrics {
     pub latency: HistogramVec,
     /// `flowguard_open_tenant_stores`.
     pub open_stores: IntGauge,
-    /// `flowguard_busy_tenant_stores`: open tenant stores whose write connection has the
-    /// busy-store page cache (`store.busy_page_cache_kib`) since the last 5-s pass.
+    /// `flowguard_busy_tenant_stores`: open tenant stores ranked busy by the last 5-s pass whose
+    /// write connection got the busy-store page cache sized from their file
+    /// (`store.busy_page_cache_kib`, `store.busy_page_cache_budget_kib`).
     pub busy_stores: IntGauge,
     /// `flowguard_connections_refused_total{reason}`: connections closed at accept, before TLS,
     /// because their client address (`per_client`) or the server (`total`) was at its cap.

@@ -156,7 +156,11 @@ pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
             s.store.busy_timeout_ms,
         )
         .with_page_cache_kib(s.store.page_cache_kib)
-        .with_busy_page_cache(s.store.busy_page_cache_kib, s.store.busy_stores)
+        .with_busy_page_cache(
+            s.store.busy_page_cache_kib,
+            s.store.busy_stores,
+            s.store.busy_page_cache_budget_kib,
+        )
         .with_read_connections(s.store.read_connections)
         .with_group_commit(s.store.group_commit)
         .with_plaintext_for_bench(s.store.bench_plaintext_tenant_stores),

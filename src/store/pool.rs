@@ -45,12 +45,14 @@
 //! holds.
 //!
 //! **Busy-store page cache** (issue 25, `store.busy_page_cache_kib`, `store.busy_stores`,
-//! [`TenantStores::page_cache_pass_blocking`], run by `serve` every [`PAGE_CACHE_PERIOD`]):
-//! every open store's connections keep `store.page_cache_kib` (2 MiB), except the write
-//! connections of the few stores that took the most requests in the last period, which get a
-//! larger cache (32 MiB), so a tenant with a large history under load keeps its hot pages
-//! decrypted (BENCHMARKS.md P9: the filtered run list at 1 M runs, p99 0.65 → 0.28 ms). The
-//! memory bound stays fixed: `busy_stores` large caches, whatever the number of tenants.
+//! `store.busy_page_cache_budget_kib`, [`TenantStores::page_cache_pass_blocking`], run by
+//! `serve` every [`PAGE_CACHE_PERIOD`]): every open store's connections keep
+//! `store.page_cache_kib` (2 MiB), except the write connections of the few stores that took the
+//! most requests in the last period, which get a cache sized from their file
+//! ([`busy_cache_plan`]: the whole store if it fits, at most 256 MiB each and 256 MiB together),
+//! so a tenant with a large history under load keeps its hot pages decrypted (BENCHMARKS.md P9:
+//! at 1 M runs every request answers in the time it takes at 10 k runs). The memory bound stays
+//! fixed: the budget, whatever the number and size of the tenants.
 //!
 //! **Group commit** (issue 25, `store.group_commit`, default on,
 //! [`TenantStores::write_grouped`]): agent step reports of one store that arrive while another
@@ -91,7 +93,10 @@ pub struct TenantStores {
     busy_cache_kib: u32,
     /// How many stores get `busy_cache_kib` (0 = none).
     busy_stores: usize,
-    /// Open stores whose write connection had `busy_cache_kib` after the last page-cache pass.
+    /// Total page cache (KiB) the busy stores' write connections may take together
+    /// ([`busy_cache_plan`]).
+    busy_budget_kib: u64,
+    /// Open stores ranked busy whose write connection got its planned cache in the last pass.
     busy_now: std::sync::atomic::AtomicUsize,
     plaintext: bool,
     background_checkpoints: AtomicBool,
@@ -162,6 +167,41 @@ type Deliver = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
 /// The error each write of a failed group commit gets (the same kind: a full volume stays
 /// `Full`, contention `Busy`).
+/// Page cache in KiB for each busy store, in the order of `store_bytes` (each store's database
+/// plus WAL file size in bytes): what the whole file needs (plus 1/16 for SQLite's per-page
+/// header), at least `floor_kib` (`store.page_cache_kib`, what every store has anyway) and at
+/// most `cap_kib` (`store.busy_page_cache_kib`), and together at most `budget_kib`
+/// (`store.busy_page_cache_budget_kib`): water-filling, smallest need first, so a small store
+/// gets all it needs and the large ones share what is left equally. Only `floor_kib` is ever
+/// given beyond the budget (`busy_stores` × `floor_kib` > budget).
+///
+/// Why sized from the file (issue 25, BENCHMARKS.md P9): `PRAGMA cache_size` is a bound, not an
+/// allocation, so a cache larger than the store costs nothing, while a store larger than its
+/// cache decrypts (AES-256-CBC + HMAC-SHA512) every page it reads back; a 1 M-run store (11 GB)
+/// answers in the time a 10 k-run one does with 256 MiB, and ~2× slower at the deep end with
+/// 32 MiB. The budget keeps the memory bound fixed however many stores are large.
+pub fn busy_cache_plan(
+    store_bytes: &[u64],
+    floor_kib: u32,
+    cap_kib: u32,
+    budget_kib: u64,
+) -> Vec<u32> {
+    let floor = u64::from(floor_kib);
+    let cap = u64::from(cap_kib).max(floor);
+    let need = |b: u64| (b.saturating_add(b / 16) / 1024 + 1).clamp(floor, cap);
+    let mut order: Vec<usize> = (0..store_bytes.len()).collect();
+    order.sort_by_key(|&i| need(store_bytes[i]));
+    let mut out = vec![floor_kib; store_bytes.len()];
+    let mut left = budget_kib;
+    for (k, &i) in order.iter().enumerate() {
+        let share = left / (order.len() - k) as u64;
+        let give = need(store_bytes[i]).min(share).max(floor);
+        left = left.saturating_sub(give);
+        out[i] = u32::try_from(give).unwrap_or(cap_kib.max(floor_kib));
+    }
+    out
+}
+
 fn group_error(e: &StoreError) -> StoreError {
     match e {
         StoreError::Full => StoreError::Full,
@@ -246,6 +286,7 @@ impl TenantStores {
             page_cache_kib: 2000,
             busy_cache_kib: 2000,
             busy_stores: 0,
+            busy_budget_kib: 0,
             busy_now: std::sync::atomic::AtomicUsize::new(0),
             plaintext: false,
             background_checkpoints: AtomicBool::new(false),
@@ -278,17 +319,17 @@ impl TenantStores {
     }
 
     /// Page cache of the write connections of the `stores` busiest open stores, in KiB
-    /// (`store.busy_page_cache_kib`, `store.busy_stores`; never below the page cache of every
+    /// (`store.busy_page_cache_kib`: at most this much KiB per store; `store.busy_stores`: how
+    /// many; `store.busy_page_cache_budget_kib`: at most this much KiB for all of them together;
+    /// each sized from its file by [`busy_cache_plan`], never below the page cache of every
     /// store). Applied by [`TenantStores::page_cache_pass_blocking`]; default: none.
-    pub fn with_busy_page_cache(mut self, kib: u32, stores: usize) -> Self {
+    pub fn with_busy_page_cache(mut self, kib: u32, stores: usize, budget_kib: u64) -> Self {
         self.busy_cache_kib = kib;
         self.busy_stores = stores;
+        self.busy_budget_kib = budget_kib;
         self
     }
 
-    /// Whether the per-request reads use each store's read connection (`store.read_connections`,
-    /// default `true`; see the module doc). `false`: every read takes the write connection, as
-    /// before issue 25 (kept to measure the lever on the same binary, BENCHMARKS.md P8).
     pub fn with_read_connections(mut self, on: bool) -> Self {
         self.read_connections = on;
         self
@@ -725,9 +766,10 @@ impl TenantStores {
 
     /// One page-cache pass (blocking; the server runs it every [`PAGE_CACHE_PERIOD`]): the open
     /// stores are ranked by their uses since the last pass, and the write connection of each of
-    /// the `busy_stores` busiest with at least [`BUSY_MIN_USES`] uses gets `PRAGMA cache_size`
-    /// of `busy_page_cache_kib`, every other open store's `page_cache_kib` (SQLite frees the
-    /// pages beyond a lowered bound). A store whose connection a request (or a re-key) holds
+    /// the `busy_stores` busiest with at least [`BUSY_MIN_USES`] uses gets the `PRAGMA
+    /// cache_size` [`busy_cache_plan`] gives it from its file size (at most
+    /// `busy_page_cache_kib`, all together at most `busy_page_cache_budget_kib`), every other
+    /// open store's `page_cache_kib` (SQLite frees the pages beyond a lowered bound). A store whose connection a request (or a re-key) holds
     /// right now keeps its size until the next pass. Read connections keep `page_cache_kib`:
     /// their cache is discarded whenever the write connection commits (module doc), so a large
     /// one would not stay warm. Returns the number of connections re-sized.
@@ -751,15 +793,30 @@ impl TenantStores {
                 .collect();
             (open, uses)
         };
-        let busy = busy_set(&uses, self.busy_stores);
-        let big = self.busy_cache_kib.max(self.page_cache_kib);
+        // Only open stores are ranked (one evicted since its uses takes no share of the budget).
+        let mut uses = uses;
+        let is_open: std::collections::HashSet<&TenantId> = open.iter().map(|(t, _)| t).collect();
+        uses.retain(|t, _| is_open.contains(t));
+        let busy: Vec<TenantId> = busy_set(&uses, self.busy_stores).into_iter().collect();
+        let bytes: Vec<u64> = busy
+            .iter()
+            .map(|t| {
+                let db = std::fs::metadata(self.path_of(t)).map_or(0, |m| m.len());
+                db.saturating_add(self.wal_bytes(t))
+            })
+            .collect();
+        let plan: HashMap<TenantId, u32> = busy
+            .into_iter()
+            .zip(busy_cache_plan(
+                &bytes,
+                self.page_cache_kib,
+                self.busy_cache_kib,
+                self.busy_budget_kib,
+            ))
+            .collect();
         let (mut resized, mut at_big) = (0, 0);
         for (t, db) in open {
-            let want = if busy.contains(&t) {
-                big
-            } else {
-                self.page_cache_kib
-            };
+            let want = plan.get(&t).copied().unwrap_or(self.page_cache_kib);
             // Between two writes of a busy store: wait a little for its connection.
             let Some(c) = db.try_lock_for(std::time::Duration::from_millis(20)) else {
                 continue;
@@ -771,21 +828,14 @@ impl TenantStores {
                     continue;
                 }
             };
-            let now = if have == -i64::from(want) {
-                want
-            } else {
-                match c.execute_batch(&format!("PRAGMA cache_size = -{want}")) {
-                    Ok(()) => {
-                        resized += 1;
-                        want
-                    }
-                    Err(e) => {
-                        tracing::warn!(tenant = %t.as_str(), error = %e, "page cache not re-sized");
-                        continue;
-                    }
+            if have != -i64::from(want) {
+                if let Err(e) = c.execute_batch(&format!("PRAGMA cache_size = -{want}")) {
+                    tracing::warn!(tenant = %t.as_str(), error = %e, "page cache not re-sized");
+                    continue;
                 }
-            };
-            if big > self.page_cache_kib && now == big {
+                resized += 1;
+            }
+            if plan.contains_key(&t) {
                 at_big += 1;
             }
         }
@@ -793,8 +843,8 @@ impl TenantStores {
         resized
     }
 
-    /// Open stores whose write connection had the busy-store page cache after the last
-    /// [`TenantStores::page_cache_pass_blocking`] (`flowguard_busy_tenant_stores`).
+    /// Open stores ranked busy by the last [`TenantStores::page_cache_pass_blocking`] whose
+    /// write connection got its planned page cache (`flowguard_busy_tenant_stores`).
     pub fn busy_count(&self) -> usize {
         self.busy_now.load(Ordering::Relaxed)
     }
@@ -1007,12 +1057,75 @@ mod tests {
         }
     }
 
+    /// Grows a store's file by about `mib` MiB (a blob, checkpointed into the file).
+    fn grow(s: &TenantStores, t: &TenantId, mib: i64) {
+        let db = s.get_blocking(t).unwrap();
+        let c = db.lock();
+        c.execute_batch("CREATE TABLE IF NOT EXISTS filler(b BLOB)")
+            .unwrap();
+        c.execute("INSERT INTO filler VALUES (zeroblob(?1))", [mib << 20])
+            .unwrap();
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+    }
+
+    #[test]
+    fn busy_cache_plan_sizes_each_store_from_its_file_within_the_cap_and_the_budget() {
+        let mib: u64 = 1 << 20;
+        // A store smaller than the floor keeps the floor; a 4 MiB one gets its file plus 1/16;
+        // a larger one the cap.
+        assert_eq!(busy_cache_plan(&[100_000], 1000, 8000, 100_000), vec![1000]);
+        assert_eq!(busy_cache_plan(&[4 * mib], 1000, 8000, 100_000), vec![4353]);
+        assert_eq!(
+            busy_cache_plan(&[100 * mib], 1000, 8000, 100_000),
+            vec![8000]
+        );
+        // The budget: the smallest need first, the large ones share what is left equally.
+        assert_eq!(
+            busy_cache_plan(&[100 * mib, 4 * mib, 100 * mib], 1000, 8000, 14_000),
+            vec![4823, 4353, 4824]
+        );
+        assert_eq!(
+            busy_cache_plan(&[100 * mib, 4 * mib, 100 * mib], 1000, 8000, 12_000),
+            vec![4000, 4000, 4000]
+        );
+        // Never below the floor, even beyond the budget; a cap below the floor is the floor.
+        assert_eq!(
+            busy_cache_plan(&[100 * mib; 3], 1000, 8000, 2000),
+            vec![1000; 3]
+        );
+        assert_eq!(
+            busy_cache_plan(&[100 * mib], 1000, 500, 100_000),
+            vec![1000]
+        );
+        assert!(busy_cache_plan(&[], 1000, 8000, 100_000).is_empty());
+        // Whatever the sizes, the total stays within the budget when the floors fit in it.
+        for budget in [3000u64, 9000, 20_000, 50_000] {
+            let sizes = [mib, 3 * mib, 7 * mib, 50 * mib, 900 * mib];
+            let plan = busy_cache_plan(&sizes, 500, 16_000, budget);
+            let total: u64 = plan.iter().map(|&k| u64::from(k)).sum();
+            assert!(total <= budget, "{budget}: {plan:?}");
+            assert!(
+                plan.iter().all(|&k| (500..=16_000).contains(&k)),
+                "{plan:?}"
+            );
+        }
+    }
+
     #[test]
     fn the_busiest_stores_get_the_large_page_cache_and_give_it_back_when_idle() {
         let dir = tempfile::tempdir().unwrap();
         let (s, a, _) = with_tenant(dir.path(), true);
-        let s = s.with_page_cache_kib(1000).with_busy_page_cache(8000, 1);
+        let s = s
+            .with_page_cache_kib(1000)
+            .with_busy_page_cache(8000, 1, 100_000);
         let (b, _) = add_tenant(&s, "eus-bbb222", "bbb");
+        // `a` is larger than the per-store cap; `b` needs less than the cap, more than the floor.
+        grow(&s, &a, 12);
+        grow(&s, &b, 5);
+        let b_bytes = std::fs::metadata(s.path_of(&b)).unwrap().len() + s.wal_bytes(&b);
+        let b_need = i64::from(busy_cache_plan(&[b_bytes], 1000, 8000, 100_000)[0]);
+        assert!((5000..8000).contains(&b_need), "{b_need}");
         assert_eq!((cache_size(&s, &a), cache_size(&s, &b)), (-1000, -1000));
         s.page_cache_pass_blocking(); // the uses of the probes above
                                       // The busiest store with enough uses gets the large cache; only one may (busy_stores).
@@ -1021,10 +1134,11 @@ mod tests {
         assert_eq!(s.page_cache_pass_blocking(), 1);
         assert_eq!((cache_size(&s, &a), cache_size(&s, &b)), (-8000, -1000));
         assert_eq!(s.busy_count(), 1);
-        // The ranking follows the last window, and a store that left it shrinks again.
+        // The ranking follows the last window, and a store that left it shrinks again; the
+        // busy one gets what its file needs.
         use_n(&s, &b, 30);
         assert_eq!(s.page_cache_pass_blocking(), 2);
-        assert_eq!((cache_size(&s, &a), cache_size(&s, &b)), (-1000, -8000));
+        assert_eq!((cache_size(&s, &a), cache_size(&s, &b)), (-1000, -b_need));
         // Below BUSY_MIN_USES nobody is busy.
         use_n(&s, &a, BUSY_MIN_USES - 5);
         s.page_cache_pass_blocking();
@@ -1040,8 +1154,15 @@ mod tests {
         use_n(&s, &a, 30);
         assert_eq!(s.page_cache_pass_blocking(), 1);
         assert_eq!(cache_size(&s, &a), -8000);
+        // Two busy stores share the budget: the smaller need first, each half of 9000 here.
+        let s = s.with_busy_page_cache(8000, 2, 9000);
+        use_n(&s, &a, 30);
+        use_n(&s, &b, 30);
+        s.page_cache_pass_blocking();
+        assert_eq!((cache_size(&s, &a), cache_size(&s, &b)), (-4500, -4500));
+        assert_eq!(s.busy_count(), 2);
         // Never below the page cache of every store.
-        let s = s.with_busy_page_cache(500, 1);
+        let s = s.with_busy_page_cache(500, 1, 100_000);
         use_n(&s, &b, 30);
         s.page_cache_pass_blocking();
         assert_eq!((cache_size(&s, &a), cache_size(&s, &b)), (-1000, -1000));
