@@ -12,7 +12,8 @@
 //!   [`flowguard::store::pool::busy_cache_plan`], at most `store.busy_page_cache_kib` = 256 MiB:
 //!   the one store under load is the busiest;
 //!   [`flowguard::store::pool::TenantStores::page_cache_pass_blocking`]) and
-//!   `synchronous = NORMAL`, after `sync` and 20 unrecorded warm-up samples: p50/p99 (wall and
+//!   `synchronous = NORMAL`, after `sync`, in steady state (`FG_BENCH_WARMUP`, default 2000,
+//!   unrecorded warm-up samples on the connection) and just opened (20): p50/p99 (wall and
 //!   thread-CPU; JSON also has the CPU max and total) over `FG_BENCH_SAMPLES` (default 200) of
 //!   the run list (first page, `status = failed` page, a cursor page 90 % deep), run detail (the
 //!   run, its steps and the pinned flow version, as `service::runs::get` reads them), claim and
@@ -22,9 +23,12 @@
 //! - `tenants` — a data dir with each count of `FG_BENCH_TENANTS` (default `1,100,1000`) tenants
 //!   created by `service::tenants::create_tenant`, each holding `FG_BENCH_TENANT_RUNS` (default
 //!   10000) runs (tenant 0 grown through the library as above, the others copies of its store
-//!   re-keyed to their own database key with `PRAGMA rekey`), then the same requests against
-//!   random tenants through `TenantStores` (the server's LRU, `store.max_open_tenants` = 64:
-//!   opening an evicted store is part of the request), and the process RSS.
+//!   re-keyed to their own database key with `PRAGMA rekey`), then the same requests through
+//!   `TenantStores` (the server's LRU, `store.max_open_tenants` = 64: opening an evicted store
+//!   is part of the request) in two patterns — `random`: each sample's requests to a random
+//!   tenant (most stores cold: what the number of tenants *in use* costs), `one busy`: every
+//!   sample to one tenant while the others exist and a background pass opens one of them
+//!   between samples (what the number of tenants *at rest* costs) — and the process RSS.
 //!
 //! `FG_BENCH_CACHE_KIB=N` measures `growth` with an N KiB page cache instead (2000: every
 //! store's default, the page-cache lever of issue 25 off); `tenants` runs the server's
@@ -457,7 +461,7 @@ fn store_bytes(path: &Path) -> u64 {
 }
 
 /// Measure every request kind `samples` times on a fresh connection to the store at `path`
-/// (production pragmas, `cache` KiB page cache, after [`WARMUP_SAMPLES`] unrecorded ones);
+/// (production pragmas, `cache` KiB page cache, after `warmup` unrecorded ones);
 /// `variant` keeps the ids of the runs each measurement adds apart. Returns the latencies, the
 /// background checkpoint passes and the connection.
 fn measure_growth(
@@ -467,6 +471,7 @@ fn measure_growth(
     samples: u64,
     cache: u64,
     variant: u64,
+    warmup: u64,
 ) -> anyhow::Result<(Value, u64, Connection)> {
     let conn = flowguard::store::open_tenant_schema_for_bench(path, Some(key))?;
     production_pragmas(&conn, cache)?;
@@ -476,10 +481,10 @@ fn measure_growth(
     let mut next = 1_000_000_000 + size * 10 + variant * 100_000_000;
     let mut rnd = Lcg(size);
     let mut l = Lats::default();
-    // The first WARMUP_SAMPLES warm the statement cache and the hot pages; not recorded.
+    // The first `warmup` samples warm the statement cache and the page cache; not recorded.
     let mut warm = Lats::default();
-    for s in 0..WARMUP_SAMPLES as u64 + samples {
-        let recorded = s >= WARMUP_SAMPLES as u64;
+    for s in 0..warmup + samples {
+        let recorded = s >= warmup;
         let lats = if recorded { &mut l } else { &mut warm };
         sample(
             &mut db.lock(),
@@ -509,8 +514,17 @@ fn cache_off_kib() -> Option<u64> {
     (kib != 0).then_some(kib)
 }
 
-/// Unrecorded samples before the recorded ones at each size (statement cache, hot pages).
-const WARMUP_SAMPLES: usize = 20;
+/// Unrecorded samples before the recorded ones on a connection just opened (statement cache,
+/// the first pages): the "just opened" rows.
+const WARMUP_SAMPLES: u64 = 20;
+
+/// Unrecorded samples before the recorded ones in the steady-state rows (`FG_BENCH_WARMUP`,
+/// default 2000): a busy store's cache after a few minutes of its requests. At 1 M runs the
+/// interior pages of the run and step B-trees alone are tens of MB, so 20 random samples leave
+/// nearly every request paying for cold interior pages that a store under load keeps cached.
+fn warmup_samples() -> u64 {
+    env_list("FG_BENCH_WARMUP", "2000")[0]
+}
 
 /// `sync(1)`: every dirty page of the machine written back (the generator's, at 1M runs
 /// ~11 GB written with `synchronous = OFF`), so measurements do not share the disk with it.
@@ -565,6 +579,11 @@ fn growth(quick: bool) -> anyhow::Result<()> {
     } else {
         env_list("FG_BENCH_SAMPLES", "200")[0]
     };
+    let warm_n = if quick {
+        WARMUP_SAMPLES
+    } else {
+        warmup_samples()
+    };
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("tenant.db");
     let key = flowguard::crypto::random_key();
@@ -573,15 +592,16 @@ fn growth(quick: bool) -> anyhow::Result<()> {
     let mut have = 0u64;
     let mut rows = Vec::new();
     println!(
-        "P9 cost growth, one tenant ({samples} samples per request kind; page cache: the server's busy-store cache for a store of that size{}; ms: wall p50 / wall p99 (thread-CPU p99))",
+        "P9 cost growth, one tenant ({samples} samples per request kind after the warm-up samples of the row; page cache: the server's busy-store cache for a store of that size, steady state ({} warm-up samples) and just opened ({WARMUP_SAMPLES}){}; ms: wall p50 / wall p99 (thread-CPU p99))",
+        warm_n,
         cache_off_kib().map_or(String::new(), |k| format!(
-            ", and {k} KiB = every store's default, measured right after on the same store"
+            ", and {k} KiB = every store's default, steady state, measured right after on the same store"
         ))
     );
     println!(
-        "| runs | cache KiB | gen s | list first | list filtered | list deep | detail | claim | step report | purge 10 % | purge runs/s | bytes/run |"
+        "| runs | cache KiB | warm-up | gen s | list first | list filtered | list deep | detail | claim | step report | purge 10 % | purge runs/s | bytes/run |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &size in &sizes {
         let t0 = Instant::now();
         generation_pragmas(&conn)?;
@@ -603,13 +623,17 @@ fn growth(quick: bool) -> anyhow::Result<()> {
         // generator's writeback — a server never starts right after writing 11 GB.
         settle()?;
         drop(conn);
-        // The server's busy-store cache, then (side by side, same store) every store's default.
-        let (lat, passes, c) = measure_growth(&path, &key, size, samples, cache_kib(bytes), 0)?;
+        // The server's busy-store cache in steady state, the same cache just opened, then
+        // (side by side, same store, steady state) every store's default.
+        let kib = cache_kib(bytes);
+        let (lat, passes, c) = measure_growth(&path, &key, size, samples, kib, 0, warm_n)?;
+        drop(c);
+        let (lat_cold, _, c) = measure_growth(&path, &key, size, samples, kib, 2, WARMUP_SAMPLES)?;
         let mut off = None;
         if let Some(kib) = cache_off_kib() {
             let (lat_off, _, c2) = {
                 drop(c);
-                measure_growth(&path, &key, size, samples, kib, 1)?
+                measure_growth(&path, &key, size, samples, kib, 1, warm_n)?
             };
             off = Some((kib, lat_off));
             conn = c2;
@@ -620,7 +644,7 @@ fn growth(quick: bool) -> anyhow::Result<()> {
             Some(p) => p,
             None => purge_oldest_tenth(&mut conn, size)?,
         };
-        let line = |lat: &Value, kib: u64, purge: Option<&Value>| {
+        let line = |lat: &Value, kib: u64, warm: u64, purge: Option<&Value>| {
             let (ps, pr) = purge.map_or(("—".to_string(), "—".to_string()), |p| {
                 (
                     format!("{:.2} s", p["secs"].as_f64().unwrap_or(0.0)),
@@ -628,19 +652,21 @@ fn growth(quick: bool) -> anyhow::Result<()> {
                 )
             });
             println!(
-                "| {size} | {kib} | {gen:.0} | {} | {ps} | {pr} | {} |",
+                "| {size} | {kib} | {warm} | {gen:.0} | {} | {ps} | {pr} | {} |",
                 cells(lat),
                 bytes / size.max(1)
             );
         };
-        line(&lat, cache_kib(bytes), Some(&purge));
+        line(&lat, kib, warm_n, Some(&purge));
+        line(&lat_cold, kib, WARMUP_SAMPLES, None);
         if let Some((kib, l)) = &off {
-            line(l, *kib, None);
+            line(l, *kib, warm_n, None);
         }
         rows.push(
             json!({"runs": size, "generate_s": gen, "store_bytes": bytes, "checkpoint_passes": passes,
                    "bytes_per_run": bytes / size.max(1), "purge": purge, "lat": lat,
-                   "cache_kib": cache_kib(bytes),
+                   "cache_kib": kib, "warmup": warm_n,
+                   "just_opened": json!({"warmup": WARMUP_SAMPLES, "lat": lat_cold}),
                    "cache_off": off.map(|(kib, l)| json!({"cache_kib": kib, "lat": l}))}),
         );
     }
@@ -684,9 +710,9 @@ fn tenants(quick: bool) -> anyhow::Result<()> {
     };
     let hash = flowguard::auth::password::hash_blocking("benchmark-owner-password")?;
     let mut rows = Vec::new();
-    println!("P9 cost growth, tenants × {per} runs ({samples} samples; random tenant per request through TenantStores; ms: wall p50 / wall p99 (thread-CPU p99))");
-    println!("| tenants | setup s | list first | list filtered | list deep | detail | claim | step report | open stores | RSS MiB |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("P9 cost growth, tenants × {per} runs ({samples} samples through TenantStores; random = each sample's requests to a random tenant, one busy = every sample to one tenant while the others exist; ms: wall p50 / wall p99 (thread-CPU p99))");
+    println!("| tenants | requests to | setup s | list first | list filtered | list deep | detail | claim | step report | open stores | RSS MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for &count in &counts {
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data");
@@ -738,55 +764,25 @@ fn tenants(quick: bool) -> anyhow::Result<()> {
         }
         let setup = t0.elapsed().as_secs_f64();
         settle()?;
-        let mut rnd = Lcg(count);
         let mut next = vec![2_000_000_000u64; ids.len()];
-        let mut l = Lats::default();
-        for s in 0..=samples {
-            let i = rnd.below(count) as usize;
-            // Opening an evicted store (catalog keys, unwrap, SQLCipher open) is part of the
-            // request, as in the server.
-            // The server's page-cache pass runs every 5 s; here every 25 samples.
-            if s % 25 == 0 {
-                state.tenants.page_cache_pass_blocking();
-            }
-            let t1 = Instant::now();
-            let db = state.tenants.get_blocking(&ids[i])?;
-            let open_ms = t1.elapsed().as_secs_f64() * 1000.0;
-            let mut c = db.lock();
-            let mut one = Lats::default();
-            sample(&mut c, per, &mut next[i], &mut rnd, s % 8 == 0, &mut one)?;
-            if s == 0 {
-                continue; // warm-up
-            }
-            // The store open counts once, against the first request of the sample.
-            if let Some(x) = one.list_first.0.first_mut() {
-                *x += open_ms;
-            }
-            l.list_first.0.extend(one.list_first.0);
-            l.list_first.1.extend(one.list_first.1);
-            l.list_filtered.0.extend(one.list_filtered.0);
-            l.list_filtered.1.extend(one.list_filtered.1);
-            l.list_deep.0.extend(one.list_deep.0);
-            l.list_deep.1.extend(one.list_deep.1);
-            l.detail.0.extend(one.detail.0);
-            l.detail.1.extend(one.detail.1);
-            l.claim.0.extend(one.claim.0);
-            l.claim.1.extend(one.claim.1);
-            l.step.0.extend(one.step.0);
-            l.step.1.extend(one.step.1);
+        // Every request to a random tenant of `count` (most stores cold), then every request
+        // to one tenant while the others exist (and a background pass opens one of them
+        // between samples, untimed, as the server's jobs walk the tenants).
+        for (pattern, spread) in [("random", true), ("one busy", false)] {
+            let mut l = measure_tenants(&state, &ids, per, samples, spread, &mut next)?;
+            let rss = rss_kib();
+            let open = state.tenants.open_count();
+            let lat = l.json();
+            println!(
+                "| {count} | {pattern} | {setup:.0} | {} | {open} | {:.1} |",
+                cells(&lat),
+                rss as f64 / 1024.0
+            );
+            rows.push(
+                json!({"tenants": count, "pattern": pattern, "runs_per_tenant": per,
+                             "setup_s": setup, "open_stores": open, "rss_kib": rss, "lat": lat}),
+            );
         }
-        let rss = rss_kib();
-        let open = state.tenants.open_count();
-        let lat = l.json();
-        println!(
-            "| {count} | {setup:.0} | {} | {open} | {:.1} |",
-            cells(&lat),
-            rss as f64 / 1024.0
-        );
-        rows.push(
-            json!({"tenants": count, "runs_per_tenant": per, "setup_s": setup,
-                         "open_stores": open, "rss_kib": rss, "lat": lat}),
-        );
         drop(state);
     }
     println!(
@@ -794,6 +790,66 @@ fn tenants(quick: bool) -> anyhow::Result<()> {
         json!({"bench": "tenants", "samples": samples, "runs_per_tenant": per, "rows": rows})
     );
     Ok(())
+}
+
+/// `samples` samples (plus one unrecorded warm-up) of every request kind through the server's
+/// `TenantStores`: each to a random tenant of `ids` (`spread`), or each to `ids[0]` while a
+/// background pass (untimed, `TenantStores::for_pass` as the server's jobs use it) opens a
+/// random other tenant between samples. Opening an evicted store (catalog keys, unwrap,
+/// SQLCipher open) counts against the sample's first request, as in the server; the server's
+/// page-cache pass runs every 25 samples (every 5 s in the server).
+fn measure_tenants(
+    state: &flowguard::service::AppState,
+    ids: &[flowguard::domain::TenantId],
+    per: u64,
+    samples: u64,
+    spread: bool,
+    next: &mut [u64],
+) -> anyhow::Result<Lats> {
+    let count = ids.len() as u64;
+    let mut rnd = Lcg(count + u64::from(spread));
+    let mut l = Lats::default();
+    for s in 0..=samples {
+        if s % 25 == 0 {
+            state.tenants.page_cache_pass_blocking();
+        }
+        let i = if spread { rnd.below(count) as usize } else { 0 };
+        if !spread && count > 1 {
+            let other = 1 + rnd.below(count - 1) as usize;
+            state.tenants.for_pass(&ids[other], |db| {
+                let c = db.lock();
+                Ok(c.query_row(
+                    "SELECT count(*) FROM runs WHERE status = 'queued'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )?)
+            })?;
+        }
+        let t1 = Instant::now();
+        let db = state.tenants.get_blocking(&ids[i])?;
+        let open_ms = t1.elapsed().as_secs_f64() * 1000.0;
+        let mut c = db.lock();
+        let mut one = Lats::default();
+        sample(&mut c, per, &mut next[i], &mut rnd, s % 8 == 0, &mut one)?;
+        if s == 0 {
+            continue; // warm-up
+        }
+        if let Some(x) = one.list_first.0.first_mut() {
+            *x += open_ms;
+        }
+        for (into, from) in [
+            (&mut l.list_first, one.list_first),
+            (&mut l.list_filtered, one.list_filtered),
+            (&mut l.list_deep, one.list_deep),
+            (&mut l.detail, one.detail),
+            (&mut l.claim, one.claim),
+            (&mut l.step, one.step),
+        ] {
+            into.0.extend(from.0);
+            into.1.extend(from.1);
+        }
+    }
+    Ok(l)
 }
 
 fn main() -> anyhow::Result<()> {

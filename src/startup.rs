@@ -109,6 +109,11 @@ pub fn open_data_dir(s: &Settings, create: bool) -> anyhow::Result<Opened> {
     })
 }
 
+/// Screenshot uploads decoded at once (`AppState::image_slots`; each holds one decoded image,
+/// ≤ `service::screenshots::MAX_PIXELS` × 4 bytes), and the low-priority threads doing the pixel
+/// work (`AppState::image_workers`).
+pub const IMAGE_SLOTS: usize = 2;
+
 /// File (in the data dir) that `serve` and key-changing host commands lock.
 pub const LOCK_FILE: &str = "flowguard.lock";
 
@@ -188,7 +193,13 @@ pub fn build_state(s: Arc<Settings>, o: Opened) -> anyhow::Result<AppState> {
         tenants,
         passwords,
         metrics,
-        image_slots: Arc::new(tokio::sync::Semaphore::new(2)),
+        image_slots: Arc::new(tokio::sync::Semaphore::new(IMAGE_SLOTS)),
+        image_workers: crate::workers::LowPriority::start(
+            "image",
+            IMAGE_SLOTS,
+            IMAGE_SLOTS,
+            || {},
+        )?,
         keys: crate::service::keys::KeyRuntime::new(crate::service::keys::Clock::from_env()),
         license: Default::default(),
         audit_signer,

@@ -14,6 +14,8 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
+use crate::workers::LowPriority;
+
 /// Longest accepted password in bytes (longer → 400 `password_too_long`).
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Shortest password accepted when setting one.
@@ -146,54 +148,22 @@ pub fn random_password() -> String {
         .collect()
 }
 
-/// Nice value of the hashing threads (Linux `setpriority`, per thread): argon2id work yields the
-/// CPU to the HTTP workers (nice 0) whenever they have something to do, so a login storm does
-/// not stretch every other request's latency, while idle cores still go to hashing
+/// Nice value of the hashing threads ([`crate::workers::LOW_PRIORITY_NICE`]): argon2id work
+/// yields the CPU to the HTTP workers (nice 0) whenever they have something to do, so a login
+/// storm does not stretch every other request's latency, while idle cores still go to hashing
 /// (issue 12 P5: `/healthz` p99 during 32 concurrent logins).
-pub const HASH_THREAD_NICE: i32 = 10;
+pub const HASH_THREAD_NICE: i32 = crate::workers::LOW_PRIORITY_NICE;
 
-type HashJob = Box<dyn FnOnce() + Send>;
-
-/// `n` dedicated hashing threads at [`HASH_THREAD_NICE`], fed through a channel. Dedicated
-/// because a thread's nice value cannot be lowered again without privilege, so lowering it on
-/// tokio's shared blocking pool would slow every later store task on that thread. The threads
-/// end when the last sender is dropped.
-fn hash_workers(n: usize) -> Result<std::sync::mpsc::SyncSender<HashJob>, PasswordError> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<HashJob>(n);
-    let rx = Arc::new(std::sync::Mutex::new(rx));
-    for i in 0..n {
-        let rx = rx.clone();
-        std::thread::Builder::new()
-            .name(format!("argon2-{i}"))
-            .spawn(move || {
-                if let Err(e) = rustix::process::setpriority_process(None, HASH_THREAD_NICE) {
-                    tracing::debug!(error = %e, "hashing thread keeps the default priority");
-                }
-                KEEP_BLOCKS.with(|k| k.set(true));
-                loop {
-                    let job = match rx.lock() {
-                        Ok(r) => r.recv(),
-                        Err(_) => return,
-                    };
-                    match job {
-                        // A panicking job must not take the thread with it.
-                        Ok(job) => {
-                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                        }
-                        Err(_) => return,
-                    }
-                }
-            })
-            .map_err(|e| PasswordError::Internal(e.to_string()))?;
-    }
-    Ok(tx)
+/// Marks a hashing thread: its argon2 blocks are kept between hashes.
+fn hashing_thread() {
+    KEEP_BLOCKS.with(|k| k.set(true));
 }
 
 /// The hashing service shared by request handlers.
 #[derive(Clone)]
 pub struct Passwords {
     sem: Arc<Semaphore>,
-    workers: std::sync::mpsc::SyncSender<HashJob>,
+    workers: LowPriority,
     dummy: Arc<String>,
 }
 
@@ -210,7 +180,8 @@ impl Passwords {
         let dummy = hash_blocking(&random_password())?;
         Ok(Self {
             sem: Arc::new(Semaphore::new(n)),
-            workers: hash_workers(n)?,
+            workers: LowPriority::start("argon2", n, n, hashing_thread)
+                .map_err(|e| PasswordError::Internal(e.to_string()))?,
             dummy: Arc::new(dummy),
         })
     }
@@ -231,7 +202,7 @@ impl Passwords {
                 let _ = done.send(f());
                 drop(permit);
             }))
-            .map_err(|e| PasswordError::Internal(e.to_string()))?;
+            .map_err(|_| PasswordError::Internal("hashing workers unavailable".into()))?;
         result
             .await
             .map_err(|e| PasswordError::Internal(e.to_string()))

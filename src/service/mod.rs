@@ -55,6 +55,10 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// Concurrent image decodes (screenshot uploads), bounding memory (cases R03).
     pub image_slots: Arc<tokio::sync::Semaphore>,
+    /// Low-priority threads (one per image slot) that decode, mask and encode screenshots
+    /// (issue 25, P8: ~25 % of the server's CPU under a fleet's ingest, which then no longer
+    /// competes on equal terms with the requests of people browsing; `crate::workers`).
+    pub image_workers: crate::workers::LowPriority,
     /// Key lifecycle: clock and running rotations (issue 4).
     pub keys: keys::KeyRuntime,
     /// The installed license and the revocation list.

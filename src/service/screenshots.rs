@@ -6,7 +6,9 @@
 //! Decoding defends against decompression bombs (shared/cases/uploads-and-storage.md R03): the
 //! IHDR dimensions are checked against [`MAX_SIDE`] and [`MAX_PIXELS`] before any pixel buffer is
 //! allocated, the decoder runs with an explicit byte limit, text chunks are never inflated, and
-//! decoding runs in `spawn_blocking` behind a semaphore ([`AppState::image_slots`]).
+//! decoding runs behind a semaphore ([`AppState::image_slots`]), the pixel work (decode, mask,
+//! encode) on low-priority threads ([`AppState::image_workers`], `crate::workers`) so a fleet's
+//! uploads do not slow the requests of people browsing (issue 25, P8).
 
 use std::io::{Cursor, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -62,6 +64,20 @@ pub struct MaskRect {
 
 fn unprocessable(code: ErrorCode, msg: impl Into<String>) -> ApiError {
     ApiError::new(code, msg)
+}
+
+/// Runs pixel work (PNG decode, masking, encode) on the low-priority image threads
+/// (`AppState::image_workers`, nice 10: issue 25, P8) and waits for it. Call from a blocking
+/// thread; `f` must hold no store connection or lock.
+///
+/// Errors: whatever `f` returns; `internal` when the image threads are gone or `f` panicked.
+fn on_image_worker<R: Send + 'static>(
+    st: &AppState,
+    f: impl FnOnce() -> ApiResult<R> + Send + 'static,
+) -> ApiResult<R> {
+    st.image_workers
+        .run_blocking(f)
+        .unwrap_or_else(|| Err(ApiError::internal("image worker stopped or panicked")))
 }
 
 /// Decode `png` (bounded), paint `rects` solid black (clipped to the image) and re-encode as an
@@ -336,8 +352,8 @@ pub async fn upload(
                     .field("masks"));
                 }
             }
-            let (rgba, w, h) = mask_rgba(&image, &rects)?;
-            drop(image);
+            // Pixel work (decode, mask, encode) on the low-priority image threads.
+            let (mut rgba, w, h) = on_image_worker(&st, move || mask_rgba(&image, &rects))?;
             let pending = match step {
                 Step::Checkpoint {
                     expectation,
@@ -357,8 +373,16 @@ pub async fn upload(
                         Some((_, endpoint)) => {
                             super::ai_endpoint::take_call(&st, &t)?;
                             let png = match crop {
-                                Some((px, cw, ch)) => encode_rgba(&px, cw, ch)?,
-                                None => encode_rgba(&rgba, w, h)?,
+                                Some((px, cw, ch)) => {
+                                    on_image_worker(&st, move || encode_rgba(&px, cw, ch))?
+                                }
+                                None => {
+                                    let (png, back) = on_image_worker(&st, move || {
+                                        encode_rgba(&rgba, w, h).map(|p| (p, rgba))
+                                    })?;
+                                    rgba = back;
+                                    png
+                                }
                             };
                             let secrets = variables::secret_values(&vars);
                             Some(PendingEvaluation {
@@ -381,8 +405,7 @@ pub async fn upload(
                 }
                 _ => None,
             };
-            let png_out = encode_rgba(&rgba, w, h)?;
-            drop(rgba);
+            let png_out = on_image_worker(&st, move || encode_rgba(&rgba, w, h))?;
             // Sealed and recorded through the sealing module: when a key rotation raises the
             // DEK fence between sealing and recording, the store refuses the row
             // (`key_rotated`), the file is removed and sealed again under the current DEK.

@@ -103,6 +103,9 @@ pub struct TenantStores {
     read_connections: bool,
     group_commit: bool,
     cache: Mutex<OpenStores>,
+    /// The closer thread's queue ([`TenantStores::locked`]); `None` when it could not start
+    /// (handles are then dropped on the caller's thread, still outside the cache lock).
+    closer: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Closing>>>,
     /// Stores refused at open ([`StoreError::Schema`]: newer schema, or a failed migration), by
     /// tenant id, with the message; not retried until a restart.
     refused: Mutex<std::collections::BTreeMap<String, String>>,
@@ -154,6 +157,9 @@ struct Side {
 }
 
 type ReadSlot = Arc<Side>;
+
+/// Handles for the closer thread to drop ([`TenantStores::locked`]).
+type Closing = Vec<Box<dyn Send>>;
 
 /// One write waiting for a group commit: `run` executes it inside the group's transaction and
 /// returns how to hand over its result once the commit's outcome is known (`None` = committed);
@@ -219,6 +225,11 @@ struct OpenStores {
     /// Read slot of each store, with the write connection it belongs to (a slot whose write
     /// connection was closed is dropped, and a store opened again gets a new slot).
     readers: HashMap<TenantId, (Weak<Mutex<Connection>>, ReadSlot)>,
+    /// Handles taken out of the cache under its lock (an evicted store's write connection, a
+    /// read slot whose write connection is gone): dropping the last one closes a SQLite
+    /// connection, which for a store's last connection checkpoints the WAL and syncs, so
+    /// [`TenantStores::locked`] hands them to the closer thread after the lock is released.
+    evicted: Closing,
 }
 
 impl OpenStores {
@@ -233,17 +244,36 @@ impl OpenStores {
             return Some(db.clone());
         }
         let db = self.live.get(t).and_then(Weak::upgrade)?;
-        self.lru.put(t.clone(), db.clone());
+        self.put(t, &db);
         Some(db)
     }
 
+    /// Puts `db` in the LRU; the store it evicts goes to `evicted`.
+    fn put(&mut self, t: &TenantId, db: &Db) {
+        if let Some((old_t, old)) = self.lru.push(t.clone(), db.clone()) {
+            if old_t != *t {
+                self.evicted.push(Box::new(old));
+            }
+        }
+    }
+
     fn insert(&mut self, t: &TenantId, db: &Db) {
-        self.lru.put(t.clone(), db.clone());
+        self.put(t, db);
         if self.live.len() >= 2 * self.lru.cap().get() {
             self.live.retain(|_, w| w.strong_count() > 0);
         }
         self.live.insert(t.clone(), Arc::downgrade(db));
-        self.readers.retain(|_, (w, _)| w.strong_count() > 0);
+        let gone: Vec<TenantId> = self
+            .readers
+            .iter()
+            .filter(|(_, (w, _))| w.strong_count() == 0)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for t in gone {
+            if let Some(slot) = self.readers.remove(&t) {
+                self.evicted.push(Box::new(slot));
+            }
+        }
     }
 
     /// The read slot of the store whose write connection is `db`.
@@ -264,6 +294,56 @@ impl OpenStores {
 }
 
 impl TenantStores {
+    /// Runs `f` under the cache lock, then hands whatever it evicted to the closer thread.
+    ///
+    /// Why (issue 25, BENCHMARKS.md P9 tenants): closing a store's last connection checkpoints
+    /// its WAL into the database file and syncs it (`sqlite3_close` → `sqlite3WalClose`), a few
+    /// ms. Dropped inside the cache lock, as it was, every request of every tenant waited for
+    /// it; dropped on the request's thread, the request that opened a cold store paid for
+    /// closing the store it evicted. The closer thread drains its queue even after the stores
+    /// are dropped; a store evicted and asked for again before it closed is found through
+    /// `live` and reused, so there is still at most one write connection per store.
+    fn locked<R>(&self, f: impl FnOnce(&mut OpenStores) -> R) -> R {
+        let (r, evicted) = {
+            let mut cache = self.cache.lock();
+            let r = f(&mut cache);
+            (r, std::mem::take(&mut cache.evicted))
+        };
+        if !evicted.is_empty() {
+            self.close_later(evicted);
+        }
+        r
+    }
+
+    /// Hands `handles` to the closer thread (started on first use).
+    fn close_later(&self, handles: Closing) {
+        let tx = self.closer.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Closing>();
+            let spawned = std::thread::Builder::new()
+                .name("fg-store-close".into())
+                .spawn(move || {
+                    while let Ok(handles) = rx.recv() {
+                        drop(handles);
+                    }
+                });
+            match spawned {
+                Ok(_) => Some(tx),
+                Err(e) => {
+                    tracing::warn!(error = %e, "store closer thread did not start; closing on the request's thread");
+                    None
+                }
+            }
+        });
+        match tx {
+            Some(tx) => {
+                if let Err(std::sync::mpsc::SendError(handles)) = tx.send(handles) {
+                    drop(handles);
+                }
+            }
+            None => drop(handles),
+        }
+    }
+
     /// Directory of tenant stores under `data_dir`.
     pub fn dir_in(data_dir: &Path) -> PathBuf {
         data_dir.join("tenants")
@@ -297,7 +377,9 @@ impl TenantStores {
                 uses: HashMap::new(),
                 live: HashMap::new(),
                 readers: HashMap::new(),
+                evicted: Vec::new(),
             }),
+            closer: std::sync::OnceLock::new(),
             refused: Mutex::new(Default::default()),
             opening: Mutex::new(()),
         }
@@ -403,11 +485,11 @@ impl TenantStores {
     /// its `PRAGMA rekey` committed), with a pending one: at every instant the file is under one
     /// of the keys the catalog holds.
     pub fn get_blocking(&self, t: &TenantId) -> StoreResult<Db> {
-        if let Some(db) = self.cache.lock().find(t) {
+        if let Some(db) = self.locked(|c| c.find(t)) {
             return Ok(db);
         }
         let _opening = self.opening.lock();
-        if let Some(db) = self.cache.lock().find(t) {
+        if let Some(db) = self.locked(|c| c.find(t)) {
             return Ok(db);
         }
         if let Some(msg) = self.refused.lock().get(t.as_str()) {
@@ -458,13 +540,15 @@ impl TenantStores {
             r => r?,
         };
         let db: Db = Arc::new(Mutex::new(conn));
-        let mut cache = self.cache.lock();
         // Another task may have opened it meanwhile; keep the first.
-        if let Some(existing) = cache.find(t) {
-            return Ok(existing);
-        }
-        cache.insert(t, &db);
-        Ok(db)
+        let existing = self.locked(|cache| {
+            let existing = cache.find(t);
+            if existing.is_none() {
+                cache.insert(t, &db);
+            }
+            existing
+        });
+        Ok(existing.unwrap_or(db))
     }
 
     /// Stores refused since the start (tenant id → message naming the file and both schema
@@ -493,9 +577,14 @@ impl TenantStores {
         let db = self.get_blocking(t)?;
         let r = f(&db);
         if !was_open {
-            let mut cache = self.cache.lock();
-            cache.lru.pop(t);
-            cache.readers.remove(t);
+            self.locked(|cache| {
+                if let Some(db) = cache.lru.pop(t) {
+                    cache.evicted.push(Box::new(db));
+                }
+                if let Some(slot) = cache.readers.remove(t) {
+                    cache.evicted.push(Box::new(slot));
+                }
+            });
         }
         r
     }
@@ -907,7 +996,7 @@ impl TenantStores {
         F: Fn(&Connection) -> StoreResult<R> + Send + 'static,
         R: Send + 'static,
     {
-        let open = self.cache.lock().find(t);
+        let open = self.locked(|c| c.find(t));
         if let Some(db) = open {
             let busy = self.catalog.busy_ms();
             if let Some(row) =
@@ -945,7 +1034,7 @@ impl TenantStores {
         F: Fn(&Connection) -> StoreResult<R> + Send + 'static,
         R: Send + 'static,
     {
-        let open = self.cache.lock().find(t);
+        let open = self.locked(|c| c.find(t));
         if let Some(db) = open {
             if let Some(r) = self.try_read_inline(t, &db, &f) {
                 return r;
@@ -1067,6 +1156,46 @@ mod tests {
             .unwrap();
         c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .unwrap();
+    }
+
+    #[test]
+    fn an_evicted_store_is_closed_by_the_closer_thread_and_a_held_one_is_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a, _) = with_tenant(dir.path(), true); // at most 4 open
+        let others: Vec<TenantId> = (0..4)
+            .map(|i| add_tenant(&s, &format!("eus-ccc{i:03}"), &format!("other{i}")).0)
+            .collect();
+        grow(&s, &a, 1);
+        let wal = super::super::wal_path(&s.path_of(&a));
+        assert!(wal.exists());
+        let weak = Arc::downgrade(&s.get_blocking(&a).unwrap());
+        for t in &others {
+            drop(s.get_blocking(t).unwrap());
+        }
+        // Evicted and closed (off the request's thread): the last connection checkpointed the
+        // WAL into the file and removed it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while weak.strong_count() > 0 || wal.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the evicted store never closed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let db = s.get_blocking(&a).unwrap();
+        let n: i64 = db
+            .lock()
+            .query_row("SELECT count(*) FROM filler", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        // A store evicted while a request holds it is found again, never opened a second time.
+        let held = db;
+        for t in &others {
+            drop(s.get_blocking(t).unwrap());
+        }
+        assert!(!s.cache.lock().lru.contains(&a));
+        let again = s.get_blocking(&a).unwrap();
+        assert!(Arc::ptr_eq(&held, &again));
     }
 
     #[test]
