@@ -1457,9 +1457,10 @@ def render(args):
         w("")
         w("Store-level requests through the library (`store::runs`, `store::flows`) on SQLCipher stores with the "
           "production pragmas (`synchronous = NORMAL`; the page cache the server gives its busiest store of "
-          "that size, `store::pool::busy_cache_plan` within `store.busy_page_cache_kib`, and on the next row "
-          "of the same size every store's default "
-          "`store.page_cache_kib`, the lever off); each request's p50 / p99 in ms. "
+          "that size, `store::pool::busy_cache_plan` within `store.busy_page_cache_kib`, in steady state "
+          "(the warm-up column: unrecorded samples first) and just opened, then every store's default "
+          "`store.page_cache_kib`, the lever off); each request's p50 / p99 in ms; tenants: `random` = each "
+          "sample to a random tenant, `one busy` = every sample to one tenant while the others exist. "
           "Deep page = cursor 90 % into the list; detail = run + steps + pinned flow version; purge = the "
           "oldest 10 % of runs in one transaction on a copy of the store.")
         w("")

@@ -171,8 +171,6 @@ struct GroupJob {
 
 type Deliver = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
-/// The error each write of a failed group commit gets (the same kind: a full volume stays
-/// `Full`, contention `Busy`).
 /// Page cache in KiB for each busy store, in the order of `store_bytes` (each store's database
 /// plus WAL file size in bytes): what the whole file needs (plus 1/16 for SQLite's per-page
 /// header), at least `floor_kib` (`store.page_cache_kib`, what every store has anyway) and at
@@ -208,6 +206,8 @@ pub fn busy_cache_plan(
     out
 }
 
+/// The error each write of a failed group commit gets (the same kind: a full volume stays
+/// `Full`, contention `Busy`).
 fn group_error(e: &StoreError) -> StoreError {
     match e {
         StoreError::Full => StoreError::Full,
@@ -412,6 +412,9 @@ impl TenantStores {
         self
     }
 
+    /// Whether the per-request reads use each store's read connection (`store.read_connections`,
+    /// default `true`; see the module doc). `false`: every read takes the write connection, as
+    /// before issue 25 (kept to measure the lever on the same binary, BENCHMARKS.md P8).
     pub fn with_read_connections(mut self, on: bool) -> Self {
         self.read_connections = on;
         self
@@ -858,8 +861,9 @@ impl TenantStores {
     /// the `busy_stores` busiest with at least [`BUSY_MIN_USES`] uses gets the `PRAGMA
     /// cache_size` [`busy_cache_plan`] gives it from its file size (at most
     /// `busy_page_cache_kib`, all together at most `busy_page_cache_budget_kib`), every other
-    /// open store's `page_cache_kib` (SQLite frees the pages beyond a lowered bound). A store whose connection a request (or a re-key) holds
-    /// right now keeps its size until the next pass. Read connections keep `page_cache_kib`:
+    /// open store's `page_cache_kib` (SQLite frees the pages beyond a lowered bound). A store
+    /// whose connection a request (or a re-key) holds right now keeps its size until the next
+    /// pass. Read connections keep `page_cache_kib`:
     /// their cache is discarded whenever the write connection commits (module doc), so a large
     /// one would not stay warm. Returns the number of connections re-sized.
     ///
