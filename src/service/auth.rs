@@ -875,8 +875,24 @@ async fn tenant_sign_in(state: &Arc<AppState>, t: &TenantId) -> (bool, bool) {
         return *v;
     }
     let gen = SIGN_IN_CHANGES.load(std::sync::atomic::Ordering::SeqCst);
-    let ldap = super::ldap::enabled(state, t).await;
-    let oidc = super::oidc::enabled(state, t).await;
+    // Through `for_pass`: the first answer after a start asks every tenant, and a store opened
+    // for it must neither stay open nor evict the stores requests use (issue 25).
+    let st = state.clone();
+    let tid = t.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        st.tenants.for_pass(&tid, |db| {
+            Ok((
+                super::ldap::enabled_in(db).map_err(|e| e.to_string()),
+                super::oidc::enabled_in(db).map_err(|e| e.to_string()),
+            ))
+        })
+    })
+    .await;
+    let (ldap, oidc) = match read {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => (Err(e.to_string()), Err(e.to_string())),
+        Err(e) => (Err(e.to_string()), Err(e.to_string())),
+    };
     match (ldap, oidc) {
         (Ok(l), Ok(o)) => {
             let mut memo = TENANT_SIGN_IN

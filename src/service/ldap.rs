@@ -168,6 +168,20 @@ async fn load_with_secrets(
     }
 }
 
+/// Whether LDAP sign-in is on in the tenant store `db` — for a pass over every tenant through
+/// `TenantStores::for_pass` (blocking), which does not leave the store open nor evict the
+/// stores requests keep open.
+///
+/// Errors: the store read, or a configuration row that does not parse (`internal`).
+pub fn enabled_in(db: &crate::store::Db) -> ApiResult<bool> {
+    let row = st::config(&db.lock())?;
+    let cfg: Option<LdapConfig> = row
+        .map(|r| serde_json::from_str(&r.config))
+        .transpose()
+        .map_err(ApiError::internal)?;
+    Ok(cfg.is_some_and(|c| c.enabled))
+}
+
 /// Whether LDAP login is on for a tenant.
 pub async fn enabled(state: &Arc<AppState>, tid: &TenantId) -> ApiResult<bool> {
     Ok(load_row(state, tid).await?.is_some_and(|(c, _)| c.enabled))

@@ -212,6 +212,20 @@ pub async fn get_config(state: &Arc<AppState>, ctx: &TenantCtx) -> ApiResult<Oid
     ))
 }
 
+/// Whether single sign-on (OpenID Connect) is on in the tenant store `db` — for a pass over every tenant through
+/// `TenantStores::for_pass` (blocking), which does not leave the store open nor evict the
+/// stores requests keep open.
+///
+/// Errors: the store read, or a configuration row that does not parse (`internal`).
+pub fn enabled_in(db: &crate::store::Db) -> ApiResult<bool> {
+    let row = st::config(&db.lock())?;
+    let cfg: Option<OidcConfig> = row
+        .map(|r| serde_json::from_str(&r.config))
+        .transpose()
+        .map_err(ApiError::internal)?;
+    Ok(cfg.is_some_and(|c| c.enabled))
+}
+
 /// Whether single sign-on is on for the tenant `tid` (one of this deployment).
 pub async fn enabled(state: &Arc<AppState>, tid: &TenantId) -> ApiResult<bool> {
     Ok(load_row(state, tid).await?.is_some_and(|(c, _)| c.enabled))

@@ -519,3 +519,32 @@ async fn a_busy_tenant_store_gets_the_large_page_cache_and_gives_it_back_when_id
         );
     }
 }
+
+/// `flowguard_open_tenant_stores` from a `/metrics` text.
+fn open_stores(metrics: &str) -> Option<i64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("flowguard_open_tenant_stores "))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+}
+
+/// Issue 25: the anonymous sign-in page's `GET /api/v1/auth/methods` asks every tenant's store
+/// the first time, through the same pass the jobs use — the stores it had to open are closed
+/// again, not left in the open-store cache (where they would evict the stores requests use).
+#[tokio::test]
+async fn sign_in_methods_read_every_tenant_without_leaving_their_stores_open() {
+    let app = spawn_app().await;
+    let owner = app.owner().await;
+    owner.json(Method::GET, "/api/v1/me", None, 200).await;
+    create_tenant(&app, "methods-b", "owner@methods-b.example");
+    create_tenant(&app, "methods-c", "owner@methods-c.example");
+    let anon = app.anonymous();
+    let before = open_stores(&anon.get("/metrics").await.text().await.unwrap());
+    let m = anon
+        .json(Method::GET, "/api/v1/auth/methods", None, 200)
+        .await;
+    assert_eq!(m, json!({"password": true, "ldap": false, "oidc": false}));
+    let after = open_stores(&anon.get("/metrics").await.text().await.unwrap());
+    assert!(before.is_some(), "no gauge");
+    assert_eq!(before, after, "the methods pass left stores open");
+}
