@@ -562,8 +562,16 @@ async fn reload_by_route_and_sighup_without_restart() {
     let v = wait_license(&pa, "SIGHUP reload", |v| v["license"]["id"] == "lic-b").await;
     assert_eq!(v["license"]["plan"], "enterprise");
     assert_eq!(v["status"], "active");
-    // Still the same process.
-    assert!(app.log_text().contains("SIGHUP: license reloaded"));
+    // Still the same process, and it says so. The line is written after the reload returned,
+    // so it can trail the API answer by a moment: wait for it (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !app.log_text().contains("SIGHUP: license reloaded") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no 'SIGHUP: license reloaded' line in the log"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
