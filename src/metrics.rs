@@ -70,7 +70,7 @@ impl Metrics {
         )?;
         let busy_stores = IntGauge::new(
             "flowguard_busy_tenant_stores",
-            "Open tenant stores with the busy-store page cache",
+            "Open tenant stores ranked busy by the last page-cache pass (their page cache sized from their file)",
         )?;
         let connections_refused = IntCounterVec::new(
             Opts::new(
