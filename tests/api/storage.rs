@@ -471,12 +471,17 @@ async fn a_full_volume_by_fault_injection_refuses_writes_with_507_keeps_reads_an
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// `flowguard_busy_tenant_stores` from a `/metrics` text.
-fn busy_stores(metrics: &str) -> Option<i64> {
+/// The value of the unlabelled gauge `name` in a `/metrics` text.
+fn gauge(metrics: &str, name: &str) -> Option<i64> {
     metrics
         .lines()
-        .find(|l| l.starts_with("flowguard_busy_tenant_stores "))
+        .find(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(' ')))
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+}
+
+/// `flowguard_busy_tenant_stores` from a `/metrics` text.
+fn busy_stores(metrics: &str) -> Option<i64> {
+    gauge(metrics, "flowguard_busy_tenant_stores")
 }
 
 /// Issue 25, busy-store page cache: the server's 5-s pass gives the tenant store that takes the
@@ -522,10 +527,7 @@ async fn a_busy_tenant_store_gets_the_large_page_cache_and_gives_it_back_when_id
 
 /// `flowguard_open_tenant_stores` from a `/metrics` text.
 fn open_stores(metrics: &str) -> Option<i64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with("flowguard_open_tenant_stores "))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+    gauge(metrics, "flowguard_open_tenant_stores")
 }
 
 /// Issue 25: the anonymous sign-in page's `GET /api/v1/auth/methods` asks every tenant's store
