@@ -888,10 +888,12 @@ async fn tenant_sign_in(state: &Arc<AppState>, t: &TenantId) -> (bool, bool) {
         })
     })
     .await;
-    let (ldap, oidc) = match read {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => (Err(e.to_string()), Err(e.to_string())),
-        Err(e) => (Err(e.to_string()), Err(e.to_string())),
+    let (ldap, oidc) = match read
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
+        Ok(pair) => pair,
+        Err(e) => (Err(e.clone()), Err(e)),
     };
     match (ldap, oidc) {
         (Ok(l), Ok(o)) => {

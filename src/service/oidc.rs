@@ -226,11 +226,6 @@ pub fn enabled_in(db: &crate::store::Db) -> ApiResult<bool> {
     Ok(cfg.is_some_and(|c| c.enabled))
 }
 
-/// Whether single sign-on is on for the tenant `tid` (one of this deployment).
-pub async fn enabled(state: &Arc<AppState>, tid: &TenantId) -> ApiResult<bool> {
-    Ok(load_row(state, tid).await?.is_some_and(|(c, _)| c.enabled))
-}
-
 /// Whether single sign-on is on for the tenant named `tenant_ref` (id or name); false for an
 /// unknown tenant (same answer as a tenant without it).
 pub async fn available(state: &Arc<AppState>, tenant_ref: &str) -> ApiResult<bool> {

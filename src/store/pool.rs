@@ -135,9 +135,9 @@ pub const PAGE_CACHE_PERIOD: std::time::Duration = std::time::Duration::from_sec
 /// opening a page now and then does not take a large cache).
 pub const BUSY_MIN_USES: u64 = 20;
 
-/// The ids of at most `n` stores with the most uses (each at least [`BUSY_MIN_USES`]); ties by
-/// id, so the choice does not depend on hash order.
-fn busy_set(uses: &HashMap<TenantId, u64>, n: usize) -> std::collections::HashSet<TenantId> {
+/// The ids of at most `n` stores with the most uses (each at least [`BUSY_MIN_USES`]), busiest
+/// first; ties by id, so the choice does not depend on hash order.
+fn busiest(uses: &HashMap<TenantId, u64>, n: usize) -> Vec<TenantId> {
     let mut ranked: Vec<(&TenantId, u64)> = uses
         .iter()
         .filter(|(_, &u)| u >= BUSY_MIN_USES)
@@ -890,7 +890,7 @@ impl TenantStores {
         let mut uses = uses;
         let is_open: std::collections::HashSet<&TenantId> = open.iter().map(|(t, _)| t).collect();
         uses.retain(|t, _| is_open.contains(t));
-        let busy: Vec<TenantId> = busy_set(&uses, self.busy_stores).into_iter().collect();
+        let busy = busiest(&uses, self.busy_stores);
         let bytes: Vec<u64> = busy
             .iter()
             .map(|t| {
