@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
@@ -57,6 +58,110 @@ pub struct RunnerState {
     busy: AtomicUsize,
     agents: Mutex<HashMap<String, Seen>>,
     cursor: Mutex<Option<(String, String)>>,
+    hints: QueuedHints,
+}
+
+/// The tenants that may have queued runs, so a claim by the embedded runner opens only their
+/// stores instead of every tenant's (issue 25: with 1,000 tenants each claim opened 1,000
+/// stores — after every run and every wake-up).
+///
+/// Invariant: every tenant with a queued run that this process queued (API, webhook, schedule,
+/// retry, interrupted-run recovery — each calls [`run_queued`] after its commit) is hinted
+/// until a scan of its store, begun after the queueing, finds no queued run. Runs queued by
+/// another process (`flowguard jobs run schedules` beside `serve`) are found by the full scan,
+/// which runs at most once per `runner.poll_ms` across all workers (and on the first claim).
+/// Each hint carries the generation it was added at, so a scan that started before a run was
+/// queued never removes that run's hint.
+#[derive(Default)]
+pub struct QueuedHints {
+    inner: Mutex<HintsInner>,
+}
+
+#[derive(Default)]
+struct HintsInner {
+    /// Bumped by every [`QueuedHints::add`].
+    generation: u64,
+    /// Hinted tenant → generation of its latest hint.
+    tenants: HashMap<TenantId, u64>,
+    /// When the last full scan began (`None`: never, so the first scan is full).
+    last_full: Option<Instant>,
+}
+
+/// Which stores one claim scan opens: every active tenant's, or only the hinted ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanPlan {
+    /// Every active tenant (first claim, then at most once per `runner.poll_ms`).
+    Full,
+    /// Only these tenants (the hints at the start of the scan).
+    Hinted(Vec<TenantId>),
+}
+
+impl QueuedHints {
+    /// Note that `t` may have a queued run (call after the run's commit).
+    pub fn add(&self, t: &TenantId) {
+        let mut i = self.inner.lock();
+        i.generation += 1;
+        let g = i.generation;
+        i.tenants.insert(t.clone(), g);
+    }
+
+    /// The generation a scan of one store starts at (pass it to [`QueuedHints::scanned`]).
+    pub fn generation(&self) -> u64 {
+        self.inner.lock().generation
+    }
+
+    /// Plan a scan at `now`: [`ScanPlan::Full`] when no full scan began within `every` (and
+    /// then record `now` as its start), else the hinted tenants in a stable order.
+    pub fn plan(&self, now: Instant, every: Duration) -> ScanPlan {
+        let mut i = self.inner.lock();
+        let due = i
+            .last_full
+            .is_none_or(|t| now.saturating_duration_since(t) >= every);
+        if due {
+            i.last_full = Some(now);
+            return ScanPlan::Full;
+        }
+        let mut ts: Vec<TenantId> = i.tenants.keys().cloned().collect();
+        ts.sort();
+        ScanPlan::Hinted(ts)
+    }
+
+    /// Record what a scan of `t`'s store, begun at generation `since`, found: a tenant with
+    /// queued runs stays (or becomes) hinted; one without loses its hint unless it was hinted
+    /// again after `since`.
+    pub fn scanned(&self, t: &TenantId, since: u64, has_queued: bool) {
+        let mut i = self.inner.lock();
+        if has_queued {
+            if !i.tenants.contains_key(t) {
+                let g = i.generation;
+                i.tenants.insert(t.clone(), g);
+            }
+        } else if i.tenants.get(t).is_some_and(|g| *g <= since) {
+            i.tenants.remove(t);
+        }
+    }
+
+    /// Drop the hint of a tenant that is no longer active (suspended or deleted).
+    pub fn forget(&self, t: &TenantId) {
+        self.inner.lock().tenants.remove(t);
+    }
+
+    /// Number of hinted tenants (metrics, tests).
+    pub fn len(&self) -> usize {
+        self.inner.lock().tenants.len()
+    }
+
+    /// Whether no tenant is hinted.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A run of tenant `t` was queued (committed): hint the embedded runner's next claim to look
+/// in `t`'s store ([`QueuedHints`]) and wake the idle workers.
+pub fn run_queued(state: &AppState, t: &TenantId) {
+    state.runner.hints.add(t);
+    state.run_queued.notify_waiters();
 }
 
 /// Decrements the busy count when a worker's run ends (even by panic or cancel).
@@ -77,6 +182,11 @@ impl RunnerState {
     /// The embedded runner's configuration.
     pub fn embedded(&self) -> EmbeddedInfo {
         self.info.read().clone()
+    }
+
+    /// The tenants that may have queued runs ([`QueuedHints`]).
+    pub fn hints(&self) -> &QueuedHints {
+        &self.hints
     }
 
     /// Workers executing a run right now.
@@ -130,30 +240,60 @@ pub fn busy(state: &Arc<AppState>) -> BusyGuard {
     BusyGuard(state.clone())
 }
 
-/// `(tenant, application)` pairs with queued runs, in a stable order, active tenants only.
+/// `(tenant, application)` pairs with queued runs, in a stable order, active tenants only:
+/// of every active tenant on a full scan, else of the hinted ones ([`QueuedHints::plan`]).
 fn queued_pairs_blocking(state: &AppState) -> Vec<(TenantId, String)> {
+    let every = Duration::from_millis(state.settings.runner.poll_ms.max(50));
+    let plan = state.runner.hints.plan(Instant::now(), every);
+    queued_pairs_in(state, &plan)
+}
+
+/// [`queued_pairs_blocking`] for a given plan (tests and benchmarks pass one).
+pub fn queued_pairs_in(state: &AppState, plan: &ScanPlan) -> Vec<(TenantId, String)> {
     let tenants = {
         let c = state.catalog.db().lock();
         catalog::list_tenants(&c).unwrap_or_default()
     };
+    let hints = &state.runner.hints;
+    let visit: Vec<TenantId> = match plan {
+        ScanPlan::Full => tenants
+            .into_iter()
+            .filter(|t| t.status == "active")
+            .map(|t| t.id)
+            .collect(),
+        ScanPlan::Hinted(ts) => {
+            let active: std::collections::HashSet<&str> = tenants
+                .iter()
+                .filter(|t| t.status == "active")
+                .map(|t| t.id.as_str())
+                .collect();
+            let (keep, gone): (Vec<&TenantId>, Vec<&TenantId>) =
+                ts.iter().partition(|t| active.contains(t.as_str()));
+            for t in gone {
+                hints.forget(t);
+            }
+            keep.into_iter().cloned().collect()
+        }
+    };
     let mut out = Vec::new();
-    for t in tenants.into_iter().filter(|t| t.status == "active") {
+    for t in visit {
+        let since = hints.generation();
         match state
             .tenants
-            .for_pass(&t.id, |db| runs::apps_with_queued(&db.lock()))
+            .for_pass(&t, |db| runs::apps_with_queued(&db.lock()))
         {
-            Ok(apps) => out.extend(apps.into_iter().map(|a| (t.id.clone(), a))),
-            Err(e) => tracing::warn!(tenant = %t.id, error = %e, "runner: cannot list queued runs"),
+            Ok(apps) => {
+                hints.scanned(&t, since, !apps.is_empty());
+                out.extend(apps.into_iter().map(|a| (t.clone(), a)));
+            }
+            // Kept hinted: a store that cannot be read now is looked at again next time.
+            Err(e) => tracing::warn!(tenant = %t, error = %e, "runner: cannot list queued runs"),
         }
     }
     out.sort();
     out
 }
 
-/// Claim the next queued run for an embedded worker, round robin over `(tenant, application)`
-/// pairs that have queued runs: the pair after the one served last goes first, so one tenant's
-/// 1,000 queued runs never starve another's (within an application, oldest first). The claim
-/// itself is [`super::runs::claim`] (one atomic UPDATE), shared with external agents.
 pub async fn claim_next(state: &Arc<AppState>) -> ApiResult<Option<(TenantCtx, Claim)>> {
     let st = state.clone();
     let pairs = tokio::task::spawn_blocking(move || queued_pairs_blocking(&st))
@@ -221,6 +361,7 @@ pub fn recover_interrupted_blocking(state: &AppState) -> usize {
         match res {
             Ok(ids) => {
                 if !ids.is_empty() {
+                    state.runner.hints.add(&t.id);
                     super::live::changed(state, &t.id);
                 }
                 for id in &ids {
@@ -324,4 +465,55 @@ pub fn queued_per_app_blocking(state: &AppState) -> Vec<(TenantId, String, i64)>
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> TenantId {
+        TenantId::parse(s).expect("tenant id")
+    }
+
+    #[test]
+    fn the_first_scan_and_one_per_interval_are_full_the_others_visit_only_hinted_tenants() {
+        let h = QueuedHints::default();
+        let t0 = Instant::now();
+        let every = Duration::from_secs(10);
+        assert_eq!(h.plan(t0, every), ScanPlan::Full);
+        assert_eq!(h.plan(t0, every), ScanPlan::Hinted(vec![]));
+        h.add(&t("local-gamma"));
+        h.add(&t("local-beta"));
+        assert_eq!(
+            h.plan(t0 + Duration::from_secs(9), every),
+            ScanPlan::Hinted(vec![t("local-beta"), t("local-gamma")])
+        );
+        assert_eq!(h.plan(t0 + every, every), ScanPlan::Full);
+        assert!(matches!(
+            h.plan(t0 + every + Duration::from_secs(1), every),
+            ScanPlan::Hinted(_)
+        ));
+    }
+
+    #[test]
+    fn a_hint_is_dropped_only_by_a_scan_that_began_after_it() {
+        let h = QueuedHints::default();
+        let b = t("local-beta");
+        h.add(&b);
+        // A scan begins, then a run is queued (hinted again) before the scan reads the store.
+        let since = h.generation();
+        h.add(&b);
+        h.scanned(&b, since, false);
+        assert_eq!(h.len(), 1, "the scan that began before the run was queued dropped its hint");
+        // A scan that began after the last hint and found nothing drops it.
+        let since = h.generation();
+        h.scanned(&b, since, false);
+        assert!(h.is_empty());
+        // A scan that finds queued runs (queued by another process) hints the tenant.
+        let since = h.generation();
+        h.scanned(&t("local-gamma"), since, true);
+        assert_eq!(h.len(), 1);
+        h.forget(&t("local-gamma"));
+        assert!(h.is_empty());
+    }
 }

@@ -110,7 +110,7 @@ pub async fn trigger(state: &Arc<AppState>, ctx: &TenantCtx, flow: &str) -> ApiR
             runs::queue_run(c, &id, &f, "manual", &by, Some(&ev))
         })
         .await?;
-    state.run_queued.notify_waiters();
+    super::runner::run_queued(state, &ctx.tenant);
     super::live::changed(state, &ctx.tenant);
     Ok(row)
 }
@@ -161,7 +161,7 @@ pub async fn trigger_webhook(
             runs::queue_run(c, &id, &flow, "webhook", &by, Some(&ev))
         })
         .await?;
-    state.run_queued.notify_waiters();
+    super::runner::run_queued(state, &t);
     super::live::changed(state, &t);
     Ok(row)
 }
@@ -492,7 +492,7 @@ pub async fn trigger_as_agent(
             runs::queue_run(c, &id, &f, "manual", &by, Some(&ev))
         })
         .await?;
-    state.run_queued.notify_waiters();
+    super::runner::run_queued(state, &ctx.tenant);
     super::live::changed(state, &ctx.tenant);
     Ok(row)
 }
@@ -685,7 +685,6 @@ pub async fn complete(
     let st = state.clone();
     let run = run.to_string();
     let actor = ctx.principal.actor(&ClientInfo::default());
-    let wake = state.run_queued.clone();
     let out = tokio::task::spawn_blocking(move || -> ApiResult<RunRow> {
         let secrets = variables::secret_values(&variables::resolve_blocking(&st, &t, &app)?);
         let db = st.tenants.get_blocking(&t)?;
@@ -710,7 +709,7 @@ pub async fn complete(
             )
             .map_err(map_transition)?;
             if retry.is_some() {
-                wake.notify_waiters();
+                super::runner::run_queued(&st, &t);
             }
             return Ok(ended);
         }
@@ -849,6 +848,7 @@ pub fn queue_scheduled_at(state: &AppState, now: chrono::DateTime<chrono::Utc>) 
         match res {
             Ok(q) => {
                 if q > 0 {
+                    state.runner.hints().add(&t);
                     super::live::changed(state, &t);
                 }
                 n += q

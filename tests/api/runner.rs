@@ -48,6 +48,11 @@ pub(crate) async fn serve_page() -> String {
 /// A server with `workers` embedded workers whose browser profiles go under `<tmp>/browsers`
 /// (world-traversable, so the unprivileged browser user reaches its own profile).
 pub(crate) async fn spawn_runner(workers: usize) -> (TestApp, PathBuf) {
+    spawn_runner_polling(workers, 200).await
+}
+
+/// [`spawn_runner`] with the full scan for queued runs at most every `poll_ms`.
+pub(crate) async fn spawn_runner_polling(workers: usize, poll_ms: u64) -> (TestApp, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let profiles = dir.path().join("browsers");
@@ -60,7 +65,7 @@ pub(crate) async fn spawn_runner(workers: usize) -> (TestApp, PathBuf) {
                 "FLOWGUARD_RUNNER__EMBEDDED_WORKERS".into(),
                 workers.to_string(),
             ),
-            ("FLOWGUARD_RUNNER__POLL_MS".into(), "200".into()),
+            ("FLOWGUARD_RUNNER__POLL_MS".into(), poll_ms.to_string()),
             ("TMPDIR".into(), profiles.display().to_string()),
         ],
         ..Default::default()
@@ -643,6 +648,41 @@ async fn runs_of_three_tenants_drain_fairly() {
         let mut w = w.to_vec();
         w.sort();
         assert_eq!(w, vec![0, 1, 2], "unfair order: {order:?}");
+    }
+    assert_clean(&app, &profiles).await;
+}
+
+/// Issue 25: a claim opens only the stores of tenants that may have queued runs (the hints the
+/// queueing request leaves), not every tenant's. With the full scan at most once a minute, a
+/// run queued in another tenant after the runner went idle must still start at once — through
+/// its hint; without it the run would wait for the next full scan (up to 60 s).
+#[tokio::test]
+async fn a_run_queued_in_another_tenant_is_claimed_at_once_through_its_hint() {
+    let web = serve_page().await;
+    let (app, profiles) = spawn_runner_polling(1, 60_000).await;
+    let a = app.owner().await;
+    let (tid, pw) = create_tenant(&app, "beta", "b@beta.test");
+    let b = app.login(Some(&tid), "b@beta.test", &pw).await;
+    let shop = make_app(&b, &web).await;
+    let flow = make_flow(&b, &shop, json!([{"type": "navigate", "url": "/"}])).await;
+    // One run in the first tenant too, so both stores have been looked at and found empty.
+    let shop_a = make_app(&a, &web).await;
+    let flow_a = make_flow(&a, &shop_a, json!([{"type": "navigate", "url": "/"}])).await;
+    let first = queue(&a, &flow_a).await;
+    assert_eq!(wait_run(&a, &first, 60, finished).await["status"], "passed");
+    for owner_flow in [(&b, &flow), (&a, &flow_a)] {
+        let run = queue(owner_flow.0, owner_flow.1).await;
+        let d = wait_run(owner_flow.0, &run, 60, finished).await;
+        assert_eq!(d["status"], "passed", "{d:#}");
+        let at = |k: &str| {
+            chrono::DateTime::parse_from_rfc3339(d[k].as_str().unwrap())
+                .unwrap_or_else(|e| panic!("{k}: {e}: {d:#}"))
+        };
+        let waited = at("started_at") - at("queued_at");
+        assert!(
+            waited < chrono::Duration::seconds(10),
+            "the run waited {waited} for a claim (a full scan, not its hint): {d:#}"
+        );
     }
     assert_clean(&app, &profiles).await;
 }
