@@ -175,9 +175,12 @@ pub struct RunnerSettings {
     /// runner then refuses to run flows; when on, a warning is logged at every start and shown
     /// in the dashboard.
     pub allow_no_sandbox: bool,
-    /// Sleep between queue scans when idle, in milliseconds (default 10 000). Runs queued by
-    /// this process (API, schedules, retries) wake the workers at once; the scan only finds runs
-    /// queued by another process (e.g. `flowguard jobs run schedules`).
+    /// Interval of the full queue scan, in milliseconds (default 10 000): at most one scan of
+    /// every tenant's store per interval across all workers (and the first claim). Runs queued
+    /// by this process (API, schedules, retries) wake the workers at once and are claimed by
+    /// looking only in the stores of the tenants that queued them
+    /// (`service::runner::QueuedHints`); the full scan only finds runs queued by another process
+    /// (e.g. `flowguard jobs run schedules`).
     pub poll_ms: u64,
 }
 
