@@ -27,8 +27,16 @@
 //!   `TenantStores` (the server's LRU, `store.max_open_tenants` = 64: opening an evicted store
 //!   is part of the request) in two patterns — `random`: each sample's requests to a random
 //!   tenant (most stores cold: what the number of tenants *in use* costs), `one busy`: every
-//!   sample to one tenant while the others exist and a background pass opens one of them
-//!   between samples (what the number of tenants *at rest* costs) — and the process RSS.
+//!   sample to one tenant for at least `FG_BENCH_BUSY_SECS` (default 30) after
+//!   `FG_BENCH_WARMUP` unrecorded samples, while the others exist and a background thread
+//!   walks every tenant's store as the server's jobs do (`service::runner::queued_per_app_blocking`,
+//!   one pass every `FG_BENCH_PASS_EVERY_MS`, default 5000: the runner's full scan every
+//!   10 s, schedules and agent time-outs every minute, a `/metrics` scrape every 15 s) (what
+//!   the number of tenants *at rest* costs) — plus the embedded runner's claim
+//!   (`service::runner::claim_next` of a run queued and hinted as the API does) and one full
+//!   scan (every tenant's store, what every embedded claim cost before the hints), and the
+//!   process RSS. `FG_BENCH_TENANTS_DIR=<dir>` keeps each generated data dir there and reuses
+//!   it on the next run (the largest count only; the 1,000-tenant set-up takes ~20 min).
 //!
 //! `FG_BENCH_CACHE_KIB=N` measures `growth` with an N KiB page cache instead (2000: every
 //! store's default, the page-cache lever of issue 25 off); `tenants` runs the server's
@@ -338,13 +346,19 @@ struct Lats {
     detail: Lat,
     claim: Lat,
     step: Lat,
+    /// `tenants` only: the embedded runner's claim through the service.
+    embedded_claim: Lat,
 }
 
 impl Lats {
     fn json(&mut self) -> Value {
-        json!({"list_first": self.list_first.json(), "list_filtered": self.list_filtered.json(),
+        let mut v = json!({"list_first": self.list_first.json(), "list_filtered": self.list_filtered.json(),
                "list_deep": self.list_deep.json(), "detail": self.detail.json(),
-               "claim": self.claim.json(), "step": self.step.json()})
+               "claim": self.claim.json(), "step": self.step.json()});
+        if !self.embedded_claim.0.is_empty() {
+            v["embedded_claim"] = self.embedded_claim.json();
+        }
+        v
     }
 }
 
@@ -692,6 +706,88 @@ fn db_key(
         .map_err(|e| anyhow::anyhow!("unwrap: {e}"))
 }
 
+/// The data dir of `count` tenants × `per` runs: generated into a temp dir, or — for the
+/// largest count (`keep`) only, so two large sets never share the disk — kept in (and reused
+/// from) `FG_BENCH_TENANTS_DIR` (a `ready` file marks a finished set-up).
+fn tenants_data(
+    count: u64,
+    per: u64,
+    keep: bool,
+) -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf, bool)> {
+    match std::env::var("FG_BENCH_TENANTS_DIR") {
+        Ok(keep_in) if keep && !keep_in.is_empty() => {
+            let keep = keep_in;
+            let data = Path::new(&keep).join(format!("tenants-{count}x{per}"));
+            let ready = data.join("ready").exists();
+            if !ready && data.exists() {
+                std::fs::remove_dir_all(&data)?;
+            }
+            Ok((None, data, ready))
+        }
+        _ => {
+            let dir = tempfile::tempdir()?;
+            let data = dir.path().join("data");
+            Ok((Some(dir), data, false))
+        }
+    }
+}
+
+/// Create `count` tenants (`bench_00000`…), tenant 0 grown through the library to `per` runs,
+/// the others copies of its store re-keyed to their own database key. Returns their ids.
+fn populate(
+    state: &flowguard::service::AppState,
+    count: u64,
+    per: u64,
+) -> anyhow::Result<Vec<flowguard::domain::TenantId>> {
+    let hash = flowguard::auth::password::hash_blocking("benchmark-owner-password")?;
+    let mut ids = Vec::new();
+    for i in 0..count {
+        ids.push(flowguard::service::tenants::create_tenant(
+            state,
+            &format!("bench_{i:05}"),
+            &format!("owner{i}@bench.example"),
+            &hash,
+            false,
+            None,
+        )?);
+    }
+    let template = state.tenants.path_of(&ids[0]);
+    {
+        let db = state.tenants.get_blocking(&ids[0])?;
+        let mut c = db.lock();
+        generation_pragmas(&c)?;
+        seed(&mut c)?;
+        add_runs(&mut c, 0, per)?;
+        // Back to what `TenantStores` gave the connection (its page-cache pass re-sizes it).
+        production_pragmas(&c, u64::from(Settings::default().store.page_cache_kib))?;
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    }
+    let k0 = db_key(state, &ids[0])?;
+    for t in &ids[1..] {
+        let dst = state.tenants.path_of(t);
+        for s in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{s}", dst.display()));
+        }
+        std::fs::copy(&template, &dst)?;
+        let c = flowguard::store::open_tenant_schema_for_bench(&dst, Some(&k0))?;
+        let kt = db_key(state, t)?;
+        let sql = format!("PRAGMA rekey = \"x'{}'\"", hex::encode(kt.as_ref()));
+        c.execute_batch(&sql)?;
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    }
+    Ok(ids)
+}
+
+/// The bench tenants of a kept data dir, in creation order (`bench_00000` first).
+fn existing_tenants(
+    state: &flowguard::service::AppState,
+) -> anyhow::Result<Vec<flowguard::domain::TenantId>> {
+    let c = state.catalog.db().lock();
+    let mut ts = flowguard::store::catalog::list_tenants(&c)?;
+    ts.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(ts.into_iter().map(|t| t.id).collect())
+}
+
 fn tenants(quick: bool) -> anyhow::Result<()> {
     let counts = if quick {
         vec![1, 3]
@@ -708,14 +804,26 @@ fn tenants(quick: bool) -> anyhow::Result<()> {
     } else {
         env_list("FG_BENCH_SAMPLES", "200")[0]
     };
-    let hash = flowguard::auth::password::hash_blocking("benchmark-owner-password")?;
+    let busy = Busy {
+        secs: if quick {
+            0.5
+        } else {
+            env_list("FG_BENCH_BUSY_SECS", "30")[0] as f64
+        },
+        warmup: if quick { 20 } else { warmup_samples() },
+        pass_every_ms: env_list("FG_BENCH_PASS_EVERY_MS", "5000")[0],
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let mut rows = Vec::new();
-    println!("P9 cost growth, tenants × {per} runs ({samples} samples through TenantStores; random = each sample's requests to a random tenant, one busy = every sample to one tenant while the others exist; ms: wall p50 / wall p99 (thread-CPU p99))");
-    println!("| tenants | requests to | setup s | list first | list filtered | list deep | detail | claim | step report | open stores | RSS MiB |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("P9 cost growth, tenants × {per} runs (through TenantStores; random = {samples} samples, each sample's requests to a random tenant; one busy = every sample to one tenant for ≥ {} s after {} warm-up samples while a background thread walks every tenant's store every {} ms; ms: wall p50 / wall p99 (thread-CPU p99); embedded claim = service::runner::claim_next; full scan = one claim scan of every tenant's store)", busy.secs, busy.warmup, busy.pass_every_ms);
+    println!("| tenants | requests to | setup s | list first | list filtered | list deep | detail | claim | step report | embedded claim | samples | passes | full scan ms | open stores | RSS MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &count in &counts {
-        let dir = tempfile::tempdir()?;
-        let data = dir.path().join("data");
+        let largest = counts.iter().max() == Some(&count);
+        let (_tmp, data, ready) = tenants_data(count, per, largest)?;
         let settings = Settings::load(
             None,
             &CliOverrides {
@@ -725,115 +833,191 @@ fn tenants(quick: bool) -> anyhow::Result<()> {
         )?;
         let t0 = Instant::now();
         let opened = flowguard::startup::open_data_dir(&settings, true)?;
-        let state = flowguard::startup::build_state(Arc::new(settings), opened)?;
-        let mut ids = Vec::new();
-        for i in 0..count {
-            ids.push(flowguard::service::tenants::create_tenant(
-                &state,
-                &format!("bench_{i:05}"),
-                &format!("owner{i}@bench.example"),
-                &hash,
-                false,
-                None,
-            )?);
-        }
-        // Tenant 0 through the library; the others are copies re-keyed to their own key.
-        let template = state.tenants.path_of(&ids[0]);
-        {
-            let db = state.tenants.get_blocking(&ids[0])?;
-            let mut c = db.lock();
-            generation_pragmas(&c)?;
-            seed(&mut c)?;
-            add_runs(&mut c, 0, per)?;
-            // Back to what `TenantStores` gave the connection (its page-cache pass re-sizes it).
-            production_pragmas(&c, u64::from(Settings::default().store.page_cache_kib))?;
-            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        }
-        let k0 = db_key(&state, &ids[0])?;
-        for t in &ids[1..] {
-            let dst = state.tenants.path_of(t);
-            for s in ["-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{s}", dst.display()));
+        let state = Arc::new(flowguard::startup::build_state(Arc::new(settings), opened)?);
+        let ids = if ready {
+            existing_tenants(&state)?
+        } else {
+            let ids = populate(&state, count, per)?;
+            if _tmp.is_none() {
+                std::fs::write(data.join("ready"), b"")?;
             }
-            std::fs::copy(&template, &dst)?;
-            let c = flowguard::store::open_tenant_schema_for_bench(&dst, Some(&k0))?;
-            let kt = db_key(&state, t)?;
-            let sql = format!("PRAGMA rekey = \"x'{}'\"", hex::encode(kt.as_ref()));
-            c.execute_batch(&sql)?;
-            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        }
+            ids
+        };
+        anyhow::ensure!(ids.len() as u64 == count, "{} tenants in {}", ids.len(), data.display());
         let setup = t0.elapsed().as_secs_f64();
         settle()?;
+        // Run ids the claim samples add: above every existing one (a kept dir may hold earlier
+        // runs' additions, so start from the store's highest).
         let mut next = vec![2_000_000_000u64; ids.len()];
-        // Every request to a random tenant of `count` (most stores cold), then every request
-        // to one tenant while the others exist (and a background pass opens one of them
-        // between samples, untimed, as the server's jobs walk the tenants).
+        {
+            let db = state.tenants.get_blocking(&ids[0])?;
+            let c = db.lock();
+            let top: Option<String> = c.query_row("SELECT max(id) FROM runs WHERE id LIKE 'run-%'", [], |r| r.get(0))?;
+            if let Some(n) = top.and_then(|t| t[4..].parse::<u64>().ok()) {
+                next[0] = next[0].max(n + 1);
+            }
+        }
         for (pattern, spread) in [("random", true), ("one busy", false)] {
-            let mut l = measure_tenants(&state, &ids, per, samples, spread, &mut next)?;
+            let m = measure_tenants(&rt, &state, &ids, per, samples, spread, &busy, &mut next)?;
+            let mut l = m.lats;
             let rss = rss_kib();
             let open = state.tenants.open_count();
+            // What every embedded claim cost before the hints: one scan of every store.
+            let f0 = Instant::now();
+            let pairs = flowguard::service::runner::queued_pairs_in(
+                &state,
+                &flowguard::service::runner::ScanPlan::Full,
+            );
+            let full_ms = f0.elapsed().as_secs_f64() * 1000.0;
+            anyhow::ensure!(pairs.is_empty(), "runs left queued: {pairs:?}");
             let lat = l.json();
             println!(
-                "| {count} | {pattern} | {setup:.0} | {} | {open} | {:.1} |",
+                "| {count} | {pattern} | {setup:.0} | {} | {} | {} | {} | {full_ms:.1} | {open} | {:.1} |",
                 cells(&lat),
+                cell(&lat, "embedded_claim"),
+                m.samples,
+                m.passes,
                 rss as f64 / 1024.0
             );
             rows.push(
                 json!({"tenants": count, "pattern": pattern, "runs_per_tenant": per,
-                             "setup_s": setup, "open_stores": open, "rss_kib": rss, "lat": lat}),
+                       "setup_s": setup, "samples": m.samples, "background_passes": m.passes,
+                       "full_scan_ms": full_ms, "open_stores": open, "rss_kib": rss, "lat": lat}),
             );
         }
         drop(state);
     }
     println!(
         "BENCH_JSON {}",
-        json!({"bench": "tenants", "samples": samples, "runs_per_tenant": per, "rows": rows})
+        json!({"bench": "tenants", "samples": samples, "busy_secs": busy.secs,
+               "warmup": busy.warmup, "pass_every_ms": busy.pass_every_ms,
+               "runs_per_tenant": per, "rows": rows})
     );
     Ok(())
 }
 
-/// `samples` samples (plus one unrecorded warm-up) of every request kind through the server's
-/// `TenantStores`: each to a random tenant of `ids` (`spread`), or each to `ids[0]` while a
-/// background pass (untimed, `TenantStores::for_pass` as the server's jobs use it) opens a
-/// random other tenant between samples. Opening an evicted store (catalog keys, unwrap,
-/// SQLCipher open) counts against the sample's first request, as in the server; the server's
-/// page-cache pass runs every 25 samples (every 5 s in the server).
+/// How the `one busy` pattern runs: at least `secs` of recorded samples after `warmup`
+/// unrecorded ones, a background pass over every tenant every `pass_every_ms`.
+struct Busy {
+    secs: f64,
+    warmup: u64,
+    pass_every_ms: u64,
+}
+
+/// What [`measure_tenants`] measured: the latencies, the recorded samples and the background
+/// passes that ran meanwhile.
+struct Measured {
+    lats: Lats,
+    samples: u64,
+    passes: u64,
+}
+
+/// The server's background walk over every tenant's store, on its own thread as the server's
+/// jobs run: `service::runner::queued_per_app_blocking` (the `flowguard_runs_queued` gauge and
+/// the runner's full scan read the same) one pass every `every_ms`.
+struct BackgroundPasses {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<u64>,
+}
+
+impl BackgroundPasses {
+    fn start(state: &Arc<flowguard::service::AppState>, every_ms: u64) -> anyhow::Result<Self> {
+        use std::sync::atomic::Ordering;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (st, flag) = (state.clone(), stop.clone());
+        let every = std::time::Duration::from_millis(every_ms);
+        let handle = std::thread::Builder::new()
+            .name("bench-passes".into())
+            .spawn(move || {
+                let mut n = 0;
+                while !flag.load(Ordering::SeqCst) {
+                    let t = Instant::now();
+                    let _ = flowguard::service::runner::queued_per_app_blocking(&st);
+                    n += 1;
+                    while t.elapsed() < every && !flag.load(Ordering::SeqCst) {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                }
+                n
+            })?;
+        Ok(Self { stop, handle })
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.handle.join().unwrap_or(0)
+    }
+}
+
+/// Every request kind through the server's `TenantStores` — each sample to a random tenant of
+/// `ids` (`spread`: `samples` samples after one unrecorded warm-up), or each to `ids[0]`
+/// (`busy.warmup` unrecorded samples, then at least `samples` and `busy.secs` of recorded
+/// ones) while [`BackgroundPasses`] walks every tenant's store. Opening an evicted store
+/// (catalog keys, unwrap, SQLCipher open) counts against the sample's first request, as in the
+/// server; the server's page-cache pass runs every 25 samples (every 5 s in the server). Each
+/// sample also queues a run (untimed, hinted as the API does) and claims it through the
+/// embedded runner's `claim_next` (timed), then ends it (untimed).
+#[allow(clippy::too_many_arguments)]
 fn measure_tenants(
-    state: &flowguard::service::AppState,
+    rt: &tokio::runtime::Runtime,
+    state: &Arc<flowguard::service::AppState>,
     ids: &[flowguard::domain::TenantId],
     per: u64,
     samples: u64,
     spread: bool,
+    busy: &Busy,
     next: &mut [u64],
-) -> anyhow::Result<Lats> {
+) -> anyhow::Result<Measured> {
     let count = ids.len() as u64;
     let mut rnd = Lcg(count + u64::from(spread));
     let mut l = Lats::default();
-    for s in 0..=samples {
+    let warmup = if spread { 1 } else { busy.warmup };
+    let passes = if spread {
+        None
+    } else {
+        Some(BackgroundPasses::start(state, busy.pass_every_ms)?)
+    };
+    let mut recorded = 0u64;
+    let mut started: Option<Instant> = None;
+    for s in 0.. {
+        if s >= warmup {
+            let t = *started.get_or_insert_with(Instant::now);
+            let enough = recorded >= samples
+                && (spread || t.elapsed().as_secs_f64() >= busy.secs);
+            if enough {
+                break;
+            }
+        }
         if s % 25 == 0 {
             state.tenants.page_cache_pass_blocking();
         }
         let i = if spread { rnd.below(count) as usize } else { 0 };
-        if !spread && count > 1 {
-            let other = 1 + rnd.below(count - 1) as usize;
-            state.tenants.for_pass(&ids[other], |db| {
-                let c = db.lock();
-                Ok(c.query_row(
-                    "SELECT count(*) FROM runs WHERE status = 'queued'",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )?)
-            })?;
-        }
         let t1 = Instant::now();
         let db = state.tenants.get_blocking(&ids[i])?;
         let open_ms = t1.elapsed().as_secs_f64() * 1000.0;
-        let mut c = db.lock();
         let mut one = Lats::default();
-        sample(&mut c, per, &mut next[i], &mut rnd, s % 8 == 0, &mut one)?;
-        if s == 0 {
-            continue; // warm-up
+        {
+            let mut c = db.lock();
+            sample(&mut c, per, &mut next[i], &mut rnd, s % 8 == 0, &mut one)?;
+            // A run for the embedded runner, queued as the API queues it (commit, then hint).
+            let id = run_id(next[i]);
+            next[i] += 1;
+            runs::queue_run(&mut c, &id, FLOW, "manual", "bench", None)?;
         }
+        flowguard::service::runner::run_queued(state, &ids[i]);
+        let claimed = one.embedded_claim.time(|| {
+            rt.block_on(flowguard::service::runner::claim_next(state))
+                .map_err(|e| anyhow::anyhow!("claim_next: {}", e.detail))
+        })?;
+        let (_, claim) = claimed.ok_or_else(|| anyhow::anyhow!("the embedded claim found no run"))?;
+        {
+            let mut c = db.lock();
+            runs::transition(&mut c, &claim.run_id, &["running"], "passed", None, None, None)?;
+        }
+        if s < warmup {
+            continue;
+        }
+        recorded += 1;
         if let Some(x) = one.list_first.0.first_mut() {
             *x += open_ms;
         }
@@ -844,12 +1028,18 @@ fn measure_tenants(
             (&mut l.detail, one.detail),
             (&mut l.claim, one.claim),
             (&mut l.step, one.step),
+            (&mut l.embedded_claim, one.embedded_claim),
         ] {
             into.0.extend(from.0);
             into.1.extend(from.1);
         }
     }
-    Ok(l)
+    let passes = passes.map(BackgroundPasses::stop).unwrap_or(0);
+    Ok(Measured {
+        lats: l,
+        samples: recorded,
+        passes,
+    })
 }
 
 fn main() -> anyhow::Result<()> {

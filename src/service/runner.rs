@@ -250,29 +250,30 @@ fn queued_pairs_blocking(state: &AppState) -> Vec<(TenantId, String)> {
 
 /// [`queued_pairs_blocking`] for a given plan (tests and benchmarks pass one).
 pub fn queued_pairs_in(state: &AppState, plan: &ScanPlan) -> Vec<(TenantId, String)> {
-    let tenants = {
-        let c = state.catalog.db().lock();
-        catalog::list_tenants(&c).unwrap_or_default()
-    };
     let hints = &state.runner.hints;
-    let visit: Vec<TenantId> = match plan {
-        ScanPlan::Full => tenants
-            .into_iter()
-            .filter(|t| t.status == "active")
-            .map(|t| t.id)
-            .collect(),
-        ScanPlan::Hinted(ts) => {
-            let active: std::collections::HashSet<&str> = tenants
-                .iter()
+    let visit: Vec<TenantId> = {
+        let c = state.catalog.db().lock();
+        match plan {
+            ScanPlan::Full => catalog::list_tenants(&c)
+                .unwrap_or_default()
+                .into_iter()
                 .filter(|t| t.status == "active")
-                .map(|t| t.id.as_str())
-                .collect();
-            let (keep, gone): (Vec<&TenantId>, Vec<&TenantId>) =
-                ts.iter().partition(|t| active.contains(t.as_str()));
-            for t in gone {
-                hints.forget(t);
-            }
-            keep.into_iter().cloned().collect()
+                .map(|t| t.id)
+                .collect(),
+            // Only the hinted tenants' catalog rows (one lookup each, not the whole list).
+            ScanPlan::Hinted(ts) => ts
+                .iter()
+                .filter(|t| match catalog::tenant_by_id(&c, t) {
+                    Ok(Some(row)) if row.status == "active" => true,
+                    Ok(_) => {
+                        hints.forget(t);
+                        false
+                    }
+                    // Kept hinted: looked at again next time.
+                    Err(_) => false,
+                })
+                .cloned()
+                .collect(),
         }
     };
     let mut out = Vec::new();
