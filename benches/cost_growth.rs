@@ -27,12 +27,13 @@
 //!   `TenantStores` (the server's LRU, `store.max_open_tenants` = 64: opening an evicted store
 //!   is part of the request) in two patterns — `random`: each sample's requests to a random
 //!   tenant (most stores cold: what the number of tenants *in use* costs), `one busy`: every
-//!   sample to one tenant for at least `FG_BENCH_BUSY_SECS` (default 30) after
-//!   `FG_BENCH_WARMUP` unrecorded samples, while the others exist and a background thread
-//!   walks every tenant's store as the server's jobs do (`service::runner::queued_per_app_blocking`,
-//!   one pass every `FG_BENCH_PASS_EVERY_MS`, default 5000: the runner's full scan every
-//!   10 s, schedules and agent time-outs every minute, a `/metrics` scrape every 15 s) (what
-//!   the number of tenants *at rest* costs) — plus the embedded runner's claim
+//!   sample to one tenant, `FG_BENCH_BUSY_SAMPLES` (default 5000) after `FG_BENCH_WARMUP`
+//!   unrecorded samples, while the others exist and a background thread
+//!   walks every tenant's store as the server's jobs do (`service::runner::queued_per_app_blocking`
+//!   every `FG_BENCH_PASS_EVERY_MS`, default 5000 — the runner's full scan every 10 s, agent
+//!   time-outs every minute, a `/metrics` scrape every 15 s, all skipping stores found idle
+//!   whose files did not change — and the `schedules` job 10 s after the start, then every
+//!   minute, opening every store) (what the number of tenants *at rest* costs) — plus the embedded runner's claim
 //!   (`service::runner::claim_next` of a run queued and hinted as the API does) and one full
 //!   scan (every tenant's store, what every embedded claim cost before the hints), and the
 //!   process RSS. `FG_BENCH_TENANTS_DIR=<dir>` keeps each generated data dir there and reuses
@@ -805,10 +806,10 @@ fn tenants(quick: bool) -> anyhow::Result<()> {
         env_list("FG_BENCH_SAMPLES", "200")[0]
     };
     let busy = Busy {
-        secs: if quick {
-            0.5
+        samples: if quick {
+            100
         } else {
-            env_list("FG_BENCH_BUSY_SECS", "30")[0] as f64
+            env_list("FG_BENCH_BUSY_SAMPLES", "5000")[0]
         },
         warmup: if quick { 20 } else { warmup_samples() },
         pass_every_ms: env_list("FG_BENCH_PASS_EVERY_MS", "5000")[0],
@@ -818,7 +819,7 @@ fn tenants(quick: bool) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut rows = Vec::new();
-    println!("P9 cost growth, tenants × {per} runs (through TenantStores; random = {samples} samples, each sample's requests to a random tenant; one busy = every sample to one tenant for ≥ {} s after {} warm-up samples while a background thread walks every tenant's store every {} ms; ms: wall p50 / wall p99 (thread-CPU p99); embedded claim = service::runner::claim_next; full scan = one claim scan of every tenant's store)", busy.secs, busy.warmup, busy.pass_every_ms);
+    println!("P9 cost growth, tenants × {per} runs (through TenantStores; random = {samples} samples, each sample's requests to a random tenant; one busy = {} samples to one tenant after {} warm-up samples while a background thread walks every tenant's store every {} ms; ms: wall p50 / wall p99 (thread-CPU p99); embedded claim = service::runner::claim_next; full scan = one claim scan of every tenant's store)", busy.samples, busy.warmup, busy.pass_every_ms);
     println!("| tenants | requests to | setup s | list first | list filtered | list deep | detail | claim | step report | embedded claim | samples | passes | full scan ms | open stores | RSS MiB |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &count in &counts {
@@ -843,21 +844,32 @@ fn tenants(quick: bool) -> anyhow::Result<()> {
             }
             ids
         };
-        anyhow::ensure!(ids.len() as u64 == count, "{} tenants in {}", ids.len(), data.display());
+        anyhow::ensure!(
+            ids.len() as u64 == count,
+            "{} tenants in {}",
+            ids.len(),
+            data.display()
+        );
         let setup = t0.elapsed().as_secs_f64();
         settle()?;
-        // Run ids the claim samples add: above every existing one (a kept dir may hold earlier
-        // runs' additions, so start from the store's highest).
-        let mut next = vec![2_000_000_000u64; ids.len()];
-        {
-            let db = state.tenants.get_blocking(&ids[0])?;
-            let c = db.lock();
-            let top: Option<String> = c.query_row("SELECT max(id) FROM runs WHERE id LIKE 'run-%'", [], |r| r.get(0))?;
-            if let Some(n) = top.and_then(|t| t[4..].parse::<u64>().ok()) {
-                next[0] = next[0].max(n + 1);
-            }
-        }
         for (pattern, spread) in [("random", true), ("one busy", false)] {
+            // Every pattern starts from the generated stores: the runs earlier samples (or an
+            // earlier run on a kept dir) added are deleted (untimed), ids from 2,000,000,000.
+            let mut next = vec![2_000_000_000u64; ids.len()];
+            for (k, t) in ids.iter().enumerate() {
+                state.tenants.for_pass(t, |db| {
+                    let c = db.lock();
+                    let added = run_id(2_000_000_000);
+                    c.execute("DELETE FROM run_steps WHERE run_id >= ?1", [&added])?;
+                    let n = c.execute("DELETE FROM runs WHERE id >= ?1", [&added])?;
+                    // The busy store without the free pages the deletion left (the same file
+                    // at every count and on every run).
+                    if k == 0 && n > 0 {
+                        c.execute_batch("VACUUM")?;
+                    }
+                    Ok(())
+                })?;
+            }
             let m = measure_tenants(&rt, &state, &ids, per, samples, spread, &busy, &mut next)?;
             let mut l = m.lats;
             let rss = rss_kib();
@@ -889,17 +901,18 @@ fn tenants(quick: bool) -> anyhow::Result<()> {
     }
     println!(
         "BENCH_JSON {}",
-        json!({"bench": "tenants", "samples": samples, "busy_secs": busy.secs,
+        json!({"bench": "tenants", "samples": samples, "busy_samples": busy.samples,
                "warmup": busy.warmup, "pass_every_ms": busy.pass_every_ms,
                "runs_per_tenant": per, "rows": rows})
     );
     Ok(())
 }
 
-/// How the `one busy` pattern runs: at least `secs` of recorded samples after `warmup`
-/// unrecorded ones, a background pass over every tenant every `pass_every_ms`.
+/// How the `one busy` pattern runs: `samples` recorded samples after `warmup` unrecorded ones
+/// (the same number at every tenant count, so the busy store grows alike), a background pass
+/// over every tenant every `pass_every_ms`.
 struct Busy {
-    secs: f64,
+    samples: u64,
     warmup: u64,
     pass_every_ms: u64,
 }
@@ -913,8 +926,11 @@ struct Measured {
 }
 
 /// The server's background walk over every tenant's store, on its own thread as the server's
-/// jobs run: `service::runner::queued_per_app_blocking` (the `flowguard_runs_queued` gauge and
-/// the runner's full scan read the same) one pass every `every_ms`.
+/// jobs run: `service::runner::queued_per_app_blocking` every `every_ms` (what the
+/// `flowguard_runs_queued` gauge, the runner's full scan and the agent time-outs read; they
+/// skip stores found idle whose files did not change) and, 10 s after the start and then every
+/// 60 s, the `schedules` job (`service::runs::queue_scheduled_blocking`, which opens every
+/// tenant's store).
 struct BackgroundPasses {
     stop: Arc<std::sync::atomic::AtomicBool>,
     handle: std::thread::JoinHandle<u64>,
@@ -929,12 +945,18 @@ impl BackgroundPasses {
         let handle = std::thread::Builder::new()
             .name("bench-passes".into())
             .spawn(move || {
-                let mut n = 0;
+                let (mut n, start) = (0, Instant::now());
+                let mut schedules_at = std::time::Duration::from_secs(10);
                 while !flag.load(Ordering::SeqCst) {
                     let t = Instant::now();
                     let _ = flowguard::service::runner::queued_per_app_blocking(&st);
                     n += 1;
                     while t.elapsed() < every && !flag.load(Ordering::SeqCst) {
+                        if start.elapsed() >= schedules_at {
+                            let _ = flowguard::service::runs::queue_scheduled_blocking(&st);
+                            n += 1;
+                            schedules_at += std::time::Duration::from_secs(60);
+                        }
                         std::thread::sleep(std::time::Duration::from_millis(20));
                     }
                 }
@@ -951,8 +973,8 @@ impl BackgroundPasses {
 
 /// Every request kind through the server's `TenantStores` — each sample to a random tenant of
 /// `ids` (`spread`: `samples` samples after one unrecorded warm-up), or each to `ids[0]`
-/// (`busy.warmup` unrecorded samples, then at least `samples` and `busy.secs` of recorded
-/// ones) while [`BackgroundPasses`] walks every tenant's store. Opening an evicted store
+/// (`busy.warmup` unrecorded samples, then `busy.samples` recorded ones) while
+/// [`BackgroundPasses`] walks every tenant's store. Opening an evicted store
 /// (catalog keys, unwrap, SQLCipher open) counts against the sample's first request, as in the
 /// server; the server's page-cache pass runs every 25 samples (every 5 s in the server). Each
 /// sample also queues a run (untimed, hinted as the API does) and claims it through the
@@ -978,15 +1000,9 @@ fn measure_tenants(
         Some(BackgroundPasses::start(state, busy.pass_every_ms)?)
     };
     let mut recorded = 0u64;
-    let mut started: Option<Instant> = None;
     for s in 0.. {
-        if s >= warmup {
-            let t = *started.get_or_insert_with(Instant::now);
-            let enough = recorded >= samples
-                && (spread || t.elapsed().as_secs_f64() >= busy.secs);
-            if enough {
-                break;
-            }
+        if s >= warmup && recorded >= if spread { samples } else { busy.samples } {
+            break;
         }
         if s % 25 == 0 {
             state.tenants.page_cache_pass_blocking();
@@ -1009,10 +1025,19 @@ fn measure_tenants(
             rt.block_on(flowguard::service::runner::claim_next(state))
                 .map_err(|e| anyhow::anyhow!("claim_next: {}", e.detail))
         })?;
-        let (_, claim) = claimed.ok_or_else(|| anyhow::anyhow!("the embedded claim found no run"))?;
+        let (_, claim) =
+            claimed.ok_or_else(|| anyhow::anyhow!("the embedded claim found no run"))?;
         {
             let mut c = db.lock();
-            runs::transition(&mut c, &claim.run_id, &["running"], "passed", None, None, None)?;
+            runs::transition(
+                &mut c,
+                &claim.run_id,
+                &["running"],
+                "passed",
+                None,
+                None,
+                None,
+            )?;
         }
         if s < warmup {
             continue;

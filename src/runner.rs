@@ -1,7 +1,9 @@
 //! The embedded runner: `serve`'s own workers that execute queued runs (issue 22).
 //!
 //! Each worker claims through `service::runner::claim_next` (the same atomic claim as
-//! external agents, round robin across tenants and applications) and executes the run with the
+//! external agents, round robin across tenants and applications; it opens only the stores of
+//! tenants hinted to have queued runs, and every tenant's at most once per `runner.poll_ms` —
+//! `service::runner::QueuedHints`) and executes the run with the
 //! agent's executor ([`crate::agent::execute`]); results go to the same service functions the
 //! agent API routes call ([`ServiceSink`]), so masking, secret scrubbing, checkpoints and
 //! screenshots follow one code path. Audit actor: `runner:embedded`.

@@ -776,16 +776,27 @@ pub fn fail_stale_runs_blocking(state: &AppState) -> usize {
     let cutoff = unix_now() - state.settings.runs.heartbeat_timeout_secs as i64;
     let mut n = 0;
     for t in all_tenants(state) {
+        // No running run and unchanged since (`RunnerState::idle_unchanged`): nothing can time out.
+        if state.runner.idle_unchanged(&state.tenants, &t) {
+            continue;
+        }
+        let stamp = state.tenants.stamp(&t);
         let res = state.tenants.for_pass(&t, |db| {
             let mut c = db.lock();
-            runs::fail_stale_runs(&mut c, cutoff, &|id| {
+            let ids = runs::fail_stale_runs(&mut c, cutoff, &|id| {
                 NewAuditEvent::new(
                     &super::job_actor("agent-timeouts"),
                     "run.timeout",
                     Some(format!("run:{id}")),
                 )
                 .details(serde_json::json!({"reason": "agent_timeout"}))
-            })
+            })?;
+            Ok((ids, runs::any_active(&c)?))
+        });
+        let res = res.map(|(ids, active)| {
+            // Failing a run wrote the store: the stamp taken before no longer matches.
+            state.runner.note_idle(&t, stamp, !active && ids.is_empty());
+            ids
         });
         match res {
             Ok(ids) => {

@@ -171,6 +171,16 @@ struct GroupJob {
 
 type Deliver = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
+/// How long a store's files must have been unchanged for [`TenantStores::stamp`] to stamp them.
+pub const STAMP_QUIET: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Size and modification time of a store's database and WAL ([`TenantStores::stamp`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStamp {
+    db: (u64, std::time::SystemTime),
+    wal: Option<(u64, std::time::SystemTime)>,
+}
+
 /// Page cache in KiB for each busy store, in the order of `store_bytes` (each store's database
 /// plus WAL file size in bytes): what the whole file needs (plus 1/16 for SQLite's per-page
 /// header), at least `floor_kib` (`store.page_cache_kib`, what every store has anyway) and at
@@ -942,6 +952,31 @@ impl TenantStores {
         self.busy_now.load(Ordering::Relaxed)
     }
 
+    /// The on-disk state of `t`'s store (size and modification time of the database and its
+    /// WAL) when both files have been quiet for at least [`STAMP_QUIET`], else `None`. Equal
+    /// stamps taken at two times mean no commit and no checkpoint reached the store in between
+    /// — by this process or another one (`flowguard jobs run …` beside `serve`): every commit
+    /// appends to the WAL and every checkpoint writes the database. The quiet margin covers
+    /// file systems whose timestamps are coarser than a commit: a write after the stamp was
+    /// taken carries a later time than the stamp's own (at least `STAMP_QUIET` old). A passes
+    /// uses it to skip a store it found with nothing to do at the same stamp
+    /// (`service::runner`, issue 25).
+    pub fn stamp(&self, t: &TenantId) -> Option<FileStamp> {
+        let now = std::time::SystemTime::now();
+        let quiet = |m: &std::fs::Metadata| -> Option<(u64, std::time::SystemTime)> {
+            let at = m.modified().ok()?;
+            (now.duration_since(at).ok()? >= STAMP_QUIET).then_some((m.len(), at))
+        };
+        let path = self.path_of(t);
+        let db = quiet(&std::fs::metadata(&path).ok()?)?;
+        let wal = match std::fs::metadata(super::wal_path(&path)) {
+            Ok(m) => Some(quiet(&m)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(_) => return None,
+        };
+        Some(FileStamp { db, wal })
+    }
+
     fn wal_bytes(&self, t: &TenantId) -> u64 {
         super::wal_bytes(&self.path_of(t))
     }
@@ -1160,6 +1195,53 @@ mod tests {
             .unwrap();
         c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .unwrap();
+    }
+
+    /// Set the modification time of `t`'s database and WAL (when present) to `at`.
+    fn age(s: &TenantStores, t: &TenantId, at: std::time::SystemTime) {
+        let p = s.path_of(t);
+        for f in [p.clone(), super::super::wal_path(&p)] {
+            if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&f) {
+                file.set_modified(at).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_store_is_stamped_only_when_quiet_and_any_commit_changes_its_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a, _) = with_tenant(dir.path(), false);
+        let db = s.get_blocking(&a).unwrap();
+        db.lock()
+            .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        // Just written: no stamp (a write in the same timestamp tick could follow unseen).
+        assert_eq!(s.stamp(&a), None);
+        let old = std::time::SystemTime::now() - 10 * STAMP_QUIET;
+        age(&s, &a, old);
+        let first = s.stamp(&a).expect("quiet files are stamped");
+        assert_eq!(
+            s.stamp(&a),
+            Some(first.clone()),
+            "unchanged files, same stamp"
+        );
+        // One more commit (one WAL frame more), the files set back to the very same times:
+        // the stamp still differs.
+        db.lock().execute("INSERT INTO t VALUES (2)", []).unwrap();
+        age(&s, &a, old);
+        let second = s.stamp(&a).unwrap();
+        assert_ne!(first, second);
+        // A checkpoint writes the database: different again, even at equal times.
+        db.lock()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        age(&s, &a, old);
+        assert_ne!(s.stamp(&a).unwrap(), second);
+        // A commit with the clock as it is: not quiet, no stamp.
+        db.lock().execute("INSERT INTO t VALUES (3)", []).unwrap();
+        assert_eq!(s.stamp(&a), None);
+        // No store, no stamp.
+        assert_eq!(s.stamp(&TenantId::parse("eus-zzz999").unwrap()), None);
     }
 
     #[test]

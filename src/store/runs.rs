@@ -295,6 +295,15 @@ pub fn apps_with_queued(c: &Connection) -> StoreResult<Vec<String>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Whether any run is queued or running (`runs_status` index; a store where this is false has
+/// nothing for the embedded runner, the queued-runs gauge or the agent time-outs).
+pub fn any_active(c: &Connection) -> StoreResult<bool> {
+    let mut s = c.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM runs WHERE status IN ('queued', 'running'))",
+    )?;
+    Ok(s.query_row([], |r| r.get(0))?)
+}
+
 /// `(id, application_id)` of the running runs claimed by agent token `token_id` (the embedded
 /// runner's orphans after a restart), oldest first.
 pub fn running_claimed_by(c: &Connection, token_id: &str) -> StoreResult<Vec<(String, String)>> {

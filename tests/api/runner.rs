@@ -687,6 +687,217 @@ async fn a_run_queued_in_another_tenant_is_claimed_at_once_through_its_hint() {
     assert_clean(&app, &profiles).await;
 }
 
+/// Set the modification time of a store's database and WAL to `at`.
+fn age_store(path: &Path, at: std::time::SystemTime) {
+    for f in [
+        path.to_path_buf(),
+        PathBuf::from(format!("{}-wal", path.display())),
+    ] {
+        if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&f) {
+            file.set_modified(at).unwrap();
+        }
+    }
+}
+
+/// Issue 25: the passes that only look for queued or running runs (the runner's full scan, the
+/// queued-runs gauge, the agent time-outs) skip a store they found idle while its files stay
+/// unchanged — and read it again after any commit. The commit here comes from a second
+/// connection, as from another process, and the files are then set back to the very same old
+/// times (a file system with timestamps coarser than the commit), so only the sizes differ.
+#[test]
+fn the_full_scan_skips_only_stores_whose_files_did_not_change() {
+    use flowguard::audit::{Actor, NewAuditEvent};
+    use flowguard::config::{CliOverrides, Settings};
+    use flowguard::service::runner::{queued_pairs_in, queued_per_app_blocking, ScanPlan};
+    use flowguard::store::{applications, flows, runs};
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings::load(
+        None,
+        &CliOverrides {
+            data_dir: Some(dir.path().join("data")),
+            listen: None,
+        },
+    )
+    .unwrap();
+    let opened = flowguard::startup::open_data_dir(&settings, true).unwrap();
+    let state = std::sync::Arc::new(
+        flowguard::startup::build_state(std::sync::Arc::new(settings), opened).unwrap(),
+    );
+    let hash = flowguard::auth::password::hash_blocking("a-long-owner-password").unwrap();
+    let t = flowguard::service::tenants::create_tenant(
+        &state,
+        "acme",
+        "o@acme.test",
+        &hash,
+        false,
+        None,
+    )
+    .unwrap();
+    let actor = Actor {
+        email: Some("test".into()),
+        role: None,
+        client_ip: None,
+        user_agent: None,
+    };
+    {
+        let db = state.tenants.get_blocking(&t).unwrap();
+        let mut c = db.lock();
+        let now = flowguard::domain::now_rfc3339();
+        applications::insert_application(
+            &mut c,
+            &applications::ApplicationRow {
+                id: "app-1".into(),
+                name: "shop".into(),
+                base_url: "https://shop.example".into(),
+                repo_url: None,
+                created_at: now.clone(),
+                updated_at: now,
+            },
+            None,
+            &NewAuditEvent::new(&actor, "application.create", None),
+        )
+        .unwrap();
+        flows::insert_flow(
+            &mut c,
+            "flow-1",
+            "app-1",
+            &flows::NewVersion {
+                name: "f",
+                tags: "[]",
+                source: "manual",
+                steps: r#"[{"type":"navigate","url":"/"}]"#,
+                created_by: "test",
+            },
+            &NewAuditEvent::new(&actor, "flow.create", None),
+        )
+        .unwrap();
+    }
+    let path = state.tenants.path_of(&t);
+    let old = std::time::SystemTime::now() - Duration::from_secs(60);
+    // Just written: not skipped (the files are not quiet yet), read and found idle.
+    assert!(queued_pairs_in(&state, &ScanPlan::Full).is_empty());
+    assert!(!state.runner.idle_unchanged(&state.tenants, &t));
+    age_store(&path, old);
+    assert!(queued_pairs_in(&state, &ScanPlan::Full).is_empty());
+    assert!(
+        state.runner.idle_unchanged(&state.tenants, &t),
+        "a quiet, idle store is skipped by the next pass"
+    );
+    // Another connection queues a run; the files get the same old times back.
+    {
+        let db = state.tenants.get_blocking(&t).unwrap();
+        let c = db.lock();
+        let keys = {
+            let cat = state.catalog.db().lock();
+            flowguard::store::catalog::usable_keys(
+                &cat,
+                &t,
+                flowguard::crypto::keyring::KeyPurpose::Db,
+            )
+            .unwrap()
+        };
+        let (v, w) = keys.first().unwrap();
+        let key = flowguard::crypto::keyring::unwrap(
+            &state.master,
+            &t,
+            *v,
+            flowguard::crypto::keyring::KeyPurpose::Db,
+            w,
+        )
+        .unwrap();
+        drop(c);
+        let mut other = flowguard::store::open_tenant_schema_for_bench(&path, Some(&key)).unwrap();
+        runs::queue_run(&mut other, "run-1", "flow-1", "schedule", "schedule", None).unwrap();
+        drop(other);
+    }
+    age_store(&path, old);
+    assert!(
+        !state.runner.idle_unchanged(&state.tenants, &t),
+        "a store another connection wrote is read again"
+    );
+    assert_eq!(
+        queued_pairs_in(&state, &ScanPlan::Full),
+        vec![(t.clone(), "app-1".to_string())]
+    );
+    assert_eq!(
+        queued_per_app_blocking(&state),
+        vec![(t.clone(), "app-1".to_string(), 1)]
+    );
+    // Not idle while the run is queued, even once the files are quiet again.
+    age_store(&path, old);
+    assert!(!state.runner.idle_unchanged(&state.tenants, &t));
+}
+
+/// Issue 25, end to end: a run queued by another process (`flowguard jobs run schedules` beside
+/// `serve`, no hint) is claimed by the next full scan, which skips only stores whose files did
+/// not change since it found them idle (the skip itself:
+/// [`the_full_scan_skips_only_stores_whose_files_did_not_change`]).
+#[tokio::test]
+async fn a_run_queued_by_another_process_is_found_by_the_full_scan() {
+    let web = serve_page().await;
+    let (app, profiles) = spawn_runner_polling(1, 300).await;
+    let owner = app.owner().await;
+    let shop = make_app(&owner, &web).await;
+    let flow = make_flow(&owner, &shop, json!([{"type": "navigate", "url": "/"}])).await;
+    owner
+        .json(
+            Method::PUT,
+            &format!("/api/v1/flows/{flow}/schedule"),
+            Some(json!({"cron": "0 0 * * * *", "timezone": "UTC"})),
+            200,
+        )
+        .await;
+    // The store goes quiet (2 s) and full scans (every 300 ms) find it idle.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let as_of = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
+    let out = run_cli(&[
+        "jobs",
+        "run",
+        "schedules",
+        "--as-of",
+        &as_of,
+        "--data-dir",
+        app.data.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let queued_by_cli = chrono::Utc::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let l = owner
+            .json(
+                Method::GET,
+                &format!("/api/v1/applications/{shop}/runs"),
+                None,
+                200,
+            )
+            .await;
+        let items = l["items"].as_array().unwrap().clone();
+        if let Some(r) = items.first().filter(|r| finished(r)) {
+            assert_eq!(items.len(), 1, "{l:#}");
+            break r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run queued by the CLI never ran: {l:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(run["status"], "passed", "{run:#}");
+    assert_eq!(run["trigger"], "schedule", "{run:#}");
+    let started =
+        chrono::DateTime::parse_from_rfc3339(run["started_at"].as_str().unwrap()).unwrap();
+    let waited = started.with_timezone(&chrono::Utc) - queued_by_cli;
+    assert!(
+        waited < chrono::Duration::seconds(15),
+        "claimed {waited} after the CLI queued it: {run:#}"
+    );
+    assert_clean(&app, &profiles).await;
+}
+
 #[tokio::test]
 async fn a_secret_sent_outside_the_application_origin_is_refused_on_save() {
     let app = spawn_app().await;
