@@ -4,8 +4,8 @@
 //!
 //! | name | default cron (sec min hour …) | what |
 //! |---|---|---|
-//! | `schedules` | `0 * * * * *` (every minute) | queue runs of flows whose cron tick passed (missed ticks collapse into one) |
-//! | `agent-timeouts` | `30 * * * * *` (every minute) | fail running runs without a heartbeat for 5 minutes (`agent_timeout`) |
+//! | `schedules` | `0 * * * * *` (every minute) | queue runs of flows whose cron tick passed (missed ticks collapse into one); skips a store found without scheduled flows whose files did not change since |
+//! | `agent-timeouts` | `30 * * * * *` (every minute) | fail running runs without a heartbeat for 5 minutes (`agent_timeout`); skips a store found with no queued or running run whose files did not change since (`service::runner::RunnerState::found_nothing_unchanged`, issue 25) |
 //! | `key-rotation` | `keys.rotation_cron` (default `0 17 3 * * *`, daily) | rotate tenant key sets older than `keys.rotation_days`; finish interrupted rotations |
 //! | `ticket-outbox` | `*/20 * * * * *` (every 20 s) | deliver due ticket filings and comments (retries after backoff or `Retry-After`; issue 20); visits only the tenants with deliveries waiting (`tickets::DueHints`), every tenant store on its first run and every 10 min |
 //! | `license-clock` | `0 */10 * * * *` (every 10 minutes) | record the latest time seen in the catalog (the offline trial is judged against it, so moving the clock back cannot extend it) and pick up a trial started offline |

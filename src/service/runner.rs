@@ -60,9 +60,18 @@ pub struct RunnerState {
     agents: Mutex<HashMap<String, Seen>>,
     cursor: Mutex<Option<(String, String)>>,
     hints: QueuedHints,
-    /// Stores last seen with no queued and no running run, with the file stamp taken before
-    /// that read ([`RunnerState::idle_unchanged`]).
-    idle: Mutex<HashMap<TenantId, FileStamp>>,
+    /// Stores a pass found nothing of a kind in, with the file stamp taken before that read
+    /// ([`RunnerState::found_nothing_unchanged`]).
+    quiet: Mutex<HashMap<(Found, TenantId), FileStamp>>,
+}
+
+/// What a pass over every tenant looked for and did not find ([`RunnerState::note_found`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Found {
+    /// No queued and no running run (runner full scan, queued-runs gauge, agent time-outs).
+    NoActiveRuns,
+    /// No scheduled flow (`schedules` job).
+    NoSchedules,
 }
 
 /// The tenants that may have queued runs, so a claim by the embedded runner opens only their
@@ -193,29 +202,36 @@ impl RunnerState {
         &self.hints
     }
 
-    /// Whether `t`'s store was found with no queued and no running run and its files have not
-    /// changed since ([`TenantStores::stamp`]): the passes over every tenant that only look
-    /// for such runs — the runner's full scan, the `flowguard_runs_queued` gauge, the agent
-    /// time-outs — skip it without opening it (issue 25: at 1,000 tenants each pass opened
-    /// 1,000 stores, ~1 ms each). `false` when unsure (no stamp, files recently written).
-    pub fn idle_unchanged(&self, stores: &TenantStores, t: &TenantId) -> bool {
+    /// Whether a pass found nothing of `kind` in `t`'s store and its files have not changed since
+    /// ([`TenantStores::stamp`]): the passes over every tenant that only look for such rows —
+    /// the runner's full scan, the `flowguard_runs_queued` gauge and the agent time-outs
+    /// ([`Found::NoActiveRuns`]), the `schedules` job ([`Found::NoSchedules`]) — skip the store
+    /// without opening it (issue 25: at 1,000 tenants each pass opened 1,000 stores, ~1 ms
+    /// each). `false` when unsure (no stamp: files written in the last
+    /// [`crate::store::pool::STAMP_QUIET`]).
+    pub fn found_nothing_unchanged(
+        &self,
+        kind: Found,
+        stores: &TenantStores,
+        t: &TenantId,
+    ) -> bool {
         let Some(now) = stores.stamp(t) else {
             return false;
         };
-        self.idle.lock().get(t) == Some(&now)
+        self.quiet.lock().get(&(kind, t.clone())) == Some(&now)
     }
 
     /// Record what a pass found in `t`'s store: `stamp` is [`TenantStores::stamp`] taken
-    /// *before* the read, `idle` whether the read found no queued and no running run. A write
-    /// after the stamp changes the files, so a later stamp differs and the store is read again.
-    pub fn note_idle(&self, t: &TenantId, stamp: Option<FileStamp>, idle: bool) {
-        let mut m = self.idle.lock();
+    /// *before* the read, `nothing` whether the read found nothing of `kind`. A write after the
+    /// stamp changes the files, so a later stamp differs and the store is read again.
+    pub fn note_found(&self, kind: Found, t: &TenantId, stamp: Option<FileStamp>, nothing: bool) {
+        let mut m = self.quiet.lock();
         match stamp {
-            Some(st) if idle => {
-                m.insert(t.clone(), st);
+            Some(st) if nothing => {
+                m.insert((kind, t.clone()), st);
             }
             _ => {
-                m.remove(t);
+                m.remove(&(kind, t.clone()));
             }
         }
     }
@@ -311,7 +327,11 @@ pub fn queued_pairs_in(state: &AppState, plan: &ScanPlan) -> Vec<(TenantId, Stri
     let mut out = Vec::new();
     for t in visit {
         // A full scan skips a store found idle whose files have not changed since.
-        if full && state.runner.idle_unchanged(&state.tenants, &t) {
+        if full
+            && state
+                .runner
+                .found_nothing_unchanged(Found::NoActiveRuns, &state.tenants, &t)
+        {
             continue;
         }
         let since = hints.generation();
@@ -322,7 +342,9 @@ pub fn queued_pairs_in(state: &AppState, plan: &ScanPlan) -> Vec<(TenantId, Stri
         }) {
             Ok((apps, active)) => {
                 hints.scanned(&t, since, !apps.is_empty());
-                state.runner.note_idle(&t, stamp, !active);
+                state
+                    .runner
+                    .note_found(Found::NoActiveRuns, &t, stamp, !active);
                 out.extend(apps.into_iter().map(|a| (t.clone(), a)));
             }
             // Kept hinted: a store that cannot be read now is looked at again next time.
@@ -503,7 +525,10 @@ pub fn queued_per_app_blocking(state: &AppState) -> Vec<(TenantId, String, i64)>
     let mut out = Vec::new();
     for t in tenants {
         // No queued run and unchanged since: nothing to report, nothing to open.
-        if state.runner.idle_unchanged(&state.tenants, &t.id) {
+        if state
+            .runner
+            .found_nothing_unchanged(Found::NoActiveRuns, &state.tenants, &t.id)
+        {
             continue;
         }
         let stamp = state.tenants.stamp(&t.id);
@@ -511,7 +536,9 @@ pub fn queued_per_app_blocking(state: &AppState) -> Vec<(TenantId, String, i64)>
             let c = db.lock();
             Ok((runs::queued_per_app(&c)?, runs::any_active(&c)?))
         }) {
-            state.runner.note_idle(&t.id, stamp, !active);
+            state
+                .runner
+                .note_found(Found::NoActiveRuns, &t.id, stamp, !active);
             out.extend(rows.into_iter().map(|(a, n)| (t.id.clone(), a, n)));
         }
     }

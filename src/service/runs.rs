@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
+use super::runner::Found;
 use super::variables::{self, Resolved};
 use super::{unix_now, AppState, ClientInfo, Principal, TenantCtx};
 use crate::audit::{Actor, NewAuditEvent};
@@ -776,8 +777,11 @@ pub fn fail_stale_runs_blocking(state: &AppState) -> usize {
     let cutoff = unix_now() - state.settings.runs.heartbeat_timeout_secs as i64;
     let mut n = 0;
     for t in all_tenants(state) {
-        // No running run and unchanged since (`RunnerState::idle_unchanged`): nothing can time out.
-        if state.runner.idle_unchanged(&state.tenants, &t) {
+        // No running run and unchanged since: nothing can time out.
+        if state
+            .runner
+            .found_nothing_unchanged(Found::NoActiveRuns, &state.tenants, &t)
+        {
             continue;
         }
         let stamp = state.tenants.stamp(&t);
@@ -795,7 +799,9 @@ pub fn fail_stale_runs_blocking(state: &AppState) -> usize {
         });
         let res = res.map(|(ids, active)| {
             // Failing a run wrote the store: the stamp taken before no longer matches.
-            state.runner.note_idle(&t, stamp, !active && ids.is_empty());
+            state
+                .runner
+                .note_found(Found::NoActiveRuns, &t, stamp, !active && ids.is_empty());
             ids
         });
         match res {
@@ -827,10 +833,22 @@ pub fn queue_scheduled_blocking(state: &AppState) -> usize {
 pub fn queue_scheduled_at(state: &AppState, now: chrono::DateTime<chrono::Utc>) -> usize {
     let mut n = 0;
     for t in all_tenants(state) {
+        // No scheduled flow and unchanged since: nothing can be due.
+        if state
+            .runner
+            .found_nothing_unchanged(Found::NoSchedules, &state.tenants, &t)
+        {
+            continue;
+        }
+        let stamp = state.tenants.stamp(&t);
         let res = state.tenants.for_pass(&t, |db| {
             let mut c = db.lock();
             let mut queued = 0;
-            for (flow, cron, tz, anchor) in flows::scheduled_flows(&c)? {
+            let scheduled = flows::scheduled_flows(&c)?;
+            state
+                .runner
+                .note_found(Found::NoSchedules, &t, stamp.clone(), scheduled.is_empty());
+            for (flow, cron, tz, anchor) in scheduled {
                 let Ok(sched) = super::flows::parse_schedule(&cron, &tz) else {
                     continue;
                 };

@@ -700,15 +700,16 @@ fn age_store(path: &Path, at: std::time::SystemTime) {
 }
 
 /// Issue 25: the passes that only look for queued or running runs (the runner's full scan, the
-/// queued-runs gauge, the agent time-outs) skip a store they found idle while its files stay
-/// unchanged — and read it again after any commit. The commit here comes from a second
+/// queued-runs gauge, the agent time-outs) or for scheduled flows (the `schedules` job) skip a
+/// store they found without any while its files stay unchanged — and read it again after any
+/// commit. The commit here comes from a second
 /// connection, as from another process, and the files are then set back to the very same old
 /// times (a file system with timestamps coarser than the commit), so only the sizes differ.
 #[test]
 fn the_full_scan_skips_only_stores_whose_files_did_not_change() {
     use flowguard::audit::{Actor, NewAuditEvent};
     use flowguard::config::{CliOverrides, Settings};
-    use flowguard::service::runner::{queued_pairs_in, queued_per_app_blocking, ScanPlan};
+    use flowguard::service::runner::{queued_pairs_in, queued_per_app_blocking, Found, ScanPlan};
     use flowguard::store::{applications, flows, runs};
     let dir = tempfile::tempdir().unwrap();
     let settings = Settings::load(
@@ -776,13 +777,25 @@ fn the_full_scan_skips_only_stores_whose_files_did_not_change() {
     let old = std::time::SystemTime::now() - Duration::from_secs(60);
     // Just written: not skipped (the files are not quiet yet), read and found idle.
     assert!(queued_pairs_in(&state, &ScanPlan::Full).is_empty());
-    assert!(!state.runner.idle_unchanged(&state.tenants, &t));
+    assert!(!state
+        .runner
+        .found_nothing_unchanged(Found::NoActiveRuns, &state.tenants, &t));
     age_store(&path, old);
     assert!(queued_pairs_in(&state, &ScanPlan::Full).is_empty());
     assert!(
-        state.runner.idle_unchanged(&state.tenants, &t),
+        state
+            .runner
+            .found_nothing_unchanged(Found::NoActiveRuns, &state.tenants, &t),
         "a quiet, idle store is skipped by the next pass"
     );
+    // The schedules job: no scheduled flow in a quiet store, skipped next time too.
+    assert_eq!(
+        flowguard::service::runs::queue_scheduled_blocking(&state),
+        0
+    );
+    assert!(state
+        .runner
+        .found_nothing_unchanged(Found::NoSchedules, &state.tenants, &t));
     // Another connection queues a run; the files get the same old times back.
     {
         let db = state.tenants.get_blocking(&t).unwrap();
@@ -812,9 +825,14 @@ fn the_full_scan_skips_only_stores_whose_files_did_not_change() {
     }
     age_store(&path, old);
     assert!(
-        !state.runner.idle_unchanged(&state.tenants, &t),
+        !state
+            .runner
+            .found_nothing_unchanged(Found::NoActiveRuns, &state.tenants, &t),
         "a store another connection wrote is read again"
     );
+    assert!(!state
+        .runner
+        .found_nothing_unchanged(Found::NoSchedules, &state.tenants, &t));
     assert_eq!(
         queued_pairs_in(&state, &ScanPlan::Full),
         vec![(t.clone(), "app-1".to_string())]
@@ -825,7 +843,9 @@ fn the_full_scan_skips_only_stores_whose_files_did_not_change() {
     );
     // Not idle while the run is queued, even once the files are quiet again.
     age_store(&path, old);
-    assert!(!state.runner.idle_unchanged(&state.tenants, &t));
+    assert!(!state
+        .runner
+        .found_nothing_unchanged(Found::NoActiveRuns, &state.tenants, &t));
 }
 
 /// Issue 25, end to end: a run queued by another process (`flowguard jobs run schedules` beside
