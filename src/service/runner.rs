@@ -177,6 +177,28 @@ pub fn run_queued(state: &AppState, t: &TenantId) {
     state.run_queued.notify_waiters();
 }
 
+/// One visit of a pass over every tenant that looks only for rows of `kind` in `t`'s store:
+/// `None` (the store is not opened) when a pass found none there at the store's current file
+/// stamp ([`RunnerState::found_nothing_unchanged`]); else `f` runs on the store through
+/// [`TenantStores::for_pass`] and returns its result and whether it found nothing of `kind`,
+/// which is recorded against the stamp taken before the read. Used by the runner's claim scan,
+/// the `flowguard_runs_queued` gauge and the `agent-timeouts` and `schedules` jobs.
+pub fn visit_unless_nothing<R>(
+    state: &AppState,
+    kind: Found,
+    t: &TenantId,
+    f: impl FnOnce(&crate::store::Db) -> crate::store::StoreResult<(R, bool)>,
+) -> Option<crate::store::StoreResult<R>> {
+    let stamp = state.tenants.stamp(t);
+    if state.runner.memo_matches(kind, t, stamp.as_ref()) {
+        return None;
+    }
+    Some(state.tenants.for_pass(t, f).map(|(r, nothing)| {
+        state.runner.note_found(kind, t, stamp, nothing);
+        r
+    }))
+}
+
 /// Decrements the busy count when a worker's run ends (even by panic or cancel).
 pub struct BusyGuard(Arc<AppState>);
 
@@ -215,10 +237,12 @@ impl RunnerState {
         stores: &TenantStores,
         t: &TenantId,
     ) -> bool {
-        let Some(now) = stores.stamp(t) else {
-            return false;
-        };
-        self.quiet.lock().get(&(kind, t.clone())) == Some(&now)
+        self.memo_matches(kind, t, stores.stamp(t).as_ref())
+    }
+
+    /// Whether the memo holds `stamp` for `(kind, t)` (never for no stamp).
+    fn memo_matches(&self, kind: Found, t: &TenantId, stamp: Option<&FileStamp>) -> bool {
+        stamp.is_some() && self.quiet.lock().get(&(kind, t.clone())) == stamp
     }
 
     /// Record what a pass found in `t`'s store: `stamp` is [`TenantStores::stamp`] taken
@@ -323,32 +347,26 @@ pub fn queued_pairs_in(state: &AppState, plan: &ScanPlan) -> Vec<(TenantId, Stri
                 .collect(),
         }
     };
-    let full = matches!(plan, ScanPlan::Full);
     let mut out = Vec::new();
     for t in visit {
-        // A full scan skips a store found idle whose files have not changed since.
-        if full
-            && state
-                .runner
-                .found_nothing_unchanged(Found::NoActiveRuns, &state.tenants, &t)
-        {
-            continue;
-        }
         let since = hints.generation();
-        let stamp = state.tenants.stamp(&t);
-        match state.tenants.for_pass(&t, |db| {
+        let found = visit_unless_nothing(state, Found::NoActiveRuns, &t, |db| {
             let c = db.lock();
-            Ok((runs::apps_with_queued(&c)?, runs::any_active(&c)?))
-        }) {
-            Ok((apps, active)) => {
+            let apps = runs::apps_with_queued(&c)?;
+            let idle = !runs::any_active(&c)?;
+            Ok((apps, idle))
+        });
+        match found {
+            // Skipped: found without queued or running runs, unchanged since.
+            None => hints.scanned(&t, since, false),
+            Some(Ok(apps)) => {
                 hints.scanned(&t, since, !apps.is_empty());
-                state
-                    .runner
-                    .note_found(Found::NoActiveRuns, &t, stamp, !active);
                 out.extend(apps.into_iter().map(|a| (t.clone(), a)));
             }
             // Kept hinted: a store that cannot be read now is looked at again next time.
-            Err(e) => tracing::warn!(tenant = %t, error = %e, "runner: cannot list queued runs"),
+            Some(Err(e)) => {
+                tracing::warn!(tenant = %t, error = %e, "runner: cannot list queued runs")
+            }
         }
     }
     out.sort();
@@ -524,21 +542,14 @@ pub fn queued_per_app_blocking(state: &AppState) -> Vec<(TenantId, String, i64)>
     };
     let mut out = Vec::new();
     for t in tenants {
-        // No queued run and unchanged since: nothing to report, nothing to open.
-        if state
-            .runner
-            .found_nothing_unchanged(Found::NoActiveRuns, &state.tenants, &t.id)
-        {
-            continue;
-        }
-        let stamp = state.tenants.stamp(&t.id);
-        if let Ok((rows, active)) = state.tenants.for_pass(&t.id, |db| {
+        // A store found without queued or running runs, unchanged since, is not opened.
+        let found = visit_unless_nothing(state, Found::NoActiveRuns, &t.id, |db| {
             let c = db.lock();
-            Ok((runs::queued_per_app(&c)?, runs::any_active(&c)?))
-        }) {
-            state
-                .runner
-                .note_found(Found::NoActiveRuns, &t.id, stamp, !active);
+            let rows = runs::queued_per_app(&c)?;
+            let idle = !runs::any_active(&c)?;
+            Ok((rows, idle))
+        });
+        if let Some(Ok(rows)) = found {
             out.extend(rows.into_iter().map(|(a, n)| (t.id.clone(), a, n)));
         }
     }

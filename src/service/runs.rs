@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
-use super::runner::Found;
+use super::runner::{visit_unless_nothing, Found};
 use super::variables::{self, Resolved};
 use super::{unix_now, AppState, ClientInfo, Principal, TenantCtx};
 use crate::audit::{Actor, NewAuditEvent};
@@ -777,15 +777,8 @@ pub fn fail_stale_runs_blocking(state: &AppState) -> usize {
     let cutoff = unix_now() - state.settings.runs.heartbeat_timeout_secs as i64;
     let mut n = 0;
     for t in all_tenants(state) {
-        // No running run and unchanged since: nothing can time out.
-        if state
-            .runner
-            .found_nothing_unchanged(Found::NoActiveRuns, &state.tenants, &t)
-        {
-            continue;
-        }
-        let stamp = state.tenants.stamp(&t);
-        let res = state.tenants.for_pass(&t, |db| {
+        // A store found without queued or running runs, unchanged since: nothing can time out.
+        let Some(res) = visit_unless_nothing(state, Found::NoActiveRuns, &t, |db| {
             let mut c = db.lock();
             let ids = runs::fail_stale_runs(&mut c, cutoff, &|id| {
                 NewAuditEvent::new(
@@ -795,15 +788,12 @@ pub fn fail_stale_runs_blocking(state: &AppState) -> usize {
                 )
                 .details(serde_json::json!({"reason": "agent_timeout"}))
             })?;
-            Ok((ids, runs::any_active(&c)?))
-        });
-        let res = res.map(|(ids, active)| {
-            // Failing a run wrote the store: the stamp taken before no longer matches.
-            state
-                .runner
-                .note_found(Found::NoActiveRuns, &t, stamp, !active && ids.is_empty());
-            ids
-        });
+            // Failing a run wrote the store: the stamp taken before no longer matches anyway.
+            let idle = ids.is_empty() && !runs::any_active(&c)?;
+            Ok((ids, idle))
+        }) else {
+            continue;
+        };
         match res {
             Ok(ids) => {
                 if !ids.is_empty() {
@@ -833,21 +823,12 @@ pub fn queue_scheduled_blocking(state: &AppState) -> usize {
 pub fn queue_scheduled_at(state: &AppState, now: chrono::DateTime<chrono::Utc>) -> usize {
     let mut n = 0;
     for t in all_tenants(state) {
-        // No scheduled flow and unchanged since: nothing can be due.
-        if state
-            .runner
-            .found_nothing_unchanged(Found::NoSchedules, &state.tenants, &t)
-        {
-            continue;
-        }
-        let stamp = state.tenants.stamp(&t);
-        let res = state.tenants.for_pass(&t, |db| {
+        // A store found without scheduled flows, unchanged since: nothing can be due.
+        let Some(res) = visit_unless_nothing(state, Found::NoSchedules, &t, |db| {
             let mut c = db.lock();
             let mut queued = 0;
             let scheduled = flows::scheduled_flows(&c)?;
-            state
-                .runner
-                .note_found(Found::NoSchedules, &t, stamp.clone(), scheduled.is_empty());
+            let none = scheduled.is_empty();
             for (flow, cron, tz, anchor) in scheduled {
                 let Ok(sched) = super::flows::parse_schedule(&cron, &tz) else {
                     continue;
@@ -872,8 +853,10 @@ pub fn queue_scheduled_at(state: &AppState, now: chrono::DateTime<chrono::Utc>) 
                     queued += 1;
                 }
             }
-            Ok(queued)
-        });
+            Ok((queued, none))
+        }) else {
+            continue;
+        };
         match res {
             Ok(q) => {
                 if q > 0 {

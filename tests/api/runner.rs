@@ -798,8 +798,6 @@ fn the_full_scan_skips_only_stores_whose_files_did_not_change() {
         .found_nothing_unchanged(Found::NoSchedules, &state.tenants, &t));
     // Another connection queues a run; the files get the same old times back.
     {
-        let db = state.tenants.get_blocking(&t).unwrap();
-        let c = db.lock();
         let keys = {
             let cat = state.catalog.db().lock();
             flowguard::store::catalog::usable_keys(
@@ -818,7 +816,6 @@ fn the_full_scan_skips_only_stores_whose_files_did_not_change() {
             w,
         )
         .unwrap();
-        drop(c);
         let mut other = flowguard::store::open_tenant_schema_for_bench(&path, Some(&key)).unwrap();
         runs::queue_run(&mut other, "run-1", "flow-1", "schedule", "schedule", None).unwrap();
         drop(other);
