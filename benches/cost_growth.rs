@@ -246,13 +246,52 @@ fn background_checkpoints() -> bool {
     std::env::var("FG_BENCH_CHECKPOINTER").is_ok_and(|v| v == "1")
 }
 
-/// The background checkpoint thread of `FG_BENCH_CHECKPOINTER=1` (a no-op otherwise).
-struct BackgroundCheckpoints(
-    Option<(
-        Arc<std::sync::atomic::AtomicBool>,
-        std::thread::JoinHandle<anyhow::Result<u64>>,
-    )>,
-);
+/// A bench thread that runs `tick` every `period`, the first time after `first`, until stopped;
+/// [`Periodic::stop`] returns the sum of what the ticks returned (passes run).
+struct Periodic {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<anyhow::Result<u64>>,
+}
+
+impl Periodic {
+    fn start(
+        name: &str,
+        first: std::time::Duration,
+        period: std::time::Duration,
+        mut tick: impl FnMut() -> anyhow::Result<u64> + Send + 'static,
+    ) -> anyhow::Result<Self> {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new().name(name.into()).spawn(
+            move || -> anyhow::Result<u64> {
+                let (mut n, mut next) = (0, Instant::now() + first);
+                loop {
+                    while Instant::now() < next {
+                        if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                            return Ok(n);
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    n += tick()?;
+                    next += period;
+                }
+            },
+        )?;
+        Ok(Self { stop, handle })
+    }
+
+    /// Stop the thread; what its ticks returned in total.
+    fn stop(self) -> anyhow::Result<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("bench thread panicked"))?
+    }
+}
+
+/// The background checkpoint thread of `FG_BENCH_CHECKPOINTER=1` (a no-op otherwise): a
+/// passive checkpoint every `CHECKPOINT_PERIOD`, as the server's pass does.
+struct BackgroundCheckpoints(Option<Periodic>);
 
 impl BackgroundCheckpoints {
     fn start(db: &Arc<parking_lot::Mutex<Connection>>) -> anyhow::Result<Self> {
@@ -264,31 +303,22 @@ impl BackgroundCheckpoints {
             flowguard::store::pool::BACKSTOP_AUTOCHECKPOINT_PAGES
         ))?;
         let db = db.clone();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let h = std::thread::spawn(move || -> anyhow::Result<u64> {
-            let mut passes = 0;
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(flowguard::store::pool::CHECKPOINT_PERIOD);
+        let period = flowguard::store::pool::CHECKPOINT_PERIOD;
+        Ok(Self(Some(Periodic::start(
+            "bench-checkpoints",
+            period,
+            period,
+            move || {
                 db.lock()
                     .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-                passes += 1;
-            }
-            Ok(passes)
-        });
-        Ok(Self(Some((stop, h))))
+                Ok(1)
+            },
+        )?)))
     }
 
     /// Stop the thread; the number of passes it ran.
     fn stop(self) -> anyhow::Result<u64> {
-        match self.0 {
-            None => Ok(0),
-            Some((stop, h)) => {
-                stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                h.join()
-                    .map_err(|_| anyhow::anyhow!("checkpoint thread panicked"))?
-            }
-        }
+        self.0.map_or(Ok(0), Periodic::stop)
     }
 }
 
@@ -928,55 +958,40 @@ struct Measured {
 }
 
 /// The server's background walk over every tenant's store, on its own thread as the server's
-/// jobs run: `service::runner::queued_per_app_blocking` every `every_ms` (what the
+/// jobs run ([`Periodic`]): `service::runner::queued_per_app_blocking` every `every_ms` (what the
 /// `flowguard_runs_queued` gauge, the runner's full scan and the agent time-outs read; they
-/// skip stores found idle whose files did not change) and, 10 s after the start and then every
-/// 60 s, the `schedules` job (`service::runs::queue_scheduled_blocking`, which opens every
-/// tenant's store).
-struct BackgroundPasses {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    handle: std::thread::JoinHandle<u64>,
-}
-
-impl BackgroundPasses {
-    fn start(state: &Arc<flowguard::service::AppState>, every_ms: u64) -> anyhow::Result<Self> {
-        use std::sync::atomic::Ordering;
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (st, flag) = (state.clone(), stop.clone());
-        let every = std::time::Duration::from_millis(every_ms);
-        let handle = std::thread::Builder::new()
-            .name("bench-passes".into())
-            .spawn(move || {
-                let (mut n, start) = (0, Instant::now());
-                let mut schedules_at = std::time::Duration::from_secs(10);
-                while !flag.load(Ordering::SeqCst) {
-                    let t = Instant::now();
-                    let _ = flowguard::service::runner::queued_per_app_blocking(&st);
-                    n += 1;
-                    while t.elapsed() < every && !flag.load(Ordering::SeqCst) {
-                        if start.elapsed() >= schedules_at {
-                            let _ = flowguard::service::runs::queue_scheduled_blocking(&st);
-                            n += 1;
-                            schedules_at += std::time::Duration::from_secs(60);
-                        }
-                        std::thread::sleep(std::time::Duration::from_millis(20));
-                    }
-                }
-                n
-            })?;
-        Ok(Self { stop, handle })
-    }
-
-    fn stop(self) -> u64 {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.handle.join().unwrap_or(0)
-    }
+/// skip stores found idle whose files did not change) and, from 10 s after the start every
+/// 60 s, the `schedules` job (`service::runs::queue_scheduled_blocking`, which skips stores
+/// found without schedules whose files did not change). Returns the thread; its `stop` gives
+/// the passes run.
+fn background_passes(
+    state: &Arc<flowguard::service::AppState>,
+    every_ms: u64,
+) -> anyhow::Result<Periodic> {
+    let st = state.clone();
+    let start = Instant::now();
+    let mut schedules_at = std::time::Duration::from_secs(10);
+    Periodic::start(
+        "bench-passes",
+        std::time::Duration::ZERO,
+        std::time::Duration::from_millis(every_ms),
+        move || {
+            flowguard::service::runner::queued_per_app_blocking(&st);
+            let mut n = 1;
+            if start.elapsed() >= schedules_at {
+                flowguard::service::runs::queue_scheduled_blocking(&st);
+                n += 1;
+                schedules_at += std::time::Duration::from_secs(60);
+            }
+            Ok(n)
+        },
+    )
 }
 
 /// Every request kind through the server's `TenantStores` — each sample to a random tenant of
 /// `ids` (`spread`: `samples` samples after one unrecorded warm-up), or each to `ids[0]`
 /// (`busy.warmup` unrecorded samples, then `busy.samples` recorded ones) while
-/// [`BackgroundPasses`] walks every tenant's store. Opening an evicted store
+/// [`background_passes`] walks every tenant's store. Opening an evicted store
 /// (catalog keys, unwrap, SQLCipher open) counts against the sample's first request, as in the
 /// server; the server's page-cache pass runs every 25 samples (every 5 s in the server). Each
 /// sample also queues a run (untimed, hinted as the API does) and claims it through the
@@ -1007,7 +1022,7 @@ fn measure_tenants(
         );
         flowguard::service::runner::queued_per_app_blocking(state);
         flowguard::service::runs::queue_scheduled_blocking(state);
-        Some(BackgroundPasses::start(state, busy.pass_every_ms)?)
+        Some(background_passes(state, busy.pass_every_ms)?)
     };
     let mut recorded = 0u64;
     for s in 0.. {
@@ -1069,7 +1084,7 @@ fn measure_tenants(
             into.1.extend(from.1);
         }
     }
-    let passes = passes.map(BackgroundPasses::stop).unwrap_or(0);
+    let passes = passes.map(Periodic::stop).transpose()?.unwrap_or(0);
     Ok(Measured {
         lats: l,
         samples: recorded,
